@@ -1,0 +1,72 @@
+"""The `exo` command: validate cluster files, run one in-process, list satellites."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .errors import SpecError, render_diagnostics
+
+
+@click.group()
+def main() -> None:
+    """exo-dagster: YAML clusters of satellites on Dagster."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--strict", is_flag=True, help="Treat warnings (e.g. literal secret values) as errors.")
+def validate(paths: tuple[str, ...], strict: bool) -> None:
+    """Check cluster files; exit 1 with located errors."""
+    from .location import cluster_files, load_clusters
+
+    try:
+        files = cluster_files(paths)
+        clusters = load_clusters(files, strict=strict)
+    except (SpecError, FileNotFoundError) as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    for cluster in clusters:
+        if cluster.warnings:
+            click.echo(render_diagnostics(cluster.warnings, {cluster.file: open(cluster.file).read().splitlines()}), err=True)
+        click.echo(f"ok  {cluster.file}: cluster/{cluster.spec.identifier} -> job {cluster.job_name} ({len(cluster.steps)} steps)")
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--strict", is_flag=True)
+def run(path: str, strict: bool) -> None:
+    """Compile one cluster and execute it in-process (like `dagster job execute`)."""
+    from dagster import DagsterInstance
+
+    from .compiler import compile_cluster
+    from .parser import load_cluster_file
+
+    try:
+        cluster = load_cluster_file(path, strict=strict)
+    except SpecError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    defs = compile_cluster(cluster)
+    job = defs.resolve_job_def(cluster.job_name)
+    with DagsterInstance.get() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+    click.echo(f"run {result.run_id}: {'success' if result.success else 'FAILURE'}")
+    sys.exit(0 if result.success else 1)
+
+
+@main.command()
+def satellites() -> None:
+    """List the known satellite ids."""
+    from .registry import builtin_registry
+
+    registry = builtin_registry()
+    for uses in registry.ids():
+        definition = registry.get(uses)
+        alias = "" if uses == definition.id else f" (alias of {definition.id})"
+        click.echo(f"{uses}@{definition.version}{alias}  {definition.docs.splitlines()[0] if definition.docs else ''}")
+
+
+if __name__ == "__main__":
+    main()

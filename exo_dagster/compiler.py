@@ -1,0 +1,123 @@
+"""The compiler: a checked Cluster in, `dagster.Definitions` out. Pure: no I/O, no network.
+
+Each step becomes one asset whose compute function resolves the step's templates at run
+time, validates its config, and calls the satellite; outputs are stored by the exo IO manager.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Iterable
+
+import dagster as dg
+
+from .parser import Cluster, ParsedStep
+from .runtime import make_compute
+from .spec import SLA_SECONDS
+
+IO_MANAGER_KEY = "exo_io"
+MAX_KINDS = 3  # Dagster shows at most three kind badges per asset
+
+
+def compile_clusters(clusters: Iterable[Cluster], *, resources: dict[str, Any] | None = None) -> dg.Definitions:
+    """Definitions for many clusters, sharing one IO manager."""
+    from .io_manager import ExoParquetIOManager
+
+    parts = [compile_cluster(c, with_resources=False) for c in clusters]
+    merged = dg.Definitions.merge(*parts) if parts else dg.Definitions()
+    return dg.Definitions.merge(merged, dg.Definitions(resources={IO_MANAGER_KEY: ExoParquetIOManager(), **(resources or {})}))
+
+
+def compile_cluster(cluster: Cluster, *, with_resources: bool = True) -> dg.Definitions:
+    group = cluster.job_name
+    assets = [_asset(cluster, step, group) for step in cluster.steps]
+    keys = [dg.AssetKey([group, s.asset_name]) for s in cluster.steps]
+    spec = cluster.spec
+    run_tags = {"exo/cluster": spec.identifier}
+    if spec.sla:
+        run_tags["dagster/max_runtime"] = str(SLA_SECONDS[spec.sla])
+    if any(_resources(s).gpu for s in cluster.steps):
+        run_tags["exo/compute"] = "gpu"
+    job = dg.define_asset_job(
+        name=cluster.job_name,
+        selection=dg.AssetSelection.assets(*keys),
+        description=spec.description or spec.title or f"cluster/{spec.identifier}",
+        tags=run_tags,
+    )
+    schedules = []
+    if spec.trigger and spec.trigger.cron:
+        schedules.append(dg.ScheduleDefinition(
+            name=f"{cluster.job_name}__cron", job=job, cron_schedule=spec.trigger.cron,
+            execution_timezone=spec.trigger.timezone, default_status=dg.DefaultScheduleStatus.RUNNING,
+            description=f"trigger.cron of cluster/{spec.identifier}",
+        ))
+    resources = {}
+    if with_resources:
+        from .io_manager import ExoParquetIOManager
+
+        resources[IO_MANAGER_KEY] = ExoParquetIOManager()
+    return dg.Definitions(assets=assets, jobs=[job], schedules=schedules, resources=resources)
+
+
+def _resources(step: ParsedStep):
+    return step.spec.resources or step.satellite.resources
+
+
+def _deps(cluster: Cluster, step: ParsedStep) -> list[str]:
+    """Upstream identifiers: what the step references, plus its predecessor in list order."""
+    upstream = list(step.references)
+    if cluster.spec.execution == "sequential" and step.index > 0:
+        previous = cluster.steps[step.index - 1].identifier
+        if previous not in upstream:
+            upstream.append(previous)
+    return upstream
+
+
+def _asset(cluster: Cluster, step: ParsedStep, group: str) -> dg.AssetsDefinition:
+    upstream = _deps(cluster, step)
+    by_id = {s.identifier: s for s in cluster.steps}
+    ins = {f"in_{by_id[u].asset_name}": dg.AssetIn(key=dg.AssetKey([group, by_id[u].asset_name])) for u in upstream}
+    arg_to_id = {f"in_{by_id[u].asset_name}": u for u in upstream}
+    previous = cluster.steps[step.index - 1].identifier if step.index > 0 and cluster.spec.execution == "sequential" else None
+    if previous is None and len(step.references) == 1:
+        previous = step.references[0]
+    retries = step.spec.retries if step.spec.retries is not None else cluster.spec.retries
+    resources = _resources(step)
+    kinds = list(dict.fromkeys((["gpu"] if resources.gpu else []) + list(step.satellite.kinds)))[:MAX_KINDS]
+    shown_config = {**step.config, **({"secrets": {k: f"<secret from {v.kind} {v.name if v.kind != 'literal' else ''}>".replace(" >", ">")
+                                                   for k, v in step.secrets.items()}} if step.secrets else {})}
+    metadata = {
+        "exo/satellite": f"{step.satellite.id}@{step.satellite.version}",
+        "exo/config": dg.MetadataValue.json(shown_config),
+        "exo/input": dg.MetadataValue.json(step.spec.input),
+        "exo/source": f"{step.location}",
+        "dagster/code_references": dg.CodeReferencesMetadataValue(code_references=[
+            dg.LocalFileCodeReference(file_path=cluster.file, line_number=step.location.line, label=f"{step.spec.name} ({cluster.file})"),
+        ]),
+    }
+    tags = {"exo/satellite": step.satellite.name, "exo/gpu": str(resources.gpu),
+            "exo/resources": json.dumps(resources.model_dump(exclude_none=True, by_alias=True), sort_keys=True)}
+    description = step.spec.description or step.spec.name
+    if step.satellite.docs:
+        description += f"\n\n`{step.satellite.id}`: {step.satellite.docs.splitlines()[0]}"
+    fingerprint = json.dumps([step.satellite.id, step.satellite.version, step.config, step.spec.input], sort_keys=True, default=str)
+
+    @dg.asset(
+        key=dg.AssetKey([group, step.asset_name]),
+        ins=ins,
+        group_name=group,
+        description=description,
+        metadata=metadata,
+        kinds=set(kinds),
+        op_tags=tags,
+        io_manager_key=IO_MANAGER_KEY,
+        retry_policy=dg.RetryPolicy(max_retries=retries, delay=1, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+        if retries else None,
+        code_version=hashlib.sha256(fingerprint.encode()).hexdigest()[:16],
+    )
+    def _step(context, **upstream_tables):
+        return compute(context, {arg_to_id[k]: v for k, v in upstream_tables.items()})
+
+    compute = make_compute(cluster, step, previous)
+    return _step

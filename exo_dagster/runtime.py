@@ -1,0 +1,114 @@
+"""What runs inside a compiled step: resolve templates, validate config, call the satellite."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import polars as pl
+from pydantic import ValidationError
+
+from . import secrets as secret_values
+from . import templates
+from .context import StepContext
+from .parser import Cluster, ParsedStep
+from .table import StoredTable
+
+
+class StepInputError(RuntimeError):
+    """A step's templates or config could not be resolved at run time (missing env var, column...)."""
+
+
+def cluster_fields(cluster: Cluster) -> dict[str, Any]:
+    spec = cluster.spec
+    trigger = spec.trigger.model_dump(exclude_none=True, by_alias=True) if spec.trigger else None
+    return {"identifier": spec.identifier, "title": spec.title, "description": spec.description,
+            "trigger": trigger, "sla": spec.sla, "project": spec.project, "name": spec.short_name}
+
+
+def make_resolver(cluster: Cluster, step: ParsedStep, tables: dict[str, StoredTable],
+                  step_secrets: dict[str, str], environ=os.environ) -> Callable[[templates.Reference], Any]:
+    fields = cluster_fields(cluster)
+
+    def resolve(ref: templates.Reference) -> Any:
+        if ref.root == "satellites":
+            table = tables[ref.satellite]
+            return table.column(ref.column) if ref.column else table
+        if ref.root == "secrets":
+            source = cluster.secrets[ref.parts[0]]
+            return secret_values.secret_value(ref.parts[0], source, environ)
+        if ref.root == "env":
+            if ref.parts[0] not in environ:
+                raise StepInputError(f"step `{step.identifier}` reads environment variable `{ref.parts[0]}`, which is not set")
+            return environ[ref.parts[0]]
+        if ref.root == "cluster":
+            return fields[ref.parts[0]]
+        raise StepInputError(f"`{ref.text}` cannot be resolved in step `{step.identifier}`")
+
+    return resolve
+
+
+def per_row_frame(step: ParsedStep, tables: dict[str, StoredTable], resolve) -> pl.LazyFrame | None:
+    """The step's per-row input as one lazy table: one row per row of the source, one column per input key."""
+    if step.per_row_source is None:
+        return None
+    source = tables[step.per_row_source].lazy()
+    names = source.collect_schema().names()
+    exprs = []
+    for key, raw in step.spec.input.items():
+        exprs.append(_row_expr(raw, resolve, names).alias(str(key)))
+    return source.select(exprs)
+
+
+def _row_expr(raw: Any, resolve, names: list[str]) -> pl.Expr:
+    if not isinstance(raw, str) or not templates.has_template(raw):
+        return pl.lit(raw)
+    template = templates.parse(raw)
+    pieces: list[pl.Expr] = []
+    for piece in template.pieces:
+        if isinstance(piece, str):
+            pieces.append(pl.lit(piece))
+        elif piece.per_row:
+            if piece.column not in names:
+                raise StepInputError(f"`{piece.text}`: column `{piece.column}` is not in `{piece.satellite}`'s output "
+                                     f"(it has: {', '.join(names)})")
+            pieces.append(pl.col(piece.column))
+        else:
+            value = resolve(piece)
+            pieces.append(pl.lit(value if template.whole else templates._as_text(value)))
+    if template.whole is not None:
+        return pieces[0]
+    return pl.concat_str([p.cast(pl.Utf8).fill_null("") for p in pieces])
+
+
+def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None):
+    """The function a compiled asset calls with its upstream StoredTables."""
+
+    def compute(context, tables: dict[str, StoredTable]) -> Any:
+        tables = {ident: dataclasses.replace(t, name=ident) for ident, t in tables.items()}
+        given = secret_values.resolve_all(step.secrets)
+        resolve = make_resolver(cluster, step, tables, given)
+        raw_config = templates.render(step.config, resolve)
+        try:
+            config = step.satellite.config_model.model_validate(raw_config)
+        except ValidationError as exc:
+            text = secret_values.mask(str(exc), list(given.values()))
+            raise StepInputError(f"config of step `{step.identifier}` is invalid after resolving templates:\n{text}") from None
+        per_row = {k for k, v in step.spec.input.items() if isinstance(v, str) and "$${{" in v}
+        plain_input = templates.render({k: v for k, v in step.spec.input.items() if k not in per_row}, resolve)
+        ctx = StepContext(
+            cluster=cluster.spec.identifier,
+            step=step.identifier,
+            run_id=context.run_id,
+            input=plain_input,
+            rows=per_row_frame(step, tables, resolve),
+            tables=tables,
+            previous=tables.get(previous) if previous else None,
+            secrets=given,
+            base_dir=cluster.base_dir,
+            log=context.log,
+        )
+        return step.satellite.fn(ctx, config)
+
+    return compute

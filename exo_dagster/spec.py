@@ -1,0 +1,132 @@
+"""Pydantic models of the cluster spec (`version: 0.0.1b`), spelled in YAML with hyphens."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SUPPORTED_VERSIONS = ("0.0.1b",)
+SLA_SECONDS = {"6h": 6 * 3600, "12h": 12 * 3600, "24h": 24 * 3600}
+CLUSTER_ID = re.compile(r"^(?:cluster/)?([A-Za-z0-9][A-Za-z0-9_.-]*)/([A-Za-z0-9][A-Za-z0-9_.-]*)$")
+STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def kebab(name: str) -> str:
+    return name.rstrip("_").replace("_", "-")
+
+
+class SpecModel(BaseModel):
+    """Strict (unknown keys are errors), YAML spelling with hyphens, Python spelling accepted too."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=kebab, populate_by_name=True)
+
+
+class FilesTrigger(SpecModel):
+    path: str
+    pattern: str = "*"
+    min_age: str | int = 0
+
+
+class Trigger(SpecModel):
+    cron: str | None = None
+    timezone: str = "UTC"
+    files: FilesTrigger | None = None
+    after: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Trigger":
+        kinds = [k for k in ("cron", "files", "after") if getattr(self, k) is not None]
+        if len(kinds) > 1:
+            raise ValueError(f"a trigger has one kind, got {', '.join(kinds)}; split the cluster or pick one")
+        return self
+
+
+class Resources(SpecModel):
+    gpu: int = Field(0, ge=0)
+    gpu_type: str | None = None
+    cpu: float | None = Field(None, gt=0)
+    memory: str | None = Field(None, pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+
+
+class Step(SpecModel):
+    name: str
+    uses: str
+    identifier: str | None = Field(None, pattern=STEP_ID.pattern)
+    description: str | None = None
+    retries: int | None = Field(None, ge=0)
+    config: dict[str, Any] = Field(default_factory=dict)
+    input: dict[str, Any] = Field(default_factory=dict)
+    resources: Resources | None = None
+    after: list[str] = Field(default_factory=list)
+
+    @field_validator("config", "input", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @property
+    def key(self) -> str:
+        """The step's identifier, or one derived from its name."""
+        if self.identifier:
+            return self.identifier
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", self.name).strip("-").lower() or "step"
+        return slug if slug[0].isalpha() else f"s-{slug}"
+
+
+class LogsSection(SpecModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    satellites: list[Step] = Field(default_factory=list)
+
+
+class FailureSection(SpecModel):
+    from_: str | None = Field(None, alias="from")
+    satellites: list[Step] = Field(default_factory=list)
+
+
+class ClusterBody(SpecModel):
+    identifier: str = Field(pattern=CLUSTER_ID.pattern)
+    title: str | None = None
+    description: str | None = None
+    sla: Literal["6h", "12h", "24h"] | None = None
+    trigger: Trigger | None = None
+    retries: int = Field(0, ge=0)
+    execution: Literal["sequential", "dataflow"] = "sequential"
+    secrets: list[dict[str, Any]] = Field(default_factory=list)
+    satellites: list[Step] = Field(min_length=1)
+    logs: LogsSection | None = None
+    failure: FailureSection | None = None
+
+    @field_validator("trigger", mode="before")
+    @classmethod
+    def _none_trigger(cls, value: Any) -> Any:
+        return None if value in ("none", "None", "manual") else value
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secrets_map(cls, value: Any) -> Any:
+        # Both the seed's list of single-key maps and a plain mapping are accepted.
+        if isinstance(value, dict):
+            return [{k: v} for k, v in value.items()]
+        return [] if value is None else value
+
+    @property
+    def project(self) -> str:
+        return CLUSTER_ID.match(self.identifier).group(1)  # type: ignore[union-attr]
+
+    @property
+    def short_name(self) -> str:
+        return CLUSTER_ID.match(self.identifier).group(2)  # type: ignore[union-attr]
+
+
+class ClusterFile(SpecModel):
+    version: str
+    cluster: ClusterBody
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _known_version(cls, value: Any) -> Any:
+        if str(value) not in SUPPORTED_VERSIONS:
+            raise ValueError(f"unsupported spec version {value!r}; supported: {', '.join(SUPPORTED_VERSIONS)}")
+        return str(value)
