@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
+from pathlib import Path
 from typing import Any, Iterable
 
 import dagster as dg
@@ -64,6 +66,16 @@ def _resources(step: ParsedStep):
     return step.spec.resources or step.satellite.resources
 
 
+def _code_reference(cluster: Cluster, step: ParsedStep) -> dg.CodeReferencesMetadataValue:
+    """Links the asset in the UI to the step's line in the cluster YAML."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.CodeReferencesMetadataValue(code_references=[
+            dg.LocalFileCodeReference(file_path=cluster.source_path, line_number=step.location.line,
+                                      label=f"{step.spec.name} ({Path(cluster.file).name}:{step.location.line})"),
+        ])
+
+
 def _deps(cluster: Cluster, step: ParsedStep) -> list[str]:
     """Upstream identifiers: what the step references, plus its predecessor in list order."""
     upstream = list(step.references)
@@ -92,9 +104,7 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str) -> dg.AssetsDefinitio
         "exo/config": dg.MetadataValue.json(shown_config),
         "exo/input": dg.MetadataValue.json(step.spec.input),
         "exo/source": f"{step.location}",
-        "dagster/code_references": dg.CodeReferencesMetadataValue(code_references=[
-            dg.LocalFileCodeReference(file_path=cluster.file, line_number=step.location.line, label=f"{step.spec.name} ({cluster.file})"),
-        ]),
+        "dagster/code_references": _code_reference(cluster, step),
     }
     tags = {"exo/satellite": step.satellite.name, "exo/gpu": str(resources.gpu),
             "exo/resources": json.dumps(resources.model_dump(exclude_none=True, by_alias=True), sort_keys=True)}

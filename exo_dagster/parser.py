@@ -74,8 +74,13 @@ class Cluster:
         return asset_name(f"{self.spec.project}__{self.spec.short_name}")
 
     @property
+    def source_path(self) -> str:
+        """Absolute path of the cluster file (what the UI links to)."""
+        return os.path.abspath(self.file)
+
+    @property
     def base_dir(self) -> str:
-        return str(Path(self.file).resolve().parent)
+        return os.path.dirname(self.source_path)
 
     def step(self, identifier: str) -> ParsedStep:
         return next(s for s in self.steps if s.identifier == identifier)

@@ -80,11 +80,22 @@ class Registry:
         match = SATELLITE_ID.match(uses)
         base = uses.split("@", 1)[0]
         if not match or base not in self._by_id:
-            raise UnknownSatellite(uses, difflib.get_close_matches(base, self.ids(), n=3, cutoff=0.5))
+            raise UnknownSatellite(uses, self.suggest(base))
         definition = self._by_id[base]
         if match.group(3) and match.group(3) != definition.version:
             raise UnknownSatellite(uses, [f"{base}@{definition.version}"], reason="unknown version of satellite")
         return definition
+
+    def suggest(self, uses: str) -> list[str]:
+        """Closest known ids, compared on the satellite name (the shared prefix would match everything)."""
+        by_name: dict[str, list[str]] = {}
+        for known in self.ids():
+            by_name.setdefault(known.rsplit("/", 1)[-1], []).append(known)
+        name = uses.rsplit("/", 1)[-1]
+        close = difflib.get_close_matches(name, list(by_name), n=3, cutoff=0.6)
+        project = uses.split("/")[1] if uses.count("/") >= 2 else ""
+        ranked = [i for n in close for i in sorted(by_name[n], key=lambda i: i.split("/")[1] != project)]
+        return ranked[:3]
 
     def merged(self, other: "Registry") -> "Registry":
         out = Registry()

@@ -7,6 +7,7 @@ import os
 from typing import Any, Callable
 
 import polars as pl
+from dagster import Failure
 from pydantic import ValidationError
 
 from . import secrets as secret_values
@@ -50,15 +51,17 @@ def make_resolver(cluster: Cluster, step: ParsedStep, tables: dict[str, StoredTa
 
 
 def per_row_frame(step: ParsedStep, tables: dict[str, StoredTable], resolve) -> pl.LazyFrame | None:
-    """The step's per-row input as one lazy table: one row per row of the source, one column per input key."""
+    """The step's per-row input as one lazy table: a row per source row, a column per `$${{ }}` input key."""
     if step.per_row_source is None:
         return None
     source = tables[step.per_row_source].lazy()
     names = source.collect_schema().names()
-    exprs = []
-    for key, raw in step.spec.input.items():
-        exprs.append(_row_expr(raw, resolve, names).alias(str(key)))
+    exprs = [_row_expr(raw, resolve, names).alias(str(key)) for key, raw in step.spec.input.items() if is_per_row(raw)]
     return source.select(exprs)
+
+
+def is_per_row(raw: Any) -> bool:
+    return isinstance(raw, str) and "$${{" in raw
 
 
 def _row_expr(raw: Any, resolve, names: list[str]) -> pl.Expr:
@@ -86,6 +89,14 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None):
     """The function a compiled asset calls with its upstream StoredTables."""
 
     def compute(context, tables: dict[str, StoredTable]) -> Any:
+        try:
+            ctx, config = prepare(context, tables)
+        except (StepInputError, secret_values.MissingSecret) as exc:
+            # A user mistake, not a crash: a plain message, and no automatic retry (it cannot heal itself).
+            raise Failure(description=str(exc), allow_retries=False) from None
+        return step.satellite.fn(ctx, config)
+
+    def prepare(context, tables: dict[str, StoredTable]) -> tuple[StepContext, Any]:
         tables = {ident: dataclasses.replace(t, name=ident) for ident, t in tables.items()}
         given = secret_values.resolve_all(step.secrets)
         resolve = make_resolver(cluster, step, tables, given)
@@ -95,12 +106,11 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None):
         except ValidationError as exc:
             text = secret_values.mask(str(exc), list(given.values()))
             raise StepInputError(f"config of step `{step.identifier}` is invalid after resolving templates:\n{text}") from None
-        per_row = {k for k, v in step.spec.input.items() if isinstance(v, str) and "$${{" in v}
-        plain_input = templates.render({k: v for k, v in step.spec.input.items() if k not in per_row}, resolve)
+        plain_input = templates.render({k: v for k, v in step.spec.input.items() if not is_per_row(v)}, resolve)
         ctx = StepContext(
             cluster=cluster.spec.identifier,
             step=step.identifier,
-            run_id=context.run_id,
+            run_id=context.run.run_id,
             input=plain_input,
             rows=per_row_frame(step, tables, resolve),
             tables=tables,
@@ -109,6 +119,6 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None):
             base_dir=cluster.base_dir,
             log=context.log,
         )
-        return step.satellite.fn(ctx, config)
+        return ctx, config
 
     return compute

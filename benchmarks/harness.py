@@ -1,0 +1,122 @@
+"""A tiny benchmark harness: time a callable N times, report median/min/max, compare to a baseline.
+
+The benchmark machine is small and noisy (2 shared cores), so every figure we quote is a
+median, and every comparison is a ratio against a baseline measured in the same process run.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+
+@dataclass
+class Result:
+    """Wall times (seconds) of one measured thing."""
+
+    name: str
+    times: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def min(self) -> float:
+        return min(self.times)
+
+    @property
+    def max(self) -> float:
+        return max(self.times)
+
+    @property
+    def n(self) -> int:
+        return len(self.times)
+
+
+def time_once(fn: Callable[[], object], *, collect: bool = True) -> float:
+    """Wall time of one call; a full GC first so garbage from earlier calls is not billed here."""
+    if collect:
+        gc.collect()
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure(name: str, fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> Result:
+    """Run `fn` `warmup` times untimed, then `repeats` times timed."""
+    for _ in range(warmup):
+        fn()
+    result = Result(name)
+    for _ in range(repeats):
+        result.times.append(time_once(fn))
+    return result
+
+
+def measure_interleaved(variants: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1) -> dict[str, Result]:
+    """Run the variants alternately (A B A B ...), so drift on a noisy machine hits all of them alike.
+
+    The order is flipped every round (A B, B A, ...) so neither variant always runs "second".
+    """
+    names = list(variants)
+    for _ in range(warmup):
+        for name in names:
+            variants[name]()
+    results = {name: Result(name) for name in names}
+    for round_ in range(repeats):
+        order = names if round_ % 2 == 0 else list(reversed(names))
+        for name in order:
+            results[name].times.append(time_once(variants[name]))
+    return results
+
+
+def fmt_seconds(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.3f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
+def table(results: Iterable[Result], baseline: Result | None = None, title: str | None = None) -> str:
+    """A plain-text table: name, n, median, min, max and (with a baseline) median ratio."""
+    rows = list(results)
+    header = ["benchmark", "n", "median", "min", "max"] + (["ratio"] if baseline else [])
+    lines = [[r.name, str(r.n), fmt_seconds(r.median), fmt_seconds(r.min), fmt_seconds(r.max)]
+             + ([f"{r.median / baseline.median:.2f}x"] if baseline else []) for r in rows]
+    widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(header)]
+
+    def render(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    out = []
+    if title:
+        out.append(title)
+    out.append(render(header))
+    out.append(render(["-" * w for w in widths]))
+    out.extend(render(l) for l in lines)
+    if baseline:
+        out.append(f"(ratio = median / median of baseline `{baseline.name}`)")
+    return "\n".join(out)
+
+
+def machine() -> str:
+    """One line about where the numbers came from."""
+    cores = os.cpu_count()
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        pass
+    return f"python {platform.python_version()} on {platform.system()} {platform.machine()}, {cores} usable cores"
+
+
+def print_header(title: str) -> None:
+    print(f"== {title}")
+    print(f"   {machine()}; argv: {' '.join(sys.argv)}")
+    print("   noisy machine: quote medians and ratios, not single runs")
