@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import polars as pl
 
@@ -32,6 +32,36 @@ class StepContext:
     base_dir: str = "."
     data_dir: str = field(default_factory=paths.data_dir)
     log: Any = field(default_factory=lambda: logging.getLogger("exo_dagster"))
+    # per-row work: (satellite id, version, config) identity, options from the step spec, a cache
+    identity: tuple[str, str, dict] = ("satellite/exo/unknown", "0", {})
+    concurrency: int = 8
+    on_row_error: str = "collect"
+    cache_path: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def map_rows(self, fn: Callable[[dict, str], Any], rows: pl.DataFrame | pl.LazyFrame | None = None, *,
+                 concurrency: int | None = None, batch_size: int | None = None) -> pl.DataFrame:
+        """Run `fn(row, idempotency_key)` once per row (default: the step's per-row input), concurrently,
+        skipping rows the cache already holds; per-row failures land in `_error`. See fanout.map_rows."""
+        from .fanout import RowStats, map_rows
+        from .row_cache import RowCache
+
+        rows = self.rows if rows is None else rows
+        if rows is None:
+            raise ValueError(f"step `{self.step}` has no per-row input; use `$${{{{ satellites.X.output.col }}}}` in `input:`")
+        stats = RowStats()
+        cache = RowCache(self.cache_path) if self.cache_path else None
+        try:
+            return map_rows(fn, rows, identity=self.identity, step=self.step, cache=cache,
+                            concurrency=concurrency or self.concurrency, on_row_error=self.on_row_error,
+                            batch_size=batch_size, stats=stats)
+        finally:
+            if cache is not None:
+                cache.close()
+            self.metadata.update(stats.metadata())
+            if stats.errors:
+                self.metadata["exo/row_errors"] = "\n".join(stats.errors)
+                self.log.warning(f"{stats.failed} row(s) failed in step `{self.step}`; see the `_error` column")
 
     def path(self, path: str) -> str:
         """A path the user wrote, resolved against the cluster file's folder."""

@@ -27,7 +27,7 @@ def cluster_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
         elif path.is_file():
             found[path.resolve()] = None
         else:
-            raise FileNotFoundError(f"EXO_CLUSTERS names `{path}`, which does not exist")
+            raise FileNotFoundError(f"cluster path `{path}` does not exist (check the command line or EXO_CLUSTERS)")
     return list(found)
 
 

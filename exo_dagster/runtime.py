@@ -7,12 +7,14 @@ import os
 from typing import Any, Callable
 
 import polars as pl
-from dagster import Failure
+from dagster import Failure, Output
 from pydantic import ValidationError
 
+from . import row_cache
 from . import secrets as secret_values
 from . import templates
 from .context import StepContext
+from .fanout import RowFailed
 from .parser import Cluster, ParsedStep
 from .table import StoredTable
 
@@ -94,7 +96,11 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None):
         except (StepInputError, secret_values.MissingSecret) as exc:
             # A user mistake, not a crash: a plain message, and no automatic retry (it cannot heal itself).
             raise Failure(description=str(exc), allow_retries=False) from None
-        return step.satellite.fn(ctx, config)
+        try:
+            value = step.satellite.fn(ctx, config)
+        except RowFailed as exc:
+            raise Failure(description=str(exc), metadata=ctx.metadata) from None
+        return Output(value, metadata=ctx.metadata) if ctx.metadata else value
 
     def prepare(context, tables: dict[str, StoredTable]) -> tuple[StepContext, Any]:
         tables = {ident: dataclasses.replace(t, name=ident) for ident, t in tables.items()}
@@ -118,6 +124,10 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None):
             secrets=given,
             base_dir=cluster.base_dir,
             log=context.log,
+            identity=(step.satellite.id, step.satellite.version, config.model_dump(mode="json", by_alias=True)),
+            concurrency=step.spec.concurrency or 8,
+            on_row_error=step.spec.on_row_error,
+            cache_path=row_cache.cache_file(cluster.job_name) if step.spec.cache else None,
         )
         return ctx, config
 

@@ -50,6 +50,10 @@ class Resources(SpecModel):
     memory: str | None = Field(None, pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 
 
+class FanOut(SpecModel):
+    chunk_rows: int = Field(gt=0)
+
+
 class Step(SpecModel):
     name: str
     uses: str
@@ -60,6 +64,10 @@ class Step(SpecModel):
     input: dict[str, Any] = Field(default_factory=dict)
     resources: Resources | None = None
     after: list[str] = Field(default_factory=list)
+    concurrency: int | None = Field(None, ge=1, le=4096)
+    on_row_error: Literal["collect", "fail"] = "collect"
+    cache: bool = True
+    fan_out: FanOut | None = None
 
     @field_validator("config", "input", mode="before")
     @classmethod
