@@ -20,7 +20,9 @@ def step_id(i: int) -> str:
     return f"s{i:04d}"
 
 
-def chain_yaml(steps: int, data_path: str = "data.parquet", name: str | None = None) -> str:
+def chain_yaml(steps: int, data_path: str = "data.parquet", name: str | None = None, *,
+               uses: str = "satellite/exospherehost/sql") -> str:
+    """`uses` is the satellite of steps 1..n-1; only the built-in `sql` gets a `query:` config."""
     if steps < 1:
         raise ValueError("a cluster needs at least one step")
     lines = [
@@ -36,13 +38,9 @@ def chain_yaml(steps: int, data_path: str = "data.parquet", name: str | None = N
         f"        path: {data_path}",
     ]
     for i in range(1, steps):
-        lines += [
-            f"    - name: step {i}",
-            "      uses: satellite/exospherehost/sql",
-            f"      identifier: {step_id(i)}",
-            "      config:",
-            f"        query: select * from {step_id(i - 1)}",
-        ]
+        lines += [f"    - name: step {i}", f"      uses: {uses}", f"      identifier: {step_id(i)}"]
+        if uses == "satellite/exospherehost/sql":
+            lines += ["      config:", f"        query: select * from {step_id(i - 1)}"]
     return "\n".join(lines) + "\n"
 
 

@@ -1,5 +1,6 @@
 """exo-dagster: YAML clusters of satellites, compiled into Dagster asset graphs."""
 
+from . import duck
 from .compiler import compile_cluster, compile_clusters
 from .context import StepContext
 from .errors import Diagnostic, Location, SpecError

@@ -68,5 +68,41 @@ def satellites() -> None:
         click.echo(f"{uses}@{definition.version}{alias}  {definition.docs.splitlines()[0] if definition.docs else ''}")
 
 
+@main.group()
+def cache() -> None:
+    """The per-row result cache (EXO_CACHE_DIR, default <data folder>/cache)."""
+
+
+@cache.command("clear")
+@click.argument("cluster")
+@click.option("--step", default=None, help="Only this step's rows (its identifier).")
+def cache_clear(cluster: str, step: str | None) -> None:
+    """Forget finished rows of CLUSTER (a cluster file, `project/name`, or its job name)."""
+    import os
+
+    from .parser import asset_name, load_cluster_file
+    from .row_cache import RowCache, cache_file
+    from .spec import CLUSTER_ID
+
+    if os.path.isfile(cluster):
+        try:
+            job_name = load_cluster_file(cluster).job_name
+        except SpecError as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(1)
+    elif CLUSTER_ID.match(cluster):
+        project, name = CLUSTER_ID.match(cluster).groups()
+        job_name = asset_name(f"{project}__{name}")
+    else:
+        job_name = asset_name(cluster)
+    path = cache_file(job_name)
+    if not os.path.exists(path):
+        click.echo(f"no cache for {job_name} ({path})")
+        return
+    with RowCache(path) as rows:
+        removed = rows.clear(step)
+    click.echo(f"cleared {removed} cached row(s) of {job_name}" + (f" step {step}" if step else ""))
+
+
 if __name__ == "__main__":
     main()

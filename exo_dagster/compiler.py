@@ -14,6 +14,9 @@ from typing import Any, Iterable
 
 import dagster as dg
 
+from .catalog import sql_name
+from . import tags as backend_tags
+from .executor import executor_for
 from .parser import Cluster, ParsedStep
 from .runtime import make_compute
 from .spec import SLA_SECONDS
@@ -22,16 +25,18 @@ IO_MANAGER_KEY = "exo_io"
 MAX_KINDS = 3  # Dagster shows at most three kind badges per asset
 
 
-def compile_clusters(clusters: Iterable[Cluster], *, resources: dict[str, Any] | None = None) -> dg.Definitions:
+def compile_clusters(clusters: Iterable[Cluster], *, resources: dict[str, Any] | None = None,
+                     executor: str | None = None) -> dg.Definitions:
     """Definitions for many clusters, sharing one IO manager."""
     from .io_manager import ExoParquetIOManager
 
-    parts = [compile_cluster(c, with_resources=False) for c in clusters]
+    parts = [compile_cluster(c, with_resources=False, executor=executor) for c in clusters]
     merged = dg.Definitions.merge(*parts) if parts else dg.Definitions()
     return dg.Definitions.merge(merged, dg.Definitions(resources={IO_MANAGER_KEY: ExoParquetIOManager(), **(resources or {})}))
 
 
-def compile_cluster(cluster: Cluster, *, with_resources: bool = True) -> dg.Definitions:
+def compile_cluster(cluster: Cluster, *, with_resources: bool = True, executor: str | None = None) -> dg.Definitions:
+    """`executor`: the default for clusters that name none (else EXO_EXECUTOR, else exo's local executor)."""
     group = cluster.job_name
     assets = [_asset(cluster, step, group) for step in cluster.steps]
     keys = [dg.AssetKey([group, s.asset_name]) for s in cluster.steps]
@@ -46,6 +51,7 @@ def compile_cluster(cluster: Cluster, *, with_resources: bool = True) -> dg.Defi
         selection=dg.AssetSelection.assets(*keys),
         description=spec.description or spec.title or f"cluster/{spec.identifier}",
         tags=run_tags,
+        executor_def=executor_for(spec.executor or executor),
     )
     schedules = []
     if spec.trigger and spec.trigger.cron:
@@ -101,13 +107,13 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str) -> dg.AssetsDefinitio
                                                    for k, v in step.secrets.items()}} if step.secrets else {})}
     metadata = {
         "exo/satellite": f"{step.satellite.id}@{step.satellite.version}",
+        "exo/view": f"{sql_name(cluster.spec.short_name)}.{sql_name(step.identifier)}",
         "exo/config": dg.MetadataValue.json(shown_config),
         "exo/input": dg.MetadataValue.json(step.spec.input),
         "exo/source": f"{step.location}",
         "dagster/code_references": _code_reference(cluster, step),
     }
-    tags = {"exo/satellite": step.satellite.name, "exo/gpu": str(resources.gpu),
-            "exo/resources": json.dumps(resources.model_dump(exclude_none=True, by_alias=True), sort_keys=True)}
+    tags = {"exo/satellite": step.satellite.name, **backend_tags.step_tags(resources, cluster.spec.queues)}
     description = step.spec.description or step.spec.name
     if step.satellite.docs:
         description += f"\n\n`{step.satellite.id}`: {step.satellite.docs.splitlines()[0]}"
@@ -121,6 +127,7 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str) -> dg.AssetsDefinitio
         metadata=metadata,
         kinds=set(kinds),
         op_tags=tags,
+        pool=backend_tags.pool_for(resources),
         io_manager_key=IO_MANAGER_KEY,
         retry_policy=dg.RetryPolicy(max_retries=retries, delay=1, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
         if retries else None,

@@ -1,11 +1,16 @@
-"""Parquet storage for step outputs: atomic writes, lazy reads, any fsspec URL.
+"""Parquet storage for step outputs: atomic writes, lazy reads, any fsspec URL, a DuckDB catalog.
 
 Built on Dagster's own `UPathIOManager` (the base dagster-polars uses) rather than dagster-polars
 itself, which breaks on Polars 2 (see README design notes).
+
+A step that passes Parquet source files through unchanged (e.g. `read-table` over Parquet)
+returns a StoredTable pointing at them; we then store a small reference (`<key>.ref.json`, with
+each file's size and mtime as its fingerprint) instead of copying the data.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from typing import Any
@@ -15,8 +20,14 @@ import polars as pl
 from dagster import ConfigurableIOManagerFactory, InputContext, OutputContext, UPathIOManager
 from upath import UPath
 
-from . import paths
+from . import catalog, paths
 from .table import StoredTable
+
+REF_SUFFIX = ".ref.json"
+
+
+class SourceChanged(RuntimeError):
+    """A referenced source file changed after the step that read it ran."""
 
 
 def to_frame(obj: Any) -> pl.DataFrame | pl.LazyFrame | duckdb.DuckDBPyRelation:
@@ -39,29 +50,20 @@ def write_parquet_atomic(obj: Any, path: UPath) -> None:
     frame = to_frame(obj)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     local = not paths.is_url(str(path))
-    target = str(tmp)
     try:
-        if isinstance(frame, pl.DataFrame):
-            if local:
-                frame.write_parquet(target)
-            else:
-                with tmp.open("wb") as fh:
-                    frame.write_parquet(fh)
-        elif isinstance(frame, pl.LazyFrame):
-            if local:
-                frame.sink_parquet(target)
-            else:
-                with tmp.open("wb") as fh:
-                    frame.collect(engine="streaming").write_parquet(fh)
-        else:
-            if local:
-                frame.write_parquet(target)
-            else:
-                with tmp.open("wb") as fh:
-                    frame.pl().write_parquet(fh)
         if local:
-            os.replace(target, str(path))
+            if isinstance(frame, pl.LazyFrame):
+                # Into a handle we own: given a path, Polars may still create the file after an error is raised.
+                with open(str(tmp), "wb") as fh:
+                    frame.sink_parquet(fh)
+            else:
+                frame.write_parquet(str(tmp))  # polars DataFrame and DuckDB relation alike
+            os.replace(str(tmp), str(path))
         else:
+            eager = frame.collect(engine="streaming") if isinstance(frame, pl.LazyFrame) else (
+                frame.pl() if isinstance(frame, duckdb.DuckDBPyRelation) else frame)
+            with tmp.open("wb") as fh:
+                eager.write_parquet(fh)
             tmp.fs.mv(str(tmp), str(path))
     except BaseException:
         try:
@@ -69,6 +71,15 @@ def write_parquet_atomic(obj: Any, path: UPath) -> None:
         except (FileNotFoundError, OSError):
             pass
         raise
+
+
+def fingerprint(fs, paths_: list[str]) -> list[dict]:
+    out = []
+    for p in paths_:
+        info = fs.info(p)
+        out.append({"path": p, "size": int(info.get("size") or 0),
+                    "mtime": float(info.get("mtime") or 0) if isinstance(info.get("mtime"), (int, float)) else str(info.get("mtime") or info.get("LastModified") or "")})
+    return out
 
 
 class ParquetTableIOManager(UPathIOManager):
@@ -81,18 +92,59 @@ class ParquetTableIOManager(UPathIOManager):
         # Dagster 1.13 reads UPath._kwargs, which universal-pathlib 0.3 renamed to storage_options.
         return dict(getattr(self._base_path, "storage_options", {}) or {})
 
+    def _ref_path(self, path: UPath) -> UPath:
+        return path.with_name(path.name + REF_SUFFIX)
+
     def dump_to_path(self, context: OutputContext, obj: Any, path: UPath) -> None:
-        write_parquet_atomic(obj, path)
-        meta = pl.scan_parquet(str(path), storage_options=self.storage_options or None)
-        schema = meta.collect_schema()
+        options = self.storage_options or None
+        ref = self._ref_path(path)
+        if isinstance(obj, StoredTable) and obj.name is None and self._is_source(obj, path):
+            table = StoredTable(obj.path, obj.storage_options)
+            record = {"paths": table.paths, "fingerprint": fingerprint(self.fs, table.paths)}
+            tmp = ref.with_name(f".{ref.name}.{uuid.uuid4().hex}.tmp")
+            tmp.write_text(json.dumps(record))
+            tmp.fs.mv(str(tmp), str(ref)) if paths.is_url(str(ref)) else os.replace(str(tmp), str(ref))
+            if path.exists():
+                path.unlink()
+            stored, kind = table, "reference"
+        else:
+            write_parquet_atomic(obj, path)
+            if ref.exists():
+                ref.unlink()
+            stored, kind = StoredTable(str(path), options), "parquet"
+        scan = stored.lazy()
         context.add_output_metadata({
-            "dagster/row_count": int(meta.select(pl.len()).collect().item()),
-            "exo/columns": ", ".join(f"{n}: {t}" for n, t in schema.items()),
-            "exo/path": str(path),
+            "dagster/row_count": int(scan.select(pl.len()).collect().item()),
+            "exo/columns": ", ".join(f"{n}: {t}" for n, t in scan.collect_schema().items()),
+            "exo/path": ", ".join(stored.paths),
+            "exo/storage": kind,
         })
+        self._register(context, stored)
+
+    def _is_source(self, table: StoredTable, path: UPath) -> bool:
+        """A pass-through of files outside our own storage (never a reference to another output)."""
+        base = str(self._base_path)
+        return all(not p.startswith(base) for p in table.paths)
+
+    def _register(self, context: OutputContext, table: StoredTable) -> None:
+        if table.is_remote:
+            return  # DuckDB would need the httpfs extension, which is not available offline
+        view = (context.definition_metadata or {}).get("exo/view")
+        view = getattr(view, "value", view)
+        schema, name = (str(view).split(".", 1) if view else ("_".join(context.asset_key.path[:-1]) or "main", context.asset_key.path[-1]))
+        if not catalog.register_view(schema, name, table.duckdb_source()):
+            context.log.warning(f"DuckDB catalog {catalog.catalog_path()} stayed locked; view {schema}.{name} not refreshed")
 
     def load_from_path(self, context: InputContext, path: UPath) -> Any:
-        table = StoredTable(str(path), self.storage_options or None)
+        ref = self._ref_path(path)
+        if not path.exists() and ref.exists():
+            record = json.loads(ref.read_text())
+            if fingerprint(self.fs, record["paths"]) != record["fingerprint"]:
+                raise SourceChanged(f"source files of {context.upstream_output.asset_key.to_user_string()} changed after it ran "
+                                    f"({', '.join(record['paths'])}); re-run that step")
+            table = StoredTable(tuple(record["paths"]) if len(record["paths"]) > 1 else record["paths"][0], self.storage_options or None)
+        else:
+            table = StoredTable(str(path), self.storage_options or None)
         wanted = getattr(context.dagster_type, "typing_type", None)
         if wanted is pl.LazyFrame:
             return table.lazy()
@@ -100,17 +152,25 @@ class ParquetTableIOManager(UPathIOManager):
             return table.collect()
         return table
 
+    def path_exists(self, path: UPath) -> bool:
+        return path.exists() or self._ref_path(path).exists()
+
     def get_metadata(self, context: OutputContext, obj: Any) -> dict:
         return {}
 
 
 class ExoParquetIOManager(ConfigurableIOManagerFactory):
-    """The configurable face of ParquetTableIOManager; `base_path` defaults to the exo data folder."""
+    """The configurable face of ParquetTableIOManager.
+
+    `base_path` defaults to `<exo data folder>/outputs`; it may be any fsspec URL (`s3://bucket/prefix`),
+    with `storage_options` in fsspec's spelling (credentials normally come from the environment).
+    """
 
     base_path: str | None = None
+    storage_options: dict[str, Any] | None = None
 
     def create_io_manager(self, context) -> ParquetTableIOManager:
-        base = self.base_path or os.path.join(paths.data_dir(), "outputs")
+        base = self.base_path or os.environ.get("EXO_OUTPUTS") or os.path.join(paths.data_dir(), "outputs")
         if not paths.is_url(base):
             os.makedirs(base, exist_ok=True)
-        return ParquetTableIOManager(base_path=UPath(base))
+        return ParquetTableIOManager(base_path=UPath(base, **(self.storage_options or {})))

@@ -31,7 +31,9 @@ def cluster_fields(cluster: Cluster) -> dict[str, Any]:
 
 
 def make_resolver(cluster: Cluster, step: ParsedStep, tables: dict[str, StoredTable],
-                  step_secrets: dict[str, str], environ=os.environ) -> Callable[[templates.Reference], Any]:
+                  step_secrets: dict[str, str], environ=os.environ,
+                  roots: dict[str, dict[str, Any]] | None = None) -> Callable[[templates.Reference], Any]:
+    """`roots` adds template roots known only at run time (`failure.*` in a cluster's failure satellites)."""
     fields = cluster_fields(cluster)
 
     def resolve(ref: templates.Reference) -> Any:
@@ -47,6 +49,8 @@ def make_resolver(cluster: Cluster, step: ParsedStep, tables: dict[str, StoredTa
             return environ[ref.parts[0]]
         if ref.root == "cluster":
             return fields[ref.parts[0]]
+        if roots and ref.root in roots and ref.parts[0] in roots[ref.root]:
+            return roots[ref.root][ref.parts[0]]
         raise StepInputError(f"`{ref.text}` cannot be resolved in step `{step.identifier}`")
 
     return resolve
@@ -87,25 +91,38 @@ def _row_expr(raw: Any, resolve, names: list[str]) -> pl.Expr:
     return pl.concat_str([p.cast(pl.Utf8).fill_null("") for p in pieces])
 
 
-def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None):
-    """The function a compiled asset calls with its upstream StoredTables."""
+def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
+                 roots: Callable[[Any], dict[str, dict[str, Any]]] | None = None):
+    """The function a compiled asset calls with its upstream StoredTables.
+
+    `roots(context)` gives extra template roots at run time (the failure job's `failure.*`).
+    Every secret the step can see is masked in its log lines, errors, metadata and output table.
+    """
 
     def compute(context, tables: dict[str, StoredTable]) -> Any:
+        hidden = secret_values.visible_values(cluster, step)
         try:
-            ctx, config = prepare(context, tables)
+            ctx, config = prepare(context, tables, hidden)
         except (StepInputError, secret_values.MissingSecret) as exc:
             # A user mistake, not a crash: a plain message, and no automatic retry (it cannot heal itself).
-            raise Failure(description=str(exc), allow_retries=False) from None
+            raise Failure(description=secret_values.mask(str(exc), hidden), allow_retries=False) from None
         try:
             value = step.satellite.fn(ctx, config)
         except RowFailed as exc:
-            raise Failure(description=str(exc), metadata=ctx.metadata) from None
-        return Output(value, metadata=ctx.metadata) if ctx.metadata else value
+            raise Failure(description=secret_values.mask(str(exc), hidden),
+                          metadata=secret_values.mask_value(ctx.metadata, hidden)) from None
+        except Exception as exc:
+            if secret_values.leaks(exc, hidden):
+                raise secret_values.masked_failure(exc, hidden) from None
+            raise
+        value = secret_values.mask_output(value, hidden)
+        metadata = secret_values.mask_value(ctx.metadata, hidden)
+        return Output(value, metadata=metadata) if metadata else value
 
-    def prepare(context, tables: dict[str, StoredTable]) -> tuple[StepContext, Any]:
+    def prepare(context, tables: dict[str, StoredTable], hidden: list[str]) -> tuple[StepContext, Any]:
         tables = {ident: dataclasses.replace(t, name=ident) for ident, t in tables.items()}
         given = secret_values.resolve_all(step.secrets)
-        resolve = make_resolver(cluster, step, tables, given)
+        resolve = make_resolver(cluster, step, tables, given, roots=roots(context) if roots else None)
         raw_config = templates.render(step.config, resolve)
         try:
             config = step.satellite.config_model.model_validate(raw_config)
@@ -123,7 +140,7 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None):
             previous=tables.get(previous) if previous else None,
             secrets=given,
             base_dir=cluster.base_dir,
-            log=context.log,
+            log=secret_values.MaskingLog(context.log, hidden),
             identity=(step.satellite.id, step.satellite.version, config.model_dump(mode="json", by_alias=True)),
             concurrency=step.spec.concurrency or 8,
             on_row_error=step.spec.on_row_error,

@@ -23,10 +23,48 @@ class SpecModel(BaseModel):
     model_config = ConfigDict(extra="forbid", alias_generator=kebab, populate_by_name=True)
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def duration_seconds(value: Any) -> float:
+    """`30`, `2.5`, `"500ms"`, `"10s"`, `"5m"`, `"1h"`, `"1d"` -> seconds (a plain number is seconds)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"a duration cannot be negative, got {value}")
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration; write seconds (30) or a number with a unit: 500ms, 10s, 5m, 1h, 1d")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def _check_duration(value: Any) -> Any:
+    if value is not None:
+        duration_seconds(value)
+    return value
+
+
 class FilesTrigger(SpecModel):
     path: str
     pattern: str = "*"
-    min_age: str | int = 0
+    min_age: str | int | float = 0  # files younger than this are left for a later tick (still being written)
+    interval: str | int | float = 30  # how often the folder is looked at
+
+    _durations = field_validator("min_age", "interval")(_check_duration)
+
+
+class RetrySettings(SpecModel):
+    """How long to wait between retries: `delay` grown by `backoff`, randomised by `jitter`, capped by `max-delay`."""
+
+    delay: str | int | float = 1
+    backoff: Literal["exponential", "linear", "fixed"] = "exponential"
+    jitter: bool | Literal["full", "plus-minus", "none"] = True
+    max_delay: str | int | float | None = None
+
+    _durations = field_validator("delay", "max_delay")(_check_duration)
 
 
 class Trigger(SpecModel):
@@ -50,6 +88,13 @@ class Resources(SpecModel):
     memory: str | None = Field(None, pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 
 
+class Queues(SpecModel):
+    """Celery queue names GPU and CPU steps are sent to (`executor: celery`)."""
+
+    gpu: str = Field("gpu", pattern=r"^[A-Za-z0-9_.:-]+$")
+    cpu: str = Field("cpu", pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
 class FanOut(SpecModel):
     chunk_rows: int = Field(gt=0)
 
@@ -60,6 +105,7 @@ class Step(SpecModel):
     identifier: str | None = Field(None, pattern=STEP_ID.pattern)
     description: str | None = None
     retries: int | None = Field(None, ge=0)
+    retry: RetrySettings | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     input: dict[str, Any] = Field(default_factory=dict)
     resources: Resources | None = None
@@ -100,7 +146,11 @@ class ClusterBody(SpecModel):
     sla: Literal["6h", "12h", "24h"] | None = None
     trigger: Trigger | None = None
     retries: int = Field(0, ge=0)
+    retry: RetrySettings | None = None
     execution: Literal["sequential", "dataflow"] = "sequential"
+    # Where steps run: local processes (GPU-aware, the default), Celery workers, or Kubernetes jobs.
+    executor: Literal["local", "celery", "k8s"] | None = None
+    queues: Queues | None = None
     secrets: list[dict[str, Any]] = Field(default_factory=list)
     satellites: list[Step] = Field(min_length=1)
     logs: LogsSection | None = None

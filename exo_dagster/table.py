@@ -6,12 +6,17 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from .storage import first_path, polars_options
+
 
 @dataclass(frozen=True)
 class StoredTable:
-    """A Parquet file (local path or fsspec URL) that downstream steps scan, never copy."""
+    """Parquet file(s) (local paths or fsspec URLs) that downstream steps scan, never copy.
 
-    path: str
+    `path` is one path or a tuple of paths (a reference to source files a step passed through).
+    """
+
+    path: str | tuple[str, ...]
     storage_options: dict | None = None
     name: str | None = None  # the step identifier it came from, when known
 
@@ -21,8 +26,17 @@ class StoredTable:
             return self.duckdb_source()
         return self.name if self.name.replace("_", "a").isalnum() else '"' + self.name + '"'
 
+    @property
+    def paths(self) -> list[str]:
+        return [self.path] if isinstance(self.path, str) else list(self.path)
+
+    @property
+    def is_remote(self) -> bool:
+        return "://" in first_path(self.path) and not first_path(self.path).startswith("file://")
+
     def lazy(self) -> pl.LazyFrame:
-        return pl.scan_parquet(self.path, storage_options=self.storage_options)
+        source = self.path if isinstance(self.path, str) else list(self.path)
+        return pl.scan_parquet(source, storage_options=polars_options(self.storage_options, first_path(self.path)))
 
     def collect(self) -> pl.DataFrame:
         return self.lazy().collect()
@@ -34,5 +48,6 @@ class StoredTable:
         return frame.select(name).collect().to_series().to_list()
 
     def duckdb_source(self) -> str:
-        """SQL text that scans this table in DuckDB with no copy through Python."""
-        return "read_parquet(" + "'" + self.path.replace("'", "''") + "')"
+        """SQL text that scans this table in DuckDB straight from Parquet, with no copy through Python."""
+        quoted = ["'" + p.replace("'", "''") + "'" for p in self.paths]
+        return f"read_parquet({quoted[0]})" if len(quoted) == 1 else f"read_parquet([{', '.join(quoted)}])"

@@ -1,3 +1,4 @@
 """The built-in satellite catalog: importing this package registers every satellite."""
 
 from . import get_files, read_table, sql, write_table  # noqa: F401
+from . import chunk_text, delete_file, move_file, parse_document  # noqa: F401  (issue 3: documents and file ops)

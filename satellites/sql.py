@@ -6,7 +6,7 @@ import re
 
 import duckdb
 
-from exo_dagster import SatelliteConfig, StepContext, satellite
+from exo_dagster import SatelliteConfig, StepContext, StoredTable, duck, satellite
 
 _TEMPLATE = re.compile(r"\$?\$\{\{.*?\}\}")
 _FROM = re.compile(r"\b(?:from|join)\s+\"?([A-Za-z_][A-Za-z0-9_-]*)\"?", re.IGNORECASE)
@@ -39,13 +39,18 @@ def tables_in_query(config: dict) -> set[str]:
 )
 def sql(ctx: StepContext, config: SqlConfig) -> duckdb.DuckDBPyRelation:
     """Runs DuckDB SQL; every upstream output is a view named by its identifier, read straight from Parquet."""
-    con = duckdb.connect()
+    con = duck.connect(urls=[p for t in ctx.tables.values() for p in t.paths])
     if config.threads:
         con.execute(f"set threads = {int(config.threads)}")
     if config.memory_limit:
         con.execute("set memory_limit = ?", [config.memory_limit])
     for identifier, table in ctx.tables.items():
-        con.execute(f'create view "{identifier}" as select * from {table.duckdb_source()}')
+        _expose(con, identifier, table)
     if ctx.previous is not None:
-        con.execute(f"create view input as select * from {ctx.previous.duckdb_source()}")
+        _expose(con, "input", ctx.previous)
     return con.sql(config.query)
+
+
+def _expose(con: duckdb.DuckDBPyConnection, name: str, table: StoredTable) -> None:
+    # Remote URLs are read through the fsspec filesystems duck.connect registered (no httpfs download).
+    con.execute(f'create view "{name}" as select * from {table.duckdb_source()}')

@@ -1,48 +1,121 @@
-"""satellite/exospherehost/write-table: write a table as Parquet, CSV or JSONL, atomically."""
+"""satellite/exospherehost/write-table: write a table as Parquet, CSV, JSONL or a DuckDB table."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from typing import Literal
 
+import duckdb
+import fsspec
 import polars as pl
+from pydantic import model_validator
 from upath import UPath
 
-from exo_dagster import SatelliteConfig, StepContext, satellite
+from exo_dagster import SatelliteConfig, StepContext, duck, satellite
 from exo_dagster.io_manager import write_parquet_atomic
 from exo_dagster.table import StoredTable
 
-FORMATS = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl"}
+FORMATS = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl", "duckdb": "duckdb", "db": "duckdb"}
 
 
 class WriteTableConfig(SatelliteConfig):
     path: str
-    format: Literal["auto", "parquet", "csv", "jsonl"] = "auto"
-    mode: Literal["overwrite"] = "overwrite"
+    format: Literal["auto", "parquet", "csv", "jsonl", "duckdb"] = "auto"
+    mode: Literal["overwrite", "append", "upsert"] = "overwrite"
+    key: list[str] = []
+    table: str | None = None  # the table name, for format duckdb
+    storage_options: dict = {}
+
+    @model_validator(mode="after")
+    def _upsert_needs_key(self) -> "WriteTableConfig":
+        if self.mode == "upsert" and not self.key:
+            raise ValueError("mode upsert needs `key: [column, ...]` to match rows on")
+        return self
+
+
+def _format(target: str, wanted: str) -> str:
+    return wanted if wanted != "auto" else FORMATS.get(target.rsplit(".", 1)[-1].lower(), "parquet")
+
+
+def _existing(target: str, fmt: str, fs) -> pl.DataFrame | None:
+    if not fs.exists(target):
+        return None
+    with fs.open(target, "rb") as fh:
+        data = fh.read()
+    import io
+
+    return {"parquet": pl.read_parquet, "csv": pl.read_csv, "jsonl": pl.read_ndjson}[fmt](io.BytesIO(data))
+
+
+def _combine(new: pl.LazyFrame, old: pl.DataFrame | None, config: WriteTableConfig) -> pl.LazyFrame:
+    if old is None or config.mode == "overwrite":
+        return new
+    if config.mode == "append":
+        return pl.concat([old.lazy(), new], how="diagonal_relaxed")
+    kept = old.lazy().join(new.select(config.key).unique(), on=config.key, how="anti")
+    return pl.concat([kept, new], how="diagonal_relaxed")
+
+
+def _write_file(frame: pl.LazyFrame, target: str, fmt: str, options: dict) -> None:
+    if fmt == "parquet":
+        write_parquet_atomic(frame, UPath(target, **options))
+        return
+    fs, path = fsspec.core.url_to_fs(target, **options)
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    eager = frame.collect(engine="streaming")
+    with fs.open(tmp, "wb") as fh:
+        eager.write_csv(fh) if fmt == "csv" else eager.write_ndjson(fh)
+    fs.mv(tmp, path)
+
+
+def _write_duckdb(frame: pl.LazyFrame, database: str, table: str, config: WriteTableConfig) -> None:
+    arrow = frame.collect(engine="streaming").to_arrow()  # noqa: F841 - read by name in the SQL below
+    name = '"' + table.replace('"', '""') + '"'
+    with duck.connect(database) as con:
+        con.execute("begin")
+        exists = con.execute("select count(*) from information_schema.tables where table_name = ?", [table]).fetchone()[0]
+        if config.mode == "overwrite" or not exists:
+            con.execute(f"create or replace table {name} as select * from arrow")
+        elif config.mode == "append":
+            con.execute(f"insert into {name} by name select * from arrow")
+        else:
+            match = " and ".join(f't."{k}" is not distinct from a."{k}"' for k in config.key)
+            con.execute(f"delete from {name} t where exists (select 1 from arrow a where {match})")
+            con.execute(f"insert into {name} by name select * from arrow")
+        con.execute("commit")
 
 
 @satellite(
     "satellite/exospherehost/write-table",
     config=WriteTableConfig,
     inputs={"table": "the table to write (${{ satellites.X.output }}); default: the previous step's output"},
-    outputs={"path": "where it was written", "format": "file format", "rows": "rows written"},
+    outputs={"path": "where it was written", "format": "file format", "rows": "rows in the written table"},
     kinds=("polars", "parquet"),
 )
 def write_table(ctx: StepContext, config: WriteTableConfig) -> pl.DataFrame:
-    """Writes its input table to a file (relative paths land in the exo data folder), replacing it atomically."""
+    """Writes its input to a file or DuckDB table (relative paths land in the exo data folder): overwrite, append or upsert by key, atomically."""
     table = ctx.input_table("table")
     if not isinstance(table, StoredTable):
         raise ValueError("write-table needs `input.table: ${{ satellites.X.output }}` or a previous step")
     target = ctx.output_path(config.path)
-    fmt = config.format if config.format != "auto" else FORMATS.get(target.rsplit(".", 1)[-1].lower(), "parquet")
+    fmt = _format(target, config.format)
     if "://" not in target:
         os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
-    frame = table.lazy()
-    if fmt == "parquet":
-        write_parquet_atomic(frame, UPath(target))
+    new = table.lazy()
+    if fmt == "duckdb":
+        name = config.table or (table.name or "data")
+        _write_duckdb(new, target, name, config)
+        with duck.connect(target, read_only=True) as con:
+            rows = con.execute(f'select count(*) from "{name}"').fetchone()[0]
+        return pl.DataFrame({"path": [f"{target}#{name}"], "format": [fmt], "rows": [rows]})
+    fs, _ = fsspec.core.url_to_fs(target, **config.storage_options)
+    frame = _combine(new, _existing(target, fmt, fs) if config.mode != "overwrite" else None, config)
+    if config.mode == "overwrite" and fmt == "parquet":
+        _write_file(frame, target, fmt, config.storage_options)
+        rows = int(new.select(pl.len()).collect().item())
     else:
-        tmp = f"{target}.tmp"
-        frame.sink_csv(tmp) if fmt == "csv" else frame.sink_ndjson(tmp)
-        os.replace(tmp, target)
-    rows = int(table.lazy().select(pl.len()).collect().item())
+        eager = frame.collect(engine="streaming")
+        _write_file(eager.lazy(), target, fmt, config.storage_options)
+        rows = eager.height
     return pl.DataFrame({"path": [target], "format": [fmt], "rows": [rows]})

@@ -88,3 +88,24 @@ def test_satellites_lists_the_builtins():
     assert "satellite/exospherehost/sql" in ids
     for builtin in ("get-files", "read-table", "write-table"):
         assert f"satellite/exospherehost/{builtin}" in ids
+
+
+def test_cache_clear_forgets_a_clusters_rows(tmp_path):
+    import os
+    import subprocess
+
+    from exo_dagster.row_cache import RowCache
+
+    env = {**os.environ, "EXO_CACHE_DIR": str(tmp_path)}
+    with RowCache(str(tmp_path / "acme__ticket_triage.sqlite")) as rows:
+        rows.put("k1", "labels", {"a": 1})
+        rows.put("k2", "tickets", {"a": 2})
+    exo = str(Path(sys.executable).parent / "exo")
+    step = subprocess.run([exo, "cache", "clear", "acme/ticket-triage", "--step", "labels"], env=env, capture_output=True, text=True)
+    assert step.returncode == 0 and "cleared 1 cached row(s) of acme__ticket_triage step labels" in step.stdout
+    whole = subprocess.run([exo, "cache", "clear", "acme__ticket_triage"], env=env, capture_output=True, text=True)
+    assert "cleared 1 cached row(s)" in whole.stdout
+    with RowCache(str(tmp_path / "acme__ticket_triage.sqlite")) as rows:
+        assert rows.count() == 0
+    none = subprocess.run([exo, "cache", "clear", "other/cluster"], env=env, capture_output=True, text=True)
+    assert none.returncode == 0 and "no cache for other__cluster" in none.stdout

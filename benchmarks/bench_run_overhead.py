@@ -1,0 +1,252 @@
+"""Run-overhead benchmark: a compiled 100-step cluster vs the same graph hand-written in Dagster.
+
+Variants, all executed in-process (`job.execute_in_process(instance=DagsterInstance.ephemeral())`,
+a fresh ephemeral instance per run, in-process executor), run alternately (A B C, C B A, ...):
+
+  dagster hand-written   baseline: 100 chained `@dg.asset`s; step 0 `pl.read_parquet`s a 10-row file,
+                         each later step returns `upstream.with_columns(pl.col("value") + 1)`;
+                         Dagster's FilesystemIOManager pickles each output to a temp dir.
+  exo polars chain       the compiled equivalent: step 0 the built-in `read-table`, each later step a
+                         benchmark satellite `satellite/bench/bump` doing the same polars work on
+                         `ctx.previous`; exo's Parquet IO manager stores each output.   <- the target
+  exo sql chain          informational: what a real cluster does, the built-in `sql` satellite
+                         (`select * from <previous>`, DuckDB) at every later step.
+
+Target: exo polars chain / dagster hand-written <= 1.10x (median over repeats).
+
+    .venv/bin/python -m benchmarks.bench_run_overhead            # 100 steps, 5 repeats
+    .venv/bin/python -m benchmarks.bench_run_overhead --profile  # + per-step cost breakdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import os
+import pstats
+import sys
+import tempfile
+import time
+from typing import Callable
+
+import dagster as dg
+import polars as pl
+
+from .clusters import chain_yaml, step_id, write_small_parquet
+from .harness import Result, fmt_seconds, measure_interleaved, print_header, table
+
+TARGET_RATIO = 1.10
+BASELINE = "dagster hand-written"
+TARGET_VARIANT = "exo polars chain"
+SQL_VARIANT = "exo sql chain"
+BENCH_SATELLITE = "satellite/bench/bump"
+
+
+def bench_registry():
+    """The built-in catalog plus one benchmark satellite that does the baseline's polars work."""
+    from exo_dagster import Registry, SatelliteConfig, StepContext, satellite
+    from exo_dagster.registry import builtin_registry
+
+    extra = Registry()
+
+    class BumpConfig(SatelliteConfig):
+        column: str = "value"
+
+    @satellite(BENCH_SATELLITE, config=BumpConfig, registry=extra, outputs={"*": "the previous step's columns"})
+    def bump(ctx: StepContext, config: BumpConfig) -> pl.DataFrame:
+        """Adds 1 to one column of the previous step's output (benchmark only)."""
+        return ctx.previous.collect().with_columns(pl.col(config.column) + 1)
+
+    return builtin_registry().merged(extra)
+
+
+def exo_job(steps: int, data_path: str, cluster_file: str, uses: str, name: str) -> dg.JobDefinition:
+    from exo_dagster import compile_cluster, parse_cluster
+
+    text = chain_yaml(steps, data_path, name=name, uses=uses)
+    cluster = parse_cluster(text, cluster_file, registry=bench_registry())
+    return compile_cluster(cluster).resolve_job_def(cluster.job_name)
+
+
+def hand_job(steps: int, data_path: str, base_dir: str) -> dg.JobDefinition:
+    group = f"hand_run_{steps}"
+    assets = []
+
+    @dg.asset(key=dg.AssetKey([group, step_id(0)]), group_name=group)
+    def first(context):
+        return pl.read_parquet(data_path)
+
+    assets.append(first)
+    for i in range(1, steps):
+        @dg.asset(key=dg.AssetKey([group, step_id(i)]), ins={"upstream": dg.AssetIn(key=dg.AssetKey([group, step_id(i - 1)]))},
+                  group_name=group)
+        def step(context, upstream):
+            return upstream.with_columns(pl.col("value") + 1)
+
+        assets.append(step)
+    job = dg.define_asset_job(name=group, selection=dg.AssetSelection.groups(group))
+    defs = dg.Definitions(assets=assets, jobs=[job], resources={"io_manager": dg.FilesystemIOManager(base_dir=base_dir)})
+    return defs.resolve_job_def(group)
+
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}  # same for every variant
+
+
+def runner(job: dg.JobDefinition) -> Callable[[], None]:
+    def run() -> None:
+        result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), run_config=QUIET)
+        if not result.success:
+            raise RuntimeError(f"{job.name} failed")
+    return run
+
+
+WHAT_IF_NO_CATALOG = "exo polars chain, catalog stubbed (what-if)"
+
+
+def without_catalog(run: Callable[[], None]) -> Callable[[], None] | None:
+    """`run` with exo's per-output DuckDB catalog registration replaced by a no-op (runtime patch only)."""
+    try:
+        from exo_dagster import catalog
+    except ImportError:
+        return None
+    if not hasattr(catalog, "register_view"):
+        return None
+
+    def patched() -> None:
+        original = catalog.register_view
+        catalog.register_view = lambda *args, **kwargs: True
+        try:
+            run()
+        finally:
+            catalog.register_view = original
+    return patched
+
+
+def check_equivalent(folder: str, steps: int, exo_name: str, hand_dir: str, hand_group: str) -> str:
+    """The last outputs of the exo polars chain and the hand-written chain hold the same table."""
+    import pickle
+
+    exo_path = os.path.join(folder, "exo", "outputs", f"bench__{exo_name}".replace("-", "_"), f"{step_id(steps - 1)}.parquet")
+    hand_path = os.path.join(hand_dir, hand_group, step_id(steps - 1))
+    exo_frame = pl.read_parquet(exo_path)
+    with open(hand_path, "rb") as fh:
+        hand_frame = pickle.load(fh)
+    return "identical" if exo_frame.equals(hand_frame) else "DIFFERENT"
+
+
+PROFILE_FUNCS = [
+    # (label, file suffix, function name)
+    ("dagster: whole run (execute_in_process)", "definitions/job_definition.py", "execute_in_process"),
+    ("exo asset fn (_step -> compute)", "exo_dagster/compiler.py", "_step"),
+    ("  make_compute.compute (templates, config, ctx)", "exo_dagster/runtime.py", "compute"),
+    ("    satellite fn: bump", "benchmarks/bench_run_overhead.py", "bump"),
+    ("    satellite fn: sql", "satellites/sql.py", "sql"),
+    ("    satellite fn: read_table", "satellites/read_table.py", "read_table"),
+    ("  exo IO: dump_to_path (write + metadata)", "exo_dagster/io_manager.py", "dump_to_path"),
+    ("    write_parquet_atomic", "exo_dagster/io_manager.py", "write_parquet_atomic"),
+    ("  exo IO: load_from_path", "exo_dagster/io_manager.py", "load_from_path"),
+    ("  UPathIOManager.handle_output", "storage/upath_io_manager.py", "handle_output"),
+    ("  UPathIOManager.load_input", "storage/upath_io_manager.py", "load_input"),
+    ("hand asset fn (step)", "benchmarks/bench_run_overhead.py", "step"),
+    ("  hand FS IO: dump_to_path (pickle)", "storage/fs_io_manager.py", "dump_to_path"),
+    ("  hand FS IO: load_from_path (unpickle)", "storage/fs_io_manager.py", "load_from_path"),
+    ("polars: scan_parquet", "polars/io/parquet/functions.py", "scan_parquet"),
+    ("polars: LazyFrame.collect", "polars/lazyframe/frame.py", "collect"),
+    ("polars: collect_schema", "polars/lazyframe/frame.py", "collect_schema"),
+    ("polars: sink_parquet", "polars/lazyframe/frame.py", "sink_parquet"),
+    ("polars: DataFrame.write_parquet", "polars/dataframe/frame.py", "write_parquet"),
+    ("dagster: add_output_metadata", "context/output.py", "add_output_metadata"),
+    ("exo: catalog.register_view (DuckDB catalog file)", "exo_dagster/catalog.py", "register_view"),
+    ("duckdb.connect", "duckdb/__init__.py", "connect"),
+]
+
+
+def breakdown(prof: cProfile.Profile, steps: int) -> list[tuple[str, float, int]]:
+    stats = pstats.Stats(prof).stats  # {(file, line, func): (cc, nc, tt, ct, callers)}
+    out = []
+    for label, suffix, func in PROFILE_FUNCS:
+        total, calls = 0.0, 0
+        for (file, _line, name), (_cc, nc, _tt, ct, _callers) in stats.items():
+            if name == func and file.replace(os.sep, "/").endswith(suffix):
+                total, calls = total + ct, calls + nc
+        if calls:
+            out.append((label, total, calls))
+    return out
+
+
+def profile_runs(jobs: dict[str, dg.JobDefinition], steps: int, limit: int) -> None:
+    print("\n--- profile: one run of each variant under cProfile (cumulative seconds; profiler inflates "
+          "Python-heavy code, so compare rows, not absolutes)")
+    for name, job in jobs.items():
+        prof = cProfile.Profile()
+        run = runner(job)
+        prof.enable()
+        run()
+        prof.disable()
+        print(f"\n[{name}]")
+        print(f"  {'what':52s} {'total':>9s} {'calls':>6s} {'per step':>9s}")
+        for label, total, calls in breakdown(prof, steps):
+            print(f"  {label:52s} {total:8.3f}s {calls:6d} {total / steps * 1e3:7.2f}ms")
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(limit)
+        body = buf.getvalue()
+        print(f"  top {limit} by own time:")
+        print(body[body.find("   ncalls"):].rstrip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant (after one warm-up each)")
+    parser.add_argument("--no-sql", action="store_true", help="skip the informational sql-chain variant")
+    parser.add_argument("--what-if", action="store_true",
+                        help="add a variant with exo's DuckDB catalog registration stubbed out (runtime patch)")
+    parser.add_argument("--profile", action="store_true", help="profile one run of each variant afterwards")
+    parser.add_argument("--profile-top", type=int, default=25)
+    args = parser.parse_args(argv)
+
+    print_header(f"bench_run_overhead: {args.steps}-step chain, compiled exo cluster vs hand-written Dagster")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="exo-bench-run-") as folder:
+        os.environ["EXO_DATA_DIR"] = os.path.join(folder, "exo")  # exo's IO manager writes under here
+        data_path = write_small_parquet(folder)
+        cluster_file = os.path.join(folder, "cluster.yaml")  # relative paths resolve against its folder
+        hand_dir = os.path.join(folder, "dagster-fs")
+        jobs = {BASELINE: hand_job(args.steps, data_path, hand_dir),
+                TARGET_VARIANT: exo_job(args.steps, data_path, cluster_file, BENCH_SATELLITE, "polars-chain")}
+        if not args.no_sql:
+            jobs[SQL_VARIANT] = exo_job(args.steps, data_path, cluster_file, "satellite/exospherehost/sql", "sql-chain")
+        variants = {name: runner(job) for name, job in jobs.items()}
+        if args.what_if:
+            patched = without_catalog(runner(jobs[TARGET_VARIANT]))
+            if patched is None:
+                print("   (what-if skipped: exo_dagster.catalog.register_view not found)")
+            else:
+                variants[WHAT_IF_NO_CATALOG] = patched
+        results = measure_interleaved(variants, repeats=args.repeats, warmup=1)
+        same = check_equivalent(folder, args.steps, "polars-chain", hand_dir, f"hand_run_{args.steps}")
+
+        base = results[BASELINE]
+        print()
+        print(table(results.values(), baseline=base, title=f"-- {args.steps} steps, execute_in_process, ephemeral instance"))
+        for r in results.values():
+            print(f"   {r.name}: {fmt_seconds(r.median / args.steps)} per step (median run / steps)")
+        print(f"   last step's output, exo polars chain vs hand-written: {same}")
+        ratio = results[TARGET_VARIANT].median / base.median
+        ok = ratio <= TARGET_RATIO
+        print(f"\nTARGET {TARGET_VARIANT} / {BASELINE} <= {TARGET_RATIO:.2f}x: {ratio:.2f}x -> {'PASS' if ok else 'FAIL'}")
+        for other in (SQL_VARIANT, WHAT_IF_NO_CATALOG):
+            if other in results:
+                print(f"       ({other}: {results[other].median / base.median:.2f}x, informational)")
+        if not ok and not args.profile:
+            print("target missed: profiling (see below)")
+            args.profile = True
+        if args.profile:
+            profile_runs(jobs, args.steps, args.profile_top)
+    print(f"\n(total benchmark wall time {time.perf_counter() - started:.1f} s)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""A cluster section's satellites (`failure:`, `logs:`) as ops of a job of their own.
+
+A sensor launches the job with the run it is about in its tags. The first op turns that run into
+a table (the failure, the log records); the section's satellites follow it in list order, each
+stored by the exo IO manager, and may also read the cluster's stored outputs
+(`${{ satellites.X.output }}`) as root inputs loaded from the cluster's assets.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import dagster as dg
+
+from .parser import Cluster, ParsedStep
+from .runtime import make_compute
+
+FIRST_NODE_OUTPUT = "result"
+
+
+def view_metadata(cluster: Cluster, section: str, name: str) -> dict[str, str]:
+    """The DuckDB catalog name for an op output (ops have no asset key to derive one from)."""
+    from .catalog import sql_name
+
+    return {"exo/view": f"{sql_name(cluster.spec.short_name + '_' + section)}.{sql_name(name)}"}
+
+
+def build_section_job(
+    cluster: Cluster,
+    *,
+    name: str,
+    section: str,
+    steps: list[ParsedStep],
+    first: dg.OpDefinition,
+    first_table: str,
+    io_manager_key: str,
+    roots: Callable[[Any], dict[str, dict[str, Any]]] | None = None,
+    description: str = "",
+) -> dg.JobDefinition:
+    """`first` (an op producing the section's input table, known to templates as `first_table`)
+    followed by one op per step; each step's `previous` is the step above it, or `first_table`."""
+    main = {s.identifier: s for s in cluster.steps}
+    nodes: list[dg.OpDefinition] = [first]
+    node_of = {first_table: first.name}
+    deps: dict[str, dict[str, dg.DependencyDefinition]] = {}
+    previous = first_table
+    for step in steps:
+        op_def, wired = _step_op(cluster, section, step, main, previous, io_manager_key, roots)
+        nodes.append(op_def)
+        deps[op_def.name] = {arg: dg.DependencyDefinition(node_of[ident], FIRST_NODE_OUTPUT) for arg, ident in wired.items()}
+        node_of[step.identifier] = op_def.name
+        previous = step.identifier
+    graph = dg.GraphDefinition(name=name, node_defs=nodes, dependencies=deps, description=description)
+    return graph.to_job(tags={"exo/cluster": cluster.spec.identifier, "exo/role": section})
+
+
+def _step_op(cluster: Cluster, section: str, step: ParsedStep, main: dict[str, ParsedStep], previous: str,
+             io_manager_key: str, roots) -> tuple[dg.OpDefinition, dict[str, str]]:
+    """One satellite as an op; returns it and {input name: upstream identifier} for op-to-op inputs."""
+    ins: dict[str, dg.In] = {}
+    arg_to_id: dict[str, str] = {}
+    upstream = list(step.references)
+    if previous not in upstream:
+        upstream.append(previous)
+    for ident in upstream:
+        arg = "in_" + "".join(c if c.isalnum() else "_" for c in ident).strip("_")
+        arg_to_id[arg] = ident
+        if ident in main:  # a cluster output: loaded from the asset's stored table
+            ins[arg] = dg.In(asset_key=dg.AssetKey([cluster.job_name, main[ident].asset_name]),
+                             input_manager_key=io_manager_key)
+        else:
+            ins[arg] = dg.In()
+    compute = make_compute(cluster, step, previous, roots=roots)
+
+    @dg.op(name=f"{section}__{step.asset_name}", ins=ins,
+           out=dg.Out(io_manager_key=io_manager_key, metadata=view_metadata(cluster, section, step.identifier)),
+           description=step.spec.description or step.spec.name,
+           tags={"exo/satellite": step.satellite.name}, retry_policy=_retry(cluster, step))
+    def _section_step(context, **tables):
+        return compute(context, {arg_to_id[k]: v for k, v in tables.items()})
+
+    return _section_step, {arg: ident for arg, ident in arg_to_id.items() if ident not in main}
+
+
+def _retry(cluster: Cluster, step: ParsedStep) -> dg.RetryPolicy | None:
+    from .retry import retry_policy
+
+    return retry_policy(cluster.spec, step.spec)

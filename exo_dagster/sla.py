@@ -1,0 +1,49 @@
+"""`sla: 6h|12h|24h` -> the run's max runtime tag (set by the compiler) and a freshness policy on the cluster's assets.
+
+A run that takes longer than the SLA is failed by Dagster's run monitoring (`dagster/max_runtime`).
+Freshness says when the data itself is late, which the UI shows on every asset (Dagster's freshness
+daemon evaluates it; a breach turns the asset's freshness to FAIL):
+
+- scheduled clusters (`trigger.cron`): a fresh result is due every tick and takes at most the SLA,
+  so the data may be at most (longest gap between ticks + SLA) old;
+- other clusters (files, after, manual): the data may be at most the SLA old.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+from .spec import SLA_SECONDS, ClusterBody
+
+_TICKS_CHECKED = 400  # enough to see weekends and month ends in common crons
+_EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)  # fixed, so compiling stays pure and repeatable
+
+
+def longest_cron_gap(cron: str, tz: str = "UTC") -> timedelta:
+    """The longest time between two ticks of `cron` over its next ticks from a fixed date."""
+    from dagster._utils.schedules import cron_string_iterator
+
+    ticks = list(itertools.islice(cron_string_iterator(_EPOCH.timestamp(), cron, tz), _TICKS_CHECKED))
+    return max((b - a for a, b in zip(ticks, ticks[1:])), default=timedelta(days=1))
+
+
+def freshness_window(spec: ClusterBody) -> timedelta | None:
+    """How old the cluster's data may get before the SLA is breached; None without an `sla`."""
+    if not spec.sla:
+        return None
+    window = timedelta(seconds=SLA_SECONDS[spec.sla])
+    if spec.trigger and spec.trigger.cron:
+        window += longest_cron_gap(spec.trigger.cron, spec.trigger.timezone)
+    return window
+
+
+def freshness_policy(spec: ClusterBody) -> dg.FreshnessPolicy | None:
+    """A time-window freshness policy (fail past the window, warn past the SLA's share before it)."""
+    window = freshness_window(spec)
+    if window is None:
+        return None
+    warn = window - timedelta(seconds=SLA_SECONDS[spec.sla]) if spec.trigger and spec.trigger.cron else None
+    return dg.FreshnessPolicy.time_window(fail_window=window, warn_window=warn if warn and warn >= timedelta(minutes=1) else None)
