@@ -3,15 +3,17 @@
 Target (issue 5): makespan <= 1.15 x the ideal 4 s (8 GPU-seconds over 2 devices, the CPU steps
 running alongside), and no two running steps ever shared a device.
 
-Each step records what it saw (CUDA_VISIBLE_DEVICES, pid, start/end wall clock) in its output
-table; the executor records what it gave (`exo/devices` on STEP_WORKER_STARTING). Both are checked.
+    EXO_GPUS=0,1 .venv/bin/python -m benchmarks.bench_gpu_executor             # 5 runs
+    EXO_GPUS=0,1 .venv/bin/python -m benchmarks.bench_gpu_executor --runs 3 --stock
 
-    EXO_GPUS=0,1 .venv/bin/python -m benchmarks.bench_gpu_executor           # 3 runs (default)
-    EXO_GPUS=0,1 .venv/bin/python -m benchmarks.bench_gpu_executor --runs 5 --start-method spawn
-
-Makespan is measured two ways, from the run's own event log:
-  steps: first step launched (STEP_WORKER_STARTING) -> last step done (STEP_SUCCESS); the target.
-  run:   RUN_START -> RUN_SUCCESS (adds the one-off executor start: forkserver + job load).
+What is measured, per run, from the run's own records:
+  GPU makespan     first GPU lease granted -> last GPU lease given back (the executor's engine events);
+                   cross-checked with the steps' own compute start/end. This is the figure the target is on.
+  run              RUN_START -> RUN_SUCCESS: adds the executor's one-off start (forkserver importing
+                   Dagster + the job + the instance's storages) and the last step's output bookkeeping.
+Checked, per run: each GPU step computed with exactly the device the executor leased it (its own
+CUDA_VISIBLE_DEVICES), no two GPU steps' compute overlapped on a device, CPU steps saw no GPU.
+`--stock` adds Dagster's own multiprocess executor on the same assets (no device isolation) for scale.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from exo_dagster.registry import Registry
 GPU_STEPS, CPU_STEPS, STEP_SECONDS, DEVICES = 8, 4, 1.0, ("0", "1")
 IDEAL = GPU_STEPS * STEP_SECONDS / len(DEVICES)
 TARGET_RATIO = 1.15
+MODULE = "benchmarks.bench_gpu_executor"
 REGISTRY = Registry()
 
 
@@ -66,103 +69,137 @@ def cluster_yaml(gpu_steps: int = GPU_STEPS, cpu_steps: int = CPU_STEPS, seconds
 
 
 CLUSTER = parse_cluster(cluster_yaml(), __file__, registry=REGISTRY)
-defs = compile_clusters([CLUSTER])
+STOCK_JOB = f"{CLUSTER.job_name}__dagster_multiprocess"
+_compiled = compile_clusters([CLUSTER])
+defs = dg.Definitions.merge(_compiled, dg.Definitions(jobs=[dg.define_asset_job(
+    STOCK_JOB, selection=dg.AssetSelection.groups(CLUSTER.job_name), executor_def=dg.multiprocess_executor)]))
 
 
-def recon_job() -> dg._core.definitions.reconstruct.ReconstructableJob:
+def recon_job(name: str = CLUSTER.job_name):
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
     root = str(Path(__file__).resolve().parents[1])
-    return ReconstructableRepository.for_module(__name__ if __name__ != "__main__" else "benchmarks.bench_gpu_executor",
-                                                "defs", working_directory=root).get_reconstructable_job(CLUSTER.job_name)
+    return ReconstructableRepository.for_module(MODULE, "defs", working_directory=root).get_reconstructable_job(name)
 
 
-def outputs(home: Path) -> pl.DataFrame:
-    folder = home / "exo" / "outputs"
-    files = sorted(folder.rglob("*.parquet"))
+def step_rows(home: Path) -> pl.DataFrame:
+    files = sorted((home / "exo" / "outputs").rglob("*.parquet"))
     return pl.concat([pl.read_parquet(f) for f in files]).sort("start")
 
 
-def shared_devices(rows: pl.DataFrame) -> list[str]:
-    """Pairs of steps that held the same device at the same time (must be empty)."""
+def leases(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
+    """The executor's lease records: [{step, devices, acquired, released}] (wall-clock seconds)."""
+    open_, out = {}, []
+    for r in instance.all_logs(run_id):
+        event = r.dagster_event
+        meta = event.event_specific_data.metadata if event and event.is_engine_event else {}
+        if "exo/lease" not in meta:
+            continue
+        step = r.step_key.rsplit("__", 1)[1]
+        if meta["exo/lease"].value == "acquired":
+            open_[step] = (meta["exo/devices"].value, meta["at"].value)
+        else:
+            devices, acquired = open_.pop(step)
+            out.append({"step": step, "devices": devices, "acquired": acquired, "released": meta["at"].value})
+    assert not open_, f"leases never given back: {open_}"
+    return out
+
+
+def overlaps(intervals: list[tuple[str, str, float, float]]) -> list[str]:
+    """Pairs (step, devices, start, end) that used one device at the same time: must be empty."""
     bad = []
-    gpu = [r for r in rows.iter_rows(named=True) if r["devices"]]
-    for i, a in enumerate(gpu):
-        for b in gpu[i + 1:]:
-            common = set(a["devices"].split(",")) & set(b["devices"].split(","))
-            if common and a["start"] < b["end"] and b["start"] < a["end"]:
-                bad.append(f"{a['step']} and {b['step']} both on {sorted(common)}")
+    for i, (s1, d1, a1, b1) in enumerate(intervals):
+        for s2, d2, a2, b2 in intervals[i + 1:]:
+            common = set(d1.split(",")) & set(d2.split(","))
+            if common and a1 < b2 and a2 < b1:
+                bad.append(f"{s1} and {s2} on {sorted(common)}")
     return bad
 
 
-def event_times(instance: dg.DagsterInstance, run_id: str) -> dict:
-    records = instance.all_logs(run_id)
-    def times(kind: str) -> list[float]:
-        value = dg.DagsterEventType[kind].value
-        return [r.timestamp for r in records if r.dagster_event and r.dagster_event.event_type_value == value]
-    given = {r.step_key: r.dagster_event.event_specific_data.metadata.get("exo/devices").value for r in records
-             if r.dagster_event and r.dagster_event.event_type_value == dg.DagsterEventType.STEP_WORKER_STARTING.value}
-    return {"run": max(times("RUN_SUCCESS")) - min(times("RUN_START")),
-            "steps": max(times("STEP_SUCCESS")) - min(times("STEP_WORKER_STARTING")), "given": given}
+def run_times(instance: dg.DagsterInstance, run_id: str) -> tuple[float, float]:
+    stamps = {}
+    for r in instance.all_logs(run_id):
+        if r.dagster_event and r.dagster_event.event_type in (dg.DagsterEventType.RUN_START, dg.DagsterEventType.RUN_SUCCESS):
+            stamps[r.dagster_event.event_type] = r.timestamp
+    return stamps[dg.DagsterEventType.RUN_START], stamps[dg.DagsterEventType.RUN_SUCCESS]
 
 
-def one_run(start_method: str) -> dict:
-    with tempfile.TemporaryDirectory(prefix="exo-bench-gpu-") as tmp:
-        home = Path(tmp)
-        os.environ["DAGSTER_HOME"] = str(home)
-        with dg.DagsterInstance.get() as instance:
-            t0 = time.perf_counter()
-            result = dg.execute_job(recon_job(), instance=instance, run_config={
-                "execution": {"config": {"start_method": {start_method: {}}}},
-                "loggers": {"console": {"config": {"log_level": "ERROR"}}}})
-            wall = time.perf_counter() - t0
-            assert result.success, "benchmark run failed"
-            times = event_times(instance, result.run_id)
-            rows = outputs(home)
-    gpu_rows = rows.filter(pl.col("devices") != "")
-    seen = {r["step"]: r["devices"] for r in rows.iter_rows(named=True)}
-    given = {k.rsplit("__", 1)[1]: v for k, v in times["given"].items()}
-    mismatch = [s for s, d in seen.items() if (d or "none") != given.get(s)]
-    return {"wall": wall, "run": times["run"], "steps": times["steps"], "shared": shared_devices(rows),
-            "gpu_steps_on_gpu": gpu_rows.height, "cpu_steps_without_gpu": rows.filter(pl.col("devices") == "").height,
-            "mismatch": mismatch, "rows": rows}
+def one_run(home: Path, job: str = CLUSTER.job_name, run_config: dict | None = None) -> dict:
+    """One run in `home` (the same DAGSTER_HOME every time: forkserver children keep the env they started with)."""
+    for old in (home / "exo" / "outputs").rglob("*.parquet"):
+        old.unlink()
+    with dg.DagsterInstance.get() as instance:
+        result = dg.execute_job(recon_job(job), instance=instance, run_config={
+            **(run_config or {}), "loggers": {"console": {"config": {"log_level": "ERROR"}}}})
+        assert result.success, "benchmark run failed"
+        start, end = run_times(instance, result.run_id)
+        given = leases(instance, result.run_id) if job == CLUSTER.job_name else []
+    rows = step_rows(home)
+    gpu = rows.filter(pl.col("step").str.starts_with("gpu"))
+    cpu = rows.filter(pl.col("step").str.starts_with("cpu"))
+    out = {"run": end - start, "startup": rows["start"].min() - start, "tail": end - rows["end"].max(), "rows": rows}
+    if given:
+        by_step = {g["step"]: g for g in given}
+        out.update(
+            gpu_makespan=max(g["released"] for g in given) - min(g["acquired"] for g in given),
+            gpu_compute_span=gpu["end"].max() - gpu["start"].min(),
+            shared=overlaps([(g["step"], g["devices"], g["acquired"], g["released"]) for g in given])
+            + overlaps([(r["step"], r["devices"], r["start"], r["end"]) for r in gpu.iter_rows(named=True)]),
+            wrong_device=[r["step"] for r in gpu.iter_rows(named=True)
+                          if r["step"] not in by_step or r["devices"] != by_step[r["step"]]["devices"]
+                          or not by_step[r["step"]]["acquired"] <= r["start"] <= r["end"] <= by_step[r["step"]]["released"]],
+            cpu_with_gpu=[r["step"] for r in cpu.iter_rows(named=True) if r["devices"] != ""] + [g["step"] for g in given if g["step"].startswith("cpu")],
+            counts=(gpu.height, cpu.height),
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--start-method", choices=("forkserver", "spawn"), default="forkserver")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--stock", action="store_true", help="also time Dagster's multiprocess executor (1 run)")
     args = parser.parse_args(argv)
     os.environ.setdefault("EXO_GPUS", ",".join(DEVICES))
     if os.environ["EXO_GPUS"] != ",".join(DEVICES):
         print(f"this benchmark is defined for EXO_GPUS={','.join(DEVICES)}; got {os.environ['EXO_GPUS']!r}")
         return 2
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"bench_gpu_executor: {GPU_STEPS} GPU steps + {CPU_STEPS} CPU steps of {STEP_SECONDS:g} s, "
-          f"EXO_GPUS={os.environ['EXO_GPUS']}, start method {args.start_method}, {os.cpu_count()} CPU cores, "
+          f"EXO_GPUS={os.environ['EXO_GPUS']}, {os.cpu_count()} CPU cores (load avg {load:.1f} at start), "
           f"dagster {dg.__version__}, python {sys.version.split()[0]}")
+    tmp = tempfile.TemporaryDirectory(prefix="exo-bench-gpu-")
+    home = Path(tmp.name)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
     results = []
     for i in range(args.runs):
-        r = one_run(args.start_method)
+        r = one_run(home)
         results.append(r)
-        print(f"  run {i + 1}: steps makespan {r['steps']:.2f} s ({r['steps'] / IDEAL:.3f}x ideal), "
-              f"run {r['run']:.2f} s, execute_job wall {r['wall']:.2f} s, "
-              f"GPU steps on a GPU {r['gpu_steps_on_gpu']}/{GPU_STEPS}, CPU steps without GPU "
-              f"{r['cpu_steps_without_gpu']}/{CPU_STEPS}, device shared: {len(r['shared'])}, "
-              f"seen != given: {len(r['mismatch'])}")
+        print(f"  run {i + 1}: GPU makespan {r['gpu_makespan']:.2f} s ({r['gpu_makespan'] / IDEAL:.3f}x ideal; "
+              f"steps' own compute span {r['gpu_compute_span']:.2f} s) | run {r['run']:.2f} s = start-up "
+              f"{r['startup']:.2f} + ... + tail {r['tail']:.2f} | GPU/CPU steps {r['counts'][0]}/{r['counts'][1]}, "
+              f"device shared {len(r['shared'])}, wrong device {len(r['wrong_device'])}, CPU step with GPU {len(r['cpu_with_gpu'])}")
     last = results[-1]["rows"]
     t0 = last["start"].min()
-    print("\n  last run, per step (seconds from first step start):")
+    print("\n  last run, per step (seconds from the first compute start; devices = the step's CUDA_VISIBLE_DEVICES):")
     for row in last.iter_rows(named=True):
         print(f"    {row['step']:>5}  devices={row['devices'] or '-':>2}  pid={row['pid']:>6}  "
               f"{row['start'] - t0:6.2f} -> {row['end'] - t0:6.2f}")
-    med = statistics.median(r["steps"] for r in results)
+    med = statistics.median(r["gpu_makespan"] for r in results)
     ok_time = med <= TARGET_RATIO * IDEAL
-    ok_devices = all(not r["shared"] and not r["mismatch"] and r["gpu_steps_on_gpu"] == GPU_STEPS
-                     and r["cpu_steps_without_gpu"] == CPU_STEPS for r in results)
-    print(f"\n  median steps makespan {med:.2f} s over {len(results)} runs; ideal {IDEAL:.1f} s; "
-          f"limit {TARGET_RATIO * IDEAL:.2f} s -> {'PASS' if ok_time else 'FAIL'} ({med / IDEAL:.3f}x)")
-    print(f"  median run time (RUN_START -> RUN_SUCCESS) {statistics.median(r['run'] for r in results):.2f} s")
-    print(f"  devices never shared, each step saw exactly what it was given: {'PASS' if ok_devices else 'FAIL'}")
+    ok_devices = all(not r["shared"] and not r["wrong_device"] and not r["cpu_with_gpu"]
+                     and r["counts"] == (GPU_STEPS, CPU_STEPS) for r in results)
+    print(f"\n  median GPU makespan {med:.2f} s over {len(results)} runs (min {min(r['gpu_makespan'] for r in results):.2f}, "
+          f"max {max(r['gpu_makespan'] for r in results):.2f}); ideal {IDEAL:.1f} s, limit {TARGET_RATIO * IDEAL:.2f} s "
+          f"-> {'PASS' if ok_time else 'FAIL'} ({med / IDEAL:.3f}x)")
+    print(f"  median run {statistics.median(r['run'] for r in results):.2f} s (start-up "
+          f"{statistics.median(r['startup'] for r in results):.2f} s, tail {statistics.median(r['tail'] for r in results):.2f} s)")
+    print(f"  no device shared, every GPU step on exactly its leased device, CPU steps without GPU: "
+          f"{'PASS' if ok_devices else 'FAIL'}")
+    if args.stock:
+        r = one_run(home, STOCK_JOB, {"execution": {"config": {"max_concurrent": GPU_STEPS + CPU_STEPS}}})
+        print(f"\n  for scale, Dagster's multiprocess executor (spawn, all 12 steps at once, no device isolation): "
+              f"run {r['run']:.2f} s, start-up {r['startup']:.2f} s, compute span {r['rows']['end'].max() - r['rows']['start'].min():.2f} s")
     return 0 if ok_time and ok_devices else 1
 
 

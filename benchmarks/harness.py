@@ -76,6 +76,16 @@ def measure_interleaved(variants: dict[str, Callable[[], object]], repeats: int 
     return results
 
 
+def paired_ratio(result: Result, baseline: Result) -> float:
+    """Median over rounds of result/baseline within the same round (after `measure_interleaved`).
+
+    Adjacent runs share the machine's load at that moment, so this cancels bursts better than a
+    ratio of medians does; quote both.
+    """
+    pairs = [a / b for a, b in zip(result.times, baseline.times)]
+    return statistics.median(pairs)
+
+
 def fmt_seconds(seconds: float) -> str:
     if seconds >= 1:
         return f"{seconds:.3f} s"
@@ -116,7 +126,30 @@ def machine() -> str:
     return f"python {platform.python_version()} on {platform.system()} {platform.machine()}, {cores} usable cores"
 
 
+def source_version() -> str:
+    """`git` commit of the tree being measured, `+dirty` when it has uncommitted changes."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
+
+
+def load() -> str:
+    """The 1/5/15-minute load averages: above the core count, other work was competing with ours."""
+    try:
+        return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except (AttributeError, OSError):
+        return "load average unknown"
+
+
 def print_header(title: str) -> None:
     print(f"== {title}")
-    print(f"   {machine()}; argv: {' '.join(sys.argv)}")
+    print(f"   {machine()}; tree {source_version()}; {load()} at start; argv: {' '.join(sys.argv)}")
     print("   noisy machine: quote medians and ratios, not single runs")

@@ -6,6 +6,7 @@ time, validates its config, and calls the satellite; outputs are stored by the e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import warnings
@@ -16,7 +17,8 @@ import dagster as dg
 
 from .catalog import sql_name
 from . import tags as backend_tags
-from .executor import executor_for
+from .executor import executor_for, gpu_lease
+from . import failure, log_forwarding, retry, sla, triggers
 from .parser import Cluster, ParsedStep
 from .runtime import make_compute
 from .spec import SLA_SECONDS
@@ -53,19 +55,18 @@ def compile_cluster(cluster: Cluster, *, with_resources: bool = True, executor: 
         tags=run_tags,
         executor_def=executor_for(spec.executor or executor),
     )
-    schedules = []
-    if spec.trigger and spec.trigger.cron:
-        schedules.append(dg.ScheduleDefinition(
-            name=f"{cluster.job_name}__cron", job=job, cron_schedule=spec.trigger.cron,
-            execution_timezone=spec.trigger.timezone, default_status=dg.DefaultScheduleStatus.RUNNING,
-            description=f"trigger.cron of cluster/{spec.identifier}",
-        ))
+    schedules, sensors = triggers.definitions(cluster, job)
+    section_jobs = []
+    for section in (failure, log_forwarding):  # the `failure:` and `logs:` sections: a job and its sensors each
+        more_jobs, more_sensors = section.definitions(cluster, job, IO_MANAGER_KEY)
+        section_jobs += more_jobs
+        sensors += more_sensors
     resources = {}
     if with_resources:
         from .io_manager import ExoParquetIOManager
 
         resources[IO_MANAGER_KEY] = ExoParquetIOManager()
-    return dg.Definitions(assets=assets, jobs=[job], schedules=schedules, resources=resources)
+    return dg.Definitions(assets=assets, jobs=[job, *section_jobs], schedules=schedules, sensors=sensors, resources=resources)
 
 
 def _resources(step: ParsedStep):
@@ -100,7 +101,6 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str) -> dg.AssetsDefinitio
     previous = cluster.steps[step.index - 1].identifier if step.index > 0 and cluster.spec.execution == "sequential" else None
     if previous is None and len(step.references) == 1:
         previous = step.references[0]
-    retries = step.spec.retries if step.spec.retries is not None else cluster.spec.retries
     resources = _resources(step)
     kinds = list(dict.fromkeys((["gpu"] if resources.gpu else []) + list(step.satellite.kinds)))[:MAX_KINDS]
     shown_config = {**step.config, **({"secrets": {k: f"<secret from {v.kind} {v.name if v.kind != 'literal' else ''}>".replace(" >", ">")
@@ -129,12 +129,15 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str) -> dg.AssetsDefinitio
         op_tags=tags,
         pool=backend_tags.pool_for(resources),
         io_manager_key=IO_MANAGER_KEY,
-        retry_policy=dg.RetryPolicy(max_retries=retries, delay=1, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-        if retries else None,
+        retry_policy=retry.retry_policy(cluster.spec, step.spec),
+        freshness_policy=sla.freshness_policy(cluster.spec),
         code_version=hashlib.sha256(fingerprint.encode()).hexdigest()[:16],
     )
     def _step(context, **upstream_tables):
-        return compute(context, {arg_to_id[k]: v for k, v in upstream_tables.items()})
+        with lease(context):  # a GPU step computes only while it holds its devices (exo's local executor)
+            return compute(context, {arg_to_id[k]: v for k, v in upstream_tables.items()})
+
+    lease = gpu_lease if resources.gpu else contextlib.nullcontext
 
     compute = make_compute(cluster, step, previous)
     return _step

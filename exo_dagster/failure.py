@@ -60,7 +60,7 @@ def error_text(data: Any) -> str:
     error = getattr(data, "error", None)
     if error is None:
         return "step failed"
-    while error.cause is not None and error.cls_name in ("DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError"):
+    while error.cause is not None and (error.cls_name or "").startswith("Dagster"):  # framework wrappers
         error = error.cause
     return error.message.strip()
 
@@ -112,6 +112,8 @@ def build_sensor(cluster: Cluster, failure_job: dg.JobDefinition) -> dg.SensorDe
 
 def failure_fields(instance: dg.DagsterInstance, cluster: Cluster, run_id: str, step: str) -> dict[str, Any]:
     """`failure.*` for a failed run, read back from the instance's event log."""
+    if instance.get_run_by_id(run_id) is None:
+        raise dg.Failure(description=f"failed run {run_id} is not in this Dagster instance", allow_retries=False)
     error, rows = "", []
     if step:
         key = f"{cluster.job_name}__{cluster.step(step).asset_name}"

@@ -176,7 +176,7 @@ class ChatClient:
                     except (ValueError, KeyError, IndexError, TypeError) as exc:
                         problem = f"unreadable response body ({type(exc).__name__}: {exc})"
                     else:
-                        self._settle(estimate, completion)
+                        self._settle(estimate, completion, bool(body.get("max_tokens") or body.get("max_completion_tokens")))
                         return completion
                 elif status in RETRIABLE:
                     retry_after = retry_after_seconds(response.headers)
@@ -196,12 +196,12 @@ class ChatClient:
             await asyncio.sleep(self._delay(attempt, retry_after))
         raise LlmError(self._safe(f"gave up after {self.max_retries + 1} attempts; last: {problem}"))
 
-    def _settle(self, estimate: int, completion: Completion) -> None:
+    def _settle(self, estimate: int, completion: Completion, budgeted: bool) -> None:
         used = completion.prompt_tokens + completion.completion_tokens
         self.stats.prompt_tokens += completion.prompt_tokens
         self.stats.completion_tokens += completion.completion_tokens
-        if self._tpm and used:
-            self._tpm.refund(estimate - used)
+        if self._tpm and used and not budgeted:
+            self._tpm.refund(estimate - used)  # providers count max_tokens when it is set: no refund then
 
 
 def estimate_tokens(body: dict[str, Any]) -> int:

@@ -86,7 +86,7 @@ def log_records(instance: dg.DagsterInstance, cluster: Cluster, run_id: str, lev
             "level": logging.getLevelName(entry.level),
             "message": message,
             "step": entry.step_key,
-            "event_type": event.event_type_value if event is not None else None,
+            "event_type": event.event_type.name if event is not None else None,  # RUN_START, not the legacy PIPELINE_START
             "run_id": run_id,
             "cluster": cluster.spec.identifier,
             "job": entry.job_name,

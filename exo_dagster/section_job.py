@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import dagster as dg
+from dagster._core.types.dagster_type import resolve_dagster_type
 
 from .parser import Cluster, ParsedStep
 from .runtime import make_compute
@@ -56,30 +57,44 @@ def build_section_job(
 
 def _step_op(cluster: Cluster, section: str, step: ParsedStep, main: dict[str, ParsedStep], previous: str,
              io_manager_key: str, roots) -> tuple[dg.OpDefinition, dict[str, str]]:
-    """One satellite as an op; returns it and {input name: upstream identifier} for op-to-op inputs."""
+    """One satellite as an op; returns it and {input name: upstream identifier} for op-to-op inputs.
+
+    Outputs of the cluster's own steps are not op inputs (Dagster loads asset inputs only in asset
+    jobs): the op loads them through the IO manager, as the asset they are."""
     ins: dict[str, dg.In] = {}
     arg_to_id: dict[str, str] = {}
+    from_cluster: list[str] = []
     upstream = list(step.references)
     if previous not in upstream:
         upstream.append(previous)
     for ident in upstream:
+        if ident in main:
+            from_cluster.append(ident)
+            continue
         arg = "in_" + "".join(c if c.isalnum() else "_" for c in ident).strip("_")
         arg_to_id[arg] = ident
-        if ident in main:  # a cluster output: loaded from the asset's stored table
-            ins[arg] = dg.In(asset_key=dg.AssetKey([cluster.job_name, main[ident].asset_name]),
-                             input_manager_key=io_manager_key)
-        else:
-            ins[arg] = dg.In()
+        ins[arg] = dg.In()
     compute = make_compute(cluster, step, previous, roots=roots)
 
-    @dg.op(name=f"{section}__{step.asset_name}", ins=ins,
+    @dg.op(name=f"{section}__{step.asset_name}", ins=ins, required_resource_keys={io_manager_key},
            out=dg.Out(io_manager_key=io_manager_key, metadata=view_metadata(cluster, section, step.identifier)),
            description=step.spec.description or step.spec.name,
            tags={"exo/satellite": step.satellite.name}, retry_policy=_retry(cluster, step))
     def _section_step(context, **tables):
-        return compute(context, {arg_to_id[k]: v for k, v in tables.items()})
+        given = {arg_to_id[k]: v for k, v in tables.items()}
+        manager = getattr(context.resources, io_manager_key)
+        for ident in from_cluster:
+            given[ident] = load_asset(context, manager, dg.AssetKey([cluster.job_name, main[ident].asset_name]))
+        return compute(context, given)
 
-    return _section_step, {arg: ident for arg, ident in arg_to_id.items() if ident not in main}
+    return _section_step, dict(arg_to_id)
+
+
+def load_asset(context, manager: dg.IOManager, key: dg.AssetKey):
+    """A cluster step's stored output, read by the IO manager exactly as a downstream asset would."""
+    output = dg.build_output_context(asset_key=key, name=key.path[-1], step_key="none")
+    return manager.load_input(dg.build_input_context(asset_key=key, upstream_output=output, instance=context.instance,
+                                                     name=key.path[-1], dagster_type=resolve_dagster_type(dg.Any)))
 
 
 def _retry(cluster: Cluster, step: ParsedStep) -> dg.RetryPolicy | None:

@@ -71,7 +71,7 @@ class Trigger(SpecModel):
     cron: str | None = None
     timezone: str = "UTC"
     files: FilesTrigger | None = None
-    after: str | None = None
+    after: str | None = Field(None, pattern=CLUSTER_ID.pattern)  # cluster/<project>/<name>
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Trigger":

@@ -24,6 +24,7 @@ NAMED_SEPARATORS = {
 }
 CHUNK_COLUMNS = ("chunk_index", "chunk", "start", "end")
 SLICE_ROWS = 4096
+LOOKAHEAD = 64
 
 
 class ChunkTextConfig(SatelliteConfig):
@@ -111,20 +112,18 @@ def chunk_spans(text: str, size: int, overlap: int, unit: str, patterns: list[re
     that leaves it at least half full (else at the size limit); the next chunk starts `overlap`
     units before that end, at a word start, and always after the previous chunk's start.
     """
-    # where each separator lets a chunk end: after the match's non-space part ("." of ". ", before "\n\n")
-    breaks = [[m.start() + len(m.group().rstrip()) for m in p.finditer(text)] for p in patterns]
     stop = len(text.rstrip())
     spans: list[tuple[int, int]] = []
     if unit == "words":
-        starts = [m.start() for m in re.finditer(r"\S+", text)]
-        ends = [m.end() for m in re.finditer(r"\S+", text)]
+        words = [m.span() for m in re.finditer(r"\S+", text)]
+        starts, ends = [w[0] for w in words], [w[1] for w in words]
         first = 0
         while first < len(starts):
             last = first + size - 1
             if last >= len(starts) - 1:
                 spans.append((starts[first], stop))
                 break
-            end = _best_break(breaks, ends[first + max(size // 2, 1) - 1], ends[last]) or ends[last]
+            end = _best_break(text, patterns, ends[first + max(size // 2, 1) - 1], ends[last]) or ends[last]
             end = starts[first] + len(text[starts[first]:end].rstrip())
             spans.append((starts[first], end))
             inside = bisect_left(starts, end) - 1  # the chunk's last word
@@ -135,7 +134,7 @@ def chunk_spans(text: str, size: int, overlap: int, unit: str, patterns: list[re
         if pos + size >= stop:
             spans.append((pos, stop))
             break
-        end = _best_break(breaks, pos + max(size // 2, 1), pos + size) or pos + size
+        end = _best_break(text, patterns, pos + max(size // 2, 1), pos + size) or pos + size
         end = pos + len(text[pos:end].rstrip()) or end
         spans.append((pos, end))
         nxt = end - overlap
@@ -147,12 +146,19 @@ def chunk_spans(text: str, size: int, overlap: int, unit: str, patterns: list[re
     return spans
 
 
-def _best_break(breaks: list[list[int]], lower: int, limit: int) -> int | None:
-    """The last break in [lower, limit] of the most preferred separator that has one."""
-    for ends in breaks:
-        i = bisect_right(ends, limit) - 1
-        if i >= 0 and ends[i] >= lower:
-            return ends[i]
+def _best_break(text: str, patterns: list[re.Pattern], lower: int, limit: int) -> int | None:
+    """Where the chunk may end: after the non-space part of the last match of the most preferred separator
+    that has one ending in [lower, limit] ("." of ". ", before a paragraph's blank line). A match may run past
+    `limit` (the blank after the chunk's last word), so look a little further than it."""
+    for pattern in patterns:
+        best = None
+        for match in pattern.finditer(text, lower, limit + LOOKAHEAD):
+            end = match.start() + len(match.group().rstrip())
+            if end > limit:
+                break
+            best = end
+        if best is not None:
+            return best
     return None
 
 

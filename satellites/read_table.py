@@ -18,7 +18,7 @@ class ReadTableConfig(SatelliteConfig):
     separator: str = ","
     sheet: str | None = None
     source_column: str | None = None
-    copy: bool = False  # Parquet is referenced in place unless asked to copy
+    copy_: bool = False  # YAML `copy:`; Parquet is referenced in place unless asked to copy
 
 
 def _format_of(path: str, wanted: str) -> str:
@@ -83,7 +83,7 @@ def read_table(ctx: StepContext, config: ReadTableConfig) -> pl.LazyFrame | Stor
     """Reads CSV, JSONL, Parquet or Excel files (one path, or a column of paths) into one table; Parquet is referenced, not copied."""
     paths = [p if "://" in p else ctx.path(p) for p in _paths(ctx, config)]
     formats = {_format_of(p, config.format) for p in paths}
-    if paths and formats == {"parquet"} and not config.copy and not config.source_column:
+    if paths and formats == {"parquet"} and not config.copy_ and not config.source_column:
         # The files already are Parquet: downstream steps scan them in place (fingerprinted by the IO manager).
         return StoredTable(paths[0] if len(paths) == 1 else tuple(paths))
     frames = []

@@ -4,20 +4,12 @@ but this catalog does not ship yet (their configs are all the parser and compile
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from exo_dagster.registry import Registry, SatelliteConfig, builtin_registry, satellite
 
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-class LlmConfig(SatelliteConfig):
-    model: str
-    output_format: str = "text"
-    output_schema: dict[str, Any] | None = None
-    temperature: float = 0.0
 
 
 class TextConfig(SatelliteConfig):
@@ -27,12 +19,8 @@ class TextConfig(SatelliteConfig):
 
 def _seed_registry() -> Registry:
     extra = Registry()
-    satellite("satellite/exospherehost/llm-complete", config=LlmConfig, registry=extra,
-              aliases=["satellite/exospherehost/deepseek-r1-distrill-llama-70b"], resources={"cpu": 1})(lambda ctx, c: [])
     satellite("satellite/exospherehost/forward-logs", config=TextConfig, registry=extra)(lambda ctx, c: [])
     satellite("satellite/exospherehost/send-alert", config=TextConfig, registry=extra)(lambda ctx, c: [])
-    satellite("satellite/exospherehost/embed-text", config=TextConfig, registry=extra, resources={"gpu": 1},
-              kinds=("torch",))(lambda ctx, c: [])
     return builtin_registry().merged(extra)
 
 

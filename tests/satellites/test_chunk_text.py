@@ -20,21 +20,24 @@ TEXT = ("Cats sleep a lot. They like warm places.\n\n"
 
 def test_prefers_paragraph_then_sentence_breaks_and_keeps_other_columns(make_ctx, stored):
     table = stored("docs", pl.DataFrame({"doc": ["animals", "empty", "none"], "text": [TEXT, "   ", None], "page": [1, 2, 3]}))
-    out = chunk_text(make_ctx(previous=table), ChunkTextConfig(chunk_size=70, overlap=10))
+    out = chunk_text(make_ctx(previous=table), ChunkTextConfig(chunk_size=60, overlap=10))
     assert out.columns == ["doc", "page", "chunk_index", "chunk", "start", "end"]
     assert out["chunk"].to_list() == [
-        "Cats sleep a lot. They like warm places.",                        # ends at the paragraph break
-        "places.\n\nDogs bark at strangers.",                               # next paragraph too long: a sentence end
-        "strangers. Dogs also fetch sticks when asked nicely.\n\nBirds sing.",
+        "Cats sleep a lot. They like warm places.",                 # ends at the paragraph break
+        "places.\n\nDogs bark at strangers.",                        # starts ~10 chars back, at a word; a sentence end
+        "strangers. Dogs also fetch sticks when asked nicely.",
+        "nicely.\n\nBirds sing.",
     ]
-    assert out["chunk_index"].to_list() == [0, 1, 2] and set(out["doc"]) == {"animals"} and set(out["page"]) == {1}
+    wider = chunk_text(make_ctx(previous=table), ChunkTextConfig(chunk_size=80, overlap=10))["chunk"].to_list()
+    assert wider[1] == "places.\n\nDogs bark at strangers. Dogs also fetch sticks when asked nicely."  # paragraph beats sentence
+    narrow = chunk_text(make_ctx(previous=table), ChunkTextConfig(chunk_size=70, overlap=10))["chunk"].to_list()
+    assert narrow[1] == "places.\n\nDogs bark at strangers. Dogs also fetch sticks when asked"  # no break in the 2nd half: a word
+    assert out["chunk_index"].to_list() == [0, 1, 2, 3] and set(out["doc"]) == {"animals"} and set(out["page"]) == {1}
     assert all(TEXT[s:e] == c for s, e, c in out.select("start", "end", "chunk").rows())
 
 
-def test_words_unit_counts_words(make_ctx):
+def test_words_unit_counts_words():
     text = " ".join(f"w{i}" for i in range(25))
-    ctx = make_ctx(input={})
-    ctx.previous = None
     spans = chunk_spans(text, 10, 3, "words", ChunkTextConfig(unit="words", chunk_size=10, overlap=3).patterns())
     chunks = [text[s:e].split() for s, e in spans]
     assert chunks[0] == [f"w{i}" for i in range(10)]
@@ -46,9 +49,9 @@ def test_no_separators_is_exact_windows_in_polars(make_ctx, stored):
     text = "héllo wörld, ünïcode ✓ " * 3  # offsets are characters, not bytes
     table = stored("t", pl.DataFrame({"id": [7, 8], "body": [text, ""]}))
     out = chunk_text(make_ctx(input={"table": table}), ChunkTextConfig(column="body", chunk_size=20, overlap=5, separators=[]))
-    assert out["start"].to_list() == [0, 15, 30, 45] and out["end"].to_list() == [20, 35, 50, 69]
+    assert len(text) == 69 and out["start"].to_list() == [0, 15, 30, 45, 60] and out["end"].to_list() == [20, 35, 50, 65, 69]
     assert out["chunk"].to_list() == [text[s:e] for s, e in zip(out["start"], out["end"])]
-    assert out["id"].to_list() == [7] * 4 and out["chunk_index"].to_list() == [0, 1, 2, 3]
+    assert out["id"].to_list() == [7] * 5 and out["chunk_index"].to_list() == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("unit", ["chars", "words"])

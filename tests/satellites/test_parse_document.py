@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 import sys
 
 import dagster as dg
@@ -143,6 +144,16 @@ def test_docling_backend_without_the_extra_names_it(docs, make_ctx, monkeypatch)
     monkeypatch.setitem(sys.modules, "docling", None)  # as on a machine without the extra, even if it is installed
     with pytest.raises(ImportError, match=r"optional `docling` extra.*pip install 'exo-dagster\[docling\]'"):
         parse_document(make_ctx(input={"paths": ["report.pdf"]}), ParseDocumentConfig(backend="docling"))
+
+
+def test_catalog_loads_without_the_documents_extra_and_says_which_extra_a_pdf_needs(docs, make_ctx, monkeypatch):
+    blocked = "import sys; sys.modules['pypdf'] = sys.modules['docx'] = None; import satellites; print('loaded')"
+    assert subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=120).stdout == "loaded\n"
+    for name in ("pypdf", "docx"):
+        monkeypatch.setitem(sys.modules, name, None)
+    out = parse_document(make_ctx(input={"paths": ["report.pdf", "readme.md"]}), ParseDocumentConfig())
+    assert out["_error"].to_list() == ["DocumentError: parse-document needs `pypdf`, part of the optional `documents` extra, "
+                                       "which is not installed: pip install 'exo-dagster[documents]'", None]
 
 
 CLUSTER = """\

@@ -30,7 +30,7 @@ def test_parquet_is_referenced_not_copied(tmp_path, make_ctx):
     assert one.path == str(tmp_path / "p1.parquet")
     both = read_table(make_ctx(input={"paths": ["p1.parquet", "p2.parquet"]}), ReadTableConfig())
     assert both.collect()["a"].to_list() == [1, 2]
-    copied = read_table(make_ctx(), ReadTableConfig(path="p1.parquet", copy=True))
+    copied = read_table(make_ctx(), ReadTableConfig.model_validate({"path": "p1.parquet", "copy": True}))
     assert isinstance(copied, pl.LazyFrame)
 
 

@@ -1,0 +1,121 @@
+"""Helpers shared by the scale-out tests: write clusters, load jobs as other processes do, read run records."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+REPO = Path(__file__).resolve().parents[2]
+DEFS_FILE = Path(__file__).with_name("scaleout_defs.py")
+PROBE = "exo-probe "
+
+
+def cluster_yaml(identifier: str, steps: list[dict[str, Any]], **cluster: Any) -> str:
+    """steps: [{id, kind: gpu|cpu, seconds, resources?, fail?}] -> a dataflow cluster of probe satellites."""
+    lines = ["version: 0.0.1b", "cluster:", f"  identifier: {identifier}", "  execution: dataflow"]
+    for key, value in cluster.items():
+        lines.append(f"  {key.replace('_', '-')}: {json.dumps(value)}")
+    lines.append("  satellites:")
+    for s in steps:
+        config = {"seconds": s.get("seconds", 0.0), **({"fail": True} if s.get("fail") else {})}
+        lines += [f"    - name: {s['id']}", f"      uses: satellite/exotest/{s['kind']}-probe",
+                  f"      identifier: {s['id']}", f"      config: {json.dumps(config)}"]
+        if s.get("resources") is not None:
+            lines.append(f"      resources: {json.dumps(s['resources'])}")
+    return "\n".join(lines) + "\n"
+
+
+def write_clusters(folder: Path, monkeypatch, **texts: str) -> list[Path]:
+    """Write cluster files and point EXO_TEST_CLUSTERS (read by scaleout_defs.py in every process) at them."""
+    files = []
+    for name, text in texts.items():
+        path = folder / f"{name}.yaml"
+        path.write_text(text)
+        files.append(path)
+    monkeypatch.setenv("EXO_TEST_CLUSTERS", os.pathsep.join(str(f) for f in files))
+    return files
+
+
+def make_home(folder: Path, extra_yaml: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dagster.yaml").write_text("telemetry:\n  enabled: false\n" + extra_yaml)
+    return folder
+
+
+def recon_job(job_name: str):
+    """The job as a step process / Celery worker / pod loads it: by file pointer."""
+    repo = ReconstructableRepository.for_file(str(DEFS_FILE), "defs", working_directory=str(REPO))
+    return repo.get_reconstructable_job(job_name)
+
+
+def quiet(run_config: dict | None = None) -> dict:
+    return {**(run_config or {}), "loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def short(step_key: str) -> str:
+    return step_key.rsplit("__", 1)[-1]
+
+
+def probes(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
+    """What each probe step logged about itself, by step identifier."""
+    out = {}
+    for record in instance.all_logs(run_id):
+        message = record.user_message or ""
+        if PROBE in message and not record.dagster_event:
+            data = json.loads(message[message.index(PROBE) + len(PROBE):])
+            out[data["step"]] = data
+    return out
+
+
+def leases(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
+    """The local executor's GPU leases: [{step, devices, acquired, released}]."""
+    open_, out = {}, []
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        meta = event.event_specific_data.metadata if event and event.is_engine_event else {}
+        if "exo/lease" not in meta:
+            continue
+        step = short(record.step_key)
+        if meta["exo/lease"].value == "acquired":
+            open_[step] = (meta["exo/devices"].value, meta["at"].value)
+        else:
+            devices, acquired = open_.pop(step)
+            out.append({"step": step, "devices": devices, "acquired": acquired, "released": meta["at"].value})
+    assert not open_, f"leases never given back: {open_}"
+    return out
+
+
+def overlapping(intervals: list[tuple[str, str, float, float]]) -> list[str]:
+    """(step, devices, start, end) pairs that used a device at the same time."""
+    bad = []
+    for i, (s1, d1, a1, b1) in enumerate(intervals):
+        for s2, d2, a2, b2 in intervals[i + 1:]:
+            common = set(d1.split(",")) & set(d2.split(","))
+            if common and a1 < b2 and a2 < b1:
+                bad.append(f"{s1} and {s2} on {sorted(common)}")
+    return bad
+
+
+def events_of(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEventType) -> list:
+    return [r for r in instance.all_logs(run_id) if r.dagster_event and r.dagster_event.event_type == kind]
+
+
+def failure_text(instance: dg.DagsterInstance, run_id: str) -> str:
+    """Every error message of the run, concatenated."""
+    texts = []
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None:
+            continue
+        data = event.event_specific_data
+        error = getattr(data, "error", None)
+        if error is not None:
+            texts.append(error.to_string())
+        if record.user_message:
+            texts.append(record.user_message)
+    return "\n".join(texts)
