@@ -9,13 +9,18 @@ a fresh ephemeral instance per run, in-process executor), run alternately (A B C
   exo polars chain       the compiled equivalent: step 0 the built-in `read-table`, each later step a
                          benchmark satellite `satellite/bench/bump` doing the same polars work on
                          `ctx.previous`; exo's Parquet IO manager stores each output.   <- the target
-  exo sql chain          informational: what a real cluster does, the built-in `sql` satellite
-                         (`select * from <previous>`, DuckDB) at every later step.
+  exo sql chain          informational, with --sql: what a real cluster does, the built-in `sql`
+                         satellite (`select * from <previous>`, DuckDB) at every later step.
+  ... catalog stubbed    informational, with --what-if: the exo polars chain with exo's per-output
+                         DuckDB catalog registration patched out at run time (no code change).
 
 Target: exo polars chain / dagster hand-written <= 1.10x (median over repeats).
 
-    .venv/bin/python -m benchmarks.bench_run_overhead            # 100 steps, 5 repeats
-    .venv/bin/python -m benchmarks.bench_run_overhead --profile  # + per-step cost breakdown
+    .venv/bin/python -m benchmarks.bench_run_overhead                   # 100 steps, 5 repeats
+    .venv/bin/python -m benchmarks.bench_run_overhead --what-if --sql   # + the informational variants
+    .venv/bin/python -m benchmarks.bench_run_overhead --profile         # + per-step cost breakdown
+
+A missed target profiles the baseline and the target variant on its own.
 """
 
 from __future__ import annotations
@@ -267,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant (after one warm-up each)")
-    parser.add_argument("--no-sql", action="store_true", help="skip the informational sql-chain variant")
+    parser.add_argument("--sql", action="store_true", help="add the informational sql-chain variant")
     parser.add_argument("--what-if", action="store_true",
                         help="add a variant with exo's DuckDB catalog registration stubbed out (runtime patch)")
     parser.add_argument("--no-components", action="store_true", help="skip the per-step pieces micro-benchmark")
@@ -284,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         hand_dir = os.path.join(folder, "dagster-fs")
         jobs = {BASELINE: hand_job(args.steps, data_path, hand_dir),
                 TARGET_VARIANT: exo_job(args.steps, data_path, cluster_file, BENCH_SATELLITE, "polars-chain")}
-        if not args.no_sql:
+        if args.sql:
             jobs[SQL_VARIANT] = exo_job(args.steps, data_path, cluster_file, "satellite/exospherehost/sql", "sql-chain")
         variants = {name: runner(job) for name, job in jobs.items()}
         if args.what_if:
@@ -312,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             if other in results:
                 print(f"       ({other}: {results[other].median / base.median:.2f}x, informational)")
         if not args.no_components:
-            components(folder, data_path, repeats=30)
+            components(folder, data_path, repeats=20)
         if args.profile:
             profile_runs(variants, args.steps, args.profile_top)
         elif not ok:

@@ -20,7 +20,8 @@ from . import tags as backend_tags
 from .executor import executor_for, gpu_lease
 from . import failure, log_forwarding, retry, sla, triggers
 from .parser import Cluster, ParsedStep
-from .runtime import make_compute
+from . import chunked
+from .runtime import count_rows, make_compute
 from .spec import SLA_SECONDS
 
 IO_MANAGER_KEY = "exo_io"
@@ -119,6 +120,21 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str) -> dg.AssetsDefinitio
         description += f"\n\n`{step.satellite.id}`: {step.satellite.docs.splitlines()[0]}"
     fingerprint = json.dumps([step.satellite.id, step.satellite.version, step.config, step.spec.input], sort_keys=True, default=str)
 
+    compute = make_compute(cluster, step, previous)
+    if step.spec.fan_out:
+        return chunked.graph_asset(
+            key=dg.AssetKey([group, step.asset_name]), ins=ins, chunk_rows=step.spec.fan_out.chunk_rows,
+            count_rows=lambda context, upstream: count_rows(step, {arg_to_id[k]: v for k, v in upstream.items()}),
+            compute=lambda context, upstream, chunk: compute(context, {arg_to_id[k]: v for k, v in upstream.items()}, chunk),
+            op_tags=tags, io_manager_key=IO_MANAGER_KEY, retry_policy=retry.retry_policy(cluster.spec, step.spec),
+            asset_kwargs=dict(
+                group_name=group, descriptions_by_output_name={"result": description},
+                metadata_by_output_name={"result": metadata},
+                tags_by_output_name={"result": {f"dagster/kind/{k}": "" for k in kinds}},
+                code_versions_by_output_name={"result": hashlib.sha256(fingerprint.encode()).hexdigest()[:16]},
+            ),
+        )
+
     @dg.asset(
         key=dg.AssetKey([group, step.asset_name]),
         ins=ins,
@@ -138,6 +154,4 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str) -> dg.AssetsDefinitio
             return compute(context, {arg_to_id[k]: v for k, v in upstream_tables.items()})
 
     lease = gpu_lease if resources.gpu else contextlib.nullcontext
-
-    compute = make_compute(cluster, step, previous)
     return _step

@@ -5,6 +5,10 @@ what `Retry-After` (or `retry-after-ms`) asks. Request and token budgets are tok
 hold no asyncio object, so one client serves every event loop a step runs (fan-out runs one loop
 per batch); the HTTP connection pool is per loop and closed when that loop shuts down.
 The API key is sent in a header and never appears in an error message.
+
+Why aiohttp and not httpx: on this project's 2-core machines, httpx 0.28's connection pool managed
+~110 requests/s at 64 concurrent requests against a 50 ms loopback server, aiohttp ~1,100 (the
+ideal is 1,280); see BENCHMARKS.md, llm-complete.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-import httpx
+import aiohttp
 
 from .secrets import mask
 
@@ -77,9 +81,9 @@ class TokenBucket:
 
 
 @dataclass
-class _LoopClient:
+class _LoopSession:
     loop: asyncio.AbstractEventLoop
-    client: httpx.AsyncClient
+    session: aiohttp.ClientSession
     closer: Any = None
 
 
@@ -104,29 +108,30 @@ class ChatClient:
         self.url = self.base_url.rstrip("/") + "/chat/completions"
         self._rpm = TokenBucket(self.requests_per_minute) if self.requests_per_minute else None
         self._tpm = TokenBucket(self.tokens_per_minute) if self.tokens_per_minute else None
-        self._current: _LoopClient | None = None
+        self._current: _LoopSession | None = None
         self._fatal: LlmError | None = None
         self._secrets = [v for v in (self.api_key, *self.mask_values) if v]
 
-    # -- one pooled httpx client per event loop -------------------------------------------------
-    async def _client(self) -> httpx.AsyncClient:
+    # -- one pooled session per event loop -------------------------------------------------------
+    async def _session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
         current = self._current
         if current is None or current.loop is not loop:
             headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-            limits = httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections)
-            client = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(self.timeout), limits=limits)
-            current = self._current = _LoopClient(loop, client)
-            current.closer = self._close_with_loop(client)
+            session = aiohttp.ClientSession(
+                headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=self.max_connections))
+            current = self._current = _LoopSession(loop, session)
+            current.closer = self._close_with_loop(session)
             await current.closer.__anext__()  # asyncio.run() finalizes async generators: the pool closes there
-        return current.client
+        return current.session
 
     @staticmethod
-    async def _close_with_loop(client: httpx.AsyncClient):
+    async def _close_with_loop(session: aiohttp.ClientSession):
         try:
             yield
         finally:
-            await client.aclose()
+            await session.close()
 
     # -- budgets -----------------------------------------------------------------------------
     async def _acquire(self, estimated_tokens: int) -> None:
@@ -158,35 +163,35 @@ class ChatClient:
             if attempt:
                 self.stats.retries += 1
             await self._acquire(estimate)
-            client = await self._client()
+            session = await self._session()
             retry_after = None
             self.stats.requests += 1
             try:
-                response = await client.post(self.url, json=body, headers=headers)
-            except httpx.TimeoutException:
+                async with session.post(self.url, json=body, headers=headers) as response:
+                    status, raw, response_headers = response.status, await response.read(), response.headers
+            except (asyncio.TimeoutError, TimeoutError):
                 self.stats.timeouts += 1
                 problem = f"timed out after {self.timeout:g} s"
-            except httpx.TransportError as exc:
+            except aiohttp.ClientError as exc:
                 problem = f"connection failed: {type(exc).__name__}: {exc}"
             else:
-                status = response.status_code
                 if status == 200:
                     try:
-                        completion = parse_completion(response.json(), body.get("model", ""))
+                        completion = parse_completion(json.loads(raw), body.get("model", ""))
                     except (ValueError, KeyError, IndexError, TypeError) as exc:
                         problem = f"unreadable response body ({type(exc).__name__}: {exc})"
                     else:
                         self._settle(estimate, completion, bool(body.get("max_tokens") or body.get("max_completion_tokens")))
                         return completion
                 elif status in RETRIABLE:
-                    retry_after = retry_after_seconds(response.headers)
+                    retry_after = retry_after_seconds(response_headers)
                     if status == 429:
                         self.stats.rate_limited += 1
                     else:
                         self.stats.server_errors += 1
-                    problem = f"HTTP {status}: {_excerpt(response)}"
+                    problem = f"HTTP {status}: {_excerpt(raw)}"
                 else:
-                    error = LlmError(self._safe(f"HTTP {status} from {self.url}: {_excerpt(response)}"), status,
+                    error = LlmError(self._safe(f"HTTP {status} from {self.url}: {_excerpt(raw)}"), status,
                                      fatal=status in FATAL)
                     if error.fatal:
                         self._fatal = error
@@ -225,8 +230,9 @@ def parse_completion(payload: Any, requested_model: str) -> Completion:
                       finish_reason=choice.get("finish_reason"))
 
 
-def retry_after_seconds(headers: httpx.Headers) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """`retry-after-ms` (OpenAI, Azure), else `Retry-After` as seconds or an HTTP date."""
+    headers = {k.lower(): v for k, v in headers.items()}
     value = headers.get("retry-after-ms")
     if value:
         try:
@@ -246,12 +252,14 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
         return max(0.0, when.timestamp() - time.time())
 
 
-def _excerpt(response: httpx.Response, limit: int = 300) -> str:
+def _excerpt(raw: bytes, limit: int = 300) -> str:
+    """An error body, shortened: the provider's `error.message` when it sends one."""
+    text = raw.decode("utf-8", "replace")
     try:
-        payload = response.json()
-        text = payload.get("error", {}).get("message") if isinstance(payload, dict) and isinstance(payload.get("error"), dict) else None
-        text = text or json.dumps(payload)
+        payload = json.loads(text)
+        if isinstance(payload, dict) and isinstance(payload.get("error"), dict) and payload["error"].get("message"):
+            text = str(payload["error"]["message"])
     except ValueError:
-        text = response.text
-    text = " ".join(str(text).split())
+        pass
+    text = " ".join(text.split())
     return text[:limit] + ("..." if len(text) > limit else "")

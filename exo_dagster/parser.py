@@ -284,6 +284,10 @@ class _Checker:
                        "a step fans out over the rows of one table; join the tables first with a `sql` satellite")
             ok = False
         ok &= self._check_config(definition, config, path + ("config",))
+        if step.fan_out and not per_row:
+            self.error(path + ("fan-out",), "`fan-out` splits a step's rows, but this step has no per-row input",
+                       "give it an input such as `text: $${{ satellites.X.output.text }}`, or remove `fan-out`", key=True)
+            ok = False
         if not ok:
             return None
         return ParsedStep(spec=step, index=index, role=role, identifier=step.key, satellite=definition, config=config,

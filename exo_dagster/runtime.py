@@ -91,6 +91,13 @@ def _row_expr(raw: Any, resolve, names: list[str]) -> pl.Expr:
     return pl.concat_str([p.cast(pl.Utf8).fill_null("") for p in pieces])
 
 
+def count_rows(step: ParsedStep, tables: dict[str, StoredTable]) -> int:
+    """How many rows the step fans out over (its per-row source's row count)."""
+    if step.per_row_source is None:
+        return 0
+    return int(tables[step.per_row_source].lazy().select(pl.len()).collect().item())
+
+
 def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
                  roots: Callable[[Any], dict[str, dict[str, Any]]] | None = None):
     """The function a compiled asset calls with its upstream StoredTables.
@@ -99,10 +106,13 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
     Every secret the step can see is masked in its log lines, errors, metadata and output table.
     """
 
-    def compute(context, tables: dict[str, StoredTable]) -> Any:
+    def compute(context, tables: dict[str, StoredTable], chunk: tuple[int, int] | None = None) -> Any:
+        """`chunk` = (offset, length): run on that slice of the per-row input only (fan-out chunks)."""
         hidden = secret_values.visible_values(cluster, step)
         try:
             ctx, config = prepare(context, tables, hidden)
+            if chunk is not None and ctx.rows is not None:
+                ctx.rows = ctx.rows.slice(*chunk)
         except (StepInputError, secret_values.MissingSecret) as exc:
             # A user mistake, not a crash: a plain message, and no automatic retry (it cannot heal itself).
             raise Failure(description=secret_values.mask(str(exc), hidden), allow_retries=False) from None

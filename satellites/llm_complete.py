@@ -6,7 +6,7 @@ other input key passes through as a column. Calls are concurrent, rate-limited a
 re-run never pays twice for it. JSON output is checked against `output-schema` and re-asked when
 wrong (exo_dagster/llm_output.py). `mode: batch` writes the OpenAI Batch JSONL instead of calling,
 and `batch-results` reads a finished batch back into the same columns (and the same cache).
-httpx and jsonschema are imported only when a step runs, so the catalog loads without the `ai` extra.
+aiohttp and jsonschema are imported only when a step runs, so the catalog loads without the `ai` extra.
 """
 
 from __future__ import annotations

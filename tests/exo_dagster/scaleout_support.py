@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +33,19 @@ def cluster_yaml(identifier: str, steps: list[dict[str, Any]], **cluster: Any) -
     return "\n".join(lines) + "\n"
 
 
-def write_clusters(folder: Path, monkeypatch, **texts: str) -> list[Path]:
-    """Write cluster files and point EXO_TEST_CLUSTERS (read by scaleout_defs.py in every process) at them."""
+def write_clusters(folder: Path, monkeypatch, **texts: str) -> Path:
+    """Write cluster files, point EXO_TEST_CLUSTERS (read by the defs file in every process) at them, and
+    return this test's own copy of scaleout_defs.py: Dagster caches a code file by its module name, so a
+    shared file would hand a later test the clusters of an earlier one."""
     files = []
     for name, text in texts.items():
         path = folder / f"{name}.yaml"
         path.write_text(text)
         files.append(path)
     monkeypatch.setenv("EXO_TEST_CLUSTERS", os.pathsep.join(str(f) for f in files))
-    return files
+    defs = folder / f"exo_test_defs_{uuid.uuid4().hex[:12]}.py"
+    shutil.copyfile(DEFS_FILE, defs)
+    return defs
 
 
 def make_home(folder: Path, extra_yaml: str = "") -> Path:
@@ -47,9 +54,9 @@ def make_home(folder: Path, extra_yaml: str = "") -> Path:
     return folder
 
 
-def recon_job(job_name: str):
+def recon_job(job_name: str, defs_file: Path):
     """The job as a step process / Celery worker / pod loads it: by file pointer."""
-    repo = ReconstructableRepository.for_file(str(DEFS_FILE), "defs", working_directory=str(REPO))
+    repo = ReconstructableRepository.for_file(str(defs_file), "defs", working_directory=str(REPO))
     return repo.get_reconstructable_job(job_name)
 
 
@@ -119,3 +126,45 @@ def failure_text(instance: dg.DagsterInstance, run_id: str) -> str:
         if record.user_message:
             texts.append(record.user_message)
     return "\n".join(texts)
+
+
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+
+
+@contextlib.contextmanager
+def pg_database(prefix: str = "exo_test"):
+    """A fresh PostgreSQL database on 127.0.0.1:5432 for one test, dropped afterwards."""
+    import psycopg2
+    import pytest
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG)
+    except psycopg2.OperationalError as exc:
+        pytest.fail(f"these tests need PostgreSQL on 127.0.0.1:5432, user postgres (CI starts it): {exc}")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                        (name,))
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()
+
+
+def pg_query(db: str, sql: str, *params) -> list[tuple]:
+    import psycopg2
+
+    with contextlib.closing(psycopg2.connect(dbname=db, connect_timeout=5, **PG)) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+def use_pg(monkeypatch, db: str, password: str) -> None:
+    """The EXO_PG_* environment the deploy/ dagster.yaml files read."""
+    for key, value in {"EXO_PG_HOST": PG["host"], "EXO_PG_PORT": str(PG["port"]), "EXO_PG_DB": db,
+                       "EXO_PG_USER": PG["user"], "EXO_PG_PASSWORD": password}.items():
+        monkeypatch.setenv(key, value)

@@ -25,8 +25,8 @@ def instance(tmp_path, monkeypatch):
         yield inst
 
 
-def run(instance, job: str = JOB, **executor_config):
-    return dg.execute_job(recon_job(job), instance=instance, raise_on_error=False,
+def run(instance, defs, job: str = JOB, **executor_config):
+    return dg.execute_job(recon_job(job, defs), instance=instance, raise_on_error=False,
                           run_config=quiet({"execution": {"config": executor_config}} if executor_config else None))
 
 
@@ -39,9 +39,9 @@ MIX = [
 
 
 def test_each_gpu_step_computes_on_its_own_devices_never_shared(instance, tmp_path, monkeypatch):
-    write_clusters(tmp_path, monkeypatch, mix=cluster_yaml("exotest/gpu-mix", MIX))
+    defs = write_clusters(tmp_path, monkeypatch, mix=cluster_yaml("exotest/gpu-mix", MIX))
     monkeypatch.setenv("EXO_GPUS", "0,1,2")
-    result = run(instance)
+    result = run(instance, defs)
     assert result.success, failure_text(instance, result.run_id)
 
     seen = probes(instance, result.run_id)
@@ -71,10 +71,10 @@ def test_each_gpu_step_computes_on_its_own_devices_never_shared(instance, tmp_pa
 
 
 def test_more_gpus_than_exist_fails_at_launch_with_a_clear_error(instance, tmp_path, monkeypatch):
-    write_clusters(tmp_path, monkeypatch, mix=cluster_yaml("exotest/gpu-mix", MIX))
+    defs = write_clusters(tmp_path, monkeypatch, mix=cluster_yaml("exotest/gpu-mix", MIX))
     monkeypatch.setenv("EXO_GPUS", "0")
     started = time.monotonic()
-    result = run(instance)
+    result = run(instance, defs)
     assert not result.success
     assert time.monotonic() - started < 120  # fails, does not wait for a device that never comes
     text = failure_text(instance, result.run_id)
@@ -84,34 +84,34 @@ def test_more_gpus_than_exist_fails_at_launch_with_a_clear_error(instance, tmp_p
 
 
 def test_no_gpu_machine_fails_gpu_steps_unless_cpu_fallback(instance, tmp_path, monkeypatch):
-    write_clusters(tmp_path, monkeypatch, mix=cluster_yaml("exotest/gpu-mix", [
+    defs = write_clusters(tmp_path, monkeypatch, mix=cluster_yaml("exotest/gpu-mix", [
         {"id": "g0", "kind": "gpu"}, {"id": "c0", "kind": "cpu"}]))
     monkeypatch.setenv("EXO_GPUS", "none")
-    failed = run(instance)
+    failed = run(instance, defs)
     assert not failed.success
     assert "asks for 1, but this executor has 0 GPU(s) [none]" in failure_text(instance, failed.run_id)
 
-    fallback = run(instance, cpu_fallback=True)
+    fallback = run(instance, defs, cpu_fallback=True)
     assert fallback.success, failure_text(instance, fallback.run_id)
     assert probes(instance, fallback.run_id)["g0"]["devices"] == ""
     assert leases(instance, fallback.run_id) == []
 
 
 def test_bad_device_list_is_a_clear_error(instance, tmp_path, monkeypatch):
-    write_clusters(tmp_path, monkeypatch, mix=cluster_yaml("exotest/gpu-mix", [{"id": "c0", "kind": "cpu"}]))
+    defs = write_clusters(tmp_path, monkeypatch, mix=cluster_yaml("exotest/gpu-mix", [{"id": "c0", "kind": "cpu"}]))
     monkeypatch.setenv("EXO_GPUS", "0,1,0")
-    result = run(instance)
+    result = run(instance, defs)
     assert not result.success
     assert "EXO_GPUS: device(s) 0 listed twice" in failure_text(instance, result.run_id)
 
 
 def test_cpu_steps_respect_max_concurrent_and_gpus_config_wins_over_env(instance, tmp_path, monkeypatch):
-    write_clusters(tmp_path, monkeypatch, mix=cluster_yaml("exotest/gpu-mix", [
+    defs = write_clusters(tmp_path, monkeypatch, mix=cluster_yaml("exotest/gpu-mix", [
         {"id": "c0", "kind": "cpu", "seconds": 0.3}, {"id": "c1", "kind": "cpu", "seconds": 0.3},
         {"id": "c2", "kind": "cpu", "seconds": 0.3}, {"id": "g0", "kind": "gpu", "seconds": 0.2},
         {"id": "g1", "kind": "gpu", "seconds": 0.2}]))
     monkeypatch.setenv("EXO_GPUS", "0,1")
-    result = run(instance, max_concurrent=1, gpus=["GPU-7"])
+    result = run(instance, defs, max_concurrent=1, gpus=["GPU-7"])
     assert result.success, failure_text(instance, result.run_id)
     seen = probes(instance, result.run_id)
     cpu = [(s, "cpu-slot", seen[s]["start"], seen[s]["end"]) for s in ("c0", "c1", "c2")]
@@ -121,10 +121,10 @@ def test_cpu_steps_respect_max_concurrent_and_gpus_config_wins_over_env(instance
 
 
 def test_a_failing_gpu_step_gives_its_device_back(instance, tmp_path, monkeypatch):
-    write_clusters(tmp_path, monkeypatch, mix=cluster_yaml("exotest/gpu-mix", [
+    defs = write_clusters(tmp_path, monkeypatch, mix=cluster_yaml("exotest/gpu-mix", [
         {"id": "bad", "kind": "gpu", "fail": True}, {"id": "good", "kind": "gpu", "seconds": 0.1}]))
     monkeypatch.setenv("EXO_GPUS", "3")
-    result = run(instance)
+    result = run(instance, defs)
     assert not result.success
     assert "probe asked to fail" in failure_text(instance, result.run_id)
     given = {g["step"]: g for g in leases(instance, result.run_id)}
