@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--stock", action="store_true", help="also time Dagster's multiprocess executor (1 run)")
+    parser.add_argument("--gpu-lookahead", type=int, default=None, help="executor setting (default: the executor's)")
     args = parser.parse_args(argv)
     os.environ.setdefault("EXO_GPUS", ",".join(DEVICES))
     if os.environ["EXO_GPUS"] != ",".join(DEVICES):
@@ -173,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["DAGSTER_HOME"] = str(home)
     results = []
     for i in range(args.runs):
-        r = one_run(home)
+        r = one_run(home, run_config={"execution": {"config": {"gpu_lookahead": args.gpu_lookahead}}}
+                    if args.gpu_lookahead else None)
         results.append(r)
         print(f"  run {i + 1}: GPU makespan {r['gpu_makespan']:.2f} s ({r['gpu_makespan'] / IDEAL:.3f}x ideal; "
               f"steps' own compute span {r['gpu_compute_span']:.2f} s) | run {r['run']:.2f} s = start-up "

@@ -18,9 +18,10 @@ Target: exo polars chain / dagster hand-written <= 1.10x (median over repeats).
 
     .venv/bin/python -m benchmarks.bench_run_overhead                   # 100 steps, 5 repeats
     .venv/bin/python -m benchmarks.bench_run_overhead --what-if --sql   # + the informational variants
-    .venv/bin/python -m benchmarks.bench_run_overhead --profile         # + per-step cost breakdown
+    .venv/bin/python -m benchmarks.bench_run_overhead --timers          # + wall-clock breakdown of a step
+    .venv/bin/python -m benchmarks.bench_run_overhead --profile         # + cProfile of one run per variant
 
-A missed target profiles the baseline and the target variant on its own.
+A missed target adds the --timers breakdown on its own.
 """
 
 from __future__ import annotations
@@ -74,9 +75,15 @@ def exo_job(steps: int, data_path: str, cluster_file: str, uses: str, name: str)
     return compile_cluster(cluster).resolve_job_def(cluster.job_name)
 
 
-def hand_job(steps: int, data_path: str, base_dir: str) -> dg.JobDefinition:
+def _bump_frame(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(pl.col("value") + 1)
+
+
+def hand_job(steps: int, data_path: str, base_dir: str, work: Callable | None = None) -> dg.JobDefinition:
+    """`work` replaces the per-step body (the timer breakdown wraps it); default `_bump_frame`."""
     group = f"hand_run_{steps}"
     assets = []
+    body = work or _bump_frame
 
     @dg.asset(key=dg.AssetKey([group, step_id(0)]), group_name=group)
     def first(context):
@@ -87,7 +94,7 @@ def hand_job(steps: int, data_path: str, base_dir: str) -> dg.JobDefinition:
         @dg.asset(key=dg.AssetKey([group, step_id(i)]), ins={"upstream": dg.AssetIn(key=dg.AssetKey([group, step_id(i - 1)]))},
                   group_name=group)
         def step(context, upstream):
-            return upstream.with_columns(pl.col("value") + 1)
+            return body(upstream)
 
         assets.append(step)
     job = dg.define_asset_job(name=group, selection=dg.AssetSelection.groups(group))
@@ -196,6 +203,107 @@ def components(folder: str, data_path: str, repeats: int) -> None:
     print(table(results, baseline=results[0], title=f"-- per-step pieces outside Dagster (10-row table, median of {repeats})"))
 
 
+class Timers:
+    """Wall-clock accumulators patched around named functions; cheap enough not to skew a run."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self._undo: list[Callable[[], None]] = []
+
+    def wrap(self, label: str, fn: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.totals[label] = self.totals.get(label, 0.0) + time.perf_counter() - start
+                self.calls[label] = self.calls.get(label, 0) + 1
+        return timed
+
+    def patch(self, owner, name: str, label: str) -> None:
+        if owner is None or not hasattr(owner, name):
+            return
+        original = getattr(owner, name)
+        setattr(owner, name, self.wrap(label, original))
+        self._undo.append(lambda: setattr(owner, name, original))
+
+    def restore(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+
+
+def timer_breakdown(steps: int, data_path: str, cluster_file: str, hand_dir: str, repeats: int) -> None:
+    """Per-step wall time of each piece, measured with wrappers instead of a profiler (native code counts fully)."""
+    from dagster._core.storage.fs_io_manager import PickledObjectFilesystemIOManager
+
+    import exo_dagster.compiler as compiler
+    from exo_dagster.io_manager import ParquetTableIOManager
+
+    try:
+        from exo_dagster import catalog
+    except ImportError:
+        catalog = None
+    print(f"\n-- where a step's time goes: wall-clock wrappers, {steps} steps, median over {repeats} runs, ms per step")
+    rows: dict[str, dict[str, list[float]]] = {}
+
+    def record(variant: str, timers: Timers, total: float) -> None:
+        out = rows.setdefault(variant, {})
+        known = 0.0
+        for label, value in timers.totals.items():
+            out.setdefault(label, []).append(value)
+            known += value if not label.startswith("  ") else 0.0
+        out.setdefault("Dagster per-step machinery (the rest)", []).append(total - known)
+        out.setdefault("whole run", []).append(total)
+
+    for _ in range(repeats):
+        # hand-written
+        timers = Timers()
+        job = hand_job(steps, data_path, hand_dir, work=timers.wrap("asset body (with_columns)", _bump_frame))
+        timers.patch(PickledObjectFilesystemIOManager, "dump_to_path", "IO write: pickle.dump")
+        timers.patch(PickledObjectFilesystemIOManager, "load_from_path", "IO read: pickle.load")
+        try:
+            total = time_once_quiet(job)
+        finally:
+            timers.restore()
+        record(BASELINE, timers, total)
+        # exo
+        timers = Timers()
+        original_make_compute = compiler.make_compute
+        compiler.make_compute = lambda *a, **k: timers.wrap("step compute (make_compute: templates, config, satellite)",
+                                                           original_make_compute(*a, **k))
+        try:
+            job = exo_job(steps, data_path, cluster_file, BENCH_SATELLITE, "polars-chain")
+        finally:
+            compiler.make_compute = original_make_compute
+        timers.patch(ParquetTableIOManager, "dump_to_path", "IO write: dump_to_path (parquet + metadata + catalog)")
+        timers.patch(catalog, "register_view", "  of which catalog.register_view")
+        timers.patch(ParquetTableIOManager, "load_from_path", "IO read: load_from_path")
+        try:
+            total = time_once_quiet(job)
+        finally:
+            timers.restore()
+        record(TARGET_VARIANT, timers, total)
+
+    import statistics
+
+    order = ["asset body (with_columns)", "step compute (make_compute: templates, config, satellite)",
+             "IO read: pickle.load", "IO read: load_from_path", "IO write: pickle.dump",
+             "IO write: dump_to_path (parquet + metadata + catalog)", "  of which catalog.register_view",
+             "Dagster per-step machinery (the rest)", "whole run"]
+    for variant, parts in rows.items():
+        print(f"[{variant}]")
+        for label in sorted(parts, key=lambda k: order.index(k) if k in order else len(order)):
+            print(f"  {label:60s} {statistics.median(parts[label]) / steps * 1e3:7.2f} ms")
+
+
+def time_once_quiet(job: dg.JobDefinition) -> float:
+    run = runner(job)
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
 def check_equivalent(folder: str, steps: int, exo_name: str, hand_dir: str, hand_group: str) -> str:
     """The last outputs of the exo polars chain and the hand-written chain hold the same table."""
     import pickle
@@ -276,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--what-if", action="store_true",
                         help="add a variant with exo's DuckDB catalog registration stubbed out (runtime patch)")
     parser.add_argument("--no-components", action="store_true", help="skip the per-step pieces micro-benchmark")
+    parser.add_argument("--timers", action="store_true",
+                        help="add a wall-clock breakdown of a step (baseline and target variant, wrapped functions)")
     parser.add_argument("--profile", action="store_true", help="profile one run of each variant afterwards")
     parser.add_argument("--profile-top", type=int, default=25)
     args = parser.parse_args(argv)
@@ -283,7 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     print_header(f"bench_run_overhead: {args.steps}-step chain, compiled exo cluster vs hand-written Dagster")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="exo-bench-run-") as folder:
-        os.environ["EXO_DATA_DIR"] = os.path.join(folder, "exo")  # exo's IO manager writes under here
+        os.environ["EXO_DATA_DIR"] = os.path.join(folder, "exo")  # exo's IO manager and catalog write under here
+        for override in ("EXO_OUTPUTS", "EXO_CATALOG"):  # ... unless these point elsewhere
+            os.environ.pop(override, None)
         data_path = write_small_parquet(folder)
         cluster_file = os.path.join(folder, "cluster.yaml")  # relative paths resolve against its folder
         hand_dir = os.path.join(folder, "dagster-fs")
@@ -318,11 +430,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"       ({other}: {results[other].median / base.median:.2f}x, informational)")
         if not args.no_components:
             components(folder, data_path, repeats=20)
+        if not ok and not args.timers:
+            print("\ntarget missed: timing where a step's time goes (see below; --profile adds cProfile)")
+            args.timers = True
+        if args.timers:
+            timer_breakdown(args.steps, data_path, cluster_file, hand_dir, repeats=3)
         if args.profile:
             profile_runs(variants, args.steps, args.profile_top)
-        elif not ok:
-            print("target missed: profiling the baseline and the target variant (see below; --profile for all)")
-            profile_runs({k: v for k, v in variants.items() if k in (BASELINE, TARGET_VARIANT)}, args.steps, args.profile_top)
     print(f"\n(total benchmark wall time {time.perf_counter() - started:.1f} s; {load()} at end)")
     return 0 if ok else 1
 

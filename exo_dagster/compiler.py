@@ -6,7 +6,6 @@ time, validates its config, and calls the satellite; outputs are stored by the e
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import warnings
@@ -121,8 +120,10 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str) -> dg.AssetsDefinitio
     fingerprint = json.dumps([step.satellite.id, step.satellite.version, step.config, step.spec.input], sort_keys=True, default=str)
 
     compute = make_compute(cluster, step, previous)
+    if resources.gpu:
+        compute = _leased(compute)
     if step.spec.fan_out:
-        return chunked.graph_asset(
+        return sla.with_freshness(chunked.graph_asset(
             key=dg.AssetKey([group, step.asset_name]), ins=ins, chunk_rows=step.spec.fan_out.chunk_rows,
             count_rows=lambda context, upstream: count_rows(step, {arg_to_id[k]: v for k, v in upstream.items()}),
             compute=lambda context, upstream, chunk: compute(context, {arg_to_id[k]: v for k, v in upstream.items()}, chunk),
@@ -133,7 +134,7 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str) -> dg.AssetsDefinitio
                 tags_by_output_name={"result": {f"dagster/kind/{k}": "" for k in kinds}},
                 code_versions_by_output_name={"result": hashlib.sha256(fingerprint.encode()).hexdigest()[:16]},
             ),
-        )
+        ), cluster.spec)
 
     @dg.asset(
         key=dg.AssetKey([group, step.asset_name]),
@@ -150,8 +151,16 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str) -> dg.AssetsDefinitio
         code_version=hashlib.sha256(fingerprint.encode()).hexdigest()[:16],
     )
     def _step(context, **upstream_tables):
-        with lease(context):  # a GPU step computes only while it holds its devices (exo's local executor)
-            return compute(context, {arg_to_id[k]: v for k, v in upstream_tables.items()})
+        return compute(context, {arg_to_id[k]: v for k, v in upstream_tables.items()})
 
-    lease = gpu_lease if resources.gpu else contextlib.nullcontext
     return _step
+
+
+def _leased(compute):
+    """A GPU step (or fan-out chunk) computes only while it holds its devices (exo's local executor)."""
+
+    def run(context, *args, **kwargs):
+        with gpu_lease(context):
+            return compute(context, *args, **kwargs)
+
+    return run

@@ -289,6 +289,8 @@ def _child_events(ctx: Any, command: _StepCommand) -> Iterator[Any]:
             completed = isinstance(event, (ChildProcessDoneEvent, ChildProcessSystemErrorEvent))
         if not completed:
             raise ChildProcessCrashException(pid=process.pid, exit_code=process.exitcode)
+        while process.is_alive():  # the step is done; let the loop start the next ones while this process exits
+            yield None
         process.join()
     finally:
         events.close()

@@ -26,8 +26,8 @@ import polars as pl
 from .parser import Cluster, ParsedStep
 from .section_job import build_section_job, view_metadata
 
-RUN_ID_TAG = "exo/failure/run-id"
-STEP_TAG = "exo/failure/step"
+RUN_ID_TAG = "exo/failure-run-id"
+STEP_TAG = "exo/failure-step"
 CONTEXT_NODE = "failure_context"
 CONTEXT_TABLE = "_failure"
 ROW_ERRORS = "exo/row_errors"
@@ -37,9 +37,13 @@ def failure_job_name(cluster: Cluster) -> str:
     return f"{cluster.job_name}__on_failure"
 
 
-def step_keys(cluster: Cluster) -> dict[str, ParsedStep]:
-    """Dagster step key (the asset's op name) -> the cluster step."""
-    return {f"{cluster.job_name}__{s.asset_name}": s for s in cluster.steps}
+def step_of(cluster: Cluster, step_key: str | None) -> ParsedStep | None:
+    """The cluster step a Dagster step key belongs to: the asset's op (`job__asset`), or an op inside
+    a fanned-out step's graph (`job__asset.job__asset__chunk[c3]`)."""
+    if not step_key:
+        return None
+    head = step_key.split(".", 1)[0].split("[", 1)[0]
+    return next((s for s in cluster.steps if head == f"{cluster.job_name}__{s.asset_name}"), None)
 
 
 def definitions(cluster: Cluster, job: Any, io_manager_key: str) -> tuple[list[dg.JobDefinition], list[dg.SensorDefinition]]:
@@ -75,13 +79,12 @@ def row_errors(data: Any) -> list[str]:
 def pick_failure(cluster: Cluster, job_name: str, events: list[dg.DagsterEvent]) -> dict | None:
     """The failure the section reacts to: the earliest failed step at/after `from`, or (without
     `from`) a run-level failure of the cluster's own job. None when it is not ours to handle."""
-    by_key = step_keys(cluster)
     start = cluster.step(cluster.spec.failure.from_).index if cluster.spec.failure and cluster.spec.failure.from_ else 0
-    ours = [e for e in events if e.step_key in by_key]
-    eligible = sorted((e for e in ours if by_key[e.step_key].index >= start), key=lambda e: by_key[e.step_key].index)
+    ours = [(step, e) for e in events if (step := step_of(cluster, e.step_key)) is not None]
+    eligible = sorted(((step, e) for step, e in ours if step.index >= start), key=lambda pair: pair[0].index)
     if eligible:
-        event = eligible[0]
-        return {"step": by_key[event.step_key].identifier, "step_key": event.step_key}
+        step, event = eligible[0]
+        return {"step": step.identifier, "step_key": event.step_key}
     if not ours and job_name == cluster.job_name and start == 0:
         return {"step": "", "step_key": None}
     return None
@@ -116,12 +119,13 @@ def failure_fields(instance: dg.DagsterInstance, cluster: Cluster, run_id: str, 
         raise dg.Failure(description=f"failed run {run_id} is not in this Dagster instance", allow_retries=False)
     error, rows = "", []
     if step:
-        key = f"{cluster.job_name}__{cluster.step(step).asset_name}"
         records = instance.get_records_for_run(run_id=run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
         for record in records:
             event = record.event_log_entry.dagster_event
-            if event is not None and event.step_key == key:
+            failed = step_of(cluster, event.step_key) if event is not None else None
+            if failed is not None and failed.identifier == step:
                 error, rows = error_text(event.step_failure_data), row_errors(event.step_failure_data)
+                break
     if not error:
         records = instance.get_records_for_run(run_id=run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
         if records:

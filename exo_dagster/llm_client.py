@@ -156,7 +156,7 @@ class ChatClient:
         """One chat completion; raises LlmError when it cannot succeed."""
         if self._fatal is not None:
             raise LlmError(str(self._fatal), self._fatal.status, fatal=True)
-        estimate = estimate_tokens(body)
+        estimate = estimate_tokens(body) if self._tpm else 0
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         problem = ""
         for attempt in range(self.max_retries + 1):

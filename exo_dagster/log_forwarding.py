@@ -25,7 +25,7 @@ import polars as pl
 from .parser import Cluster
 from .section_job import build_section_job, view_metadata
 
-RUN_ID_TAG = "exo/logs/run-id"
+RUN_ID_TAG = "exo/logs-run-id"
 LOGS_TABLE = "_logs"
 SCHEMA = {"timestamp": pl.Utf8, "level": pl.Utf8, "message": pl.Utf8, "step": pl.Utf8, "event_type": pl.Utf8,
           "run_id": pl.Utf8, "cluster": pl.Utf8, "job": pl.Utf8}

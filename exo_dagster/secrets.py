@@ -30,6 +30,10 @@ class MissingSecret(RuntimeError):
     pass
 
 
+class BackendError(MissingSecret, ValueError):
+    """`EXO_SECRETS_BACKEND` names a backend that cannot be built: a setup mistake, never retried."""
+
+
 @runtime_checkable
 class SecretBackend(Protocol):
     """Where secret values live. `get` returns None for a name it does not hold (never raises for that)."""
@@ -99,12 +103,12 @@ def backend_from_spec(spec: str | None, environ: Mapping[str, str] | None = None
             try:
                 backend = getattr(importlib.import_module(module), attr)()
             except (ImportError, AttributeError) as exc:
-                raise ValueError(f"{BACKEND_ENV}: cannot load secrets backend `{part}`: {exc}") from None
+                raise BackendError(f"{BACKEND_ENV}: cannot load secrets backend `{part}`: {exc}") from None
             if not isinstance(backend, SecretBackend):
-                raise ValueError(f"{BACKEND_ENV}: `{part}` has no `get(name)` method")
+                raise BackendError(f"{BACKEND_ENV}: `{part}` has no `get(name)` method")
             backends.append(backend)
         else:
-            raise ValueError(f"{BACKEND_ENV}: unknown secrets backend `{part}`; use env, file:/folder or module:Class")
+            raise BackendError(f"{BACKEND_ENV}: unknown secrets backend `{part}`; use env, file:/folder or module:Class")
     return backends[0] if len(backends) == 1 else ChainBackend(backends)
 
 
@@ -137,7 +141,7 @@ def known_values(sources: Mapping[str, SecretSource], environ: Mapping[str, str]
     """Every secret value that can be read now (unset ones are skipped): what to mask in a step's output."""
     try:
         backend = default_backend(environ)
-    except ValueError:
+    except BackendError:
         return [s.literal for s in sources.values() if s.kind == "literal" and s.literal]
     values = []
     for name, source in sources.items():

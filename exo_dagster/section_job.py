@@ -3,7 +3,7 @@
 A sensor launches the job with the run it is about in its tags. The first op turns that run into
 a table (the failure, the log records); the section's satellites follow it in list order, each
 stored by the exo IO manager, and may also read the cluster's stored outputs
-(`${{ satellites.X.output }}`) as root inputs loaded from the cluster's assets.
+(`${{ satellites.X.output }}`), loaded through the IO manager as the assets they are.
 """
 
 from __future__ import annotations

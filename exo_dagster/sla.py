@@ -47,3 +47,12 @@ def freshness_policy(spec: ClusterBody) -> dg.FreshnessPolicy | None:
         return None
     warn = window - timedelta(seconds=SLA_SECONDS[spec.sla]) if spec.trigger and spec.trigger.cron else None
     return dg.FreshnessPolicy.time_window(fail_window=window, warn_window=warn if warn and warn >= timedelta(minutes=1) else None)
+
+
+def with_freshness(assets_def: dg.AssetsDefinition, spec: ClusterBody) -> dg.AssetsDefinition:
+    """The same assets with the cluster's freshness policy (for graph-backed assets, whose
+    constructor takes none)."""
+    policy = freshness_policy(spec)
+    if policy is None:
+        return assets_def
+    return assets_def.map_asset_specs(lambda asset_spec: dg.apply_freshness_policy(asset_spec, policy))

@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +64,6 @@ def cron_schedule(cluster: Cluster, job: Any) -> dg.ScheduleDefinition:
 
 
 # -- files --------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class FileState:
-    size: int
-    mtime_ns: int
-    sha256: str
-
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -178,12 +171,6 @@ def after_sensor(cluster: Cluster, job: Any) -> dg.SensorDefinition:
     if group == cluster.job_name:
         raise ValueError(f"cluster/{cluster.spec.identifier} cannot run after itself (trigger.after: {reference})")
 
-    @dg.multi_asset_sensor(
-        name=f"{cluster.job_name}__after", monitored_assets=dg.AssetSelection.groups(group), job=job,
-        minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING, tags=_tags(cluster, "after"),
-        description=f"trigger.after of cluster/{cluster.spec.identifier}: runs once each time a run that "
-                    f"materialized the assets of {reference} has succeeded",
-    )
     def _after(context: dg.MultiAssetSensorEvaluationContext):
         latest = {key: record for key, record in context.latest_materialization_records_by_key().items() if record}
         if not latest:
@@ -201,4 +188,13 @@ def after_sensor(cluster: Cluster, job: Any) -> dg.SensorDefinition:
         key = hashlib.sha256(json.dumps(consumed).encode()).hexdigest()
         return dg.RunRequest(run_key=key, tags={**_tags(cluster, "after"), "exo/after-runs": ",".join(succeeded)})
 
-    return _after
+    # Dagster steers asset-to-asset automation to Declarative Automation; a sensor that launches a
+    # whole job of another cluster is the case it keeps multi-asset sensors for.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.SupersessionWarning)
+        return dg.multi_asset_sensor(
+            name=f"{cluster.job_name}__after", monitored_assets=dg.AssetSelection.groups(group), job=job,
+            minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING, tags=_tags(cluster, "after"),
+            description=f"trigger.after of cluster/{cluster.spec.identifier}: runs once each time a run that "
+                        f"materialized the assets of {reference} has succeeded",
+        )(_after)

@@ -170,8 +170,10 @@ def run(ctx: StepContext, config: LlmCompleteConfig, *, base_url: str) -> pl.Dat
         raise AssertionError("unreachable")
 
     try:
+        # Big batches: fan-out drains its in-flight requests at every batch end and starts a new
+        # event loop (and connection pool) for the next; finished rows are cached one by one anyway.
         result = step_ctx.map_rows(one, rows.select(request_cols), concurrency=concurrency,
-                                   batch_size=max(concurrency * 64, 1024))
+                                   batch_size=max(concurrency * 256, 16384))
     finally:
         _report(ctx, config, client.stats, reasks[0])
     out = _output(rows, request_cols, result, schema)

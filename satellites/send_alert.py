@@ -76,7 +76,7 @@ def payload(ctx: StepContext, config: SendAlertConfig, alert: dict, key: str) ->
     routing_key = ctx.secrets.get("ROUTING_KEY")
     if not routing_key:
         raise ValueError("send-alert `format: pagerduty` needs the secret ROUTING_KEY: add "
-                         "`secrets: [{ROUTING_KEY: ${{ secrets.PAGERDUTY_ROUTING_KEY }}}]` to its config")
+                         "`secrets: [{ROUTING_KEY: \"${{ secrets.PAGERDUTY_ROUTING_KEY }}\"}]` to its config")
     body: dict[str, Any] = {"routing_key": routing_key, "event_action": config.event_action,
                             "dedup_key": config.dedup_key or key, "client": "exo-dagster"}
     if config.event_action == "trigger":
@@ -91,7 +91,7 @@ def _url(ctx: StepContext, config: SendAlertConfig) -> str:
     url = config.url or ctx.secrets.get("WEBHOOK_URL") or (PAGERDUTY_URL if config.format == "pagerduty" else None)
     if not url:
         raise ValueError(f"send-alert `format: {config.format}` needs a webhook URL: add "
-                         "`secrets: [{WEBHOOK_URL: ${{ secrets.SLACK_WEBHOOK_URL }}}]` to its config (or `url:`)")
+                         "`secrets: [{WEBHOOK_URL: \"${{ secrets.SLACK_WEBHOOK_URL }}\"}]` to its config (or `url:`)")
     return url
 
 

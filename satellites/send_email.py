@@ -1,6 +1,6 @@
 """satellite/exospherehost/send-email: mail over SMTP, with STARTTLS or implicit TLS and login.
 
-The password comes from the satellite's secret `PASSWORD` (`secrets: [{PASSWORD: ${{ secrets.SMTP_PASSWORD }}}]`),
+The password comes from the satellite's secret `PASSWORD` (`secrets: [{PASSWORD: "${{ secrets.SMTP_PASSWORD }}"}]`),
 the login name from `username`. One message per batch by default; per row (`$${{ }}` input) one
 message per row, where a row's `to`, `cc`, `subject` or `body` override the config. Every message
 carries a Message-ID made from its idempotency key, so a receiving system can drop a re-sent copy.

@@ -203,6 +203,14 @@ class Stack:
         (self.root / "defs.py").write_text(DEFS)
         (self.root / "workspace.yaml").write_text(WORKSPACE)
 
+    def init_storage(self) -> None:
+        """Create the instance's SQLite databases here first: two processes creating them at once race."""
+        from dagster._core.scheduler.instigation import InstigatorType
+
+        self.instance.get_runs(limit=1)
+        self.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+        self.instance.fetch_materializations(dg.AssetKey("none"), limit=1)
+
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("EXO_DATA_DIR", "EXO_CLUSTERS", "EXO_SECRETS_BACKEND")}
         env.update(DAGSTER_HOME=str(self.home), EXO_DATA_DIR=str(self.data), EXO_LEAK_TOKEN=TOKEN,
@@ -215,6 +223,16 @@ class Stack:
             proc = subprocess.Popen([str(EXE / args[0]), *args[1:]], cwd=self.root, env=self.env(), stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append((proc, log))
+
+    def stop_one(self, name: str) -> None:
+        """Stop one process (by its log name), as an operator restarting it would."""
+        for proc, log in list(self.procs):
+            if log.name == f"{name}.log":
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=60)
+                self.procs.remove((proc, log))
+                log.rename(log.with_name(f"{name}.{time.time():.0f}.log"))
 
     def stop(self) -> None:
         for proc, _ in self.procs:
@@ -284,6 +302,7 @@ def stack(tmp_path_factory):
     with http_server() as server:
         stack = Stack(tmp_path_factory.mktemp("daemon"), server)
         stack.write()
+        stack.init_storage()
         stack.start("webserver", ["dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(stack.port)])
         stack.start("daemon", ["dagster-daemon", "run", "-w", "workspace.yaml"])
         try:
@@ -338,7 +357,7 @@ def test_a_failing_cluster_runs_its_failure_satellites_and_the_alert_arrives(sta
     assert failed.status == dg.DagsterRunStatus.FAILURE
     [handler] = stack.finished("t__fragile__on_failure", 1)
     assert handler.status == dg.DagsterRunStatus.SUCCESS, stack.logs()
-    assert handler.tags["exo/failure/run-id"] == failed.run_id and handler.tags["exo/failure/step"] == "check"
+    assert handler.tags["exo/failure-run-id"] == failed.run_id and handler.tags["exo/failure-step"] == "check"
     [alert] = stack.server.wait_for("/alert")
     body = alert.json()
     assert body["blocks"][0]["text"]["text"] == "t/fragile failed"
@@ -348,6 +367,32 @@ def test_a_failing_cluster_runs_its_failure_satellites_and_the_alert_arrives(sta
     quiet_since = time.time()
     stack.wait("a quiet failure-sensor tick", lambda: stack.ticks_after("t__fragile__on_failure", quiet_since))
     assert len(stack.runs("t__fragile__on_failure")) == 1 and len(stack.server.to("/alert")) == 1  # once per failed run
+
+
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }
+"""
+
+
+def test_a_failure_while_the_daemon_is_down_is_handled_when_it_is_back(stack):
+    """Launched from the UI (GraphQL) while the daemon is stopped: its cursor in the instance makes
+    the failure sensor pick the failure up after the restart; nothing depends on the webserver."""
+    before = len(stack.runs("t__fragile__on_failure"))
+    stack.stop_one("daemon")
+    launched = stack.graphql(LAUNCH, {"params": {"selector": {
+        "repositoryLocationName": "exo_test", "repositoryName": "__repository__", "jobName": "t__fragile"}}})
+    assert launched["launchRun"]["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["launchRun"]["run"]["runId"]
+    stack.wait("the UI-launched run to fail", lambda: (r := stack.instance.get_run_by_id(run_id)) and r.is_finished)
+    assert stack.instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+    time.sleep(2)
+    assert len(stack.runs("t__fragile__on_failure")) == before  # nobody is watching yet
+    stack.start("daemon", ["dagster-daemon", "run", "-w", "workspace.yaml"])
+    handlers = stack.finished("t__fragile__on_failure", before + 1)
+    assert handlers[-1].tags["exo/failure-run-id"] == run_id
+    alerts = stack.server.wait_for("/alert", before + 1)
+    assert run_id in alerts[-1].json()["blocks"][1]["text"]["text"]
 
 
 def test_sla_breach_is_visible_in_the_ui(stack):

@@ -1,5 +1,4 @@
-"""Shared fixtures: a registry with the built-ins plus stand-ins for satellites the seed names
-but this catalog does not ship yet (their configs are all the parser and compiler look at)."""
+"""Shared fixtures: the built-in registry the seed-format spec loads against, and a cluster-file writer."""
 
 from __future__ import annotations
 
@@ -7,21 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from exo_dagster.registry import Registry, SatelliteConfig, builtin_registry, satellite
+from exo_dagster.registry import Registry, builtin_registry
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-class TextConfig(SatelliteConfig):
-    url: str | None = None
-    text: str | None = None
-
-
 def _seed_registry() -> Registry:
-    extra = Registry()
-    satellite("satellite/exospherehost/forward-logs", config=TextConfig, registry=extra)(lambda ctx, c: [])
-    satellite("satellite/exospherehost/send-alert", config=TextConfig, registry=extra)(lambda ctx, c: [])
-    return builtin_registry().merged(extra)
+    return builtin_registry()
 
 
 @pytest.fixture(scope="session")

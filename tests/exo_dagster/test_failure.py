@@ -27,7 +27,7 @@ cluster:
     - name: Notify
       uses: satellite/exospherehost/call-webhook
       identifier: notify
-      on-row-error: {on_row_error}
+      on-row-error: {on_row_error}{fan_out}
       config: {{url: "{url}/rows", mode: per-row}}
       input: {{n: "$${{{{ satellites.numbers.output.n }}}}"}}
   failure:
@@ -48,8 +48,8 @@ cluster:
 """
 
 
-def _setup(tmp_path, url, *, check="select 1 as ok", start="check", on_row_error="collect"):
-    text = CLUSTER.format(url=url, check=check, start=start, on_row_error=on_row_error)
+def _setup(tmp_path, url, *, check="select 1 as ok", start="check", on_row_error="collect", fan_out=""):
+    text = CLUSTER.format(url=url, check=check, start=start, on_row_error=on_row_error, fan_out=fan_out)
     cluster = parse_cluster(text, str(tmp_path / "fragile.yaml"))
     return cluster, compile_cluster(cluster)
 
@@ -94,10 +94,11 @@ def test_a_failing_step_runs_the_failure_satellites_with_its_context(tmp_path, d
         assert context["step"] == "check" and "stock count is negative" in context["error"]
 
 
-def test_per_row_errors_reach_failure_rows(tmp_path, data_dir):
+@pytest.mark.parametrize("fan_out", ["", "\n      fan-out: {chunk-rows: 2}"], ids=["one-op", "fanned-out"])
+def test_per_row_errors_reach_failure_rows(tmp_path, data_dir, fan_out):
     with http_server() as server, dg.instance_for_test() as instance:
         server.status["/rows"] = 500
-        cluster, defs = _setup(tmp_path, server.url, start="notify", on_row_error="fail")
+        cluster, defs = _setup(tmp_path, server.url, start="notify", on_row_error="fail", fan_out=fan_out)
         result = defs.resolve_job_def(cluster.job_name).execute_in_process(instance=instance, raise_on_error=False)
         assert not result.success
         request = _failure_tick(defs, cluster, instance, result)
