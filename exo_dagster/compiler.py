@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
@@ -40,7 +41,9 @@ def compile_clusters(clusters: Iterable[Cluster], *, resources: dict[str, Any] |
 def compile_cluster(cluster: Cluster, *, with_resources: bool = True, executor: str | None = None) -> dg.Definitions:
     """`executor`: the default for clusters that name none (else EXO_EXECUTOR, else exo's local executor)."""
     group = cluster.job_name
-    assets = [_asset(cluster, step, group) for step in cluster.steps]
+    by_id = {s.identifier: s for s in cluster.steps}
+    ensure_recursion_depth(len(cluster.steps))
+    assets = [_asset(cluster, step, group, by_id) for step in cluster.steps]
     keys = [dg.AssetKey([group, s.asset_name]) for s in cluster.steps]
     spec = cluster.spec
     run_tags = {"exo/cluster": spec.identifier}
@@ -69,6 +72,14 @@ def compile_cluster(cluster: Cluster, *, with_resources: bool = True, executor: 
     return dg.Definitions(assets=assets, jobs=[job, *section_jobs], schedules=schedules, sensors=sensors, resources=resources)
 
 
+def ensure_recursion_depth(steps: int) -> None:
+    """Dagster walks a job's graph recursively (graph_definition.create_adjacency_lists), as deep as the
+    longest chain: a long sequential cluster would hit Python's recursion limit when its job resolves."""
+    needed = 8 * steps + 2000
+    if sys.getrecursionlimit() < needed:
+        sys.setrecursionlimit(needed)
+
+
 def _resources(step: ParsedStep):
     return step.spec.resources or step.satellite.resources
 
@@ -93,9 +104,8 @@ def _deps(cluster: Cluster, step: ParsedStep) -> list[str]:
     return upstream
 
 
-def _asset(cluster: Cluster, step: ParsedStep, group: str) -> dg.AssetsDefinition:
+def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, ParsedStep]) -> dg.AssetsDefinition:
     upstream = _deps(cluster, step)
-    by_id = {s.identifier: s for s in cluster.steps}
     ins = {f"in_{by_id[u].asset_name}": dg.AssetIn(key=dg.AssetKey([group, by_id[u].asset_name])) for u in upstream}
     arg_to_id = {f"in_{by_id[u].asset_name}": u for u in upstream}
     previous = cluster.steps[step.index - 1].identifier if step.index > 0 and cluster.spec.execution == "sequential" else None
@@ -160,7 +170,7 @@ def _leased(compute):
     """A GPU step (or fan-out chunk) computes only while it holds its devices (exo's local executor)."""
 
     def run(context, *args, **kwargs):
-        with gpu_lease(context):
+        with gpu_lease():
             return compute(context, *args, **kwargs)
 
     return run

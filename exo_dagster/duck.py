@@ -7,17 +7,41 @@ same credentials and endpoints as everything else.
 
 from __future__ import annotations
 
+import threading
 from typing import Iterable
 
 import duckdb
 import fsspec
 
+_OFFLINE = ("set {scope} autoinstall_known_extensions = false", "set {scope} autoload_known_extensions = false")
+_shared: duckdb.DuckDBPyConnection | None = None
+_shared_lock = threading.Lock()
 
-def connect(database: str = ":memory:", *, read_only: bool = False, urls: Iterable[str] = ()) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect(database, read_only=read_only)
-    con.execute("set autoinstall_known_extensions = false")
-    con.execute("set autoload_known_extensions = false")
+
+def _register(con: duckdb.DuckDBPyConnection, urls: Iterable[str]) -> None:
     protocols = {u.split("://", 1)[0] for u in urls if "://" in u and not u.startswith("file://")}
     for protocol in sorted(protocols):
         con.register_filesystem(fsspec.filesystem(protocol))
+
+
+def connect(database: str = ":memory:", *, read_only: bool = False, urls: Iterable[str] = ()) -> duckdb.DuckDBPyConnection:
+    """A connection of its own (a database file, or a private in-memory database)."""
+    con = duckdb.connect(database, read_only=read_only)
+    for statement in _OFFLINE:
+        con.execute(statement.format(scope=""))
+    _register(con, urls)
+    return con
+
+
+def cursor(*, urls: Iterable[str] = ()) -> duckdb.DuckDBPyConnection:
+    """A fresh connection to one in-memory database shared by the process: about 0.1 ms instead of
+    about 15 ms for a new database. Use temporary views so steps never see each other's names."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = duckdb.connect(":memory:")
+            for statement in _OFFLINE:
+                _shared.execute(statement.format(scope="global"))
+        con = _shared.cursor()
+    _register(con, urls)
     return con

@@ -68,6 +68,7 @@ from .tags import GPU_TAG
 
 DEVICES_METADATA = "exo/devices"
 LEASE_METADATA = "exo/lease"
+CPU_FALLBACK_ENV = "EXO_CPU_FALLBACK"
 LOOKAHEAD = 2  # default: GPU step processes started ahead of a free device, per device
 IDLE_SLEEP = 0.003  # seconds the orchestrator sleeps when no child had news (Dagster's default poll is 20 ms per child)
 
@@ -108,7 +109,7 @@ class _ChildLease:
 
 
 @contextlib.contextmanager
-def gpu_lease(context: Any = None) -> Iterator[tuple[str, ...] | None]:
+def gpu_lease() -> Iterator[tuple[str, ...] | None]:
     """Wrap a GPU step's compute: wait for its devices, expose them as CUDA_VISIBLE_DEVICES, give them back.
 
     Outside exo's local executor (in-process, Celery, Kubernetes) this does nothing: those
@@ -163,6 +164,7 @@ class _Leases:
         self.need: dict[str, int] = {}
         self.conns: dict[str, Any] = {}
         self.holding: dict[str, tuple[str, ...]] = {}
+        self.done: set[str] = set()  # gave their devices back; the process is finishing its bookkeeping
         self.waiting: collections.deque[str] = collections.deque()
 
     def needs(self, step: ExecutionStep) -> int:
@@ -172,7 +174,7 @@ class _Leases:
         """Start a GPU step's process early, but only while the ones not yet holding devices would fill
         them at most `lookahead` times over: a step process needs about a second of Dagster set-up before
         it can compute, so it should be ready when a device frees up, not start then."""
-        pending = sum(n for key, n in self.need.items() if key not in self.holding)
+        pending = sum(n for key, n in self.need.items() if key not in self.holding and key not in self.done)
         return pending + need <= self.lookahead * self.capacity
 
     def started(self, step_key: str, need: int, conn: Any) -> None:
@@ -188,9 +190,10 @@ class _Leases:
                     if kind == "acquire" and key not in self.holding and key not in self.waiting:
                         self.waiting.append(key)
                     elif kind == "release" and key in self.holding:
+                        self.done.add(key)
                         changes.append((key, "released", self._give_back(key), time.time()))
             except (EOFError, OSError):
-                break  # the process is gone; `finished` releases what it held
+                continue  # the process is gone; `finished` releases what it held
         while self.waiting and self.need[self.waiting[0]] <= len(self.free):
             key = self.waiting.popleft()
             n = self.need[key]
@@ -217,6 +220,7 @@ class _Leases:
         if conn is not None:
             conn.close()
         self.need.pop(key, None)
+        self.done.discard(key)
         return self._give_back(key) if key in self.holding else None
 
 
@@ -328,7 +332,8 @@ class GpuAwareExecutor(MultiprocessExecutor):
                 f"not enough GPUs for this run: {asks}, but this executor has {self.devices.describe()}. "
                 f"fix: lower the step's `resources: {{gpu: N}}`, run on a machine with more GPUs, "
                 f"list devices in {gpus.GPUS_ENV} (e.g. {gpus.GPUS_ENV}=0,1) or the executor's `gpus` config, "
-                f"or set the executor's `cpu_fallback: true` to run GPU steps on CPU where there is no GPU at all")
+                f"or, to run GPU steps on CPU where there is no GPU at all, set {CPU_FALLBACK_ENV}=1 "
+                f"(or the executor's `cpu_fallback: true`)")
 
     def execute(self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan) -> Iterator[DagsterEvent]:
         check.inst_param(plan_context, "plan_context", PlanOrchestrationContext)
@@ -523,8 +528,10 @@ EXO_LOCAL_CONFIG = {
                                            "Default: the number of CPU cores."),
     "gpus": dg.Field(dg.Noneable([str]), default_value=None,
                      description=f"GPU device ids to hand out; default: {gpus.GPUS_ENV}, else CUDA_VISIBLE_DEVICES, else nvidia-smi."),
-    "cpu_fallback": dg.Field(bool, default_value=False,
-                             description="On a machine with no GPU at all, run GPU steps on CPU instead of failing the run."),
+    "cpu_fallback": dg.Field(dg.Noneable(bool), default_value=None,
+                             description="On a machine with no GPU at all, run GPU steps on CPU instead of failing the run. "
+                                         f"Default: on (the embedded default needs no GPU); {CPU_FALLBACK_ENV}=0 turns it off. "
+                                         "Where GPUs exist, a step asking for more than there are always fails at launch."),
     "gpu_lookahead": dg.Field(dg.Int, default_value=LOOKAHEAD,
                               description="GPU step processes started ahead, per device, so Dagster's per-step set-up "
                                           "overlaps other steps' GPU work (1 = one waiting step per device)."),
@@ -535,6 +542,13 @@ EXO_LOCAL_CONFIG = {
     "retries": _fields["retries"],
     "step_dependency_config": _fields["step_dependency_config"],
 }
+
+
+def cpu_fallback_enabled(configured: bool | None) -> bool:
+    """Run config wins; else EXO_CPU_FALLBACK (0/false/no turns it off); else on."""
+    if configured is not None:
+        return configured
+    return os.environ.get(CPU_FALLBACK_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 @dg.executor(name="exo_local", config_schema=EXO_LOCAL_CONFIG, requirements=dg.multiple_process_executor_requirements())
@@ -551,7 +565,7 @@ def exo_local_executor(init_context) -> GpuAwareExecutor:
         raise DagsterUnmetExecutorRequirementsError(str(exc)) from None
     return GpuAwareExecutor(
         devices=devices,
-        cpu_fallback=config["cpu_fallback"],
+        cpu_fallback=cpu_fallback_enabled(config["cpu_fallback"]),
         gpu_lookahead=config["gpu_lookahead"],
         retries=RetryMode.from_config(config["retries"]),
         max_concurrent=config.get("max_concurrent"),

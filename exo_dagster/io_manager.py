@@ -21,7 +21,7 @@ from dagster import ConfigurableIOManagerFactory, InputContext, OutputContext, U
 from upath import UPath
 
 from . import catalog, paths
-from .table import StoredTable
+from .table import RECENT, StoredTable
 
 REF_SUFFIX = ".ref.json"
 
@@ -112,10 +112,16 @@ class ParquetTableIOManager(UPathIOManager):
             if ref.exists():
                 ref.unlink()
             stored, kind = StoredTable(str(path), options), "parquet"
-        scan = stored.lazy()
+        if isinstance(obj, pl.DataFrame):  # in hand: no need to re-read the file just written
+            rows, schema = obj.height, obj.schema
+            if kind == "parquet" and not stored.is_remote:
+                RECENT.put(str(path), obj)
+        else:
+            scan = stored.lazy()
+            rows, schema = int(scan.select(pl.len()).collect().item()), scan.collect_schema()
         context.add_output_metadata({
-            "dagster/row_count": int(scan.select(pl.len()).collect().item()),
-            "exo/columns": ", ".join(f"{n}: {t}" for n, t in scan.collect_schema().items()),
+            "dagster/row_count": rows,
+            "exo/columns": ", ".join(f"{n}: {t}" for n, t in schema.items()),
             "exo/path": ", ".join(stored.paths),
             "exo/storage": kind,
         })

@@ -39,8 +39,9 @@ class LocatedDocument:
         return self.locations.get((), Location(self.file, 1, 1))
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader; we only use its composer so every node keeps its marks."""
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """libyaml's safe loader where available (about 3x faster), else PyYAML's; we only use its composer,
+    so every node keeps its marks (both report the same lines and columns)."""
 
 
 def _loc(file: str, mark: yaml.Mark) -> Location:

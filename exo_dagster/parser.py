@@ -232,7 +232,7 @@ class _Checker:
         if not isinstance(raw_steps, list):
             return out
         taken = {templates_key(k) for k in known}
-        prior: list[str] = []
+        earlier = _Earlier(known)
         for index, raw in enumerate(raw_steps):
             path = base + (index,)
             try:
@@ -245,8 +245,8 @@ class _Checker:
                            "give each satellite its own `identifier:` (hyphens and underscores count as the same)")
                 continue
             taken.add(norm)
-            parsed = self._step(step, path, index, role, secrets, earlier=known + prior)
-            prior.append(step.key)
+            parsed = self._step(step, path, index, role, secrets, earlier=earlier)
+            earlier.add(step.key)
             if parsed:
                 out.append(parsed)
         return out
@@ -405,6 +405,23 @@ class _Checker:
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             self.error(("cluster", "trigger", "timezone"), f"unknown timezone `{trigger.timezone}`",
                        "use an IANA name such as `UTC` or `Europe/Berlin`")
+
+
+class _Earlier:
+    """Identifiers above a step, shared (not copied) as steps are added: set-speed `in`, iterable for hints."""
+
+    def __init__(self, known: list[str]):
+        self._names, self._set = list(known), set(known)
+
+    def add(self, name: str) -> None:
+        self._names.append(name)
+        self._set.add(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._set
+
+    def __iter__(self):
+        return iter(list(self._names))
 
 
 def templates_key(identifier: str) -> str:

@@ -2,11 +2,58 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import polars as pl
 
 from .storage import first_path, polars_options
+
+
+class _RecentFrames:
+    """Small outputs this process just wrote, by path: a downstream step in the same process (the
+    in-process executor, a chunk op) reads them from memory instead of re-reading the file. An entry
+    is used only while the file's size and mtime still match what was written."""
+
+    MAX_BYTES = 64 * 2**20
+
+    def __init__(self) -> None:
+        self._frames: OrderedDict[str, tuple[tuple[int, int], pl.DataFrame]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _stamp(path: str) -> tuple[int, int] | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    def put(self, path: str, frame: pl.DataFrame) -> None:
+        size = frame.estimated_size()
+        stamp = self._stamp(path)
+        if stamp is None or size > self.MAX_BYTES // 4:
+            return
+        with self._lock:
+            if path in self._frames:
+                self._bytes -= self._frames.pop(path)[1].estimated_size()
+            self._frames[path] = (stamp, frame)
+            self._bytes += size
+            while self._bytes > self.MAX_BYTES and self._frames:
+                self._bytes -= self._frames.popitem(last=False)[1][1].estimated_size()
+
+    def get(self, path: str) -> pl.DataFrame | None:
+        with self._lock:
+            entry = self._frames.get(path)
+        if entry is None or self._stamp(path) != entry[0]:
+            return None
+        return entry[1]
+
+
+RECENT = _RecentFrames()
 
 
 @dataclass(frozen=True)
@@ -35,6 +82,10 @@ class StoredTable:
         return "://" in first_path(self.path) and not first_path(self.path).startswith("file://")
 
     def lazy(self) -> pl.LazyFrame:
+        if isinstance(self.path, str) and not self.is_remote:
+            frame = RECENT.get(self.path)
+            if frame is not None:
+                return frame.lazy()
         source = self.path if isinstance(self.path, str) else list(self.path)
         return pl.scan_parquet(source, storage_options=polars_options(self.storage_options, first_path(self.path)))
 

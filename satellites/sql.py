@@ -39,7 +39,9 @@ def tables_in_query(config: dict) -> set[str]:
 )
 def sql(ctx: StepContext, config: SqlConfig) -> duckdb.DuckDBPyRelation:
     """Runs DuckDB SQL; every upstream output is a view named by its identifier, read straight from Parquet."""
-    con = duck.connect(urls=[p for t in ctx.tables.values() for p in t.paths])
+    urls = [p for t in ctx.tables.values() for p in t.paths]
+    # threads / memory-limit are database-wide settings: such a step gets a database of its own.
+    con = duck.connect(urls=urls) if config.threads or config.memory_limit else duck.cursor(urls=urls)
     if config.threads:
         con.execute(f"set threads = {int(config.threads)}")
     if config.memory_limit:
@@ -53,4 +55,4 @@ def sql(ctx: StepContext, config: SqlConfig) -> duckdb.DuckDBPyRelation:
 
 def _expose(con: duckdb.DuckDBPyConnection, name: str, table: StoredTable) -> None:
     # Remote URLs are read through the fsspec filesystems duck.connect registered (no httpfs download).
-    con.execute(f'create view "{name}" as select * from {table.duckdb_source()}')
+    con.execute(f'create or replace temp view "{name}" as select * from {table.duckdb_source()}')

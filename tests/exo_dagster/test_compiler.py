@@ -91,3 +91,14 @@ def test_sequential_is_the_default_order():
     defs = compile_cluster(parse_cluster(DATAFLOW.format(mode="sequential"), "flow.yaml"))
     assert _graph(defs, "a__flow") == {"a__flow/a": [], "a__flow/b": ["a__flow/a"], "a__flow/c": ["a__flow/a", "a__flow/b"],
                                        "a__flow/d": ["a__flow/b", "a__flow/c"]}
+
+
+def test_a_long_sequential_cluster_resolves_its_job():
+    """A 2,500-step chain (fails without exo raising the limit): Dagster walks the graph recursively."""
+    steps = ["    - {name: S0, uses: satellite/exospherehost/sql, identifier: s0, config: {query: select 1 as x}}"]
+    steps += [f"    - {{name: S{i}, uses: satellite/exospherehost/sql, identifier: s{i}, config: {{query: select x from s{i - 1}}}}}"
+              for i in range(1, 2500)]
+    text = "version: 0.0.1b\ncluster:\n  identifier: a/long\n  satellites:\n" + "\n".join(steps) + "\n"
+    defs = compile_cluster(parse_cluster(text, "long.yaml"))
+    job = defs.resolve_job_def("a__long")
+    assert len(job.nodes) == 2500

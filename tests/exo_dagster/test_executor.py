@@ -87,14 +87,19 @@ def test_no_gpu_machine_fails_gpu_steps_unless_cpu_fallback(instance, tmp_path, 
     defs = write_clusters(tmp_path, monkeypatch, mix=cluster_yaml("exotest/gpu-mix", [
         {"id": "g0", "kind": "gpu"}, {"id": "c0", "kind": "cpu"}]))
     monkeypatch.setenv("EXO_GPUS", "none")
+    monkeypatch.setenv("EXO_CPU_FALLBACK", "0")  # strict: the default falls back to CPU where there is no GPU
     failed = run(instance, defs)
     assert not failed.success
     assert "asks for 1, but this executor has 0 GPU(s) [none]" in failure_text(instance, failed.run_id)
+
+    assert "EXO_CPU_FALLBACK=1" in failure_text(instance, failed.run_id)
 
     fallback = run(instance, defs, cpu_fallback=True)
     assert fallback.success, failure_text(instance, fallback.run_id)
     assert probes(instance, fallback.run_id)["g0"]["devices"] == ""
     assert leases(instance, fallback.run_id) == []
+    monkeypatch.delenv("EXO_CPU_FALLBACK")  # the default: a machine with no GPU runs GPU steps on CPU
+    assert run(instance, defs).success
 
 
 def test_bad_device_list_is_a_clear_error(instance, tmp_path, monkeypatch):

@@ -77,3 +77,39 @@ def test_a_crash_while_writing_leaves_the_old_output(tmp_path):
         write_parquet_atomic(broken, UPath(str(target)))
     assert pl.read_parquet(target)["a"].to_list() == [1]
     assert os.listdir(tmp_path) == ["out.parquet"]
+
+
+def test_catalog_rewrites_a_view_only_when_its_source_changes(tmp_path):
+    from exo_dagster import catalog
+
+    path = str(tmp_path / "catalog.duckdb")
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pl.DataFrame({"x": [1]}).write_parquet(a)
+    pl.DataFrame({"x": [2]}).write_parquet(b)
+    assert catalog.register_view("c", "t", f"read_parquet('{a}')", path=path)
+    first = os.stat(path).st_mtime_ns
+    assert catalog.register_view("c", "t", f"read_parquet('{a}')", path=path)
+    assert os.stat(path).st_mtime_ns == first  # unchanged view: the DuckDB file was not opened for writing
+    assert catalog.register_view("c", "t", f"read_parquet('{b}')", path=path)
+    with duckdb.connect(path, read_only=True) as con:
+        assert con.execute("select x from c.t").fetchall() == [(2,)]
+
+
+def test_catalog_waits_for_a_busy_file_then_gives_up_without_failing(tmp_path):
+    from exo_dagster import catalog
+
+    path = str(tmp_path / "catalog.duckdb")
+    source = tmp_path / "a.parquet"
+    pl.DataFrame({"x": [1]}).write_parquet(source)
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({path!r}); print('ok', flush=True); time.sleep(30)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        assert catalog.register_view("c", "t", f"read_parquet('{source}')", path=path, wait_s=0.5) is False
+    finally:
+        holder.kill()
+        holder.wait()
+    assert catalog.register_view("c", "t", f"read_parquet('{source}')", path=path, wait_s=5)

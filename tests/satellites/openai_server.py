@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import random
 import re
@@ -41,10 +42,11 @@ COUNTED = ("429", "500", "503", "hang", "malformed", "badschema", "badbody")
 class OpenAIServer:
     def __init__(self, *, latency: float = 0.0, rate_429: float = 0.0, retry_after: str | None = "1",
                  retry_after_ms: str | None = None, api_key: str | None = None, seed: int = 0,
-                 host: str = "127.0.0.1", port: int = 0):
+                 host: str = "127.0.0.1", port: int = 0, record: bool = True):
         self.latency, self.rate_429 = latency, rate_429
         self.retry_after, self.retry_after_ms = retry_after, retry_after_ms
         self.api_key, self.host, self.port = api_key, host, port
+        self.record = record  # keep bodies, headers and arrival times (tests); counts are always kept
         self._random = random.Random(seed)
         self.reset()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -153,13 +155,14 @@ class OpenAIServer:
 
     async def _chat(self, headers: dict, request: dict) -> tuple[int, dict, bytes]:
         self.total += 1
-        self.headers.append(headers)
-        self.all_bodies.append(request)
         messages = request.get("messages") or []
         prompt = next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")
         self.requests[prompt] += 1
-        self.times[prompt].append(time.monotonic())
-        self.bodies[prompt].append(request)
+        if self.record:
+            self.headers.append(headers)
+            self.all_bodies.append(request)
+            self.times[prompt].append(time.monotonic())
+            self.bodies[prompt].append(request)
         nth = self.requests[prompt]
         if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
             return 401, {}, _error("Incorrect API key provided")
@@ -260,11 +263,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retry-after", default="1")
     parser.add_argument("--retry-after-ms", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--record", action="store_true", help="keep every body, header and arrival time (memory grows)")
     args = parser.parse_args(argv)
     server = OpenAIServer(latency=args.latency, rate_429=args.rate_429, retry_after=args.retry_after,
-                          retry_after_ms=args.retry_after_ms, seed=args.seed, port=args.port)
+                          retry_after_ms=args.retry_after_ms, seed=args.seed, port=args.port, record=args.record)
 
     async def run() -> None:
+        gc.freeze()  # the long-lived start-up objects stay out of every later collection
         await server.serve()
         print(f"LISTENING {server.url}", flush=True)
         await asyncio.Event().wait()
