@@ -83,3 +83,27 @@ def test_demo_job_runs_end_to_end(tmp_path):
         ).records
         keys = sorted(r.event_log_entry.dagster_event.asset_key.path for r in records)
         assert keys == sorted([JOB, step] for step in STEPS)
+
+
+def test_ai_demo_runs_offline_through_dagster_job_execute(tmp_path):
+    """The quickstart's demo: ticket dedupe with a real embedding model, no network, no GPU, no API key."""
+    import json
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {**child_env(home), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "definitions", "-j", "exospherehost__ticket_dedupe"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstderr:\n{proc.stderr[-5000:]}"
+    report = pl.read_parquet(home / "exo" / "reports" / "ticket-duplicates.parquet")
+    tickets = [json.loads(line) for f in sorted((REPO / "definitions" / "data" / "tickets").glob("*.jsonl"))
+               for line in f.read_text().splitlines() if line.strip()]
+    texts = {t["id"]: t["text"] for t in tickets}
+    assert report.height >= 1
+    assert (report["similarity"] >= 0.75).all()
+    for row in report.iter_rows(named=True):  # every pair names real tickets, with their texts
+        assert texts[row["ticket"]] == row["ticket_text"] and texts[row["duplicate_of"]] == row["duplicate_text"]
+    embeddings = pl.read_parquet(home / "exo" / "outputs" / "exospherehost__ticket_dedupe" / "embeddings.parquet")
+    assert embeddings.height == len(tickets) and embeddings["embedding"].dtype.size == 384
