@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args()
     print_header(f"crash halfway through {args.rows:,} per-row calls, then a re-run")
+    ThreadingHTTPServer.request_queue_size = 512  # the default backlog of 5 refuses bursts of 32 connections
     server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
     server.daemon_threads = True
     server.handle_error = lambda request, address: None  # the killed run drops its connections mid-request
@@ -105,6 +106,10 @@ def main() -> None:
         if second.returncode:
             raise SystemExit(second.stderr[-3000:])
         sent_after = list(Recorder.keys)
+        import polars as pl
+
+        calls = pl.read_parquet(work / "exo" / "outputs" / "bench__crash" / "calls.parquet")
+        row_errors = calls["_error"].drop_nulls().to_list()
     server.shutdown()
     redone = [k for k in sent_after if k in finished]
     in_flight = set(sent_before) - finished
@@ -115,7 +120,8 @@ def main() -> None:
     print(f"   finished rows requested again: {len(redone)} (target 0); "
           f"in-flight rows re-sent: {len(set(sent_after) & in_flight)} (with the same Idempotency-Key)")
     all_keys = finished | set(sent_after)
-    print(f"   every row done: {len(all_keys) == args.rows} ({len(all_keys):,} distinct keys)")
+    print(f"   every row done: {len(all_keys) == args.rows} ({len(all_keys):,} distinct keys); rows with `_error` after "
+          f"the re-run: {len(row_errors)}" + (f" (first: {row_errors[0]})" if row_errors else ""))
 
 
 if __name__ == "__main__":

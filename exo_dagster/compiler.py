@@ -56,7 +56,8 @@ def compile_cluster(cluster: Cluster, *, with_resources: bool = True, executor: 
         selection=dg.AssetSelection.assets(*keys),
         description=spec.description or spec.title or f"cluster/{spec.identifier}",
         tags=run_tags,
-        executor_def=executor_for(spec.executor or executor),
+        executor_def=executor_for(spec.executor or executor, chain_on_cpu=spec.execution == "sequential" and not any(
+            _resources(s).gpu or s.spec.fan_out for s in cluster.steps)),
     )
     schedules, sensors = triggers.definitions(cluster, job)
     section_jobs = []

@@ -149,7 +149,7 @@ class ClusterBody(SpecModel):
     retry: RetrySettings | None = None
     execution: Literal["sequential", "dataflow"] = "sequential"
     # Where steps run: local processes (GPU-aware, the default), Celery workers, or Kubernetes jobs.
-    executor: Literal["local", "celery", "k8s"] | None = None
+    executor: Literal["local", "in-process", "celery", "k8s"] | None = None
     queues: Queues | None = None
     secrets: list[dict[str, Any]] = Field(default_factory=list)
     satellites: list[Step] = Field(min_length=1)

@@ -12,6 +12,8 @@ the same idempotency keys).
 
 from __future__ import annotations
 
+import random
+import time
 from typing import Any, Literal
 
 import polars as pl
@@ -49,6 +51,24 @@ def send(http, method: str, url: str, body: Any, key: str | None, config: CallWe
     return http.request(method, url, headers=headers, json=plain(body))
 
 
+TRANSPORT_ATTEMPTS = 4
+
+
+def send_retrying(http, method: str, url: str, body: Any, key: str | None, config: CallWebhookConfig):
+    """`send`, again on a transport failure (connection reset or refused, a dropped keep-alive socket):
+    the request carries its idempotency key, so the receiver can tell a repeat from a new call."""
+    import httpx
+
+    for attempt in range(TRANSPORT_ATTEMPTS):
+        try:
+            return send(http, method, url, body, key, config)
+        except httpx.TransportError:
+            if attempt == TRANSPORT_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * 2 ** attempt * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
 @satellite(
     "satellite/exospherehost/call-webhook",
     config=CallWebhookConfig,
@@ -75,7 +95,7 @@ def _per_row(ctx: StepContext, config: CallWebhookConfig, http) -> pl.DataFrame:
     def one(row: dict, key: str) -> dict:
         body = row["body"] if "body" in row else (
             config.body if config.body is not None else {k: v for k, v in row.items() if k not in ROW_KEYS})
-        response = send(http, row.get("method") or config.method, row.get("url") or config.url, body, key, config)
+        response = send_retrying(http, row.get("method") or config.method, row.get("url") or config.url, body, key, config)
         check(response, config.expect)
         return {"status": response.status_code, "response": response_text(response)}
 

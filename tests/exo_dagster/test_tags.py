@@ -79,9 +79,21 @@ def test_cpu_only_cluster_has_no_compute_run_tag():
     cluster = parse_cluster(cluster_yaml("acme/cpu", [{"id": "a", "kind": "cpu"}]), "cpu.yaml", registry=REGISTRY)
     job = compile_cluster(cluster).resolve_job_def(cluster.job_name)
     assert "exo/compute" not in job.tags
+    assert job.executor_def.name == "exo_local"  # dataflow: independent steps run in parallel processes
+    sequential = parse_cluster(cluster_yaml("acme/chain", [{"id": "a", "kind": "cpu"}]).replace("  execution: dataflow\n", ""),
+                               "chain.yaml", registry=REGISTRY)
+    # a sequential chain of CPU steps runs in-process by default: processes would add time, not parallelism
+    assert compile_cluster(sequential).resolve_job_def(sequential.job_name).executor_def.name == "in_process"
 
 
-@pytest.mark.parametrize("name, expected", [("celery", "celery"), ("k8s", "k8s"), ("local", "exo_local")])
+def test_a_sequential_chain_with_a_gpu_step_keeps_the_gpu_aware_executor():
+    text = cluster_yaml("acme/gpuchain", [{"id": "a", "kind": "cpu"}, {"id": "g", "kind": "gpu"}]).replace("  execution: dataflow\n", "")
+    cluster = parse_cluster(text, "gpuchain.yaml", registry=REGISTRY)
+    assert compile_cluster(cluster).resolve_job_def(cluster.job_name).executor_def.name == "exo_local"
+
+
+@pytest.mark.parametrize("name, expected", [("celery", "celery"), ("k8s", "k8s"), ("local", "exo_local"),
+                                            ("in-process", "in_process")])
 def test_cluster_executor_picks_the_backend(name, expected):
     cluster = parse_cluster(cluster_yaml(f"acme/{name}", [{"id": "a", "kind": "gpu"}], executor=name), "c.yaml", registry=REGISTRY)
     assert compile_cluster(cluster).resolve_job_def(cluster.job_name).executor_def.name == expected
@@ -94,7 +106,7 @@ def test_deployment_default_executor_from_env(monkeypatch):
     named = parse_cluster(cluster_yaml("acme/named", [{"id": "a", "kind": "cpu"}], executor="local"), "c.yaml", registry=REGISTRY)
     assert compile_cluster(named).resolve_job_def(named.job_name).executor_def.name == "exo_local"  # the file wins
     monkeypatch.setenv("EXO_EXECUTOR", "slurm")
-    with pytest.raises(ValueError, match="EXO_EXECUTOR='slurm' is not an executor; use one of: local, celery, k8s"):
+    with pytest.raises(ValueError, match="EXO_EXECUTOR='slurm' is not an executor; use one of: local, in-process, celery, k8s"):
         compile_cluster(cluster)
 
 

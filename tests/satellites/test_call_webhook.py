@@ -156,3 +156,43 @@ def test_in_a_cluster_rows_come_from_templates_and_the_secret_header_is_sent_but
     stored = pl.read_parquet(tmp_path / "exo" / "outputs" / "test__webhooks" / "notify.parquet")
     assert stored["status"].to_list() == [200, 200]
     assert token not in str(stored.to_dicts())
+
+
+def test_a_dropped_connection_is_retried_with_the_same_idempotency_key(tmp_path):
+    """The first connection is closed without an answer (a transport error); the row still succeeds."""
+    import socket
+    import threading
+
+    import polars as pl
+
+    from exo_dagster import StepContext
+    from satellites.call_webhook import CallWebhookConfig, call_webhook
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    seen: list[str] = []
+
+    def serve():
+        for n in range(2):
+            conn, _ = listener.accept()
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head = data.split(b"\r\n\r\n")[0].decode()
+            seen.append(next(l.split(":", 1)[1].strip() for l in head.split("\r\n") if l.lower().startswith("idempotency-key")))
+            if n == 1:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ctx = StepContext(cluster="t/c", step="hook", run_id="r", input={}, rows=pl.LazyFrame({"id": [7]}), tables={},
+                      previous=None, secrets={}, base_dir=str(tmp_path), data_dir=str(tmp_path),
+                      cache_path=str(tmp_path / "cache.sqlite"))
+    port = listener.getsockname()[1]
+    out = call_webhook(ctx, CallWebhookConfig(url=f"http://127.0.0.1:{port}/hook", mode="per-row"))
+    thread.join(5)
+    listener.close()
+    assert out["status"].to_list() == [200] and out["_error"].to_list() == [None]
+    assert len(seen) == 2 and seen[0] == seen[1]  # the retry carried the same key
