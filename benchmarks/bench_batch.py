@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import textwrap
-import time
 from pathlib import Path
 
-from .harness import print_header
+from .harness import print_header, run_measured
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDE = False  # --wide: three more string columns the query never reads, as real fact tables have
@@ -113,26 +109,6 @@ def make_source(path: Path, rows: int) -> None:
                         (i % 3 = 0) as flag {wide} from range({rows}) t(i)) to '{path}' (format parquet)""")
 
 
-def run(cmd: list[str], env: dict, cwd: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of the command's process tree, measured from a fresh wrapper process."""
-    probe = textwrap.dedent("""\
-        import resource, subprocess, sys, time, json
-        t = time.perf_counter()
-        rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        wall = time.perf_counter() - t
-        if rc.returncode:
-            sys.stderr.write(rc.stderr[-4000:]); sys.exit(rc.returncode)
-        print(json.dumps([wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024]))
-    """)
-    out = subprocess.run([sys.executable, "-c", probe, *cmd], env=env, cwd=cwd, capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr}")
-    import json
-
-    wall, rss = json.loads(out.stdout)
-    return wall, rss
-
-
 def variants(work: Path, rows: int, src: Path) -> dict[str, tuple[list[str], dict, Path]]:
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("EXO_", "DAGSTER_"))}
     out = {}
@@ -182,7 +158,7 @@ def main() -> None:
                 for name in order:
                     fresh_homes(work)
                     cmd, env, cwd = runs[name]
-                    results.setdefault((name, rows), []).append(run(cmd, env, cwd))
+                    results.setdefault((name, rows), []).append(run_measured(cmd, env, cwd))
             exo = __import__("polars").read_parquet(work / "exo_out.parquet")
             duck = __import__("polars").read_parquet(work / "duck_out.parquet")
             # float sums depend on summation order (parallel), so totals are compared with a tolerance

@@ -19,14 +19,13 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from .harness import print_header
+from .harness import cluster_run, print_header
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = """\
@@ -80,10 +79,7 @@ def main() -> None:
         work = Path(tmp)
         cluster = work / "crash.yaml"
         cluster.write_text(CLUSTER.format(rows=args.rows, port=server.server_address[1]))
-        (work / "home").mkdir()
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("EXO_", "DAGSTER_"))},
-               "EXO_CLUSTERS": str(cluster), "DAGSTER_HOME": str(work / "home"), "EXO_DATA_DIR": str(work / "exo")}
-        cmd = [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "definitions", "-j", "bench__crash"]
+        cmd, env = cluster_run(work, cluster, "bench__crash")
 
         started = time.perf_counter()
         first = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

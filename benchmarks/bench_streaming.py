@@ -11,15 +11,11 @@ a fresh `dagster job execute`. Target: <= 1 GB.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
-from .harness import print_header
+from .harness import cluster_run, print_header, run_measured
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = """\
@@ -40,16 +36,6 @@ cluster:
       identifier: written
       config: {{path: "{out}"}}
 """
-PROBE = textwrap.dedent("""\
-    import json, resource, subprocess, sys, time
-    t = time.perf_counter()
-    rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if rc.returncode:
-        sys.stderr.write(rc.stderr[-4000:]); sys.exit(rc.returncode)
-    print(json.dumps([time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024]))
-""")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gb", type=float, default=2.0)
@@ -69,14 +55,8 @@ def main() -> None:
         cluster = work / "stream.yaml"
         out = work / "out.parquet"
         cluster.write_text(CLUSTER.format(src=src, out=out))
-        (work / "home").mkdir()
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith(("EXO_", "DAGSTER_"))},
-               "EXO_CLUSTERS": str(cluster), "DAGSTER_HOME": str(work / "home"), "EXO_DATA_DIR": str(work / "exo")}
-        cmd = [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "definitions", "-j", "bench__stream"]
-        done = subprocess.run([sys.executable, "-c", PROBE, *cmd], env=env, cwd=ROOT, capture_output=True, text=True)
-        if done.returncode:
-            raise SystemExit(done.stderr)
-        wall, rss = json.loads(done.stdout)
+        cmd, env = cluster_run(work, cluster, "bench__stream")
+        wall, rss = run_measured(cmd, env, ROOT)
         written = pl.scan_parquet(out).select(pl.len()).collect().item()
         assert written == (rows + 1) // 2, (written, rows)
         print(f"   wall {wall:.1f} s; rows written {written:,}; peak RSS {rss:.0f} MiB "

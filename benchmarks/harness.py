@@ -153,3 +153,39 @@ def print_header(title: str) -> None:
     print(f"== {title}")
     print(f"   {machine()}; tree {source_version()}; {load()} at start; argv: {' '.join(sys.argv)}")
     print("   noisy machine: quote medians and ratios, not single runs")
+
+
+_PROBE = """\
+import json, resource, subprocess, sys, time
+t = time.perf_counter()
+rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+wall = time.perf_counter() - t
+if rc.returncode:
+    sys.stderr.write(rc.stderr[-4000:]); sys.exit(rc.returncode)
+print(json.dumps([wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024]))
+"""
+
+
+def run_measured(cmd: list[str], env: dict, cwd) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of a command's whole process tree (the largest process in it),
+    measured from a fresh wrapper process so nothing else this process did is counted."""
+    import json
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", _PROBE, *cmd], env=env, cwd=cwd, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    wall, rss = json.loads(out.stdout)
+    return wall, rss
+
+
+def cluster_run(work, cluster_file, job: str) -> tuple[list[str], dict]:
+    """The `dagster job execute` command and environment that run one cluster file against a fresh
+    DAGSTER_HOME and data folder under `work` (nothing inherited from the caller's EXO_/DAGSTER_ settings)."""
+    from pathlib import Path
+
+    work = Path(work)
+    (work / "home").mkdir(exist_ok=True)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("EXO_", "DAGSTER_"))},
+           "EXO_CLUSTERS": str(cluster_file), "DAGSTER_HOME": str(work / "home"), "EXO_DATA_DIR": str(work / "exo")}
+    return [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "definitions", "-j", job], env

@@ -8,7 +8,7 @@ With `separators: []` and `unit: chars` the whole split is one Polars expression
 from __future__ import annotations
 
 import re
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from typing import Literal
 
 import polars as pl

@@ -6,7 +6,6 @@ import os
 import uuid
 from typing import Literal
 
-import duckdb
 import fsspec
 import polars as pl
 from pydantic import model_validator
@@ -70,9 +69,9 @@ def _write_file(frame: pl.LazyFrame, target: str, fmt: str, options: dict) -> No
 
 
 def _write_duckdb(frame: pl.LazyFrame, database: str, table: str, config: WriteTableConfig) -> None:
-    arrow = frame.collect(engine="streaming").to_arrow()  # noqa: F841 - read by name in the SQL below
     name = '"' + table.replace('"', '""') + '"'
     with duck.connect(database) as con:
+        con.register("arrow", frame.collect(engine="streaming").to_arrow())
         con.execute("begin")
         exists = con.execute("select count(*) from information_schema.tables where table_name = ?", [table]).fetchone()[0]
         if config.mode == "overwrite" or not exists:

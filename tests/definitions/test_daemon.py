@@ -451,6 +451,22 @@ def _files_under(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()]
 
 
+def _read_all(folder: Path) -> dict[Path, bytes]:
+    """Every file's bytes. The running daemon checkpoints SQLite while we read, so a `-wal` file may go
+    away between listing and reading: read until a whole pass sees no file vanish (its content then
+    lives in the database file, which the next pass reads)."""
+    for _ in range(5):
+        blobs, vanished = {}, False
+        for path in _files_under(folder):
+            try:
+                blobs[path] = path.read_bytes()
+            except FileNotFoundError:
+                vanished = True
+        if not vanished:
+            return blobs
+    return blobs
+
+
 def _hits(blob: bytes | str) -> list[str]:
     text = blob if isinstance(blob, str) else blob.decode("latin-1")
     return [s for s in (TOKEN, PASSWORD) if s in text]
@@ -473,8 +489,8 @@ def test_no_secret_reaches_storage_outputs_definitions_or_the_ui(stack):
 
     leaks: dict[str, list[str]] = {}
     # 1. the whole instance storage: run and event-log databases, tags, ticks, cursors, compute logs
-    for path in _files_under(stack.home):
-        if hits := _hits(path.read_bytes()):
+    for path, blob in _read_all(stack.home).items():
+        if hits := _hits(blob):
             leaks[str(path)] = hits
     # 2. every output: raw bytes and, for Parquet (compressed), every decoded value
     parquet = [p for p in _files_under(stack.data) if p.suffix == ".parquet"]
