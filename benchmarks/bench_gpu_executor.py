@@ -30,6 +30,7 @@ import dagster as dg
 import polars as pl
 
 from exo_dagster import SatelliteConfig, StepContext, compile_clusters, parse_cluster, satellite
+from exo_dagster.leases import overlapping, run_leases
 from exo_dagster.registry import Registry
 
 GPU_STEPS, CPU_STEPS, STEP_SECONDS, DEVICES = 8, 4, 1.0, ("0", "1")
@@ -87,35 +88,6 @@ def step_rows(home: Path) -> pl.DataFrame:
     return pl.concat([pl.read_parquet(f) for f in files]).sort("start")
 
 
-def leases(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
-    """The executor's lease records: [{step, devices, acquired, released}] (wall-clock seconds)."""
-    open_, out = {}, []
-    for r in instance.all_logs(run_id):
-        event = r.dagster_event
-        meta = event.event_specific_data.metadata if event and event.is_engine_event else {}
-        if "exo/lease" not in meta:
-            continue
-        step = r.step_key.rsplit("__", 1)[1]
-        if meta["exo/lease"].value == "acquired":
-            open_[step] = (meta["exo/devices"].value, meta["at"].value)
-        else:
-            devices, acquired = open_.pop(step)
-            out.append({"step": step, "devices": devices, "acquired": acquired, "released": meta["at"].value})
-    assert not open_, f"leases never given back: {open_}"
-    return out
-
-
-def overlaps(intervals: list[tuple[str, str, float, float]]) -> list[str]:
-    """Pairs (step, devices, start, end) that used one device at the same time: must be empty."""
-    bad = []
-    for i, (s1, d1, a1, b1) in enumerate(intervals):
-        for s2, d2, a2, b2 in intervals[i + 1:]:
-            common = set(d1.split(",")) & set(d2.split(","))
-            if common and a1 < b2 and a2 < b1:
-                bad.append(f"{s1} and {s2} on {sorted(common)}")
-    return bad
-
-
 def run_times(instance: dg.DagsterInstance, run_id: str) -> tuple[float, float]:
     stamps = {}
     for r in instance.all_logs(run_id):
@@ -133,7 +105,7 @@ def one_run(home: Path, job: str = CLUSTER.job_name, run_config: dict | None = N
             **(run_config or {}), "loggers": {"console": {"config": {"log_level": "ERROR"}}}})
         assert result.success, "benchmark run failed"
         start, end = run_times(instance, result.run_id)
-        given = leases(instance, result.run_id) if job == CLUSTER.job_name else []
+        given = run_leases(instance, result.run_id) if job == CLUSTER.job_name else []
     rows = step_rows(home)
     gpu = rows.filter(pl.col("step").str.starts_with("gpu"))
     cpu = rows.filter(pl.col("step").str.starts_with("cpu"))
@@ -143,8 +115,8 @@ def one_run(home: Path, job: str = CLUSTER.job_name, run_config: dict | None = N
         out.update(
             gpu_makespan=max(g["released"] for g in given) - min(g["acquired"] for g in given),
             gpu_compute_span=gpu["end"].max() - gpu["start"].min(),
-            shared=overlaps([(g["step"], g["devices"], g["acquired"], g["released"]) for g in given])
-            + overlaps([(r["step"], r["devices"], r["start"], r["end"]) for r in gpu.iter_rows(named=True)]),
+            shared=overlapping([(g["step"], g["devices"], g["acquired"], g["released"]) for g in given])
+            + overlapping([(r["step"], r["devices"], r["start"], r["end"]) for r in gpu.iter_rows(named=True)]),
             wrong_device=[r["step"] for r in gpu.iter_rows(named=True)
                           if r["step"] not in by_step or r["devices"] != by_step[r["step"]]["devices"]
                           or not by_step[r["step"]]["acquired"] <= r["start"] <= r["end"] <= by_step[r["step"]]["released"]],

@@ -13,6 +13,8 @@ from typing import Any
 import dagster as dg
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 
+from exo_dagster.leases import overlapping, run_leases  # noqa: F401 - re-exported for the tests
+
 REPO = Path(__file__).resolve().parents[2]
 DEFS_FILE = Path(__file__).with_name("scaleout_defs.py")
 PROBE = "exo-probe "
@@ -79,33 +81,7 @@ def probes(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
     return out
 
 
-def leases(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
-    """The local executor's GPU leases: [{step, devices, acquired, released}]."""
-    open_, out = {}, []
-    for record in instance.all_logs(run_id):
-        event = record.dagster_event
-        meta = event.event_specific_data.metadata if event and event.is_engine_event else {}
-        if "exo/lease" not in meta:
-            continue
-        step = short(record.step_key)
-        if meta["exo/lease"].value == "acquired":
-            open_[step] = (meta["exo/devices"].value, meta["at"].value)
-        else:
-            devices, acquired = open_.pop(step)
-            out.append({"step": step, "devices": devices, "acquired": acquired, "released": meta["at"].value})
-    assert not open_, f"leases never given back: {open_}"
-    return out
-
-
-def overlapping(intervals: list[tuple[str, str, float, float]]) -> list[str]:
-    """(step, devices, start, end) pairs that used a device at the same time."""
-    bad = []
-    for i, (s1, d1, a1, b1) in enumerate(intervals):
-        for s2, d2, a2, b2 in intervals[i + 1:]:
-            common = set(d1.split(",")) & set(d2.split(","))
-            if common and a1 < b2 and a2 < b1:
-                bad.append(f"{s1} and {s2} on {sorted(common)}")
-    return bad
+leases = run_leases  # read back from the run's event log (exo_dagster.leases)
 
 
 def events_of(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEventType) -> list:
