@@ -21,6 +21,7 @@ from dagster import ConfigurableIOManagerFactory, InputContext, OutputContext, U
 from upath import UPath
 
 from . import catalog, paths
+from .storage import version_stamp
 from .table import RECENT, StoredTable
 
 REF_SUFFIX = ".ref.json"
@@ -74,12 +75,7 @@ def write_parquet_atomic(obj: Any, path: UPath) -> None:
 
 
 def fingerprint(fs, paths_: list[str]) -> list[dict]:
-    out = []
-    for p in paths_:
-        info = fs.info(p)
-        out.append({"path": p, "size": int(info.get("size") or 0),
-                    "mtime": float(info.get("mtime") or 0) if isinstance(info.get("mtime"), (int, float)) else str(info.get("mtime") or info.get("LastModified") or "")})
-    return out
+    return [{"path": p, "version": version_stamp(fs.info(p))} for p in paths_]
 
 
 class ParquetTableIOManager(UPathIOManager):

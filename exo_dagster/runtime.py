@@ -85,7 +85,7 @@ def _row_expr(raw: Any, resolve, names: list[str]) -> pl.Expr:
             pieces.append(pl.col(piece.column))
         else:
             value = resolve(piece)
-            pieces.append(pl.lit(value if template.whole else templates._as_text(value)))
+            pieces.append(pl.lit(value if template.whole else templates.as_text(value)))
     if template.whole is not None:
         return pieces[0]
     return pl.concat_str([p.cast(pl.Utf8).fill_null("") for p in pieces])

@@ -29,5 +29,12 @@ def polars_options(options: Mapping[str, Any] | None, url: str) -> dict[str, str
     return out or None
 
 
+def version_stamp(info: Mapping[str, Any]) -> str:
+    """`size:modified` from an fsspec `info()` (local mtime, S3 LastModified, ...): what tells one
+    version of a file from the next, wherever it lives."""
+    modified = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or info.get("ETag")
+    return f"{info.get('size')}:{modified}"
+
+
 def first_path(path: str | tuple[str, ...]) -> str:
     return path if isinstance(path, str) else (path[0] if path else "")

@@ -148,7 +148,7 @@ def render(value: Any, resolve: Callable[[Reference], Any]) -> Any:
         template = parse(value)
         if template.whole is not None:
             return resolve(template.whole)
-        return "".join(p if isinstance(p, str) else _as_text(resolve(p)) for p in template.pieces)
+        return "".join(p if isinstance(p, str) else as_text(resolve(p)) for p in template.pieces)
     if isinstance(value, dict):
         return {k: render(v, resolve) for k, v in value.items()}
     if isinstance(value, list):
@@ -156,7 +156,7 @@ def render(value: Any, resolve: Callable[[Reference], Any]) -> Any:
     return value
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(str(v) for v in value)
     return "" if value is None else str(value)

@@ -17,6 +17,7 @@ import polars as pl
 
 from exo_dagster import StepContext
 from exo_dagster.paths import is_url
+from exo_dagster.storage import version_stamp
 
 # Columns of a get-files output that identify a file's version: with them in the row key, a new
 # file under an old name is new work, while a re-run over the same listing is served from the cache.
@@ -65,8 +66,7 @@ def with_stat_fingerprint(rows: pl.DataFrame, ctx: StepContext, options: dict) -
             info = fs.info(fspath)
         except (OSError, ValueError):
             return None  # missing or unreachable: the satellite reports why, per row
-        modified = info.get("mtime") or info.get("LastModified") or info.get("last_modified") or info.get("ETag")
-        return f"{info.get('size')}:{modified}"
+        return version_stamp(info)
 
     with ThreadPoolExecutor(max_workers=max(1, min(ctx.concurrency, 32))) as pool:
         stamps = list(pool.map(stat, rows["path"].to_list()))
