@@ -37,23 +37,38 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--strict", is_flag=True)
 def run(path: str, strict: bool) -> None:
-    """Compile one cluster and execute it in-process (like `dagster job execute`)."""
-    from dagster import DagsterInstance
+    """Run one cluster's job as `dagster job execute` does: its own executor, its SLA, its sections."""
+    import os
 
-    from .compiler import compile_cluster
+    from dagster import DagsterInstance, build_reconstructable_job, execute_job
+
+    from .instance_defaults import ensure_instance_config
     from .parser import load_cluster_file
+    from .run_end import wait_pending
 
+    path = os.path.abspath(path)
     try:
         cluster = load_cluster_file(path, strict=strict)
     except SpecError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
-    defs = compile_cluster(cluster)
-    job = defs.resolve_job_def(cluster.job_name)
+    ensure_instance_config()
+    job = build_reconstructable_job("exo_dagster.cli", "cluster_job", reconstructable_args=(path,))
     with DagsterInstance.get() as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False)
-    click.echo(f"run {result.run_id}: {'success' if result.success else 'FAILURE'}")
-    sys.exit(0 if result.success else 1)
+        with execute_job(job, instance=instance, raise_on_error=False) as result:
+            run_id, success = result.run_id, result.success
+        wait_pending()  # the failure/logs sections this run started (run_end.py)
+    click.echo(f"run {run_id} of {cluster.job_name}: {'success' if success else 'FAILURE'}")
+    sys.exit(0 if success else 1)
+
+
+def cluster_job(path: str):
+    """The job of the cluster in `path`, rebuilt by name in step processes (`exo run`'s reconstructable job)."""
+    from .compiler import compile_cluster
+    from .parser import load_cluster_file
+
+    cluster = load_cluster_file(path)
+    return compile_cluster(cluster).resolve_job_def(cluster.job_name)
 
 
 @main.command()

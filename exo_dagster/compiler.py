@@ -17,12 +17,11 @@ import dagster as dg
 
 from .catalog import sql_name
 from . import tags as backend_tags
-from .executor import executor_for, gpu_lease
-from . import failure, log_forwarding, retry, sla, triggers
+from .executor import executor_for, gpu_lease, resolve_executor_name
+from . import failure, log_forwarding, retry, run_executor, sla, triggers
 from .parser import Cluster, ParsedStep
 from . import chunked
 from .runtime import count_rows, make_compute
-from .spec import SLA_SECONDS
 
 IO_MANAGER_KEY = "exo_io"
 MAX_KINDS = 3  # Dagster shows at most three kind badges per asset
@@ -33,9 +32,33 @@ def compile_clusters(clusters: Iterable[Cluster], *, resources: dict[str, Any] |
     """Definitions for many clusters, sharing one IO manager."""
     from .io_manager import ExoParquetIOManager
 
+    clusters = list(clusters)
     parts = [compile_cluster(c, with_resources=False, executor=executor) for c in clusters]
     merged = dg.Definitions.merge(*parts) if parts else dg.Definitions()
-    return dg.Definitions.merge(merged, dg.Definitions(resources={IO_MANAGER_KEY: ExoParquetIOManager(), **(resources or {})}))
+    # Dagster's implicit asset job (the UI's Materialize, asset backfills) runs like the clusters' jobs
+    asset_executor = run_executor.asset_job_executor(
+        clusters, {c.job_name: executor_name(c, executor) for c in clusters},
+        lambda chosen: run_executor.asset_run_tags(chosen, run_tags))
+    return dg.Definitions.merge(merged, dg.Definitions(resources={IO_MANAGER_KEY: ExoParquetIOManager(), **(resources or {})},
+                                                       executor=asset_executor))
+
+
+def executor_name(cluster: Cluster, default: str | None = None) -> str:
+    """The executor a cluster's job runs on: `local`, `in-process`, `celery` or `k8s`."""
+    spec = cluster.spec
+    return resolve_executor_name(spec.executor or default, chain_on_cpu=spec.execution == "sequential" and not any(
+        _resources(s).gpu or s.spec.fan_out for s in cluster.steps))
+
+
+def run_tags(cluster: Cluster) -> dict[str, str]:
+    """The cluster job's run tags (asset-selection runs of its steps get them too, run_executor.py)."""
+    spec = cluster.spec
+    tags = {"exo/cluster": spec.identifier}
+    if spec.sla is not None:
+        tags["dagster/max_runtime"] = sla.max_runtime_tag(spec.sla_seconds)
+    if any(_resources(s).gpu for s in cluster.steps):
+        tags["exo/compute"] = "gpu"
+    return tags
 
 
 def compile_cluster(cluster: Cluster, *, with_resources: bool = True, executor: str | None = None) -> dg.Definitions:
@@ -46,18 +69,13 @@ def compile_cluster(cluster: Cluster, *, with_resources: bool = True, executor: 
     assets = [_asset(cluster, step, group, by_id) for step in cluster.steps]
     keys = [dg.AssetKey([group, s.asset_name]) for s in cluster.steps]
     spec = cluster.spec
-    run_tags = {"exo/cluster": spec.identifier}
-    if spec.sla:
-        run_tags["dagster/max_runtime"] = str(SLA_SECONDS[spec.sla])
-    if any(_resources(s).gpu for s in cluster.steps):
-        run_tags["exo/compute"] = "gpu"
+    name = executor_name(cluster, executor)
     job = dg.define_asset_job(
         name=cluster.job_name,
         selection=dg.AssetSelection.assets(*keys),
         description=spec.description or spec.title or f"cluster/{spec.identifier}",
-        tags=run_tags,
-        executor_def=executor_for(spec.executor or executor, chain_on_cpu=spec.execution == "sequential" and not any(
-            _resources(s).gpu or s.spec.fan_out for s in cluster.steps)),
+        tags=run_tags(cluster),
+        executor_def=run_executor.guarded(executor_for(name), name, [cluster], run_tags),
     )
     schedules, sensors = triggers.definitions(cluster, job)
     section_jobs = []

@@ -57,16 +57,43 @@ def definitions(cluster: Cluster, job: Any, io_manager_key: str) -> tuple[list[d
 # -- what failed ------------------------------------------------------------------------------
 
 def error_text(data: Any) -> str:
-    """The readable error of a STEP_FAILURE: a Failure's description, else the user exception's message."""
+    """The readable root cause of a STEP_FAILURE: a Failure's description, else the user exception's
+    message, under Dagster's wrappers ("Exceeded max_retries of 3", "Error occurred while executing...")."""
     user = getattr(data, "user_failure_data", None)
     if user is not None and user.description:
         return user.description
     error = getattr(data, "error", None)
-    if error is None:
-        return "step failed"
-    while error.cause is not None and (error.cls_name or "").startswith("Dagster"):  # framework wrappers
+    return root_message(error) if error is not None else "step failed"
+
+
+def root_message(error: Any) -> str:
+    """The innermost message of a SerializableErrorInfo that is not one of Dagster's wrappers."""
+    while error.cause is not None and (_is_wrapper(error)):
         error = error.cause
     return error.message.strip()
+
+
+def _is_wrapper(error: Any) -> bool:
+    return (error.cls_name or "").startswith("Dagster") or error.message.startswith("Exceeded max_retries") or \
+        error.cls_name is None
+
+
+SLA_MARKERS = ("SLA exceeded", "Exceeded maximum runtime", "exceeding maximum runtime")
+
+
+def run_failure_text(instance: dg.DagsterInstance, run_id: str) -> str:
+    """The run-level failure's own error (e.g. "SLA exceeded: ..."), else the RUN_FAILURE message."""
+    records = instance.get_records_for_run(run_id=run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+    if not records:
+        return ""
+    event = records[-1].event_log_entry.dagster_event
+    error = getattr(event.event_specific_data, "error", None)
+    text = root_message(error) if error is not None else (event.message or "")
+    if "SLA exceeded" in text:  # exo's guard (run_executor.SlaExceeded)
+        return text[text.index("SLA exceeded"):]
+    if any(marker in text for marker in SLA_MARKERS):  # Dagster's run monitoring: "Exceeded maximum runtime of N seconds."
+        return f"SLA exceeded: {text}"
+    return text
 
 
 def row_errors(data: Any) -> list[str]:
@@ -104,6 +131,8 @@ def build_sensor(cluster: Cluster, failure_job: dg.JobDefinition) -> dg.SensorDe
     )
     def _on_failure(context: dg.RunFailureSensorContext):
         run = context.dagster_run
+        if run.tags.get("exo/sections") == "in-run":  # the run ran this section itself (run_end.py)
+            return dg.SkipReason(f"run {run.run_id} ran its failure section itself")
         picked = pick_failure(cluster, run.job_name, list(context.get_step_failure_events()))
         if picked is None:
             return dg.SkipReason(f"run {run.run_id} of {run.job_name} failed outside the failure section's steps")
@@ -118,6 +147,7 @@ def failure_fields(instance: dg.DagsterInstance, cluster: Cluster, run_id: str, 
     if instance.get_run_by_id(run_id) is None:
         raise dg.Failure(description=f"failed run {run_id} is not in this Dagster instance", allow_retries=False)
     error, rows = "", []
+    run_error = run_failure_text(instance, run_id)
     if step:
         records = instance.get_records_for_run(run_id=run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
         for record in records:
@@ -125,11 +155,12 @@ def failure_fields(instance: dg.DagsterInstance, cluster: Cluster, run_id: str, 
             failed = step_of(cluster, event.step_key) if event is not None else None
             if failed is not None and failed.identifier == step:
                 error, rows = error_text(event.step_failure_data), row_errors(event.step_failure_data)
+                error = f"{failed.spec.name} (`{failed.identifier}`): {error}"
                 break
+    if run_error.startswith("SLA exceeded"):  # the step failed because the run was stopped: the SLA is the cause
+        error = run_error + (f" (while step `{step}` ran)" if step else "")
     if not error:
-        records = instance.get_records_for_run(run_id=run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
-        if records:
-            error = records[-1].event_log_entry.dagster_event.message or "run failed"
+        error = run_error
     return {"step": step, "error": error or "run failed", "run-id": run_id, "rows": rows}
 
 

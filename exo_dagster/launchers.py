@@ -37,6 +37,8 @@ from dagster._core.launcher.base import (
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
+from .tags import COMPUTE_TAG, GPU_TAG
+
 LAUNCHER_TAG = "exo/launcher"
 DEFAULT_ROUTE = "default"
 
@@ -55,6 +57,13 @@ class Route:
 
     def matches(self, tags: Mapping[str, str]) -> bool:
         return all(tags.get(key) == value for key, value in self.match.items())
+
+
+def _gpus(value: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 def _load(spec: Mapping[str, Any], where: str) -> RunLauncher:
@@ -129,9 +138,21 @@ class RoutingRunLauncher(RunLauncher, ConfigurableClass):
     # -- RunLauncher, delegated
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
-        name = self.route_for(run.tags)
-        self._instance.add_run_tags(run.run_id, {LAUNCHER_TAG: name})
+        extra = self.asset_run_tags(run)
+        name = self.route_for({**run.tags, **extra})
+        self._instance.add_run_tags(run.run_id, {**extra, LAUNCHER_TAG: name})
+        if extra:  # the chosen launcher sees the run as tagged now
+            context = LaunchRunContext(dagster_run=self._instance.get_run_by_id(run.run_id) or run, workspace=context.workspace)
         self.launchers[name].launch_run(context)
+
+    def asset_run_tags(self, run: DagsterRun) -> dict[str, str]:
+        """`exo/compute: gpu` for an asset-selection run (the UI's Materialize, a backfill) with a GPU step:
+        Dagster's implicit asset job carries no cluster's run tags, but its steps carry exo's op tags."""
+        if COMPUTE_TAG in run.tags or not run.execution_plan_snapshot_id:
+            return {}
+        plan = self._instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+        wants_gpu = plan is not None and any(_gpus((step.tags or {}).get(GPU_TAG)) for step in plan.steps)
+        return {COMPUTE_TAG: "gpu"} if wants_gpu else {}
 
     def terminate(self, run_id: str) -> bool:
         run = self._instance.get_run_by_id(run_id)

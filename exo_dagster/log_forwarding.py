@@ -66,21 +66,49 @@ def build_sensor(cluster: Cluster, logs_job: dg.JobDefinition, label: str, statu
         run = context.dagster_run
         if not is_ours(cluster, run):
             return dg.SkipReason(f"run {run.run_id} ({run.job_name}) is not a run of cluster/{cluster.spec.identifier}")
+        if run.tags.get("exo/sections") == "in-run":  # the run forwarded its logs itself (run_end.py)
+            return dg.SkipReason(f"run {run.run_id} forwarded its logs itself")
         return dg.RunRequest(run_key=f"logs:{run.run_id}",
                              tags={"exo/cluster": cluster.spec.identifier, RUN_ID_TAG: run.run_id})
 
     return _forward
 
 
+def entry_message(entry: Any) -> str:
+    """The text of one event-log record: the log line, else the event's message (with the error of a
+    failure), else what happened, so no row is blank."""
+    from .failure import error_text, root_message
+
+    event = entry.dagster_event
+    text = (entry.user_message or "").strip()
+    if event is None:
+        return text or (entry.message or "").strip()
+    text = text or (event.message or "").strip()
+    data = event.event_specific_data
+    if event.event_type in (dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_UP_FOR_RETRY):
+        error = error_text(data) if event.event_type == dg.DagsterEventType.STEP_FAILURE else \
+            (root_message(data.error) if getattr(data, "error", None) is not None else "")
+        if error and error not in text:
+            text = f"{text} {error}".strip()
+    elif getattr(data, "error", None) is not None:
+        error = root_message(data.error)
+        if error not in text:
+            text = f"{text} {error}".strip()
+    return text or event.event_type.value.replace("_", " ").lower() + (f" ({entry.step_key})" if entry.step_key else "")
+
+
 def log_records(instance: dg.DagsterInstance, cluster: Cluster, run_id: str, level: str) -> pl.DataFrame:
     """The run's event log at or above `level`, one row per record, oldest first."""
+    from .secrets import known_values, mask
+
     floor = level_number(level)
+    hidden = known_values(cluster.secrets)
     rows = []
     for entry in instance.all_logs(run_id):
         if entry.level < floor:
             continue
         event = entry.dagster_event
-        message = entry.user_message or (event.message if event is not None and event.message else "") or ""
+        message = mask(entry_message(entry), hidden)
         rows.append({
             "timestamp": datetime.fromtimestamp(entry.timestamp, timezone.utc).isoformat(),
             "level": logging.getLevelName(entry.level),

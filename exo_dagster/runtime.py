@@ -10,12 +10,13 @@ import polars as pl
 from dagster import Failure, Output
 from pydantic import ValidationError
 
-from . import row_cache
+from . import row_cache, step_errors, step_timeout
 from . import secrets as secret_values
 from . import templates
 from .context import StepContext
 from .fanout import RowFailed
 from .parser import Cluster, ParsedStep
+from .spec import duration_seconds
 from .table import StoredTable
 
 
@@ -106,6 +107,8 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
     Every secret the step can see is masked in its log lines, errors, metadata and output table.
     """
 
+    timeout_s = duration_seconds(step.spec.timeout) if step.spec.timeout is not None else None
+
     def compute(context, tables: dict[str, StoredTable], chunk: tuple[int, int] | None = None) -> Any:
         """`chunk` = (offset, length): run on that slice of the per-row input only (fan-out chunks)."""
         hidden = secret_values.visible_values(cluster, step)
@@ -115,13 +118,21 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
                 ctx.rows = ctx.rows.slice(*chunk)
         except (StepInputError, secret_values.MissingSecret) as exc:
             # A user mistake, not a crash: a plain message, and no automatic retry (it cannot heal itself).
-            raise Failure(description=secret_values.mask(str(exc), hidden), allow_retries=False) from None
+            raise Failure(description=secret_values.mask(str(exc), hidden), metadata=step_errors.location_metadata(step),
+                          allow_retries=False) from None
         try:
-            value = step.satellite.fn(ctx, config)
+            value = step_timeout.call(lambda: step.satellite.fn(ctx, config), timeout_s, step)
         except RowFailed as exc:
             raise Failure(description=secret_values.mask(str(exc), hidden),
-                          metadata=secret_values.mask_value(ctx.metadata, hidden)) from None
+                          metadata={**step_errors.location_metadata(step),
+                                    **secret_values.mask_value(ctx.metadata, hidden)}) from None
+        except Failure:
+            raise  # the satellite chose its words and whether to retry
         except Exception as exc:
+            error_kind = step_errors.kind(exc)
+            if error_kind != step_errors.BUG:  # the satellite's message first, no stack trace, retried only if worth it
+                raise step_errors.step_failure(exc, error_kind, step, lambda text: secret_values.mask(text, hidden),
+                                               secret_values.mask_value(ctx.metadata, hidden) or None) from None
             if secret_values.leaks(exc, hidden):
                 raise secret_values.masked_failure(exc, hidden) from None
             raise

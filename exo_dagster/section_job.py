@@ -52,7 +52,8 @@ def build_section_job(
         node_of[step.identifier] = op_def.name
         previous = step.identifier
     graph = dg.GraphDefinition(name=name, node_defs=nodes, dependencies=deps, description=description)
-    return graph.to_job(tags={"exo/cluster": cluster.spec.identifier, "exo/role": section})
+    # in-process: a few ops in a row, started right after the run they are about (not the code location's default executor)
+    return graph.to_job(tags={"exo/cluster": cluster.spec.identifier, "exo/role": section}, executor_def=dg.in_process_executor)
 
 
 def _step_op(cluster: Cluster, section: str, step: ParsedStep, main: dict[str, ParsedStep], previous: str,

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SUPPORTED_VERSIONS = ("0.0.1b",)
-SLA_SECONDS = {"6h": 6 * 3600, "12h": 12 * 3600, "24h": 24 * 3600}
+SLA_SECONDS = {"6h": 6 * 3600, "12h": 12 * 3600, "24h": 24 * 3600}  # the seed's values; any duration is accepted now
 CLUSTER_ID = re.compile(r"^(?:cluster/)?([A-Za-z0-9][A-Za-z0-9_.-]*)/([A-Za-z0-9][A-Za-z0-9_.-]*)$")
 STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
@@ -114,6 +114,9 @@ class Step(SpecModel):
     on_row_error: Literal["collect", "fail"] = "collect"
     cache: bool = True
     fan_out: FanOut | None = None
+    timeout: str | int | float | None = None  # longest one attempt of the step may run; then it fails (and is retried)
+
+    _timeout = field_validator("timeout")(_check_duration)
 
     @field_validator("config", "input", mode="before")
     @classmethod
@@ -143,7 +146,7 @@ class ClusterBody(SpecModel):
     identifier: str = Field(pattern=CLUSTER_ID.pattern)
     title: str | None = None
     description: str | None = None
-    sla: Literal["6h", "12h", "24h"] | None = None
+    sla: str | int | float | None = None  # any duration (the seed's 6h/12h/24h, or 90m, 5s...): the longest a run may take
     trigger: Trigger | None = None
     retries: int = Field(0, ge=0)
     retry: RetrySettings | None = None
@@ -155,6 +158,12 @@ class ClusterBody(SpecModel):
     satellites: list[Step] = Field(min_length=1)
     logs: LogsSection | None = None
     failure: FailureSection | None = None
+
+    _sla = field_validator("sla")(_check_duration)
+
+    @property
+    def sla_seconds(self) -> float | None:
+        return duration_seconds(self.sla) if self.sla is not None else None
 
     @field_validator("trigger", mode="before")
     @classmethod

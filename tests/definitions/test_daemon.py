@@ -375,24 +375,30 @@ mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params)
 """
 
 
-def test_a_failure_while_the_daemon_is_down_is_handled_when_it_is_back(stack):
-    """Launched from the UI (GraphQL) while the daemon is stopped: its cursor in the instance makes
-    the failure sensor pick the failure up after the restart; nothing depends on the webserver."""
+def test_a_failure_while_the_daemon_is_down_alerts_at_once_and_only_once(stack):
+    """Launched from the UI (GraphQL) while the daemon is stopped: the run handles its own failure
+    section when it ends (run_end.py), so the alert needs no daemon; once the daemon is back, its
+    failure sensor sees the run's `exo/sections` tag and does not alert a second time."""
     before = len(stack.runs("t__fragile__on_failure"))
+    alerts_before = len(stack.server.to("/alert"))
     stack.stop_one("daemon")
     launched = stack.graphql(LAUNCH, {"params": {"selector": {
         "repositoryLocationName": "exo_test", "repositoryName": "__repository__", "jobName": "t__fragile"}}})
     assert launched["launchRun"]["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["launchRun"]["run"]["runId"]
     stack.wait("the UI-launched run to fail", lambda: (r := stack.instance.get_run_by_id(run_id)) and r.is_finished)
-    assert stack.instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
-    time.sleep(2)
-    assert len(stack.runs("t__fragile__on_failure")) == before  # nobody is watching yet
-    stack.start("daemon", ["dagster-daemon", "run", "-w", "workspace.yaml"])
+    failed = stack.instance.get_run_by_id(run_id)
+    assert failed.status == dg.DagsterRunStatus.FAILURE and failed.tags["exo/sections"] == "in-run"
     handlers = stack.finished("t__fragile__on_failure", before + 1)
-    assert handlers[-1].tags["exo/failure-run-id"] == run_id
-    alerts = stack.server.wait_for("/alert", before + 1)
+    assert handlers[-1].tags["exo/failure-run-id"] == run_id and handlers[-1].status == dg.DagsterRunStatus.SUCCESS
+    alerts = stack.server.wait_for("/alert", alerts_before + 1)
     assert run_id in alerts[-1].json()["blocks"][1]["text"]["text"]
+    restarted = time.time()
+    stack.start("daemon", ["dagster-daemon", "run", "-w", "workspace.yaml"])
+    stack.wait("the failure sensor to look at the backlog", lambda: [
+        t for t in stack.ticks_after("t__fragile__on_failure", restarted) if t.status == TickStatus.SKIPPED], every=1)
+    time.sleep(2)
+    assert len(stack.runs("t__fragile__on_failure")) == before + 1 and len(stack.server.to("/alert")) == alerts_before + 1
 
 
 def test_sla_breach_is_visible_in_the_ui(stack):

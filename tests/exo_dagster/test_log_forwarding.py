@@ -87,3 +87,52 @@ def test_debug_level_adds_everything_including_dagster_events(tmp_path, monkeypa
     events = {line["event_type"] for line in lines if line["event_type"]}
     assert {"RUN_START", "STEP_START", "STEP_SUCCESS", "RUN_SUCCESS"} <= events  # Dagster logs its events at DEBUG
     assert "t__chatty__talk" in {line["step"] for line in lines}
+
+
+FAILING = """\
+version: 0.0.1b
+cluster:
+  identifier: t/grumpy
+  secrets:
+    - TOKEN: ${{ env.EXO_TEST_GRUMPY_TOKEN }}
+  satellites:
+    - name: Refuse
+      uses: satellite/test/grumpy
+      config:
+        secrets:
+          - TOKEN: ${{ secrets.TOKEN }}
+  logs:
+    level: DEBUG
+    satellites:
+      - name: Ship
+        uses: satellite/exospherehost/forward-logs
+        config: {url: "URL/ingest"}
+"""
+
+
+def test_every_forwarded_record_has_its_message_with_the_error_and_no_secret(tmp_path, monkeypatch):
+    from exo_dagster.run_end import run_sections
+
+    secret = "grumpy-SECRET-41c7d2"
+    monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
+    monkeypatch.setenv("EXO_TEST_GRUMPY_TOKEN", secret)
+    extra = Registry()
+
+    @satellite("satellite/test/grumpy", config=ChattyConfig, registry=extra)
+    def grumpy(ctx: StepContext, config: ChattyConfig):
+        raise ValueError(f"the service refused token {ctx.secrets['TOKEN']}")
+
+    with http_server() as sink, dg.instance_for_test() as instance:
+        cluster = parse_cluster(FAILING.replace("URL", sink.url), str(tmp_path / "g.yaml"),
+                                registry=builtin_registry().merged(extra))
+        result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(
+            instance=instance, raise_on_error=False)
+        assert not result.success
+        [shipped] = run_sections(instance, cluster, instance.get_run_by_id(result.run_id))
+        assert shipped.success
+        lines = [line for r in sink.to("/ingest") for line in r.lines()]
+    assert {"RUN_START", "STEP_FAILURE", "RUN_FAILURE"} <= {line["event_type"] for line in lines}
+    assert all(line["message"].strip() for line in lines), [line for line in lines if not line["message"].strip()]
+    [failed] = [line for line in lines if line["event_type"] == "STEP_FAILURE"]
+    assert "the service refused token ********" in failed["message"]
+    assert secret not in repr(lines)
