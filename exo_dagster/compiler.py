@@ -31,9 +31,13 @@ MAX_KINDS = 3  # Dagster shows at most three kind badges per asset
 def compile_clusters(clusters: Iterable[Cluster], *, resources: dict[str, Any] | None = None,
                      executor: str | None = None) -> dg.Definitions:
     """Definitions for many clusters, sharing one IO manager."""
+    return definitions_with_resources([compile_cluster(c, with_resources=False, executor=executor) for c in clusters], resources)
+
+
+def definitions_with_resources(parts: list[dg.Definitions], resources: dict[str, Any] | None = None) -> dg.Definitions:
+    """Compiled clusters merged into one Definitions with the shared exo IO manager."""
     from .io_manager import ExoParquetIOManager
 
-    parts = [compile_cluster(c, with_resources=False, executor=executor) for c in clusters]
     merged = dg.Definitions.merge(*parts) if parts else dg.Definitions()
     return dg.Definitions.merge(merged, dg.Definitions(resources={IO_MANAGER_KEY: ExoParquetIOManager(), **(resources or {})}))
 
