@@ -18,19 +18,27 @@ def main() -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--strict", is_flag=True, help="Treat warnings (e.g. literal secret values) as errors.")
 def validate(paths: tuple[str, ...], strict: bool) -> None:
-    """Check cluster files; exit 1 with located errors."""
-    from .location import cluster_files, load_clusters
+    """Check cluster files as one code location; exit 1 with located errors.
 
-    try:
-        files = cluster_files(paths)
-        clusters = load_clusters(files, strict=strict)
-    except (SpecError, FileNotFoundError) as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(1)
-    for cluster in clusters:
+    Succeeds exactly when a code location built from PATHS loads every file: each file is parsed and
+    checked, all clusters are compiled together (name clashes between clusters), and Dagster builds
+    the repository and resolves every job."""
+    from .location import build_location
+
+    built = build_location(paths, strict=strict)
+    for cluster in built.clusters:
         if cluster.warnings:
-            click.echo(render_diagnostics(cluster.warnings, {cluster.file: open(cluster.file).read().splitlines()}), err=True)
+            click.echo(render_diagnostics(cluster.warnings, {cluster.file: _lines(cluster.file)}), err=True)
         click.echo(f"ok  {cluster.file}: cluster/{cluster.spec.identifier} -> job {cluster.job_name} ({len(cluster.steps)} steps)")
+    if built.broken:
+        click.echo(str(built.error()), err=True)
+        click.echo(f"{len(built.broken)} of {len(built.broken) + len(built.clusters)} cluster file(s) would not load", err=True)
+        sys.exit(1)
+
+
+def _lines(file: str) -> list[str]:
+    with open(file, encoding="utf-8", errors="replace") as handle:
+        return handle.read().splitlines()
 
 
 @main.command()

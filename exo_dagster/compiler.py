@@ -30,14 +30,19 @@ MAX_KINDS = 3  # Dagster shows at most three kind badges per asset
 def compile_clusters(clusters: Iterable[Cluster], *, resources: dict[str, Any] | None = None,
                      executor: str | None = None) -> dg.Definitions:
     """Definitions for many clusters, sharing one IO manager."""
+    return definitions_with_resources([compile_cluster(c, with_resources=False, executor=executor) for c in clusters], resources)
+
+
+def definitions_with_resources(parts: list[dg.Definitions], resources: dict[str, Any] | None = None) -> dg.Definitions:
+    """Compiled clusters merged into one Definitions with the shared exo IO manager."""
     from .io_manager import ExoParquetIOManager
 
-    clusters = list(clusters)
-    parts = [compile_cluster(c, with_resources=False, executor=executor) for c in clusters]
     merged = dg.Definitions.merge(*parts) if parts else dg.Definitions()
     # Dagster's implicit asset job (the UI's Materialize, asset backfills) runs like the clusters' jobs
+    compiled = [guard for part in parts for job in part.jobs or []
+                if (guard := getattr(getattr(job, "executor_def", None), "exo_cluster", None)) is not None]
     asset_executor = run_executor.asset_job_executor(
-        clusters, {c.job_name: executor_name(c, executor) for c in clusters},
+        [cluster for cluster, _ in compiled], {cluster.job_name: name for cluster, name in compiled},
         lambda chosen: run_executor.asset_run_tags(chosen, run_tags))
     return dg.Definitions.merge(merged, dg.Definitions(resources={IO_MANAGER_KEY: ExoParquetIOManager(), **(resources or {})},
                                                        executor=asset_executor))

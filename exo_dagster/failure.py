@@ -28,13 +28,17 @@ from .section_job import build_section_job, view_metadata
 
 RUN_ID_TAG = "exo/failure-run-id"
 STEP_TAG = "exo/failure-step"
-CONTEXT_NODE = "failure_context"
+CONTEXT_NODE = "failure_context"  # the op is `<job>__failure_context`: op names are location-wide
 CONTEXT_TABLE = "_failure"
 ROW_ERRORS = "exo/row_errors"
 
 
 def failure_job_name(cluster: Cluster) -> str:
     return f"{cluster.job_name}__on_failure"
+
+
+def context_op_name(cluster: Cluster) -> str:
+    return f"{cluster.job_name}__{CONTEXT_NODE}"
 
 
 def step_of(cluster: Cluster, step_key: str | None) -> ParsedStep | None:
@@ -175,7 +179,7 @@ def _fields_from_tags(context, cluster: Cluster) -> dict[str, Any]:
 
 
 def _context_op(cluster: Cluster, io_manager_key: str) -> dg.OpDefinition:
-    @dg.op(name=CONTEXT_NODE, out=dg.Out(io_manager_key=io_manager_key,
+    @dg.op(name=context_op_name(cluster), out=dg.Out(io_manager_key=io_manager_key,
                                          metadata=view_metadata(cluster, "on_failure", "failure")),
            description="The failed run's context as a one-row table (cluster, job, run_id, step, error, rows).")
     def _failure_context(context) -> pl.DataFrame:

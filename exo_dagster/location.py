@@ -1,22 +1,51 @@
-"""The code location: compile every cluster file in a folder plus those named by EXO_CLUSTERS."""
+"""The code location: every cluster file in a folder plus those named by EXO_CLUSTERS, compiled,
+with each file isolated from the others.
+
+One location holds clusters from many teams. A file that cannot load (bad YAML, a name another
+cluster already uses, a value Dagster cannot take) must not take the healthy clusters' jobs,
+schedules and sensors down with it, as Airflow's "Broken DAG" list does not. So the location:
+
+1. loads each file on its own (located errors per file);
+2. drops a cluster whose identifier, or any name it generates (jobs, ops, graphs, sensors,
+   schedules, asset keys), an earlier file already uses;
+3. compiles each healthy cluster, merges them, and builds and resolves the whole repository once;
+   only if that fails does it resolve cluster by cluster to find and drop the culprits;
+4. shows every broken file as an asset in the group `exo_errors` (its description is the located
+   error; materializing it fails with the same text) and logs a WARNING.
+
+`EXO_STRICT_LOAD=1` keeps the all-or-nothing behaviour for deploy gates: any broken file fails the
+location with every located error. `exo validate` runs exactly this build, so it succeeds exactly
+when the location loads every given file.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import dagster as dg
 
-from .compiler import compile_clusters
-from .errors import SpecError
+from .catalog import sql_name
+from .compiler import compile_cluster, definitions_with_resources
+from .errors import Diagnostic, Location, SpecError
 from .parser import Cluster, load_cluster_file
 
 CLUSTER_SUFFIXES = (".yaml", ".yml")
+STRICT_ENV = "EXO_STRICT_LOAD"
+ERRORS_GROUP = "exo_errors"
+log = logging.getLogger("exo_dagster.location")
 
 
 def cluster_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Cluster YAML files under the given files/folders (recursively), sorted, de-duplicated."""
+    return _find(paths, missing=None)
+
+
+def _find(paths: Iterable[str | os.PathLike], missing: list[Diagnostic] | None) -> list[Path]:
     found: dict[Path, None] = {}
     for raw in paths:
         path = Path(raw)
@@ -26,44 +55,205 @@ def cluster_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
                     found[file.resolve()] = None
         elif path.is_file():
             found[path.resolve()] = None
-        else:
+        elif missing is None:
             raise FileNotFoundError(f"cluster path `{path}` does not exist (check the command line or EXO_CLUSTERS)")
+        else:
+            missing.append(Diagnostic(Location(str(path), 1, 1), f"cluster path `{path}` does not exist",
+                                      "check the command line or EXO_CLUSTERS"))
     return list(found)
 
 
 def _looks_like_cluster(file: Path) -> bool:
     """Only files with a top-level `cluster:` key; other YAML (workspace, data) is not ours."""
     try:
-        head = file.read_text(encoding="utf-8", errors="replace")
+        with open(file, "rb") as handle:
+            head = handle.read(1 << 20)
     except OSError:
         return False
-    return any(line.startswith("cluster:") for line in head.splitlines())
+    return any(line.startswith(b"cluster:") for line in head.splitlines())
 
 
-def load_clusters(paths: Iterable[str | os.PathLike], *, strict: bool = False) -> list[Cluster]:
-    """Load every cluster file; all files' errors together in one SpecError."""
-    clusters, diagnostics, sources = [], [], {}
-    for file in cluster_files(paths):
+@dataclass
+class LocationBuild:
+    """What a location made of some cluster files holds: the healthy clusters, their Definitions
+    (resolved), and each broken file's located errors."""
+
+    clusters: list[Cluster]
+    definitions: dg.Definitions
+    broken: dict[str, SpecError] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.broken
+
+    def error(self) -> SpecError:
+        diagnostics, sources = [], {}
+        for exc in self.broken.values():
+            diagnostics += exc.diagnostics
+            sources.update(exc.sources)
+        return SpecError(diagnostics, sources)
+
+
+def build_location(paths: Iterable[str | os.PathLike], *, strict: bool = False, executor: str | None = None) -> LocationBuild:
+    """Load, check, compile and resolve the clusters in `paths`, each file isolated (see module docstring).
+    `strict` is `exo validate --strict` (literal secrets are errors), not EXO_STRICT_LOAD."""
+    missing: list[Diagnostic] = []
+    files = _find(paths, missing)
+    broken: dict[str, SpecError] = {d.location.file: SpecError([d]) for d in missing}
+    clusters: list[Cluster] = []
+    for file in files:
         try:
             clusters.append(load_cluster_file(file, strict=strict))
         except SpecError as exc:
-            diagnostics.extend(exc.diagnostics)
-            sources.update(exc.sources)
-    if any(d.severity == "error" for d in diagnostics):
-        raise SpecError(diagnostics, sources)
-    seen: dict[str, str] = {}
+            broken[str(file)] = exc
+    parts: list[tuple[Cluster, dg.Definitions]] = []
+    owners: dict[tuple[str, str], Cluster] = {}
     for cluster in clusters:
-        if cluster.job_name in seen:
-            raise SpecError([*cluster.warnings, _duplicate(cluster, seen[cluster.job_name])])
-        seen[cluster.job_name] = cluster.file
-    return clusters
+        try:
+            defs = compile_cluster(cluster, with_resources=False, executor=executor)
+        except Exception as exc:  # a value Dagster refuses: located at the cluster, never a traceback
+            broken[cluster.file] = _cluster_error(cluster, f"cluster/{cluster.spec.identifier} cannot be compiled: {_short(exc)}",
+                                                  "fix the value named above; `exo validate` reports the same")
+            continue
+        clash = _claim(owners, cluster, defs)
+        if clash:
+            broken[cluster.file] = clash
+            continue
+        parts.append((cluster, defs))
+    definitions, failed = _resolve(parts)
+    for cluster, exc in failed:
+        broken[cluster.file] = _cluster_error(cluster, f"cluster/{cluster.spec.identifier} does not load in Dagster: {_short(exc)}",
+                                              "fix the value named above; `exo validate` reports the same")
+    healthy = [c for c, _ in parts if c.file not in broken]
+    if broken:
+        definitions = dg.Definitions.merge(definitions, error_definitions(broken))
+    return LocationBuild(clusters=healthy, definitions=definitions, broken=broken)
 
 
-def _duplicate(cluster: Cluster, other: str):
-    from .errors import Diagnostic
+def _claim(owners: dict[tuple[str, str], Cluster], cluster: Cluster, defs: dg.Definitions) -> SpecError | None:
+    """Register every name `defs` defines for `cluster`; a located error if an earlier file holds one."""
+    names = sorted(generated_names(defs) | {("cluster", cluster.spec.identifier.lower()),
+                                            ("catalog schema", sql_name(cluster.spec.short_name).lower())},
+                   key=lambda name: (_CLAIM_ORDER.index(name[0]), name[1]))  # the plainest clash is reported
+    for name in names:
+        other = owners.get(name)
+        if other is not None and other is not cluster:
+            kind, value = name
+            what = f"cluster `{cluster.spec.identifier}`" if kind == "cluster" else \
+                f"the DuckDB catalog schema `{value}` (from the name after `/`)" if kind == "catalog schema" else f"{kind} `{value}`"
+            return _cluster_error(cluster, f"{what} is also defined by cluster/{other.spec.identifier} in {other.file}",
+                                  "give each cluster its own `identifier:` (every job, asset, sensor and schedule name derives from it)")
+    for name in names:
+        owners[name] = cluster
+    return None
 
-    return Diagnostic(cluster.location, f"cluster `{cluster.spec.identifier}` is also defined in {other}",
-                      "give each cluster its own `identifier:`")
+
+_CLAIM_ORDER = ("cluster", "catalog schema", "job", "schedule", "sensor", "asset", "op")
+
+
+def generated_names(defs: dg.Definitions) -> set[tuple[str, str]]:
+    """(kind, name) of everything in `defs` that must be unique in a code location."""
+    names: set[tuple[str, str]] = set()
+    for asset in defs.assets or []:
+        for key in asset.keys:
+            names.add(("asset", key.to_user_string().lower()))
+        names.update(("op", node.name) for node in _node_defs(asset.node_def))
+    for job in defs.jobs or []:
+        names.add(("job", job.name))
+        if isinstance(job, dg.JobDefinition):
+            names.update(("op", node.name) for node in _node_defs(job.graph))
+    names.update(("schedule", s.name) for s in defs.schedules or [])
+    names.update(("sensor", s.name) for s in defs.sensors or [])
+    return names
+
+
+def _node_defs(node_def) -> list:
+    out = [node_def]
+    if isinstance(node_def, dg.GraphDefinition):
+        for inner in node_def.node_defs:
+            out += _node_defs(inner)
+    return out
+
+
+def _resolve(parts: list[tuple[Cluster, dg.Definitions]]) -> tuple[dg.Definitions, list[tuple[Cluster, Exception]]]:
+    """All parts merged and resolved; on failure, each part alone, to drop only the ones that fail."""
+    try:
+        return _resolved(definitions_with_resources([d for _, d in parts])), []
+    except Exception:
+        pass
+    good, failed = [], []
+    for cluster, defs in parts:
+        try:
+            _resolved(definitions_with_resources([defs]))
+            good.append((cluster, defs))
+        except Exception as exc:
+            failed.append((cluster, exc))
+    try:
+        return _resolved(definitions_with_resources([d for _, d in good])), failed
+    except Exception as exc:  # only a clash between clusters that each load alone; drop them all, loudly
+        return definitions_with_resources([]), failed + [(c, exc) for c, _ in good]
+
+
+def _resolved(defs: dg.Definitions) -> dg.Definitions:
+    """`defs` after Dagster has built its repository and resolved every job (what loading a location does)."""
+    repository = defs.get_repository_def()
+    for job_name in repository.job_names:
+        repository.get_job(job_name)
+    return defs
+
+
+def _cluster_error(cluster: Cluster, message: str, hint: str) -> SpecError:
+    lines = _lines(cluster.file)
+    return SpecError([Diagnostic(cluster.identifier_location or cluster.location, message, hint)], {cluster.file: lines})
+
+
+def _lines(file: str) -> list[str]:
+    try:
+        return Path(file).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def _short(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 400 else text[:400] + "..."
+
+
+# -- broken files, where a Dagster user looks ---------------------------------------------------
+
+def error_asset_name(file: str) -> str:
+    stem = "".join(c if c.isalnum() else "_" for c in Path(file).stem).strip("_")[:40] or "file"
+    return f"{stem}_{hashlib.sha256(file.encode()).hexdigest()[:8]}"
+
+
+def error_definitions(broken: dict[str, SpecError]) -> dg.Definitions:
+    """One asset per broken file in group `exo_errors`: description = the located error, and
+    materializing it fails with the same text (so a run shows it too)."""
+    return dg.Definitions(assets=[_error_asset(file, exc) for file, exc in sorted(broken.items())])
+
+
+def _error_asset(file: str, exc: SpecError) -> dg.AssetsDefinition:
+    report = exc.report()
+    first = exc.errors[0] if exc.errors else None
+
+    @dg.asset(key=dg.AssetKey([ERRORS_GROUP, error_asset_name(file)]), group_name=ERRORS_GROUP,
+              description=f"**Broken cluster file** `{file}`: it did not load, so its jobs, schedules and sensors "
+                          f"are missing from this location until it is fixed.\n\n```\n{report}\n```",
+              metadata={"exo/file": file, "exo/error": str(first.location) if first else file,
+                        "exo/report": dg.MetadataValue.md(f"```\n{report}\n```")},
+              kinds={"yaml"}, tags={"exo/broken": ""})
+    def _broken(context):
+        raise dg.Failure(description=f"cluster file {file} did not load:\n{report}", allow_retries=False)
+
+    return _broken
+
+
+def load_clusters(paths: Iterable[str | os.PathLike], *, strict: bool = False) -> list[Cluster]:
+    """Every cluster in `paths`, checked and compiled together; SpecError with all files' errors if any fails."""
+    built = build_location(paths, strict=strict)
+    if built.broken:
+        raise built.error()
+    return built.clusters
 
 
 def env_paths() -> list[str]:
@@ -71,5 +261,11 @@ def env_paths() -> list[str]:
 
 
 def definitions_for(folder: str | os.PathLike) -> dg.Definitions:
-    """What `definitions/` exposes: its own clusters plus EXO_CLUSTERS, compiled."""
-    return compile_clusters(load_clusters([folder, *env_paths()]))
+    """What `definitions/` exposes: its own clusters plus EXO_CLUSTERS, compiled, broken files isolated."""
+    built = build_location([folder, *env_paths()])
+    if built.broken:
+        if os.environ.get(STRICT_ENV, "").strip().lower() in ("1", "true", "yes"):
+            raise built.error()
+        for file, exc in sorted(built.broken.items()):
+            log.warning("cluster file %s did not load; the other clusters are loaded. %s", file, exc.report())
+    return built.definitions

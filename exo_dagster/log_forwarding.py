@@ -125,7 +125,7 @@ def log_records(instance: dg.DagsterInstance, cluster: Cluster, run_id: str, lev
 def _records_op(cluster: Cluster, io_manager_key: str) -> dg.OpDefinition:
     level = cluster.spec.logs.level if cluster.spec.logs else "INFO"
 
-    @dg.op(name="run_logs", out=dg.Out(io_manager_key=io_manager_key, metadata=view_metadata(cluster, "logs", "run_logs")),
+    @dg.op(name=f"{cluster.job_name}__run_logs", out=dg.Out(io_manager_key=io_manager_key, metadata=view_metadata(cluster, "logs", "run_logs")),
            description=f"The finished run's log records at {level} and above, as a table.")
     def _run_logs(context) -> pl.DataFrame:
         run_id = context.run.tags.get(RUN_ID_TAG)

@@ -68,6 +68,7 @@ class Cluster:
     secrets: dict[str, SecretSource]
     warnings: list[Diagnostic]
     location: Location
+    identifier_location: Location | None = None  # where `identifier:` is (name clashes are reported there)
 
     @property
     def job_name(self) -> str:
@@ -94,14 +95,15 @@ def load_cluster_file(path: str | os.PathLike, *, registry: Registry | None = No
     """Load one cluster file; raises SpecError with every located problem."""
     file = str(path)
     try:
-        text = Path(file).read_text(encoding="utf-8")
+        text = Path(file).read_bytes()
     except OSError as exc:
         raise SpecError([Diagnostic(Location(file, 1, 1), f"cannot read cluster file: {exc.strerror}",
                                     "check the path and permissions")]) from None
     return parse_cluster(text, file, registry=registry, strict=strict)
 
 
-def parse_cluster(text: str, file: str = "<string>", *, registry: Registry | None = None, strict: bool = False) -> Cluster:
+def parse_cluster(text: str | bytes, file: str = "<string>", *, registry: Registry | None = None, strict: bool = False) -> Cluster:
+    """Check one cluster file's text (or raw bytes); raises SpecError with every located problem."""
     registry = registry or builtin_registry()
     doc, diagnostics = load_located(text, file)
     sources = {file: doc.lines}
@@ -157,7 +159,7 @@ class _Checker:
             return None
         return Cluster(file=self.doc.file, spec=spec.cluster, steps=steps, logs_steps=logs, failure_steps=failure,
                        secrets=secrets, warnings=[d for d in self.diagnostics if d.severity == "warning"],
-                       location=self.doc.at(("cluster",), key=True))
+                       location=self.doc.at(("cluster",), key=True), identifier_location=self.doc.at(("cluster", "identifier")))
 
     def _pydantic_errors(self, exc: ValidationError, prefix: tuple, model: type[BaseModel], skip: set[tuple] = frozenset()) -> None:
         for err in exc.errors():
@@ -242,7 +244,8 @@ class _Checker:
             norm = templates_key(step.key)
             if norm in taken:
                 self.error(path + ("identifier",) if step.identifier else path + ("name",), f"duplicate identifier `{step.key}`",
-                           "give each satellite its own `identifier:` (hyphens and underscores count as the same)")
+                           "give each satellite its own `identifier:` (case, hyphens and underscores do not count: "
+                           "`rows`, `Rows` and `ro-ws` would all be one DuckDB view)")
                 continue
             taken.add(norm)
             parsed = self._step(step, path, index, role, secrets, earlier=earlier)
@@ -402,7 +405,7 @@ class _Checker:
                            "use five fields: minute hour day-of-month month day-of-week, e.g. \"0 * * * *\" (quote it)")
         try:
             zoneinfo.ZoneInfo(trigger.timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError, UnicodeError):  # OSError: a folder such as `America`
             self.error(("cluster", "trigger", "timezone"), f"unknown timezone `{trigger.timezone}`",
                        "use an IANA name such as `UTC` or `Europe/Berlin`")
 
@@ -425,7 +428,8 @@ class _Earlier:
 
 
 def templates_key(identifier: str) -> str:
-    return asset_name(identifier)
+    """What makes two identifiers the same: DuckDB view names ignore case, asset names map `-` to `_`."""
+    return asset_name(identifier).lower()
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:

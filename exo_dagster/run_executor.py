@@ -105,9 +105,12 @@ def guarded(executor_def: dg.ExecutorDefinition, name: str, clusters: Sequence[C
         inner = executor_def.executor_creation_fn(init_context)
         return GuardedExecutor(clusters, lambda _mine: (name, inner), inner.retries, inner.step_dependency_config, run_tags)
 
-    return dg.ExecutorDefinition(name=executor_def.name, config_schema=executor_def.config_schema,
-                                 requirements=executor_def.get_requirements, executor_creation_fn=create,
-                                 description=executor_def.description)
+    wrapped = dg.ExecutorDefinition(name=executor_def.name, config_schema=executor_def.config_schema,
+                                    requirements=executor_def.get_requirements, executor_creation_fn=create,
+                                    description=executor_def.description)
+    if len(clusters) == 1:  # how the code location finds the cluster and its executor choice from a compiled job
+        wrapped.exo_cluster = (clusters[0], name)
+    return wrapped
 
 
 def asset_job_executor(clusters: Sequence[Cluster], names: dict[str, str], run_tags) -> dg.ExecutorDefinition:

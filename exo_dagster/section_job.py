@@ -77,7 +77,7 @@ def _step_op(cluster: Cluster, section: str, step: ParsedStep, main: dict[str, P
         ins[arg] = dg.In()
     compute = make_compute(cluster, step, previous, roots=roots)
 
-    @dg.op(name=f"{section}__{step.asset_name}", ins=ins, required_resource_keys={io_manager_key},
+    @dg.op(name=f"{cluster.job_name}__{section}__{step.asset_name}", ins=ins,  # op names are location-wide required_resource_keys={io_manager_key},
            out=dg.Out(io_manager_key=io_manager_key, metadata=view_metadata(cluster, section, step.identifier)),
            description=step.spec.description or step.spec.name,
            tags={"exo/satellite": step.satellite.name}, retry_policy=_retry(cluster, step))

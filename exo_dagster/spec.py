@@ -20,10 +20,11 @@ def kebab(name: str) -> str:
 class SpecModel(BaseModel):
     """Strict (unknown keys are errors), YAML spelling with hyphens, Python spelling accepted too."""
 
-    model_config = ConfigDict(extra="forbid", alias_generator=kebab, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", alias_generator=kebab, populate_by_name=True, allow_inf_nan=False)
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"^\s*(\d{1,12}(?:\.\d{1,9})?)\s*(ms|s|m|h|d)?\s*$")
+MAX_DURATION_SECONDS = 366 * 86400  # longer is a typo (and would overflow timers and dagster/max_runtime)
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
@@ -34,11 +35,15 @@ def duration_seconds(value: Any) -> float:
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError(f"a duration cannot be negative, got {value}")
-        return float(value)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"{value!r} is not a duration; write seconds (30) or a number with a unit: 500ms, 10s, 5m, 1h, 1d")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        seconds = float(value) if abs(value) < 1e300 else float("inf")
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{str(value)[:40]!r} is not a duration; write seconds (30) or a number with a unit: 500ms, 10s, 5m, 1h, 1d")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if not seconds <= MAX_DURATION_SECONDS:
+        raise ValueError(f"a duration may be at most 366 days ({MAX_DURATION_SECONDS} s)")
+    return seconds
 
 
 def _check_duration(value: Any) -> Any:
@@ -82,9 +87,9 @@ class Trigger(SpecModel):
 
 
 class Resources(SpecModel):
-    gpu: int = Field(0, ge=0)
+    gpu: int = Field(0, ge=0, le=64)
     gpu_type: str | None = None
-    cpu: float | None = Field(None, gt=0)
+    cpu: float | None = Field(None, gt=0, le=1024)
     memory: str | None = Field(None, pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 
 

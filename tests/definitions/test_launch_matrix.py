@@ -126,6 +126,7 @@ def launched(tmp_path_factory):
         clis: list[tuple[tuple[str, str], subprocess.Popen]] = []
         try:
             stack.wait("the webserver", lambda: _answers(stack), timeout=STARTUP_TIMEOUT_S)
+            stack.wait("the code location", lambda: _loaded(stack), timeout=STARTUP_TIMEOUT_S)
             runs: dict[tuple[str, str], object] = {}
             for outcome in OUTCOMES:
                 job = _job(outcome, "graphql-job")
@@ -165,6 +166,15 @@ def _answers(stack) -> bool:
             return response.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
+
+
+def _loaded(stack) -> bool:
+    entries = stack.graphql("""query { workspaceOrError { ... on Workspace { locationEntries {
+        loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }""")
+    [entry] = entries["workspaceOrError"]["locationEntries"]
+    error = entry["locationOrLoadError"] or {}
+    assert error.get("__typename") != "PythonError", error.get("message")
+    return entry["loadStatus"] == "LOADED" and error.get("__typename") == "RepositoryLocation"
 
 
 def _launch(stack, selector: dict) -> str:

@@ -40,6 +40,8 @@ query {
                 assetKey { path }
                 dependencyKeys { path }
                 jobNames
+                groupName
+                description
               }
             }
           }
@@ -75,7 +77,7 @@ def webserver(tmp_path: Path, extra_env: dict[str, str] | None = None):
     """Start the webserver on a free port; yield the port once it answers; always stop it."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("EXO_DATA_DIR", "EXO_CLUSTERS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("EXO_DATA_DIR", "EXO_CLUSTERS", "EXO_STRICT_LOAD")}
     env["DAGSTER_HOME"] = str(home)
     env.update(extra_env or {})
     port = free_port()
@@ -147,32 +149,55 @@ def test_code_location_loads_with_the_demo_job_and_assets(tmp_path):
     assert deps("files") == set()
 
 
-def test_broken_cluster_in_exo_clusters_fails_the_location_with_a_located_error(tmp_path):
+BROKEN = (
+    "version: 0.0.1b\n"
+    "cluster:\n"
+    "  identifier: exospherehost/broken\n"
+    "  satellites:\n"
+    "    - name: Find files\n"
+    "      uses: satellite/exospherehost/get-filez\n"
+    "      identifier: files\n"
+    "      config:\n"
+    "        provider: local\n"
+    "        folder-path: data/orders\n"
+)
+
+
+def _broken_file(tmp_path: Path) -> tuple[Path, str]:
     bad = tmp_path / "clusters" / "broken.yaml"
     bad.parent.mkdir()
-    bad.write_text(
-        "version: 0.0.1b\n"
-        "cluster:\n"
-        "  identifier: exospherehost/broken\n"
-        "  satellites:\n"
-        "    - name: Find files\n"
-        "      uses: satellite/exospherehost/get-filez\n"
-        "      identifier: files\n"
-        "      config:\n"
-        "        provider: local\n"
-        "        folder-path: data/orders\n"
-    )
+    bad.write_text(BROKEN)
     line = 6
-    column = bad.read_text().splitlines()[line - 1].index("satellite/") + 1
+    column = BROKEN.splitlines()[line - 1].index("satellite/") + 1
+    return bad, f"{bad}:{line}:{column}"
+
+
+def test_a_broken_cluster_file_is_an_error_asset_and_the_rest_loads(tmp_path):
+    """The default: the healthy clusters load; the broken file is an asset in group `exo_errors`."""
+    bad, where = _broken_file(tmp_path)
+    with webserver(tmp_path, {"EXO_CLUSTERS": str(bad.parent)}) as port:
+        entry = location_entry(port)
+    location = entry["locationOrLoadError"]
+    assert location["__typename"] == "RepositoryLocation", location
+    [repo] = location["repositories"]
+    assert JOB in {job["name"] for job in repo["jobs"]}
+    [error] = [n for n in repo["assetNodes"] if n["groupName"] == "exo_errors"]
+    assert error["assetKey"]["path"][1].startswith("broken_")
+    assert f"{where}: error: unknown satellite `satellite/exospherehost/get-filez`" in error["description"]
+    assert "`satellite/exospherehost/get-files`" in error["description"]  # the suggestion
+
+
+def test_broken_cluster_with_strict_load_fails_the_location_with_a_located_error(tmp_path):
+    bad, where = _broken_file(tmp_path)
     # a folder and the file inside it: two entries, one cluster file (they are de-duplicated)
-    with webserver(tmp_path, {"EXO_CLUSTERS": os.pathsep.join([str(bad.parent), str(bad)])}) as port:
+    with webserver(tmp_path, {"EXO_CLUSTERS": os.pathsep.join([str(bad.parent), str(bad)]), "EXO_STRICT_LOAD": "1"}) as port:
         entry = location_entry(port)
     error = entry["locationOrLoadError"]
     assert error["__typename"] == "PythonError", error
     # Dagster wraps any import-time failure in DagsterUserCodeLoadError; the spec error is its cause.
     chain = [error["message"], *(cause["message"] for cause in error["causes"])]
-    located = [m for m in chain if f"{bad}:{line}:{column}" in m]
+    located = [m for m in chain if where in m]
     assert located, chain
     assert "unknown satellite `satellite/exospherehost/get-filez`" in located[0]
     assert "`satellite/exospherehost/get-files`" in located[0]  # the suggestion
-    assert located[0].count(f"{bad}:{line}:{column}") == 1 and "1 error" in located[0]
+    assert located[0].count(where) == 1 and "1 error" in located[0]

@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 
 from exo_dagster import compile_cluster, parse_cluster
+from exo_dagster import failure
 from exo_dagster.failure import RUN_ID_TAG, STEP_TAG, failure_job_name
 
 from ..loopback import http_server
@@ -90,7 +91,7 @@ def test_a_failing_step_runs_the_failure_satellites_with_its_context(tmp_path, d
         assert "stock count is negative" in text
         [dump] = server.to("/dump")  # the failure satellites can read the cluster's stored outputs
         assert [r["n"] for r in dump.json()] == [0, 1, 2]
-        context = handled.output_for_node("failure_context").to_dicts()[0]
+        context = handled.output_for_node(failure.context_op_name(cluster)).to_dicts()[0]
         assert context["step"] == "check" and "stock count is negative" in context["error"]
 
 
