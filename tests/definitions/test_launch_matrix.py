@@ -27,7 +27,7 @@ SLA_S = {"ok": 300, "fail": 300, "slow": 6}
 EXECUTOR = {"ok": "local", "fail": "in-process", "slow": "in-process"}
 PATHS = ("graphql-job", "asset-selection", "schedule", "files-sensor", "job-execute", "exo-run")
 OUTCOMES = ("ok", "fail", "slow")
-SCHEDULE_LEAD_S = 150  # the cron clusters fire once, at a minute this far ahead (the daemon is up by then)
+SCHEDULE_LEAD_S = 75  # the cron clusters fire once, at a minute this far ahead (the daemon is up by then)
 
 STEP = {
     "ok": '      uses: satellite/exospherehost/sql\n      config: {query: "select 1 as one"}',
@@ -55,6 +55,7 @@ cluster:
           title: "${{{{ cluster.identifier }}}} failed"
           text: "${{{{ failure.run-id }}}} :: ${{{{ failure.error }}}}"
   logs:
+    level: DEBUG
     satellites:
       - name: Ship
         uses: satellite/exospherehost/forward-logs

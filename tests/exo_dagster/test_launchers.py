@@ -188,3 +188,39 @@ def test_shipped_dagster_yaml_files_are_valid(folder, tmp_path, monkeypatch):
     if folder in ("routing", "k8s"):
         launcher = config["run_launcher"]
         assert (launcher["module"], launcher["class"]) in {("exo_dagster.launchers", "RoutingRunLauncher"), ("dagster_k8s", "K8sRunLauncher")}
+
+
+GPU_CLUSTER = """\
+version: 0.0.1b
+cluster:
+  identifier: t/gpu-route
+  satellites:
+    - name: Prepare
+      uses: satellite/exospherehost/sql
+      identifier: prep
+      config: {query: "select 1 as one"}
+    - name: On a GPU
+      uses: satellite/exospherehost/sql
+      identifier: crunch
+      resources: {gpu: 1}
+      config: {query: "select 2 as two"}
+"""
+
+
+def test_an_asset_selection_run_with_a_gpu_step_is_routed_as_gpu(tmp_path):
+    """The UI's Materialize launches Dagster's implicit asset job, which carries no cluster run tags:
+    the router reads the selected steps' `exo/gpu` op tags from the run's plan instead."""
+    from exo_dagster import compile_clusters, parse_cluster
+
+    defs = compile_clusters([parse_cluster(GPU_CLUSTER, str(tmp_path / "gpu.yaml"))])
+    asset_job = defs.resolve_implicit_global_asset_job_def()
+    route = {"name": "gpu", "match": {"exo/compute": "gpu"}, "launcher": {"module": "dagster", "class": "DefaultRunLauncher"}}
+    with dg.instance_for_test(overrides={"run_launcher": {"module": "exo_dagster.launchers", "class": "RoutingRunLauncher",
+                                                          "config": {"routes": [route]}}}) as instance:
+        router = instance.run_launcher
+        for selected, expected in (("crunch", {"exo/compute": "gpu"}), ("prep", {})):
+            job = asset_job.get_subset(asset_selection={dg.AssetKey(["t__gpu_route", selected])})
+            run = instance.create_run_for_job(job_def=job, asset_selection=frozenset({dg.AssetKey(["t__gpu_route", selected])}))
+            assert "exo/compute" not in run.tags
+            assert router.asset_run_tags(run) == expected
+            assert router.route_for({**run.tags, **router.asset_run_tags(run)}) == ("gpu" if expected else "default")
