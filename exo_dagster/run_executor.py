@@ -30,6 +30,7 @@ from .parser import Cluster
 EXECUTOR_TAG = "exo/executor"
 CLUSTER_TAG = "exo/cluster"
 MAX_RUNTIME_TAG = "dagster/max_runtime"
+_RETRY_EVENTS = (dg.DagsterEventType.STEP_UP_FOR_RETRY, dg.DagsterEventType.STEP_RESTARTED)
 
 
 class SlaExceeded(Exception):
@@ -74,8 +75,12 @@ class GuardedExecutor(Executor):
             with guard:
                 for event in events:
                     yield event
-                    if guard.expired:  # an interrupted step may be up for retry: the run stops anyway
+                    # The executor stops its steps on the interrupt (and must be let to); an interrupted step
+                    # that is up for retry, or a guard that could not interrupt (not the main thread), ends it here.
+                    if guard.expired and (not guard.signalled or event.event_type in _RETRY_EVENTS):
                         raise SlaExceeded(guard.message())
+            if guard.expired:
+                raise SlaExceeded(guard.message())
         except (DagsterExecutionInterruptedError, KeyboardInterrupt):
             if guard.expired:
                 raise SlaExceeded(guard.message()) from None

@@ -80,7 +80,7 @@ class SlaGuard:
 
     def __init__(self, seconds: float | None, started: float | None = None):
         self.seconds, self.started = seconds, started if started is not None else time.time()
-        self.expired = False
+        self.expired = self.signalled = False
         self._lock = threading.Lock()
         self._done = False
         self._timer = None
@@ -89,6 +89,8 @@ class SlaGuard:
         return f"SLA exceeded: the run took longer than its sla of {self.seconds:g}s and was stopped"
 
     def __enter__(self) -> "SlaGuard":
+        # SIGINT reaches the main thread only: elsewhere the executor wrapper stops the run at its next event
+        self._signal = threading.current_thread() is threading.main_thread()
         if self.seconds is not None:
             self._timer = threading.Timer(max(0.0, self.started + self.seconds - time.time()), self._fire)
             self._timer.daemon = True
@@ -100,7 +102,9 @@ class SlaGuard:
             if self._done:
                 return
             self.expired = True
-        os.kill(os.getpid(), signal.SIGINT)
+        if self._signal:
+            self.signalled = True
+            os.kill(os.getpid(), signal.SIGINT)
 
     def __exit__(self, *exc) -> None:
         with self._lock:
