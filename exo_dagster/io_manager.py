@@ -17,6 +17,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
+import dagster as dg
 from dagster import ConfigurableIOManagerFactory, InputContext, OutputContext, UPathIOManager
 from upath import UPath
 
@@ -78,6 +79,23 @@ def fingerprint(fs, paths_: list[str]) -> list[dict]:
     return [{"path": p, "version": version_stamp(fs.info(p))} for p in paths_]
 
 
+def _write_classified(context: OutputContext, obj: Any, path: UPath) -> None:
+    """Write a step's output; a lazy output (a DuckDB relation, a LazyFrame) computes here, so its errors
+    are sorted as the step's own are (step_errors.py): a bad query fails at once, with its message first."""
+    from . import step_errors
+
+    try:
+        write_parquet_atomic(obj, path)
+    except Exception as exc:
+        kind = step_errors.kind(exc)
+        if kind == step_errors.BUG:
+            raise
+        meta = context.definition_metadata or {}
+        where = {k: getattr(meta[k], "value", meta[k]) for k in ("exo/source", "exo/satellite") if k in meta}
+        raise dg.Failure(description=step_errors.message(exc), allow_retries=kind != step_errors.PERMANENT,
+                         metadata={**where, "exo/error": type(exc).__name__, "exo/error-kind": kind}) from None
+
+
 class ParquetTableIOManager(UPathIOManager):
     """Stores each asset as `<base>/<key path>.parquet`; hands back a StoredTable (or LazyFrame)."""
 
@@ -104,7 +122,7 @@ class ParquetTableIOManager(UPathIOManager):
                 path.unlink()
             stored, kind = table, "reference"
         else:
-            write_parquet_atomic(obj, path)
+            _write_classified(context, obj, path)
             if ref.exists():
                 ref.unlink()
             stored, kind = StoredTable(str(path), options), "parquet"

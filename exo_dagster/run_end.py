@@ -27,7 +27,7 @@ from .parser import Cluster
 
 HANDLED_TAG = "exo/sections"
 HANDLED_IN_RUN = "in-run"
-FINAL_STATUS_TIMEOUT_S = 300.0
+FINAL_STATUS_TIMEOUT_S = 90.0  # the final event follows the executor within a second; never hold a process long
 POLL_S = 0.2
 
 _pending: list[threading.Thread] = []

@@ -135,15 +135,18 @@ def launched(tmp_path_factory):
                 runs[("asset-selection", outcome)] = _launch(stack, {"jobName": "__ASSET_JOB",
                                                                      "assetSelection": [{"path": [job, "work"]}]})
                 _drop(stack.drops[outcome], "go.txt", "go")
-                clis.append((("job-execute", outcome), subprocess.Popen(
-                    [str(EXE / "dagster"), "job", "execute", "-f", "defs.py", "-j", job, "--tags",
-                     json.dumps({"matrix": "job-execute"})],
-                    cwd=stack.root, env=stack.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
-                clis.append((("exo-run", outcome), subprocess.Popen(
-                    [str(EXE / "exo"), "run", f"clusters/{outcome}.yaml"],
-                    cwd=stack.root, env=stack.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
+                clis.append((("job-execute", outcome), _cli(stack, "job-execute", outcome, [
+                    str(EXE / "dagster"), "job", "execute", "-f", "defs.py", "-j", job, "--tags",
+                    json.dumps({"matrix": "job-execute"})])))
+                clis.append((("exo-run", outcome), _cli(stack, "exo-run", outcome, [
+                    str(EXE / "exo"), "run", f"clusters/{outcome}.yaml"])))
             for (path, outcome), proc in clis:
-                output, _ = proc.communicate(timeout=RUN_TIMEOUT_S)
+                log = stack.root / f"{path}-{outcome}.log"
+                try:
+                    proc.wait(timeout=RUN_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    raise AssertionError(f"{path} {outcome} did not end:\n{log.read_text()[-6000:]}") from None
+                output = log.read_text()
                 assert proc.returncode == (0 if outcome == "ok" else 1), output[-4000:]
                 if path == "exo-run":
                     runs[(path, outcome)] = re.search(r"^run (\S+) of ", output, re.M).group(1)
@@ -156,6 +159,11 @@ def launched(tmp_path_factory):
                 if proc.poll() is None:
                     proc.kill()
             stack.stop()
+
+
+def _cli(stack, path: str, outcome: str, argv: list[str]) -> subprocess.Popen:
+    with open(stack.root / f"{path}-{outcome}.log", "wb") as out:
+        return subprocess.Popen(argv, cwd=stack.root, env=stack.env(), stdout=out, stderr=subprocess.STDOUT)
 
 
 def _answers(stack) -> bool:

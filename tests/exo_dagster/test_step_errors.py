@@ -124,3 +124,29 @@ def test_a_busy_service_is_retried_and_the_failure_names_the_last_cause(tmp_path
         fields = failure_fields(instance, cluster, result.run_id, "call")
         assert "Exceeded max_retries" not in fields["error"]
         assert fields["error"].startswith("Call the service (`call`): ") and "503" in fields["error"]
+
+
+BAD_SQL = """\
+version: 0.0.1b
+cluster:
+  identifier: t/bad-sql
+  retries: 3
+  retry: {delay: 0}
+  satellites:
+    - name: Check stock
+      uses: satellite/exospherehost/sql
+      identifier: check
+      config: {query: "select error('stock count is negative') as x"}
+"""
+
+
+def test_a_query_that_fails_when_its_output_is_written_fails_at_once_too(tmp_path, data_dir):
+    """The sql satellite returns a lazy relation, computed while the IO manager writes it."""
+    path = tmp_path / "bad.yaml"
+    cluster = parse_cluster(BAD_SQL, str(path))
+    with dg.instance_for_test() as instance:
+        result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(
+            instance=instance, raise_on_error=False)
+        assert not result.success and _events(result, dg.DagsterEventType.STEP_UP_FOR_RETRY) == []
+        fields = failure_fields(instance, cluster, result.run_id, "check")
+        assert fields["error"].startswith("Check stock (`check`): ") and "stock count is negative" in fields["error"]
