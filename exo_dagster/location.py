@@ -120,13 +120,8 @@ def build_location(paths: Iterable[str | os.PathLike], *, strict: bool = False, 
             broken[cluster.file] = clash
             continue
         parts.append((cluster, defs))
-    definitions, failed = _resolve(parts)
-    for cluster, exc in failed:
-        broken[cluster.file] = _cluster_error(cluster, f"cluster/{cluster.spec.identifier} does not load in Dagster: {_short(exc)}",
-                                              "fix the value named above; `exo validate` reports the same")
+    definitions = _resolve(parts, broken)
     healthy = [c for c, _ in parts if c.file not in broken]
-    if broken:
-        definitions = dg.Definitions.merge(definitions, error_definitions(broken))
     return LocationBuild(clusters=healthy, definitions=definitions, broken=broken)
 
 
@@ -175,23 +170,32 @@ def _node_defs(node_def) -> list:
     return out
 
 
-def _resolve(parts: list[tuple[Cluster, dg.Definitions]]) -> tuple[dg.Definitions, list[tuple[Cluster, Exception]]]:
-    """All parts merged and resolved; on failure, each part alone, to drop only the ones that fail."""
+def _resolve(parts: list[tuple[Cluster, dg.Definitions]], broken: dict[str, SpecError]) -> dg.Definitions:
+    """All parts merged with the error assets of `broken`, and resolved once. Only if that fails, each
+    part alone, to add the ones that fail to `broken` and resolve the rest."""
     try:
-        return _resolved(definitions_with_resources([d for _, d in parts])), []
+        return _resolved(_location_defs([d for _, d in parts], broken))
     except Exception:
         pass
-    good, failed = [], []
+    good = []
     for cluster, defs in parts:
         try:
             _resolved(definitions_with_resources([defs]))
             good.append((cluster, defs))
         except Exception as exc:
-            failed.append((cluster, exc))
+            broken[cluster.file] = _cluster_error(cluster, f"cluster/{cluster.spec.identifier} does not load in Dagster: {_short(exc)}",
+                                                  "fix the value named above; `exo validate` reports the same")
     try:
-        return _resolved(definitions_with_resources([d for _, d in good])), failed
-    except Exception as exc:  # only a clash between clusters that each load alone; drop them all, loudly
-        return definitions_with_resources([]), failed + [(c, exc) for c, _ in good]
+        return _resolved(_location_defs([d for _, d in good], broken))
+    except Exception as exc:  # only a clash between clusters that each load alone: drop them all, loudly
+        for cluster, _ in good:
+            broken[cluster.file] = _cluster_error(cluster, f"cluster/{cluster.spec.identifier} clashes with another cluster in Dagster: "
+                                                           f"{_short(exc)}", "rename one of the clusters")
+        return _resolved(_location_defs([], broken))
+
+
+def _location_defs(parts: list[dg.Definitions], broken: dict[str, SpecError]) -> dg.Definitions:
+    return definitions_with_resources(parts + ([error_definitions(broken)] if broken else []))
 
 
 def _resolved(defs: dg.Definitions) -> dg.Definitions:
@@ -235,10 +239,12 @@ def error_definitions(broken: dict[str, SpecError]) -> dg.Definitions:
 def _error_asset(file: str, exc: SpecError) -> dg.AssetsDefinition:
     report = exc.report()
     first = exc.errors[0] if exc.errors else None
+    headline = f"{first.location}: {first.message}" if first else file  # what the catalog list shows
 
     @dg.asset(key=dg.AssetKey([ERRORS_GROUP, error_asset_name(file)]), group_name=ERRORS_GROUP,
-              description=f"**Broken cluster file** `{file}`: it did not load, so its jobs, schedules and sensors "
-                          f"are missing from this location until it is fixed.\n\n```\n{report}\n```",
+              description=f"Broken cluster file: {headline}\n\nThis file did not load, so its jobs, schedules and "
+                          f"sensors are missing from the code location until it is fixed (the other clusters are "
+                          f"loaded).\n\n```\n{report}\n```",
               metadata={"exo/file": file, "exo/error": str(first.location) if first else file,
                         "exo/report": dg.MetadataValue.md(f"```\n{report}\n```")},
               kinds={"yaml"}, tags={"exo/broken": ""})

@@ -131,3 +131,27 @@ def test_missing_path_in_exo_clusters_is_an_error_entry_not_a_crash(tmp_path, mo
     monkeypatch.delenv("EXO_STRICT_LOAD", raising=False)
     defs = definitions_for(tmp_path / "c")
     assert "team0__c0" in defs.get_repository_def().job_names
+
+
+def test_a_cluster_that_fails_only_in_dagster_resolution_is_dropped_alone(tmp_path, monkeypatch):
+    """The fallback path: the merged repository does not resolve, so each cluster is resolved alone
+    and only the culprit is dropped (here a compiled job selects an asset that does not exist)."""
+    import exo_dagster.location as location
+
+    write_corpus(tmp_path / "c", 4)
+    real = location.compile_cluster
+
+    def compile_with_a_defect(cluster, **kwargs):
+        defs = real(cluster, **kwargs)
+        if cluster.spec.identifier == "team2/c2":
+            bad = dg.define_asset_job("team2__c2__bad", selection=dg.AssetSelection.assets(dg.AssetKey(["team2__c2", "nope"])))
+            defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[bad]))
+        return defs
+
+    monkeypatch.setattr(location, "compile_cluster", compile_with_a_defect)
+    built = build_location([tmp_path / "c"])
+    assert [Path(f).name for f in built.broken] == ["c02.yaml"]
+    report = built.error().report()
+    assert "c02.yaml:3:15: error: cluster/team2/c2 does not load in Dagster:" in report and "Traceback" not in report
+    jobs = set(built.definitions.get_repository_def().job_names)
+    assert {"team0__c0", "team1__c1", "team3__c3"} <= jobs and "team2__c2" not in jobs
