@@ -52,6 +52,13 @@ def _check_duration(value: Any) -> Any:
     return value
 
 
+def _check_positive_duration(value: Any) -> Any:
+    """`sla:` and `timeout:`: a duration longer than zero (zero would stop every run at once)."""
+    if value is not None and duration_seconds(value) <= 0:
+        raise ValueError(f"{value!r} must be longer than 0 seconds, e.g. 30s, 5m, 6h")
+    return value
+
+
 class FilesTrigger(SpecModel):
     path: str
     pattern: str = "*"
@@ -121,7 +128,7 @@ class Step(SpecModel):
     fan_out: FanOut | None = None
     timeout: str | int | float | None = None  # longest one attempt of the step may run; then it fails (and is retried)
 
-    _timeout = field_validator("timeout")(_check_duration)
+    _timeout = field_validator("timeout")(lambda value: _check_positive_duration(value))
 
     @field_validator("config", "input", mode="before")
     @classmethod
@@ -164,7 +171,7 @@ class ClusterBody(SpecModel):
     logs: LogsSection | None = None
     failure: FailureSection | None = None
 
-    _sla = field_validator("sla")(_check_duration)
+    _sla = field_validator("sla")(lambda value: _check_positive_duration(value))
 
     @property
     def sla_seconds(self) -> float | None:

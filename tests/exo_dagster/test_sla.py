@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import dagster as dg
+import pytest
 
 from exo_dagster import compile_cluster, parse_cluster
 from exo_dagster.sla import freshness_window, longest_cron_gap
@@ -68,3 +69,21 @@ def test_fanned_out_steps_get_the_policy_too(tmp_path):
     cluster = parse_cluster(text, str(tmp_path / "fan.yaml"))
     policies = _policies(compile_cluster(cluster))
     assert policies["t__sla/c"].fail_window.to_timedelta() == timedelta(hours=24)
+
+
+
+@pytest.mark.parametrize("sla, seconds", [("6h", 21600), ("12h", 43200), ("24h", 86400), ("5s", 5), ("90m", 5400), ("45", 45)])
+def test_sla_accepts_any_duration_and_sets_the_max_runtime_tag(tmp_path, sla, seconds):
+    cluster = parse_cluster(CLUSTER.format(sla=f"sla: {sla}", trigger=""), str(tmp_path / "c.yaml"))
+    assert cluster.spec.sla_seconds == seconds
+    job = compile_cluster(cluster).resolve_job_def(cluster.job_name)
+    assert job.tags["dagster/max_runtime"] == str(seconds)
+
+
+@pytest.mark.parametrize("sla, message", [("0", "must be longer than 0 seconds"), ("soon", "is not a duration")])
+def test_a_bad_sla_is_a_located_spec_error(tmp_path, sla, message):
+    from exo_dagster.errors import SpecError
+
+    with pytest.raises(SpecError) as error:
+        parse_cluster(CLUSTER.format(sla=f"sla: {sla}", trigger=""), str(tmp_path / "c.yaml"))
+    assert "c.yaml:4:8: error: `sla`: " in str(error.value) and message in str(error.value)
