@@ -51,6 +51,15 @@ class GuardedExecutor(Executor):
                  step_dependency_config: StepDependencyConfig, run_tags):
         self._clusters, self._choose, self._retries = list(clusters), choose, retries
         self._step_dependency_config, self._run_tags = step_dependency_config, run_tags
+        self._inner: Executor | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        # Execution loops that read their executor off the run's context (dagster-celery's `app_args()`)
+        # see the executor that is running the steps.
+        inner = self.__dict__.get("_inner")
+        if inner is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(inner, name)
 
     @property
     def retries(self) -> RetryMode:
@@ -64,6 +73,7 @@ class GuardedExecutor(Executor):
         instance, run = plan_context.instance, plan_context.dagster_run
         mine = clusters_in_plan(self._clusters, execution_plan.step_keys_to_execute)
         name, inner = self._choose(mine)
+        self._inner = inner
         tags = {EXECUTOR_TAG: name}
         if run.job_name not in {c.job_name for c in mine}:  # an asset-selection run: the cluster's run tags too
             tags.update({k: v for k, v in self._run_tags(mine).items() if k not in run.tags})

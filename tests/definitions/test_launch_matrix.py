@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
@@ -104,6 +105,7 @@ class MatrixStack(Stack):
 
     def env(self) -> dict[str, str]:
         env = super().env()
+        env["PYTHONFAULTHANDLER"] = "1"
         env["PYTHONPATH"] = ":".join(p for p in (str(self.root), env.get("PYTHONPATH", "")) if p)
         return env
 
@@ -145,7 +147,9 @@ def launched(tmp_path_factory):
                 try:
                     proc.wait(timeout=RUN_TIMEOUT_S)
                 except subprocess.TimeoutExpired:
-                    raise AssertionError(f"{path} {outcome} did not end:\n{log.read_text()[-6000:]}") from None
+                    proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack into the log
+                    proc.wait(timeout=30)
+                    raise AssertionError(f"{path} {outcome} did not end:\n{log.read_text()[-8000:]}") from None
                 output = log.read_text()
                 assert proc.returncode == (0 if outcome == "ok" else 1), output[-4000:]
                 if path == "exo-run":
