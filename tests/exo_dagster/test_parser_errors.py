@@ -163,8 +163,8 @@ def test_bad_cron(write_cluster):
 
 
 def test_bad_sla(write_cluster):
-    file, err = errors_of(write_cluster, HEAD + "  sla: 3h\n" + FILES)
-    assert_error(err, file, 4, 8, "`sla`", "6h, 12h or 24h")
+    file, err = errors_of(write_cluster, HEAD + "  sla: 3 hours\n" + FILES)  # any duration is fine (3h), this is none
+    assert_error(err, file, 4, 8, "`sla`", "not a duration")
 
 
 def test_secret_used_but_not_declared(write_cluster):
@@ -198,7 +198,7 @@ def test_literal_secret_warns_and_strict_fails(write_cluster):
 
 def test_all_errors_of_a_file_are_reported_at_once(write_cluster):
     file, err = errors_of(write_cluster, HEAD + """\
-  sla: 2h
+  sla: 2 hours
   satellites:
     - name: Files
       uses: satellite/exospherehost/get-filez
@@ -212,10 +212,10 @@ def test_all_errors_of_a_file_are_reported_at_once(write_cluster):
 
 
 def test_report_quotes_line_with_caret(write_cluster):
-    file, err = errors_of(write_cluster, HEAD + "  sla: 3h\n" + FILES)
+    file, err = errors_of(write_cluster, HEAD + "  sla: 3 hours\n" + FILES)
     report = err.report()
-    assert "    sla: 3h" in report.replace("  sla", "sla", 1) or "  sla: 3h" in report
-    caret_line = report.splitlines()[report.splitlines().index(next(l for l in report.splitlines() if l.strip() == "sla: 3h")) + 1]
+    assert "    sla: 3 hours" in report.replace("  sla", "sla", 1) or "  sla: 3 hours" in report
+    caret_line = report.splitlines()[report.splitlines().index(next(l for l in report.splitlines() if l.strip() == "sla: 3 hours")) + 1]
     assert caret_line.index("^") == 4 + 7  # four spaces of indent, then column 8
     assert "fix:" in report
 
