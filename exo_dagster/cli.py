@@ -63,8 +63,10 @@ def run(path: str, strict: bool) -> None:
     ensure_instance_config()
     job = build_reconstructable_job("exo_dagster.cli", "cluster_job", reconstructable_args=(path,))
     with DagsterInstance.get() as instance:
-        with execute_job(job, instance=instance, raise_on_error=False) as result:
-            run_id, success = result.run_id, result.success
+        # not `with execute_job(...) as result`: entering it rebuilds the run's resources to load outputs,
+        # which `exo run` never reads, in parallel with the run's sections
+        result = execute_job(job, instance=instance, raise_on_error=False)
+        run_id, success = result.run_id, result.success
         wait_pending()  # the failure/logs sections this run started (run_end.py)
     click.echo(f"run {run_id} of {cluster.job_name}: {'success' if success else 'FAILURE'}")
     sys.exit(0 if success else 1)

@@ -50,11 +50,27 @@ def claim(instance: dg.DagsterInstance, run_id: str, clusters: Iterable[Cluster]
     if not clusters or not instance.is_persistent:
         return None
     instance.add_run_tags(run_id, {HANDLED_TAG: HANDLED_IN_RUN})
+    _warm_up()
     thread = threading.Thread(target=_handle, args=(instance.get_ref(), run_id, clusters),
                               name=f"exo-sections-{run_id[:8]}", daemon=False)
     thread.start()
     _pending.append(thread)
     return thread
+
+
+def _warm_up() -> None:
+    """Build the IO manager once here, in the orchestrating thread, before the sections' thread does.
+
+    On exo's local executor the orchestrator never built it during the run; the thread and the main
+    thread (`dagster job execute` rebuilds the run's resources for its result) would otherwise both
+    do their first UPath/fsspec set-up at once, and those lazy imports and registries can deadlock
+    across threads (seen as a hung `exo run`)."""
+    from .io_manager import ExoParquetIOManager
+
+    try:
+        ExoParquetIOManager().create_io_manager(None)
+    except Exception:  # a storage problem shows up, located, when the section job itself runs
+        pass
 
 
 def wait_pending(timeout: float | None = None) -> None:
