@@ -11,7 +11,7 @@ import polars as pl
 from pydantic import model_validator
 from upath import UPath
 
-from exo_dagster import SatelliteConfig, StepContext, duck, satellite
+from exo_dagster import SatelliteConfig, StepContext, duck, satellite, sql_text
 from exo_dagster.io_manager import write_parquet_atomic
 from exo_dagster.table import StoredTable
 
@@ -69,7 +69,7 @@ def _write_file(frame: pl.LazyFrame, target: str, fmt: str, options: dict) -> No
 
 
 def _write_duckdb(frame: pl.LazyFrame, database: str, table: str, config: WriteTableConfig) -> None:
-    name = '"' + table.replace('"', '""') + '"'
+    name = sql_text.quote_identifier(table)
     with duck.connect(database) as con:
         con.register("arrow", frame.collect(engine="streaming").to_arrow())
         con.execute("begin")
@@ -106,7 +106,7 @@ def write_table(ctx: StepContext, config: WriteTableConfig) -> pl.DataFrame:
         name = config.table or (table.name or "data")
         _write_duckdb(new, target, name, config)
         with duck.connect(target, read_only=True) as con:
-            rows = con.execute(f'select count(*) from "{name}"').fetchone()[0]
+            rows = con.execute(f"select count(*) from {sql_text.quote_identifier(name)}").fetchone()[0]
         return pl.DataFrame({"path": [f"{target}#{name}"], "format": [fmt], "rows": [rows]})
     fs, _ = fsspec.core.url_to_fs(target, **config.storage_options)
     frame = _combine(new, _existing(target, fmt, fs) if config.mode != "overwrite" else None, config)
