@@ -25,9 +25,11 @@ def operator_roots(environ=os.environ) -> list[str]:
     return [p for p in environ.get(ENV, "").split(os.pathsep) if p.strip()]
 
 
-def roots(*extra: str | None, environ=os.environ) -> list[str]:
-    """The data folder, `extra` folders (e.g. the cluster's folder) and the operator's roots."""
-    return [_real(r) for r in (paths.data_dir(), *[e for e in extra if e], *operator_roots(environ))]
+def roots(data_dir: str | None = None, *extra: str | None, environ=os.environ) -> list[str]:
+    """The data folder (default: the environment's), `extra` folders (e.g. the cluster's folder) and
+    the operator's roots, resolved."""
+    found = [_real(r) for r in (data_dir or paths.data_dir(), *[e for e in extra if e], *operator_roots(environ))]
+    return list(dict.fromkeys(found))
 
 
 def is_local(path: str) -> bool:
@@ -50,7 +52,7 @@ def check(path: str, allowed: Iterable[str], what: str) -> str:
     if not is_local(path):
         return path
     allowed = list(allowed)
-    if not inside(path, allowed):
+    if path.startswith("~") or not inside(path, allowed):
         raise PathOutside(f"{what} `{path}` is outside the allowed folders ({', '.join(allowed)}); "
                           f"write inside the data folder, or have the operator add the folder to {ENV}")
     return path
@@ -87,7 +89,7 @@ def config_problem(value: str | None, info, *, with_cluster_folder: bool) -> Non
         return
     context = info.context if info is not None and isinstance(info.context, dict) else {}
     cluster_dir = context.get("cluster_dir")
-    allowed = None if with_cluster_folder and not cluster_dir else roots(cluster_dir if with_cluster_folder else None)
+    allowed = None if with_cluster_folder and not cluster_dir else roots(None, cluster_dir if with_cluster_folder else None)
     problem = literal_problem(value, paths.data_dir(), allowed)
     if problem:
         raise ValueError(problem)

@@ -153,7 +153,7 @@ def validate_config(step: ParsedStep, resolve, cluster_dir: str, hidden: list[st
 
 
 def _invalid(step: ParsedStep, errors: list[dict], hidden: list[str]) -> str:
-    lines = [f"  {'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg']}" for e in errors]
+    lines = [f"  {'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg'].removeprefix('Value error, ')}" for e in errors]
     text = f"config of step `{step.identifier}` is invalid after resolving templates:\n" + "\n".join(lines)
     return secret_values.mask(text, hidden)
 

@@ -72,11 +72,13 @@ def sql(ctx: StepContext, config: SqlConfig) -> duckdb.DuckDBPyRelation:
 
 
 def _sandbox(ctx: StepContext, config: SqlConfig, urls: list[str]) -> duckdb.DuckDBPyConnection:
-    local = [p[len("file://"):] if p.startswith("file://") else p for p in urls if allowed_paths.is_local(p)]
+    # the step's inputs, exactly (remote ones as URLs: DuckDB reads them through the registered fsspec filesystems)
+    inputs = [os.path.realpath(p[len("file://"):] if p.startswith("file://") else p) if allowed_paths.is_local(p) else p
+              for p in urls]
     directories = [ctx.data_dir, ctx.base_dir, os.environ.get("EXO_OUTPUTS", ""), *allowed_paths.operator_roots()]
     settings = {"threads": config.threads, "memory_limit": config.memory_limit}
     return duck.sandboxed(directories=[d for d in directories if d and allowed_paths.is_local(d)],
-                          paths=[os.path.realpath(p) for p in local], urls=urls, settings=settings)
+                          paths=inputs, urls=urls, settings=settings)
 
 
 def _integers_stay_integers(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:

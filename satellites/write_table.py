@@ -8,10 +8,10 @@ from typing import Literal
 
 import fsspec
 import polars as pl
-from pydantic import model_validator
+from pydantic import ValidationInfo, field_validator, model_validator
 from upath import UPath
 
-from exo_dagster import SatelliteConfig, StepContext, duck, satellite, sql_text
+from exo_dagster import SatelliteConfig, StepContext, allowed_paths, duck, satellite, sql_text
 from exo_dagster.io_manager import write_parquet_atomic
 from exo_dagster.table import StoredTable
 
@@ -25,6 +25,12 @@ class WriteTableConfig(SatelliteConfig):
     key: list[str] = []
     table: str | None = None  # the table name, for format duckdb
     storage_options: dict = {}
+
+    @field_validator("path")
+    @classmethod
+    def _inside_data_folder(cls, value: str, info: ValidationInfo) -> str:
+        allowed_paths.config_problem(value, info, with_cluster_folder=False)
+        return value
 
     @model_validator(mode="after")
     def _upsert_needs_key(self) -> "WriteTableConfig":
@@ -97,7 +103,7 @@ def write_table(ctx: StepContext, config: WriteTableConfig) -> pl.DataFrame:
     table = ctx.input_table("table")
     if not isinstance(table, StoredTable):
         raise ValueError("write-table needs `input.table: ${{ satellites.X.output }}` or a previous step")
-    target = ctx.output_path(config.path)
+    target = allowed_paths.check(ctx.output_path(config.path), allowed_paths.roots(ctx.data_dir), "write-table `path`")
     fmt = _format(target, config.format)
     if "://" not in target:
         os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
