@@ -20,7 +20,7 @@ import polars as pl
 from dagster import ConfigurableIOManagerFactory, InputContext, OutputContext, UPathIOManager
 from upath import UPath
 
-from . import catalog, paths
+from . import catalog, paths, temp_files
 from .storage import version_stamp
 from .table import RECENT, StoredTable
 
@@ -49,8 +49,12 @@ def to_frame(obj: Any) -> pl.DataFrame | pl.LazyFrame | duckdb.DuckDBPyRelation:
 def write_parquet_atomic(obj: Any, path: UPath) -> None:
     """Write to a temporary name beside the target, then rename: readers never see half a file."""
     frame = to_frame(obj)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     local = not paths.is_url(str(path))
+    if local:
+        temp_files.sweep(str(path))  # orphans of killed writes of this target
+        tmp = UPath(temp_files.temp_path(str(path)))
+    else:
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         if local:
             if isinstance(frame, pl.LazyFrame):
