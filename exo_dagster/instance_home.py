@@ -31,17 +31,17 @@ def initialise(home: str | os.PathLike | None = None) -> bool:
         return False
     if os.path.exists(os.path.join(home, "dagster.yaml")) and _configured_elsewhere(home):
         return False
-    with FileLock(os.path.join(home, LOCK), timeout=LOCK_TIMEOUT_S):
-        if os.path.exists(os.path.join(home, MARKER)):
-            return False
-        repair(home)
-        from dagster import DagsterInstance
-
-        with DagsterInstance.from_config(str(home)) as instance:
-            instance.get_runs(limit=1)
-        if all(_single_head(Path(home) / name) for name in STAMPED if (Path(home) / name).exists()):
-            Path(home, MARKER).write_text("instance storage set up by exo_dagster.instance_home\n")
-        return True
+    try:
+        with FileLock(os.path.join(home, LOCK), timeout=LOCK_TIMEOUT_S):
+            if os.path.exists(os.path.join(home, MARKER)):
+                return False
+            repair(home)
+            _create_storages(str(home))
+            if all(_single_head(Path(home) / name) for name in STAMPED if (Path(home) / name).exists()):
+                Path(home, MARKER).write_text("instance storage set up by exo_dagster.instance_home\n")
+            return True
+    except OSError:
+        return False  # a read-only or foreign home: Dagster reports what is wrong with it itself
 
 
 def repair(home: str | os.PathLike) -> list[str]:
@@ -69,6 +69,19 @@ def repair(home: str | os.PathLike) -> list[str]:
             con.execute("delete from alembic_version where rowid not in (select min(rowid) from alembic_version)")
             fixed.append(str(path))
     return fixed
+
+
+def _create_storages(home: str) -> None:
+    """Dagster's default SQLite storages, where `DagsterInstance.get()` puts them (nothing else of the
+    instance is built: a dagster.yaml's launcher or coordinator is not ours to start here)."""
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+    from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+    from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
+
+    for storage in (SqliteRunStorage.from_local(os.path.join(home, "history")),
+                    SqliteEventLogStorage(os.path.join(home, "history", "runs")),
+                    SqliteScheduleStorage.from_local(os.path.join(home, "schedules"))):
+        storage.dispose()
 
 
 def _alembic_head() -> str | None:
