@@ -39,14 +39,38 @@ def _escaped_render(escape: Callable[[str], str]):
     return render
 
 
-def _html_column(expr: pl.Expr) -> pl.Expr:
-    out = expr.cast(pl.Utf8)
-    for raw, escaped in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"), ("'", "&#x27;")):
-        out = out.str.replace_all(raw, escaped, literal=True)
-    return out
+def _replacing_column(pairs: tuple[tuple[str, str], ...]) -> Callable[[pl.Expr], pl.Expr]:
+    def column(expr: pl.Expr) -> pl.Expr:
+        out = expr.cast(pl.Utf8)
+        for raw, escaped in pairs:
+            out = out.str.replace_all(raw, escaped, literal=True)
+        return out
+    return column
+
+
+def _replacing(pairs: tuple[tuple[str, str], ...]) -> Callable[[str], str]:
+    def escape(text: str) -> str:
+        for raw, escaped in pairs:
+            text = text.replace(raw, escaped)
+        return text
+    return escape
+
+
+HTML_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&quot;"), ("'", "&#x27;"))
+# Slack mrkdwn: `<!channel>`, `<@U123>` and `<url|text>` links are made of these three
+SLACK_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"))
 
 
 def html_when(flag: str) -> Embedding:
     """HTML text, when the step's config sets `flag` (send-email's `html: true`)."""
-    return Embedding("html", _escaped_render(lambda v: html.escape(v, quote=True)), _html_column,
+    return Embedding("html", _escaped_render(lambda v: html.escape(v, quote=True)), _replacing_column(HTML_ESCAPES),
                      lambda config: config.get(flag) is True)
+
+
+def slack_when(key: str, value: str) -> Embedding:
+    """Slack mrkdwn text, when the step's config sets `key: value` (send-alert's `format: slack`)."""
+    return Embedding("slack-mrkdwn", _escaped_render(slack_escape), _replacing_column(SLACK_ESCAPES),
+                     lambda config: config.get(key) == value)
+
+
+slack_escape = _replacing(SLACK_ESCAPES)

@@ -95,7 +95,8 @@ def _write_duckdb(frame: pl.LazyFrame, database: str, table: str, config: WriteT
         elif config.mode == "append":
             con.execute(f"insert into {name} by name select * from arrow")
         else:
-            match = " and ".join(f't."{k}" is not distinct from a."{k}"' for k in config.key)
+            match = " and ".join(f"t.{sql_text.quote_identifier(k)} is not distinct from a.{sql_text.quote_identifier(k)}"
+                                 for k in config.key)
             con.execute(f"delete from {name} t where exists (select 1 from arrow a where {match})")
             con.execute(f"insert into {name} by name select * from arrow")
         con.execute("commit")

@@ -1,4 +1,4 @@
-"""Two runs writing one target at once lose nothing: 20 concurrent append pairs, Parquet, CSV and DuckDB."""
+"""Two runs writing one target at once lose nothing: 20 concurrent append pairs (Parquet, CSV, DuckDB) and upsert pairs."""
 
 from __future__ import annotations
 
@@ -29,11 +29,12 @@ def _writer(tmp: str, who: int, barrier, targets: list[str]) -> None:
         for target in targets:
             barrier.wait(timeout=120)
             fmt = "duckdb" if target.endswith(".duckdb") else "auto"
-            write_table(ctx, WriteTableConfig(path=target, mode="append", format=fmt, table="rows"))
+            mode, key = ("upsert", ["who", "round", "i"]) if target.startswith("upsert") else ("append", [])
+            write_table(ctx, WriteTableConfig(path=target, mode=mode, key=key, format=fmt, table="rows"))
 
 
 def test_twenty_concurrent_append_pairs_lose_no_row(tmp_path):
-    targets = ["out.parquet", "out.csv", "out.duckdb"]
+    targets = ["out.parquet", "out.csv", "out.duckdb", "upsert.parquet"]
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(2)
     procs = [ctx.Process(target=_writer, args=(str(tmp_path), who, barrier, targets)) for who in (0, 1)]
@@ -44,14 +45,15 @@ def test_twenty_concurrent_append_pairs_lose_no_row(tmp_path):
         assert p.exitcode == 0
     data = tmp_path / "data"
     expected = PAIRS * 2 * ROWS
-    frames = {"out.parquet": pl.read_parquet(data / "out.parquet"), "out.csv": pl.read_csv(data / "out.csv")}
+    frames = {"out.parquet": pl.read_parquet(data / "out.parquet"), "out.csv": pl.read_csv(data / "out.csv"),
+              "upsert.parquet": pl.read_parquet(data / "upsert.parquet")}
     with duckdb.connect(str(data / "out.duckdb"), read_only=True) as con:
         frames["out.duckdb"] = con.sql("select * from rows").pl()
     lost = {name: expected - frame.height for name, frame in frames.items()}
-    assert lost == {"out.parquet": 0, "out.csv": 0, "out.duckdb": 0}
+    assert lost == {"out.parquet": 0, "out.csv": 0, "out.duckdb": 0, "upsert.parquet": 0}
     for frame in frames.values():
         assert frame.unique().height == expected  # every (who, round, i) exactly once
-    assert sorted(p.name for p in data.iterdir()) == ["locks", "out.csv", "out.duckdb", "out.parquet"]
+    assert sorted(p.name for p in data.iterdir()) == ["locks", "out.csv", "out.duckdb", "out.parquet", "upsert.parquet"]
 
 
 def test_duckdb_target_held_by_another_process_is_waited_for(tmp_path, make_ctx, stored, monkeypatch):
