@@ -161,6 +161,33 @@ def _execute(text: str, tmp_path: Path, instance: dg.DagsterInstance) -> tuple[b
     return result.success, errors
 
 
+METADATA = "metadataEntries { label __typename ... on TextMetadataEntry { text } ... on JsonMetadataEntry { jsonString } ... on MarkdownMetadataEntry { mdStr } }"
+GRAPHQL = """query($runId: ID!) {
+  logsForRun(runId: $runId) { ... on EventConnection { events { __typename
+    ... on MessageEvent { message }
+    ... on ExecutionStepFailureEvent { error { message stack causes { message stack } } failureMetadata { %s } }
+    ... on MaterializationEvent { %s } } } }
+  runsOrError { ... on Runs { results { runId status runConfigYaml tags { key value } } } }
+}""" % (METADATA, METADATA)
+
+
+def _graphql(instance: dg.DagsterInstance, run_ids: list[str]) -> str:
+    """What the UI's GraphQL API answers about the runs: every log message, error, metadata entry, tag."""
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster_graphql.test.utils import execute_dagster_graphql
+
+    answers = []
+    with WorkspaceProcessContext(instance, None) as process:
+        context = process.create_request_context()
+        for run_id in run_ids:
+            result = execute_dagster_graphql(context, GRAPHQL, {"runId": run_id})
+            assert not result.errors and result.data["logsForRun"]["events"]
+            answers.append(json.dumps(result.data))
+    text = "\n".join(answers)
+    assert "********" in text  # the masked leaks are there: the answers do carry the messages
+    return text
+
+
 def test_no_secret_reaches_any_store(home, capfd):
     tmp_path = home
     with http_server() as server, dg.DagsterInstance.get() as instance:
@@ -178,6 +205,7 @@ def test_no_secret_reaches_any_store(home, capfd):
         entries = [entry for run in runs for entry in instance.all_logs(run.run_id)]
         assert sum(e.dagster_event_type == dg.DagsterEventType.STEP_FAILURE for e in entries) == 2
         logs = "".join(entry.to_json() for entry in entries)
+        answers = _graphql(instance, [run.run_id for run in runs])
     out = capfd.readouterr()
     outputs = tmp_path / "data" / "outputs" / "test__leaks"
     echoed = pl.read_parquet(outputs / "echo.parquet")
@@ -185,6 +213,6 @@ def test_no_secret_reaches_any_store(home, capfd):
     assert (tmp_path / "data" / "cache" / "test__leaks.sqlite").exists()
     assert "debug: token=********" in out.out and "stderr: ********" in out.err
     hits = scan([tmp_path / "home", tmp_path / "data"],
-                {"stdout": out.out, "stderr": out.err, "event log": logs, "errors": error + config_error})
-    assert {"compute_logs", "cache", "outputs", "stdout", "stderr", "catalog", "history", "event log"} <= set(hits)
+                {"stdout": out.out, "stderr": out.err, "event log": logs, "errors": error + config_error, "graphql": answers})
+    assert {"compute_logs", "cache", "outputs", "stdout", "stderr", "catalog", "history", "event log", "graphql"} <= set(hits)
     assert {store: found for store, found in hits.items() if found} == {}
