@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 
 import duckdb
+from pydantic import model_validator
 
-from exo_dagster import SatelliteConfig, StepContext, StoredTable, allowed_paths, duck, satellite, sql_text
+from exo_dagster import SatelliteConfig, StepContext, StoredTable, allowed_paths, duck, satellite, sql_text, templates
 
 _TEMPLATE = re.compile(r"\$?\$\{\{.*?\}\}")
 _FROM = re.compile(r"\b(?:from|join)\s+\"?([A-Za-z_][A-Za-z0-9_-]*)\"?", re.IGNORECASE)
@@ -18,6 +20,33 @@ class SqlConfig(SatelliteConfig):
     threads: int | None = None
     memory_limit: str | None = None
     multiple_statements: bool = False  # YAML `multiple-statements: true`: run every statement, return the last
+
+    @model_validator(mode="after")
+    def _one_statement(self) -> "SqlConfig":
+        """A literal query with several statements is a located error at validate time (templated ones: at run time)."""
+        if self.multiple_statements or templates.has_template(self.query):
+            return self
+        count = statement_count(self.query)
+        if count is not None and count > 1:
+            raise ValueError(f"the query holds {count} statements; a sql step runs one "
+                             f"(set `multiple-statements: true` to run them all and keep the last one's result)")
+        return self
+
+
+_parser_lock = threading.Lock()
+_parser: duckdb.DuckDBPyConnection | None = None
+
+
+def statement_count(query: str) -> int | None:
+    """How many statements DuckDB's parser finds in `query` (None when it does not parse: reported at run time)."""
+    global _parser
+    with _parser_lock:
+        if _parser is None:
+            _parser = duck.connect()
+        try:
+            return len(_parser.extract_statements(query))
+        except duckdb.Error:
+            return None
 
 
 def tables_in_query(config: dict) -> set[str]:

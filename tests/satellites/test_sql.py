@@ -27,8 +27,11 @@ from exo_dagster import compile_cluster, parse_cluster  # noqa: E402
 
 def test_one_statement_unless_opted_in(make_ctx, stored, tmp_path):
     ctx = make_ctx(tables={"t": stored("t", pl.DataFrame({"x": [1]}))})
-    with pytest.raises(ValueError, match="holds 2 statements"):
-        sql(ctx, SqlConfig(query="create table y as select 1; select * from t"))
+    with pytest.raises(ValueError, match="holds 2 statements"):  # a literal query: already when the config is read
+        SqlConfig(query="create table y as select 1; select * from t")
+    with pytest.raises(ValueError, match="holds 2 statements"):  # a query built at run time: when it runs
+        sql(ctx, SqlConfig.model_construct(query="create table y as select 1; select * from t", multiple_statements=False,
+                                           threads=None, memory_limit=None))
     rel = sql(ctx, SqlConfig(query="create temp table y as select 41 + x as x from t; select * from y", multiple_statements=True))
     assert rel.fetchall() == [(42,)]
 
@@ -90,3 +93,14 @@ def test_values_from_data_never_become_sql_in_a_real_run(tmp_path, monkeypatch):
     assert sorted(out["name"].to_list()) == sorted(pl.read_parquet(tmp_path / "exo" / "outputs" / "test__inject" / "names.parquet")["name"].to_list())
     assert "INJECTED" not in out["name"].to_list() and out.height == 3
     assert not owned.exists()
+
+
+def test_two_literal_statements_are_a_located_error(tmp_path):
+    from exo_dagster import SpecError
+
+    text = ("version: 0.0.1b\ncluster:\n  identifier: test/two\n  satellites:\n"
+            "    - name: Q\n      uses: satellite/exospherehost/sql\n"
+            "      config: {query: \"select 1; copy (select 2) to 'x.csv'\"}\n")
+    with pytest.raises(SpecError) as info:
+        parse_cluster(text, str(tmp_path / "c.yaml"))
+    assert f"{tmp_path / 'c.yaml'}:7:" in str(info.value) and "holds 2 statements" in str(info.value)
