@@ -123,6 +123,19 @@ def count_rows(step: ParsedStep, tables: dict[str, StoredTable]) -> int:
 SECRET_PLACEHOLDER = "exo-secret-placeholder"
 
 
+def _memo(resolve: Callable[[templates.Reference], Any]) -> Callable[[templates.Reference], Any]:
+    """Resolve each reference once per step (config is rendered twice, and a column may be read from storage)."""
+    seen: dict[tuple, Any] = {}
+
+    def cached(ref: templates.Reference) -> Any:
+        key = (ref.root, ref.parts)
+        if key not in seen:
+            seen[key] = resolve(ref)
+        return seen[key]
+
+    return cached
+
+
 def validate_config(step: ParsedStep, resolve, cluster_dir: str, hidden: list[str]) -> Any:
     """Validate the step's config with placeholders where secrets go, then with the real values.
 
@@ -196,7 +209,7 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
     def prepare(context, tables: dict[str, StoredTable], hidden: list[str]) -> tuple[StepContext, Any]:
         tables = {ident: dataclasses.replace(t, name=ident) for ident, t in tables.items()}
         given = secret_values.resolve_all(step.secrets)
-        resolve = make_resolver(cluster, step, tables, given, roots=roots(context) if roots else None)
+        resolve = _memo(make_resolver(cluster, step, tables, given, roots=roots(context) if roots else None))
         config = validate_config(step, resolve, cluster.base_dir, hidden)
         plain_input = render_section(step, {k: v for k, v in step.spec.input.items() if not is_per_row(v)}, resolve)
         ctx = StepContext(
