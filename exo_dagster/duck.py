@@ -43,7 +43,7 @@ def sandboxed(*, directories: Iterable[str], paths: Iterable[str] = (), urls: It
               **{k: v for k, v in (settings or {}).items() if v is not None}}
     con = duckdb.connect(":memory:", config=config)
     _register(con, urls)
-    dirs = sorted({_as_dir(d) for d in directories if d})
+    dirs = sorted({form for d in directories if d for form in _as_dirs(d)})
     files = sorted({p for p in paths if p})
     if dirs:
         con.execute("set allowed_directories = ?", [dirs])
@@ -54,8 +54,11 @@ def sandboxed(*, directories: Iterable[str], paths: Iterable[str] = (), urls: It
     return con
 
 
-def _as_dir(path: str) -> str:
-    return path if "://" in path else os.path.join(os.path.realpath(path), "")
+def _as_dirs(path: str) -> set[str]:
+    """A folder as DuckDB compares it: a prefix ending in `/`, as written and with links resolved."""
+    if "://" in path:
+        return {path}
+    return {os.path.join(os.path.abspath(path), ""), os.path.join(os.path.realpath(path), "")}
 
 
 def cursor(*, urls: Iterable[str] = ()) -> duckdb.DuckDBPyConnection:

@@ -102,8 +102,10 @@ def sql(ctx: StepContext, config: SqlConfig) -> duckdb.DuckDBPyRelation:
 
 def _sandbox(ctx: StepContext, config: SqlConfig, urls: list[str]) -> duckdb.DuckDBPyConnection:
     # the step's inputs, exactly (remote ones as URLs: DuckDB reads them through the registered fsspec filesystems)
-    inputs = [os.path.realpath(p[len("file://"):] if p.startswith("file://") else p) if allowed_paths.is_local(p) else p
-              for p in urls]
+    inputs = []
+    for p in urls:
+        local = p[len("file://"):] if p.startswith("file://") else p
+        inputs += [os.path.abspath(local), os.path.realpath(local)] if allowed_paths.is_local(p) else [p]
     directories = [ctx.data_dir, ctx.base_dir, os.environ.get("EXO_OUTPUTS", ""), *allowed_paths.operator_roots()]
     settings = {"threads": config.threads, "memory_limit": config.memory_limit}
     return duck.sandboxed(directories=[d for d in directories if d and allowed_paths.is_local(d)],
