@@ -58,6 +58,9 @@ def run(path: str, strict: bool) -> None:
         sys.exit(1)
     defs = compile_cluster(cluster)
     job = defs.resolve_job_def(cluster.job_name)
+    from .instance_home import initialise
+
+    initialise()  # set up a fresh DAGSTER_HOME once, under a file lock
     with DagsterInstance.get() as instance:
         result = job.execute_in_process(instance=instance, raise_on_error=False)
     click.echo(f"run {result.run_id}: {'success' if result.success else 'FAILURE'}")
