@@ -51,6 +51,7 @@ def run(path: str, strict: bool) -> None:
     from dagster import DagsterInstance, build_reconstructable_job, execute_job
 
     from .instance_defaults import ensure_instance_config
+    from .instance_home import initialise
     from .parser import load_cluster_file
     from .run_end import wait_pending
 
@@ -60,7 +61,8 @@ def run(path: str, strict: bool) -> None:
     except SpecError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
-    ensure_instance_config()
+    ensure_instance_config()  # an empty DAGSTER_HOME gets the embedded default dagster.yaml (run monitoring on)
+    initialise()  # set up a fresh DAGSTER_HOME once, under a file lock
     job = build_reconstructable_job("exo_dagster.cli", "cluster_job", reconstructable_args=(path,))
     with DagsterInstance.get() as instance:
         # not `with execute_job(...) as result`: entering it rebuilds the run's resources to load outputs,

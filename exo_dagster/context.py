@@ -38,6 +38,8 @@ class StepContext:
     on_row_error: str = "collect"
     cache_path: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # secret values this step can see: masked in every row result before it is cached or returned
+    hidden: list[str] = field(default_factory=list, repr=False)
 
     def map_rows(self, fn: Callable[[dict, str], Any], rows: pl.DataFrame | pl.LazyFrame | None = None, *,
                  concurrency: int | None = None, batch_size: int | None = None) -> pl.DataFrame:
@@ -54,7 +56,7 @@ class StepContext:
         try:
             return map_rows(fn, rows, identity=self.identity, step=self.step, cache=cache,
                             concurrency=concurrency or self.concurrency, on_row_error=self.on_row_error,
-                            batch_size=batch_size, stats=stats)
+                            batch_size=batch_size, stats=stats, mask=self._mask_result)
         finally:
             if cache is not None:
                 cache.close()
@@ -62,6 +64,13 @@ class StepContext:
             if stats.errors:
                 self.metadata["exo/row_errors"] = "\n".join(stats.errors)
                 self.log.warning(f"{stats.failed} row(s) failed in step `{self.step}`; see the `_error` column")
+
+    def _mask_result(self, result: Any) -> Any:
+        if not self.hidden:
+            return result
+        from .secrets import mask_value
+
+        return mask_value(result, self.hidden)
 
     def path(self, path: str) -> str:
         """A path the user wrote, resolved against the cluster file's folder."""

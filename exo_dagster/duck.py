@@ -7,6 +7,7 @@ same credentials and endpoints as everything else.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Iterable
 
@@ -31,6 +32,33 @@ def connect(database: str = ":memory:", *, read_only: bool = False, urls: Iterab
         con.execute(statement.format(scope=""))
     _register(con, urls)
     return con
+
+
+def sandboxed(*, directories: Iterable[str], paths: Iterable[str] = (), urls: Iterable[str] = (),
+              settings: dict | None = None) -> duckdb.DuckDBPyConnection:
+    """A private in-memory database that may read and write only under `directories` (and the single
+    files `paths`): `enable_external_access=false` with `allowed_directories`/`allowed_paths`, then the
+    configuration is locked so SQL cannot widen it again. Remote URLs go through fsspec as usual."""
+    config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+              **{k: v for k, v in (settings or {}).items() if v is not None}}
+    con = duckdb.connect(":memory:", config=config)
+    _register(con, urls)
+    dirs = sorted({form for d in directories if d for form in _as_dirs(d)})
+    files = sorted({p for p in paths if p})
+    if dirs:
+        con.execute("set allowed_directories = ?", [dirs])
+    if files:
+        con.execute("set allowed_paths = ?", [files])
+    con.execute("set enable_external_access = false")
+    con.execute("set lock_configuration = true")
+    return con
+
+
+def _as_dirs(path: str) -> set[str]:
+    """A folder as DuckDB compares it: a prefix ending in `/`, as written and with links resolved."""
+    if "://" in path:
+        return {path}
+    return {os.path.join(os.path.abspath(path), ""), os.path.join(os.path.realpath(path), "")}
 
 
 def cursor(*, urls: Iterable[str] = ()) -> duckdb.DuckDBPyConnection:

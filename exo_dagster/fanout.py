@@ -56,6 +56,7 @@ def map_rows(
     on_row_error: str = "collect",
     batch_size: int | None = None,
     stats: RowStats | None = None,
+    mask: Callable[[Any], Any] | None = None,
 ) -> pl.DataFrame:
     """Call `fn(row, key)` for every row; returns one result row per input row, in order.
 
@@ -83,6 +84,7 @@ def map_rows(
                     result = value
                     stats.computed += 1
                 else:
+                    error = mask(error) if mask is not None else error
                     result = {ERROR_COLUMN: error}
                     stats.failed += 1
                     if len(stats.errors) < 20:
@@ -91,7 +93,7 @@ def map_rows(
 
             calls = [(i, records[i], keys[i]) for i in todo]
             if calls:
-                work = _committing(fn, cache, step, is_async)
+                work = _committing(fn, cache, step, is_async, mask)
                 (_run_async(work, calls, concurrency, finish) if is_async else _run_threads(pool, work, calls, finish))
             for i, key in enumerate(keys):
                 if i in results:
@@ -116,19 +118,20 @@ def _as_result(value: Any) -> dict:
     return value if isinstance(value, dict) else {"result": value}
 
 
-def _committing(fn, cache: RowCache | None, step: str, is_async: bool):
+def _committing(fn, cache: RowCache | None, step: str, is_async: bool, mask: Callable[[Any], Any] | None = None):
     """Wrap `fn` so each row's result is committed by the worker that computed it, the moment it returns:
-    a crash anywhere else cannot lose a finished row."""
+    a crash anywhere else cannot lose a finished row. The result is masked first (secrets never cached)."""
+    clean = mask or (lambda value: value)
     if is_async:
         async def run_async(row, key):
-            result = _as_result(await fn(row, key))
+            result = clean(_as_result(await fn(row, key)))
             if cache is not None:
                 cache.put(key, step, result)
             return result
         return run_async
 
     def run(row, key):
-        result = _as_result(fn(row, key))
+        result = clean(_as_result(fn(row, key)))
         if cache is not None:
             cache.put(key, step, result)
         return result

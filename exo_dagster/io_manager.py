@@ -21,7 +21,7 @@ import dagster as dg
 from dagster import ConfigurableIOManagerFactory, InputContext, OutputContext, UPathIOManager
 from upath import UPath
 
-from . import catalog, paths
+from . import catalog, paths, temp_files
 from .storage import version_stamp
 from .table import RECENT, StoredTable
 
@@ -50,8 +50,12 @@ def to_frame(obj: Any) -> pl.DataFrame | pl.LazyFrame | duckdb.DuckDBPyRelation:
 def write_parquet_atomic(obj: Any, path: UPath) -> None:
     """Write to a temporary name beside the target, then rename: readers never see half a file."""
     frame = to_frame(obj)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     local = not paths.is_url(str(path))
+    if local:
+        temp_files.sweep(str(path))  # orphans of killed writes of this target
+        tmp = UPath(temp_files.temp_path(str(path)))
+    else:
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         if local:
             if isinstance(frame, pl.LazyFrame):
@@ -115,7 +119,15 @@ class ParquetTableIOManager(UPathIOManager):
         if isinstance(obj, StoredTable) and obj.name is None and self._is_source(obj, path):
             table = StoredTable(obj.path, obj.storage_options)
             record = {"paths": table.paths, "fingerprint": fingerprint(self.fs, table.paths)}
-            tmp = ref.with_name(f".{ref.name}.{uuid.uuid4().hex}.tmp")
+            try:  # read the sources' footers before publishing a reference to them: never a ref to a broken file
+                scan = table.lazy()
+                counted = int(scan.select(pl.len()).collect().item()), scan.collect_schema()
+            except Exception as exc:  # noqa: BLE001 - name the files, keep the reason
+                raise ValueError(f"cannot reference {', '.join(table.paths)}: {exc}") from None
+            local_ref = not paths.is_url(str(ref))
+            if local_ref:
+                temp_files.sweep(str(ref))
+            tmp = UPath(temp_files.temp_path(str(ref))) if local_ref else ref.with_name(f".{ref.name}.{uuid.uuid4().hex}.tmp")
             tmp.write_text(json.dumps(record))
             tmp.fs.mv(str(tmp), str(ref)) if paths.is_url(str(ref)) else os.replace(str(tmp), str(ref))
             if path.exists():
@@ -126,7 +138,9 @@ class ParquetTableIOManager(UPathIOManager):
             if ref.exists():
                 ref.unlink()
             stored, kind = StoredTable(str(path), options), "parquet"
-        if isinstance(obj, pl.DataFrame):  # in hand: no need to re-read the file just written
+        if kind == "reference":
+            rows, schema = counted
+        elif isinstance(obj, pl.DataFrame):  # in hand: no need to re-read the file just written
             rows, schema = obj.height, obj.schema
             if kind == "parquet" and not stored.is_remote:
                 RECENT.put(str(path), obj)

@@ -384,7 +384,8 @@ class _Checker:
 
     def _check_config(self, definition: SatelliteDef, config: dict, path: tuple) -> bool:
         try:
-            definition.config_model.model_validate(config)
+            # context: the cluster's folder, for path rules (allowed_paths) that depend on it
+            definition.config_model.model_validate(config, context={"cluster_dir": os.path.dirname(os.path.abspath(self.doc.file))})
         except ValidationError as exc:
             templated = {path + sub for sub, text in templates.walk_strings(config) if templates.has_template(text)}
             before = len(self.errors)

@@ -37,6 +37,9 @@ class SatelliteDef:
     aliases: tuple[str, ...] = ()
     # Extra upstream identifiers a step reads beyond its templates (e.g. table names in SQL).
     table_references: Callable[[dict[str, Any]], set[str]] | None = None
+    # Config/input fields whose text is another language (SQL, HTML): see embedding.py,
+    # so templated values are placed as that language's literals, never as its code.
+    embeds: dict[str, Any] = field(default_factory=dict)  # field -> embedding.Embedding
 
     @property
     def name(self) -> str:
@@ -117,6 +120,7 @@ def satellite(
     kinds: Iterable[str] = ("polars",),
     aliases: Iterable[str] = (),
     table_references: Callable[[dict[str, Any]], set[str]] | None = None,
+    embeds: dict[str, Any] | None = None,
     registry: Registry | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register `fn(ctx, config) -> table` as a satellite; its docstring becomes its docs."""
@@ -126,7 +130,7 @@ def satellite(
             id=id, fn=fn, config_model=config, version=version, docs=(fn.__doc__ or "").strip(),
             inputs=dict(inputs or {}), outputs=dict(outputs or {}),
             resources=Resources.model_validate(resources or {}), kinds=tuple(kinds),
-            aliases=tuple(aliases), table_references=table_references,
+            aliases=tuple(aliases), table_references=table_references, embeds=dict(embeds or {}),
         ))
         return fn
 

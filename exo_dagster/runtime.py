@@ -10,7 +10,7 @@ import polars as pl
 from dagster import Failure, Output
 from pydantic import ValidationError
 
-from . import row_cache, step_errors, step_timeout
+from . import allowed_paths, leak_guard, row_cache, sql_text, step_errors, step_timeout
 from . import secrets as secret_values
 from . import templates
 from .context import StepContext
@@ -63,7 +63,8 @@ def per_row_frame(step: ParsedStep, tables: dict[str, StoredTable], resolve) -> 
         return None
     source = tables[step.per_row_source].lazy()
     names = source.collect_schema().names()
-    exprs = [_row_expr(raw, resolve, names).alias(str(key)) for key, raw in step.spec.input.items() if is_per_row(raw)]
+    exprs = [_row_expr(raw, resolve, names, _embedding(step, key)).alias(str(key))
+             for key, raw in step.spec.input.items() if is_per_row(raw)]
     return source.select(exprs)
 
 
@@ -71,7 +72,13 @@ def is_per_row(raw: Any) -> bool:
     return isinstance(raw, str) and "$${{" in raw
 
 
-def _row_expr(raw: Any, resolve, names: list[str]) -> pl.Expr:
+def _embedding(step: ParsedStep, key: Any):
+    """The language a config/input field is written in (SQL, HTML), if the satellite declares one."""
+    embedding = step.satellite.embeds.get(str(key))
+    return embedding if embedding is not None and embedding.applies(step.config) else None
+
+
+def _row_expr(raw: Any, resolve, names: list[str], embedding=None) -> pl.Expr:
     if not isinstance(raw, str) or not templates.has_template(raw):
         return pl.lit(raw)
     template = templates.parse(raw)
@@ -83,13 +90,28 @@ def _row_expr(raw: Any, resolve, names: list[str]) -> pl.Expr:
             if piece.column not in names:
                 raise StepInputError(f"`{piece.text}`: column `{piece.column}` is not in `{piece.satellite}`'s output "
                                      f"(it has: {', '.join(names)})")
-            pieces.append(pl.col(piece.column))
+            column = pl.col(piece.column)
+            pieces.append(embedding.column(column) if embedding is not None and embedding.column else column)
+        elif embedding is not None:
+            pieces.append(pl.lit(embedding.render(piece.text, resolve)))
         else:
             value = resolve(piece)
             pieces.append(pl.lit(value if template.whole else templates.as_text(value)))
-    if template.whole is not None:
+    if template.whole is not None and embedding is None:
         return pieces[0]
     return pl.concat_str([p.cast(pl.Utf8).fill_null("") for p in pieces])
+
+
+def render_section(step: ParsedStep, section: dict[str, Any], resolve) -> dict[str, Any]:
+    """Render a config/input mapping; fields in another language (SQL, HTML) get that language's literals."""
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        embedding = _embedding(step, key)
+        if embedding is not None and isinstance(value, str):
+            out[key] = embedding.render(value, resolve)
+        else:
+            out[key] = templates.render(value, resolve)
+    return out
 
 
 def count_rows(step: ParsedStep, tables: dict[str, StoredTable]) -> int:
@@ -97,6 +119,57 @@ def count_rows(step: ParsedStep, tables: dict[str, StoredTable]) -> int:
     if step.per_row_source is None:
         return 0
     return int(tables[step.per_row_source].lazy().select(pl.len()).collect().item())
+
+
+SECRET_PLACEHOLDER = "exo-secret-placeholder"
+
+
+def _memo(resolve: Callable[[templates.Reference], Any]) -> Callable[[templates.Reference], Any]:
+    """Resolve each reference once per step (config is rendered twice, and a column may be read from storage)."""
+    seen: dict[tuple, Any] = {}
+
+    def cached(ref: templates.Reference) -> Any:
+        key = (ref.root, ref.parts)
+        if key not in seen:
+            seen[key] = resolve(ref)
+        return seen[key]
+
+    return cached
+
+
+def validate_config(step: ParsedStep, resolve, cluster_dir: str, hidden: list[str]) -> Any:
+    """Validate the step's config with placeholders where secrets go, then with the real values.
+
+    Pydantic quotes (a shortened) input in its messages, so a secret must never be what it validates
+    while a message could still be shown: errors of the placeholder pass are reported as they are; an
+    error of the real pass names the field and the kind of problem only, never the value.
+    """
+    model = step.satellite.config_model
+    context = {"cluster_dir": cluster_dir}
+
+    def placeholder(ref: templates.Reference) -> Any:
+        return SECRET_PLACEHOLDER if ref.root == "secrets" else resolve(ref)
+
+    secret_fields = {path for path, text in templates.walk_strings(step.config)
+                     if templates.has_template(text) and "secrets." in text}
+    try:
+        model.model_validate(render_section(step, step.config, placeholder), context=context)
+    except ValidationError as exc:
+        problems = [e for e in exc.errors(include_url=False) if not any(tuple(e["loc"])[:len(p)] == p for p in secret_fields)]
+        if problems:
+            raise StepInputError(_invalid(step, problems, hidden)) from None
+    try:
+        return model.model_validate(render_section(step, step.config, resolve), context=context)
+    except ValidationError as exc:
+        problems = [{**e, "msg": f"the value (from a secret, not shown) is invalid: {e['type']}"}
+                    for e in exc.errors(include_url=False, include_input=False)]
+        raise StepInputError(_invalid(step, problems, hidden)) from None
+
+
+def _invalid(step: ParsedStep, errors: list[dict], hidden: list[str]) -> str:
+    lines = [f"  {'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg'].removeprefix('Value error, ')}" for e in errors]
+    text = f"config of step `{step.identifier}` is invalid after resolving templates:\n" + "\n".join(lines)
+    return secret_values.mask(text, hidden)
 
 
 def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
@@ -116,12 +189,17 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
             ctx, config = prepare(context, tables, hidden)
             if chunk is not None and ctx.rows is not None:
                 ctx.rows = ctx.rows.slice(*chunk)
-        except (StepInputError, secret_values.MissingSecret) as exc:
+        except (StepInputError, secret_values.MissingSecret, sql_text.SqlTemplateError) as exc:
             # A user mistake, not a crash: a plain message, and no automatic retry (it cannot heal itself).
             raise Failure(description=secret_values.mask(str(exc), hidden), metadata=step_errors.location_metadata(step),
                           allow_retries=False) from None
         try:
-            value = step_timeout.call(lambda: step.satellite.fn(ctx, config), timeout_s, step)
+            with leak_guard.guarded(hidden):
+                value = step_timeout.call(lambda: step.satellite.fn(ctx, config), timeout_s, step)
+        except allowed_paths.PathOutside as exc:
+            # A path outside the allowed roots is a user mistake: a plain message, never retried.
+            raise Failure(description=secret_values.mask(str(exc), hidden), metadata=step_errors.location_metadata(step),
+                          allow_retries=False) from None
         except RowFailed as exc:
             raise Failure(description=secret_values.mask(str(exc), hidden),
                           metadata={**step_errors.location_metadata(step),
@@ -143,14 +221,9 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
     def prepare(context, tables: dict[str, StoredTable], hidden: list[str]) -> tuple[StepContext, Any]:
         tables = {ident: dataclasses.replace(t, name=ident) for ident, t in tables.items()}
         given = secret_values.resolve_all(step.secrets)
-        resolve = make_resolver(cluster, step, tables, given, roots=roots(context) if roots else None)
-        raw_config = templates.render(step.config, resolve)
-        try:
-            config = step.satellite.config_model.model_validate(raw_config)
-        except ValidationError as exc:
-            text = secret_values.mask(str(exc), list(given.values()))
-            raise StepInputError(f"config of step `{step.identifier}` is invalid after resolving templates:\n{text}") from None
-        plain_input = templates.render({k: v for k, v in step.spec.input.items() if not is_per_row(v)}, resolve)
+        resolve = _memo(make_resolver(cluster, step, tables, given, roots=roots(context) if roots else None))
+        config = validate_config(step, resolve, cluster.base_dir, hidden)
+        plain_input = render_section(step, {k: v for k, v in step.spec.input.items() if not is_per_row(v)}, resolve)
         ctx = StepContext(
             cluster=cluster.spec.identifier,
             step=step.identifier,
@@ -166,6 +239,7 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
             concurrency=step.spec.concurrency or 8,
             on_row_error=step.spec.on_row_error,
             cache_path=row_cache.cache_file(cluster.job_name) if step.spec.cache else None,
+            hidden=hidden,
         )
         return ctx, config
 

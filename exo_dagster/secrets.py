@@ -12,10 +12,14 @@ messages (`masked_failure`), its metadata and its output table (`mask_output`).
 
 from __future__ import annotations
 
+import base64
 import importlib
+import json
 import logging
 import os
+import re
 import traceback
+import urllib.parse
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
 
@@ -152,15 +156,98 @@ def known_values(sources: Mapping[str, SecretSource], environ: Mapping[str, str]
     return [v for v in values if v]
 
 
+FRAGMENT = 8  # any run of this many characters of a secret (or of an encoded form) is masked
+
+
 def _maskable(values: Iterable[str]) -> list[str]:
     return sorted({v for v in values if v and len(v) >= MIN_MASKED_LENGTH}, key=len, reverse=True)
 
 
+def encoded_forms(value: str) -> set[str]:
+    """The ways a secret shows up in text besides itself: URL-encoded (both flavours), JSON-escaped,
+    base64 (standard and URL-safe, at each of the three byte alignments inside a longer payload, such
+    as `user:secret` in a Basic auth header) and hex."""
+    raw = value.encode("utf-8")
+    forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value, safe=""),
+             urllib.parse.quote(value), json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1], raw.hex()}
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        for shift in range(3):
+            text = encode(b"\0" * shift + raw).decode("ascii").rstrip("=")
+            # characters whose 6 bits come only from the secret's bytes
+            first = -(-(8 * shift) // 6)
+            last = (8 * (shift + len(raw))) // 6
+            core = text[first:last]
+            if len(core) >= FRAGMENT:
+                forms.add(core)
+    return {f for f in forms if f}
+
+
+class Masker:
+    """Masks secret values, their encoded forms and any 8+ character fragment of them in text."""
+
+    def __init__(self, values: Iterable[str]):
+        self.values = _maskable(values)
+        forms: set[str] = set()
+        for value in self.values:
+            forms |= encoded_forms(value) if len(value) >= FRAGMENT else {value}
+        self.forms = sorted(forms, key=len, reverse=True)
+        short = [f for f in self.forms if len(f) < FRAGMENT]
+        windows = {f[i:i + FRAGMENT] for f in self.forms if len(f) >= FRAGMENT for i in range(len(f) - FRAGMENT + 1)}
+        self._short = re.compile("|".join(map(re.escape, short))) if short else None
+        self._windows = re.compile("(?=(" + "|".join(map(re.escape, sorted(windows))) + "))") if windows else None
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        found: list[tuple[int, int]] = []
+        if self._windows is not None:
+            found += [(m.start(), m.start() + FRAGMENT) for m in self._windows.finditer(text)]
+        if self._short is not None:
+            found += [m.span() for m in self._short.finditer(text)]
+        merged: list[list[int]] = []
+        for start, end in sorted(found):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        return [(a, b) for a, b in merged]
+
+    def __call__(self, text: str) -> str:
+        if not self.values or not text:
+            return text
+        spans = self.spans(text)
+        if not spans:
+            return text
+        out, pos = [], 0
+        for start, end in spans:
+            out += [text[pos:start], MASK]
+            pos = end
+        out.append(text[pos:])
+        return "".join(out)
+
+    def contains(self, text: str) -> bool:
+        return bool(self.values) and bool(text) and bool(self.spans(text))
+
+
+_MASKERS: dict[tuple[str, ...], Masker] = {}
+
+
+def masker(values: Iterable[str]) -> Masker:
+    """A cached Masker for a set of values (building the patterns costs more than using them)."""
+    key = tuple(_maskable(values))
+    found = _MASKERS.get(key)
+    if found is None:
+        if len(_MASKERS) > 256:
+            _MASKERS.clear()
+        found = _MASKERS[key] = Masker(key)
+    return found
+
+
 def mask(text: str, values: Iterable[str]) -> str:
-    """Replace every secret value (of 4+ chars, to avoid masking noise) in `text`."""
-    for value in _maskable(values):
-        text = text.replace(value, MASK)
-    return text
+    """Replace every secret value (of 4+ chars, to avoid masking noise), its encoded forms and any 8+ char
+    fragment of them in `text`."""
+    return masker(values)(text)
 
 
 def mask_value(value: Any, values: Iterable[str]) -> Any:
@@ -175,7 +262,7 @@ def mask_value(value: Any, values: Iterable[str]) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(mask_value(v, values) for v in value)
     text = getattr(value, "text", None)  # dagster TextMetadataValue / MarkdownMetadataValue
-    if isinstance(text, str) and any(v in text for v in values):
+    if isinstance(text, str) and masker(values).contains(text):
         return mask(text, values)
     return value
 
@@ -230,7 +317,7 @@ def leaks(exc: BaseException, values: Iterable[str]) -> bool:
     if not values:
         return False
     text = "".join(traceback.format_exception(exc))
-    return any(v in text for v in values)
+    return masker(values).contains(text)
 
 
 def masked_failure(exc: BaseException, values: Iterable[str]):
@@ -264,13 +351,28 @@ def mask_output(value: Any, values: Iterable[str]) -> Any:
     text_columns = [name for name, dtype in schema.items() if dtype == pl.Utf8]
     if not text_columns:
         return value
-    exprs = []
-    for name in text_columns:
-        expr = pl.col(name)
-        for secret in values:
-            expr = expr.str.replace_all(secret, MASK, literal=True)
-        exprs.append(expr.alias(name))
+    masking = masker(values)
+    # Rust's regex finds the candidate cells vectorised; only those go through the Python masker.
+    pattern = "|".join(re.escape(f[:FRAGMENT]) if len(f) >= FRAGMENT else re.escape(f)
+                       for f in {w for form in masking.forms for w in _windows_of(form)})
+
+    def mask_series(series: pl.Series) -> pl.Series:
+        hits = series.str.contains(pattern).fill_null(False)
+        if not hits.any():
+            return series
+        values_ = series.to_list()
+        for i in hits.arg_true().to_list():
+            values_[i] = masking(values_[i])
+        return pl.Series(series.name, values_, dtype=pl.Utf8)
+
+    exprs = [pl.col(name).map_batches(mask_series, return_dtype=pl.Utf8).alias(name) for name in text_columns]
     return value.with_columns(exprs)
+
+
+def _windows_of(form: str) -> list[str]:
+    if len(form) < FRAGMENT:
+        return [form]
+    return [form[i:i + FRAGMENT] for i in range(len(form) - FRAGMENT + 1)]
 
 
 def visible_sources(cluster: Any, step: Any) -> list[SecretSource]:

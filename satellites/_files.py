@@ -15,7 +15,7 @@ from typing import Any
 import fsspec
 import polars as pl
 
-from exo_dagster import StepContext
+from exo_dagster import StepContext, allowed_paths
 from exo_dagster.paths import is_url
 from exo_dagster.storage import version_stamp
 
@@ -76,6 +76,18 @@ def with_stat_fingerprint(rows: pl.DataFrame, ctx: StepContext, options: dict) -
 def resolve(ctx: StepContext, path: str) -> str:
     """A path from the data: URLs and absolute paths as they are, relative ones against the cluster folder."""
     return path if is_url(path) else ctx.path(path)
+
+
+def check_inside(ctx: StepContext, rows: pl.DataFrame, allowed: list[str], satellite: str) -> None:
+    """Every local path must lie inside the allowed folders, checked before any file is touched: one path
+    outside fails the whole step (nothing moved or deleted), naming the path."""
+    outside = [p for p in rows["path"].to_list() if p and allowed_paths.is_local(p)
+               and not allowed_paths.inside(resolve(ctx, p), allowed)]
+    if outside:
+        more = f" (and {len(outside) - 1} more)" if len(outside) > 1 else ""
+        raise allowed_paths.PathOutside(
+            f"{satellite}: `{outside[0]}`{more} is outside the allowed folders ({', '.join(allowed)}): the data folder "
+            f"and the cluster's folder; the operator may add folders with {allowed_paths.ENV}")
 
 
 def storage_options(ctx: StepContext, configured: dict) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from exo_dagster import SatelliteConfig, StepContext, satellite
+from exo_dagster import SatelliteConfig, StepContext, allowed_paths, satellite
 
 from . import _files
 
@@ -36,6 +36,7 @@ def delete_file(ctx: StepContext, config: DeleteFileConfig) -> pl.DataFrame:
     `missing-ok: false`, where it is that row's `_error` (rows an earlier run deleted still come from the cache)."""
     options = _files.storage_options(ctx, config.storage_options)
     rows = _files.with_stat_fingerprint(_files.path_rows(ctx, config.column, "delete-file"), ctx, options)
+    _files.check_inside(ctx, rows, allowed_paths.roots(ctx.data_dir, ctx.base_dir), "delete-file")
 
     def delete_one(row: dict, key: str) -> dict:
         path = row["path"]

@@ -11,8 +11,9 @@ import uuid
 from typing import Literal
 
 import polars as pl
+from pydantic import ValidationInfo, field_validator
 
-from exo_dagster import SatelliteConfig, StepContext, satellite
+from exo_dagster import SatelliteConfig, StepContext, allowed_paths, satellite
 from exo_dagster.paths import is_url
 
 from . import _files
@@ -26,6 +27,12 @@ class MoveFileConfig(SatelliteConfig):
     create_folders: bool = True
     column: str = "path"
     storage_options: dict = {}
+
+    @field_validator("destination")
+    @classmethod
+    def _inside_allowed_folders(cls, value: str, info: ValidationInfo) -> str:
+        allowed_paths.config_problem(value, info, with_cluster_folder=True)
+        return value
 
 
 @satellite(
@@ -45,6 +52,9 @@ def move_file(ctx: StepContext, config: MoveFileConfig) -> pl.DataFrame:
     options = _files.storage_options(ctx, config.storage_options)
     rows = _files.with_stat_fingerprint(_files.path_rows(ctx, config.column, "move-file"), ctx, options)
     folder = config.destination if is_url(config.destination) else ctx.output_path(config.destination)
+    allowed = allowed_paths.roots(ctx.data_dir, ctx.base_dir)
+    allowed_paths.check(folder, allowed, "move-file `destination`")
+    _files.check_inside(ctx, rows, allowed, "move-file")
 
     def move_one(row: dict, key: str) -> dict:
         path = row["path"]

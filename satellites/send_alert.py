@@ -15,7 +15,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field
 
-from exo_dagster import StepContext, satellite
+from exo_dagster import StepContext, embedding, satellite
 
 from ._http import HttpConfig, Mode, batch_key, check, client, per_row, plain, response_text, with_results
 
@@ -62,7 +62,8 @@ def payload(ctx: StepContext, config: SendAlertConfig, alert: dict, key: str) ->
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(text or " ", SLACK_SECTION_LIMIT)}})
         if details:
             blocks.append({"type": "section", "fields": [
-                {"type": "mrkdwn", "text": _cut(f"*{k}*\n{_text(v)}", 2000)} for k, v in list(details.items())[:10]]})
+                {"type": "mrkdwn", "text": _cut(f"*{embedding.slack_escape(str(k))}*\n{embedding.slack_escape(_text(v))}", 2000)}
+                for k, v in list(details.items())[:10]]})
         blocks.append({"type": "context", "elements": [
             {"type": "mrkdwn", "text": f"{severity} · cluster/{ctx.cluster} · run {ctx.run_id}"}]})
         return {"text": f"{title}: {text}" if title else text, "blocks": blocks}
@@ -109,6 +110,7 @@ def _alert(config: SendAlertConfig, row: dict | None = None) -> dict:
             "*": "per row: other columns become alert details"},
     outputs={"status": "HTTP status", "response": "the service's answer", "idempotency_key": "key sent (PagerDuty dedup key)"},
     kinds=("http",),
+    embeds={"text": embedding.slack_when("format", "slack")},  # Slack: templated values cannot add mentions or links
 )
 def send_alert(ctx: StepContext, config: SendAlertConfig) -> pl.DataFrame:
     """Posts an alert to Slack or Discord (incoming webhooks) or PagerDuty (Events API v2), once or per row."""

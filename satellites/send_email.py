@@ -18,7 +18,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field, field_validator
 
-from exo_dagster import SatelliteConfig, StepContext, satellite
+from exo_dagster import SatelliteConfig, StepContext, embedding, satellite
 from exo_dagster.spec import duration_seconds
 
 from ._http import Mode, batch_key, per_row, with_results
@@ -121,6 +121,7 @@ def _fields(config: SendEmailConfig, row: dict | None = None) -> dict:
     inputs={"to": "per row: recipient(s)", "subject": "per row: subject", "body": "per row: body"},
     outputs={"to": "recipients", "message_id": "Message-ID sent", "idempotency_key": "key the Message-ID is made from"},
     kinds=("email",),
+    embeds={"body": embedding.html_when("html")},  # with `html: true`, templated values are escaped HTML text
 )
 def send_email(ctx: StepContext, config: SendEmailConfig) -> pl.DataFrame:
     """Sends email over SMTP (STARTTLS or TLS, with login), one message per batch or per row."""

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from typing import Literal
 
+import duckdb
 import fsspec
 import polars as pl
-from pydantic import model_validator
+from pydantic import ValidationInfo, field_validator, model_validator
 from upath import UPath
 
-from exo_dagster import SatelliteConfig, StepContext, duck, satellite
+from exo_dagster import SatelliteConfig, StepContext, allowed_paths, duck, satellite, sql_text, target_lock, temp_files
 from exo_dagster.io_manager import write_parquet_atomic
 from exo_dagster.table import StoredTable
 
@@ -25,6 +27,12 @@ class WriteTableConfig(SatelliteConfig):
     key: list[str] = []
     table: str | None = None  # the table name, for format duckdb
     storage_options: dict = {}
+
+    @field_validator("path")
+    @classmethod
+    def _inside_data_folder(cls, value: str, info: ValidationInfo) -> str:
+        allowed_paths.config_problem(value, info, with_cluster_folder=False)
+        return value
 
     @model_validator(mode="after")
     def _upsert_needs_key(self) -> "WriteTableConfig":
@@ -61,16 +69,24 @@ def _write_file(frame: pl.LazyFrame, target: str, fmt: str, options: dict) -> No
         write_parquet_atomic(frame, UPath(target, **options))
         return
     fs, path = fsspec.core.url_to_fs(target, **options)
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+    local = "://" not in target or target.startswith("file://")
+    if local:
+        temp_files.sweep(path)
+    tmp = temp_files.temp_path(path) if local else f"{path}.{uuid.uuid4().hex}.tmp"
     eager = frame.collect(engine="streaming")
-    with fs.open(tmp, "wb") as fh:
-        eager.write_csv(fh) if fmt == "csv" else eager.write_ndjson(fh)
-    fs.mv(tmp, path)
+    try:
+        with fs.open(tmp, "wb") as fh:
+            eager.write_csv(fh) if fmt == "csv" else eager.write_ndjson(fh)
+        fs.mv(tmp, path)
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise
 
 
 def _write_duckdb(frame: pl.LazyFrame, database: str, table: str, config: WriteTableConfig) -> None:
-    name = '"' + table.replace('"', '""') + '"'
-    with duck.connect(database) as con:
+    name = sql_text.quote_identifier(table)
+    with _open_duckdb(database) as con:
         con.register("arrow", frame.collect(engine="streaming").to_arrow())
         con.execute("begin")
         exists = con.execute("select count(*) from information_schema.tables where table_name = ?", [table]).fetchone()[0]
@@ -79,10 +95,26 @@ def _write_duckdb(frame: pl.LazyFrame, database: str, table: str, config: WriteT
         elif config.mode == "append":
             con.execute(f"insert into {name} by name select * from arrow")
         else:
-            match = " and ".join(f't."{k}" is not distinct from a."{k}"' for k in config.key)
+            match = " and ".join(f"t.{sql_text.quote_identifier(k)} is not distinct from a.{sql_text.quote_identifier(k)}"
+                                 for k in config.key)
             con.execute(f"delete from {name} t where exists (select 1 from arrow a where {match})")
             con.execute(f"insert into {name} by name select * from arrow")
         con.execute("commit")
+
+
+def _open_duckdb(database: str, read_only: bool = False):
+    """DuckDB allows one writing process per file: wait for a holder outside exo (a DuckDB shell, another
+    tool) instead of failing, up to the lock timeout; exo's own runs already queue on the target lock."""
+    deadline = time.monotonic() + target_lock.timeout_s()
+    delay = 0.05
+    while True:
+        try:
+            return duck.connect(database, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 @satellite(
@@ -97,16 +129,22 @@ def write_table(ctx: StepContext, config: WriteTableConfig) -> pl.DataFrame:
     table = ctx.input_table("table")
     if not isinstance(table, StoredTable):
         raise ValueError("write-table needs `input.table: ${{ satellites.X.output }}` or a previous step")
-    target = ctx.output_path(config.path)
+    target = allowed_paths.check(ctx.output_path(config.path), allowed_paths.roots(ctx.data_dir), "write-table `path`")
     fmt = _format(target, config.format)
     if "://" not in target:
         os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+    # one writer at a time: append/upsert read the target and write it back (see exo_dagster/target_lock.py)
+    with target_lock.locked(target, data_dir=ctx.data_dir):
+        return _write(table, target, fmt, config)
+
+
+def _write(table: StoredTable, target: str, fmt: str, config: WriteTableConfig) -> pl.DataFrame:
     new = table.lazy()
     if fmt == "duckdb":
         name = config.table or (table.name or "data")
         _write_duckdb(new, target, name, config)
-        with duck.connect(target, read_only=True) as con:
-            rows = con.execute(f'select count(*) from "{name}"').fetchone()[0]
+        with _open_duckdb(target, read_only=True) as con:
+            rows = con.execute(f"select count(*) from {sql_text.quote_identifier(name)}").fetchone()[0]
         return pl.DataFrame({"path": [f"{target}#{name}"], "format": [fmt], "rows": [rows]})
     fs, _ = fsspec.core.url_to_fs(target, **config.storage_options)
     frame = _combine(new, _existing(target, fmt, fs) if config.mode != "overwrite" else None, config)

@@ -148,3 +148,54 @@ def test_an_error_quoting_a_secret_is_masked(tmp_path, monkeypatch):
     assert failure.step_failure_data.user_failure_data.description == "RuntimeError: server refused ********"
     events = _event_text(instance, result.run_id)
     assert token not in events and other not in events and "server refused ********" in events
+
+
+# -- encoded forms and fragments (issue 10) ------------------------------------------------------
+def test_masks_encoded_forms_and_fragments():
+    import base64
+    import json
+    import urllib.parse
+
+    secret = "pa55/w0rd+with spaces&\"quotes\"-0123456789"
+    texts = {
+        "url": "GET /x?key=" + urllib.parse.quote(secret, safe=""),
+        "url-plus": "body=" + urllib.parse.quote_plus(secret),
+        "json": json.dumps({"key": secret}),
+        "base64": base64.b64encode(secret.encode()).decode(),
+        "basic": "Basic " + base64.b64encode(f"user:{secret}".encode()).decode(),
+        "basic-2": "Basic " + base64.b64encode(f"us:{secret}".encode()).decode(),
+        "urlsafe": base64.urlsafe_b64encode(f"u:{secret}".encode()).decode(),
+        "hex": secret.encode().hex(),
+        "pydantic": f"input_value='{secret[:20]}...{secret[-8:]}'",
+    }
+    for name, text in texts.items():
+        masked = S.mask(text, [secret])
+        assert "********" in masked, name
+        for i in range(len(secret) - 7):
+            assert secret[i:i + 8] not in masked, (name, secret[i:i + 8])
+    assert S.mask("an ordinary sentence about words", [secret]) == "an ordinary sentence about words"
+
+
+def test_leak_guard_masks_prints_split_writes_and_logging(capfd, caplog):
+    import logging
+    import sys
+
+    from exo_dagster import leak_guard
+
+    secret = "guarded-SECRET-value-42"
+    with leak_guard.guarded([secret]):
+        print("print:", secret)
+        sys.stdout.write("split: " + secret[:6])
+        sys.stdout.write(secret[6:] + "\n")
+        sys.stdout.write("no newline at the end " + secret)
+        try:
+            raise RuntimeError(secret)
+        except RuntimeError:
+            logging.getLogger("exo.test.leak").exception("failed with %s", secret)
+    print("after:", secret)  # outside the step: not ours to touch
+    out = capfd.readouterr()
+    assert "print: ********" in out.out and "split: ********" in out.out and "end ********" in out.out
+    assert out.out.count(secret) == 1
+    [record] = [r for r in caplog.records if r.name == "exo.test.leak"]
+    formatted = logging.Formatter().format(record)
+    assert "failed with ********" in formatted and "RuntimeError: ********" in formatted and secret not in formatted

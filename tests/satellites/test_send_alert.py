@@ -81,3 +81,35 @@ def test_missing_url_and_bad_status_are_clear_errors(tmp_path):
         server.status["/hook"] = 403
         with pytest.raises(HttpStatusError, match="403"):
             _send(tmp_path, format="discord", url=f"{server.url}/hook", text="hi")
+
+
+SLACK_CLUSTER = """\
+version: 0.0.1b
+cluster:
+  identifier: test/alert
+  satellites:
+    - name: Rows
+      uses: satellite/exospherehost/sql
+      identifier: rows
+      config: {query: "select '<!channel> <https://evil.example|click> & more' as title"}
+    - name: Alert
+      uses: satellite/exospherehost/send-alert
+      identifier: alert
+      config: {format: slack, url: "URL/hook", text: "Failed: ${{ satellites.rows.output.title }} (see <https://ok.example|runbook>)"}
+"""
+
+
+def test_slack_text_escapes_templated_values_not_the_template(tmp_path, monkeypatch):
+    import dagster as dg
+
+    from exo_dagster import compile_cluster, parse_cluster
+
+    monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
+    with http_server() as server:
+        cluster = parse_cluster(SLACK_CLUSTER.replace("URL", server.url), str(tmp_path / "c.yaml"))
+        result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+        assert result.success
+        [request] = server.to("/hook")
+    text = request.json()["blocks"][0]["text"]["text"]
+    assert text == "Failed: &lt;!channel&gt; &lt;https://evil.example|click&gt; &amp; more (see <https://ok.example|runbook>)"

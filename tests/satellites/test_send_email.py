@@ -73,3 +73,38 @@ def test_no_recipient_is_a_clear_error(tmp_path):
     with smtp_server() as server:
         with pytest.raises(ValueError, match="no recipient"):
             _send(tmp_path, host="127.0.0.1", port=server.port, security="none", **{"from": "exo@example.org"})
+
+
+HTML_CLUSTER = """\
+version: 0.0.1b
+cluster:
+  identifier: test/mail
+  satellites:
+    - name: People
+      uses: satellite/exospherehost/sql
+      identifier: people
+      config: {query: "select * from (values ('<script>alert(1)</script>', 'a@example.org'), ('Tom & \\"Jerry\\"', 'b@example.org')) t(name, email)"}
+    - name: Mail
+      uses: satellite/exospherehost/send-email
+      identifier: mail
+      config: {host: 127.0.0.1, port: PORT, security: none, from: exo@example.org, html: true, mode: per-row}
+      input:
+        to: $${{ satellites.people.output.email }}
+        body: "<p>Hello <b>$${{ satellites.people.output.name }}</b></p>"
+"""
+
+
+def test_html_bodies_escape_templated_values(tmp_path, monkeypatch):
+    import dagster as dg
+
+    from exo_dagster import compile_cluster, parse_cluster
+
+    monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
+    with smtp_server() as server:
+        cluster = parse_cluster(HTML_CLUSTER.replace("PORT", str(server.port)), str(tmp_path / "c.yaml"))
+        result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+        assert result.success
+        bodies = sorted(m.get_body(preferencelist=("html",)).get_content().strip() for _, _, m in server.messages)
+    assert bodies == ["<p>Hello <b>&lt;script&gt;alert(1)&lt;/script&gt;</b></p>",
+                      "<p>Hello <b>Tom &amp; &quot;Jerry&quot;</b></p>"]
