@@ -53,7 +53,7 @@ def run(path: str, strict: bool) -> None:
     from .instance_defaults import ensure_instance_config
     from .instance_home import initialise
     from .parser import load_cluster_file
-    from .run_end import wait_pending
+    from .run_end import run_pending
 
     path = os.path.abspath(path)
     try:
@@ -66,10 +66,10 @@ def run(path: str, strict: bool) -> None:
     job = build_reconstructable_job("exo_dagster.cli", "cluster_job", reconstructable_args=(path,))
     with DagsterInstance.get() as instance:
         # not `with execute_job(...) as result`: entering it rebuilds the run's resources to load outputs,
-        # which `exo run` never reads, in parallel with the run's sections
+        # which `exo run` never reads
         result = execute_job(job, instance=instance, raise_on_error=False)
         run_id, success = result.run_id, result.success
-        wait_pending()  # the failure/logs sections this run started (run_end.py)
+        run_pending()  # the run's failure/logs sections (run_end.py), before the summary line
     click.echo(f"run {run_id} of {cluster.job_name}: {'success' if success else 'FAILURE'}")
     sys.exit(0 if success else 1)
 

@@ -1,21 +1,30 @@
 """A cluster's `failure:` and `logs:` sections run for every run of its steps, however it was launched.
 
 The sections are run-status sensors, which only the daemon evaluates: `dagster job execute`, `exo run`
-or a webserver without a daemon would never alert. So the run itself handles its sections when its
-steps are done: exo's executor wrapper (run_executor.py) calls `claim` before the run's final event
-is stored, which tags the run `exo/sections: in-run` and starts a watcher thread; the thread waits
-for the run's final status and runs the failure job (run failed, at/after `from`) and the logs job
-(run ended) in this process, tagged with the run they are about, exactly as the sensors would.
+or a webserver without a daemon would never alert. So the process that orchestrated the run handles its
+sections once the run is over: exo's executor wrapper (run_executor.py) calls `claim` before the run's
+final event is stored, which tags the run `exo/sections: in-run`; when the process finishes (Python's
+shutdown, before it joins threads, in the main thread) `run_pending` waits for the run's final status
+and runs the failure job (run failed, at/after `from`) and the logs job (run ended) in-process, tagged
+with the run they are about, exactly as the sensors would. `exo run` calls `run_pending` itself.
+
+Why at the end of the process and not in a thread beside it: Dagster is not thread-safe here (two
+executions at once deadlock on the `logging` module's locks, seen as a hung `dagster job execute`).
+So only processes that end with their run claim it: the `dagster` and `exo` commands (`dagster job
+execute`, the run worker `dagster api execute_run` that the UI, schedules, sensors and `dagster job
+launch` start, `exo run`); elsewhere (a Celery worker running runs, a notebook) the daemon's sensors
+handle the run as before. `EXO_SECTIONS_IN_RUN=1|0` forces either way.
 
 The sensors skip runs carrying the tag, so a section never fires twice; they remain the backstop for
 runs whose process died or that were failed from outside (a run worker killed, a run failed by
-Dagster's run monitoring), which never reach `claim`. The thread is not a daemon thread: the process
-(`dagster job execute`, the run worker) waits for it before exiting.
+Dagster's run monitoring), which never reach `claim`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from typing import Iterable
@@ -27,10 +36,13 @@ from .parser import Cluster
 
 HANDLED_TAG = "exo/sections"
 HANDLED_IN_RUN = "in-run"
+FORCE_ENV = "EXO_SECTIONS_IN_RUN"
+ONE_SHOT_COMMANDS = ("dagster", "exo")
 FINAL_STATUS_TIMEOUT_S = 90.0  # the final event follows the executor within a second; never hold a process long
 POLL_S = 0.2
 
-_pending: list[threading.Thread] = []
+_pending: list[tuple[object, str, list[Cluster]]] = []
+_hooked = False
 _log = logging.getLogger("exo_dagster.run_end")
 
 
@@ -43,55 +55,49 @@ def handled_in_run(run: dg.DagsterRun) -> bool:
     return run.tags.get(HANDLED_TAG) == HANDLED_IN_RUN
 
 
-def claim(instance: dg.DagsterInstance, run_id: str, clusters: Iterable[Cluster]) -> threading.Thread | None:
-    """Mark the run as handling its sections and start the thread that does it once the run has ended.
-    Nothing for an in-memory instance (no other process could read it back) or clusters without sections."""
+def one_shot_process() -> bool:
+    """Whether this process ends with its run (the `dagster`/`exo` commands), so it can run the sections then."""
+    forced = os.environ.get(FORCE_ENV, "").strip().lower()
+    if forced in ("1", "true", "yes", "0", "false", "no"):
+        return forced in ("1", "true", "yes")
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    command, package = os.path.basename(argv0), os.path.basename(os.path.dirname(argv0))
+    # `dagster ...`, `exo ...`, and their `python -m dagster` (run workers) / `python -m exo_dagster.cli` forms
+    return command in ONE_SHOT_COMMANDS or (package, command) in (("dagster", "__main__.py"), ("exo_dagster", "cli.py"))
+
+
+def claim(instance: dg.DagsterInstance, run_id: str, clusters: Iterable[Cluster]) -> bool:
+    """Tag the run as handling its own sections and have them run when this process ends. Nothing for an
+    in-memory instance, clusters without sections, or a process that does not end with its run."""
+    global _hooked
     clusters = [c for c in clusters if has_sections(c)]
-    if not clusters or not instance.is_persistent:
-        return None
+    if not clusters or not instance.is_persistent or not one_shot_process():
+        return False
+    if not _hooked:
+        try:
+            threading._register_atexit(run_pending)  # type: ignore[attr-defined]  # before threads are joined
+        except RuntimeError:  # already shutting down: leave it to the sensors
+            return False
+        _hooked = True
     instance.add_run_tags(run_id, {HANDLED_TAG: HANDLED_IN_RUN})
-    _warm_up()
-    thread = threading.Thread(target=_handle, args=(instance.get_ref(), run_id, clusters),
-                              name=f"exo-sections-{run_id[:8]}", daemon=False)
-    thread.start()
-    _pending.append(thread)
-    return thread
+    _pending.append((instance.get_ref(), run_id, clusters))
+    return True
 
 
-def _warm_up() -> None:
-    """Build the IO manager once here, in the orchestrating thread, before the sections' thread does.
-
-    On exo's local executor the orchestrator never built it during the run; the thread and the main
-    thread (`dagster job execute` rebuilds the run's resources for its result) would otherwise both
-    do their first UPath/fsspec set-up at once, and those lazy imports and registries can deadlock
-    across threads (seen as a hung `exo run`)."""
-    from .io_manager import ExoParquetIOManager
-
-    try:
-        ExoParquetIOManager().create_io_manager(None)
-    except Exception:  # a storage problem shows up, located, when the section job itself runs
-        pass
-
-
-def wait_pending(timeout: float | None = None) -> None:
-    """Block until every section started by this process is done (`exo run` waits before it exits)."""
-    for thread in list(_pending):
-        thread.join(timeout)
-        if not thread.is_alive():
-            _pending.remove(thread)
-
-
-def _handle(ref, run_id: str, clusters: list[Cluster]) -> None:
-    try:
-        with dg.DagsterInstance.from_ref(ref) as instance:
-            run = _final(instance, run_id)
-            if run is None:
-                _log.warning("run %s did not finish within %ss; its sections were not run", run_id, FINAL_STATUS_TIMEOUT_S)
-                return
-            for cluster in clusters:
-                run_sections(instance, cluster, run)
-    except Exception:  # a section must never turn a finished run into a crash of its process
-        _log.exception("running the sections of run %s failed", run_id)
+def run_pending() -> None:
+    """Run the sections of every run this process claimed (once each); never raises."""
+    while _pending:
+        ref, run_id, clusters = _pending.pop(0)
+        try:
+            with dg.DagsterInstance.from_ref(ref) as instance:
+                run = _final(instance, run_id)
+                if run is None:
+                    _log.warning("run %s did not finish within %ss; its sections were not run", run_id, FINAL_STATUS_TIMEOUT_S)
+                    continue
+                for cluster in clusters:
+                    run_sections(instance, cluster, run)
+        except Exception:  # a section must never turn a finished run into a crash of its process
+            _log.exception("running the sections of run %s failed", run_id)
 
 
 def _final(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun | None:
