@@ -2,10 +2,8 @@
 
 from pathlib import Path
 
-from exo_dagster.instance_defaults import ensure_instance_config
-from exo_dagster.instance_home import initialise
+from exo_dagster.instance_home import prepare
 from exo_dagster.location import definitions_for
 
-ensure_instance_config()  # an empty DAGSTER_HOME gets the embedded default dagster.yaml (run monitoring on)
-initialise()  # a fresh DAGSTER_HOME is set up once, under a file lock (simultaneous first runs)
+prepare()  # an empty DAGSTER_HOME gets the default dagster.yaml (run monitoring on), set up once under a lock
 defs = definitions_for(Path(__file__).parent)

@@ -23,22 +23,17 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
     Succeeds exactly when a code location built from PATHS loads every file: each file is parsed and
     checked, all clusters are compiled together (name clashes between clusters), and Dagster builds
     the repository and resolves every job."""
-    from .location import build_location
+    from .location import build_location, source_lines
 
     built = build_location(paths, strict=strict)
     for cluster in built.clusters:
         if cluster.warnings:
-            click.echo(render_diagnostics(cluster.warnings, {cluster.file: _lines(cluster.file)}), err=True)
+            click.echo(render_diagnostics(cluster.warnings, {cluster.file: source_lines(cluster.file)}), err=True)
         click.echo(f"ok  {cluster.file}: cluster/{cluster.spec.identifier} -> job {cluster.job_name} ({len(cluster.steps)} steps)")
     if built.broken:
         click.echo(str(built.error()), err=True)
         click.echo(f"{len(built.broken)} of {len(built.broken) + len(built.clusters)} cluster file(s) would not load", err=True)
         sys.exit(1)
-
-
-def _lines(file: str) -> list[str]:
-    with open(file, encoding="utf-8", errors="replace") as handle:
-        return handle.read().splitlines()
 
 
 @main.command()
@@ -50,8 +45,7 @@ def run(path: str, strict: bool) -> None:
 
     from dagster import DagsterInstance, build_reconstructable_job, execute_job
 
-    from .instance_defaults import ensure_instance_config
-    from .instance_home import initialise
+    from .instance_home import prepare
     from .parser import load_cluster_file
     from .run_end import run_pending
 
@@ -61,8 +55,7 @@ def run(path: str, strict: bool) -> None:
     except SpecError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
-    ensure_instance_config()  # an empty DAGSTER_HOME gets the embedded default dagster.yaml (run monitoring on)
-    initialise()  # set up a fresh DAGSTER_HOME once, under a file lock
+    prepare()  # an empty DAGSTER_HOME gets the default dagster.yaml, set up once under a lock
     job = build_reconstructable_job("exo_dagster.cli", "cluster_job", reconstructable_args=(path,))
     with DagsterInstance.get() as instance:
         # not `with execute_job(...) as result`: entering it rebuilds the run's resources to load outputs,

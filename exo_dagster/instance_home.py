@@ -24,6 +24,15 @@ STAMPED = ("history/runs.db", "history/runs/index.db", "schedules/schedules.db")
 LOCK_TIMEOUT_S = 300
 
 
+def prepare(home: str | os.PathLike | None = None) -> None:
+    """What every exo entry point (the code location, `exo run`) does to DAGSTER_HOME before Dagster
+    opens it: the embedded default dagster.yaml when there is none, then the storage set up once."""
+    from .instance_defaults import ensure_instance_config
+
+    ensure_instance_config(home)
+    initialise(home)
+
+
 def initialise(home: str | os.PathLike | None = None) -> bool:
     """Set up the instance storage of `home` (default: $DAGSTER_HOME) once; True when this call did work."""
     home = home or os.environ.get("DAGSTER_HOME")

@@ -40,12 +40,9 @@ ERRORS_GROUP = "exo_errors"
 log = logging.getLogger("exo_dagster.location")
 
 
-def cluster_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Cluster YAML files under the given files/folders (recursively), sorted, de-duplicated."""
-    return _find(paths, missing=None)
-
-
-def _find(paths: Iterable[str | os.PathLike], missing: list[Diagnostic] | None) -> list[Path]:
+def _find(paths: Iterable[str | os.PathLike], missing: list[Diagnostic]) -> list[Path]:
+    """Cluster YAML files under the given files/folders (recursively), sorted, de-duplicated; a path
+    that does not exist is added to `missing`."""
     found: dict[Path, None] = {}
     for raw in paths:
         path = Path(raw)
@@ -55,8 +52,6 @@ def _find(paths: Iterable[str | os.PathLike], missing: list[Diagnostic] | None) 
                     found[file.resolve()] = None
         elif path.is_file():
             found[path.resolve()] = None
-        elif missing is None:
-            raise FileNotFoundError(f"cluster path `{path}` does not exist (check the command line or EXO_CLUSTERS)")
         else:
             missing.append(Diagnostic(Location(str(path), 1, 1), f"cluster path `{path}` does not exist",
                                       "check the command line or EXO_CLUSTERS"))
@@ -207,11 +202,11 @@ def _resolved(defs: dg.Definitions) -> dg.Definitions:
 
 
 def _cluster_error(cluster: Cluster, message: str, hint: str) -> SpecError:
-    lines = _lines(cluster.file)
+    lines = source_lines(cluster.file)
     return SpecError([Diagnostic(cluster.identifier_location or cluster.location, message, hint)], {cluster.file: lines})
 
 
-def _lines(file: str) -> list[str]:
+def source_lines(file: str) -> list[str]:
     try:
         return Path(file).read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
