@@ -32,7 +32,7 @@ import time
 import dagster as dg
 import yaml
 
-import exo_dagster.located_yaml as located_yaml
+import exo_dagster.spec.located_yaml as located_yaml
 from exo_dagster import compile_cluster, parse_cluster
 
 from .clusters import chain_yaml

@@ -30,8 +30,8 @@ import dagster as dg
 import polars as pl
 
 from exo_dagster import SatelliteConfig, StepContext, compile_clusters, parse_cluster, satellite
-from exo_dagster.leases import overlapping, run_leases
-from exo_dagster.registry import Registry
+from exo_dagster.execution.lease_audit import overlapping, run_leases
+from exo_dagster.catalog.registry import Registry
 
 GPU_STEPS, CPU_STEPS, STEP_SECONDS, DEVICES = 8, 4, 1.0, ("0", "1")
 IDEAL = GPU_STEPS * STEP_SECONDS / len(DEVICES)

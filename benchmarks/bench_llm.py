@@ -35,7 +35,7 @@ from pathlib import Path
 import polars as pl
 
 from exo_dagster import StepContext
-from satellites.llm_complete import LlmCompleteConfig, llm_complete
+from satellites.ai.llm_complete import LlmCompleteConfig, llm_complete
 
 from .harness import print_header
 

@@ -52,7 +52,7 @@ BENCH_SATELLITE = "satellite/bench/bump"
 def bench_registry():
     """The built-in catalog plus one benchmark satellite that does the baseline's polars work."""
     from exo_dagster import Registry, SatelliteConfig, StepContext, satellite
-    from exo_dagster.registry import builtin_registry
+    from exo_dagster.catalog.registry import builtin_registry
 
     extra = Registry()
 
@@ -119,7 +119,7 @@ WHAT_IF_NO_CATALOG = "exo polars chain, catalog stubbed (what-if)"
 def without_catalog(run: Callable[[], None]) -> Callable[[], None] | None:
     """`run` with exo's per-output DuckDB catalog registration replaced by a no-op (runtime patch only)."""
     try:
-        from exo_dagster import catalog
+        from exo_dagster.storage import duckdb_catalog as catalog
     except ImportError:
         return None
     if not hasattr(catalog, "register_view"):
@@ -171,7 +171,7 @@ def components(folder: str, data_path: str, repeats: int) -> None:
     def metadata_from_frame() -> None:  # the same figures from the in-memory DataFrame
         (frame.height, frame.schema)
 
-    def duckdb_connect() -> None:  # what satellites/sql.py (via duck.connect) opens per step
+    def duckdb_connect() -> None:  # what satellites/tables/sql.py (via duck.connect) opens per step
         duckdb.connect().close()
 
     def duckdb_cursor() -> None:  # a cursor on an already-open in-memory database
@@ -188,7 +188,7 @@ def components(folder: str, data_path: str, repeats: int) -> None:
         ("cursor() on a shared duckdb connection", duckdb_cursor),
     ]
     try:
-        from exo_dagster import catalog
+        from exo_dagster.storage import duckdb_catalog as catalog
 
         if hasattr(catalog, "register_view"):
             db = os.path.join(work, "catalog.duckdb")
@@ -237,11 +237,11 @@ def timer_breakdown(steps: int, data_path: str, cluster_file: str, hand_dir: str
     """Per-step wall time of each piece, measured with wrappers instead of a profiler (native code counts fully)."""
     from dagster._core.storage.fs_io_manager import PickledObjectFilesystemIOManager
 
-    import exo_dagster.compiler as compiler
-    from exo_dagster.io_manager import ParquetTableIOManager
+    import exo_dagster.compile.compiler as compiler
+    from exo_dagster.storage.io_manager import ParquetTableIOManager
 
     try:
-        from exo_dagster import catalog
+        from exo_dagster.storage import duckdb_catalog as catalog
     except ImportError:
         catalog = None
     print(f"\n-- where a step's time goes: wall-clock wrappers, {steps} steps, median over {repeats} runs, ms per step")
@@ -319,14 +319,14 @@ def check_equivalent(folder: str, steps: int, exo_name: str, hand_dir: str, hand
 PROFILE_FUNCS = [
     # (label, file suffix, function name)
     ("dagster: whole run (execute_in_process)", "definitions/job_definition.py", "execute_in_process"),
-    ("exo asset fn (_step -> compute)", "exo_dagster/compiler.py", "_step"),
-    ("  make_compute.compute (templates, config, ctx)", "exo_dagster/runtime.py", "compute"),
+    ("exo asset fn (_step -> compute)", "exo_dagster/compile/compiler.py", "_step"),
+    ("  make_compute.compute (templates, config, ctx)", "exo_dagster/runtime/step_compute.py", "compute"),
     ("    satellite fn: bump", "benchmarks/bench_run_overhead.py", "bump"),
-    ("    satellite fn: sql", "satellites/sql.py", "sql"),
-    ("    satellite fn: read_table", "satellites/read_table.py", "read_table"),
-    ("  exo IO: dump_to_path (write + metadata)", "exo_dagster/io_manager.py", "dump_to_path"),
-    ("    write_parquet_atomic", "exo_dagster/io_manager.py", "write_parquet_atomic"),
-    ("  exo IO: load_from_path", "exo_dagster/io_manager.py", "load_from_path"),
+    ("    satellite fn: sql", "satellites/tables/sql.py", "sql"),
+    ("    satellite fn: read_table", "satellites/tables/read_table.py", "read_table"),
+    ("  exo IO: dump_to_path (write + metadata)", "exo_dagster/storage/io_manager.py", "dump_to_path"),
+    ("    write_parquet_atomic", "exo_dagster/storage/io_manager.py", "write_parquet_atomic"),
+    ("  exo IO: load_from_path", "exo_dagster/storage/io_manager.py", "load_from_path"),
     ("  UPathIOManager.handle_output", "storage/upath_io_manager.py", "handle_output"),
     ("  UPathIOManager.load_input", "storage/upath_io_manager.py", "load_input"),
     ("hand asset fn (step)", "benchmarks/bench_run_overhead.py", "step"),
@@ -338,8 +338,8 @@ PROFILE_FUNCS = [
     ("polars: sink_parquet", "polars/lazyframe/frame.py", "sink_parquet"),
     ("polars: DataFrame.write_parquet", "polars/dataframe/frame.py", "write_parquet"),
     ("dagster: add_output_metadata", "context/output.py", "add_output_metadata"),
-    ("exo: catalog.register_view (DuckDB catalog file)", "exo_dagster/catalog.py", "register_view"),
-    ("exo: duck.connect (new DuckDB database per call)", "exo_dagster/duck.py", "connect"),
+    ("exo: catalog.register_view (DuckDB catalog file)", "exo_dagster/storage/duckdb_catalog.py", "register_view"),
+    ("exo: duck.connect (new DuckDB database per call)", "exo_dagster/sdk/duck.py", "connect"),
     ("dagster: event log writes (handle_new_event)", "instance/methods/event_methods.py", "handle_new_event"),
 ]
 
@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.what_if:
             patched = without_catalog(runner(jobs[TARGET_VARIANT]))
             if patched is None:
-                print("   (what-if skipped: exo_dagster.catalog.register_view not found)")
+                print("   (what-if skipped: exo_dagster.storage.duckdb_catalog.register_view not found)")
             else:
                 variants[WHAT_IF_NO_CATALOG] = patched
         results = measure_interleaved(variants, repeats=args.repeats, warmup=1)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from exo_dagster.instance_home import prepare
+from exo_dagster.execution.instance_home import prepare
 from exo_dagster.location import definitions_for
 
 prepare()  # an empty DAGSTER_HOME gets the default dagster.yaml (run monitoring on), set up once under a lock

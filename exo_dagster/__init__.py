@@ -1,16 +1,53 @@
-"""exo-dagster: YAML clusters of satellites, compiled into Dagster asset graphs."""
+"""exo-dagster: YAML clusters of satellites, compiled into Dagster asset graphs.
 
-from . import duck
-from .compiler import compile_cluster, compile_clusters
-from .context import StepContext
-from .errors import Diagnostic, Location, SpecError
-from .io_manager import ExoParquetIOManager
-from .parser import Cluster, load_cluster_file, parse_cluster
-from .registry import REGISTRY, Registry, SatelliteConfig, satellite
-from .table import StoredTable
+The layers, each importing only those before it:
+  spec/      YAML to a checked IR (Cluster), located errors; no Dagster
+  sdk/       what satellite authors import: SatelliteConfig, @satellite, StepContext, StoredTable, helpers
+  catalog/   the satellite registry, entry-point discovery, configured satellites
+  storage/   the Parquet IO manager and the DuckDB catalog of outputs
+  runtime/   one step's compute: templates filled, secrets resolved and masked, timeouts
+  execution/ executors (local GPU-aware, run guard), the routing run launcher, tags, the Dagster home
+  compile/   a Cluster to Dagster definitions: assets, fan-out, retry, SLA, triggers, failure/logs sections
+  location.py, cli.py: a code location of many cluster files; the `exo` command
 
-__all__ = [
-    "Cluster", "Diagnostic", "ExoParquetIOManager", "Location", "REGISTRY", "Registry", "SatelliteConfig",
-    "SpecError", "StepContext", "StoredTable", "compile_cluster", "compile_clusters", "load_cluster_file",
-    "parse_cluster", "satellite",
-]
+Names below are loaded on first use, so `import exo_dagster.sdk` does not load the compiler.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Cluster": "exo_dagster.spec.ir",
+    "Diagnostic": "exo_dagster.spec.errors",
+    "Location": "exo_dagster.spec.errors",
+    "SpecError": "exo_dagster.spec.errors",
+    "SatelliteConfig": "exo_dagster.sdk.satellite",
+    "satellite": "exo_dagster.sdk.satellite",
+    "StepContext": "exo_dagster.sdk.context",
+    "StoredTable": "exo_dagster.sdk.table",
+    "Registry": "exo_dagster.catalog.registry",
+    "REGISTRY": "exo_dagster.catalog.registry",
+    "default_registry": "exo_dagster.catalog.registry",
+    "parse_cluster": "exo_dagster.catalog.loading",
+    "load_cluster_file": "exo_dagster.catalog.loading",
+    "ExoParquetIOManager": "exo_dagster.storage.io_manager",
+    "compile_cluster": "exo_dagster.compile.compiler",
+    "compile_clusters": "exo_dagster.compile.compiler",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'exo_dagster' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .errors import SpecError, render_diagnostics
+from exo_dagster.spec.errors import SpecError, render_diagnostics
 
 
 @click.group()
@@ -23,7 +23,7 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
     Succeeds exactly when a code location built from PATHS loads every file: each file is parsed and
     checked, all clusters are compiled together (name clashes between clusters), and Dagster builds
     the repository and resolves every job."""
-    from .location import build_location, source_lines
+    from exo_dagster.location import build_location, source_lines
 
     built = build_location(paths, strict=strict)
     for cluster in built.clusters:
@@ -45,9 +45,9 @@ def run(path: str, strict: bool) -> None:
 
     from dagster import DagsterInstance, build_reconstructable_job, execute_job
 
-    from .instance_home import prepare
-    from .parser import load_cluster_file
-    from .run_end import run_pending
+    from exo_dagster.execution.instance_home import prepare
+    from exo_dagster.catalog.loading import load_cluster_file
+    from exo_dagster.compile.run_end import run_pending
 
     path = os.path.abspath(path)
     try:
@@ -69,8 +69,8 @@ def run(path: str, strict: bool) -> None:
 
 def cluster_job(path: str):
     """The job of the cluster in `path`, rebuilt by name in step processes (`exo run`'s reconstructable job)."""
-    from .compiler import compile_cluster
-    from .parser import load_cluster_file
+    from exo_dagster.compile.compiler import compile_cluster
+    from exo_dagster.catalog.loading import load_cluster_file
 
     cluster = load_cluster_file(path)
     return compile_cluster(cluster).resolve_job_def(cluster.job_name)
@@ -79,7 +79,7 @@ def cluster_job(path: str):
 @main.command()
 def satellites() -> None:
     """List the known satellite ids."""
-    from .registry import builtin_registry
+    from exo_dagster.catalog.registry import default_registry as builtin_registry
 
     registry = builtin_registry()
     for uses in registry.ids():
@@ -100,9 +100,10 @@ def cache_clear(cluster: str, step: str | None) -> None:
     """Forget finished rows of CLUSTER (a cluster file, `project/name`, or its job name)."""
     import os
 
-    from .parser import asset_name, load_cluster_file
-    from .row_cache import RowCache, cache_file
-    from .spec import CLUSTER_ID
+    from exo_dagster.catalog.loading import load_cluster_file
+    from exo_dagster.spec.ir import asset_name
+    from exo_dagster.sdk.row_cache import RowCache, cache_file
+    from exo_dagster.spec.models import CLUSTER_ID
 
     if os.path.isfile(cluster):
         try:

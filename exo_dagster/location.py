@@ -29,10 +29,11 @@ from typing import Iterable
 
 import dagster as dg
 
-from .catalog import sql_name
-from .compiler import compile_cluster, definitions_with_resources
-from .errors import Diagnostic, Location, SpecError
-from .parser import Cluster, load_cluster_file
+from exo_dagster.storage.duckdb_catalog import sql_name
+from exo_dagster.compile.compiler import compile_cluster, definitions_with_resources
+from exo_dagster.spec.errors import Diagnostic, Location, SpecError
+from exo_dagster.catalog.loading import load_cluster_file
+from exo_dagster.spec.ir import Cluster
 
 CLUSTER_SUFFIXES = (".yaml", ".yml")
 STRICT_ENV = "EXO_STRICT_LOAD"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from exo_dagster.registry import Registry, builtin_registry
+from exo_dagster.catalog.registry import Registry, builtin_registry
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -15,7 +15,7 @@ import time
 import polars as pl
 
 from exo_dagster import SatelliteConfig, StepContext, compile_clusters, load_cluster_file, satellite
-from exo_dagster.registry import Registry
+from exo_dagster.catalog.registry import Registry
 
 PROBE = "exo-probe "
 REGISTRY = Registry()

@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 
-from exo_dagster.leases import overlapping, run_leases  # noqa: F401 - re-exported for the tests
+from exo_dagster.execution.lease_audit import overlapping, run_leases  # noqa: F401 - re-exported for the tests
 
 REPO = Path(__file__).resolve().parents[2]
 DEFS_FILE = Path(__file__).with_name("scaleout_defs.py")
@@ -81,7 +81,7 @@ def probes(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
     return out
 
 
-leases = run_leases  # read back from the run's event log (exo_dagster.leases)
+leases = run_leases  # read back from the run's event log (exo_dagster.execution.lease_audit)
 
 
 def events_of(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEventType) -> list:

@@ -94,7 +94,7 @@ def test_cache_clear_forgets_a_clusters_rows(tmp_path):
     import os
     import subprocess
 
-    from exo_dagster.row_cache import RowCache
+    from exo_dagster.sdk.row_cache import RowCache
 
     env = {**os.environ, "EXO_CACHE_DIR": str(tmp_path)}
     with RowCache(str(tmp_path / "acme__ticket_triage.sqlite")) as rows:

@@ -1,0 +1,206 @@
+"""The compiler: a checked Cluster in, `dagster.Definitions` out. Pure: no I/O, no network.
+
+Each step becomes one asset whose compute function resolves the step's templates at run
+time, validates its config, and calls the satellite; outputs are stored by the exo IO manager.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+import dagster as dg
+
+from exo_dagster.storage.duckdb_catalog import sql_name
+from exo_dagster.execution import tags as backend_tags
+from exo_dagster.execution.device_leases import gpu_lease
+from exo_dagster.execution.executor_choice import executor_for, resolve_executor_name
+from exo_dagster.compile import failure_section as failure
+from exo_dagster.compile import logs_section as log_forwarding
+from exo_dagster.compile import retry_policy as retry
+from exo_dagster.execution import run_executor
+from exo_dagster.compile import run_end, sla
+from exo_dagster.compile import triggers
+from exo_dagster.spec.ir import Cluster, ParsedStep
+from exo_dagster.compile import fan_out as chunked
+from exo_dagster.runtime.step_compute import count_rows, make_compute
+
+IO_MANAGER_KEY = "exo_io"
+MAX_KINDS = 3  # Dagster shows at most three kind badges per asset
+
+
+def compile_clusters(clusters: Iterable[Cluster], *, resources: dict[str, Any] | None = None,
+                     executor: str | None = None) -> dg.Definitions:
+    """Definitions for many clusters, sharing one IO manager."""
+    return definitions_with_resources([compile_cluster(c, with_resources=False, executor=executor) for c in clusters], resources)
+
+
+def definitions_with_resources(parts: list[dg.Definitions], resources: dict[str, Any] | None = None) -> dg.Definitions:
+    """Compiled clusters merged into one Definitions with the shared exo IO manager."""
+    from exo_dagster.storage.io_manager import ExoParquetIOManager
+
+    merged = dg.Definitions.merge(*parts) if parts else dg.Definitions()
+    # Dagster's implicit asset job (the UI's Materialize, asset backfills) runs like the clusters' jobs
+    compiled = [guard for part in parts for job in part.jobs or []
+                if (guard := getattr(getattr(job, "executor_def", None), "exo_cluster", None)) is not None]
+    asset_executor = run_executor.asset_job_executor(
+        [cluster for cluster, _ in compiled], {cluster.job_name: name for cluster, name in compiled},
+        lambda chosen: run_executor.asset_run_tags(chosen, run_tags), run_end.claim)
+    return dg.Definitions.merge(merged, dg.Definitions(resources={IO_MANAGER_KEY: ExoParquetIOManager(), **(resources or {})},
+                                                       executor=asset_executor))
+
+
+def executor_name(cluster: Cluster, default: str | None = None) -> str:
+    """The executor a cluster's job runs on: `local`, `in-process`, `celery` or `k8s`."""
+    spec = cluster.spec
+    return resolve_executor_name(spec.executor or default, chain_on_cpu=spec.execution == "sequential" and not any(
+        _resources(s).gpu or s.spec.fan_out for s in cluster.steps))
+
+
+def run_tags(cluster: Cluster) -> dict[str, str]:
+    """The cluster job's run tags (asset-selection runs of its steps get them too, run_executor.py)."""
+    spec = cluster.spec
+    tags = {"exo/cluster": spec.identifier}
+    if spec.sla is not None:
+        tags["dagster/max_runtime"] = sla.max_runtime_tag(spec.sla_seconds)
+    if any(_resources(s).gpu for s in cluster.steps):
+        tags["exo/compute"] = "gpu"
+    return tags
+
+
+def compile_cluster(cluster: Cluster, *, with_resources: bool = True, executor: str | None = None) -> dg.Definitions:
+    """`executor`: the default for clusters that name none (else EXO_EXECUTOR, else exo's local executor)."""
+    group = cluster.job_name
+    by_id = {s.identifier: s for s in cluster.steps}
+    ensure_recursion_depth(len(cluster.steps))
+    assets = [_asset(cluster, step, group, by_id) for step in cluster.steps]
+    keys = [dg.AssetKey([group, s.asset_name]) for s in cluster.steps]
+    spec = cluster.spec
+    name = executor_name(cluster, executor)
+    job = dg.define_asset_job(
+        name=cluster.job_name,
+        selection=dg.AssetSelection.assets(*keys),
+        description=spec.description or spec.title or f"cluster/{spec.identifier}",
+        tags=run_tags(cluster),
+        executor_def=run_executor.guarded(executor_for(name), name, [cluster], run_tags, run_end.claim),
+    )
+    schedules, sensors = triggers.definitions(cluster, job)
+    section_jobs = []
+    for section in (failure, log_forwarding):  # the `failure:` and `logs:` sections: a job and its sensors each
+        more_jobs, more_sensors = section.definitions(cluster, job, IO_MANAGER_KEY)
+        section_jobs += more_jobs
+        sensors += more_sensors
+    resources = {}
+    if with_resources:
+        from exo_dagster.storage.io_manager import ExoParquetIOManager
+
+        resources[IO_MANAGER_KEY] = ExoParquetIOManager()
+    return dg.Definitions(assets=assets, jobs=[job, *section_jobs], schedules=schedules, sensors=sensors, resources=resources)
+
+
+def ensure_recursion_depth(steps: int) -> None:
+    """Dagster walks a job's graph recursively (graph_definition.create_adjacency_lists), as deep as the
+    longest chain: a long sequential cluster would hit Python's recursion limit when its job resolves."""
+    needed = 8 * steps + 2000
+    if sys.getrecursionlimit() < needed:
+        sys.setrecursionlimit(needed)
+
+
+def _resources(step: ParsedStep):
+    return step.spec.resources or step.satellite.resources
+
+
+def _code_reference(cluster: Cluster, step: ParsedStep) -> dg.CodeReferencesMetadataValue:
+    """Links the asset in the UI to the step's line in the cluster YAML."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.CodeReferencesMetadataValue(code_references=[
+            dg.LocalFileCodeReference(file_path=cluster.source_path, line_number=step.location.line,
+                                      label=f"{step.spec.name} ({Path(cluster.file).name}:{step.location.line})"),
+        ])
+
+
+def _deps(cluster: Cluster, step: ParsedStep) -> list[str]:
+    """Upstream identifiers: what the step references, plus its predecessor in list order."""
+    upstream = list(step.references)
+    if cluster.spec.execution == "sequential" and step.index > 0:
+        previous = cluster.steps[step.index - 1].identifier
+        if previous not in upstream:
+            upstream.append(previous)
+    return upstream
+
+
+def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, ParsedStep]) -> dg.AssetsDefinition:
+    upstream = _deps(cluster, step)
+    ins = {f"in_{by_id[u].asset_name}": dg.AssetIn(key=dg.AssetKey([group, by_id[u].asset_name])) for u in upstream}
+    arg_to_id = {f"in_{by_id[u].asset_name}": u for u in upstream}
+    previous = cluster.steps[step.index - 1].identifier if step.index > 0 and cluster.spec.execution == "sequential" else None
+    if previous is None and len(step.references) == 1:
+        previous = step.references[0]
+    resources = _resources(step)
+    kinds = list(dict.fromkeys((["gpu"] if resources.gpu else []) + list(step.satellite.kinds)))[:MAX_KINDS]
+    shown_config = {**step.config, **({"secrets": {k: f"<secret from {v.kind} {v.name if v.kind != 'literal' else ''}>".replace(" >", ">")
+                                                   for k, v in step.secrets.items()}} if step.secrets else {})}
+    metadata = {
+        "exo/satellite": f"{step.satellite.id}@{step.satellite.version}",
+        "exo/view": f"{sql_name(cluster.spec.short_name)}.{sql_name(step.identifier)}",
+        "exo/config": dg.MetadataValue.json(shown_config),
+        "exo/input": dg.MetadataValue.json(step.spec.input),
+        "exo/source": f"{step.location}",
+        "dagster/code_references": _code_reference(cluster, step),
+    }
+    tags = {"exo/satellite": step.satellite.name, **backend_tags.step_tags(resources, cluster.spec.queues)}
+    description = step.spec.description or step.spec.name
+    if step.satellite.docs:
+        description += f"\n\n`{step.satellite.id}`: {step.satellite.docs.splitlines()[0]}"
+    fingerprint = json.dumps([step.satellite.id, step.satellite.version, step.config, step.spec.input], sort_keys=True, default=str)
+
+    compute = make_compute(cluster, step, previous)
+    if resources.gpu:
+        compute = _leased(compute)
+    if step.spec.fan_out:
+        return sla.with_freshness(chunked.graph_asset(
+            key=dg.AssetKey([group, step.asset_name]), ins=ins, chunk_rows=step.spec.fan_out.chunk_rows,
+            count_rows=lambda context, upstream: count_rows(step, {arg_to_id[k]: v for k, v in upstream.items()}),
+            compute=lambda context, upstream, chunk: compute(context, {arg_to_id[k]: v for k, v in upstream.items()}, chunk),
+            op_tags=tags, io_manager_key=IO_MANAGER_KEY, retry_policy=retry.retry_policy(cluster.spec, step.spec),
+            asset_kwargs=dict(
+                group_name=group, descriptions_by_output_name={"result": description},
+                metadata_by_output_name={"result": metadata},
+                tags_by_output_name={"result": {f"dagster/kind/{k}": "" for k in kinds}},
+                code_versions_by_output_name={"result": hashlib.sha256(fingerprint.encode()).hexdigest()[:16]},
+            ),
+        ), cluster.spec)
+
+    @dg.asset(
+        key=dg.AssetKey([group, step.asset_name]),
+        ins=ins,
+        group_name=group,
+        description=description,
+        metadata=metadata,
+        kinds=set(kinds),
+        op_tags=tags,
+        pool=backend_tags.pool_for(resources),
+        io_manager_key=IO_MANAGER_KEY,
+        retry_policy=retry.retry_policy(cluster.spec, step.spec),
+        freshness_policy=sla.freshness_policy(cluster.spec),
+        code_version=hashlib.sha256(fingerprint.encode()).hexdigest()[:16],
+    )
+    def _step(context, **upstream_tables):
+        return compute(context, {arg_to_id[k]: v for k, v in upstream_tables.items()})
+
+    return _step
+
+
+def _leased(compute):
+    """A GPU step (or fan-out chunk) computes only while it holds its devices (exo's local executor)."""
+
+    def run(context, *args, **kwargs):
+        with gpu_lease():
+            return compute(context, *args, **kwargs)
+
+    return run

@@ -1,0 +1,77 @@
+"""`fan-out: {chunk-rows: N}`: one step's rows split into chunks that run as separate ops.
+
+The step becomes a graph-backed asset: `split` yields one dynamic output per chunk, `chunk`
+runs the satellite over its slice of rows (so chunks can land on different processes or
+workers), and `merge` hands the chunk files on as one table. Each chunk's Parquet is written
+atomically under the data folder and the merged output references them, with no copy.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any, Callable
+
+import dagster as dg
+from upath import UPath
+
+from exo_dagster.sdk import paths
+from exo_dagster.storage.io_manager import to_frame, write_parquet_atomic
+from exo_dagster.sdk.table import StoredTable
+
+
+def chunk_bounds(rows: int, size: int) -> list[tuple[int, int]]:
+    return [(start, min(size, rows - start)) for start in range(0, rows, size)] or [(0, 0)]
+
+
+def graph_asset(
+    *,
+    key: dg.AssetKey,
+    ins: dict[str, dg.AssetIn],
+    chunk_rows: int,
+    count_rows: Callable[[Any, dict], int],
+    compute: Callable[..., Any],
+    op_tags: dict[str, str],
+    asset_kwargs: dict[str, Any],
+    io_manager_key: str,
+    retry_policy: dg.RetryPolicy | None,
+) -> dg.AssetsDefinition:
+    """`compute(context, upstream_kwargs, chunk=(offset, length))` runs the satellite on one chunk."""
+    name = "__".join(key.path)
+    op_ins = {arg: dg.In() for arg in ins}
+
+    @dg.op(name=f"{name}__split", ins=op_ins, out=dg.DynamicOut(), tags=op_tags)
+    def split(context, **upstream):
+        total = count_rows(context, upstream)
+        context.log.info(f"{total} rows in chunks of {chunk_rows}")
+        for index, (offset, length) in enumerate(chunk_bounds(total, chunk_rows)):
+            yield dg.DynamicOutput({"index": index, "offset": offset, "length": length}, mapping_key=f"c{index}")
+
+    @dg.op(name=f"{name}__chunk", ins={"chunk": dg.In(), **op_ins}, tags=op_tags, retry_policy=retry_policy)
+    def run_chunk(context, chunk: dict, **upstream):
+        value = compute(context, upstream, chunk=(chunk["offset"], chunk["length"]))
+        value = value.value if isinstance(value, dg.Output) else value
+        folder = os.path.join(paths.data_dir(), "chunks", *key.path, context.run.run_id)
+        os.makedirs(folder, exist_ok=True)
+        target = os.path.join(folder, f"{chunk['index']:06d}.parquet")
+        write_parquet_atomic(to_frame(value), UPath(target))
+        return target
+
+    @dg.op(name=f"{name}__merge", out=dg.Out(io_manager_key=io_manager_key), tags=op_tags)
+    def merge(context, parts: list[str]) -> StoredTable:
+        ordered = tuple(sorted(parts))
+        context.add_output_metadata({"exo/chunks": len(ordered)})
+        return StoredTable(ordered[0] if len(ordered) == 1 else ordered)
+
+    def body(**upstream):
+        chunks = split(**upstream)
+        return merge(chunks.map(lambda c: run_chunk(c, **upstream)).collect())
+
+    body.__signature__ = inspect.Signature([inspect.Parameter(a, inspect.Parameter.KEYWORD_ONLY) for a in ins])
+    graph = dg.graph(name=name)(body)
+    return dg.AssetsDefinition.from_graph(
+        graph,
+        keys_by_input_name={arg: asset_in.key for arg, asset_in in ins.items()},
+        keys_by_output_name={"result": key},
+        **asset_kwargs,
+    )

@@ -1,0 +1,137 @@
+"""A cluster's `failure:` and `logs:` sections run for every run of its steps, however it was launched.
+
+The sections are run-status sensors, which only the daemon evaluates: `dagster job execute`, `exo run`
+or a webserver without a daemon would never alert. So the process that orchestrated the run handles its
+sections once the run is over: exo's executor wrapper (run_executor.py) calls `claim` before the run's
+final event is stored, which tags the run `exo/sections: in-run`; when the process finishes (Python's
+shutdown, before it joins threads, in the main thread) `run_pending` waits for the run's final status
+and runs the failure job (run failed, at/after `from`) and the logs job (run ended) in-process, tagged
+with the run they are about, exactly as the sensors would. `exo run` calls `run_pending` itself.
+
+Why at the end of the process and not in a thread beside it: Dagster is not thread-safe here (two
+executions at once deadlock on the `logging` module's locks, seen as a hung `dagster job execute`).
+So only processes that end with their run claim it: the `dagster` and `exo` commands (`dagster job
+execute`, the run worker `dagster api execute_run` that the UI, schedules, sensors and `dagster job
+launch` start, `exo run`); elsewhere (a Celery worker running runs, a notebook) the daemon's sensors
+handle the run as before. `EXO_SECTIONS_IN_RUN=1|0` forces either way.
+
+The sensors skip runs carrying the tag, so a section never fires twice; they remain the backstop for
+runs whose process died or that were failed from outside (a run worker killed, a run failed by
+Dagster's run monitoring), which never reach `claim`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Iterable
+
+import dagster as dg
+
+from exo_dagster.compile import failure_section as failure
+from exo_dagster.compile import logs_section as log_forwarding
+from exo_dagster.spec.ir import Cluster
+
+HANDLED_TAG = "exo/sections"
+HANDLED_IN_RUN = "in-run"
+FORCE_ENV = "EXO_SECTIONS_IN_RUN"
+ONE_SHOT_COMMANDS = ("dagster", "exo")
+FINAL_STATUS_TIMEOUT_S = 90.0  # the final event follows the executor within a second; never hold a process long
+POLL_S = 0.2
+
+_pending: list[tuple[object, str, list[Cluster]]] = []
+_hooked = False
+_log = logging.getLogger("exo_dagster.compile.run_end")
+
+
+def has_sections(cluster: Cluster) -> bool:
+    return bool(cluster.failure_steps or cluster.logs_steps)
+
+
+def handled_in_run(run: dg.DagsterRun) -> bool:
+    """True when the run handles its own sections (the sensors then skip it)."""
+    return run.tags.get(HANDLED_TAG) == HANDLED_IN_RUN
+
+
+def one_shot_process() -> bool:
+    """Whether this process ends with its run (the `dagster`/`exo` commands), so it can run the sections then."""
+    forced = os.environ.get(FORCE_ENV, "").strip().lower()
+    if forced in ("1", "true", "yes", "0", "false", "no"):
+        return forced in ("1", "true", "yes")
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    command, package = os.path.basename(argv0), os.path.basename(os.path.dirname(argv0))
+    # `dagster ...`, `exo ...`, and their `python -m dagster` (run workers) / `python -m exo_dagster.cli` forms
+    return command in ONE_SHOT_COMMANDS or (package, command) in (("dagster", "__main__.py"), ("exo_dagster", "cli.py"))
+
+
+def claim(instance: dg.DagsterInstance, run_id: str, clusters: Iterable[Cluster]) -> bool:
+    """Tag the run as handling its own sections and have them run when this process ends. Nothing for an
+    in-memory instance, clusters without sections, or a process that does not end with its run."""
+    global _hooked
+    clusters = [c for c in clusters if has_sections(c)]
+    if not clusters or not instance.is_persistent or not one_shot_process():
+        return False
+    if not _hooked:
+        try:
+            threading._register_atexit(run_pending)  # type: ignore[attr-defined]  # before threads are joined
+        except RuntimeError:  # already shutting down: leave it to the sensors
+            return False
+        _hooked = True
+    instance.add_run_tags(run_id, {HANDLED_TAG: HANDLED_IN_RUN})
+    _pending.append((instance.get_ref(), run_id, clusters))
+    return True
+
+
+def run_pending() -> None:
+    """Run the sections of every run this process claimed (once each); never raises."""
+    while _pending:
+        ref, run_id, clusters = _pending.pop(0)
+        try:
+            with dg.DagsterInstance.from_ref(ref) as instance:
+                run = _final(instance, run_id)
+                if run is None:
+                    _log.warning("run %s did not finish within %ss; its sections were not run", run_id, FINAL_STATUS_TIMEOUT_S)
+                    continue
+                for cluster in clusters:
+                    run_sections(instance, cluster, run)
+        except Exception:  # a section must never turn a finished run into a crash of its process
+            _log.exception("running the sections of run %s failed", run_id)
+
+
+def _final(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRun | None:
+    deadline = time.monotonic() + FINAL_STATUS_TIMEOUT_S
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.is_finished:
+            return run
+        time.sleep(POLL_S)
+    return None
+
+
+def run_sections(instance: dg.DagsterInstance, cluster: Cluster, run: dg.DagsterRun) -> list[dg.ExecuteInProcessResult]:
+    """The failure and logs jobs this finished run calls for, executed here; what the sensors would launch."""
+    from exo_dagster.compile.compiler import IO_MANAGER_KEY
+    from exo_dagster.storage.io_manager import ExoParquetIOManager
+
+    results = []
+    base = {"exo/cluster": cluster.spec.identifier}
+    if cluster.failure_steps and run.status == dg.DagsterRunStatus.FAILURE:
+        events = [r.event_log_entry.dagster_event for r in instance.get_records_for_run(
+            run_id=run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1000).records]
+        # an asset-selection run of the cluster's steps counts as the cluster's run (run-level failures too)
+        job_name = cluster.job_name if log_forwarding.is_ours(cluster, run) else run.job_name
+        picked = failure.pick_failure(cluster, job_name, [e for e in events if e is not None])
+        if picked is not None:
+            job = failure.build_job(cluster, IO_MANAGER_KEY)
+            results.append(job.execute_in_process(
+                instance=instance, raise_on_error=False, resources={IO_MANAGER_KEY: ExoParquetIOManager()},
+                tags={**base, failure.RUN_ID_TAG: run.run_id, failure.STEP_TAG: picked["step"], "exo/trigger": "failure"}))
+    if cluster.logs_steps and run.status in log_forwarding.WATCHED.values() and log_forwarding.is_ours(cluster, run):
+        job = log_forwarding.build_job(cluster, IO_MANAGER_KEY)
+        results.append(job.execute_in_process(
+            instance=instance, raise_on_error=False, resources={IO_MANAGER_KEY: ExoParquetIOManager()},
+            tags={**base, log_forwarding.RUN_ID_TAG: run.run_id, "exo/trigger": "logs"}))
+    return results

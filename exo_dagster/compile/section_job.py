@@ -1,0 +1,104 @@
+"""A cluster section's satellites (`failure:`, `logs:`) as ops of a job of their own.
+
+A sensor launches the job with the run it is about in its tags. The first op turns that run into
+a table (the failure, the log records); the section's satellites follow it in list order, each
+stored by the exo IO manager, and may also read the cluster's stored outputs
+(`${{ satellites.X.output }}`), loaded through the IO manager as the assets they are.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import dagster as dg
+from exo_dagster.dagster_private import resolve_dagster_type
+
+from exo_dagster.spec.ir import Cluster, ParsedStep
+from exo_dagster.runtime.step_compute import make_compute
+
+FIRST_NODE_OUTPUT = "result"
+
+
+def view_metadata(cluster: Cluster, section: str, name: str) -> dict[str, str]:
+    """The DuckDB catalog name for an op output (ops have no asset key to derive one from)."""
+    from exo_dagster.storage.duckdb_catalog import sql_name
+
+    return {"exo/view": f"{sql_name(cluster.spec.short_name + '_' + section)}.{sql_name(name)}"}
+
+
+def build_section_job(
+    cluster: Cluster,
+    *,
+    name: str,
+    section: str,
+    steps: list[ParsedStep],
+    first: dg.OpDefinition,
+    first_table: str,
+    io_manager_key: str,
+    roots: Callable[[Any], dict[str, dict[str, Any]]] | None = None,
+    description: str = "",
+) -> dg.JobDefinition:
+    """`first` (an op producing the section's input table, known to templates as `first_table`)
+    followed by one op per step; each step's `previous` is the step above it, or `first_table`."""
+    main = {s.identifier: s for s in cluster.steps}
+    nodes: list[dg.OpDefinition] = [first]
+    node_of = {first_table: first.name}
+    deps: dict[str, dict[str, dg.DependencyDefinition]] = {}
+    previous = first_table
+    for step in steps:
+        op_def, wired = _step_op(cluster, section, step, main, previous, io_manager_key, roots)
+        nodes.append(op_def)
+        deps[op_def.name] = {arg: dg.DependencyDefinition(node_of[ident], FIRST_NODE_OUTPUT) for arg, ident in wired.items()}
+        node_of[step.identifier] = op_def.name
+        previous = step.identifier
+    graph = dg.GraphDefinition(name=name, node_defs=nodes, dependencies=deps, description=description)
+    # in-process: a few ops in a row, started right after the run they are about (not the code location's default executor)
+    return graph.to_job(tags={"exo/cluster": cluster.spec.identifier, "exo/role": section}, executor_def=dg.in_process_executor)
+
+
+def _step_op(cluster: Cluster, section: str, step: ParsedStep, main: dict[str, ParsedStep], previous: str,
+             io_manager_key: str, roots) -> tuple[dg.OpDefinition, dict[str, str]]:
+    """One satellite as an op; returns it and {input name: upstream identifier} for op-to-op inputs.
+
+    Outputs of the cluster's own steps are not op inputs (Dagster loads asset inputs only in asset
+    jobs): the op loads them through the IO manager, as the asset they are."""
+    ins: dict[str, dg.In] = {}
+    arg_to_id: dict[str, str] = {}
+    from_cluster: list[str] = []
+    upstream = list(step.references)
+    if previous not in upstream:
+        upstream.append(previous)
+    for ident in upstream:
+        if ident in main:
+            from_cluster.append(ident)
+            continue
+        arg = "in_" + "".join(c if c.isalnum() else "_" for c in ident).strip("_")
+        arg_to_id[arg] = ident
+        ins[arg] = dg.In()
+    compute = make_compute(cluster, step, previous, roots=roots)
+
+    @dg.op(name=f"{cluster.job_name}__{section}__{step.asset_name}", ins=ins,  # op names are location-wide required_resource_keys={io_manager_key},
+           out=dg.Out(io_manager_key=io_manager_key, metadata=view_metadata(cluster, section, step.identifier)),
+           description=step.spec.description or step.spec.name,
+           tags={"exo/satellite": step.satellite.name}, retry_policy=_retry(cluster, step))
+    def _section_step(context, **tables):
+        given = {arg_to_id[k]: v for k, v in tables.items()}
+        manager = getattr(context.resources, io_manager_key)
+        for ident in from_cluster:
+            given[ident] = load_asset(context, manager, dg.AssetKey([cluster.job_name, main[ident].asset_name]))
+        return compute(context, given)
+
+    return _section_step, dict(arg_to_id)
+
+
+def load_asset(context, manager: dg.IOManager, key: dg.AssetKey):
+    """A cluster step's stored output, read by the IO manager exactly as a downstream asset would."""
+    output = dg.build_output_context(asset_key=key, name=key.path[-1], step_key="none")
+    return manager.load_input(dg.build_input_context(asset_key=key, upstream_output=output, instance=context.instance,
+                                                     name=key.path[-1], dagster_type=resolve_dagster_type(dg.Any)))
+
+
+def _retry(cluster: Cluster, step: ParsedStep) -> dg.RetryPolicy | None:
+    from exo_dagster.compile.retry_policy import retry_policy
+
+    return retry_policy(cluster.spec, step.spec)

@@ -1,0 +1,200 @@
+"""A cluster's `trigger` -> a Dagster schedule or sensor that launches its job.
+
+- `cron`  -> a ScheduleDefinition in the trigger's timezone.
+- `files` -> a sensor that looks at a folder every `interval`; files that are new or whose content
+  changed (and are older than `min-age`, i.e. no longer being written) form one batch and one run.
+  The cursor remembers each file's size, mtime and sha256, so unchanged files are not re-hashed;
+  the `run_key` is a hash of the batch's (path, sha256) pairs, so Dagster never launches the same
+  batch twice, even if the cursor were lost.
+- `after` -> a multi-asset sensor on the other cluster's asset group: once a run that materialized
+  its assets has succeeded, this cluster runs once (run_key from the consumed materializations).
+- none -> nothing here: launched from the UI, the GraphQL API or `dagster job launch`/`exo run`.
+
+Everything is built from the spec alone (no I/O at compile time); the sensors touch the filesystem
+and the instance only when the daemon evaluates them. Each carries the `exo/cluster` tag and names
+its cluster in its description, and targets the cluster's job, so the UI lists it on the job's page.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from exo_dagster.sdk import paths
+from exo_dagster.spec.ir import Cluster, asset_name
+from exo_dagster.spec.models import CLUSTER_ID, duration_seconds
+
+FILES_TAG_LIMIT = 4000  # longest `exo/files` tag value; longer batches keep only the count and hash
+HASH_CHUNK = 1 << 20
+
+
+def definitions(cluster: Cluster, job: Any) -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:
+    """The schedules and sensors for `cluster.spec.trigger`, targeting `job`."""
+    trigger = cluster.spec.trigger
+    if trigger is None:
+        return [], []
+    if trigger.cron:
+        return [cron_schedule(cluster, job)], []
+    if trigger.files:
+        return [], [files_sensor(cluster, job)]
+    if trigger.after:
+        return [], [after_sensor(cluster, job)]
+    return [], []
+
+
+def _tags(cluster: Cluster, kind: str) -> dict[str, str]:
+    return {"exo/cluster": cluster.spec.identifier, "exo/trigger": kind}
+
+
+def cron_schedule(cluster: Cluster, job: Any) -> dg.ScheduleDefinition:
+    spec = cluster.spec
+    return dg.ScheduleDefinition(
+        name=f"{cluster.job_name}__cron", job=job, cron_schedule=spec.trigger.cron,
+        execution_timezone=spec.trigger.timezone, default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"trigger.cron of cluster/{spec.identifier}", tags={"exo/trigger": "cron"},
+    )
+
+
+# -- files --------------------------------------------------------------------------------------
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _matches(folder: Path, pattern: str) -> list[Path]:
+    """Files under `folder` matching `pattern` (a glob relative to the folder; `**/` descends)."""
+    if not folder.is_dir():
+        return []
+    found = folder.glob(pattern) if ("/" in pattern or "**" in pattern) else \
+        (p for p in folder.iterdir() if fnmatch.fnmatchcase(p.name, pattern))
+    return sorted(p for p in found if p.is_file() and not p.name.startswith("."))
+
+
+def scan(folder: str | os.PathLike, pattern: str, min_age_s: float, seen: dict[str, list],
+         now: float | None = None) -> tuple[dict[str, str], dict[str, list]]:
+    """Compare the folder with the cursor `seen` ({relative path: [size, mtime_ns, sha256]}).
+
+    Returns (batch, state): `batch` holds the new or changed files that are old enough, as
+    {relative path: sha256}; `state` is the next cursor (files too young keep their old entry,
+    so they show up once they settle; deleted files are forgotten).
+    """
+    folder = Path(folder)
+    now = time.time() if now is None else now
+    batch: dict[str, str] = {}
+    state: dict[str, list] = {}
+    for file in _matches(folder, pattern):
+        rel = file.relative_to(folder).as_posix()
+        try:
+            stat = file.stat()
+        except FileNotFoundError:
+            continue  # removed between listing and stat
+        previous = seen.get(rel)
+        if now - stat.st_mtime < min_age_s:
+            if previous is not None:
+                state[rel] = previous
+            continue
+        if previous is not None and previous[0] == stat.st_size and previous[1] == stat.st_mtime_ns:
+            state[rel] = previous
+            continue
+        try:
+            digest = _sha256(file)
+        except FileNotFoundError:
+            continue
+        state[rel] = [stat.st_size, stat.st_mtime_ns, digest]
+        if previous is None or previous[2] != digest:
+            batch[rel] = digest
+    return batch, state
+
+
+def batch_key(batch: dict[str, str]) -> str:
+    """The run_key of a batch: a hash of its sorted (path, content hash) pairs."""
+    return hashlib.sha256(json.dumps(sorted(batch.items())).encode()).hexdigest()
+
+
+def files_sensor(cluster: Cluster, job: Any) -> dg.SensorDefinition:
+    files = cluster.spec.trigger.files
+    folder = paths.resolve(files.path, cluster.base_dir)
+    pattern, min_age = files.pattern, duration_seconds(files.min_age)
+    interval = max(1, int(round(duration_seconds(files.interval))))
+
+    @dg.sensor(
+        name=f"{cluster.job_name}__files", job=job, minimum_interval_seconds=interval,
+        default_status=dg.DefaultSensorStatus.RUNNING, tags=_tags(cluster, "files"),
+        description=f"trigger.files of cluster/{cluster.spec.identifier}: one run per batch of new or changed "
+                    f"`{pattern}` files in {folder} (older than {files.min_age}), looked at every {interval}s",
+    )
+    def _watch(context: dg.SensorEvaluationContext):
+        if not Path(folder).is_dir():
+            return dg.SkipReason(f"folder {folder} does not exist (trigger.files.path of cluster/{cluster.spec.identifier})")
+        seen = json.loads(context.cursor) if context.cursor else {}
+        batch, state = scan(folder, pattern, min_age, seen)
+        if not batch:
+            if state != seen:
+                context.update_cursor(json.dumps(state, sort_keys=True))
+            return dg.SkipReason(f"no new or changed files in {folder}")
+        key = batch_key(batch)
+        listed = json.dumps(sorted(batch))
+        tags = {**_tags(cluster, "files"), "exo/files-hash": key, "exo/files-count": str(len(batch))}
+        if len(listed) <= FILES_TAG_LIMIT:
+            tags["exo/files"] = listed
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=key, tags=tags)],
+                               cursor=json.dumps(state, sort_keys=True))
+
+    return _watch
+
+
+# -- after --------------------------------------------------------------------------------------
+
+def upstream_group(reference: str) -> str:
+    """`cluster/<project>/<name>` -> that cluster's asset group (and job) name."""
+    match = CLUSTER_ID.match(reference.strip())
+    if not match:
+        raise ValueError(f"trigger.after `{reference}` must name a cluster as cluster/<project>/<name>")
+    return asset_name(f"{match.group(1)}__{match.group(2)}")
+
+
+def after_sensor(cluster: Cluster, job: Any) -> dg.SensorDefinition:
+    reference = cluster.spec.trigger.after
+    group = upstream_group(reference)
+    if group == cluster.job_name:
+        raise ValueError(f"cluster/{cluster.spec.identifier} cannot run after itself (trigger.after: {reference})")
+
+    def _after(context: dg.MultiAssetSensorEvaluationContext):
+        latest = {key: record for key, record in context.latest_materialization_records_by_key().items() if record}
+        if not latest:
+            return dg.SkipReason(f"no new materializations of {reference}")
+        run_ids = sorted({record.run_id for record in latest.values()})
+        runs = {run.run_id: run for run in context.instance.get_runs(dg.RunsFilter(run_ids=run_ids))}
+        waiting = [rid for rid in run_ids if rid in runs and not runs[rid].is_finished]
+        if waiting:
+            return dg.SkipReason(f"waiting for run {waiting[0]} of {reference} to finish")
+        context.advance_all_cursors()
+        succeeded = [rid for rid in run_ids if rid not in runs or runs[rid].status == dg.DagsterRunStatus.SUCCESS]
+        if not succeeded:
+            return dg.SkipReason(f"the runs that materialized {reference} did not succeed: {', '.join(run_ids)}")
+        consumed = sorted((key.to_user_string(), record.storage_id) for key, record in latest.items())
+        key = hashlib.sha256(json.dumps(consumed).encode()).hexdigest()
+        return dg.RunRequest(run_key=key, tags={**_tags(cluster, "after"), "exo/after-runs": ",".join(succeeded)})
+
+    # Dagster steers asset-to-asset automation to Declarative Automation; a sensor that launches a
+    # whole job of another cluster is the case it keeps multi-asset sensors for.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.SupersessionWarning)
+        return dg.multi_asset_sensor(
+            name=f"{cluster.job_name}__after", monitored_assets=dg.AssetSelection.groups(group), job=job,
+            minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING, tags=_tags(cluster, "after"),
+            description=f"trigger.after of cluster/{cluster.spec.identifier}: runs once each time a run that "
+                        f"materialized the assets of {reference} has succeeded",
+        )(_after)

@@ -1,0 +1,251 @@
+"""What runs inside a compiled step: resolve templates, validate config, call the satellite."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import polars as pl
+from dagster import Failure, Output
+from pydantic import ValidationError
+
+from exo_dagster.sdk import allowed_paths
+from exo_dagster.runtime import leak_guard
+from exo_dagster.sdk import row_cache
+from exo_dagster.sdk import sql_text
+from exo_dagster.sdk import step_errors
+from exo_dagster.runtime import step_failure, step_timeout
+from exo_dagster.runtime import secrets as secret_values
+from exo_dagster.spec import templates
+from exo_dagster.sdk.context import StepContext
+from exo_dagster.sdk.row_map import RowFailed
+from exo_dagster.spec.ir import Cluster, ParsedStep
+from exo_dagster.spec.models import duration_seconds
+from exo_dagster.sdk.table import StoredTable
+
+
+class StepInputError(RuntimeError):
+    """A step's templates or config could not be resolved at run time (missing env var, column...)."""
+
+
+def cluster_fields(cluster: Cluster) -> dict[str, Any]:
+    spec = cluster.spec
+    trigger = spec.trigger.model_dump(exclude_none=True, by_alias=True) if spec.trigger else None
+    return {"identifier": spec.identifier, "title": spec.title, "description": spec.description,
+            "trigger": trigger, "sla": spec.sla, "project": spec.project, "name": spec.short_name}
+
+
+def make_resolver(cluster: Cluster, step: ParsedStep, tables: dict[str, StoredTable],
+                  step_secrets: dict[str, str], environ=os.environ,
+                  roots: dict[str, dict[str, Any]] | None = None) -> Callable[[templates.Reference], Any]:
+    """`roots` adds template roots known only at run time (`failure.*` in a cluster's failure satellites)."""
+    fields = cluster_fields(cluster)
+
+    def resolve(ref: templates.Reference) -> Any:
+        if ref.root == "satellites":
+            table = tables[ref.satellite]
+            return table.column(ref.column) if ref.column else table
+        if ref.root == "secrets":
+            source = cluster.secrets[ref.parts[0]]
+            return secret_values.secret_value(ref.parts[0], source, environ)
+        if ref.root == "env":
+            if ref.parts[0] not in environ:
+                raise StepInputError(f"step `{step.identifier}` reads environment variable `{ref.parts[0]}`, which is not set")
+            return environ[ref.parts[0]]
+        if ref.root == "cluster":
+            return fields[ref.parts[0]]
+        if roots and ref.root in roots and ref.parts[0] in roots[ref.root]:
+            return roots[ref.root][ref.parts[0]]
+        raise StepInputError(f"`{ref.text}` cannot be resolved in step `{step.identifier}`")
+
+    return resolve
+
+
+def per_row_frame(step: ParsedStep, tables: dict[str, StoredTable], resolve) -> pl.LazyFrame | None:
+    """The step's per-row input as one lazy table: a row per source row, a column per `$${{ }}` input key."""
+    if step.per_row_source is None:
+        return None
+    source = tables[step.per_row_source].lazy()
+    names = source.collect_schema().names()
+    exprs = [_row_expr(raw, resolve, names, _embedding(step, key)).alias(str(key))
+             for key, raw in step.spec.input.items() if is_per_row(raw)]
+    return source.select(exprs)
+
+
+def is_per_row(raw: Any) -> bool:
+    return isinstance(raw, str) and "$${{" in raw
+
+
+def _embedding(step: ParsedStep, key: Any):
+    """The language a config/input field is written in (SQL, HTML), if the satellite declares one."""
+    embedding = step.satellite.embeds.get(str(key))
+    return embedding if embedding is not None and embedding.applies(step.config) else None
+
+
+def _row_expr(raw: Any, resolve, names: list[str], embedding=None) -> pl.Expr:
+    if not isinstance(raw, str) or not templates.has_template(raw):
+        return pl.lit(raw)
+    template = templates.parse(raw)
+    pieces: list[pl.Expr] = []
+    for piece in template.pieces:
+        if isinstance(piece, str):
+            pieces.append(pl.lit(piece))
+        elif piece.per_row:
+            if piece.column not in names:
+                raise StepInputError(f"`{piece.text}`: column `{piece.column}` is not in `{piece.satellite}`'s output "
+                                     f"(it has: {', '.join(names)})")
+            column = pl.col(piece.column)
+            pieces.append(embedding.column(column) if embedding is not None and embedding.column else column)
+        elif embedding is not None:
+            pieces.append(pl.lit(embedding.render(piece.text, resolve)))
+        else:
+            value = resolve(piece)
+            pieces.append(pl.lit(value if template.whole else templates.as_text(value)))
+    if template.whole is not None and embedding is None:
+        return pieces[0]
+    return pl.concat_str([p.cast(pl.Utf8).fill_null("") for p in pieces])
+
+
+def render_section(step: ParsedStep, section: dict[str, Any], resolve) -> dict[str, Any]:
+    """Render a config/input mapping; fields in another language (SQL, HTML) get that language's literals."""
+    out: dict[str, Any] = {}
+    for key, value in section.items():
+        embedding = _embedding(step, key)
+        if embedding is not None and isinstance(value, str):
+            out[key] = embedding.render(value, resolve)
+        else:
+            out[key] = templates.render(value, resolve)
+    return out
+
+
+def count_rows(step: ParsedStep, tables: dict[str, StoredTable]) -> int:
+    """How many rows the step fans out over (its per-row source's row count)."""
+    if step.per_row_source is None:
+        return 0
+    return int(tables[step.per_row_source].lazy().select(pl.len()).collect().item())
+
+
+SECRET_PLACEHOLDER = "exo-secret-placeholder"
+
+
+def _memo(resolve: Callable[[templates.Reference], Any]) -> Callable[[templates.Reference], Any]:
+    """Resolve each reference once per step (config is rendered twice, and a column may be read from storage)."""
+    seen: dict[tuple, Any] = {}
+
+    def cached(ref: templates.Reference) -> Any:
+        key = (ref.root, ref.parts)
+        if key not in seen:
+            seen[key] = resolve(ref)
+        return seen[key]
+
+    return cached
+
+
+def validate_config(step: ParsedStep, resolve, cluster_dir: str, hidden: list[str]) -> Any:
+    """Validate the step's config with placeholders where secrets go, then with the real values.
+
+    Pydantic quotes (a shortened) input in its messages, so a secret must never be what it validates
+    while a message could still be shown: errors of the placeholder pass are reported as they are; an
+    error of the real pass names the field and the kind of problem only, never the value.
+    """
+    model = step.satellite.config_model
+    context = {"cluster_dir": cluster_dir}
+
+    def placeholder(ref: templates.Reference) -> Any:
+        return SECRET_PLACEHOLDER if ref.root == "secrets" else resolve(ref)
+
+    secret_fields = {path for path, text in templates.walk_strings(step.config)
+                     if templates.has_template(text) and "secrets." in text}
+    try:
+        model.model_validate(render_section(step, step.config, placeholder), context=context)
+    except ValidationError as exc:
+        problems = [e for e in exc.errors(include_url=False) if not any(tuple(e["loc"])[:len(p)] == p for p in secret_fields)]
+        if problems:
+            raise StepInputError(_invalid(step, problems, hidden)) from None
+    try:
+        return model.model_validate(render_section(step, step.config, resolve), context=context)
+    except ValidationError as exc:
+        problems = [{**e, "msg": f"the value (from a secret, not shown) is invalid: {e['type']}"}
+                    for e in exc.errors(include_url=False, include_input=False)]
+        raise StepInputError(_invalid(step, problems, hidden)) from None
+
+
+def _invalid(step: ParsedStep, errors: list[dict], hidden: list[str]) -> str:
+    lines = [f"  {'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg'].removeprefix('Value error, ')}" for e in errors]
+    text = f"config of step `{step.identifier}` is invalid after resolving templates:\n" + "\n".join(lines)
+    return secret_values.mask(text, hidden)
+
+
+def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
+                 roots: Callable[[Any], dict[str, dict[str, Any]]] | None = None):
+    """The function a compiled asset calls with its upstream StoredTables.
+
+    `roots(context)` gives extra template roots at run time (the failure job's `failure.*`).
+    Every secret the step can see is masked in its log lines, errors, metadata and output table.
+    """
+
+    timeout_s = duration_seconds(step.spec.timeout) if step.spec.timeout is not None else None
+
+    def compute(context, tables: dict[str, StoredTable], chunk: tuple[int, int] | None = None) -> Any:
+        """`chunk` = (offset, length): run on that slice of the per-row input only (fan-out chunks)."""
+        hidden = secret_values.visible_values(cluster, step)
+        try:
+            ctx, config = prepare(context, tables, hidden)
+            if chunk is not None and ctx.rows is not None:
+                ctx.rows = ctx.rows.slice(*chunk)
+        except (StepInputError, secret_values.MissingSecret, sql_text.SqlTemplateError) as exc:
+            # A user mistake, not a crash: a plain message, and no automatic retry (it cannot heal itself).
+            raise Failure(description=secret_values.mask(str(exc), hidden), metadata=step_failure.location_metadata(step),
+                          allow_retries=False) from None
+        try:
+            with leak_guard.guarded(hidden):
+                value = step_timeout.call(lambda: step.satellite.fn(ctx, config), timeout_s, step)
+        except allowed_paths.PathOutside as exc:
+            # A path outside the allowed roots is a user mistake: a plain message, never retried.
+            raise Failure(description=secret_values.mask(str(exc), hidden), metadata=step_failure.location_metadata(step),
+                          allow_retries=False) from None
+        except RowFailed as exc:
+            raise Failure(description=secret_values.mask(str(exc), hidden),
+                          metadata={**step_failure.location_metadata(step),
+                                    **secret_values.mask_value(ctx.metadata, hidden)}) from None
+        except Failure:
+            raise  # the satellite chose its words and whether to retry
+        except Exception as exc:
+            error_kind = step_errors.kind(exc)
+            if error_kind != step_errors.BUG:  # the satellite's message first, no stack trace, retried only if worth it
+                raise step_failure.step_failure(exc, error_kind, step, lambda text: secret_values.mask(text, hidden),
+                                               secret_values.mask_value(ctx.metadata, hidden) or None) from None
+            if secret_values.leaks(exc, hidden):
+                raise secret_values.masked_failure(exc, hidden) from None
+            raise
+        value = secret_values.mask_output(value, hidden)
+        metadata = secret_values.mask_value(ctx.metadata, hidden)
+        return Output(value, metadata=metadata) if metadata else value
+
+    def prepare(context, tables: dict[str, StoredTable], hidden: list[str]) -> tuple[StepContext, Any]:
+        tables = {ident: dataclasses.replace(t, name=ident) for ident, t in tables.items()}
+        given = secret_values.resolve_all(step.secrets)
+        resolve = _memo(make_resolver(cluster, step, tables, given, roots=roots(context) if roots else None))
+        config = validate_config(step, resolve, cluster.base_dir, hidden)
+        plain_input = render_section(step, {k: v for k, v in step.spec.input.items() if not is_per_row(v)}, resolve)
+        ctx = StepContext(
+            cluster=cluster.spec.identifier,
+            step=step.identifier,
+            run_id=context.run.run_id,
+            input=plain_input,
+            rows=per_row_frame(step, tables, resolve),
+            tables=tables,
+            previous=tables.get(previous) if previous else None,
+            secrets=given,
+            base_dir=cluster.base_dir,
+            log=secret_values.MaskingLog(context.log, hidden),
+            identity=(step.satellite.id, step.satellite.version, config.model_dump(mode="json", by_alias=True)),
+            concurrency=step.spec.concurrency or 8,
+            on_row_error=step.spec.on_row_error,
+            cache_path=row_cache.cache_file(cluster.job_name) if step.spec.cache else None,
+            hidden=hidden,
+        )
+        return ctx, config
+
+    return compute

@@ -1,0 +1,17 @@
+"""What a satellite author imports: the Config base, `@satellite`, the step context, stored tables, and helpers.
+
+    from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
+
+Helper modules (import them by name): `paths`, `allowed_paths`, `duck`, `sql_text`, `embedding`,
+`file_ops`, `row_map`, `row_cache`, `masking`, `step_errors`, `temp_files`, `target_lock`,
+`storage_options`. Nothing here imports the compiler, an executor or another satellite.
+"""
+
+from exo_dagster.sdk.context import StepContext
+from exo_dagster.sdk.satellite import DECLARED, SatelliteConfig, SatelliteDef, satellite
+from exo_dagster.sdk.step_errors import PermanentError, TransientError
+from exo_dagster.sdk.table import StoredTable
+from exo_dagster.spec.models import duration_seconds
+
+__all__ = ["DECLARED", "PermanentError", "SatelliteConfig", "SatelliteDef", "StepContext", "StoredTable",
+           "TransientError", "duration_seconds", "satellite"]

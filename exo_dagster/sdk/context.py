@@ -1,0 +1,94 @@
+"""StepContext: what a satellite function sees of its run — inputs, tables, its own secrets."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import polars as pl
+
+from exo_dagster.sdk import paths
+from exo_dagster.sdk.table import StoredTable
+
+
+@dataclass
+class StepContext:
+    """Per-step view handed to `satellite(ctx, config)`.
+
+    `input` holds the step's resolved (non per-row) input values; `rows` is the per-row input
+    as a table when the step uses `$${{ }}`; `tables` are upstream outputs by identifier;
+    `previous` is the output this step follows (its predecessor in list order).
+    """
+
+    cluster: str
+    step: str
+    run_id: str
+    input: dict[str, Any]
+    rows: pl.LazyFrame | None
+    tables: dict[str, StoredTable]
+    previous: StoredTable | None
+    secrets: Mapping[str, str] = field(repr=False)
+    base_dir: str = "."
+    data_dir: str = field(default_factory=paths.data_dir)
+    log: Any = field(default_factory=lambda: logging.getLogger("exo_dagster"))
+    # per-row work: (satellite id, version, config) identity, options from the step spec, a cache
+    identity: tuple[str, str, dict] = ("satellite/exo/unknown", "0", {})
+    concurrency: int = 8
+    on_row_error: str = "collect"
+    cache_path: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # secret values this step can see: masked in every row result before it is cached or returned
+    hidden: list[str] = field(default_factory=list, repr=False)
+
+    def map_rows(self, fn: Callable[[dict, str], Any], rows: pl.DataFrame | pl.LazyFrame | None = None, *,
+                 concurrency: int | None = None, batch_size: int | None = None) -> pl.DataFrame:
+        """Run `fn(row, idempotency_key)` once per row (default: the step's per-row input), concurrently,
+        skipping rows the cache already holds; per-row failures land in `_error`. See fanout.map_rows."""
+        from exo_dagster.sdk.row_map import RowStats, map_rows
+        from exo_dagster.sdk.row_cache import RowCache
+
+        rows = self.rows if rows is None else rows
+        if rows is None:
+            raise ValueError(f"step `{self.step}` has no per-row input; use `$${{{{ satellites.X.output.col }}}}` in `input:`")
+        stats = RowStats()
+        cache = RowCache(self.cache_path) if self.cache_path else None
+        try:
+            return map_rows(fn, rows, identity=self.identity, step=self.step, cache=cache,
+                            concurrency=concurrency or self.concurrency, on_row_error=self.on_row_error,
+                            batch_size=batch_size, stats=stats, mask=self._mask_result)
+        finally:
+            if cache is not None:
+                cache.close()
+            self.metadata.update(stats.metadata())
+            if stats.errors:
+                self.metadata["exo/row_errors"] = "\n".join(stats.errors)
+                self.log.warning(f"{stats.failed} row(s) failed in step `{self.step}`; see the `_error` column")
+
+    def _mask_result(self, result: Any) -> Any:
+        if not self.hidden:
+            return result
+        from exo_dagster.sdk.masking import mask_value
+
+        return mask_value(result, self.hidden)
+
+    def path(self, path: str) -> str:
+        """A path the user wrote, resolved against the cluster file's folder."""
+        return paths.resolve(path, self.base_dir)
+
+    def output_path(self, path: str) -> str:
+        """A path to write to, resolved against the data folder."""
+        return paths.resolve(path, self.data_dir)
+
+    def table(self, identifier: str) -> StoredTable:
+        if identifier not in self.tables:
+            raise KeyError(f"step `{self.step}` does not read `{identifier}`; reference it with "
+                           f"${{{{ satellites.{identifier}.output }}}}")
+        return self.tables[identifier]
+
+    def input_table(self, key: str = "table") -> StoredTable | None:
+        """The table given as `input.<key>`, else the previous step's output."""
+        value = self.input.get(key)
+        if isinstance(value, StoredTable):
+            return value
+        return self.previous

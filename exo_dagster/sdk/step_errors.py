@@ -1,0 +1,87 @@
+"""What a failed step reports, and whether it is worth retrying.
+
+A satellite's exception becomes a Dagster `Failure` whose description is the satellite's own message
+and whose metadata points back to the YAML (`exo/source` FILE:LINE, the step and satellite ids), so
+the UI, `${{ failure.error }}` and the logs lead with what went wrong and where, not with Dagster's
+wrapper and a stack trace. Errors fall in three kinds:
+
+- permanent: the spec, the config or the data is wrong (missing folder or file, unreadable or
+  unsniffable file, bad SQL, missing column, schema mismatch, HTTP 4xx): retrying cannot help, so the
+  step fails at once (`Failure(allow_retries=False)`), whatever its `retries:`;
+- transient: the network, a timeout, HTTP 5xx/429/408: retried by the step's policy;
+- a bug (anything else, e.g. AttributeError): raised as is, stack trace and retries included.
+
+Satellites can say it themselves with `PermanentError` / `TransientError`.
+"""
+
+from __future__ import annotations
+
+import re
+
+
+
+PERMANENT, TRANSIENT, BUG = "permanent", "transient", "bug"
+_STATUS = re.compile(r"\banswered (\d{3})\b")
+_TRANSIENT_STATUS = {408, 425, 429}
+
+
+class PermanentError(ValueError):
+    """Raise from a satellite for an error that no retry can fix (bad input, bad config)."""
+
+
+class TransientError(RuntimeError):
+    """Raise from a satellite for an error worth retrying (a service that is down or busy)."""
+
+
+def _named(exc: BaseException, *names: str) -> bool:
+    return any(cls.__name__ in names for cls in type(exc).__mro__)
+
+
+def _module(exc: BaseException) -> str:
+    return type(exc).__module__ or ""
+
+
+def kind(exc: BaseException) -> str:
+    """PERMANENT, TRANSIENT or BUG for a satellite's exception."""
+    if isinstance(exc, TransientError):
+        return TRANSIENT
+    if isinstance(exc, PermanentError):
+        return PERMANENT
+    status = _http_status(exc)
+    if status is not None:
+        return TRANSIENT if status >= 500 or status in _TRANSIENT_STATUS else PERMANENT
+    if isinstance(exc, (TimeoutError, ConnectionError)) or _named(
+            exc, "TransportError", "TimeoutException", "URLError", "HTTPException", "RemoteDisconnected"):
+        return TRANSIENT
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError,
+                        UnicodeError, ValueError, LookupError)):
+        return PERMANENT  # also pydantic's ValidationError (a ValueError) and read errors of satellites
+    if _module(exc).lstrip("_").startswith("duckdb") and not _named(exc, "InternalException", "FatalException", "HTTPException"):
+        return PERMANENT  # Binder/Catalog/Parser/Conversion/InvalidInput/IO: the query or the data is wrong
+    if _module(exc).startswith("polars") and _named(
+            exc, "ColumnNotFoundError", "SchemaError", "SchemaFieldNotFoundError", "ShapeError", "InvalidOperationError",
+            "ComputeError", "NoDataError", "DuplicateError"):
+        return PERMANENT
+    return BUG
+
+
+def _http_status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    code = getattr(response, "status_code", None) or getattr(exc, "status_code", None) or getattr(exc, "status", None)
+    if isinstance(code, int):
+        return code
+    if _named(exc, "HttpStatusError", "HTTPStatusError"):
+        match = _STATUS.search(str(exc))
+        return int(match.group(1)) if match else None
+    return None
+
+
+def message(exc: BaseException) -> str:
+    """The satellite's own words; the exception's class only where the message alone says little."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)) and exc.filename \
+            and str(exc.filename) not in text:
+        text = f"{text}: {exc.filename}"
+    return text

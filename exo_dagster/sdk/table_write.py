@@ -1,0 +1,61 @@
+"""Writing what a satellite returns as one Parquet file, atomically (readers never see half a file)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+import duckdb
+import polars as pl
+from upath import UPath
+
+from exo_dagster.sdk import paths, temp_files
+from exo_dagster.sdk.table import StoredTable
+
+
+def to_frame(obj: Any) -> pl.DataFrame | pl.LazyFrame | duckdb.DuckDBPyRelation:
+    """Normalise what a satellite may return into something we can write as Parquet."""
+    if isinstance(obj, (pl.DataFrame, pl.LazyFrame, duckdb.DuckDBPyRelation)):
+        return obj
+    if isinstance(obj, StoredTable):
+        return obj.lazy()
+    if obj is None:
+        return pl.DataFrame()
+    if isinstance(obj, dict):
+        return pl.DataFrame([obj])
+    if isinstance(obj, list):
+        return pl.DataFrame(obj)
+    raise TypeError(f"a satellite must return a table (polars DataFrame/LazyFrame, DuckDB relation or list of dicts), got {type(obj).__name__}")
+
+
+def write_parquet_atomic(obj: Any, path: UPath) -> None:
+    """Write to a temporary name beside the target, then rename: readers never see half a file."""
+    frame = to_frame(obj)
+    local = not paths.is_url(str(path))
+    if local:
+        temp_files.sweep(str(path))  # orphans of killed writes of this target
+        tmp = UPath(temp_files.temp_path(str(path)))
+    else:
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        if local:
+            if isinstance(frame, pl.LazyFrame):
+                # Into a handle we own: given a path, Polars may still create the file after an error is raised.
+                with open(str(tmp), "wb") as fh:
+                    frame.sink_parquet(fh)
+            else:
+                frame.write_parquet(str(tmp))  # polars DataFrame and DuckDB relation alike
+            os.replace(str(tmp), str(path))
+        else:
+            eager = frame.collect(engine="streaming") if isinstance(frame, pl.LazyFrame) else (
+                frame.pl() if isinstance(frame, duckdb.DuckDBPyRelation) else frame)
+            with tmp.open("wb") as fh:
+                eager.write_parquet(fh)
+            tmp.fs.mv(str(tmp), str(path))
+    except BaseException:
+        try:
+            tmp.unlink()
+        except (FileNotFoundError, OSError):
+            pass
+        raise

@@ -1,0 +1,83 @@
+"""The checked cluster (the IR every later layer reads): a Cluster of ParsedSteps, and where secrets come from."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from exo_dagster.spec.errors import Diagnostic, Location
+from exo_dagster.spec.models import ClusterBody, Step
+
+@dataclass(frozen=True)
+class SecretSource:
+    """Where a secret's value comes from at run time: an env var, or (discouraged) the file itself."""
+
+    kind: str  # "env" | "literal" | "secret"
+    name: str  # env var / cluster secret name; for literals, the secret's own name
+
+    literal: str | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class ParsedStep:
+    """One satellite step, checked: its satellite, raw config/input and what it references."""
+
+    spec: Step
+    index: int
+    role: str  # "main" | "logs" | "failure"
+    identifier: str
+    satellite: Any  # exo_dagster.sdk.SatelliteDef
+    config: dict[str, Any]  # without `secrets`
+    secrets: dict[str, SecretSource]  # the names this satellite is given -> their source
+    references: tuple[str, ...]  # upstream identifiers read (templates, table names)
+    per_row_source: str | None
+    location: Location
+
+    @property
+    def asset_name(self) -> str:
+        return asset_name(self.identifier)
+
+
+@dataclass
+class Cluster:
+    """A checked cluster file, ready for the compiler."""
+
+    file: str
+    spec: ClusterBody
+    steps: list[ParsedStep]
+    logs_steps: list[ParsedStep]
+    failure_steps: list[ParsedStep]
+    secrets: dict[str, SecretSource]
+    warnings: list[Diagnostic]
+    location: Location
+    identifier_location: Location | None = None  # where `identifier:` is (name clashes are reported there)
+
+    @property
+    def job_name(self) -> str:
+        return asset_name(f"{self.spec.project}__{self.spec.short_name}")
+
+    @property
+    def source_path(self) -> str:
+        """Absolute path of the cluster file (what the UI links to)."""
+        return os.path.abspath(self.file)
+
+    @property
+    def base_dir(self) -> str:
+        return os.path.dirname(self.source_path)
+
+    def step(self, identifier: str) -> ParsedStep:
+        return next(s for s in self.steps if s.identifier == identifier)
+
+
+def asset_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in text)
+
+
+def step_of(cluster: Cluster, step_key: str | None) -> ParsedStep | None:
+    """The cluster step a Dagster step key belongs to: the asset's op (`job__asset`), or an op inside
+    a fanned-out step's graph (`job__asset.job__asset__chunk[c3]`)."""
+    if not step_key:
+        return None
+    head = step_key.split(".", 1)[0].split("[", 1)[0]
+    return next((s for s in cluster.steps if head == f"{cluster.job_name}__{s.asset_name}"), None)

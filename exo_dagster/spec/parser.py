@@ -1,0 +1,445 @@
+"""Cluster files in, checked `Cluster` objects out; every problem becomes a located Diagnostic.
+
+The parser reports all problems of a file at once: YAML syntax, the spec's shape (pydantic),
+satellite ids, satellite configs, template syntax and references, cron, secrets.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import types
+import typing
+import zoneinfo
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from exo_dagster.spec import templates
+from exo_dagster.spec.errors import Diagnostic, Location, SpecError
+from exo_dagster.spec.located_yaml import LocatedDocument, load_located
+from exo_dagster.spec.ir import Cluster, ParsedStep, SecretSource, asset_name  # noqa: F401  (re-exported)
+from exo_dagster.spec.lookup import SatelliteLookup, UnknownSatellite
+from exo_dagster.spec.models import ClusterBody, ClusterFile, Step
+
+STEPS_PATH = ("cluster", "satellites")
+CronCheck = typing.Callable[[str], bool]
+
+
+def load_cluster_file(path: str | os.PathLike, *, registry: SatelliteLookup, strict: bool = False,
+                      cron_check: CronCheck | None = None) -> Cluster:
+    """Load one cluster file; raises SpecError with every located problem."""
+    file = str(path)
+    try:
+        text = Path(file).read_bytes()
+    except OSError as exc:
+        raise SpecError([Diagnostic(Location(file, 1, 1), f"cannot read cluster file: {exc.strerror}",
+                                    "check the path and permissions")]) from None
+    return parse_cluster(text, file, registry=registry, strict=strict, cron_check=cron_check)
+
+
+def parse_cluster(text: str | bytes, file: str = "<string>", *, registry: SatelliteLookup, strict: bool = False,
+                  cron_check: CronCheck | None = None) -> Cluster:
+    """Check one cluster file's text (or raw bytes); raises SpecError with every located problem.
+
+    `registry` answers for `uses:`; `cron_check` says whether Dagster accepts a cron string (the spec
+    layer imports no Dagster: `exo_dagster.catalog.loading` passes both).
+    """
+    doc, diagnostics = load_located(text, file)
+    sources = {file: doc.lines}
+    if diagnostics:
+        raise SpecError(diagnostics, sources)
+    checker = _Checker(doc, registry, strict, cron_check)
+    cluster = checker.check()
+    if checker.errors:
+        raise SpecError(checker.diagnostics, sources)
+    assert cluster is not None
+    return cluster
+
+
+class _Checker:
+    def __init__(self, doc: LocatedDocument, registry: SatelliteLookup, strict: bool, cron_check: CronCheck | None):
+        self.doc, self.registry, self.strict, self.cron_check = doc, registry, strict, cron_check
+        self.diagnostics: list[Diagnostic] = []
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    def error(self, path: tuple, message: str, hint: str = "", *, key: bool = False, location: Location | None = None) -> None:
+        self.diagnostics.append(Diagnostic(location or self.doc.at(path, key=key), message, hint))
+
+    def warn(self, path: tuple, message: str, hint: str = "") -> None:
+        self.diagnostics.append(Diagnostic(self.doc.at(path), message, hint, severity="warning"))
+
+    # -- whole file -------------------------------------------------------------------------
+    def check(self) -> Cluster | None:
+        data = self.doc.data
+        if not isinstance(data, dict):
+            self.error((), "a cluster file must be a mapping with `version:` and `cluster:`",
+                       "start the file with `version: 0.0.1b` and a `cluster:` section")
+            return None
+        spec: ClusterFile | None = None
+        try:
+            spec = ClusterFile.model_validate(data)
+        except ValidationError as exc:
+            self._pydantic_errors(exc, (), ClusterFile)
+        body = data.get("cluster") if isinstance(data.get("cluster"), dict) else {}
+        secrets = self._cluster_secrets(body)
+        steps = self._steps(body.get("satellites"), STEPS_PATH, "main", secrets, known=[])
+        main_ids = [s.identifier for s in steps]
+        logs = self._section_steps(body, "logs", secrets, main_ids)
+        failure = self._section_steps(body, "failure", secrets, main_ids)
+        self._check_trigger(spec.cluster if spec else None)
+        if spec and spec.cluster.failure and spec.cluster.failure.from_ is not None:
+            if spec.cluster.failure.from_ not in main_ids:
+                self.error(("cluster", "failure", "from"), f"`from: {spec.cluster.failure.from_}` is not a satellite identifier of this cluster",
+                           _did_you_mean(spec.cluster.failure.from_, main_ids))
+        if spec is None or self.errors:
+            return None
+        return Cluster(file=self.doc.file, spec=spec.cluster, steps=steps, logs_steps=logs, failure_steps=failure,
+                       secrets=secrets, warnings=[d for d in self.diagnostics if d.severity == "warning"],
+                       location=self.doc.at(("cluster",), key=True), identifier_location=self.doc.at(("cluster", "identifier")))
+
+    def _pydantic_errors(self, exc: ValidationError, prefix: tuple, model: type[BaseModel], skip: set[tuple] = frozenset()) -> None:
+        for err in exc.errors():
+            loc = prefix + tuple(err["loc"])
+            real = _existing_path(self.doc, loc)
+            if any(real[:len(s)] == s for s in skip):
+                continue
+            kind, field_name = err["type"], _last_name(err["loc"])
+            if kind == "missing":
+                self.error(real, f"missing required field `{field_name}`", f"add `{field_name}: ...` here")
+            elif kind == "extra_forbidden":
+                allowed = _allowed_keys(model, err["loc"][:-1])
+                self.error(real, f"unknown key `{field_name}`",
+                           _did_you_mean(str(field_name), allowed) or ("allowed keys here: " + ", ".join(allowed)), key=True)
+            else:
+                where = f"`{field_name}`: " if field_name is not None else ""
+                message = err["msg"].removeprefix("Value error, ")
+                self.error(real, where + message, _hint_for(kind, field_name, err))
+
+    # -- secrets ----------------------------------------------------------------------------
+    def _cluster_secrets(self, body: dict) -> dict[str, SecretSource]:
+        out: dict[str, SecretSource] = {}
+        raw = body.get("secrets")
+        if isinstance(raw, dict):
+            raw = [{k: v} for k, v in raw.items()]
+        if not isinstance(raw, list):
+            return out
+        for i, item in enumerate(raw):
+            if not isinstance(item, dict):
+                continue
+            for name, value in item.items():
+                path = ("cluster", "secrets", i, name)
+                source = self._secret_source(path, str(name), value, allow_secrets=False)
+                if source:
+                    out[str(name)] = source
+        return out
+
+    def _secret_source(self, path: tuple, name: str, value: Any, *, allow_secrets: bool) -> SecretSource | None:
+        if not isinstance(value, str) or not value:
+            self.error(path, f"secret `{name}` needs a value", "write `NAME: ${{ env.VAR }}` to read it from the environment")
+            return None
+        if templates.has_template(value):
+            try:
+                template = templates.parse(value)
+            except templates.TemplateSyntaxError as exc:
+                self._template_error(path, value, exc)
+                return None
+            ref = template.whole
+            ok_roots = ("env", "secrets") if allow_secrets else ("env",)
+            if ref is None or ref.root not in ok_roots:
+                self.error(path, f"secret `{name}` must be a single `${{{{ env.VAR }}}}`" + (" or `${{ secrets.NAME }}`" if allow_secrets else ""),
+                           "write the value as exactly one reference, e.g. `${{ env.OPENAI_API_KEY }}`")
+                return None
+            return SecretSource(ref.root if ref.root == "env" else "secret", ref.parts[0])
+        message = f"secret `{name}` has a literal value in the file"
+        hint = "move the value to an environment variable and write `${{ env.VAR }}`; literal values are masked but live in the file"
+        if self.strict:
+            self.error(path, message, hint)
+        else:
+            self.warn(path, message, hint)
+        return SecretSource("literal", name, literal=value)
+
+    # -- steps ------------------------------------------------------------------------------
+    def _section_steps(self, body: dict, section: str, secrets: dict, main_ids: list[str]) -> list[ParsedStep]:
+        raw = body.get(section)
+        if not isinstance(raw, dict):
+            return []
+        return self._steps(raw.get("satellites"), ("cluster", section, "satellites"), section, secrets, known=list(main_ids))
+
+    def _steps(self, raw_steps: Any, base: tuple, role: str, secrets: dict, known: list[str]) -> list[ParsedStep]:
+        out: list[ParsedStep] = []
+        if not isinstance(raw_steps, list):
+            return out
+        taken = {templates_key(k) for k in known}
+        earlier = _Earlier(known)
+        for index, raw in enumerate(raw_steps):
+            path = base + (index,)
+            try:
+                step = Step.model_validate(raw)
+            except ValidationError:
+                continue  # already reported by the whole-file validation
+            norm = templates_key(step.key)
+            if norm in taken:
+                self.error(path + ("identifier",) if step.identifier else path + ("name",), f"duplicate identifier `{step.key}`",
+                           "give each satellite its own `identifier:` (case, hyphens and underscores do not count: "
+                           "`rows`, `Rows` and `ro-ws` would all be one DuckDB view)")
+                continue
+            taken.add(norm)
+            parsed = self._step(step, path, index, role, secrets, earlier=earlier)
+            earlier.add(step.key)
+            if parsed:
+                out.append(parsed)
+        return out
+
+    def _step(self, step: Step, path: tuple, index: int, role: str, cluster_secrets: dict, earlier: list[str]) -> ParsedStep | None:
+        try:
+            definition = self.registry.get(step.uses)
+        except UnknownSatellite as exc:
+            hint = ("did you mean " + " or ".join(f"`{s}`" for s in exc.suggestions) + "?") if exc.suggestions else \
+                "run `exo satellites` to list the known satellites"
+            self.error(path + ("uses",), f"{exc.reason} `{step.uses}`", hint)
+            return None
+        config = dict(step.config)
+        step_secrets = self._step_secrets(config.pop("secrets", None), path + ("config", "secrets"), cluster_secrets)
+        refs: list[str] = []
+        per_row: set[str] = set()
+        ok = True
+        for section, value in (("config", config), ("input", step.input)):
+            for sub, text in templates.walk_strings(value):
+                spath = path + (section,) + sub
+                ok &= self._step_template(spath, text, role, section, earlier, cluster_secrets, refs, per_row)
+        if definition.table_references is not None:
+            for name in sorted(definition.table_references(config)):
+                if name in earlier and name not in refs:
+                    refs.append(name)
+        for i, name in enumerate(step.after):
+            if name not in earlier:
+                self.error(path + ("after", i), f"`after: {name}` does not name an earlier satellite",
+                           _did_you_mean(name, earlier) or "list identifiers of satellites above this one")
+                ok = False
+            elif name not in refs:
+                refs.append(name)
+        if len(per_row) > 1:
+            self.error(path + ("input",), "per-row templates read from more than one satellite: " + ", ".join(sorted(per_row)),
+                       "a step fans out over the rows of one table; join the tables first with a `sql` satellite")
+            ok = False
+        ok &= self._check_config(definition, config, path + ("config",))
+        if step.fan_out and not per_row:
+            self.error(path + ("fan-out",), "`fan-out` splits a step's rows, but this step has no per-row input",
+                       "give it an input such as `text: $${{ satellites.X.output.text }}`, or remove `fan-out`", key=True)
+            ok = False
+        if not ok:
+            return None
+        return ParsedStep(spec=step, index=index, role=role, identifier=step.key, satellite=definition, config=config,
+                          secrets=step_secrets, references=tuple(refs), per_row_source=next(iter(per_row), None),
+                          location=self.doc.at(path))
+
+    def _step_secrets(self, raw: Any, path: tuple, cluster_secrets: dict) -> dict[str, SecretSource]:
+        out: dict[str, SecretSource] = {}
+        if raw is None:
+            return out
+        items = [{k: v} for k, v in raw.items()] if isinstance(raw, dict) else raw
+        if not isinstance(items, list):
+            self.error(path, "`config.secrets` must be a list of `NAME: ${{ secrets.NAME }}` entries",
+                       "write `secrets:` followed by `- API_KEY: ${{ secrets.OPENAI_API_KEY }}`")
+            return out
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                self.error(path + (i,), "each secret entry must be `NAME: ${{ secrets.NAME }}`", "write `- API_KEY: ${{ secrets.OPENAI_API_KEY }}`")
+                continue
+            for name, value in item.items():
+                source = self._secret_source(path + (i, name), str(name), value, allow_secrets=True)
+                if source and source.kind == "secret" and source.name not in cluster_secrets:
+                    self.error(path + (i, name), f"secret `{source.name}` is used but not declared",
+                               f"declare it in the cluster's `secrets:` list, e.g. `- {source.name}: ${{{{ env.{source.name} }}}}`")
+                elif source:
+                    out[str(name)] = cluster_secrets.get(source.name, source) if source.kind == "secret" else source
+        return out
+
+    def _step_template(self, path, text, role, section, earlier, cluster_secrets, refs, per_row) -> bool:
+        if not templates.has_template(text):
+            return True
+        try:
+            template = templates.parse(text)
+        except templates.TemplateSyntaxError as exc:
+            self._template_error(path, text, exc)
+            return False
+        ok = True
+        for ref in template.references:
+            location = self._template_location(path, text, ref.start)
+            if ref.root == "satellites":
+                name = ref.satellite
+                if name not in earlier:
+                    later = name in self._all_main_ids()
+                    self.error(path, f"`{ref.text}` refers to " + ("a later satellite" if later else "an unknown satellite") + f" `{name}`",
+                               ("a step can only read satellites listed above it; move this step below `" + name + "`") if later
+                               else (_did_you_mean(name, earlier) or "use the `identifier:` of a satellite above this one"),
+                               location=location)
+                    ok = False
+                    continue
+                if name not in refs:
+                    refs.append(name)
+                if ref.per_row:
+                    if section == "config":
+                        self.error(path, "per-row templates (`$${{ }}`) belong in `input:`, not `config:`",
+                                   "move this value to the step's `input:` section", location=location)
+                        ok = False
+                    per_row.add(name)
+            elif ref.root == "secrets" and ref.parts[0] not in cluster_secrets:
+                self.error(path, f"secret `{ref.parts[0]}` is used but not declared",
+                           f"declare it in the cluster's `secrets:` list, e.g. `- {ref.parts[0]}: ${{{{ env.{ref.parts[0]} }}}}`",
+                           location=location)
+                ok = False
+            elif ref.root == "failure" and role != "failure":
+                self.error(path, f"`{ref.text}` is only available in the cluster's `failure:` satellites",
+                           "use it inside `failure: {satellites: [...]}`", location=location)
+                ok = False
+        return ok
+
+    def _all_main_ids(self) -> list[str]:
+        raw = (self.doc.data.get("cluster") or {}).get("satellites") if isinstance(self.doc.data, dict) else None
+        out = []
+        for item in raw if isinstance(raw, list) else []:
+            try:
+                out.append(Step.model_validate(item).key)
+            except ValidationError:
+                pass
+        return out
+
+    def _template_error(self, path: tuple, text: str, exc: templates.TemplateSyntaxError) -> None:
+        self.error(path, f"bad template: {exc.message}", exc.hint, location=self._template_location(path, text, exc.offset))
+
+    def _template_location(self, path: tuple, text: str, offset: int) -> Location:
+        base = self.doc.at(path)
+        if 1 <= base.line <= len(self.doc.lines):
+            line = self.doc.lines[base.line - 1]
+            snippet = text[offset:offset + 12]
+            found = line.find(snippet, base.column - 1)
+            if snippet and found >= 0:
+                return Location(base.file, base.line, found + 1)
+        return base
+
+    def _check_config(self, definition: Any, config: dict, path: tuple) -> bool:
+        try:
+            # context: the cluster's folder, for path rules (allowed_paths) that depend on it
+            definition.config_model.model_validate(config, context={"cluster_dir": os.path.dirname(os.path.abspath(self.doc.file))})
+        except ValidationError as exc:
+            templated = {path + sub for sub, text in templates.walk_strings(config) if templates.has_template(text)}
+            before = len(self.errors)
+            self._pydantic_errors(exc, path, definition.config_model, skip=templated)
+            return len(self.errors) == before
+        return True
+
+    # -- trigger ----------------------------------------------------------------------------
+    def _check_trigger(self, body: ClusterBody | None) -> None:
+        trigger = body.trigger if body else None
+        if not trigger:
+            return
+        if trigger.cron is not None and self.cron_check is not None:
+            if not self.cron_check(trigger.cron):
+                self.error(("cluster", "trigger", "cron"), f"`{trigger.cron}` is not a valid cron expression",
+                           "use five fields: minute hour day-of-month month day-of-week, e.g. \"0 * * * *\" (quote it)")
+        try:
+            zoneinfo.ZoneInfo(trigger.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError, UnicodeError):  # OSError: a folder such as `America`
+            self.error(("cluster", "trigger", "timezone"), f"unknown timezone `{trigger.timezone}`",
+                       "use an IANA name such as `UTC` or `Europe/Berlin`")
+
+
+class _Earlier:
+    """Identifiers above a step, shared (not copied) as steps are added: set-speed `in`, iterable for hints."""
+
+    def __init__(self, known: list[str]):
+        self._names, self._set = list(known), set(known)
+
+    def add(self, name: str) -> None:
+        self._names.append(name)
+        self._set.add(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._set
+
+    def __iter__(self):
+        return iter(list(self._names))
+
+
+def templates_key(identifier: str) -> str:
+    """What makes two identifiers the same: DuckDB view names ignore case, asset names map `-` to `_`."""
+    return asset_name(identifier).lower()
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=3, cutoff=0.6)
+    return ("did you mean " + " or ".join(f"`{c}`" for c in close) + "?") if close else ""
+
+
+def _last_name(loc: tuple) -> Any:
+    for part in reversed(loc):
+        if isinstance(part, str) and "[" not in part:
+            return part
+    return None
+
+
+def _existing_path(doc: LocatedDocument, loc: tuple) -> tuple:
+    """The longest prefix of `loc` that names real data (pydantic adds union/validator names)."""
+    out: tuple = ()
+    node = doc.data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str):
+            return out + (part,)  # a missing or unknown key: keep it, the locator falls back
+        else:
+            continue
+        out += (part,)
+    return out
+
+
+def _unwrap(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        return models[0] if models else (args[0] if args else annotation)
+    if origin in (list, typing.List):
+        return _unwrap(typing.get_args(annotation)[0])
+    return annotation
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue
+        fields = {(f.alias or n): f for n, f in current.model_fields.items()}
+        if part in fields:
+            current = _unwrap(fields[part].annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items()]
+    return []
+
+
+def _hint_for(kind: str, field_name: Any, err: dict) -> str:
+    if field_name == "identifier" and kind == "string_pattern_mismatch":
+        return "a cluster identifier is `project/name` (e.g. `acme/ticket-triage`); a satellite identifier is a word of letters, digits, - and _"
+    if field_name == "sla":
+        return "use one of 6h, 12h or 24h"
+    if field_name == "version":
+        return "write `version: 0.0.1b` at the top of the file"
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        expected = kind.split("_")[0]
+        names = {"int": "a whole number", "float": "a number", "bool": "true or false", "string": "a string",
+                 "list": "a list (`- item` lines or `[a, b]`)", "dict": "a mapping (`key: value` lines)",
+                 "model": "a mapping (`key: value` lines)"}
+        return f"change it to {names.get(expected, expected)}"
+    if kind == "literal_error":
+        return "use one of the values listed"
+    if kind == "too_short":
+        return "add at least one entry"
+    return "see the spec reference in README.md"

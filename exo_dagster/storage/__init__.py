@@ -1,0 +1,1 @@
+"""Where step outputs live: the Parquet IO manager (with source references) and the DuckDB catalog of views."""

@@ -1,0 +1,84 @@
+"""The DuckDB catalog: every stored output as a view `<cluster>.<identifier>` in one file.
+
+`duckdb .exo/catalog.duckdb "select * from orders_report.revenue"` reads the step's Parquet
+in place. A step's output lives at a fixed path, so its view rarely changes: a small index
+beside the catalog remembers each view's SQL, and the DuckDB file (about 15 ms to open) is
+only written when a view is new or its source moved. Writers take a file lock, so parallel
+step processes never fight over DuckDB's single-writer lock; a catalog that stays busy (a
+user's open DuckDB shell) is logged, never fatal: the data itself is already stored.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+import re
+import time
+from contextlib import contextmanager
+
+import duckdb
+
+from exo_dagster.sdk import duck
+from exo_dagster.sdk import paths
+
+CATALOG_FILE = "catalog.duckdb"
+
+
+def catalog_path() -> str:
+    return os.environ.get("EXO_CATALOG") or os.path.join(paths.data_dir(), CATALOG_FILE)
+
+
+def sql_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", text)
+
+
+@contextmanager
+def _locked(path: str):
+    with open(path + ".lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _read_index(path: str) -> dict[str, str]:
+    try:
+        with open(path + ".index.json") as fh:
+            return json.load(fh)
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def register_view(schema: str, view: str, source_sql: str, *, path: str | None = None, wait_s: float = 30.0) -> bool:
+    """Create or replace `schema.view` as `select * from <source_sql>`; False if the catalog stayed locked."""
+    path = path or catalog_path()
+    name = f'"{sql_name(schema)}"."{sql_name(view)}"'
+    if _read_index(path).get(name) == source_sql and os.path.exists(path):
+        return True  # already there, unchanged: no need to open the DuckDB file
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    deadline = time.monotonic() + wait_s
+    delay = 0.02
+    with _locked(path):
+        index = _read_index(path)
+        if index.get(name) == source_sql and os.path.exists(path):
+            return True
+        while True:
+            try:
+                with duck.connect(path) as con:
+                    con.execute(f'create schema if not exists "{sql_name(schema)}"')
+                    con.execute(f"create or replace view {name} as select * from {source_sql}")
+                break
+            except duckdb.IOException:  # someone outside exo (a DuckDB shell) holds the file
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.5)
+        index[name] = source_sql
+        tmp = f"{path}.index.json.{os.getpid()}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(index, fh, sort_keys=True)
+        os.replace(tmp, path + ".index.json")
+    return True

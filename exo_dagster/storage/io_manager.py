@@ -1,0 +1,165 @@
+"""Parquet storage for step outputs: atomic writes, lazy reads, any fsspec URL, a DuckDB catalog.
+
+Built on Dagster's own `UPathIOManager` (the base dagster-polars uses) rather than dagster-polars
+itself, which breaks on Polars 2 (see README design notes).
+
+A step that passes Parquet source files through unchanged (e.g. `read-table` over Parquet)
+returns a StoredTable pointing at them; we then store a small reference (`<key>.ref.json`, with
+each file's size and mtime as its fingerprint) instead of copying the data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Any
+
+import polars as pl
+import dagster as dg
+from dagster import ConfigurableIOManagerFactory, InputContext, OutputContext, UPathIOManager
+from upath import UPath
+
+from exo_dagster.storage import duckdb_catalog as catalog
+from exo_dagster.sdk import paths
+from exo_dagster.sdk import temp_files
+from exo_dagster.sdk.storage_options import version_stamp
+from exo_dagster.sdk.table import RECENT, StoredTable
+from exo_dagster.sdk.table_write import to_frame, write_parquet_atomic  # noqa: F401  (re-exported)
+
+REF_SUFFIX = ".ref.json"
+
+
+class SourceChanged(RuntimeError):
+    """A referenced source file changed after the step that read it ran."""
+
+
+def fingerprint(fs, paths_: list[str]) -> list[dict]:
+    return [{"path": p, "version": version_stamp(fs.info(p))} for p in paths_]
+
+
+def _write_classified(context: OutputContext, obj: Any, path: UPath) -> None:
+    """Write a step's output; a lazy output (a DuckDB relation, a LazyFrame) computes here, so its errors
+    are sorted as the step's own are (step_errors.py): a bad query fails at once, with its message first."""
+    from exo_dagster.sdk import step_errors
+
+    try:
+        write_parquet_atomic(obj, path)
+    except Exception as exc:
+        kind = step_errors.kind(exc)
+        if kind == step_errors.BUG:
+            raise
+        meta = context.definition_metadata or {}
+        where = {k: getattr(meta[k], "value", meta[k]) for k in ("exo/source", "exo/satellite") if k in meta}
+        raise dg.Failure(description=step_errors.message(exc), allow_retries=kind != step_errors.PERMANENT,
+                         metadata={**where, "exo/error": type(exc).__name__, "exo/error-kind": kind}) from None
+
+
+class ParquetTableIOManager(UPathIOManager):
+    """Stores each asset as `<base>/<key path>.parquet`; hands back a StoredTable (or LazyFrame)."""
+
+    extension = ".parquet"
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        # Dagster 1.13 reads UPath._kwargs, which universal-pathlib 0.3 renamed to storage_options.
+        return dict(getattr(self._base_path, "storage_options", {}) or {})
+
+    def _ref_path(self, path: UPath) -> UPath:
+        return path.with_name(path.name + REF_SUFFIX)
+
+    def dump_to_path(self, context: OutputContext, obj: Any, path: UPath) -> None:
+        options = self.storage_options or None
+        ref = self._ref_path(path)
+        if isinstance(obj, StoredTable) and obj.name is None and self._is_source(obj, path):
+            table = StoredTable(obj.path, obj.storage_options)
+            record = {"paths": table.paths, "fingerprint": fingerprint(self.fs, table.paths)}
+            try:  # read the sources' footers before publishing a reference to them: never a ref to a broken file
+                scan = table.lazy()
+                counted = int(scan.select(pl.len()).collect().item()), scan.collect_schema()
+            except Exception as exc:  # noqa: BLE001 - name the files, keep the reason
+                raise ValueError(f"cannot reference {', '.join(table.paths)}: {exc}") from None
+            local_ref = not paths.is_url(str(ref))
+            if local_ref:
+                temp_files.sweep(str(ref))
+            tmp = UPath(temp_files.temp_path(str(ref))) if local_ref else ref.with_name(f".{ref.name}.{uuid.uuid4().hex}.tmp")
+            tmp.write_text(json.dumps(record))
+            tmp.fs.mv(str(tmp), str(ref)) if paths.is_url(str(ref)) else os.replace(str(tmp), str(ref))
+            if path.exists():
+                path.unlink()
+            stored, kind = table, "reference"
+        else:
+            _write_classified(context, obj, path)
+            if ref.exists():
+                ref.unlink()
+            stored, kind = StoredTable(str(path), options), "parquet"
+        if kind == "reference":
+            rows, schema = counted
+        elif isinstance(obj, pl.DataFrame):  # in hand: no need to re-read the file just written
+            rows, schema = obj.height, obj.schema
+            if kind == "parquet" and not stored.is_remote:
+                RECENT.put(str(path), obj)
+        else:
+            scan = stored.lazy()
+            rows, schema = int(scan.select(pl.len()).collect().item()), scan.collect_schema()
+        context.add_output_metadata({
+            "dagster/row_count": rows,
+            "exo/columns": ", ".join(f"{n}: {t}" for n, t in schema.items()),
+            "exo/path": ", ".join(stored.paths),
+            "exo/storage": kind,
+        })
+        self._register(context, stored)
+
+    def _is_source(self, table: StoredTable, path: UPath) -> bool:
+        """A pass-through of files outside our own storage (never a reference to another output)."""
+        base = str(self._base_path)
+        return all(not p.startswith(base) for p in table.paths)
+
+    def _register(self, context: OutputContext, table: StoredTable) -> None:
+        if table.is_remote:
+            return  # DuckDB would need the httpfs extension, which is not available offline
+        view = (context.definition_metadata or {}).get("exo/view")
+        view = getattr(view, "value", view)
+        schema, name = (str(view).split(".", 1) if view else ("_".join(context.asset_key.path[:-1]) or "main", context.asset_key.path[-1]))
+        if not catalog.register_view(schema, name, table.duckdb_source()):
+            context.log.warning(f"DuckDB catalog {catalog.catalog_path()} stayed locked; view {schema}.{name} not refreshed")
+
+    def load_from_path(self, context: InputContext, path: UPath) -> Any:
+        ref = self._ref_path(path)
+        if not path.exists() and ref.exists():
+            record = json.loads(ref.read_text())
+            if fingerprint(self.fs, record["paths"]) != record["fingerprint"]:
+                raise SourceChanged(f"source files of {context.upstream_output.asset_key.to_user_string()} changed after it ran "
+                                    f"({', '.join(record['paths'])}); re-run that step")
+            table = StoredTable(tuple(record["paths"]) if len(record["paths"]) > 1 else record["paths"][0], self.storage_options or None)
+        else:
+            table = StoredTable(str(path), self.storage_options or None)
+        wanted = getattr(context.dagster_type, "typing_type", None)
+        if wanted is pl.LazyFrame:
+            return table.lazy()
+        if wanted is pl.DataFrame:
+            return table.collect()
+        return table
+
+    def path_exists(self, path: UPath) -> bool:
+        return path.exists() or self._ref_path(path).exists()
+
+    def get_metadata(self, context: OutputContext, obj: Any) -> dict:
+        return {}
+
+
+class ExoParquetIOManager(ConfigurableIOManagerFactory):
+    """The configurable face of ParquetTableIOManager.
+
+    `base_path` defaults to `<exo data folder>/outputs`; it may be any fsspec URL (`s3://bucket/prefix`),
+    with `storage_options` in fsspec's spelling (credentials normally come from the environment).
+    """
+
+    base_path: str | None = None
+    storage_options: dict[str, Any] | None = None
+
+    def create_io_manager(self, context) -> ParquetTableIOManager:
+        base = self.base_path or os.environ.get("EXO_OUTPUTS") or os.path.join(paths.data_dir(), "outputs")
+        if not paths.is_url(base):
+            os.makedirs(base, exist_ok=True)
+        return ParquetTableIOManager(base_path=UPath(base, **(self.storage_options or {})))

@@ -1,0 +1,378 @@
+"""satellite/exospherehost/llm-complete: one OpenAI-compatible chat completion per row.
+
+Rows come from `input:` (`prompt`, `messages`, `system`, templated per row with `$${{ }}`); every
+other input key passes through as a column. Calls are concurrent, rate-limited and retried
+(satellites/ai/llm_client.py); each finished row is committed to the row cache as it returns, so a
+re-run never pays twice for it. JSON output is checked against `output-schema` and re-asked when
+wrong (satellites/ai/llm_output.py). `mode: batch` writes the OpenAI Batch JSONL instead of calling,
+and `batch-results` reads a finished batch back into the same columns (and the same cache).
+aiohttp and jsonschema are imported only when a step runs, so the catalog loads without the `ai` extra.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Literal
+
+import polars as pl
+from dagster import Failure
+from pydantic import Field, field_validator, model_validator
+
+from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
+from satellites.ai import llm_output
+from exo_dagster.sdk.row_cache import RowCache, row_key
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+REQUEST_COLUMNS = ("prompt", "messages", "system")
+USAGE_COLUMNS = {"model": pl.Utf8, "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64, "total_tokens": pl.Int64}
+# List prices, USD per million tokens (input, output); `input-cost-per-million` / `output-cost-per-million` override.
+PRICES = {
+    "gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00),
+    "gpt-4.1": (2.00, 8.00), "gpt-4.1-mini": (0.40, 1.60), "gpt-4.1-nano": (0.10, 0.40),
+}
+REASK = ("Your previous reply was rejected: {error}. Reply again with only one JSON object{schema_hint}, "
+         "no prose and no code fence.")
+_DTYPES = {"string": pl.Utf8, "integer": pl.Int64, "number": pl.Float64, "boolean": pl.Boolean}
+
+
+class LlmCompleteConfig(SatelliteConfig):
+    model: str
+    base_url: str | None = None              # default: $OPENAI_BASE_URL, else OpenAI
+    system: str | None = None                # a system message for every row (a per-row `system` input wins)
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1)
+    output_format: Literal["text", "json"] = "text"
+    output_schema: dict[str, Any] | None = None   # JSON Schema or {field: type}; implies output-format json
+    response_format: Literal["auto", "json_schema", "json_object", "none"] = "auto"
+    max_reasks: int = Field(2, ge=0, le=10)  # invalid JSON / schema mismatch: ask again this many times
+    strip_reasoning: bool = True             # drop <think>...</think> before reading the answer
+    extra_body: dict[str, Any] = Field(default_factory=dict)  # more request fields (seed, top_p, ...)
+    concurrency: int | None = Field(None, ge=1, le=1024)      # default: the step's `concurrency` (8)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    timeout: float = Field(60.0, gt=0)       # seconds per request
+    max_retries: int = Field(6, ge=0, le=50)  # 429 / 5xx / timeouts / broken connections
+    backoff: float = Field(0.5, ge=0)        # first retry delay (seconds), doubled each time, with jitter
+    max_backoff: float = Field(30.0, ge=0)
+    input_cost_per_million: float | None = Field(None, ge=0)
+    output_cost_per_million: float | None = Field(None, ge=0)
+    mode: Literal["online", "batch"] = "online"
+    batch_path: str | None = None            # batch mode: JSONL to write (data folder); default batches/<step>.jsonl
+    batch_results: str | None = None         # batch mode: an OpenAI Batch output file to read back
+
+    @field_validator("output_schema")
+    @classmethod
+    def _schema_readable(cls, value: dict | None) -> dict | None:
+        if value is not None:
+            llm_output.to_json_schema(value)  # ValueError -> a located config error at load time
+        return value
+
+    @model_validator(mode="after")
+    def _json_when_schema(self) -> "LlmCompleteConfig":
+        if self.output_schema is not None and self.output_format != "json":
+            if "output_format" in self.model_fields_set:
+                raise ValueError("output-schema needs output-format: json (or leave output-format out)")
+            object.__setattr__(self, "output_format", "json")
+        return self
+
+    def json_schema(self) -> dict | None:
+        return llm_output.to_json_schema(self.output_schema) if self.output_format == "json" else None
+
+
+class DeepSeekR1Config(LlmCompleteConfig):
+    """The same satellite, pointed at a DeepSeek-R1 distill on any OpenAI-compatible server."""
+
+    model: str = "deepseek-r1-distill-llama-70b"  # or $EXO_DEEPSEEK_MODEL
+
+
+INPUTS = {"prompt": "the user message, per row", "messages": "a chat ([{role, content}] or its JSON), per row",
+          "system": "a system message, per row", "*": "any other key passes through as a column"}
+OUTPUTS = {"<field>": "each output-schema field (json), or `text`", "model": "the model that answered",
+           "prompt_tokens": "", "completion_tokens": "", "total_tokens": "", "_error": "why the row failed"}
+
+
+@satellite("satellite/exospherehost/llm-complete", config=LlmCompleteConfig, inputs=INPUTS, outputs=OUTPUTS,
+           resources={"cpu": 1})
+def llm_complete(ctx: StepContext, config: LlmCompleteConfig) -> pl.DataFrame:
+    """OpenAI-compatible chat completion per row: JSON validated against output-schema, rate-limited, retried, cached."""
+    return run(ctx, config, base_url=config.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL)
+
+
+@satellite("satellite/exospherehost/deepseek-r1-distrill-llama-70b", config=DeepSeekR1Config, inputs=INPUTS,
+           outputs=OUTPUTS, resources={"cpu": 1})
+def deepseek_r1(ctx: StepContext, config: DeepSeekR1Config) -> pl.DataFrame:
+    """llm-complete for DeepSeek-R1-Distill-Llama-70B on an OpenAI-compatible endpoint (base-url or $EXO_DEEPSEEK_BASE_URL)."""
+    base_url = config.base_url or os.environ.get("EXO_DEEPSEEK_BASE_URL")
+    if not base_url:
+        raise _user_error("deepseek-r1-distrill-llama-70b needs the endpoint that serves the model: set config "
+                          "`base-url` (e.g. http://vllm:8000/v1) or the EXO_DEEPSEEK_BASE_URL environment variable")
+    if "model" not in config.model_fields_set and os.environ.get("EXO_DEEPSEEK_MODEL"):
+        config = config.model_copy(update={"model": os.environ["EXO_DEEPSEEK_MODEL"]})
+    return run(ctx, config, base_url=base_url)
+
+
+def _user_error(message: str) -> Failure:
+    """A mistake in the cluster file or environment: a plain message, and no automatic retry."""
+    return Failure(description=message, allow_retries=False)
+
+
+# -- the step ----------------------------------------------------------------------------------
+def run(ctx: StepContext, config: LlmCompleteConfig, *, base_url: str) -> pl.DataFrame:
+    schema = config.json_schema()
+    rows = request_rows(ctx)
+    request_cols = [c for c in REQUEST_COLUMNS if c in rows.columns]
+    # The cache identity is what decides the answer, not how fast it is fetched: changing
+    # concurrency, rate limits or timeouts must not make a re-run pay again.
+    semantic = config.model_dump(mode="json", by_alias=True, include={
+        "model", "system", "temperature", "max_tokens", "output_format", "output_schema", "response_format",
+        "strip_reasoning", "extra_body"})
+    semantic["base-url"] = base_url
+    step_ctx = dataclasses.replace(ctx, identity=(ctx.identity[0], ctx.identity[1], semantic))
+    if config.mode == "batch" and not config.batch_results:
+        return write_batch(step_ctx, config, rows, request_cols, schema)
+    if config.mode == "batch":
+        result = read_batch(step_ctx, config, rows.select(request_cols), schema)
+        return _output(rows, request_cols, result, schema)
+
+    from satellites.ai.llm_client import ChatClient
+
+    concurrency = config.concurrency or ctx.concurrency
+    client = ChatClient(
+        base_url=base_url, api_key=ctx.secrets.get("API_KEY"), timeout=config.timeout,
+        max_retries=config.max_retries, backoff=config.backoff, max_backoff=config.max_backoff,
+        requests_per_minute=config.requests_per_minute, tokens_per_minute=config.tokens_per_minute,
+        max_connections=concurrency, mask_values=list(ctx.secrets.values()),
+    )
+    if not client.api_key and base_url.rstrip("/") == OPENAI_BASE_URL:
+        raise _user_error("llm-complete calls OpenAI but was given no key: map one in the step's config, "
+                          "`secrets: [API_KEY: ${{ secrets.OPENAI_API_KEY }}]`")
+    reasks = [0]
+
+    async def one(row: dict, key: str) -> dict:
+        body = request_body(config, build_messages(row, config, schema), schema)
+        prompt_tokens = completion_tokens = 0
+        for attempt in range(config.max_reasks + 1):
+            completion = await client.complete(body, idempotency_key=key if attempt == 0 else f"{key}-{attempt}")
+            prompt_tokens += completion.prompt_tokens
+            completion_tokens += completion.completion_tokens
+            usage = {"model": completion.model, "prompt_tokens": prompt_tokens,
+                     "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+            try:
+                return {**answer(completion.text, config, schema), **usage}
+            except llm_output.InvalidOutput as exc:
+                if attempt == config.max_reasks:
+                    raise llm_output.InvalidOutput(f"{exc} (asked {attempt + 1} time(s))") from None
+                reasks[0] += 1
+                hint = " matching the JSON Schema given before" if llm_output.fields(schema) else ""
+                body = {**body, "messages": [*body["messages"], {"role": "assistant", "content": completion.text},
+                                             {"role": "user", "content": REASK.format(error=exc, schema_hint=hint)}]}
+        raise AssertionError("unreachable")
+
+    try:
+        # Big batches: fan-out drains its in-flight requests at every batch end and starts a new
+        # event loop (and connection pool) for the next; finished rows are cached one by one anyway.
+        result = step_ctx.map_rows(one, rows.select(request_cols), concurrency=concurrency,
+                                   batch_size=max(concurrency * 256, 16384))
+    finally:
+        _report(ctx, config, client.stats, reasks[0])
+    out = _output(rows, request_cols, result, schema)
+    failed = out["_error"].drop_nulls().len()
+    ctx.metadata["exo/llm/rows_failed"] = failed
+    if client._fatal is not None:
+        raise Failure(description=f"step `{ctx.step}` stopped calling {base_url}: {client._fatal}",
+                      metadata=dict(ctx.metadata), allow_retries=False)
+    ctx.log.info(f"llm-complete `{ctx.step}`: {out.height} row(s), {client.stats.requests} request(s), "
+                 f"{failed} failed, {ctx.metadata.get('exo/rows_cached', 0)} from the row cache")
+    return out
+
+
+def request_rows(ctx: StepContext) -> pl.DataFrame:
+    """Per-row input (`$${{ }}`), else `prompt`/`messages` given whole (a value, or a list: one row each)."""
+    if ctx.rows is not None:
+        rows = ctx.rows.collect() if isinstance(ctx.rows, pl.LazyFrame) else ctx.rows
+    else:
+        given = {k: ctx.input[k] for k in REQUEST_COLUMNS if k in ctx.input}
+        if "prompt" in given and isinstance(given["prompt"], list):
+            rows = pl.DataFrame({"prompt": [None if p is None else str(p) for p in given["prompt"]]})
+        elif given:
+            rows = pl.DataFrame({k: [json.dumps(v) if k == "messages" and not isinstance(v, str) else v]
+                                 for k, v in given.items()})
+        else:
+            rows = pl.DataFrame()
+    if "prompt" not in rows.columns and "messages" not in rows.columns:
+        have = ", ".join(rows.columns) or "nothing"
+        raise _user_error(f"step `{ctx.step}` needs `input.prompt` or `input.messages` (it has: {have}); e.g. "
+                          "`prompt: \"Label this ticket: $${{ satellites.tickets.output.text }}\"`")
+    return rows
+
+
+def build_messages(row: dict, config: LlmCompleteConfig, schema: dict | None) -> list[dict]:
+    messages: list[dict] = []
+    system = row.get("system") or config.system
+    if schema is not None:
+        rule = "Reply with one JSON object and nothing else."
+        if llm_output.fields(schema):
+            rule += " It must match this JSON Schema: " + json.dumps(schema, sort_keys=True)
+        system = f"{system}\n\n{rule}" if system else rule
+    if system:
+        messages.append({"role": "system", "content": str(system)})
+    chat = row.get("messages")
+    if isinstance(chat, str):
+        try:
+            chat = json.loads(chat)
+        except json.JSONDecodeError:
+            raise ValueError("input `messages` is not JSON; give a list of {role, content}") from None
+    for m in chat or []:
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "developer") or m.get("content") is None:
+            raise ValueError(f"each message needs a role (system/user/assistant) and content, got {m!r}"[:300])
+        messages.append({"role": m["role"], "content": m["content"]})
+    if row.get("prompt") is not None:
+        messages.append({"role": "user", "content": str(row["prompt"])})
+    if not any(m["role"] == "user" for m in messages):
+        raise ValueError("this row has no prompt (the prompt is empty/null and no user message was given)")
+    return messages
+
+
+def request_body(config: LlmCompleteConfig, messages: list[dict], schema: dict | None) -> dict:
+    body: dict[str, Any] = {**config.extra_body, "model": config.model, "messages": messages}
+    if config.temperature is not None:
+        body["temperature"] = config.temperature
+    if config.max_tokens is not None:
+        body["max_tokens"] = config.max_tokens
+    if schema is not None and config.response_format != "none":
+        kind = config.response_format
+        if kind == "auto":
+            kind = "json_schema" if llm_output.fields(schema) else "json_object"
+        body["response_format"] = ({"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+                                   if kind == "json_schema" else {"type": "json_object"})
+    return body
+
+
+def answer(text: str, config: LlmCompleteConfig, schema: dict | None) -> dict:
+    """A reply's output columns (raises InvalidOutput for JSON that does not fit)."""
+    if config.strip_reasoning:
+        text = llm_output.strip_reasoning(text)
+    if schema is None:
+        return {"text": text}
+    return llm_output.parse(text, schema)
+
+
+def _output(rows: pl.DataFrame, request_cols: list[str], result: pl.DataFrame, schema: dict | None) -> pl.DataFrame:
+    """Input columns, then the answer columns with stable types (even when every row failed)."""
+    if schema is None:
+        answer_types = {"text": pl.Utf8}
+    elif llm_output.fields(schema):
+        answer_types = {name: _dtype(spec) for name, spec in llm_output.fields(schema).items()}
+    else:
+        answer_types = {"json": pl.Utf8}
+    typed = {**answer_types, **USAGE_COLUMNS, "_error": pl.Utf8, "_row_key": pl.Utf8}
+    cols = [(pl.col(n).cast(t, strict=False) if n in result.columns else pl.lit(None, dtype=t)).alias(n) for n, t in typed.items()]
+    answers = result.select(cols)
+    keep = [c for c in rows.columns if c not in typed]
+    return pl.concat([rows.select(keep), answers], how="horizontal")
+
+
+def _dtype(spec: dict) -> pl.DataType:
+    kind = spec.get("type")
+    if kind == "array" and (spec.get("items") or {}).get("type") == "string":
+        return pl.List(pl.Utf8)
+    return _DTYPES.get(kind, pl.Utf8) if isinstance(kind, str) else pl.Utf8
+
+
+def _report(ctx: StepContext, config: LlmCompleteConfig, stats, reasks: int) -> None:
+    meta = ctx.metadata
+    meta.update({
+        "exo/llm/model": config.model, "exo/llm/requests": stats.requests, "exo/llm/retries": stats.retries,
+        "exo/llm/rate_limited": stats.rate_limited, "exo/llm/server_errors": stats.server_errors,
+        "exo/llm/timeouts": stats.timeouts, "exo/llm/reasks": reasks,
+        "exo/llm/prompt_tokens": stats.prompt_tokens, "exo/llm/completion_tokens": stats.completion_tokens,
+        "exo/llm/total_tokens": stats.prompt_tokens + stats.completion_tokens,
+    })
+    cost = estimated_cost(config, stats.prompt_tokens, stats.completion_tokens)
+    if cost is not None:
+        meta["exo/llm/estimated_cost_usd"] = round(cost, 6)
+    else:
+        meta["exo/llm/cost_note"] = (f"no price known for `{config.model}`; set input-cost-per-million and "
+                                     "output-cost-per-million to estimate cost")
+
+
+def estimated_cost(config: LlmCompleteConfig, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """This run's spend (rows from the cache cost nothing), from list prices or the configured ones."""
+    listed = PRICES.get(config.model)
+    price_in = config.input_cost_per_million if config.input_cost_per_million is not None else (listed or (None, None))[0]
+    price_out = config.output_cost_per_million if config.output_cost_per_million is not None else (listed or (None, None))[1]
+    if price_in is None or price_out is None:
+        return None
+    return (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
+
+
+# -- batch mode (OpenAI Batch API files) ----------------------------------------------------------
+def write_batch(ctx: StepContext, config: LlmCompleteConfig, rows: pl.DataFrame, request_cols: list[str],
+                schema: dict | None) -> pl.DataFrame:
+    """One `{custom_id, method, url, body}` line per row not already in the row cache; custom_id = row key."""
+    path = ctx.output_path(config.batch_path or f"batches/{ctx.step}.jsonl")
+    records = rows.select(request_cols).to_dicts()
+    keys = [row_key(*ctx.identity, r) for r in records]
+    done: dict = {}
+    if ctx.cache_path:
+        with RowCache(ctx.cache_path) as cache:
+            done = cache.get_many(keys)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp, written = f"{path}.tmp-{os.getpid()}", 0
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for record, key in zip(records, keys):
+            if key in done:
+                continue
+            body = request_body(config, build_messages(record, config, schema), schema)
+            fh.write(json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body},
+                                ensure_ascii=False) + "\n")
+            written += 1
+    os.replace(tmp, path)
+    ctx.metadata.update({"exo/llm/batch_file": path, "exo/llm/batch_requests": written,
+                         "exo/llm/batch_already_done": len(records) - written})
+    ctx.log.info(f"llm-complete `{ctx.step}`: wrote {written} request(s) to {path} (OpenAI Batch JSONL)")
+    return rows.with_columns(pl.Series("_row_key", keys, dtype=pl.Utf8),
+                             pl.Series("batched", [k not in done for k in keys], dtype=pl.Boolean),
+                             pl.lit(path).alias("batch_file"))
+
+
+def read_batch(ctx: StepContext, config: LlmCompleteConfig, rows: pl.DataFrame, schema: dict | None) -> pl.DataFrame:
+    """Rows answered from an OpenAI Batch output file (matched by custom_id), committed to the row cache."""
+    from satellites.ai.llm_client import parse_completion
+
+    path = ctx.path(config.batch_results)  # type: ignore[arg-type]
+    results: dict[str, dict] = {}
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    item = json.loads(line)
+                    results[item["custom_id"]] = item
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise ValueError(f"{path}:{n}: not an OpenAI Batch output line (needs custom_id)") from None
+    tokens = [0, 0]
+
+    def one(row: dict, key: str) -> dict:
+        item = results.get(key)
+        if item is None:
+            raise LookupError("this row is not in the batch results (was it in the batch that was sent?)")
+        response = item.get("response") or {}
+        if item.get("error") or response.get("status_code") != 200:
+            raise RuntimeError(f"the batch request failed: {item.get('error') or response.get('status_code')}")
+        completion = parse_completion(response.get("body") or {}, config.model)
+        tokens[0] += completion.prompt_tokens
+        tokens[1] += completion.completion_tokens
+        return {**answer(completion.text, config, schema), "model": completion.model,
+                "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
+                "total_tokens": completion.prompt_tokens + completion.completion_tokens}
+
+    result = ctx.map_rows(one, rows, concurrency=1)
+    ctx.metadata.update({"exo/llm/batch_results": path, "exo/llm/prompt_tokens": tokens[0],
+                         "exo/llm/completion_tokens": tokens[1], "exo/llm/total_tokens": sum(tokens),
+                         "exo/llm/rows_failed": result["_error"].drop_nulls().len()})
+    cost = estimated_cost(config, *tokens)
+    if cost is not None:
+        ctx.metadata["exo/llm/estimated_cost_usd"] = round(cost, 6)
+    return result

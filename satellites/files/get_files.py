@@ -1,0 +1,82 @@
+"""satellite/exospherehost/get-files: list files from local or remote storage (fsspec)."""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from datetime import datetime, timezone
+from typing import Literal
+
+import fsspec
+import polars as pl
+
+from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
+
+PROTOCOLS = {"local": "file", "s3": "s3", "gcs": "gcs", "azure": "az", "sftp": "sftp"}
+
+
+class GetFilesConfig(SatelliteConfig):
+    provider: Literal["local", "s3", "gcs", "azure", "sftp"] = "local"
+    folder_path: str | None = None
+    file_path: str | None = None
+    recursive: bool = False
+    allowed_extensions: list[str] = []
+    blocked_extensions: list[str] = []
+    exclude_files: list[str] = []
+    exclude_folders: list[str] = []
+    storage_options: dict = {}
+
+
+def _ext(name: str) -> str:
+    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+
+def _norm_exts(exts: list[str]) -> set[str]:
+    return {e.lower().lstrip(".") for e in exts}
+
+
+@satellite(
+    "satellite/exospherehost/get-files",
+    config=GetFilesConfig,
+    outputs={"path": "full path or URL", "name": "file name", "size": "bytes", "modified": "last modified (UTC)",
+             "hash": "sha256 of the content"},
+    kinds=("polars", "file"),
+)
+def get_files(ctx: StepContext, config: GetFilesConfig) -> pl.DataFrame:
+    """Lists files in a folder (or one file) with size, modified time and content hash, filtered by extension and exclusions."""
+    protocol = PROTOCOLS[config.provider]
+    options = {**config.storage_options, **{k.lower(): v for k, v in ctx.secrets.items()}} if protocol != "file" else {}
+    fs = fsspec.filesystem(protocol, **options)
+    root = config.file_path or config.folder_path
+    if not root:
+        raise ValueError("get-files needs `folder-path` or `file-path` in its config")
+    root = ctx.path(root) if protocol == "file" else root
+    if config.file_path:
+        entries = [fs.info(root)]
+    else:
+        if not fs.exists(root):
+            raise FileNotFoundError(f"get-files: folder `{root}` does not exist")
+        found = fs.find(root, maxdepth=None if config.recursive else 1, detail=True)
+        entries = [info for info in found.values() if info.get("type") == "file"]
+    allowed, blocked = _norm_exts(config.allowed_extensions), _norm_exts(config.blocked_extensions)
+    rows = []
+    for info in sorted(entries, key=lambda i: i["name"]):
+        path = info["name"]
+        name = posixpath.basename(path)
+        rel_dirs = posixpath.dirname(path)[len(str(root)):].strip("/").split("/")
+        if allowed and _ext(name) not in allowed or _ext(name) in blocked:
+            continue
+        if name in config.exclude_files or any(d in config.exclude_folders for d in rel_dirs if d):
+            continue
+        digest = hashlib.sha256()
+        with fs.open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        modified = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+        if isinstance(modified, (int, float)):
+            modified = datetime.fromtimestamp(modified, tz=timezone.utc)
+        url = path if protocol == "file" else f"{protocol}://{path}"
+        rows.append({"path": url, "name": name, "size": int(info.get("size") or 0), "modified": modified,
+                     "hash": digest.hexdigest()})
+    schema = {"path": pl.Utf8, "name": pl.Utf8, "size": pl.Int64, "modified": pl.Datetime("us", "UTC"), "hash": pl.Utf8}
+    return pl.DataFrame(rows, schema=schema)

@@ -1,0 +1,144 @@
+"""What the HTTP satellites share (call-webhook, send-alert, forward-logs): client settings, the
+per-row / per-batch choice, request rows, and response checks.
+
+httpx is imported only when a step runs, so the catalog loads without the `notify` extra.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ssl
+from typing import Any, Iterator, Literal
+
+import polars as pl
+from pydantic import Field, field_validator
+
+from exo_dagster.sdk import SatelliteConfig, StepContext
+from exo_dagster.sdk import duration_seconds
+
+MAX_RESPONSE_CHARS = 65536  # kept per response in the output table
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+class HttpConfig(SatelliteConfig):
+    """Client settings: how long to wait, whether to follow redirects, how to check TLS."""
+
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float | str = 30.0          # seconds, or 10s / 2m
+    follow_redirects: bool = True
+    max_redirects: int = Field(5, ge=0, le=50)
+    verify_tls: bool = True              # false only for a test server you trust
+    ca_bundle: str | None = None         # a PEM file of extra CA certificates (relative: to the cluster file)
+    client_cert: str | None = None       # a PEM file with a client certificate and key (mutual TLS)
+    idempotency_header: str | None = IDEMPOTENCY_HEADER  # null: send none
+
+    @field_validator("timeout")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if duration_seconds(value) <= 0:
+            raise ValueError("timeout must be more than 0 seconds")
+        return value
+
+
+def client(ctx: StepContext, config: HttpConfig):
+    """An httpx.Client from the config (thread-safe: shared by the step's worker threads)."""
+    import httpx
+
+    verify: Any = tls_context(ctx, config)
+    return httpx.Client(
+        headers={"User-Agent": "exo-dagster", **config.headers},
+        timeout=duration_seconds(config.timeout),
+        follow_redirects=config.follow_redirects,
+        max_redirects=config.max_redirects,
+        verify=verify,
+        trust_env=True,
+    )
+
+
+def tls_context(ctx: StepContext, config: HttpConfig) -> ssl.SSLContext | bool:
+    """True (system CAs), False (no checks), or a context with the extra CA bundle / client certificate."""
+    if not config.ca_bundle and not config.client_cert:
+        return config.verify_tls
+    context = ssl.create_default_context(cafile=ctx.path(config.ca_bundle) if config.ca_bundle else None)
+    if not config.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if config.client_cert:
+        context.load_cert_chain(ctx.path(config.client_cert))
+    return context
+
+
+class HttpStatusError(RuntimeError):
+    """A response whose status is not what the step expects."""
+
+
+def check(response, expect: list[int] | None = None) -> None:
+    ok = response.status_code in expect if expect else 200 <= response.status_code < 300
+    if not ok:
+        body = response.text[:500]
+        raise HttpStatusError(f"{response.request.method} {_safe_url(str(response.request.url))} answered "
+                              f"{response.status_code} {response.reason_phrase}: {body}")
+
+
+def _safe_url(url: str) -> str:
+    """A URL without its query string (webhook tokens often ride there)."""
+    return url.split("?", 1)[0]
+
+
+def response_text(response) -> str:
+    return response.text[:MAX_RESPONSE_CHARS]
+
+
+Mode = Literal["auto", "per-row", "per-batch"]
+
+
+def per_row(ctx: StepContext, mode: Mode) -> bool:
+    """`auto` means per row when the step has per-row input (`$${{ }}`), else one batch."""
+    return ctx.rows is not None if mode == "auto" else mode == "per-row"
+
+
+def input_table(ctx: StepContext) -> pl.LazyFrame | None:
+    """The rows a per-batch step sends: its per-row input, `input.table`, or the previous output."""
+    if ctx.rows is not None:
+        return ctx.rows
+    table = ctx.input_table("table")
+    return table.lazy() if table is not None else None
+
+
+def chunks(frame: pl.LazyFrame | pl.DataFrame, size: int) -> Iterator[list[dict]]:
+    if isinstance(frame, pl.LazyFrame):
+        frame = frame.collect(engine="streaming")
+    for part in frame.iter_slices(size):
+        yield part.to_dicts()
+
+
+def batch_key(ctx: StepContext, rows: Any) -> str:
+    """An idempotency key for a whole batch: the satellite's identity plus the batch's content."""
+    satellite_id, version, config = ctx.identity
+    text = json.dumps([satellite_id, version, config, rows], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def plain(value: Any) -> Any:
+    """JSON-ready: tables become lists of rows; dates and others become strings."""
+    from exo_dagster.sdk.table import StoredTable
+
+    if isinstance(value, StoredTable):
+        return value.collect().to_dicts()
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(plain(value), default=str, ensure_ascii=False).encode()
+
+
+def with_results(rows: pl.DataFrame, result: pl.DataFrame) -> pl.DataFrame:
+    """The input rows beside their results (a result column wins over an input column of the same name)."""
+    return pl.concat([rows.drop([c for c in result.columns if c in rows.columns]), result], how="horizontal")

@@ -1,0 +1,118 @@
+"""satellite/exospherehost/call-webhook: an HTTP request per row, or per batch of rows.
+
+Per row (`mode: per-row`, or `auto` with `$${{ }}` input): one request per input row, concurrent,
+each with an `Idempotency-Key` header (the row's cache key, so a re-run skips finished rows and a
+retried row carries the same key); a row's `url`, `method` or `body` input overrides the config,
+and the other input columns form the JSON body. A failed row lands in `_error`.
+
+Per batch: the input table (`input.table`, else the previous step) is sent as JSON arrays of
+`batch-size` rows, or `body` is sent once; a failing batch fails the step (its retries resend with
+the same idempotency keys).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Literal
+
+import polars as pl
+from pydantic import Field
+
+from exo_dagster.sdk import StepContext, satellite
+
+from satellites.notify._http import HttpConfig, Mode, batch_key, check, chunks, client, input_table, per_row, plain, response_text, with_results
+
+ROW_KEYS = ("url", "method", "body")
+NO_BODY = ("GET", "HEAD", "DELETE", "OPTIONS")
+
+
+class CallWebhookConfig(HttpConfig):
+    url: str
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "POST"
+    body: Any = None                       # a fixed JSON body (a string is sent as text)
+    mode: Mode = "auto"
+    batch_size: int = Field(100, ge=1)     # rows per request in per-batch mode
+    expect: list[int] | None = None        # statuses that count as success (default: any 2xx)
+    concurrency: int | None = Field(None, ge=1, le=1024)  # per-row: requests in flight (default: the step's)
+
+
+def send(http, method: str, url: str, body: Any, key: str | None, config: CallWebhookConfig):
+    headers = {config.idempotency_header: key} if key and config.idempotency_header else {}
+    method = method.upper()
+    if body is None:
+        return http.request(method, url, headers=headers)
+    if method in NO_BODY:
+        params = {k: v for k, v in body.items() if v is not None} if isinstance(body, dict) else None
+        return http.request(method, url, headers=headers, params=plain(params))
+    if isinstance(body, str):
+        headers.setdefault("Content-Type", "text/plain; charset=utf-8")
+        return http.request(method, url, headers=headers, content=body.encode())
+    return http.request(method, url, headers=headers, json=plain(body))
+
+
+TRANSPORT_ATTEMPTS = 4
+
+
+def send_retrying(http, method: str, url: str, body: Any, key: str | None, config: CallWebhookConfig):
+    """`send`, again on a transport failure (connection reset or refused, a dropped keep-alive socket):
+    the request carries its idempotency key, so the receiver can tell a repeat from a new call."""
+    import httpx
+
+    for attempt in range(TRANSPORT_ATTEMPTS):
+        try:
+            return send(http, method, url, body, key, config)
+        except httpx.TransportError:
+            if attempt == TRANSPORT_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * 2 ** attempt * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+@satellite(
+    "satellite/exospherehost/call-webhook",
+    config=CallWebhookConfig,
+    inputs={"*": "per row: the JSON body's fields (`url`, `method`, `body` override the config)",
+            "table": "per batch: the rows to send (default: the previous step's output)"},
+    outputs={"status": "HTTP status", "response": "response body (first 64 KiB)",
+             "batch": "per batch: batch number", "rows": "per batch: rows sent", "idempotency_key": "key sent"},
+    kinds=("http",),
+)
+def call_webhook(ctx: StepContext, config: CallWebhookConfig) -> pl.DataFrame:
+    """Calls an HTTP endpoint once per row or once per batch, with idempotency keys, timeouts, redirects and TLS checks."""
+    with client(ctx, config) as http:
+        if per_row(ctx, config.mode):
+            return _per_row(ctx, config, http)
+        return _per_batch(ctx, config, http)
+
+
+def _per_row(ctx: StepContext, config: CallWebhookConfig, http) -> pl.DataFrame:
+    if ctx.rows is None:
+        raise ValueError("call-webhook `mode: per-row` needs per-row input, e.g. "
+                         "`input: {id: $${{ satellites.X.output.id }}}`")
+    rows = ctx.rows.collect(engine="streaming")
+
+    def one(row: dict, key: str) -> dict:
+        body = row["body"] if "body" in row else (
+            config.body if config.body is not None else {k: v for k, v in row.items() if k not in ROW_KEYS})
+        response = send_retrying(http, row.get("method") or config.method, row.get("url") or config.url, body, key, config)
+        check(response, config.expect)
+        return {"status": response.status_code, "response": response_text(response)}
+
+    result = ctx.map_rows(one, rows, concurrency=config.concurrency)
+    return with_results(rows, result)
+
+
+def _per_batch(ctx: StepContext, config: CallWebhookConfig, http) -> pl.DataFrame:
+    table = input_table(ctx)
+    bodies = [config.body] if config.body is not None or table is None else list(chunks(table, config.batch_size))
+    out = []
+    for number, body in enumerate(bodies):
+        key = batch_key(ctx, plain(body))
+        response = send(http, config.method, config.url, body, key, config)
+        check(response, config.expect)
+        out.append({"batch": number, "rows": len(body) if isinstance(body, list) else 1, "status": response.status_code,
+                    "response": response_text(response), "idempotency_key": key})
+        ctx.log.info(f"call-webhook: batch {number} -> {response.status_code}")
+    return pl.DataFrame(out, schema={"batch": pl.Int64, "rows": pl.Int64, "status": pl.Int64, "response": pl.Utf8,
+                                     "idempotency_key": pl.Utf8})

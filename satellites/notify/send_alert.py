@@ -1,0 +1,137 @@
+"""satellite/exospherehost/send-alert: an alert to Slack, Discord or PagerDuty.
+
+The webhook URL is a secret in practice (Slack and Discord put the token in it): give it as the
+satellite's secret `WEBHOOK_URL` (or `url:` in the config); PagerDuty takes its routing key from the
+secret `ROUTING_KEY` and posts to the Events API v2 (`url:` overrides it). Per batch (the default)
+sends one alert; per row (`$${{ }}` input) one per row, where a row's `text`, `title`, `severity`
+or `details` override the config.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+import polars as pl
+from pydantic import Field
+
+from exo_dagster.sdk import StepContext, satellite
+from exo_dagster.sdk import embedding
+
+from satellites.notify._http import HttpConfig, Mode, batch_key, check, client, per_row, plain, response_text, with_results
+
+PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
+SEVERITY_COLOR = {"critical": 0x8B0000, "error": 0xE01E5A, "warning": 0xECB22E, "info": 0x2EB67D}
+ROW_KEYS = ("text", "title", "severity", "details")
+DISCORD_LIMIT, PAGERDUTY_SUMMARY_LIMIT, SLACK_SECTION_LIMIT = 4096, 1024, 3000
+
+
+class SendAlertConfig(HttpConfig):
+    format: Literal["slack", "discord", "pagerduty"]
+    text: str = ""                          # the alert's message (PagerDuty: its summary)
+    title: str | None = None
+    severity: Literal["critical", "error", "warning", "info"] = "error"
+    details: dict[str, Any] = Field(default_factory=dict)   # extra fields shown with the alert
+    url: str | None = None                  # default: secret WEBHOOK_URL (Slack, Discord) or PagerDuty's Events API
+    source: str | None = None               # PagerDuty source (default: the cluster)
+    event_action: Literal["trigger", "acknowledge", "resolve"] = "trigger"   # PagerDuty
+    dedup_key: str | None = None            # PagerDuty (default: the idempotency key)
+    mode: Mode = "auto"
+    concurrency: int | None = Field(None, ge=1, le=64)
+
+
+def _text(value) -> str:
+    """A detail value as readable text: lists one item per line, mappings as JSON."""
+    if isinstance(value, (list, tuple)):
+        return "\n".join(_text(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return "" if value is None else str(value)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def payload(ctx: StepContext, config: SendAlertConfig, alert: dict, key: str) -> dict:
+    """The JSON body in the chosen service's format."""
+    text, title, severity, details = alert["text"], alert["title"], alert["severity"], plain(alert["details"])
+    if config.format == "slack":
+        blocks: list[dict] = []
+        if title:
+            blocks.append({"type": "header", "text": {"type": "plain_text", "text": _cut(title, 150)}})
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(text or " ", SLACK_SECTION_LIMIT)}})
+        if details:
+            blocks.append({"type": "section", "fields": [
+                {"type": "mrkdwn", "text": _cut(f"*{embedding.slack_escape(str(k))}*\n{embedding.slack_escape(_text(v))}", 2000)}
+                for k, v in list(details.items())[:10]]})
+        blocks.append({"type": "context", "elements": [
+            {"type": "mrkdwn", "text": f"{severity} · cluster/{ctx.cluster} · run {ctx.run_id}"}]})
+        return {"text": f"{title}: {text}" if title else text, "blocks": blocks}
+    if config.format == "discord":
+        embed = {"title": _cut(title or f"{severity}: cluster/{ctx.cluster}", 256),
+                 "description": _cut(text, DISCORD_LIMIT), "color": SEVERITY_COLOR[severity],
+                 "fields": [{"name": _cut(str(k), 256), "value": _cut(_text(v), 1024), "inline": True}
+                            for k, v in list(details.items())[:25]],
+                 "footer": {"text": f"cluster/{ctx.cluster} · run {ctx.run_id}"}}
+        return {"content": _cut(text, 2000), "embeds": [embed], "allowed_mentions": {"parse": []}}
+    routing_key = ctx.secrets.get("ROUTING_KEY")
+    if not routing_key:
+        raise ValueError("send-alert `format: pagerduty` needs the secret ROUTING_KEY: add "
+                         "`secrets: [{ROUTING_KEY: \"${{ secrets.PAGERDUTY_ROUTING_KEY }}\"}]` to its config")
+    body: dict[str, Any] = {"routing_key": routing_key, "event_action": config.event_action,
+                            "dedup_key": config.dedup_key or key, "client": "exo-dagster"}
+    if config.event_action == "trigger":
+        summary = f"{title}: {text}" if title else text
+        body["payload"] = {"summary": _cut(summary or f"alert from cluster/{ctx.cluster}", PAGERDUTY_SUMMARY_LIMIT),
+                           "source": config.source or f"cluster/{ctx.cluster}", "severity": severity,
+                           "custom_details": {**details, "run_id": ctx.run_id, "step": ctx.step}}
+    return body
+
+
+def _url(ctx: StepContext, config: SendAlertConfig) -> str:
+    url = config.url or ctx.secrets.get("WEBHOOK_URL") or (PAGERDUTY_URL if config.format == "pagerduty" else None)
+    if not url:
+        raise ValueError(f"send-alert `format: {config.format}` needs a webhook URL: add "
+                         "`secrets: [{WEBHOOK_URL: \"${{ secrets.SLACK_WEBHOOK_URL }}\"}]` to its config (or `url:`)")
+    return url
+
+
+def _alert(config: SendAlertConfig, row: dict | None = None) -> dict:
+    row = row or {}
+    return {"text": str(row.get("text") or config.text), "title": row.get("title") or config.title,
+            "severity": row.get("severity") or config.severity, "details": {**config.details, **(row.get("details") or {}),
+                                                                             **{k: v for k, v in row.items() if k not in ROW_KEYS}}}
+
+
+@satellite(
+    "satellite/exospherehost/send-alert",
+    config=SendAlertConfig,
+    inputs={"text": "per row: the message", "title": "per row: the title", "severity": "per row: the severity",
+            "*": "per row: other columns become alert details"},
+    outputs={"status": "HTTP status", "response": "the service's answer", "idempotency_key": "key sent (PagerDuty dedup key)"},
+    kinds=("http",),
+    embeds={"text": embedding.slack_when("format", "slack")},  # Slack: templated values cannot add mentions or links
+)
+def send_alert(ctx: StepContext, config: SendAlertConfig) -> pl.DataFrame:
+    """Posts an alert to Slack or Discord (incoming webhooks) or PagerDuty (Events API v2), once or per row."""
+    url = _url(ctx, config)
+    with client(ctx, config) as http:
+        def post(alert: dict, key: str) -> dict:
+            headers = {config.idempotency_header: key} if config.idempotency_header else {}
+            response = http.post(url, json=payload(ctx, config, alert, key), headers=headers)
+            check(response)
+            return {"status": response.status_code, "response": response_text(response)}
+
+        if per_row(ctx, config.mode):
+            if ctx.rows is None:
+                raise ValueError("send-alert `mode: per-row` needs per-row input, e.g. `input: {text: $${{ satellites.X.output.message }}}`")
+            rows = ctx.rows.collect(engine="streaming")
+            result = ctx.map_rows(lambda row, key: post(_alert(config, row), key), rows, concurrency=config.concurrency)
+            return with_results(rows, result)
+        alert = _alert(config)
+        key = batch_key(ctx, alert)
+        out = post(alert, key)
+        ctx.log.info(f"send-alert: {config.format} alert sent ({out['status']})")
+        return pl.DataFrame([{**out, "idempotency_key": key}],
+                            schema={"status": pl.Int64, "response": pl.Utf8, "idempotency_key": pl.Utf8})

@@ -1,0 +1,155 @@
+"""satellite/exospherehost/send-email: mail over SMTP, with STARTTLS or implicit TLS and login.
+
+The password comes from the satellite's secret `PASSWORD` (`secrets: [{PASSWORD: "${{ secrets.SMTP_PASSWORD }}"}]`),
+the login name from `username`. One message per batch by default; per row (`$${{ }}` input) one
+message per row, where a row's `to`, `cc`, `subject` or `body` override the config. Every message
+carries a Message-ID made from its idempotency key, so a receiving system can drop a re-sent copy.
+All messages of a step go over one SMTP connection (standard library smtplib; no extra dependency).
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Any, Literal
+
+import polars as pl
+from pydantic import Field, field_validator
+
+from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
+from exo_dagster.sdk import embedding
+from exo_dagster.sdk import duration_seconds
+
+from satellites.notify._http import Mode, batch_key, per_row, with_results
+
+DEFAULT_PORT = {"starttls": 587, "ssl": 465, "none": 25}
+ROW_KEYS = ("to", "cc", "bcc", "subject", "body")
+
+
+class SendEmailConfig(SatelliteConfig):
+    host: str
+    port: int | None = Field(None, ge=1, le=65535)      # default: 587 starttls, 465 ssl, 25 none
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    verify_tls: bool = True
+    ca_bundle: str | None = None                        # extra CA certificates (PEM), relative to the cluster file
+    username: str | None = None                         # login name; the password is the secret PASSWORD
+    from_: str                                          # YAML: `from:`
+    to: list[str] = Field(default_factory=list)
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list)
+    reply_to: str | None = None
+    subject: str = ""
+    body: str = ""
+    html: bool = False                                  # body is HTML (a plain-text part is added)
+    mode: Mode = "auto"
+    timeout: float | str = 30.0
+
+    @field_validator("to", "cc", "bcc", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+def tls_context(ctx: StepContext, config: SendEmailConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=ctx.path(config.ca_bundle) if config.ca_bundle else None)
+    if not config.verify_tls:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def connect(ctx: StepContext, config: SendEmailConfig) -> smtplib.SMTP:
+    port = config.port or DEFAULT_PORT[config.security]
+    timeout = duration_seconds(config.timeout)
+    if config.security == "ssl":
+        smtp: smtplib.SMTP = smtplib.SMTP_SSL(config.host, port, timeout=timeout, context=tls_context(ctx, config))
+    else:
+        smtp = smtplib.SMTP(config.host, port, timeout=timeout)
+        if config.security == "starttls":
+            smtp.starttls(context=tls_context(ctx, config))
+    password = ctx.secrets.get("PASSWORD")
+    if config.username or password:
+        if not (config.username and password):
+            smtp.quit()
+            raise ValueError("send-email login needs both `username:` and the secret PASSWORD")
+        smtp.login(config.username, password)
+    return smtp
+
+
+def message(ctx: StepContext, config: SendEmailConfig, fields: dict, key: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = config.from_
+    msg["To"] = ", ".join(fields["to"])
+    if fields["cc"]:
+        msg["Cc"] = ", ".join(fields["cc"])
+    if config.reply_to:
+        msg["Reply-To"] = config.reply_to
+    msg["Subject"] = fields["subject"]
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = f"<{key}@exo-dagster>"
+    msg["X-Exo-Cluster"] = ctx.cluster
+    msg["X-Exo-Run-Id"] = ctx.run_id
+    if config.html:
+        msg.set_content("This message is HTML; open it in a client that shows HTML.")
+        msg.add_alternative(fields["body"], subtype="html")
+    else:
+        msg.set_content(fields["body"])
+    return msg
+
+
+def _fields(config: SendEmailConfig, row: dict | None = None) -> dict:
+    row = row or {}
+
+    def many(name: str) -> list[str]:
+        value = row.get(name)
+        if value is None:
+            return list(getattr(config, name))
+        return [value] if isinstance(value, str) else [str(v) for v in value]
+
+    fields = {"to": many("to"), "cc": many("cc"), "bcc": many("bcc"),
+              "subject": str(row.get("subject") if row.get("subject") is not None else config.subject),
+              "body": str(row.get("body") if row.get("body") is not None else config.body)}
+    if not (fields["to"] or fields["cc"] or fields["bcc"]):
+        raise ValueError("send-email has no recipient: set `to:` in the config or a per-row `to` input")
+    return fields
+
+
+@satellite(
+    "satellite/exospherehost/send-email",
+    config=SendEmailConfig,
+    inputs={"to": "per row: recipient(s)", "subject": "per row: subject", "body": "per row: body"},
+    outputs={"to": "recipients", "message_id": "Message-ID sent", "idempotency_key": "key the Message-ID is made from"},
+    kinds=("email",),
+    embeds={"body": embedding.html_when("html")},  # with `html: true`, templated values are escaped HTML text
+)
+def send_email(ctx: StepContext, config: SendEmailConfig) -> pl.DataFrame:
+    """Sends email over SMTP (STARTTLS or TLS, with login), one message per batch or per row."""
+    smtp = connect(ctx, config)
+    try:
+        def send(fields: dict, key: str) -> dict:
+            msg = message(ctx, config, fields, key)
+            refused = smtp.send_message(msg, to_addrs=fields["to"] + fields["cc"] + fields["bcc"])
+            if refused:
+                raise RuntimeError(f"recipients refused: {', '.join(sorted(refused))}")
+            return {"to": ", ".join(fields["to"]), "message_id": msg["Message-ID"]}
+
+        if per_row(ctx, config.mode):
+            if ctx.rows is None:
+                raise ValueError("send-email `mode: per-row` needs per-row input, e.g. `input: {to: $${{ satellites.X.output.email }}}`")
+            rows = ctx.rows.collect(engine="streaming")
+            # one SMTP connection is one conversation: rows go through it one at a time
+            result = ctx.map_rows(lambda row, key: send(_fields(config, row), key), rows, concurrency=1)
+            return with_results(rows, result)
+        fields = _fields(config)
+        key = batch_key(ctx, fields)
+        out = send(fields, key)
+        ctx.log.info(f"send-email: sent to {out['to']}")
+        return pl.DataFrame([{**out, "idempotency_key": key}],
+                            schema={"to": pl.Utf8, "message_id": pl.Utf8, "idempotency_key": pl.Utf8})
+    finally:
+        try:
+            smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            smtp.close()

@@ -1,0 +1,133 @@
+"""satellite/exospherehost/sql: DuckDB SQL over upstream outputs, scanned in place."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+
+import duckdb
+from pydantic import model_validator
+
+from exo_dagster.sdk import SatelliteConfig, StepContext, StoredTable, satellite
+from exo_dagster.sdk import allowed_paths
+from exo_dagster.sdk import duck
+from exo_dagster.sdk import sql_text
+from exo_dagster.sdk import templates
+
+_TEMPLATE = re.compile(r"\$?\$\{\{.*?\}\}")
+_FROM = re.compile(r"\b(?:from|join)\s+\"?([A-Za-z_][A-Za-z0-9_-]*)\"?", re.IGNORECASE)
+
+
+class SqlConfig(SatelliteConfig):
+    query: str
+    threads: int | None = None
+    memory_limit: str | None = None
+    multiple_statements: bool = False  # YAML `multiple-statements: true`: run every statement, return the last
+
+    @model_validator(mode="after")
+    def _one_statement(self) -> "SqlConfig":
+        """A literal query with several statements is a located error at validate time (templated ones: at run time)."""
+        if self.multiple_statements or templates.has_template(self.query):
+            return self
+        count = statement_count(self.query)
+        if count is not None and count > 1:
+            raise ValueError(f"the query holds {count} statements; a sql step runs one "
+                             f"(set `multiple-statements: true` to run them all and keep the last one's result)")
+        return self
+
+
+_parser_lock = threading.Lock()
+_parser: duckdb.DuckDBPyConnection | None = None
+
+
+def statement_count(query: str) -> int | None:
+    """How many statements DuckDB's parser finds in `query` (None when it does not parse: reported at run time)."""
+    global _parser
+    with _parser_lock:
+        if _parser is None:
+            _parser = duck.connect()
+        try:
+            return len(_parser.extract_statements(query))
+        except duckdb.Error:
+            return None
+
+
+def tables_in_query(config: dict) -> set[str]:
+    """Names the query reads, so `from orders` makes the step depend on the `orders` satellite."""
+    query = config.get("query")
+    if not isinstance(query, str):
+        return set()
+    text = _TEMPLATE.sub("_exo_template", query)
+    try:
+        return set(duckdb.get_table_names(text, qualified=False))
+    except duckdb.Error:
+        return set(_FROM.findall(text))
+
+
+@satellite(
+    "satellite/exospherehost/sql",
+    config=SqlConfig,
+    outputs={"*": "the query's columns"},
+    kinds=("duckdb", "sql"),
+    table_references=tables_in_query,
+    embeds={"query": sql_text.SQL},
+)
+def sql(ctx: StepContext, config: SqlConfig) -> duckdb.DuckDBPyRelation:
+    """Runs one DuckDB SQL statement; every upstream output is a view named by its identifier, read straight
+    from Parquet. Templated values are literals, never SQL; files outside the step's inputs, the data folder
+    and the cluster folder cannot be read or written."""
+    urls = [p for t in ctx.tables.values() for p in t.paths]
+    if ctx.previous is not None:
+        urls += ctx.previous.paths
+    con = _sandbox(ctx, config, urls)
+    try:
+        statements = con.extract_statements(config.query)
+    except duckdb.Error as exc:
+        raise ValueError(f"sql: the query does not parse: {exc}") from None
+    if not statements:
+        raise ValueError("sql: the query is empty")
+    if len(statements) > 1 and not config.multiple_statements:
+        raise ValueError(f"sql: the query holds {len(statements)} statements; a sql step runs one "
+                         f"(set `multiple-statements: true` to run them all and keep the last one's result)")
+    for identifier, table in ctx.tables.items():
+        _expose(con, identifier, table)
+    if ctx.previous is not None:
+        _expose(con, "input", ctx.previous)
+    try:
+        for statement in statements[:-1]:
+            con.execute(statement.query)
+        return _integers_stay_integers(con.sql(statements[-1].query))
+    except duckdb.PermissionException as exc:
+        raise PermissionError(f"sql: {exc} (a sql step reads and writes only its inputs, the data folder "
+                              f"`{ctx.data_dir}` and the cluster folder `{ctx.base_dir}`; the operator may add "
+                              f"folders with {allowed_paths.ENV})") from None
+
+
+def _sandbox(ctx: StepContext, config: SqlConfig, urls: list[str]) -> duckdb.DuckDBPyConnection:
+    # the step's inputs, exactly (remote ones as URLs: DuckDB reads them through the registered fsspec filesystems)
+    inputs = []
+    for p in urls:
+        local = p[len("file://"):] if p.startswith("file://") else p
+        inputs += [os.path.abspath(local), os.path.realpath(local)] if allowed_paths.is_local(p) else [p]
+    directories = [ctx.data_dir, ctx.base_dir, os.environ.get("EXO_OUTPUTS", ""), *allowed_paths.operator_roots()]
+    settings = {"threads": config.threads, "memory_limit": config.memory_limit}
+    return duck.sandboxed(directories=[d for d in directories if d and allowed_paths.is_local(d)],
+                          paths=inputs, urls=urls, settings=settings)
+
+
+def _integers_stay_integers(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:
+    """sum() over BIGINT is HUGEINT in DuckDB, which Parquet and Arrow turn into DOUBLE: cast it back to
+    BIGINT (a value out of range fails loudly instead of losing digits)."""
+    wide = {"HUGEINT": "BIGINT", "UHUGEINT": "UBIGINT"}
+    types = [str(t) for t in rel.types]
+    if not any(t in wide for t in types):
+        return rel
+    columns = [f'CAST({sql_text.quote_identifier(c)} AS {wide[t]}) AS {sql_text.quote_identifier(c)}' if t in wide
+               else sql_text.quote_identifier(c) for c, t in zip(rel.columns, types)]
+    return rel.project(", ".join(columns))
+
+
+def _expose(con: duckdb.DuckDBPyConnection, name: str, table: StoredTable) -> None:
+    # Remote URLs are read through the fsspec filesystems duck.connect registered (no httpfs download).
+    con.execute(f"create or replace temp view {sql_text.quote_identifier(name)} as select * from {table.duckdb_source()}")

@@ -1,0 +1,163 @@
+"""satellite/exospherehost/write-table: write a table as Parquet, CSV, JSONL or a DuckDB table."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Literal
+
+import duckdb
+import fsspec
+import polars as pl
+from pydantic import ValidationInfo, field_validator, model_validator
+from upath import UPath
+
+from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
+from exo_dagster.sdk import allowed_paths
+from exo_dagster.sdk import duck
+from exo_dagster.sdk import sql_text
+from exo_dagster.sdk import target_lock
+from exo_dagster.sdk import temp_files
+from exo_dagster.sdk.table_write import write_parquet_atomic
+from exo_dagster.sdk.table import StoredTable
+
+FORMATS = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl", "duckdb": "duckdb", "db": "duckdb"}
+
+
+class WriteTableConfig(SatelliteConfig):
+    path: str
+    format: Literal["auto", "parquet", "csv", "jsonl", "duckdb"] = "auto"
+    mode: Literal["overwrite", "append", "upsert"] = "overwrite"
+    key: list[str] = []
+    table: str | None = None  # the table name, for format duckdb
+    storage_options: dict = {}
+
+    @field_validator("path")
+    @classmethod
+    def _inside_data_folder(cls, value: str, info: ValidationInfo) -> str:
+        allowed_paths.config_problem(value, info, with_cluster_folder=False)
+        return value
+
+    @model_validator(mode="after")
+    def _upsert_needs_key(self) -> "WriteTableConfig":
+        if self.mode == "upsert" and not self.key:
+            raise ValueError("mode upsert needs `key: [column, ...]` to match rows on")
+        return self
+
+
+def _format(target: str, wanted: str) -> str:
+    return wanted if wanted != "auto" else FORMATS.get(target.rsplit(".", 1)[-1].lower(), "parquet")
+
+
+def _existing(target: str, fmt: str, fs) -> pl.DataFrame | None:
+    if not fs.exists(target):
+        return None
+    with fs.open(target, "rb") as fh:
+        data = fh.read()
+    import io
+
+    return {"parquet": pl.read_parquet, "csv": pl.read_csv, "jsonl": pl.read_ndjson}[fmt](io.BytesIO(data))
+
+
+def _combine(new: pl.LazyFrame, old: pl.DataFrame | None, config: WriteTableConfig) -> pl.LazyFrame:
+    if old is None or config.mode == "overwrite":
+        return new
+    if config.mode == "append":
+        return pl.concat([old.lazy(), new], how="diagonal_relaxed")
+    kept = old.lazy().join(new.select(config.key).unique(), on=config.key, how="anti")
+    return pl.concat([kept, new], how="diagonal_relaxed")
+
+
+def _write_file(frame: pl.LazyFrame, target: str, fmt: str, options: dict) -> None:
+    if fmt == "parquet":
+        write_parquet_atomic(frame, UPath(target, **options))
+        return
+    fs, path = fsspec.core.url_to_fs(target, **options)
+    local = "://" not in target or target.startswith("file://")
+    if local:
+        temp_files.sweep(path)
+    tmp = temp_files.temp_path(path) if local else f"{path}.{uuid.uuid4().hex}.tmp"
+    eager = frame.collect(engine="streaming")
+    try:
+        with fs.open(tmp, "wb") as fh:
+            eager.write_csv(fh) if fmt == "csv" else eager.write_ndjson(fh)
+        fs.mv(tmp, path)
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise
+
+
+def _write_duckdb(frame: pl.LazyFrame, database: str, table: str, config: WriteTableConfig) -> None:
+    name = sql_text.quote_identifier(table)
+    with _open_duckdb(database) as con:
+        con.register("arrow", frame.collect(engine="streaming").to_arrow())
+        con.execute("begin")
+        exists = con.execute("select count(*) from information_schema.tables where table_name = ?", [table]).fetchone()[0]
+        if config.mode == "overwrite" or not exists:
+            con.execute(f"create or replace table {name} as select * from arrow")
+        elif config.mode == "append":
+            con.execute(f"insert into {name} by name select * from arrow")
+        else:
+            match = " and ".join(f"t.{sql_text.quote_identifier(k)} is not distinct from a.{sql_text.quote_identifier(k)}"
+                                 for k in config.key)
+            con.execute(f"delete from {name} t where exists (select 1 from arrow a where {match})")
+            con.execute(f"insert into {name} by name select * from arrow")
+        con.execute("commit")
+
+
+def _open_duckdb(database: str, read_only: bool = False):
+    """DuckDB allows one writing process per file: wait for a holder outside exo (a DuckDB shell, another
+    tool) instead of failing, up to the lock timeout; exo's own runs already queue on the target lock."""
+    deadline = time.monotonic() + target_lock.timeout_s()
+    delay = 0.05
+    while True:
+        try:
+            return duck.connect(database, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+@satellite(
+    "satellite/exospherehost/write-table",
+    config=WriteTableConfig,
+    inputs={"table": "the table to write (${{ satellites.X.output }}); default: the previous step's output"},
+    outputs={"path": "where it was written", "format": "file format", "rows": "rows in the written table"},
+    kinds=("polars", "parquet"),
+)
+def write_table(ctx: StepContext, config: WriteTableConfig) -> pl.DataFrame:
+    """Writes its input to a file or DuckDB table (relative paths land in the exo data folder): overwrite, append or upsert by key, atomically."""
+    table = ctx.input_table("table")
+    if not isinstance(table, StoredTable):
+        raise ValueError("write-table needs `input.table: ${{ satellites.X.output }}` or a previous step")
+    target = allowed_paths.check(ctx.output_path(config.path), allowed_paths.roots(ctx.data_dir), "write-table `path`")
+    fmt = _format(target, config.format)
+    if "://" not in target:
+        os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+    # one writer at a time: append/upsert read the target and write it back (see exo_dagster/sdk/target_lock.py)
+    with target_lock.locked(target, data_dir=ctx.data_dir):
+        return _write(table, target, fmt, config)
+
+
+def _write(table: StoredTable, target: str, fmt: str, config: WriteTableConfig) -> pl.DataFrame:
+    new = table.lazy()
+    if fmt == "duckdb":
+        name = config.table or (table.name or "data")
+        _write_duckdb(new, target, name, config)
+        with _open_duckdb(target, read_only=True) as con:
+            rows = con.execute(f"select count(*) from {sql_text.quote_identifier(name)}").fetchone()[0]
+        return pl.DataFrame({"path": [f"{target}#{name}"], "format": [fmt], "rows": [rows]})
+    fs, _ = fsspec.core.url_to_fs(target, **config.storage_options)
+    frame = _combine(new, _existing(target, fmt, fs) if config.mode != "overwrite" else None, config)
+    if config.mode == "overwrite" and fmt == "parquet":
+        _write_file(frame, target, fmt, config.storage_options)
+        rows = int(new.select(pl.len()).collect().item())
+    else:
+        eager = frame.collect(engine="streaming")
+        _write_file(eager.lazy(), target, fmt, config.storage_options)
+        rows = eager.height
+    return pl.DataFrame({"path": [target], "format": [fmt], "rows": [rows]})

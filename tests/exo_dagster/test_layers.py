@@ -1,0 +1,118 @@
+"""The package layers import in one direction only, and satellites import only the SDK.
+
+Read from the source (every import statement, lazy ones inside functions included), so a new
+import that breaks the architecture fails here, naming the file and line.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+# lowest first: a package may import only itself and the packages listed before it
+LAYERS = ["spec", "dagster_private", "sdk", "catalog", "storage", "runtime", "execution", "compile", "<top>"]
+
+
+def _package_of(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "exo_dagster":
+        return None
+    if len(parts) == 1:
+        return "<top>"
+    return parts[1] if parts[1] in LAYERS else "<top>"  # dagster_private is a module; the rest are packages
+
+
+def _imports(path: Path):
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "exo_dagster":
+                for alias in node.names:  # `from exo_dagster import sdk` names a package
+                    yield node.lineno, f"exo_dagster.{alias.name}" if alias.name in LAYERS else "exo_dagster"
+            else:
+                yield node.lineno, node.module
+        elif isinstance(node, ast.ImportFrom) and node.level:
+            raise AssertionError(f"{path}:{node.lineno}: relative import; the layers use absolute imports")
+
+
+def _layer_of_file(path: Path) -> str:
+    rel = path.relative_to(ROOT / "exo_dagster").parts
+    if rel == ("dagster_private.py",):
+        return "dagster_private"
+    return rel[0] if len(rel) > 1 else "<top>"
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    problems = []
+    for path in sorted((ROOT / "exo_dagster").rglob("*.py")):
+        mine = _layer_of_file(path)
+        for line, module in _imports(path):
+            if module.startswith("satellites"):
+                problems.append(f"{path.relative_to(ROOT)}:{line}: the core names the `satellites` package ({module})")
+            other = _package_of(module)
+            if other is None or other == mine:
+                continue
+            if LAYERS.index(other) > LAYERS.index(mine):
+                problems.append(f"{path.relative_to(ROOT)}:{line}: {mine}/ imports {module} (a layer above it)")
+    assert not problems, "\n".join(problems)
+
+
+def test_satellites_import_only_the_sdk():
+    problems = []
+    for path in sorted((ROOT / "satellites").rglob("*.py")):
+        domain = path.relative_to(ROOT / "satellites").parts[0]
+        for line, module in _imports(path):
+            if module.startswith("exo_dagster") and not (module == "exo_dagster.sdk" or module.startswith("exo_dagster.sdk.")):
+                problems.append(f"{path.relative_to(ROOT)}:{line}: imports {module}; satellites import only exo_dagster.sdk")
+            if module.startswith("satellites.") and module.split(".")[1] not in (domain,):
+                problems.append(f"{path.relative_to(ROOT)}:{line}: imports another domain's satellite ({module})")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_spec_layer_imports_no_dagster():
+    problems = [f"{path.relative_to(ROOT)}:{line}: {module}"
+                for path in sorted((ROOT / "exo_dagster" / "spec").rglob("*.py"))
+                for line, module in _imports(path) if module.split(".")[0] in ("dagster", "dagster_shared")]
+    assert not problems, "\n".join(problems)
+
+
+def test_private_dagster_names_are_imported_only_through_the_adapter():
+    problems = [f"{path.relative_to(ROOT)}:{line}: {module}"
+                for path in sorted([*(ROOT / "exo_dagster").rglob("*.py"), *(ROOT / "satellites").rglob("*.py")])
+                if path.name != "dagster_private.py"
+                for line, module in _imports(path)
+                if module.startswith(("dagster._", "dagster_shared._")) or module == "dagster._check"]
+    assert not problems, "import these through exo_dagster.dagster_private:\n" + "\n".join(problems)
+
+
+def _loaded_after(code: str) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_sdk_and_one_satellite_load_no_compiler_executor_or_other_satellite():
+    loaded = _loaded_after("import exo_dagster.sdk, satellites.tables.sql")
+    ours = [m for m in loaded if m.startswith(("exo_dagster", "satellites"))]
+    assert "satellites.tables.sql" in ours
+    core = [m for m in ours if m.startswith("exo_dagster.") and m.split(".")[1] not in ("sdk", "spec")]
+    other_satellites = [m for m in ours if m.startswith("satellites.") and not m.startswith("satellites.tables")]
+    siblings = [m for m in ours if m.startswith("satellites.tables.") and m != "satellites.tables.sql"]
+    assert not core, f"the SDK pulled in core layers: {core}"
+    assert not other_satellites, f"other domains' satellites were imported: {other_satellites}"
+    # the domain package imports its modules (how it registers); a satellite module itself needs no sibling
+    assert set(siblings) <= {"satellites.tables.read_table", "satellites.tables.write_table"}, siblings
+    assert not [m for m in loaded if m.startswith("dagster._core.execution")], "the SDK loaded Dagster's execution machinery"
+
+
+def test_the_spec_layer_alone_loads_no_dagster():
+    loaded = _loaded_after("import exo_dagster.spec.parser")
+    assert not [m for m in loaded if m == "dagster" or m.startswith("dagster.")]

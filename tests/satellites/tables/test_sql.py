@@ -1,0 +1,106 @@
+import polars as pl
+
+from satellites.tables.sql import SqlConfig, sql, tables_in_query
+
+
+def test_query_over_upstream_views(make_ctx, stored):
+    orders = stored("orders", pl.DataFrame({"region": ["n", "s", "n"], "amount": [1.0, 2.0, 3.0]}))
+    regions = stored("regions", pl.DataFrame({"region": ["n", "s"], "label": ["North", "South"]}))
+    ctx = make_ctx(tables={"orders": orders, "regions": regions}, previous=orders)
+    rel = sql(ctx, SqlConfig(query="select label, sum(amount) total from orders join regions using (region) group by 1 order by 1"))
+    assert rel.pl().to_dicts() == [{"label": "North", "total": 4.0}, {"label": "South", "total": 2.0}]
+    assert sql(ctx, SqlConfig(query="select count(*) n from input")).fetchall() == [(3,)]
+
+
+def test_table_names_found_in_query():
+    assert tables_in_query({"query": "select * from a join b on a.x = b.x"}) == {"a", "b"}
+    assert "orders" in tables_in_query({"query": "select * from orders join x using (id)"})  # unbindable: regex fallback
+    assert tables_in_query({"query": 42}) == set()
+
+
+# -- trust boundaries (issue 10) ---------------------------------------------------------------
+import dagster as dg  # noqa: E402
+import pytest  # noqa: E402
+
+from exo_dagster import compile_cluster, parse_cluster  # noqa: E402
+
+
+def test_one_statement_unless_opted_in(make_ctx, stored, tmp_path):
+    ctx = make_ctx(tables={"t": stored("t", pl.DataFrame({"x": [1]}))})
+    with pytest.raises(ValueError, match="holds 2 statements"):  # a literal query: already when the config is read
+        SqlConfig(query="create table y as select 1; select * from t")
+    with pytest.raises(ValueError, match="holds 2 statements"):  # a query built at run time: when it runs
+        sql(ctx, SqlConfig.model_construct(query="create table y as select 1; select * from t", multiple_statements=False,
+                                           threads=None, memory_limit=None))
+    rel = sql(ctx, SqlConfig(query="create temp table y as select 41 + x as x from t; select * from y", multiple_statements=True))
+    assert rel.fetchall() == [(42,)]
+
+
+def test_sandbox_allows_inputs_data_and_cluster_folder_only(make_ctx, stored, tmp_path):
+    ctx = make_ctx(tables={"t": stored("t", pl.DataFrame({"x": [1]}))})
+    (tmp_path / "data").mkdir()
+    sql(ctx, SqlConfig(query=f"copy (select * from t) to '{tmp_path / 'data' / 'ok.csv'}'")).fetchall()
+    assert (tmp_path / "data" / "ok.csv").read_text() == "x\n1\n"
+    (tmp_path / "in.csv").write_text("a\n1\n")  # the cluster's own folder
+    assert sql(ctx, SqlConfig(query=f"select * from read_csv('{tmp_path / 'in.csv'}')")).fetchall() == [(1,)]
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (outside / "secret.csv").write_text("a\n1\n")
+    for query in (f"select * from read_csv('{outside / 'secret.csv'}')", "select * from read_csv('/etc/passwd')",
+                  f"select * from '{tmp_path}/../{outside.name}/secret.csv'"):
+        with pytest.raises(PermissionError, match="Cannot access file") as info:
+            sql(ctx, SqlConfig(query=query)).fetchall()
+        assert "secret.csv" in str(info.value) or "/etc/passwd" in str(info.value)
+    with pytest.raises(PermissionError, match=str(outside)):
+        sql(ctx, SqlConfig(query=f"copy (select 1) to '{outside / 'owned.csv'}'")).fetchall()
+    assert not (outside / "owned.csv").exists()
+    with pytest.raises(Exception, match="locked"):
+        sql(ctx, SqlConfig(query="set enable_external_access = true")).fetchall()
+
+
+def test_integer_sums_stay_integers(make_ctx, stored):
+    ctx = make_ctx(tables={"t": stored("t", pl.DataFrame({"x": [1, 2, 3]}, schema={"x": pl.Int64}))})
+    out = sql(ctx, SqlConfig(query="select sum(x) as total, count(*) as n from t")).pl()
+    assert out.schema["total"] == pl.Int64 and out["total"].to_list() == [6]
+
+
+INJECTION = """\
+version: 0.0.1b
+cluster:
+  identifier: test/inject
+  satellites:
+    - name: Names
+      uses: satellite/exospherehost/sql
+      identifier: names
+      config:
+        query: "select * from (values ('ada'), ('x'' union all select ''INJECTED'' --'), ('y''; copy (select ''owned'') to ''OWNED''; select ''')) t(name)"
+    - name: Lookup
+      uses: satellite/exospherehost/sql
+      identifier: lookup
+      config:
+        query: "select name from names where name in (${{ satellites.names.output.name }}) or name = '${{ satellites.names.output.name }}'"
+"""
+
+
+def test_values_from_data_never_become_sql_in_a_real_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
+    owned = tmp_path / "owned.csv"
+    cluster = parse_cluster(INJECTION.replace("OWNED", str(owned)), str(tmp_path / "c.yaml"))
+    result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert result.success
+    out = pl.read_parquet(tmp_path / "exo" / "outputs" / "test__inject" / "lookup.parquet")
+    assert sorted(out["name"].to_list()) == sorted(pl.read_parquet(tmp_path / "exo" / "outputs" / "test__inject" / "names.parquet")["name"].to_list())
+    assert "INJECTED" not in out["name"].to_list() and out.height == 3
+    assert not owned.exists()
+
+
+def test_two_literal_statements_are_a_located_error(tmp_path):
+    from exo_dagster import SpecError
+
+    text = ("version: 0.0.1b\ncluster:\n  identifier: test/two\n  satellites:\n"
+            "    - name: Q\n      uses: satellite/exospherehost/sql\n"
+            "      config: {query: \"select 1; copy (select 2) to 'x.csv'\"}\n")
+    with pytest.raises(SpecError) as info:
+        parse_cluster(text, str(tmp_path / "c.yaml"))
+    assert f"{tmp_path / 'c.yaml'}:7:" in str(info.value) and "holds 2 statements" in str(info.value)
