@@ -8,17 +8,12 @@ instance, the loopback servers and the webserver's GraphQL answers.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -27,21 +22,13 @@ import pytest
 
 from dagster._core.scheduler.instigation import TickStatus
 
-from ..loopback import free_port, http_server
+from tests.definitions.dagster_stack import (  # noqa: F401  (EXE, RUN_TIMEOUT_S: test_launch_matrix imports them from here)
+    DAGSTER_YAML, EXE, RUN_TIMEOUT_S, STARTUP_TIMEOUT_S, DagsterStack, workspace_yaml,
+)
+from tests.loopback import http_server
 
-STARTUP_TIMEOUT_S = 180
-RUN_TIMEOUT_S = 240
 TOKEN = "tok-LEAK-7b3e9c1d5a2f4e6b"
 PASSWORD = "pw-LEAK-0d9c8b7a6f5e"
-EXE = Path(sys.executable).parent
-
-DAGSTER_YAML = """\
-run_coordinator:
-  module: dagster._core.run_coordinator
-  class: DefaultRunCoordinator
-telemetry:
-  enabled: false
-"""
 
 LEAKY = '''\
 """A test satellite that tries every channel to leak its secret: log lines, metadata, output, errors."""
@@ -69,13 +56,7 @@ from exo_dagster.location import definitions_for
 defs = definitions_for("clusters")
 """
 
-WORKSPACE = """\
-load_from:
-  - python_file:
-      relative_path: defs.py
-      working_directory: .
-      location_name: exo_test
-"""
+WORKSPACE = workspace_yaml("exo_test")
 
 WATCH = """\
 version: 0.0.1b
@@ -167,30 +148,16 @@ cluster:
 """
 
 
-def _post_graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", method="POST",
-                                     data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        body = json.load(response)
-    assert "errors" not in body, body["errors"]
-    return body["data"]
-
-
-class Stack:
-    """The temporary instance, workspace, processes and loopback server of this module."""
+class Stack(DagsterStack):
+    """This module's clusters, test satellite and loopback server on the shared deployment."""
 
     def __init__(self, root: Path, server):
-        self.root, self.server = root, server
-        self.home = root / "home"
-        self.data = root / "exo"
+        super().__init__(root)
+        self.server = server
         self.drops = {name: root / "drops" / name for name in ("watch", "fragile", "secret")}
-        self.procs: list[tuple[subprocess.Popen, Path]] = []
-        self.port = free_port()
 
     def write(self) -> None:
-        self.home.mkdir(parents=True)
-        (self.home / "dagster.yaml").write_text(DAGSTER_YAML)
+        self.write_home(DAGSTER_YAML)
         clusters = self.root / "clusters"
         clusters.mkdir()
         for folder in self.drops.values():
@@ -203,98 +170,10 @@ class Stack:
         (self.root / "defs.py").write_text(DEFS)
         (self.root / "workspace.yaml").write_text(WORKSPACE)
 
-    def init_storage(self) -> None:
-        """Create the instance's SQLite databases here first: two processes creating them at once race."""
-        from dagster._core.scheduler.instigation import InstigatorType
-
-        self.instance.get_runs(limit=1)
-        self.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
-        self.instance.fetch_materializations(dg.AssetKey("none"), limit=1)
-
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("EXO_DATA_DIR", "EXO_CLUSTERS", "EXO_SECRETS_BACKEND")}
-        env.update(DAGSTER_HOME=str(self.home), EXO_DATA_DIR=str(self.data), EXO_LEAK_TOKEN=TOKEN,
-                   EXO_LEAK_PASSWORD=PASSWORD, FRESHNESS_DAEMON_INTERVAL_SECONDS="2", PYTHONUNBUFFERED="1")
+        env = super().env()
+        env.update(EXO_LEAK_TOKEN=TOKEN, EXO_LEAK_PASSWORD=PASSWORD, FRESHNESS_DAEMON_INTERVAL_SECONDS="2")
         return env
-
-    def start(self, name: str, args: list[str]) -> None:
-        log = self.root / f"{name}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen([str(EXE / args[0]), *args[1:]], cwd=self.root, env=self.env(), stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append((proc, log))
-
-    def stop_one(self, name: str) -> None:
-        """Stop one process (by its log name), as an operator restarting it would."""
-        for proc, log in list(self.procs):
-            if log.name == f"{name}.log":
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=60)
-                self.procs.remove((proc, log))
-                log.rename(log.with_name(f"{name}.{time.time():.0f}.log"))
-
-    def stop(self) -> None:
-        for proc, _ in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc, _ in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
-
-    def check_alive(self) -> None:
-        for proc, log in self.procs:
-            if proc.poll() is not None:
-                raise AssertionError(f"{log.name}: exited with {proc.returncode}:\n{log.read_text()[-5000:]}")
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text()[-4000:]}" for _, log in self.procs)
-
-    @property
-    def instance(self) -> dg.DagsterInstance:
-        from dagster._core.instance.ref import InstanceRef
-
-        if not hasattr(self, "_instance"):
-            self._instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home)))
-        return self._instance
-
-    def graphql(self, query: str, variables: dict | None = None) -> dict:
-        return _post_graphql(self.port, query, variables)
-
-    def wait(self, what: str, check, timeout: float = RUN_TIMEOUT_S, every: float = 1.0):
-        deadline = time.monotonic() + timeout
-        while True:
-            self.check_alive()
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}\n{self.logs()}")
-            time.sleep(every)
-
-    def runs(self, job: str) -> list[dg.DagsterRun]:
-        return list(reversed(self.instance.get_runs(dg.RunsFilter(job_name=job))))
-
-    def finished(self, job: str, count: int) -> list[dg.DagsterRun]:
-        return self.wait(f"{count} finished run(s) of {job}",
-                         lambda: (lambda r: r if len(r) >= count and all(x.is_finished for x in r) else None)(self.runs(job)))
-
-    def sensor_state(self, name: str):
-        from dagster._core.scheduler.instigation import InstigatorType
-
-        states = [s for s in self.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR) if s.name == name]
-        return states[0] if states else None
-
-    def ticks_after(self, sensor: str, after: float) -> list:
-        state = self.sensor_state(sensor)
-        if state is None:
-            return []
-        ticks = self.instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=100)
-        return [t for t in ticks if t.timestamp > after]
 
 
 @pytest.fixture(scope="module")
@@ -303,16 +182,8 @@ def stack(tmp_path_factory):
         stack = Stack(tmp_path_factory.mktemp("daemon"), server)
         stack.write()
         stack.init_storage()
-        stack.start("webserver", ["dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(stack.port)])
-        stack.start("daemon", ["dagster-daemon", "run", "-w", "workspace.yaml"])
         try:
-            def answers():
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/server_info", timeout=5) as r:
-                        return r.status == 200
-                except (urllib.error.URLError, ConnectionError, TimeoutError):
-                    return False
-            stack.wait("the webserver", answers, timeout=STARTUP_TIMEOUT_S)
+            stack.start_webserver_and_daemon()
             # run-status sensors start from "now" at their first tick: wait for it before anything fails
             for sensor in ("t__fragile__on_failure", "t__secret__logs_on_success"):
                 stack.wait(f"the first tick of {sensor}",

@@ -21,8 +21,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from ..loopback import http_server
-from .test_daemon import EXE, LAUNCH, RUN_TIMEOUT_S, STARTUP_TIMEOUT_S, Stack, _drop
+from tests.definitions.dagster_stack import EXE, RUN_TIMEOUT_S, STARTUP_TIMEOUT_S
+from tests.definitions.test_daemon import LAUNCH, Stack, _drop
+from tests.loopback import http_server
 
 SLA_S = {"ok": 300, "fail": 300, "slow": 6}
 EXECUTOR = {"ok": "local", "fail": "in-process", "slow": "in-process"}
@@ -85,10 +86,9 @@ class MatrixStack(Stack):
         self.drops = {outcome: root / "drops" / outcome for outcome in OUTCOMES}
 
     def write(self) -> None:
-        from .test_daemon import DAGSTER_YAML, WORKSPACE
+        from tests.definitions.test_daemon import DAGSTER_YAML, WORKSPACE
 
-        self.home.mkdir(parents=True)
-        (self.home / "dagster.yaml").write_text(DAGSTER_YAML)
+        self.write_home(DAGSTER_YAML)
         clusters = self.root / "clusters"
         clusters.mkdir()
         for outcome in OUTCOMES:
@@ -128,7 +128,7 @@ def launched(tmp_path_factory):
         stack.start("daemon", ["dagster-daemon", "run", "-w", "workspace.yaml"])
         clis: list[tuple[tuple[str, str], subprocess.Popen]] = []
         try:
-            stack.wait("the webserver", lambda: _answers(stack), timeout=STARTUP_TIMEOUT_S)
+            stack.wait("the webserver", stack.answers, timeout=STARTUP_TIMEOUT_S)
             stack.wait("the code location", lambda: _loaded(stack), timeout=STARTUP_TIMEOUT_S)
             runs: dict[tuple[str, str], object] = {}
             for outcome in OUTCOMES:
@@ -168,17 +168,6 @@ def launched(tmp_path_factory):
 def _cli(stack, path: str, outcome: str, argv: list[str]) -> subprocess.Popen:
     with open(stack.root / f"{path}-{outcome}.log", "wb") as out:
         return subprocess.Popen(argv, cwd=stack.root, env=stack.env(), stdout=out, stderr=subprocess.STDOUT)
-
-
-def _answers(stack) -> bool:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{stack.port}/server_info", timeout=5) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
 
 
 def _loaded(stack) -> bool:

@@ -187,7 +187,7 @@ def test_shipped_dagster_yaml_files_are_valid(folder, tmp_path, monkeypatch):
     assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
     if folder in ("routing", "k8s"):
         launcher = config["run_launcher"]
-        assert (launcher["module"], launcher["class"]) in {("exo_dagster.execution.launchers", "RoutingRunLauncher"), ("dagster_k8s", "K8sRunLauncher")}
+        assert (launcher["module"], launcher["class"]) in {("exo_dagster.launchers", "RoutingRunLauncher"), ("dagster_k8s", "K8sRunLauncher")}
 
 
 GPU_CLUSTER = """\
@@ -215,7 +215,7 @@ def test_an_asset_selection_run_with_a_gpu_step_is_routed_as_gpu(tmp_path):
     defs = compile_clusters([parse_cluster(GPU_CLUSTER, str(tmp_path / "gpu.yaml"))])
     asset_job = defs.resolve_implicit_global_asset_job_def()
     route = {"name": "gpu", "match": {"exo/compute": "gpu"}, "launcher": {"module": "dagster", "class": "DefaultRunLauncher"}}
-    with dg.instance_for_test(overrides={"run_launcher": {"module": "exo_dagster.execution.launchers", "class": "RoutingRunLauncher",
+    with dg.instance_for_test(overrides={"run_launcher": {"module": "exo_dagster.launchers", "class": "RoutingRunLauncher",
                                                           "config": {"routes": [route]}}}) as instance:
         router = instance.run_launcher
         for selected, expected in (("crunch", {"exo/compute": "gpu"}), ("prep", {})):
@@ -224,3 +224,9 @@ def test_an_asset_selection_run_with_a_gpu_step_is_routed_as_gpu(tmp_path):
             assert "exo/compute" not in run.tags
             assert router.asset_run_tags(run) == expected
             assert router.route_for({**run.tags, **router.asset_run_tags(run)}) == ("gpu" if expected else "default")
+
+
+def test_the_launcher_keeps_the_name_dagster_yaml_files_use():
+    import exo_dagster.launchers
+
+    assert exo_dagster.launchers.RoutingRunLauncher is RoutingRunLauncher
