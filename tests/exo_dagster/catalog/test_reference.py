@@ -169,3 +169,19 @@ def test_config_table_of_a_satellite(demo_registry):
     header = next(line for line in table.splitlines() if line.startswith("KEY"))
     column = header.index("DESCRIPTION")
     assert all(len(line) <= column + 40 for line in table.splitlines()[table.splitlines().index(header):])
+
+
+def test_satellites_names_the_providing_distribution_when_the_registry_can(monkeypatch, demo_registry):
+    from click.testing import CliRunner
+
+    from exo_dagster import cli
+    from exo_dagster.catalog import registry as registry_module
+
+    monkeypatch.setattr(registry_module, "default_registry", lambda: demo_registry)
+    plain = CliRunner().invoke(cli.main, ["satellites"])
+    assert plain.exit_code == 0 and "satellite/acme/demo@2.1.0      Does the demo." in plain.output
+    monkeypatch.setattr(Registry, "source", lambda self, satellite_id: "acme-satellites", raising=False)
+    named = CliRunner().invoke(cli.main, ["satellites"])
+    assert named.exit_code == 0
+    assert "satellite/acme/demo@2.1.0      acme-satellites  Does the demo." in named.output
+    assert "satellite/acme/old-demo@2.1.0  acme-satellites  alias of satellite/acme/demo" in named.output
