@@ -77,15 +77,57 @@ def cluster_job(path: str):
 
 
 @main.command()
-def satellites() -> None:
-    """List the known satellite ids."""
-    from exo_dagster.catalog.registry import default_registry as builtin_registry
+@click.option("--config", "config_id", metavar="ID", default=None,
+              help="Print one satellite's config fields: YAML key, type, default (or required), description.")
+@click.option("--markdown", is_flag=True, help="Print the full Markdown reference (docs/satellites.md).")
+def satellites(config_id: str | None, markdown: bool) -> None:
+    """List the known satellites: id@version, the providing distribution (when known), one line each.
 
-    registry = builtin_registry()
-    for uses in registry.ids():
-        definition = registry.get(uses)
-        alias = "" if uses == definition.id else f" (alias of {definition.id})"
-        click.echo(f"{uses}@{definition.version}{alias}  {definition.docs.splitlines()[0] if definition.docs else ''}")
+    Aliases are listed too, each naming the satellite it stands for."""
+    from exo_dagster.catalog import reference
+    from exo_dagster.catalog.registry import default_registry
+
+    if config_id is not None and markdown:
+        raise click.UsageError("--config and --markdown do not go together")
+    registry = default_registry()
+    if markdown:
+        click.echo(reference.markdown(registry), nl=False)
+        return
+    if config_id is not None:
+        definition = _satellite_named(registry, config_id)
+        click.echo(reference.config_table(definition), nl=False)
+        return
+    rows = []
+    for definition in reference.definitions(registry):
+        source = reference.source_of(registry, definition.id) or ""
+        rows.append((f"{definition.id}@{definition.version}", source, reference.summary(definition)))
+        rows += [(f"{alias}@{definition.version}", source, f"alias of {definition.id}") for alias in definition.aliases]
+    rows.sort(key=lambda row: row[0])
+    width = max((len(r[0]) for r in rows), default=0)
+    source_width = max((len(r[1]) for r in rows), default=0)
+    for uses, source, line in rows:
+        middle = f"  {source.ljust(source_width)}" if source_width else ""
+        click.echo(f"{uses.ljust(width)}{middle}  {line}".rstrip())
+
+
+def _satellite_named(registry, name: str):
+    """The satellite `name` names (an id, an alias, `id@version`, or a bare name such as `read-table` when only
+    one project has it); exit 1 with suggestions otherwise."""
+    from exo_dagster.spec.lookup import UnknownSatellite
+
+    try:
+        return registry.get(name)
+    except UnknownSatellite as exc:
+        problem = exc
+    if "/" not in name:
+        named = [uses for uses in registry.ids() if uses.rsplit("/", 1)[-1] == name]
+        if len(named) == 1:
+            return registry.get(named[0])
+    suggestions = problem.suggestions or registry.suggest(name)
+    hint = (f"; did you mean {', '.join(f'`{s}`' for s in suggestions)}?" if suggestions
+            else "; `exo satellites` lists the known ones")
+    click.echo(f"{problem.reason} `{name}`{hint}", err=True)
+    sys.exit(1)
 
 
 @main.group()

@@ -28,15 +28,24 @@ _LOAD = threading.Lock()
 
 
 class EmbedTextConfig(SatelliteConfig):
-    column: str = "text"                     # the text column (of the per-row input, `input.table`, or the previous step)
-    output_column: str = "embedding"
-    model: str = DEFAULT_MODEL               # the packaged model, a local model folder, or a name already in the HF cache
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
-    batch_size: int = Field(32, ge=1, le=4096)
-    normalize: bool = True                   # unit vectors: cosine similarity is a dot product
-    chunk_rows: int = Field(16384, ge=1)     # rows encoded per call (bounds memory on big inputs)
-    max_seq_length: int | None = Field(None, ge=1)
-    allow_download: bool = False             # never reach a model hub at run time unless asked
+    column: str = Field(
+        "text", description="The text column to embed (of the per-row input, `input.table`, or the previous step).")
+    output_column: str = Field("embedding", description="The name of the embedding column added.")
+    model: str = Field(
+        DEFAULT_MODEL, description="all-MiniLM-L6-v2 (packaged, offline), a local model folder (relative to the "
+                                   "cluster file's folder), or a model name already in the Hugging Face cache.")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+        description="auto (CUDA when a GPU is visible, else CPU), cpu, cuda, cuda:N or mps.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Texts per forward pass (1 to 4096).")
+    normalize: bool = Field(
+        True, description="Unit-length vectors, so cosine similarity is a dot product.")
+    chunk_rows: int = Field(
+        16384, ge=1, description="Rows encoded per call; bounds memory on big inputs.")
+    max_seq_length: int | None = Field(
+        None, ge=1, description="Truncate texts to this many tokens; default: the model's own limit.")
+    allow_download: bool = Field(
+        False, description="Let a model not found locally be downloaded from the Hugging Face hub at run time.")
 
 
 @satellite(

@@ -38,29 +38,56 @@ _DTYPES = {"string": pl.Utf8, "integer": pl.Int64, "number": pl.Float64, "boolea
 
 
 class LlmCompleteConfig(SatelliteConfig):
-    model: str
-    base_url: str | None = None              # default: $OPENAI_BASE_URL, else OpenAI
-    system: str | None = None                # a system message for every row (a per-row `system` input wins)
-    temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, ge=1)
-    output_format: Literal["text", "json"] = "text"
-    output_schema: dict[str, Any] | None = None   # JSON Schema or {field: type}; implies output-format json
-    response_format: Literal["auto", "json_schema", "json_object", "none"] = "auto"
-    max_reasks: int = Field(2, ge=0, le=10)  # invalid JSON / schema mismatch: ask again this many times
-    strip_reasoning: bool = True             # drop <think>...</think> before reading the answer
-    extra_body: dict[str, Any] = Field(default_factory=dict)  # more request fields (seed, top_p, ...)
-    concurrency: int | None = Field(None, ge=1, le=1024)      # default: the step's `concurrency` (8)
-    requests_per_minute: float | None = Field(None, gt=0)
-    tokens_per_minute: float | None = Field(None, gt=0)
-    timeout: float = Field(60.0, gt=0)       # seconds per request
-    max_retries: int = Field(6, ge=0, le=50)  # 429 / 5xx / timeouts / broken connections
-    backoff: float = Field(0.5, ge=0)        # first retry delay (seconds), doubled each time, with jitter
-    max_backoff: float = Field(30.0, ge=0)
-    input_cost_per_million: float | None = Field(None, ge=0)
-    output_cost_per_million: float | None = Field(None, ge=0)
-    mode: Literal["online", "batch"] = "online"
-    batch_path: str | None = None            # batch mode: JSONL to write (data folder); default batches/<step>.jsonl
-    batch_results: str | None = None         # batch mode: an OpenAI Batch output file to read back
+    model: str = Field(description="The model name the server knows (e.g. gpt-4o-mini).")
+    base_url: str | None = Field(
+        None, description="The OpenAI-compatible API's base URL; default: $OPENAI_BASE_URL, else OpenAI.")
+    system: str | None = Field(
+        None, description="A system message for every row (a per-row `system` input wins).")
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="Sampling temperature, 0 to 2; default: the server's.")
+    max_tokens: int | None = Field(
+        None, ge=1, description="The most tokens one answer may have; default: the server's.")
+    output_format: Literal["text", "json"] = Field(
+        "text", description="text: the answer in a `text` column; json: a JSON object whose fields become columns.")
+    output_schema: dict[str, Any] | None = Field(
+        None, description="The answer's shape: a JSON Schema, or `{field: type}` with string, integer, number, "
+                          "boolean, array, object, any, a list of allowed values, `[type]` or a nested map; "
+                          "implies output-format json.")
+    response_format: Literal["auto", "json_schema", "json_object", "none"] = Field(
+        "auto", description="The `response_format` sent for json output; auto: json_schema when the schema names "
+                            "fields, else json_object; none: send none.")
+    max_reasks: int = Field(
+        2, ge=0, le=10, description="Invalid JSON or a schema mismatch: ask again this many times (0 to 10), then "
+                                    "the row's `_error`.")
+    strip_reasoning: bool = Field(True, description="Drop `<think>...</think>` reasoning before reading the answer.")
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="More request fields sent as they are (seed, top_p, ...).")
+    concurrency: int | None = Field(
+        None, ge=1, le=1024, description="Requests in flight at once (1 to 1024); default: the step's `concurrency` (8).")
+    requests_per_minute: float | None = Field(None, gt=0, description="Rate limit on requests; default: none.")
+    tokens_per_minute: float | None = Field(None, gt=0, description="Rate limit on tokens; default: none.")
+    timeout: float = Field(60.0, gt=0, description="Seconds to wait for one request.")
+    max_retries: int = Field(
+        6, ge=0, le=50, description="Retries of a request after 429, 5xx, a timeout or a broken connection (0 to 50).")
+    backoff: float = Field(
+        0.5, ge=0, description="The first retry's delay in seconds, doubled each time, with jitter "
+                               "(a `Retry-After` answer is honoured).")
+    max_backoff: float = Field(30.0, ge=0, description="The longest delay between retries, in seconds.")
+    input_cost_per_million: float | None = Field(
+        None, ge=0, description="USD per million prompt tokens, for the cost estimate; default: the list price "
+                                "of known OpenAI models.")
+    output_cost_per_million: float | None = Field(
+        None, ge=0, description="USD per million completion tokens, for the cost estimate; default: the list "
+                                "price of known OpenAI models.")
+    mode: Literal["online", "batch"] = Field(
+        "online", description="online: call the API; batch: write the uncached rows as OpenAI Batch JSONL (or read "
+                              "`batch-results` back).")
+    batch_path: str | None = Field(
+        None, description="Batch mode: the JSONL file to write (relative to the data folder); default: "
+                          "`batches/<step>.jsonl`.")
+    batch_results: str | None = Field(
+        None, description="Batch mode: an OpenAI Batch output file (relative to the cluster file's folder) to read "
+                          "back into the same columns and the row cache.")
 
     @field_validator("output_schema")
     @classmethod
@@ -84,7 +111,9 @@ class LlmCompleteConfig(SatelliteConfig):
 class DeepSeekR1Config(LlmCompleteConfig):
     """The same satellite, pointed at a DeepSeek-R1 distill on any OpenAI-compatible server."""
 
-    model: str = "deepseek-r1-distill-llama-70b"  # or $EXO_DEEPSEEK_MODEL
+    model: str = Field(
+        "deepseek-r1-distill-llama-70b",
+        description="The model name the server knows; default: $EXO_DEEPSEEK_MODEL, else deepseek-r1-distill-llama-70b.")
 
 
 INPUTS = {"prompt": "the user message, per row", "messages": "a chat ([{role, content}] or its JSON), per row",

@@ -28,11 +28,15 @@ LOOKAHEAD = 64
 
 
 class ChunkTextConfig(SatelliteConfig):
-    column: str = "text"
-    chunk_size: int = Field(1000, gt=0)
-    overlap: int = Field(100, ge=0)
-    unit: Literal["chars", "words"] = "chars"
-    separators: list[str] = ["paragraph", "line", "sentence", "word"]
+    column: str = Field("text", description="The text column to split; it is replaced by the chunk columns.")
+    chunk_size: int = Field(1000, gt=0, description="The most a chunk holds, in `unit`s.")
+    overlap: int = Field(100, ge=0, description="About how much consecutive chunks share, in `unit`s; "
+                                                "smaller than `chunk-size`.")
+    unit: Literal["chars", "words"] = Field("chars", description="What `chunk-size` and `overlap` count.")
+    separators: list[str] = Field(
+        ["paragraph", "line", "sentence", "word"],
+        description="Where to break, most preferred first: paragraph, line, sentence, word, or literal strings; "
+                    "`[]`: exact windows.")
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> "ChunkTextConfig":

@@ -15,6 +15,7 @@ from html.parser import HTMLParser
 from typing import Any, Literal
 
 import polars as pl
+from pydantic import Field
 
 from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
 
@@ -26,11 +27,17 @@ OUTPUT_SCHEMA = {"path": pl.Utf8, "format": pl.Utf8, "text": pl.Utf8, "pages": p
 
 
 class ParseDocumentConfig(SatelliteConfig):
-    output_format: Literal["text", "markdown"] = "text"
-    backend: Literal["builtin", "docling"] = "builtin"
-    format: Literal["auto", "pdf", "docx", "html", "text", "markdown"] = "auto"
-    column: str = "path"
-    storage_options: dict = {}
+    output_format: Literal["text", "markdown"] = Field(
+        "text", description="What the `text` column holds: plain text, or markdown (headings, lists and tables kept).")
+    backend: Literal["builtin", "docling"] = Field(
+        "builtin", description="builtin: pypdf, python-docx and an HTML parser (the `documents` extra); docling: "
+                               "layout-aware conversion (the `docling` extra).")
+    format: Literal["auto", "pdf", "docx", "html", "text", "markdown"] = Field(
+        "auto", description="The files' format; auto: from the extension, else from the first bytes.")
+    column: str = Field(
+        "path", description="The column holding the file paths or URLs (of the per-row input or the previous step).")
+    storage_options: dict = Field(
+        {}, description="fsspec options for remote files (the step's secrets are added, names lower-cased).")
 
 
 class DocumentError(ValueError):

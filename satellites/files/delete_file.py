@@ -8,6 +8,7 @@ row cache without touching storage.
 from __future__ import annotations
 
 import polars as pl
+from pydantic import Field
 
 from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
 from exo_dagster.sdk import allowed_paths
@@ -18,9 +19,10 @@ OUTPUT_SCHEMA = {"path": pl.Utf8, "status": pl.Utf8, "_error": pl.Utf8}
 
 
 class DeleteFileConfig(SatelliteConfig):
-    missing_ok: bool = True
-    column: str = "path"
-    storage_options: dict = {}
+    missing_ok: bool = Field(
+        True, description="A file that is already gone counts as done (`missing`); false: that row's `_error`.")
+    column: str = Field("path", description="The column holding the file paths or URLs (of the per-row input or the previous step).")
+    storage_options: dict = Field({}, description="fsspec options for remote storage (the step's secrets are added, names lower-cased).")
 
 
 @satellite(

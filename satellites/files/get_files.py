@@ -9,6 +9,7 @@ from typing import Literal
 
 import fsspec
 import polars as pl
+from pydantic import Field
 
 from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
 
@@ -16,15 +17,24 @@ PROTOCOLS = {"local": "file", "s3": "s3", "gcs": "gcs", "azure": "az", "sftp": "
 
 
 class GetFilesConfig(SatelliteConfig):
-    provider: Literal["local", "s3", "gcs", "azure", "sftp"] = "local"
-    folder_path: str | None = None
-    file_path: str | None = None
-    recursive: bool = False
-    allowed_extensions: list[str] = []
-    blocked_extensions: list[str] = []
-    exclude_files: list[str] = []
-    exclude_folders: list[str] = []
-    storage_options: dict = {}
+    provider: Literal["local", "s3", "gcs", "azure", "sftp"] = Field(
+        "local", description="Where the files are: local disk, or S3, GCS, Azure or SFTP through fsspec.")
+    folder_path: str | None = Field(
+        None, description="The folder to list (local: relative to the cluster file's folder; remote: bucket/prefix). "
+                          "Give this or `file-path`.")
+    file_path: str | None = Field(
+        None, description="One file to list instead of a folder (wins over `folder-path`).")
+    recursive: bool = Field(False, description="Also list the files in subfolders.")
+    allowed_extensions: list[str] = Field(
+        [], description="Keep only files with these extensions (case-insensitive, with or without the dot); "
+                        "empty: any extension.")
+    blocked_extensions: list[str] = Field(
+        [], description="Drop files with these extensions (case-insensitive, with or without the dot).")
+    exclude_files: list[str] = Field([], description="File names to leave out (exact names, not paths).")
+    exclude_folders: list[str] = Field(
+        [], description="Folder names to leave out, at any depth below the listed folder.")
+    storage_options: dict = Field(
+        {}, description="fsspec options for a remote provider (the step's secrets are added, names lower-cased).")
 
 
 def _ext(name: str) -> str:

@@ -11,7 +11,7 @@ import uuid
 from typing import Literal
 
 import polars as pl
-from pydantic import ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
 from exo_dagster.sdk import allowed_paths
@@ -23,11 +23,15 @@ OUTPUT_SCHEMA = {"path": pl.Utf8, "destination": pl.Utf8, "status": pl.Utf8, "_e
 
 
 class MoveFileConfig(SatelliteConfig):
-    destination: str
-    overwrite: Literal["error", "replace", "skip"] = "error"
-    create_folders: bool = True
-    column: str = "path"
-    storage_options: dict = {}
+    destination: str = Field(
+        description="The folder to move the files into, keeping their names: a local folder (relative to the data "
+                    "folder) or any fsspec URL.")
+    overwrite: Literal["error", "replace", "skip"] = Field(
+        "error", description="When a different file is already at the destination: fail that row (error), "
+                             "replace it, or leave both and report `skipped`.")
+    create_folders: bool = Field(True, description="Create the destination folder (and its parents) when missing.")
+    column: str = Field("path", description="The column holding the file paths or URLs (of the per-row input or the previous step).")
+    storage_options: dict = Field({}, description="fsspec options for remote storage (the step's secrets are added, names lower-cased).")
 
     @field_validator("destination")
     @classmethod

@@ -24,14 +24,20 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 class HttpConfig(SatelliteConfig):
     """Client settings: how long to wait, whether to follow redirects, how to check TLS."""
 
-    headers: dict[str, str] = Field(default_factory=dict)
-    timeout: float | str = 30.0          # seconds, or 10s / 2m
-    follow_redirects: bool = True
-    max_redirects: int = Field(5, ge=0, le=50)
-    verify_tls: bool = True              # false only for a test server you trust
-    ca_bundle: str | None = None         # a PEM file of extra CA certificates (relative: to the cluster file)
-    client_cert: str | None = None       # a PEM file with a client certificate and key (mutual TLS)
-    idempotency_header: str | None = IDEMPOTENCY_HEADER  # null: send none
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers sent with every request.")
+    timeout: float | str = Field(
+        30.0, description="How long to wait for a response: seconds, or a duration such as `10s` or `2m`.")
+    follow_redirects: bool = Field(True, description="Follow HTTP redirects.")
+    max_redirects: int = Field(5, ge=0, le=50, description="The most redirects followed for one request (0 to 50).")
+    verify_tls: bool = Field(
+        True, description="Check the server's TLS certificate; false only for a test server you trust.")
+    ca_bundle: str | None = Field(
+        None, description="A PEM file of extra CA certificates to trust (relative to the cluster file's folder).")
+    client_cert: str | None = Field(
+        None, description="A PEM file with a client certificate and its key, for mutual TLS (relative to the "
+                          "cluster file's folder).")
+    idempotency_header: str | None = Field(
+        IDEMPOTENCY_HEADER, description="The header that carries each request's idempotency key; null: send none.")
 
     @field_validator("timeout")
     @classmethod

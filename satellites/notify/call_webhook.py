@@ -28,13 +28,22 @@ NO_BODY = ("GET", "HEAD", "DELETE", "OPTIONS")
 
 
 class CallWebhookConfig(HttpConfig):
-    url: str
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "POST"
-    body: Any = None                       # a fixed JSON body (a string is sent as text)
-    mode: Mode = "auto"
-    batch_size: int = Field(100, ge=1)     # rows per request in per-batch mode
-    expect: list[int] | None = None        # statuses that count as success (default: any 2xx)
-    concurrency: int | None = Field(None, ge=1, le=1024)  # per-row: requests in flight (default: the step's)
+    url: str = Field(description="The endpoint to call (a row's `url` input overrides it).")
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = Field(
+        "POST", description="The HTTP method (a row's `method` input overrides it); GET, HEAD, DELETE and OPTIONS "
+                            "send a mapping body as query parameters.")
+    body: Any = Field(
+        None, description="A fixed JSON body (a string is sent as text); per batch it is sent once instead of the "
+                          "rows; default: the row's other columns, or the rows.")
+    mode: Mode = Field(
+        "auto", description="per-row: one request per input row; per-batch: the rows as JSON arrays; auto: per row "
+                            "when the step has per-row (`$${{ }}`) input.")
+    batch_size: int = Field(100, ge=1, description="Rows per request in per-batch mode.")
+    expect: list[int] | None = Field(
+        None, description="The HTTP statuses that count as success; default: any 2xx.")
+    concurrency: int | None = Field(
+        None, ge=1, le=1024, description="Per row: requests in flight at once (1 to 1024); default: the step's "
+                                         "`concurrency`.")
 
 
 def send(http, method: str, url: str, body: Any, key: str | None, config: CallWebhookConfig):

@@ -24,11 +24,15 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class ForwardLogsConfig(HttpConfig):
-    url: str
-    format: Literal["json-array", "json-lines"] = "json-lines"
-    batch_size: int = Field(500, ge=1, le=100_000)
-    min_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None = None
-    labels: dict[str, str] = Field(default_factory=dict)   # added to every record (e.g. service, env)
+    url: str = Field(description="The HTTP log sink's URL (e.g. a Vector, Fluent Bit or Logstash HTTP input).")
+    format: Literal["json-array", "json-lines"] = Field(
+        "json-lines", description="How a batch is sent: JSON lines (NDJSON) or one JSON array.")
+    batch_size: int = Field(500, ge=1, le=100_000, description="Records per request (1 to 100000).")
+    min_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None = Field(
+        None, description="Drop records below this level (on top of the `logs:` section's own `level`); "
+                          "default: send all.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Fields added to every record (e.g. service, env).")
 
 
 @satellite(

@@ -27,17 +27,29 @@ DISCORD_LIMIT, PAGERDUTY_SUMMARY_LIMIT, SLACK_SECTION_LIMIT = 4096, 1024, 3000
 
 
 class SendAlertConfig(HttpConfig):
-    format: Literal["slack", "discord", "pagerduty"]
-    text: str = ""                          # the alert's message (PagerDuty: its summary)
-    title: str | None = None
-    severity: Literal["critical", "error", "warning", "info"] = "error"
-    details: dict[str, Any] = Field(default_factory=dict)   # extra fields shown with the alert
-    url: str | None = None                  # default: secret WEBHOOK_URL (Slack, Discord) or PagerDuty's Events API
-    source: str | None = None               # PagerDuty source (default: the cluster)
-    event_action: Literal["trigger", "acknowledge", "resolve"] = "trigger"   # PagerDuty
-    dedup_key: str | None = None            # PagerDuty (default: the idempotency key)
-    mode: Mode = "auto"
-    concurrency: int | None = Field(None, ge=1, le=64)
+    format: Literal["slack", "discord", "pagerduty"] = Field(
+        description="The service: Slack (blocks), Discord (an embed, no mentions) or PagerDuty (Events API v2; "
+                    "routing key from the secret ROUTING_KEY).")
+    text: str = Field("", description="The alert's message (PagerDuty: its summary); a row's `text` overrides it.")
+    title: str | None = Field(None, description="The alert's title (a row's `title` overrides it).")
+    severity: Literal["critical", "error", "warning", "info"] = Field(
+        "error", description="The alert's severity (a row's `severity` overrides it).")
+    details: dict[str, Any] = Field(
+        default_factory=dict, description="Extra fields shown with the alert (per row, other columns are added).")
+    url: str | None = Field(
+        None, description="The webhook URL; default: the secret WEBHOOK_URL (Slack, Discord), or PagerDuty's "
+                          "Events API.")
+    source: str | None = Field(None, description="PagerDuty: the event's source; default: the cluster.")
+    event_action: Literal["trigger", "acknowledge", "resolve"] = Field(
+        "trigger", description="PagerDuty: open (trigger), acknowledge or resolve the incident.")
+    dedup_key: str | None = Field(
+        None, description="PagerDuty: the dedup key that ties events to one incident; default: the idempotency key.")
+    mode: Mode = Field(
+        "auto", description="per-batch: one alert; per-row: one alert per input row; auto: per row when the step "
+                            "has per-row (`$${{ }}`) input.")
+    concurrency: int | None = Field(
+        None, ge=1, le=64, description="Per row: alerts in flight at once (1 to 64); default: the step's "
+                                       "`concurrency`.")
 
 
 def _text(value) -> str:

@@ -29,22 +29,33 @@ ROW_KEYS = ("to", "cc", "bcc", "subject", "body")
 
 
 class SendEmailConfig(SatelliteConfig):
-    host: str
-    port: int | None = Field(None, ge=1, le=65535)      # default: 587 starttls, 465 ssl, 25 none
-    security: Literal["starttls", "ssl", "none"] = "starttls"
-    verify_tls: bool = True
-    ca_bundle: str | None = None                        # extra CA certificates (PEM), relative to the cluster file
-    username: str | None = None                         # login name; the password is the secret PASSWORD
-    from_: str                                          # YAML: `from:`
-    to: list[str] = Field(default_factory=list)
-    cc: list[str] = Field(default_factory=list)
-    bcc: list[str] = Field(default_factory=list)
-    reply_to: str | None = None
-    subject: str = ""
-    body: str = ""
-    html: bool = False                                  # body is HTML (a plain-text part is added)
-    mode: Mode = "auto"
-    timeout: float | str = 30.0
+    host: str = Field(description="The SMTP server's host name.")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="The SMTP port; default: 587 for starttls, 465 for ssl, 25 for none.")
+    security: Literal["starttls", "ssl", "none"] = Field(
+        "starttls", description="starttls: upgrade a plain connection; ssl: implicit TLS; none: no encryption.")
+    verify_tls: bool = Field(
+        True, description="Check the server's TLS certificate; false only for a test server you trust.")
+    ca_bundle: str | None = Field(
+        None, description="A PEM file of extra CA certificates to trust (relative to the cluster file's folder).")
+    username: str | None = Field(
+        None, description="The login name; the password is the step's secret PASSWORD (no login without both).")
+    from_: str = Field(description="The sender address (YAML key `from`).")
+    to: list[str] = Field(
+        default_factory=list, description="Recipient address(es), one or a list; a row's `to` overrides it.")
+    cc: list[str] = Field(default_factory=list, description="Copy address(es), one or a list; a row's `cc` overrides it.")
+    bcc: list[str] = Field(
+        default_factory=list, description="Blind-copy address(es), one or a list; a row's `bcc` overrides it.")
+    reply_to: str | None = Field(None, description="The Reply-To address.")
+    subject: str = Field("", description="The subject (a row's `subject` overrides it).")
+    body: str = Field("", description="The message body (a row's `body` overrides it).")
+    html: bool = Field(
+        False, description="The body is HTML (templated values are escaped; a plain-text part is added).")
+    mode: Mode = Field(
+        "auto", description="per-batch: one message; per-row: one message per input row; auto: per row when the "
+                            "step has per-row (`$${{ }}`) input.")
+    timeout: float | str = Field(
+        30.0, description="How long to wait on the SMTP server: seconds, or a duration such as `10s` or `2m`.")
 
     @field_validator("to", "cc", "bcc", mode="before")
     @classmethod

@@ -21,7 +21,7 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from exo_dagster.sdk import SatelliteConfig, StepContext, StoredTable, satellite
 from exo_dagster.sdk import duck
@@ -31,14 +31,25 @@ EXTENSIONS = {"csv": "csv", "tsv": "csv", "jsonl": "jsonl", "ndjson": "jsonl", "
 
 
 class ReadTableConfig(SatelliteConfig):
-    format: Literal["auto", "csv", "jsonl", "parquet", "excel"] = "auto"
-    path: str | None = None
-    separator: str = ","
-    sheet: str | None = None
-    source_column: str | None = None
-    copy_: bool = False  # YAML `copy:`; Parquet is referenced in place unless asked to copy
-    encoding: str = "utf-8"  # any Python codec name: utf-8, utf-16, latin-1, cp1252, ...
-    union_by_name: bool = False  # CSV files with different columns: match by name and widen, instead of an error
+    format: Literal["auto", "csv", "jsonl", "parquet", "excel"] = Field(
+        "auto", description="The files' format; auto: from each file's extension (.csv/.tsv, .jsonl/.ndjson/.json, "
+                            ".parquet/.pq, .xlsx/.xls).")
+    path: str | None = Field(
+        None, description="One file to read (relative to the cluster file's folder, or a URL); default: "
+                          "`input.paths`, else the previous step's `path` column.")
+    separator: str = Field(",", description="The CSV field separator (.tsv files always use a tab).")
+    sheet: str | None = Field(None, description="The Excel sheet to read by name; default: the first sheet.")
+    source_column: str | None = Field(
+        None, description="Add a column of this name holding each row's source file (Parquet is then read, "
+                          "not referenced).")
+    copy_: bool = Field(
+        False, description="Copy Parquet sources into the step's output instead of referencing them in place.")
+    encoding: str = Field(
+        "utf-8", description="The character encoding of CSV and JSONL files: any Python codec name "
+                             "(utf-8, utf-16, latin-1, cp1252, ...).")
+    union_by_name: bool = Field(
+        False, description="CSV files with different columns: match columns by name (missing ones null, types "
+                           "widened) instead of an error naming the file and column.")
 
     @field_validator("encoding")
     @classmethod

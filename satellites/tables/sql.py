@@ -7,7 +7,7 @@ import re
 import threading
 
 import duckdb
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from exo_dagster.sdk import SatelliteConfig, StepContext, StoredTable, satellite
 from exo_dagster.sdk import allowed_paths
@@ -20,10 +20,15 @@ _FROM = re.compile(r"\b(?:from|join)\s+\"?([A-Za-z_][A-Za-z0-9_-]*)\"?", re.IGNO
 
 
 class SqlConfig(SatelliteConfig):
-    query: str
-    threads: int | None = None
-    memory_limit: str | None = None
-    multiple_statements: bool = False  # YAML `multiple-statements: true`: run every statement, return the last
+    query: str = Field(
+        description="The DuckDB SQL statement; upstream outputs are views named by their identifiers (`input`: "
+                    "the previous step), templated values become SQL literals.")
+    threads: int | None = Field(None, description="DuckDB's `threads` setting for this query; default: DuckDB's own.")
+    memory_limit: str | None = Field(
+        None, description="DuckDB's `memory_limit` setting (e.g. `4GB`); default: DuckDB's own.")
+    multiple_statements: bool = Field(
+        False, description="Run every statement of the query and return the last one's result; "
+                           "false: more than one statement is an error.")
 
     @model_validator(mode="after")
     def _one_statement(self) -> "SqlConfig":

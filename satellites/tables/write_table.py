@@ -10,7 +10,7 @@ from typing import Literal
 import duckdb
 import fsspec
 import polars as pl
-from pydantic import ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from upath import UPath
 
 from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
@@ -26,12 +26,19 @@ FORMATS = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "jsonl": "jsonl"
 
 
 class WriteTableConfig(SatelliteConfig):
-    path: str
-    format: Literal["auto", "parquet", "csv", "jsonl", "duckdb"] = "auto"
-    mode: Literal["overwrite", "append", "upsert"] = "overwrite"
-    key: list[str] = []
-    table: str | None = None  # the table name, for format duckdb
-    storage_options: dict = {}
+    path: str = Field(
+        description="Where to write: a file or DuckDB database inside the data folder (relative paths resolve "
+                    "against it), or a URL.")
+    format: Literal["auto", "parquet", "csv", "jsonl", "duckdb"] = Field(
+        "auto", description="The output format; auto: from the extension (.parquet/.pq, .csv, .jsonl/.ndjson, "
+                            ".duckdb/.db), else Parquet.")
+    mode: Literal["overwrite", "append", "upsert"] = Field(
+        "overwrite", description="Replace the target, append the rows to it, or upsert: replace rows whose `key` "
+                                 "matches and add the others.")
+    key: list[str] = Field([], description="The columns that identify a row, for `mode: upsert` (required there).")
+    table: str | None = Field(
+        None, description="The table name, for format duckdb; default: the input's identifier, else `data`.")
+    storage_options: dict = Field({}, description="fsspec options for a remote target.")
 
     @field_validator("path")
     @classmethod
