@@ -6,7 +6,6 @@ httpx is imported only when a step runs, so the catalog loads without the `notif
 
 from __future__ import annotations
 
-import hashlib
 import json
 import ssl
 from typing import Any, Iterator, Literal
@@ -16,6 +15,8 @@ from pydantic import Field, field_validator
 
 from exo_dagster.sdk import SatelliteConfig, StepContext
 from exo_dagster.sdk import duration_seconds
+from exo_dagster.sdk.hashing import sha256_text
+from exo_dagster.sdk.tls import tls_context as _tls_context
 
 MAX_RESPONSE_CHARS = 65536  # kept per response in the output table
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -60,13 +61,8 @@ def tls_context(ctx: StepContext, config: HttpConfig) -> ssl.SSLContext | bool:
     """True (system CAs), False (no checks), or a context with the extra CA bundle / client certificate."""
     if not config.ca_bundle and not config.client_cert:
         return config.verify_tls
-    context = ssl.create_default_context(cafile=ctx.path(config.ca_bundle) if config.ca_bundle else None)
-    if not config.verify_tls:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if config.client_cert:
-        context.load_cert_chain(ctx.path(config.client_cert))
-    return context
+    return _tls_context(ctx.path(config.ca_bundle) if config.ca_bundle else None, verify=config.verify_tls,
+                        client_cert=ctx.path(config.client_cert) if config.client_cert else None)
 
 
 class HttpStatusError(RuntimeError):
@@ -117,7 +113,7 @@ def batch_key(ctx: StepContext, rows: Any) -> str:
     """An idempotency key for a whole batch: the satellite's identity plus the batch's content."""
     satellite_id, version, config = ctx.identity
     text = json.dumps([satellite_id, version, config, rows], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256_text(text)
 
 
 def plain(value: Any) -> Any:

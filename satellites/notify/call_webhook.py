@@ -12,14 +12,13 @@ the same idempotency keys).
 
 from __future__ import annotations
 
-import random
-import time
 from typing import Any, Literal
 
 import polars as pl
 from pydantic import Field
 
-from exo_dagster.sdk import StepContext, satellite
+from exo_dagster.sdk import StepContext, retrying, satellite
+from exo_dagster.sdk.retrying import Retry
 
 from satellites.notify._http import HttpConfig, Mode, batch_key, check, chunks, client, input_table, per_row, plain, response_text, with_results
 
@@ -51,7 +50,7 @@ def send(http, method: str, url: str, body: Any, key: str | None, config: CallWe
     return http.request(method, url, headers=headers, json=plain(body))
 
 
-TRANSPORT_ATTEMPTS = 4
+TRANSPORT_RETRY = Retry(attempts=4, delay=0.05, jitter=(0.5, 1.5))
 
 
 def send_retrying(http, method: str, url: str, body: Any, key: str | None, config: CallWebhookConfig):
@@ -59,14 +58,7 @@ def send_retrying(http, method: str, url: str, body: Any, key: str | None, confi
     the request carries its idempotency key, so the receiver can tell a repeat from a new call."""
     import httpx
 
-    for attempt in range(TRANSPORT_ATTEMPTS):
-        try:
-            return send(http, method, url, body, key, config)
-        except httpx.TransportError:
-            if attempt == TRANSPORT_ATTEMPTS - 1:
-                raise
-            time.sleep(0.05 * 2 ** attempt * (0.5 + random.random()))
-    raise AssertionError("unreachable")
+    return retrying.call(lambda: send(http, method, url, body, key, config), TRANSPORT_RETRY, retry_on=httpx.TransportError)
 
 
 @satellite(

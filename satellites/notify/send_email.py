@@ -21,6 +21,7 @@ from pydantic import Field, field_validator
 from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
 from exo_dagster.sdk import embedding
 from exo_dagster.sdk import duration_seconds
+from exo_dagster.sdk.tls import tls_context as _tls_context
 
 from satellites.notify._http import Mode, batch_key, per_row, with_results
 
@@ -53,11 +54,7 @@ class SendEmailConfig(SatelliteConfig):
 
 
 def tls_context(ctx: StepContext, config: SendEmailConfig) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=ctx.path(config.ca_bundle) if config.ca_bundle else None)
-    if not config.verify_tls:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    return _tls_context(ctx.path(config.ca_bundle) if config.ca_bundle else None, verify=config.verify_tls)
 
 
 def connect(ctx: StepContext, config: SendEmailConfig) -> smtplib.SMTP:
