@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import polars as pl
 from pydantic import Field, field_validator
@@ -133,6 +133,25 @@ def plain(value: Any) -> Any:
 
 def dumps(value: Any) -> bytes:
     return json.dumps(plain(value), default=str, ensure_ascii=False).encode()
+
+
+def map_each_row(ctx: StepContext, satellite: str, example: str, fn: Callable[[dict, str], dict],
+                 concurrency: int | None) -> pl.DataFrame:
+    """Per-row mode: `fn(row, row key)` for each input row (finished rows come from the row cache), the
+    rows beside their results; `example` shows the per-row `input:` the satellite wants."""
+    if ctx.rows is None:
+        raise ValueError(f"{satellite} `mode: per-row` needs per-row input, e.g. `input: {example}`")
+    rows = ctx.rows.collect(engine="streaming")
+    return with_results(rows, ctx.map_rows(fn, rows, concurrency=concurrency))
+
+
+def send_once(ctx: StepContext, value: Any, fn: Callable[[Any, str], dict],
+              schema: dict[str, pl.DataType]) -> tuple[dict, pl.DataFrame]:
+    """Batch mode: `fn(value, key)` once, keyed by the satellite and the value; its result and the one-row
+    output table (`schema` plus `idempotency_key`)."""
+    key = batch_key(ctx, value)
+    out = fn(value, key)
+    return out, pl.DataFrame([{**out, "idempotency_key": key}], schema={**schema, "idempotency_key": pl.Utf8})
 
 
 def with_results(rows: pl.DataFrame, result: pl.DataFrame) -> pl.DataFrame:

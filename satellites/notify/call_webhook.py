@@ -20,7 +20,7 @@ from pydantic import Field
 from exo_dagster.sdk import StepContext, retrying, satellite
 from exo_dagster.sdk.retrying import Retry
 
-from satellites.notify._http import HttpConfig, Mode, batch_key, check, chunks, client, input_table, per_row, plain, response_text, with_results
+from satellites.notify._http import HttpConfig, Mode, batch_key, check, chunks, client, input_table, map_each_row, per_row, plain, response_text
 
 ROW_KEYS = ("url", "method", "body")
 NO_BODY = ("GET", "HEAD", "DELETE", "OPTIONS")
@@ -79,11 +79,6 @@ def call_webhook(ctx: StepContext, config: CallWebhookConfig) -> pl.DataFrame:
 
 
 def _per_row(ctx: StepContext, config: CallWebhookConfig, http) -> pl.DataFrame:
-    if ctx.rows is None:
-        raise ValueError("call-webhook `mode: per-row` needs per-row input, e.g. "
-                         "`input: {id: $${{ satellites.X.output.id }}}`")
-    rows = ctx.rows.collect(engine="streaming")
-
     def one(row: dict, key: str) -> dict:
         body = row["body"] if "body" in row else (
             config.body if config.body is not None else {k: v for k, v in row.items() if k not in ROW_KEYS})
@@ -91,8 +86,7 @@ def _per_row(ctx: StepContext, config: CallWebhookConfig, http) -> pl.DataFrame:
         check(response, config.expect)
         return {"status": response.status_code, "response": response_text(response)}
 
-    result = ctx.map_rows(one, rows, concurrency=config.concurrency)
-    return with_results(rows, result)
+    return map_each_row(ctx, "call-webhook", "{id: $${{ satellites.X.output.id }}}", one, config.concurrency)
 
 
 def _per_batch(ctx: StepContext, config: CallWebhookConfig, http) -> pl.DataFrame:
