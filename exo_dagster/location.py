@@ -20,7 +20,6 @@ when the location loads every given file.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from exo_dagster.storage.duckdb_catalog import sql_name
 from exo_dagster.compile.compiler import compile_cluster, definitions_with_resources
 from exo_dagster.spec.errors import Diagnostic, Location, SpecError
 from exo_dagster.catalog.loading import load_cluster_file
+from exo_dagster.sdk.hashing import short_hash
 from exo_dagster.spec.ir import Cluster
 
 CLUSTER_SUFFIXES = (".yaml", ".yml")
@@ -223,7 +223,7 @@ def _short(exc: Exception) -> str:
 
 def error_asset_name(file: str) -> str:
     stem = "".join(c if c.isalnum() else "_" for c in Path(file).stem).strip("_")[:40] or "file"
-    return f"{stem}_{hashlib.sha256(file.encode()).hexdigest()[:8]}"
+    return f"{stem}_{short_hash(file, 8)}"
 
 
 def error_definitions(broken: dict[str, SpecError]) -> dg.Definitions:

@@ -6,7 +6,6 @@ time, validates its config, and calls the satellite; outputs are stored by the e
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import warnings
@@ -28,6 +27,7 @@ from exo_dagster.compile import triggers
 from exo_dagster.spec.ir import Cluster, ParsedStep
 from exo_dagster.compile import fan_out as chunked
 from exo_dagster.runtime.step_compute import count_rows, make_compute
+from exo_dagster.sdk.hashing import short_hash
 
 IO_MANAGER_KEY = "exo_io"
 MAX_KINDS = 3  # Dagster shows at most three kind badges per asset
@@ -172,7 +172,7 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, Pars
                 group_name=group, descriptions_by_output_name={"result": description},
                 metadata_by_output_name={"result": metadata},
                 tags_by_output_name={"result": {f"dagster/kind/{k}": "" for k in kinds}},
-                code_versions_by_output_name={"result": hashlib.sha256(fingerprint.encode()).hexdigest()[:16]},
+                code_versions_by_output_name={"result": short_hash(fingerprint, 16)},
             ),
         ), cluster.spec)
 
@@ -188,7 +188,7 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, Pars
         io_manager_key=IO_MANAGER_KEY,
         retry_policy=retry.retry_policy(cluster.spec, step.spec),
         freshness_policy=sla.freshness_policy(cluster.spec),
-        code_version=hashlib.sha256(fingerprint.encode()).hexdigest()[:16],
+        code_version=short_hash(fingerprint, 16),
     )
     def _step(context, **upstream_tables):
         return compute(context, {arg_to_id[k]: v for k, v in upstream_tables.items()})

@@ -18,7 +18,6 @@ its cluster in its description, and targets the cluster's job, so the UI lists i
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import os
 import time
@@ -28,6 +27,7 @@ from typing import Any
 
 import dagster as dg
 
+from exo_dagster.sdk import hashing
 from exo_dagster.sdk import paths
 from exo_dagster.spec.ir import Cluster, asset_name
 from exo_dagster.spec.models import CLUSTER_ID, duration_seconds
@@ -65,14 +65,6 @@ def cron_schedule(cluster: Cluster, job: Any) -> dg.ScheduleDefinition:
 
 # -- files --------------------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _matches(folder: Path, pattern: str) -> list[Path]:
     """Files under `folder` matching `pattern` (a glob relative to the folder; `**/` descends)."""
     if not folder.is_dir():
@@ -109,7 +101,7 @@ def scan(folder: str | os.PathLike, pattern: str, min_age_s: float, seen: dict[s
             state[rel] = previous
             continue
         try:
-            digest = _sha256(file)
+            digest = hashing.sha256_file(file, chunk=HASH_CHUNK)
         except FileNotFoundError:
             continue
         state[rel] = [stat.st_size, stat.st_mtime_ns, digest]
@@ -120,7 +112,7 @@ def scan(folder: str | os.PathLike, pattern: str, min_age_s: float, seen: dict[s
 
 def batch_key(batch: dict[str, str]) -> str:
     """The run_key of a batch: a hash of its sorted (path, content hash) pairs."""
-    return hashlib.sha256(json.dumps(sorted(batch.items())).encode()).hexdigest()
+    return hashing.sha256_text(json.dumps(sorted(batch.items())))
 
 
 def files_sensor(cluster: Cluster, job: Any) -> dg.SensorDefinition:
@@ -185,7 +177,7 @@ def after_sensor(cluster: Cluster, job: Any) -> dg.SensorDefinition:
         if not succeeded:
             return dg.SkipReason(f"the runs that materialized {reference} did not succeed: {', '.join(run_ids)}")
         consumed = sorted((key.to_user_string(), record.storage_id) for key, record in latest.items())
-        key = hashlib.sha256(json.dumps(consumed).encode()).hexdigest()
+        key = hashing.sha256_text(json.dumps(consumed))
         return dg.RunRequest(run_key=key, tags={**_tags(cluster, "after"), "exo/after-runs": ",".join(succeeded)})
 
     # Dagster steers asset-to-asset automation to Declarative Automation; a sensor that launches a

@@ -4,7 +4,9 @@
 
 Helper modules (import them by name): `paths`, `allowed_paths`, `duck`, `sql_text`, `embedding`,
 `file_ops`, `row_map`, `row_cache`, `masking`, `step_errors`, `temp_files`, `target_lock`,
-`storage_options`. Nothing here imports the compiler, an executor or another satellite.
+`storage_options`, and one of each of these, used everywhere: `retrying` (retry with backoff),
+`atomic_write` (write beside, then rename), `hashing` (SHA-256), `tls` (the TLS context).
+Nothing here imports the compiler, an executor or another satellite.
 """
 
 from exo_dagster.sdk.context import StepContext

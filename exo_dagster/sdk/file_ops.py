@@ -7,7 +7,6 @@ previous step's `path` column.
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -104,14 +103,6 @@ def filesystem(url: str, options: dict) -> tuple[fsspec.AbstractFileSystem, str]
 
 def basename(url: str) -> str:
     return posixpath.basename(url.rstrip("/").replace("\\", "/"))
-
-
-def sha256(fs: fsspec.AbstractFileSystem, path: str) -> str:
-    digest = hashlib.sha256()
-    with fs.open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def result_table(rows: pl.DataFrame, results: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:

@@ -6,7 +6,6 @@ WAL mode, each result committed as soon as it finishes, so a crash loses no fini
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -14,6 +13,7 @@ import threading
 from typing import Any, Iterable, Mapping
 
 from exo_dagster.sdk import paths
+from exo_dagster.sdk.hashing import sha256_text
 
 
 def cache_dir() -> str:
@@ -31,7 +31,7 @@ def _canonical(value: Any) -> str:
 def row_key(satellite_id: str, version: str, config: Mapping[str, Any], row: Mapping[str, Any]) -> str:
     """The identity of one unit of per-row work; also the idempotency key sent to side-effect targets."""
     text = _canonical([satellite_id, version, config, row])
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256_text(text)
 
 
 class RowCache:

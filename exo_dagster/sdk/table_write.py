@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from typing import Any
 
 import duckdb
 import polars as pl
 from upath import UPath
 
-from exo_dagster.sdk import paths, temp_files
+from exo_dagster.sdk import paths
+from exo_dagster.sdk.atomic_write import atomic_path, atomic_write
 from exo_dagster.sdk.table import StoredTable
 
 
@@ -32,30 +31,16 @@ def to_frame(obj: Any) -> pl.DataFrame | pl.LazyFrame | duckdb.DuckDBPyRelation:
 def write_parquet_atomic(obj: Any, path: UPath) -> None:
     """Write to a temporary name beside the target, then rename: readers never see half a file."""
     frame = to_frame(obj)
-    local = not paths.is_url(str(path))
-    if local:
-        temp_files.sweep(str(path))  # orphans of killed writes of this target
-        tmp = UPath(temp_files.temp_path(str(path)))
-    else:
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        if local:
-            if isinstance(frame, pl.LazyFrame):
-                # Into a handle we own: given a path, Polars may still create the file after an error is raised.
-                with open(str(tmp), "wb") as fh:
-                    frame.sink_parquet(fh)
-            else:
-                frame.write_parquet(str(tmp))  # polars DataFrame and DuckDB relation alike
-            os.replace(str(tmp), str(path))
+    if not paths.is_url(str(path)) and not isinstance(frame, pl.LazyFrame):
+        with atomic_path(path) as tmp:
+            frame.write_parquet(tmp)  # polars DataFrame and DuckDB relation alike
+        return
+    if paths.is_url(str(path)):
+        frame = frame.collect(engine="streaming") if isinstance(frame, pl.LazyFrame) else (
+            frame.pl() if isinstance(frame, duckdb.DuckDBPyRelation) else frame)
+    with atomic_write(path, "wb") as fh:
+        if isinstance(frame, pl.LazyFrame):
+            # Into a handle we own: given a path, Polars may still create the file after an error is raised.
+            frame.sink_parquet(fh)
         else:
-            eager = frame.collect(engine="streaming") if isinstance(frame, pl.LazyFrame) else (
-                frame.pl() if isinstance(frame, duckdb.DuckDBPyRelation) else frame)
-            with tmp.open("wb") as fh:
-                eager.write_parquet(fh)
-            tmp.fs.mv(str(tmp), str(path))
-    except BaseException:
-        try:
-            tmp.unlink()
-        except (FileNotFoundError, OSError):
-            pass
-        raise
+            frame.write_parquet(fh)

@@ -10,13 +10,13 @@ folder on one machine queue (remote targets included); runs on other machines ar
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from typing import Iterator
 
 from filelock import FileLock, Timeout
 
 from exo_dagster.sdk import paths
+from exo_dagster.sdk.hashing import short_hash
 
 ENV = "EXO_LOCK_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
@@ -33,7 +33,7 @@ def lock_path(target: str, data_dir: str | None = None) -> str:
         target = os.path.realpath(target[len("file://"):] if target.startswith("file://") else target)
     folder = os.path.join(data_dir or paths.data_dir(), "locks")
     os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, hashlib.sha256(target.encode()).hexdigest()[:32] + ".lock")
+    return os.path.join(folder, short_hash(target, 32) + ".lock")
 
 
 def timeout_s() -> float:

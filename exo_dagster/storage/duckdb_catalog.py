@@ -13,7 +13,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import random
 import re
 import time
 from contextlib import contextmanager
@@ -22,8 +21,11 @@ import duckdb
 
 from exo_dagster.sdk import duck
 from exo_dagster.sdk import paths
+from exo_dagster.sdk import retrying
+from exo_dagster.sdk.atomic_write import atomic_write
 
 CATALOG_FILE = "catalog.duckdb"
+BUSY_RETRY = retrying.Retry(attempts=None, delay=0.02, max_delay=0.5, jitter=(0.5, 1.5))
 
 
 def catalog_path() -> str:
@@ -60,25 +62,21 @@ def register_view(schema: str, view: str, source_sql: str, *, path: str | None =
         return True  # already there, unchanged: no need to open the DuckDB file
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     deadline = time.monotonic() + wait_s
-    delay = 0.02
     with _locked(path):
         index = _read_index(path)
         if index.get(name) == source_sql and os.path.exists(path):
             return True
-        while True:
-            try:
-                with duck.connect(path) as con:
-                    con.execute(f'create schema if not exists "{sql_name(schema)}"')
-                    con.execute(f"create or replace view {name} as select * from {source_sql}")
-                break
-            except duckdb.IOException:  # someone outside exo (a DuckDB shell) holds the file
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.5)
+
+        def create() -> None:
+            with duck.connect(path) as con:
+                con.execute(f'create schema if not exists "{sql_name(schema)}"')
+                con.execute(f"create or replace view {name} as select * from {source_sql}")
+
+        try:  # an IOException: someone outside exo (a DuckDB shell) holds the file
+            retrying.call(create, BUSY_RETRY, retry_on=duckdb.IOException, deadline=deadline)
+        except duckdb.IOException:
+            return False
         index[name] = source_sql
-        tmp = f"{path}.index.json.{os.getpid()}.tmp"
-        with open(tmp, "w") as fh:
+        with atomic_write(path + ".index.json", "w") as fh:
             json.dump(index, fh, sort_keys=True)
-        os.replace(tmp, path + ".index.json")
     return True

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from typing import Any
 
 import polars as pl
@@ -22,7 +21,7 @@ from upath import UPath
 
 from exo_dagster.storage import duckdb_catalog as catalog
 from exo_dagster.sdk import paths
-from exo_dagster.sdk import temp_files
+from exo_dagster.sdk.atomic_write import atomic_write
 from exo_dagster.sdk.storage_options import version_stamp
 from exo_dagster.sdk.table import RECENT, StoredTable
 from exo_dagster.sdk.table_write import to_frame, write_parquet_atomic  # noqa: F401  (re-exported)
@@ -79,12 +78,8 @@ class ParquetTableIOManager(UPathIOManager):
                 counted = int(scan.select(pl.len()).collect().item()), scan.collect_schema()
             except Exception as exc:  # noqa: BLE001 - name the files, keep the reason
                 raise ValueError(f"cannot reference {', '.join(table.paths)}: {exc}") from None
-            local_ref = not paths.is_url(str(ref))
-            if local_ref:
-                temp_files.sweep(str(ref))
-            tmp = UPath(temp_files.temp_path(str(ref))) if local_ref else ref.with_name(f".{ref.name}.{uuid.uuid4().hex}.tmp")
-            tmp.write_text(json.dumps(record))
-            tmp.fs.mv(str(tmp), str(ref)) if paths.is_url(str(ref)) else os.replace(str(tmp), str(ref))
+            with atomic_write(ref, "w") as fh:
+                fh.write(json.dumps(record))
             if path.exists():
                 path.unlink()
             stored, kind = table, "reference"

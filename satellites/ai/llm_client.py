@@ -16,17 +16,26 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import aiohttp
 
+from exo_dagster.sdk import retrying
 from exo_dagster.sdk.masking import mask
+from exo_dagster.sdk.retrying import Retry
 
 RETRIABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 FATAL = frozenset({401, 403, 404})  # every other row would fail the same way: stop calling
+
+
+class _Retryable(Exception):
+    """An attempt that may succeed next time: why it failed, and the wait the server asked for."""
+
+    def __init__(self, problem: str, retry_after: float | None = None):
+        super().__init__(problem)
+        self.retry_after = retry_after
 
 
 class LlmError(RuntimeError):
@@ -143,10 +152,9 @@ class ChatClient:
         if wait > 0:
             await asyncio.sleep(wait)
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.max_retry_after) * random.uniform(1.0, 1.1)
-        return min(self.max_backoff, self.backoff * (2 ** attempt)) * random.uniform(0.5, 1.0)
+    def _policy(self) -> Retry:
+        return Retry(attempts=self.max_retries + 1, delay=self.backoff, max_delay=self.max_backoff, jitter=(0.5, 1.0),
+                     max_retry_after=self.max_retry_after, retry_after_jitter=(1.0, 1.1))
 
     def _safe(self, text: str) -> str:
         return mask(text, self._secrets)
@@ -158,48 +166,46 @@ class ChatClient:
             raise LlmError(str(self._fatal), self._fatal.status, fatal=True)
         estimate = estimate_tokens(body) if self._tpm else 0
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        problem = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self.stats.retries += 1
-            await self._acquire(estimate)
-            session = await self._session()
-            retry_after = None
-            self.stats.requests += 1
+        try:
+            return await retrying.acall(lambda: self._attempt(body, headers, estimate), self._policy(),
+                                        retry_on=_Retryable, retry_after=lambda exc: exc.retry_after,
+                                        on_retry=self._count_retry)
+        except _Retryable as exc:
+            raise LlmError(self._safe(f"gave up after {self.max_retries + 1} attempts; last: {exc}")) from None
+
+    def _count_retry(self, attempt: int, exc: BaseException, wait: float) -> None:
+        self.stats.retries += 1
+
+    async def _attempt(self, body: dict[str, Any], headers: dict[str, str] | None, estimate: int) -> Completion:
+        """One request: the completion, LlmError when it cannot succeed, _Retryable when it may next time."""
+        await self._acquire(estimate)
+        session = await self._session()
+        self.stats.requests += 1
+        try:
+            async with session.post(self.url, json=body, headers=headers) as response:
+                status, raw, response_headers = response.status, await response.read(), response.headers
+        except (asyncio.TimeoutError, TimeoutError):
+            self.stats.timeouts += 1
+            raise _Retryable(f"timed out after {self.timeout:g} s") from None
+        except aiohttp.ClientError as exc:
+            raise _Retryable(f"connection failed: {type(exc).__name__}: {exc}") from None
+        if status == 200:
             try:
-                async with session.post(self.url, json=body, headers=headers) as response:
-                    status, raw, response_headers = response.status, await response.read(), response.headers
-            except (asyncio.TimeoutError, TimeoutError):
-                self.stats.timeouts += 1
-                problem = f"timed out after {self.timeout:g} s"
-            except aiohttp.ClientError as exc:
-                problem = f"connection failed: {type(exc).__name__}: {exc}"
+                completion = parse_completion(json.loads(raw), body.get("model", ""))
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                raise _Retryable(f"unreadable response body ({type(exc).__name__}: {exc})") from None
+            self._settle(estimate, completion, bool(body.get("max_tokens") or body.get("max_completion_tokens")))
+            return completion
+        if status in RETRIABLE:
+            if status == 429:
+                self.stats.rate_limited += 1
             else:
-                if status == 200:
-                    try:
-                        completion = parse_completion(json.loads(raw), body.get("model", ""))
-                    except (ValueError, KeyError, IndexError, TypeError) as exc:
-                        problem = f"unreadable response body ({type(exc).__name__}: {exc})"
-                    else:
-                        self._settle(estimate, completion, bool(body.get("max_tokens") or body.get("max_completion_tokens")))
-                        return completion
-                elif status in RETRIABLE:
-                    retry_after = retry_after_seconds(response_headers)
-                    if status == 429:
-                        self.stats.rate_limited += 1
-                    else:
-                        self.stats.server_errors += 1
-                    problem = f"HTTP {status}: {_excerpt(raw)}"
-                else:
-                    error = LlmError(self._safe(f"HTTP {status} from {self.url}: {_excerpt(raw)}"), status,
-                                     fatal=status in FATAL)
-                    if error.fatal:
-                        self._fatal = error
-                    raise error
-            if attempt == self.max_retries:
-                break
-            await asyncio.sleep(self._delay(attempt, retry_after))
-        raise LlmError(self._safe(f"gave up after {self.max_retries + 1} attempts; last: {problem}"))
+                self.stats.server_errors += 1
+            raise _Retryable(f"HTTP {status}: {_excerpt(raw)}", retry_after_seconds(response_headers))
+        error = LlmError(self._safe(f"HTTP {status} from {self.url}: {_excerpt(raw)}"), status, fatal=status in FATAL)
+        if error.fatal:
+            self._fatal = error
+        raise error
 
     def _settle(self, estimate: int, completion: Completion, budgeted: bool) -> None:
         used = completion.prompt_tokens + completion.completion_tokens

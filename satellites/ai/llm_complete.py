@@ -22,6 +22,7 @@ from pydantic import Field, field_validator, model_validator
 
 from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
 from satellites.ai import llm_output
+from exo_dagster.sdk.atomic_write import atomic_write
 from exo_dagster.sdk.row_cache import RowCache, row_key
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -349,8 +350,8 @@ def write_batch(ctx: StepContext, config: LlmCompleteConfig, rows: pl.DataFrame,
         with RowCache(ctx.cache_path) as cache:
             done = cache.get_many(keys)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp, written = f"{path}.tmp-{os.getpid()}", 0
-    with open(tmp, "w", encoding="utf-8") as fh:
+    written = 0
+    with atomic_write(path, "w", encoding="utf-8") as fh:
         for record, key in zip(records, keys):
             if key in done:
                 continue
@@ -358,7 +359,6 @@ def write_batch(ctx: StepContext, config: LlmCompleteConfig, rows: pl.DataFrame,
             fh.write(json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body},
                                 ensure_ascii=False) + "\n")
             written += 1
-    os.replace(tmp, path)
     ctx.metadata.update({"exo/llm/batch_file": path, "exo/llm/batch_requests": written,
                          "exo/llm/batch_already_done": len(records) - written})
     ctx.log.info(f"llm-complete `{ctx.step}`: wrote {written} request(s) to {path} (OpenAI Batch JSONL)")

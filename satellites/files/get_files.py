@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import posixpath
 from datetime import datetime, timezone
 from typing import Literal
@@ -12,6 +11,7 @@ import polars as pl
 from pydantic import Field
 
 from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
+from exo_dagster.sdk.hashing import sha256_file
 
 PROTOCOLS = {"local": "file", "s3": "s3", "gcs": "gcs", "azure": "az", "sftp": "sftp"}
 
@@ -78,15 +78,11 @@ def get_files(ctx: StepContext, config: GetFilesConfig) -> pl.DataFrame:
             continue
         if name in config.exclude_files or any(d in config.exclude_folders for d in rel_dirs if d):
             continue
-        digest = hashlib.sha256()
-        with fs.open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
         modified = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
         if isinstance(modified, (int, float)):
             modified = datetime.fromtimestamp(modified, tz=timezone.utc)
         url = path if protocol == "file" else f"{protocol}://{path}"
         rows.append({"path": url, "name": name, "size": int(info.get("size") or 0), "modified": modified,
-                     "hash": digest.hexdigest()})
+                     "hash": sha256_file(path, fs)})
     schema = {"path": pl.Utf8, "name": pl.Utf8, "size": pl.Int64, "modified": pl.Datetime("us", "UTC"), "hash": pl.Utf8}
     return pl.DataFrame(rows, schema=schema)

@@ -7,7 +7,6 @@ and rows done by an earlier run are served from the row cache without touching s
 
 from __future__ import annotations
 
-import uuid
 from typing import Literal
 
 import polars as pl
@@ -15,6 +14,8 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
 from exo_dagster.sdk import allowed_paths
+from exo_dagster.sdk.atomic_write import atomic_write
+from exo_dagster.sdk.hashing import sha256_file
 from exo_dagster.sdk.paths import is_url
 
 from exo_dagster.sdk import file_ops as _files
@@ -97,19 +98,11 @@ def move_file(ctx: StepContext, config: MoveFileConfig) -> pl.DataFrame:
 
 
 def _same_file(sfs, spath: str, dfs, dpath: str) -> bool:
-    return sfs.size(spath) == dfs.size(dpath) and _files.sha256(sfs, spath) == _files.sha256(dfs, dpath)
+    return sfs.size(spath) == dfs.size(dpath) and sha256_file(spath, sfs) == sha256_file(dpath, dfs)
 
 
 def _copy_across(sfs, spath: str, dfs, dpath: str) -> None:
     """Between filesystems: stream to a temporary name beside the target, then rename it into place."""
-    tmp = f"{dpath.rsplit('/', 1)[0]}/.{dpath.rsplit('/', 1)[-1]}.{uuid.uuid4().hex}.tmp"
-    try:
-        with sfs.open(spath, "rb") as src, dfs.open(tmp, "wb") as dst:
-            for block in iter(lambda: src.read(1 << 20), b""):
-                dst.write(block)
-        dfs.mv(tmp, dpath)
-    except BaseException:
-        if dfs.exists(tmp):
-            dfs.rm(tmp)
-        raise
-
+    with sfs.open(spath, "rb") as src, atomic_write(dpath, "wb", dfs, sweep=False) as dst:
+        for block in iter(lambda: src.read(1 << 20), b""):
+            dst.write(block)

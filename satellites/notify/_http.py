@@ -6,16 +6,17 @@ httpx is imported only when a step runs, so the catalog loads without the `notif
 
 from __future__ import annotations
 
-import hashlib
 import json
 import ssl
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import polars as pl
 from pydantic import Field, field_validator
 
 from exo_dagster.sdk import SatelliteConfig, StepContext
 from exo_dagster.sdk import duration_seconds
+from exo_dagster.sdk.hashing import sha256_text
+from exo_dagster.sdk.tls import tls_context as _tls_context
 
 MAX_RESPONSE_CHARS = 65536  # kept per response in the output table
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -66,13 +67,8 @@ def tls_context(ctx: StepContext, config: HttpConfig) -> ssl.SSLContext | bool:
     """True (system CAs), False (no checks), or a context with the extra CA bundle / client certificate."""
     if not config.ca_bundle and not config.client_cert:
         return config.verify_tls
-    context = ssl.create_default_context(cafile=ctx.path(config.ca_bundle) if config.ca_bundle else None)
-    if not config.verify_tls:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if config.client_cert:
-        context.load_cert_chain(ctx.path(config.client_cert))
-    return context
+    return _tls_context(ctx.path(config.ca_bundle) if config.ca_bundle else None, verify=config.verify_tls,
+                        client_cert=ctx.path(config.client_cert) if config.client_cert else None)
 
 
 class HttpStatusError(RuntimeError):
@@ -123,7 +119,7 @@ def batch_key(ctx: StepContext, rows: Any) -> str:
     """An idempotency key for a whole batch: the satellite's identity plus the batch's content."""
     satellite_id, version, config = ctx.identity
     text = json.dumps([satellite_id, version, config, rows], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256_text(text)
 
 
 def plain(value: Any) -> Any:
@@ -143,6 +139,25 @@ def plain(value: Any) -> Any:
 
 def dumps(value: Any) -> bytes:
     return json.dumps(plain(value), default=str, ensure_ascii=False).encode()
+
+
+def map_each_row(ctx: StepContext, satellite: str, example: str, fn: Callable[[dict, str], dict],
+                 concurrency: int | None) -> pl.DataFrame:
+    """Per-row mode: `fn(row, row key)` for each input row (finished rows come from the row cache), the
+    rows beside their results; `example` shows the per-row `input:` the satellite wants."""
+    if ctx.rows is None:
+        raise ValueError(f"{satellite} `mode: per-row` needs per-row input, e.g. `input: {example}`")
+    rows = ctx.rows.collect(engine="streaming")
+    return with_results(rows, ctx.map_rows(fn, rows, concurrency=concurrency))
+
+
+def send_once(ctx: StepContext, value: Any, fn: Callable[[Any, str], dict],
+              schema: dict[str, pl.DataType]) -> tuple[dict, pl.DataFrame]:
+    """Batch mode: `fn(value, key)` once, keyed by the satellite and the value; its result and the one-row
+    output table (`schema` plus `idempotency_key`)."""
+    key = batch_key(ctx, value)
+    out = fn(value, key)
+    return out, pl.DataFrame([{**out, "idempotency_key": key}], schema={**schema, "idempotency_key": pl.Utf8})
 
 
 def with_results(rows: pl.DataFrame, result: pl.DataFrame) -> pl.DataFrame:

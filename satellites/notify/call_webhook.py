@@ -12,16 +12,15 @@ the same idempotency keys).
 
 from __future__ import annotations
 
-import random
-import time
 from typing import Any, Literal
 
 import polars as pl
 from pydantic import Field
 
-from exo_dagster.sdk import StepContext, satellite
+from exo_dagster.sdk import StepContext, retrying, satellite
+from exo_dagster.sdk.retrying import Retry
 
-from satellites.notify._http import HttpConfig, Mode, batch_key, check, chunks, client, input_table, per_row, plain, response_text, with_results
+from satellites.notify._http import HttpConfig, Mode, batch_key, check, chunks, client, input_table, map_each_row, per_row, plain, response_text
 
 ROW_KEYS = ("url", "method", "body")
 NO_BODY = ("GET", "HEAD", "DELETE", "OPTIONS")
@@ -60,7 +59,7 @@ def send(http, method: str, url: str, body: Any, key: str | None, config: CallWe
     return http.request(method, url, headers=headers, json=plain(body))
 
 
-TRANSPORT_ATTEMPTS = 4
+TRANSPORT_RETRY = Retry(attempts=4, delay=0.05, jitter=(0.5, 1.5))
 
 
 def send_retrying(http, method: str, url: str, body: Any, key: str | None, config: CallWebhookConfig):
@@ -68,14 +67,7 @@ def send_retrying(http, method: str, url: str, body: Any, key: str | None, confi
     the request carries its idempotency key, so the receiver can tell a repeat from a new call."""
     import httpx
 
-    for attempt in range(TRANSPORT_ATTEMPTS):
-        try:
-            return send(http, method, url, body, key, config)
-        except httpx.TransportError:
-            if attempt == TRANSPORT_ATTEMPTS - 1:
-                raise
-            time.sleep(0.05 * 2 ** attempt * (0.5 + random.random()))
-    raise AssertionError("unreachable")
+    return retrying.call(lambda: send(http, method, url, body, key, config), TRANSPORT_RETRY, retry_on=httpx.TransportError)
 
 
 @satellite(
@@ -96,11 +88,6 @@ def call_webhook(ctx: StepContext, config: CallWebhookConfig) -> pl.DataFrame:
 
 
 def _per_row(ctx: StepContext, config: CallWebhookConfig, http) -> pl.DataFrame:
-    if ctx.rows is None:
-        raise ValueError("call-webhook `mode: per-row` needs per-row input, e.g. "
-                         "`input: {id: $${{ satellites.X.output.id }}}`")
-    rows = ctx.rows.collect(engine="streaming")
-
     def one(row: dict, key: str) -> dict:
         body = row["body"] if "body" in row else (
             config.body if config.body is not None else {k: v for k, v in row.items() if k not in ROW_KEYS})
@@ -108,8 +95,7 @@ def _per_row(ctx: StepContext, config: CallWebhookConfig, http) -> pl.DataFrame:
         check(response, config.expect)
         return {"status": response.status_code, "response": response_text(response)}
 
-    result = ctx.map_rows(one, rows, concurrency=config.concurrency)
-    return with_results(rows, result)
+    return map_each_row(ctx, "call-webhook", "{id: $${{ satellites.X.output.id }}}", one, config.concurrency)
 
 
 def _per_batch(ctx: StepContext, config: CallWebhookConfig, http) -> pl.DataFrame:

@@ -18,7 +18,7 @@ from pydantic import Field
 from exo_dagster.sdk import StepContext, satellite
 from exo_dagster.sdk import embedding
 
-from satellites.notify._http import HttpConfig, Mode, batch_key, check, client, per_row, plain, response_text, with_results
+from satellites.notify._http import HttpConfig, Mode, check, client, map_each_row, per_row, plain, response_text, send_once
 
 PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"
 SEVERITY_COLOR = {"critical": 0x8B0000, "error": 0xE01E5A, "warning": 0xECB22E, "info": 0x2EB67D}
@@ -136,14 +136,8 @@ def send_alert(ctx: StepContext, config: SendAlertConfig) -> pl.DataFrame:
             return {"status": response.status_code, "response": response_text(response)}
 
         if per_row(ctx, config.mode):
-            if ctx.rows is None:
-                raise ValueError("send-alert `mode: per-row` needs per-row input, e.g. `input: {text: $${{ satellites.X.output.message }}}`")
-            rows = ctx.rows.collect(engine="streaming")
-            result = ctx.map_rows(lambda row, key: post(_alert(config, row), key), rows, concurrency=config.concurrency)
-            return with_results(rows, result)
-        alert = _alert(config)
-        key = batch_key(ctx, alert)
-        out = post(alert, key)
+            return map_each_row(ctx, "send-alert", "{text: $${{ satellites.X.output.message }}}",
+                                lambda row, key: post(_alert(config, row), key), config.concurrency)
+        out, table = send_once(ctx, _alert(config), post, {"status": pl.Int64, "response": pl.Utf8})
         ctx.log.info(f"send-alert: {config.format} alert sent ({out['status']})")
-        return pl.DataFrame([{**out, "idempotency_key": key}],
-                            schema={"status": pl.Int64, "response": pl.Utf8, "idempotency_key": pl.Utf8})
+        return table

@@ -21,8 +21,9 @@ from pydantic import Field, field_validator
 from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
 from exo_dagster.sdk import embedding
 from exo_dagster.sdk import duration_seconds
+from exo_dagster.sdk.tls import tls_context as _tls_context
 
-from satellites.notify._http import Mode, batch_key, per_row, with_results
+from satellites.notify._http import Mode, map_each_row, per_row, send_once
 
 DEFAULT_PORT = {"starttls": 587, "ssl": 465, "none": 25}
 ROW_KEYS = ("to", "cc", "bcc", "subject", "body")
@@ -64,11 +65,7 @@ class SendEmailConfig(SatelliteConfig):
 
 
 def tls_context(ctx: StepContext, config: SendEmailConfig) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=ctx.path(config.ca_bundle) if config.ca_bundle else None)
-    if not config.verify_tls:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    return _tls_context(ctx.path(config.ca_bundle) if config.ca_bundle else None, verify=config.verify_tls)
 
 
 def connect(ctx: StepContext, config: SendEmailConfig) -> smtplib.SMTP:
@@ -147,18 +144,12 @@ def send_email(ctx: StepContext, config: SendEmailConfig) -> pl.DataFrame:
             return {"to": ", ".join(fields["to"]), "message_id": msg["Message-ID"]}
 
         if per_row(ctx, config.mode):
-            if ctx.rows is None:
-                raise ValueError("send-email `mode: per-row` needs per-row input, e.g. `input: {to: $${{ satellites.X.output.email }}}`")
-            rows = ctx.rows.collect(engine="streaming")
             # one SMTP connection is one conversation: rows go through it one at a time
-            result = ctx.map_rows(lambda row, key: send(_fields(config, row), key), rows, concurrency=1)
-            return with_results(rows, result)
-        fields = _fields(config)
-        key = batch_key(ctx, fields)
-        out = send(fields, key)
+            return map_each_row(ctx, "send-email", "{to: $${{ satellites.X.output.email }}}",
+                                lambda row, key: send(_fields(config, row), key), 1)
+        out, table = send_once(ctx, _fields(config), send, {"to": pl.Utf8, "message_id": pl.Utf8})
         ctx.log.info(f"send-email: sent to {out['to']}")
-        return pl.DataFrame([{**out, "idempotency_key": key}],
-                            schema={"to": pl.Utf8, "message_id": pl.Utf8, "idempotency_key": pl.Utf8})
+        return table
     finally:
         try:
             smtp.quit()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from typing import Literal
 
 import duckdb
@@ -16,12 +15,14 @@ from upath import UPath
 from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
 from exo_dagster.sdk import allowed_paths
 from exo_dagster.sdk import duck
+from exo_dagster.sdk import retrying
 from exo_dagster.sdk import sql_text
 from exo_dagster.sdk import target_lock
-from exo_dagster.sdk import temp_files
+from exo_dagster.sdk.atomic_write import atomic_write
 from exo_dagster.sdk.table_write import write_parquet_atomic
 from exo_dagster.sdk.table import StoredTable
 
+LOCKED_RETRY = retrying.Retry(attempts=None, delay=0.05, max_delay=1.0, jitter=(1.0, 1.0))
 FORMATS = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl", "duckdb": "duckdb", "db": "duckdb"}
 
 
@@ -81,19 +82,9 @@ def _write_file(frame: pl.LazyFrame, target: str, fmt: str, options: dict) -> No
         write_parquet_atomic(frame, UPath(target, **options))
         return
     fs, path = fsspec.core.url_to_fs(target, **options)
-    local = "://" not in target or target.startswith("file://")
-    if local:
-        temp_files.sweep(path)
-    tmp = temp_files.temp_path(path) if local else f"{path}.{uuid.uuid4().hex}.tmp"
     eager = frame.collect(engine="streaming")
-    try:
-        with fs.open(tmp, "wb") as fh:
-            eager.write_csv(fh) if fmt == "csv" else eager.write_ndjson(fh)
-        fs.mv(tmp, path)
-    except BaseException:
-        if fs.exists(tmp):
-            fs.rm(tmp)
-        raise
+    with atomic_write(path, "wb", fs) as fh:
+        eager.write_csv(fh) if fmt == "csv" else eager.write_ndjson(fh)
 
 
 def _write_duckdb(frame: pl.LazyFrame, database: str, table: str, config: WriteTableConfig) -> None:
@@ -117,16 +108,9 @@ def _write_duckdb(frame: pl.LazyFrame, database: str, table: str, config: WriteT
 def _open_duckdb(database: str, read_only: bool = False):
     """DuckDB allows one writing process per file: wait for a holder outside exo (a DuckDB shell, another
     tool) instead of failing, up to the lock timeout; exo's own runs already queue on the target lock."""
-    deadline = time.monotonic() + target_lock.timeout_s()
-    delay = 0.05
-    while True:
-        try:
-            return duck.connect(database, read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+    return retrying.call(lambda: duck.connect(database, read_only=read_only), LOCKED_RETRY,
+                         retry_on=lambda exc: isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower(),
+                         deadline=time.monotonic() + target_lock.timeout_s())
 
 
 @satellite(
