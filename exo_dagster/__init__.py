@@ -1,8 +1,9 @@
 """exo-dagster: YAML clusters of satellites, compiled into Dagster asset graphs.
 
 The layers, each importing only those before it:
+  sdk/       what satellite authors import: SatelliteConfig, @satellite, StepContext, StoredTable, helpers; no Dagster
   spec/      YAML to a checked IR (Cluster), located errors; no Dagster
-  sdk/       what satellite authors import: SatelliteConfig, @satellite, StepContext, StoredTable, helpers
+  dagster_private.py  every private Dagster name exo uses
   catalog/   the satellite registry, entry-point discovery, configured satellites
   storage/   the Parquet IO manager and the DuckDB catalog of outputs
   runtime/   one step's compute: templates filled, secrets resolved and masked, timeouts

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from exo_dagster.catalog.registry import Registry, default_registry
 from exo_dagster.sdk.satellite import SatelliteDef
-from exo_dagster.spec.models import Resources, kebab
+from exo_dagster.sdk.resources import Resources, kebab
 
 REGENERATE = "exo satellites --markdown > docs/satellites.md"
 REGENERATE_README = "python -m exo_dagster.catalog.reference --readme README.md"

@@ -154,7 +154,7 @@ def known_values(sources: Mapping[str, SecretSource], environ: Mapping[str, str]
 
 def visible_sources(cluster: Any, step: Any) -> list[SecretSource]:
     """The secrets one step can see: its `config.secrets` plus `${{ secrets.X }}` in its config and input."""
-    from exo_dagster.spec import templates
+    from exo_dagster.sdk import templates
 
     sources = list(step.secrets.values())
     for section in (step.config, step.spec.input):

@@ -17,11 +17,11 @@ from exo_dagster.sdk import sql_text
 from exo_dagster.sdk import step_errors
 from exo_dagster.runtime import step_failure, step_timeout
 from exo_dagster.runtime import secrets as secret_values
-from exo_dagster.spec import templates
+from exo_dagster.sdk import templates
 from exo_dagster.sdk.context import StepContext
 from exo_dagster.sdk.row_map import RowFailed
 from exo_dagster.spec.ir import Cluster, ParsedStep
-from exo_dagster.spec.models import duration_seconds
+from exo_dagster.sdk.durations import duration_seconds
 from exo_dagster.sdk.table import StoredTable
 
 

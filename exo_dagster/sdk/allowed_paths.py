@@ -13,7 +13,7 @@ import os
 from typing import Iterable
 
 from exo_dagster.sdk import paths
-from exo_dagster.spec import templates
+from exo_dagster.sdk import templates
 
 ENV = "EXO_ALLOWED_PATHS"
 

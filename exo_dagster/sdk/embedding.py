@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import polars as pl
 
-from exo_dagster.spec import templates
+from exo_dagster.sdk import templates
 
 
 def _always(config: dict) -> bool:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict
 
-from exo_dagster.spec.models import Resources, kebab
+from exo_dagster.sdk.resources import Resources, kebab
 
 SATELLITE_ID = re.compile(r"^satellite/([a-z0-9][a-z0-9_.-]*)/([a-z0-9][a-z0-9_.-]*)(?:@([A-Za-z0-9_.+-]+))?$")
 

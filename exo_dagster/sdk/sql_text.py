@@ -15,7 +15,7 @@ import json
 import math
 from typing import Any, Callable
 
-from exo_dagster.spec import templates
+from exo_dagster.sdk import templates
 from exo_dagster.sdk.embedding import Embedding
 from exo_dagster.sdk.table import StoredTable
 

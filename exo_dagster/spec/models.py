@@ -5,45 +5,17 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from exo_dagster.sdk.durations import MAX_DURATION_SECONDS, duration_seconds  # noqa: F401  (re-exported)
+from exo_dagster.sdk.resources import Resources, StrictModel, kebab  # noqa: F401  (re-exported)
+
+SpecModel = StrictModel  # every spec model: strict, YAML spelling with hyphens
 
 SUPPORTED_VERSIONS = ("0.0.1b",)
 SLA_SECONDS = {"6h": 6 * 3600, "12h": 12 * 3600, "24h": 24 * 3600}  # the seed's values; any duration is accepted now
 CLUSTER_ID = re.compile(r"^(?:cluster/)?([A-Za-z0-9][A-Za-z0-9_.-]*)/([A-Za-z0-9][A-Za-z0-9_.-]*)$")
 STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-
-
-def kebab(name: str) -> str:
-    return name.rstrip("_").replace("_", "-")
-
-
-class SpecModel(BaseModel):
-    """Strict (unknown keys are errors), YAML spelling with hyphens, Python spelling accepted too."""
-
-    model_config = ConfigDict(extra="forbid", alias_generator=kebab, populate_by_name=True, allow_inf_nan=False)
-
-
-_DURATION = re.compile(r"^\s*(\d{1,12}(?:\.\d{1,9})?)\s*(ms|s|m|h|d)?\s*$")
-MAX_DURATION_SECONDS = 366 * 86400  # longer is a typo (and would overflow timers and dagster/max_runtime)
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-
-
-def duration_seconds(value: Any) -> float:
-    """`30`, `2.5`, `"500ms"`, `"10s"`, `"5m"`, `"1h"`, `"1d"` -> seconds (a plain number is seconds)."""
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(f"a duration cannot be negative, got {value}")
-        seconds = float(value) if abs(value) < 1e300 else float("inf")
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise ValueError(f"{str(value)[:40]!r} is not a duration; write seconds (30) or a number with a unit: 500ms, 10s, 5m, 1h, 1d")
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if not seconds <= MAX_DURATION_SECONDS:
-        raise ValueError(f"a duration may be at most 366 days ({MAX_DURATION_SECONDS} s)")
-    return seconds
 
 
 def _check_duration(value: Any) -> Any:
@@ -91,13 +63,6 @@ class Trigger(SpecModel):
         if len(kinds) > 1:
             raise ValueError(f"a trigger has one kind, got {', '.join(kinds)}; split the cluster or pick one")
         return self
-
-
-class Resources(SpecModel):
-    gpu: int = Field(0, ge=0, le=64)
-    gpu_type: str | None = None
-    cpu: float | None = Field(None, gt=0, le=1024)
-    memory: str | None = Field(None, pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 
 
 class Queues(SpecModel):

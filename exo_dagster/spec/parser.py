@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from exo_dagster.spec import templates
+from exo_dagster.sdk import templates
 from exo_dagster.spec.errors import Diagnostic, Location, SpecError
 from exo_dagster.spec.located_yaml import LocatedDocument, load_located
 from exo_dagster.spec.ir import Cluster, ParsedStep, SecretSource, asset_name  # noqa: F401  (re-exported)

@@ -8,7 +8,7 @@ import duckdb
 import pytest
 
 from exo_dagster.sdk import sql_text
-from exo_dagster.spec import templates
+from exo_dagster.sdk import templates
 from exo_dagster.sdk.table import StoredTable
 
 PAYLOADS = [

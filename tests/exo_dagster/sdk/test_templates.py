@@ -1,6 +1,6 @@
 import pytest
 
-from exo_dagster.spec import templates
+from exo_dagster.sdk import templates
 
 
 def test_parse_pieces_and_whole():
