@@ -26,6 +26,10 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
     from exo_dagster.location import build_location, source_lines
 
     built = build_location(paths, strict=strict)
+    for problem in built.warnings:
+        click.echo(f"warning: {problem}", err=True)
+    for file, definition in built.satellites.items():
+        click.echo(f"ok  {file}: {definition.id}@{definition.version} (configured {definition.based_on})")
     for cluster in built.clusters:
         if cluster.warnings:
             click.echo(render_diagnostics(cluster.warnings, {cluster.file: source_lines(cluster.file)}), err=True)

@@ -13,6 +13,10 @@ schedules and sensors down with it, as Airflow's "Broken DAG" list does not. So 
 4. shows every broken file as an asset in the group `exo_errors` (its description is the located
    error; materializing it fails with the same text) and logs a WARNING.
 
+Configured satellites (`*.satellite.yaml` under these paths and EXO_SATELLITE_PATH, see
+exo_dagster/catalog/presets.py) are loaded first, for every cluster of the location; a broken one is
+isolated the same way (an `exo_errors` asset, and clusters using its id get a located error naming it).
+
 `EXO_STRICT_LOAD=1` keeps the all-or-nothing behaviour for deploy gates: any broken file fails the
 location with every located error. `exo validate` runs exactly this build, so it succeeds exactly
 when the location loads every given file.
@@ -31,8 +35,11 @@ import dagster as dg
 from exo_dagster.storage.duckdb_catalog import sql_name
 from exo_dagster.compile.compiler import compile_cluster, definitions_with_resources
 from exo_dagster.spec.errors import Diagnostic, Location, SpecError
+from exo_dagster.catalog import presets
 from exo_dagster.catalog.loading import load_cluster_file
+from exo_dagster.catalog.registry import default_registry
 from exo_dagster.sdk.hashing import short_hash
+from exo_dagster.sdk.satellite import SatelliteDef
 from exo_dagster.spec.ir import Cluster
 
 CLUSTER_SUFFIXES = (".yaml", ".yml")
@@ -49,10 +56,12 @@ def _find(paths: Iterable[str | os.PathLike], missing: list[Diagnostic]) -> list
         path = Path(raw)
         if path.is_dir():
             for file in sorted(path.rglob("*")):
-                if file.suffix in CLUSTER_SUFFIXES and file.is_file() and _looks_like_cluster(file):
+                if file.suffix in CLUSTER_SUFFIXES and file.is_file() and not presets.is_preset_file(file.name) \
+                        and _looks_like_cluster(file):
                     found[file.resolve()] = None
         elif path.is_file():
-            found[path.resolve()] = None
+            if not presets.is_preset_file(path.name):  # a configured satellite, loaded as one (build_location)
+                found[path.resolve()] = None
         else:
             missing.append(Diagnostic(Location(str(path), 1, 1), f"cluster path `{path}` does not exist",
                                       "check the command line or EXO_CLUSTERS"))
@@ -76,7 +85,9 @@ class LocationBuild:
 
     clusters: list[Cluster]
     definitions: dg.Definitions
-    broken: dict[str, SpecError] = field(default_factory=dict)
+    broken: dict[str, SpecError] = field(default_factory=dict)  # cluster and configured-satellite files
+    satellites: dict[str, SatelliteDef] = field(default_factory=dict)  # configured-satellite file -> its satellite
+    warnings: list[str] = field(default_factory=list)  # plugins that did not load, ids two distributions declare
 
     @property
     def ok(self) -> bool:
@@ -93,13 +104,22 @@ class LocationBuild:
 def build_location(paths: Iterable[str | os.PathLike], *, strict: bool = False, executor: str | None = None) -> LocationBuild:
     """Load, check, compile and resolve the clusters in `paths`, each file isolated (see module docstring).
     `strict` is `exo validate --strict` (literal secrets are errors), not EXO_STRICT_LOAD."""
+    paths = list(paths)
     missing: list[Diagnostic] = []
     files = _find(paths, missing)
+    for folder in presets.env_folders():
+        if not Path(folder).is_dir():
+            missing.append(Diagnostic(Location(folder, 1, 1), f"satellite folder `{folder}` does not exist",
+                                      f"check {presets.PATH_ENV}"))
     broken: dict[str, SpecError] = {d.location.file: SpecError([d]) for d in missing}
+    base = default_registry()
+    # configured satellites (*.satellite.yaml) of EXO_SATELLITE_PATH and these paths, for every cluster here
+    catalog = presets.presets_for(paths, base)
+    broken.update(catalog.broken)
     clusters: list[Cluster] = []
     for file in files:
         try:
-            clusters.append(load_cluster_file(file, strict=strict))
+            clusters.append(load_cluster_file(file, strict=strict, registry=catalog.registry))
         except SpecError as exc:
             broken[str(file)] = exc
     parts: list[tuple[Cluster, dg.Definitions]] = []
@@ -118,7 +138,8 @@ def build_location(paths: Iterable[str | os.PathLike], *, strict: bool = False, 
         parts.append((cluster, defs))
     definitions = _resolve(parts, broken)
     healthy = [c for c, _ in parts if c.file not in broken]
-    return LocationBuild(clusters=healthy, definitions=definitions, broken=broken)
+    return LocationBuild(clusters=healthy, definitions=definitions, broken=broken, satellites=catalog.loaded,
+                         warnings=base.problems())
 
 
 def _claim(owners: dict[tuple[str, str], Cluster], cluster: Cluster, defs: dg.Definitions) -> SpecError | None:
@@ -237,17 +258,24 @@ def _error_asset(file: str, exc: SpecError) -> dg.AssetsDefinition:
     first = exc.errors[0] if exc.errors else None
     headline = f"{first.location}: {first.message}" if first else file  # what the catalog list shows
 
+    what = "its jobs, schedules and sensors are" if not presets.is_preset_file(file) else \
+        "the satellite it declares is unknown to every cluster, and the clusters using it are"
+
     @dg.asset(key=dg.AssetKey([ERRORS_GROUP, error_asset_name(file)]), group_name=ERRORS_GROUP,
-              description=f"Broken cluster file: {headline}\n\nThis file did not load, so its jobs, schedules and "
-                          f"sensors are missing from the code location until it is fixed (the other clusters are "
+              description=f"Broken {_kind(file)}: {headline}\n\nThis file did not load, so {what} "
+                          f"missing from the code location until it is fixed (the other clusters are "
                           f"loaded).\n\n```\n{report}\n```",
               metadata={"exo/file": file, "exo/error": str(first.location) if first else file,
                         "exo/report": dg.MetadataValue.md(f"```\n{report}\n```")},
               kinds={"yaml"}, tags={"exo/broken": ""})
     def _broken(context):
-        raise dg.Failure(description=f"cluster file {file} did not load:\n{report}", allow_retries=False)
+        raise dg.Failure(description=f"{_kind(file)} {file} did not load:\n{report}", allow_retries=False)
 
     return _broken
+
+
+def _kind(file: str) -> str:
+    return "configured-satellite file" if presets.is_preset_file(file) else "cluster file"
 
 
 def load_clusters(paths: Iterable[str | os.PathLike], *, strict: bool = False) -> list[Cluster]:
@@ -269,5 +297,7 @@ def definitions_for(folder: str | os.PathLike) -> dg.Definitions:
         if os.environ.get(STRICT_ENV, "").strip().lower() in ("1", "true", "yes"):
             raise built.error()
         for file, exc in sorted(built.broken.items()):
-            log.warning("cluster file %s did not load; the other clusters are loaded. %s", file, exc.report())
+            log.warning("%s %s did not load; the other clusters are loaded. %s", _kind(file), file, exc.report())
+    for problem in built.warnings:
+        log.warning("satellite catalog: %s", problem)
     return built.definitions

@@ -3,23 +3,69 @@
 A distribution lists modules (or `module:function` objects) in that group; loading one imports it,
 which declares its satellites with `@satellite`. The built-in catalog registers the same way
 (pyproject.toml), so a third-party satellite needs no change to exo.
+
+A plugin whose import fails does not take the catalog down: the failure is recorded (distribution,
+entry point, the exception's message), the satellites it declared before failing are left out, and
+the catalog names it where a cluster uses an id nobody provides.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib.metadata import entry_points
+
+from exo_dagster.sdk.satellite import DECLARED, SatelliteDef
 
 GROUP = "exo_dagster.satellites"
 
-_loaded: dict[str, str] = {}  # entry point "name = value" -> distribution name
+
+@dataclass(frozen=True)
+class Plugin:
+    """One entry point of the group, loaded (or not) in this process."""
+
+    name: str  # the entry point's name
+    value: str  # `module` or `module:attr`
+    dist: str  # the distribution that declares it ("?" when unknown)
+    error: str | None = None  # "ExceptionType: message" when importing it failed
+    declared: tuple[SatelliteDef, ...] = ()  # the satellites its import declared
+
+    @property
+    def module(self) -> str:
+        return self.value.split(":", 1)[0].strip()
+
+    @property
+    def label(self) -> str:
+        return f"`{self.dist}` (entry point `{self.name} = {self.value}`)"
+
+    def provides(self, definition: SatelliteDef) -> bool:
+        """Declared by this plugin's import, or (declared before it was loaded) in its module or below."""
+        if any(d is definition for d in self.declared):
+            return True
+        module = getattr(definition.fn, "__module__", "") or ""
+        return module == self.module or module.startswith(self.module + ".")
 
 
-def load_entry_points() -> dict[str, str]:
-    """Import every module the group names, once per process; returns what was loaded (-> distribution)."""
+_plugins: dict[tuple[str, str, str], Plugin] = {}  # (distribution, name, value) -> what loading it did
+
+
+def load_entry_points() -> list[Plugin]:
+    """Import every module the group names, once per process; returns every plugin, failed ones included."""
     for ep in entry_points(group=GROUP):
-        key = f"{ep.name} = {ep.value}"
-        if key in _loaded:
+        dist = ep.dist.name if ep.dist is not None else "?"
+        key = (dist, ep.name, ep.value)
+        if key in _plugins:
             continue
-        _loaded[key] = ep.dist.name if ep.dist is not None else "?"
-        ep.load()
-    return dict(_loaded)
+        before = len(DECLARED)
+        error = None
+        try:
+            ep.load()
+        except (Exception, SystemExit) as exc:  # a broken plugin is reported, never fatal
+            message = " ".join(str(exc).split())
+            error = f"{type(exc).__name__}: {message[:300]}" if message else type(exc).__name__
+        _plugins[key] = Plugin(ep.name, ep.value, dist, error, tuple(DECLARED[before:]))
+    return list(_plugins.values())
+
+
+def failed() -> list[Plugin]:
+    """Plugins whose import raised, in load order."""
+    return [p for p in _plugins.values() if p.error is not None]

@@ -43,6 +43,12 @@ class SatelliteDef:
     # Config/input fields whose text is another language (SQL, HTML): see embedding.py,
     # so templated values are placed as that language's literals, never as its code.
     embeds: dict[str, Any] = field(default_factory=dict)  # field -> embedding.Embedding
+    # A configured satellite (a preset, `*.satellite.yaml`, exo_dagster.catalog.presets): the base
+    # satellite's fn and config model with these config values fixed (YAML key spelling). None for a
+    # satellite written in Python. A step may set only the `open_config` fields; `based_on` is `id@version`.
+    fixed_config: dict[str, Any] | None = None
+    open_config: tuple[str, ...] = ()
+    based_on: str = ""
 
     @property
     def name(self) -> str:

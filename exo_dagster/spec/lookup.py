@@ -9,11 +9,17 @@ from typing import Any, Protocol
 
 
 class UnknownSatellite(LookupError):
-    def __init__(self, uses: str, suggestions: list[str], reason: str = "unknown satellite"):
+    """`uses` names no satellite. `suggestions`: close ids; `note`: why it may be missing (a plugin or a
+    configured-satellite file that did not load, two distributions declaring it), added to the hint."""
+
+    def __init__(self, uses: str, suggestions: list[str], reason: str = "unknown satellite", note: str = ""):
         super().__init__(f"{reason} `{uses}`")
-        self.uses, self.suggestions, self.reason = uses, suggestions, reason
+        self.uses, self.suggestions, self.reason, self.note = uses, suggestions, reason, note
 
 
 class SatelliteLookup(Protocol):
     def get(self, uses: str) -> Any:
-        """The satellite definition (`exo_dagster.sdk.SatelliteDef`) for a `uses:` string; raises UnknownSatellite."""
+        """The satellite definition (`exo_dagster.sdk.SatelliteDef`) for a `uses:` string; raises UnknownSatellite.
+
+        A configured satellite (preset) is a definition whose `fixed_config` is a dict: the checker lets a
+        step set only its `open_config` fields and validates the merge with its `config_model`."""

@@ -95,7 +95,7 @@ class _Checker:
         if spec and spec.cluster.failure and spec.cluster.failure.from_ is not None:
             if spec.cluster.failure.from_ not in main_ids:
                 self.error(("cluster", "failure", "from"), f"`from: {spec.cluster.failure.from_}` is not a satellite identifier of this cluster",
-                           _did_you_mean(spec.cluster.failure.from_, main_ids))
+                           did_you_mean(spec.cluster.failure.from_, main_ids))
         if spec is None or self.errors:
             return None
         return Cluster(file=self.doc.file, spec=spec.cluster, steps=steps, logs_steps=logs, failure_steps=failure,
@@ -103,22 +103,7 @@ class _Checker:
                        location=self.doc.at(("cluster",), key=True), identifier_location=self.doc.at(("cluster", "identifier")))
 
     def _pydantic_errors(self, exc: ValidationError, prefix: tuple, model: type[BaseModel], skip: set[tuple] = frozenset()) -> None:
-        for err in exc.errors():
-            loc = prefix + tuple(err["loc"])
-            real = _existing_path(self.doc, loc)
-            if any(real[:len(s)] == s for s in skip):
-                continue
-            kind, field_name = err["type"], _last_name(err["loc"])
-            if kind == "missing":
-                self.error(real, f"missing required field `{field_name}`", f"add `{field_name}: ...` here")
-            elif kind == "extra_forbidden":
-                allowed = _allowed_keys(model, err["loc"][:-1])
-                self.error(real, f"unknown key `{field_name}`",
-                           _did_you_mean(str(field_name), allowed) or ("allowed keys here: " + ", ".join(allowed)), key=True)
-            else:
-                where = f"`{field_name}`: " if field_name is not None else ""
-                message = err["msg"].removeprefix("Value error, ")
-                self.error(real, where + message, _hint_for(kind, field_name, err))
+        self.diagnostics += validation_diagnostics(self.doc, exc.errors(), prefix, model, skip)
 
     # -- secrets ----------------------------------------------------------------------------
     def _cluster_secrets(self, body: dict) -> dict[str, SecretSource]:
@@ -199,12 +184,15 @@ class _Checker:
         try:
             definition = self.registry.get(step.uses)
         except UnknownSatellite as exc:
-            hint = ("did you mean " + " or ".join(f"`{s}`" for s in exc.suggestions) + "?") if exc.suggestions else \
-                "run `exo satellites` to list the known satellites"
-            self.error(path + ("uses",), f"{exc.reason} `{step.uses}`", hint)
+            self.error(path + ("uses",), f"{exc.reason} `{step.uses}`", unknown_satellite_hint(exc))
             return None
         config = dict(step.config)
         step_secrets = self._step_secrets(config.pop("secrets", None), path + ("config", "secrets"), cluster_secrets)
+        fixed = getattr(definition, "fixed_config", None)
+        if fixed is not None:  # a configured satellite: the step sets only its open fields, on top of the fixed ones
+            config = self._preset_config(definition, fixed, config, path + ("config",))
+            if config is None:
+                return None
         refs: list[str] = []
         per_row: set[str] = set()
         ok = True
@@ -219,7 +207,7 @@ class _Checker:
         for i, name in enumerate(step.after):
             if name not in earlier:
                 self.error(path + ("after", i), f"`after: {name}` does not name an earlier satellite",
-                           _did_you_mean(name, earlier) or "list identifiers of satellites above this one")
+                           did_you_mean(name, earlier) or "list identifiers of satellites above this one")
                 ok = False
             elif name not in refs:
                 refs.append(name)
@@ -237,6 +225,29 @@ class _Checker:
         return ParsedStep(spec=step, index=index, role=role, identifier=step.key, satellite=definition, config=config,
                           secrets=step_secrets, references=tuple(refs), per_row_source=next(iter(per_row), None),
                           location=self.doc.at(path))
+
+    def _preset_config(self, definition: Any, fixed: dict, config: dict, path: tuple) -> dict | None:
+        """The step's config on top of a preset's fixed config; a located error per key the preset does not leave open."""
+        model, open_fields = definition.config_model, tuple(definition.open_config)
+        opened = ("clusters may set only its open fields: " + ", ".join(f"`{f}`" for f in open_fields)) if open_fields \
+            else "it leaves no config field open: remove the key"
+        about = f"`{definition.id}` is a configured satellite (of `{definition.based_on}`)"
+        overridden, ok = set(), True
+        for key in config:
+            canonical = config_key(model, key)
+            if canonical is None:
+                close = did_you_mean(str(key), list(open_fields))
+                self.error(path + (key,), f"unknown key `{key}`: {about}", close or opened, key=True)
+                ok = False
+            elif canonical not in open_fields:
+                self.error(path + (key,), f"`{key}` is fixed by `{definition.id}`, a configured satellite of "
+                                          f"`{definition.based_on}`", opened, key=True)
+                ok = False
+            else:
+                overridden.add(canonical)
+        if not ok:
+            return None
+        return {**{k: v for k, v in fixed.items() if k not in overridden}, **config}
 
     def _step_secrets(self, raw: Any, path: tuple, cluster_secrets: dict) -> dict[str, SecretSource]:
         out: dict[str, SecretSource] = {}
@@ -277,7 +288,7 @@ class _Checker:
                     later = name in self._all_main_ids()
                     self.error(path, f"`{ref.text}` refers to " + ("a later satellite" if later else "an unknown satellite") + f" `{name}`",
                                ("a step can only read satellites listed above it; move this step below `" + name + "`") if later
-                               else (_did_you_mean(name, earlier) or "use the `identifier:` of a satellite above this one"),
+                               else (did_you_mean(name, earlier) or "use the `identifier:` of a satellite above this one"),
                                location=location)
                     ok = False
                     continue
@@ -350,6 +361,47 @@ class _Checker:
                        "use an IANA name such as `UTC` or `Europe/Berlin`")
 
 
+def validation_diagnostics(doc: LocatedDocument, errors: list[dict], prefix: tuple, model: type[BaseModel],
+                           skip: set[tuple] | frozenset = frozenset()) -> list[Diagnostic]:
+    """Pydantic errors (`ValidationError.errors()`) of data found at `prefix` in `doc`, located in the file.
+    Errors at or under a path in `skip` are left out (e.g. templated values, checked at run time)."""
+    out: list[Diagnostic] = []
+    for err in errors:
+        loc = prefix + tuple(err["loc"])
+        real = _existing_path(doc, loc)
+        if any(real[:len(s)] == s for s in skip):
+            continue
+        kind, field_name = err["type"], _last_name(err["loc"])
+        if kind == "missing":
+            out.append(Diagnostic(doc.at(real), f"missing required field `{field_name}`", f"add `{field_name}: ...` here"))
+        elif kind == "extra_forbidden":
+            allowed = _allowed_keys(model, err["loc"][:-1])
+            out.append(Diagnostic(doc.at(real, key=True), f"unknown key `{field_name}`",
+                                  did_you_mean(str(field_name), allowed) or ("allowed keys here: " + ", ".join(allowed))))
+        else:
+            where = f"`{field_name}`: " if field_name is not None else ""
+            message = err["msg"].removeprefix("Value error, ")
+            out.append(Diagnostic(doc.at(real), where + message, _hint_for(kind, field_name, err)))
+    return out
+
+
+def config_key(model: type[BaseModel], key: Any) -> str | None:
+    """The YAML spelling of a config model's field given either spelling (`max-tokens`, `max_tokens`); None if unknown."""
+    for name, info in model.model_fields.items():
+        if key in (name, info.alias):
+            return info.alias or name
+    return None
+
+
+def unknown_satellite_hint(exc: UnknownSatellite) -> str:
+    """Close ids, else where to look; plus the catalog's note (what did not load, who else declares it)."""
+    if exc.note and exc.reason != "unknown satellite":
+        return exc.note
+    hint = ("did you mean " + " or ".join(f"`{s}`" for s in exc.suggestions) + "?") if exc.suggestions else \
+        "run `exo satellites` to list the known satellites"
+    return f"{hint}; it may come from what did not load: {exc.note}" if exc.note else hint
+
+
 class _Earlier:
     """Identifiers above a step, shared (not copied) as steps are added: set-speed `in`, iterable for hints."""
 
@@ -372,7 +424,8 @@ def templates_key(identifier: str) -> str:
     return asset_name(identifier).lower()
 
 
-def _did_you_mean(word: str, options: list[str]) -> str:
+def did_you_mean(word: str, options: list[str]) -> str:
+    """`did you mean `x`?` for the closest options, or ""."""
     close = difflib.get_close_matches(word, options, n=3, cutoff=0.6)
     return ("did you mean " + " or ".join(f"`{c}`" for c in close) + "?") if close else ""
 
