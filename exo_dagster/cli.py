@@ -84,16 +84,22 @@ def cluster_job(path: str):
 @click.option("--config", "config_id", metavar="ID", default=None,
               help="Print one satellite's config fields: YAML key, type, default (or required), description.")
 @click.option("--markdown", is_flag=True, help="Print the full Markdown reference (docs/satellites.md).")
-def satellites(config_id: str | None, markdown: bool) -> None:
+@click.argument("paths", nargs=-1, type=click.Path())
+def satellites(config_id: str | None, markdown: bool, paths: tuple[str, ...]) -> None:
     """List the known satellites: id@version, the providing distribution (when known), one line each.
 
-    Aliases are listed too, each naming the satellite it stands for."""
-    from exo_dagster.catalog import reference
+    Aliases are listed too, each naming the satellite it stands for. Configured satellites
+    (`*.satellite.yaml`) are found in EXO_SATELLITE_PATH and under PATHS (e.g. the cluster folders)."""
+    from exo_dagster.catalog import presets, reference
     from exo_dagster.catalog.registry import default_registry
 
     if config_id is not None and markdown:
         raise click.UsageError("--config and --markdown do not go together")
-    registry = default_registry()
+    found = presets.presets_for(paths, default_registry())
+    for file, error in found.broken.items():
+        click.echo(f"warning: configured satellite {file} did not load:\n{error}",
+                   err=True)
+    registry = found.registry
     if markdown:
         click.echo(reference.markdown(registry), nl=False)
         return

@@ -37,7 +37,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from exo_dagster.catalog.registry import Registry
 from exo_dagster.sdk.satellite import SATELLITE_ID, SatelliteDef
-from exo_dagster.spec import templates
+from exo_dagster.sdk import templates
 from exo_dagster.spec.errors import Diagnostic, Location, SpecError
 from exo_dagster.spec.located_yaml import load_located
 from exo_dagster.spec.lookup import UnknownSatellite

@@ -295,6 +295,12 @@ def config_table(definition: SatelliteDef, width: int | None = None) -> str:
     line = summary(definition)
     if line:
         head.append(line)
+    if definition.fixed_config is not None:  # a configured satellite: only its open fields are settable
+        docs = [f for f in docs if f.key in definition.open_config]
+        head.append(f"configured from {definition.based_on}; fixed: "
+                    + (", ".join(f"{k}={v!r}" for k, v in definition.fixed_config.items()) or "nothing"))
+        if not docs:
+            return "\n".join(head + ["", "no open config fields"]) + "\n"
     if not docs:
         return "\n".join(head + ["", "no config fields"]) + "\n"
     rows = [["KEY", "TYPE", "DEFAULT", "DESCRIPTION"]] + [[f.key, f.type, f.default, f.description or "-"] for f in docs]

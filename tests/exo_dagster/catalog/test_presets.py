@@ -328,3 +328,19 @@ def test_exo_validate_checks_presets_and_the_clusters_using_them(tmp_path):
     line, column = _at(fixed, "format: jsonl", "format")
     assert f"people.yaml:{line}:{column}: error: `format` is fixed by `satellite/acme/people-csv`" in output
     assert "clusters may set only its open fields: `path`, `separator`" in output
+
+
+def test_exo_satellites_lists_presets_and_shows_only_their_open_fields(tmp_path):
+    folder = _write(tmp_path / "location", {"people.satellite.yaml": PRESET, "broken.satellite.yaml": "version: 0.0.1b\nsatellite: {id: nope}\n"})
+    listed = exo("satellites", str(folder))
+    assert listed.returncode == 0, listed.stderr
+    [line] = [x for x in listed.stdout.splitlines() if x.startswith("satellite/acme/people-csv@1.2.0")]
+    assert "people.satellite.yaml" in line and line.endswith("Reads Acme's people exports (semicolon-separated CSV).")
+    assert "broken.satellite.yaml did not load" in listed.stderr
+    shown = exo("satellites", "--config", "satellite/acme/people-csv", str(folder))
+    assert shown.returncode == 0, shown.stderr
+    assert "configured from satellite/exospherehost/read-table@" in shown.stdout and "format='csv'" in shown.stdout
+    keys = [x.split()[0] for x in shown.stdout.splitlines()[shown.stdout.splitlines().index(
+        next(x for x in shown.stdout.splitlines() if x.startswith("KEY"))) + 1:] if x and not x.startswith(" ")]
+    assert keys == ["path", "separator"]  # the open fields, in the model's order; fixed ones are not settable
+    assert exo("satellites", "--config", "satellite/acme/people-csv").returncode == 1  # not on the search path
