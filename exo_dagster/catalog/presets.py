@@ -41,7 +41,7 @@ from exo_dagster.sdk import templates
 from exo_dagster.spec.errors import Diagnostic, Location, SpecError
 from exo_dagster.spec.located_yaml import load_located
 from exo_dagster.spec.lookup import UnknownSatellite
-from exo_dagster.spec.models import SUPPORTED_VERSIONS, SpecModel
+from exo_dagster.spec.models import SpecModel, SpecVersion
 from exo_dagster.spec.parser import config_key, did_you_mean, unknown_satellite_hint, validation_diagnostics
 
 SUFFIXES = (".satellite.yaml", ".satellite.yml")
@@ -65,15 +65,8 @@ class PresetBody(SpecModel):
 
 
 class PresetFile(SpecModel):
-    version: str
+    version: SpecVersion
     satellite: PresetBody
-
-    @field_validator("version", mode="before")
-    @classmethod
-    def _known_version(cls, value: Any) -> Any:
-        if str(value) not in SUPPORTED_VERSIONS:
-            raise ValueError(f"unsupported spec version {value!r}; supported: {', '.join(SUPPORTED_VERSIONS)}")
-        return str(value)
 
 
 def is_preset_file(path: str | os.PathLike) -> bool:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from exo_dagster.sdk.durations import MAX_DURATION_SECONDS, duration_seconds  # noqa: F401  (re-exported)
 from exo_dagster.sdk.resources import Resources, StrictModel, kebab  # noqa: F401  (re-exported)
@@ -164,13 +164,15 @@ class ClusterBody(SpecModel):
         return CLUSTER_ID.match(self.identifier).group(2)  # type: ignore[union-attr]
 
 
-class ClusterFile(SpecModel):
-    version: str
-    cluster: ClusterBody
+def _known_version(value: Any) -> str:
+    if str(value) not in SUPPORTED_VERSIONS:
+        raise ValueError(f"unsupported spec version {value!r}; supported: {', '.join(SUPPORTED_VERSIONS)}")
+    return str(value)
 
-    @field_validator("version", mode="before")
-    @classmethod
-    def _known_version(cls, value: Any) -> Any:
-        if str(value) not in SUPPORTED_VERSIONS:
-            raise ValueError(f"unsupported spec version {value!r}; supported: {', '.join(SUPPORTED_VERSIONS)}")
-        return str(value)
+
+SpecVersion = Annotated[str, BeforeValidator(_known_version)]  # `version:` of every spec file
+
+
+class ClusterFile(SpecModel):
+    version: SpecVersion
+    cluster: ClusterBody
