@@ -10,6 +10,7 @@ The layers, each importing only those before it:
   execution/ executors (local GPU-aware, run guard), the routing run launcher, tags, the Dagster home
   compile/   a Cluster to Dagster definitions: assets, fan-out, retry, SLA, triggers, failure/logs sections
   location.py, cli.py: a code location of many cluster files; the `exo` command
+  component.py: ClusterComponent, the same location as a Dagster component (`defs.yaml` in a `dg` project)
 
 Names below are loaded on first use, so `import exo_dagster.sdk` does not load the compiler.
 """
@@ -36,6 +37,7 @@ _EXPORTS = {
     "ExoParquetIOManager": "exo_dagster.storage.io_manager",
     "compile_cluster": "exo_dagster.compile.compiler",
     "compile_clusters": "exo_dagster.compile.compiler",
+    "ClusterComponent": "exo_dagster.component",
 }
 
 __all__ = sorted(_EXPORTS)

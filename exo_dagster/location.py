@@ -18,7 +18,8 @@ exo_dagster/catalog/presets.py) are loaded first, for every cluster of the locat
 isolated the same way (an `exo_errors` asset, and clusters using its id get a located error naming it).
 
 `EXO_STRICT_LOAD=1` keeps the all-or-nothing behaviour for deploy gates: any broken file fails the
-location with every located error. `exo validate` runs exactly this build, so it succeeds exactly
+location with every located error. Dagster's own gates (`dagster definitions validate`, `dg check defs`,
+which set DAGSTER_IS_DEFS_VALIDATION_CLI=1) get the same. `exo validate` runs exactly this build, so it succeeds exactly
 when the location loads every given file.
 """
 
@@ -28,7 +29,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import dagster as dg
 
@@ -36,7 +37,7 @@ from exo_dagster.storage.duckdb_catalog import sql_name
 from exo_dagster.compile.compiler import compile_cluster, definitions_with_resources
 from exo_dagster.spec.errors import Diagnostic, Location, SpecError
 from exo_dagster.catalog import presets
-from exo_dagster.catalog.loading import load_cluster_file
+from exo_dagster.catalog.loading import load_cluster_file, parse_cluster
 from exo_dagster.catalog.registry import default_registry
 from exo_dagster.sdk.hashing import short_hash
 from exo_dagster.sdk.satellite import SatelliteDef
@@ -44,6 +45,7 @@ from exo_dagster.spec.ir import Cluster
 
 CLUSTER_SUFFIXES = (".yaml", ".yml")
 STRICT_ENV = "EXO_STRICT_LOAD"
+VALIDATION_ENV = "DAGSTER_IS_DEFS_VALIDATION_CLI"  # set by `dagster definitions validate` and `dg check defs`
 ERRORS_GROUP = "exo_errors"
 log = logging.getLogger("exo_dagster.location")
 
@@ -101,10 +103,15 @@ class LocationBuild:
         return SpecError(diagnostics, sources)
 
 
-def build_location(paths: Iterable[str | os.PathLike], *, strict: bool = False, executor: str | None = None) -> LocationBuild:
+def build_location(paths: Iterable[str | os.PathLike], *, strict: bool = False, executor: str | None = None,
+                   sources: Mapping[str, str | bytes] | None = None) -> LocationBuild:
     """Load, check, compile and resolve the clusters in `paths`, each file isolated (see module docstring).
-    `strict` is `exo validate --strict` (literal secrets are errors), not EXO_STRICT_LOAD."""
+    `strict` is `exo validate --strict` (literal secrets are errors), not EXO_STRICT_LOAD.
+    `sources`: clusters given as text, by the file they are located in (the Dagster component's inline
+    `cluster:`, located in its defs.yaml); they come after the files of `paths` and see the presets next to
+    that file, as a cluster file does."""
     paths = list(paths)
+    sources = dict(sources or {})
     missing: list[Diagnostic] = []
     files = _find(paths, missing)
     for folder in presets.env_folders():
@@ -114,7 +121,7 @@ def build_location(paths: Iterable[str | os.PathLike], *, strict: bool = False, 
     broken: dict[str, SpecError] = {d.location.file: SpecError([d]) for d in missing}
     base = default_registry()
     # configured satellites (*.satellite.yaml) of EXO_SATELLITE_PATH and these paths, for every cluster here
-    catalog = presets.presets_for(paths, base)
+    catalog = presets.presets_for([*paths, *(file for file in sources if Path(file).is_file())], base)
     broken.update(catalog.broken)
     clusters: list[Cluster] = []
     for file in files:
@@ -122,6 +129,11 @@ def build_location(paths: Iterable[str | os.PathLike], *, strict: bool = False, 
             clusters.append(load_cluster_file(file, strict=strict, registry=catalog.registry))
         except SpecError as exc:
             broken[str(file)] = exc
+    for file, text in sources.items():
+        try:
+            clusters.append(parse_cluster(text, file, strict=strict, registry=catalog.registry))
+        except SpecError as exc:
+            broken[file] = exc
     parts: list[tuple[Cluster, dg.Definitions]] = []
     owners: dict[tuple[str, str], Cluster] = {}
     for cluster in clusters:
@@ -292,9 +304,20 @@ def env_paths() -> list[str]:
 
 def definitions_for(folder: str | os.PathLike) -> dg.Definitions:
     """What `definitions/` exposes: its own clusters plus EXO_CLUSTERS, compiled, broken files isolated."""
-    built = build_location([folder, *env_paths()])
+    return location_definitions([folder, *env_paths()])
+
+
+def strict_load() -> bool:
+    """All or nothing: EXO_STRICT_LOAD=1, or a deploy gate (`dagster definitions validate`, `dg check defs`)."""
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes") for name in (STRICT_ENV, VALIDATION_ENV))
+
+
+def location_definitions(paths: Iterable[str | os.PathLike], *, sources: Mapping[str, str | bytes] | None = None) -> dg.Definitions:
+    """The Definitions of a location made of `paths` (and `sources`, see build_location): broken files
+    isolated and logged, or, under strict_load(), a SpecError with every file's located errors."""
+    built = build_location(paths, sources=sources)
     if built.broken:
-        if os.environ.get(STRICT_ENV, "").strip().lower() in ("1", "true", "yes"):
+        if strict_load():
             raise built.error()
         for file, exc in sorted(built.broken.items()):
             log.warning("%s %s did not load; the other clusters are loaded. %s", _kind(file), file, exc.report())
