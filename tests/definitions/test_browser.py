@@ -1,0 +1,169 @@
+"""The UI as a Dagster user first sees it, in a real browser: headless Chromium (Debian's `chromium`
+package, no browser download) driven by Playwright, against `dagster dev` on loopback with this
+repository's workspace.yaml, plus one broken cluster file from EXO_CLUSTERS.
+
+Screenshots of every page are written to the test's tmp folder (printed on failure)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import urllib.parse
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from exo_dagster import load_cluster_file
+from tests.loopback import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+EXE = Path(sys.executable).parent
+STARTUP_TIMEOUT_S = 180
+RUN_TIMEOUT_S = 240
+GROUP = "exospherehost__orders_report"
+
+BROKEN = """\
+version: 0.0.1b
+cluster:
+  identifier: ui/broken
+  satellites:
+    - name: Files
+      uses: satellite/exospherehost/get-filez
+      config: {folder-path: data}
+"""
+
+
+def chromium() -> str:
+    """Debian's chromium (`apt-get install chromium`; .ci/run installs it when missing)."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert found, "the browser test needs Debian's `chromium` package: apt-get install -y chromium"
+    return found
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ui")
+    (root / "clusters").mkdir()
+    (root / "clusters" / "broken.yaml").write_text(BROKEN)
+    env = {k: v for k, v in os.environ.items() if k not in ("EXO_CLUSTERS", "EXO_STRICT_LOAD", "EXO_SATELLITE_PATH")}
+    env.update(DAGSTER_HOME=str(root / "home"), EXO_DATA_DIR=str(root / "exo"), EXO_CLUSTERS=str(root / "clusters"),
+               PYTHONUNBUFFERED="1")
+    (root / "home").mkdir()
+    port = free_port()
+    log = open(root / "dagster-dev.log", "wb")
+    started = time.monotonic()
+    proc = subprocess.Popen([str(EXE / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            assert proc.poll() is None, (root / "dagster-dev.log").read_text()[-4000:]
+            with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
+                with urllib.request.urlopen(f"{base}/server_info", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            assert time.monotonic() - started < STARTUP_TIMEOUT_S, (root / "dagster-dev.log").read_text()[-4000:]
+            time.sleep(0.5)
+        print(f"dagster dev answered after {time.monotonic() - started:.1f} s")
+
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-dev-shm-usage"])
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.set_default_timeout(60_000)
+
+            class UI:
+                pass
+
+            ui = UI()
+            ui.root, ui.base, ui.page, ui.env = root, base, page, env
+            ui.instance = dg.DagsterInstance.from_config(str(root / "home"))
+            ui.shots = []
+
+            def goto(path: str, shot: str):
+                page.goto(base + path, wait_until="networkidle")
+                with contextlib.suppress(Exception):  # Dagster's first-visit "Join the community" dialog
+                    page.get_by_role("button", name="Skip").click(timeout=2_000)
+                shoot(shot)
+
+            def shoot(name: str):
+                path = root / f"{name}.png"
+                page.screenshot(path=str(path), full_page=True)
+                ui.shots.append(path)
+
+            ui.goto, ui.shoot = goto, shoot
+            yield ui
+            browser.close()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def _wait_text(page, text: str, timeout_s: float = 60) -> None:
+    page.get_by_text(text, exact=False).first.wait_for(state="visible", timeout=timeout_s * 1000)
+
+
+def test_the_demo_group_shows_every_step(ui):
+    cluster = load_cluster_file(REPO / "definitions" / "demo.yaml")
+    ui.goto(f'/asset-groups~group%3A"{GROUP}"', "group")
+    graph = ui.page.locator("body")
+    for step in cluster.steps:
+        _wait_text(ui.page, step.identifier)
+    text = graph.inner_text()
+    missing = [s.identifier for s in cluster.steps if s.identifier not in text]
+    assert not missing, f"steps missing from the group's lineage: {missing} (screenshots: {ui.shots})"
+
+
+def test_materialize_all_runs_to_success(ui):
+    ui.goto(f'/asset-groups~group%3A"{GROUP}"', "group-before-materialize")
+    before = {r.run_id for r in ui.instance.get_runs()}
+    ui.page.get_by_role("button", name="Materialize all").click()
+    _wait_text(ui.page, "Launched run")
+    ui.shoot("launched")
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while True:
+        runs = [r for r in ui.instance.get_runs() if r.run_id not in before]
+        if runs and runs[0].is_finished:
+            break
+        assert time.monotonic() < deadline, f"no finished run after Materialize all (screenshots: {ui.shots})"
+        time.sleep(1)
+    [run] = runs
+    assert run.status == dg.DagsterRunStatus.SUCCESS, [e.message for e in ui.instance.all_logs(run.run_id) if e.message][-20:]
+    ui.goto(f"/runs/{run.run_id}", "run")
+    _wait_text(ui.page, "Success")
+
+
+def test_the_asset_page_shows_its_columns_and_its_yaml_source(ui):
+    ui.goto(f"/assets/{GROUP}/orders", "asset-orders")
+    text = ui.page.locator("body").inner_text()
+    for column in ("order_id", "region", "unit_price"):
+        assert column in text, f"column {column} not on the asset page (screenshots: {ui.shots})"
+    assert "demo.yaml:" in text, "the asset page does not link the step's YAML (its code reference)"
+    assert "Read orders" in text  # the step's name leads its description
+
+
+def test_a_broken_cluster_file_shows_its_located_error(ui):
+    ui.goto("/assets", "catalog")
+    _wait_text(ui.page, "exo_errors")
+    errors = [a for a in ui.page.eval_on_selector_all("a", "els => els.map(e => e.getAttribute('href'))")
+              if a and a.startswith("/assets/exo_errors/broken_")]
+    assert errors, f"no exo_errors asset for the broken file in the catalog (screenshots: {ui.shots})"
+    ui.goto(urllib.parse.unquote(errors[0].split("?")[0]), "broken")
+    text = ui.page.locator("body").inner_text()
+    assert "broken.yaml:6:13" in text and "unknown satellite" in text, text[:2000]
+    assert "get-files" in text  # the fix it suggests
