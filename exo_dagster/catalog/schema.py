@@ -8,8 +8,8 @@ pydantic models by their YAML spelling, and every satellite's `config` chosen by
 The schema follows the checker (exo_dagster/spec/parser.py) and never rejects a file it accepts;
 it may accept some it rejects (cross-field rules, templates' references, cron strings, paths):
 
-- keys: the YAML spelling (`folder-path`) is listed; the Python spelling (`folder_path`), which the
-  models also accept, is allowed through `patternProperties` (valid, not offered for completion);
+- keys: the YAML spelling (`folder-path`); the Python spelling (`folder_path`), which the models also
+  accept, is allowed too (marked `doNotSuggest`, so editors do not offer it);
   unknown keys are rejected where the models forbid extras;
 - values are read as pydantic reads them (lax mode): an integer, number or boolean field also takes
   its text (`"5"`, `"yes"`), integers and numbers take booleans, booleans take 0 and 1;
@@ -26,7 +26,6 @@ it may accept some it rejects (cross-field rules, templates' references, cron st
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Iterable
 
 from pydantic import BaseModel, BeforeValidator, PlainValidator, WrapValidator
@@ -52,7 +51,6 @@ CONFIG_PREFIX = "config."        # a satellite's Config model and the models it 
 PRESET_PREFIX = "configured."    # a configured satellite's config (its open fields)
 
 _ANNOTATIONS = ("title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly")
-_SPELLED_OUT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BOOL_WORDS = ("0", "off", "f", "false", "n", "no", "1", "on", "t", "true", "y", "yes")  # pydantic's, any case
 
 # The spec models' fields carry comments, not descriptions: what editors show on hover.
@@ -200,14 +198,15 @@ def _renamed_refs(node: Any, prefix: str) -> Any:
 
 
 def _python_spellings(definition: dict, model: type[BaseModel], python_names: list[str], def_name: str) -> None:
-    """The models accept each field's Python name too (populate_by_name): allow it, without offering it."""
+    """The models accept each field's Python name too (populate_by_name): allow it, the same schema, not offered
+    for completion (`doNotSuggest`, a VS Code / yaml-language-server keyword that validators ignore)."""
     props = definition.get("properties", {})
     if len(python_names) != len(props):
         return
     for alias, name in zip(list(props), python_names):
-        if alias != name and _SPELLED_OUT.match(name):
+        if alias != name and name not in props:
             pointer = alias.replace("~", "~0").replace("/", "~1")
-            definition.setdefault("patternProperties", {})[f"^{name}$"] = {"$ref": f"{_ref(def_name)}/properties/{pointer}"}
+            props[name] = {"$ref": f"{_ref(def_name)}/properties/{pointer}", "doNotSuggest": True}
 
 
 def _reshaped_fields(definition: dict, model: type[BaseModel]) -> None:
@@ -307,7 +306,7 @@ def _templated(node: Any) -> Any:
 
 def _or_template(node: Any) -> Any:
     node = _templated(node)
-    if not isinstance(node, dict) or _takes_any_string(node) or (set(node) == {"$ref"} and "/properties/" in node["$ref"]):
+    if not isinstance(node, dict) or _takes_any_string(node) or "/properties/" in node.get("$ref", ""):  # a Python spelling
         return node
     annotations = {k: node[k] for k in _ANNOTATIONS if k in node}
     shape = {k: v for k, v in node.items() if k not in _ANNOTATIONS}
@@ -437,14 +436,13 @@ def _step_config(definition: SatelliteDef, config_refs: dict, defs: dict[str, di
         target = PRESET_PREFIX + definition.id.removeprefix("satellite/").replace("/", ".")
         base = defs[ref]
         keep = set(definition.open_config) | {"secrets"}
-        props = {k: v for k, v in base.get("properties", {}).items() if k in keep}
-        patterns = {p: v for p, v in base.get("patternProperties", {}).items()
-                    if v.get("$ref", "").rsplit("/", 1)[-1] in keep}
+        props = {k: v for k, v in base.get("properties", {}).items()
+                 if k in keep or ("/properties/" in v.get("$ref", "") and v["$ref"].rsplit("/", 1)[-1] in keep)}
         required = [k for k in base.get("required", []) if k in definition.open_config and k not in definition.fixed_config]
         defs[target] = {k: v for k, v in {
             "description": f"`{definition.id}`, configured from `{definition.based_on}`: only its open fields "
                            + (", ".join(definition.open_config) or "(none)") + " may be set.",
-            "type": "object", "properties": props, "patternProperties": patterns or None,
+            "type": "object", "properties": props,
             "required": required or None, "additionalProperties": False}.items() if v is not None}
     summary = reference.summary(definition)
     schema: dict = {"$ref": _ref(target)}

@@ -69,7 +69,7 @@ def cluster(*steps: str, extra: str = "") -> str:
 
 def step(uses: str, config: str = "", more: str = "") -> str:
     text = f"    - name: S\n      uses: {uses}\n{more}"
-    return text + (f"      config:\n" + "".join(f"        {line}\n" for line in config.splitlines()) if config else "")
+    return text + ("      config:\n" + "".join(f"        {line}\n" for line in config.splitlines()) if config else "")
 
 
 def checker_accepts(text: str) -> bool:
