@@ -1,4 +1,4 @@
-"""The `exo` command: validate cluster files, run one in-process, list satellites."""
+"""The `exo` command: validate cluster files, run one in-process, list satellites, print the editor schema."""
 
 from __future__ import annotations
 
@@ -118,6 +118,35 @@ def satellites(config_id: str | None, markdown: bool, paths: tuple[str, ...]) ->
     for uses, source, line in rows:
         middle = f"  {source.ljust(source_width)}" if source_width else ""
         click.echo(f"{uses.ljust(width)}{middle}  {line}".rstrip())
+
+
+@main.command()
+@click.option("--out", "out", metavar="FILE", type=click.Path(dir_okay=False), default=None,
+              help="Write the schema to FILE instead of printing it.")
+@click.option("--satellite-file", is_flag=True,
+              help="The schema of configured-satellite files (*.satellite.yaml) instead of cluster files.")
+@click.argument("paths", nargs=-1, type=click.Path())
+def schema(out: str | None, satellite_file: bool, paths: tuple[str, ...]) -> None:
+    """Print a JSON Schema (draft 2020-12) of cluster files, for editors (yaml-language-server, VS Code).
+
+    Every known satellite's `config` is included, chosen by the step's `uses`: the installed ones, and
+    the configured satellites (`*.satellite.yaml`) in EXO_SATELLITE_PATH and under PATHS, as `exo
+    satellites` finds them. The shipped copy is docs/exo-cluster.schema.json."""
+    from exo_dagster.catalog import presets
+    from exo_dagster.catalog import schema as schemas
+    from exo_dagster.catalog.registry import default_registry
+
+    found = presets.presets_for(paths, default_registry())
+    for file, error in found.broken.items():
+        click.echo(f"warning: configured satellite {file} did not load:\n{error}", err=True)
+    made = schemas.satellite_file_schema(found.registry) if satellite_file else schemas.cluster_schema(found.registry)
+    text = schemas.dumps(made)
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    with open(out, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    click.echo(f"wrote {out}", err=True)
 
 
 def _satellite_named(registry, name: str):

@@ -364,14 +364,15 @@ class _Checker:
 def validation_diagnostics(doc: LocatedDocument, errors: list[dict], prefix: tuple, model: type[BaseModel],
                            skip: set[tuple] | frozenset = frozenset()) -> list[Diagnostic]:
     """Pydantic errors (`ValidationError.errors()`) of data found at `prefix` in `doc`, located in the file.
-    Errors at or under a path in `skip` are left out (e.g. templated values, checked at run time)."""
+    Errors at or under a path in `skip` are left out (e.g. templated values, checked at run time), except
+    unknown keys: a misspelled key is a mistake whatever its value."""
     out: list[Diagnostic] = []
     for err in errors:
         loc = prefix + tuple(err["loc"])
         real = _existing_path(doc, loc)
-        if any(real[:len(s)] == s for s in skip):
-            continue
         kind, field_name = err["type"], _last_name(err["loc"])
+        if kind != "extra_forbidden" and any(real[:len(s)] == s for s in skip):
+            continue
         if kind == "missing":
             out.append(Diagnostic(doc.at(real), f"missing required field `{field_name}`", f"add `{field_name}: ...` here"))
         elif kind == "extra_forbidden":
