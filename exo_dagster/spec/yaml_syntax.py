@@ -42,7 +42,8 @@ def _classify(exc: yaml.MarkedYAMLError, file: str, text: str, lines: list[str],
     pm, cm = exc.problem_mark, exc.context_mark
     where = _at(file, lines, pm) if pm is not None else _at(file, lines, cm)
 
-    quote = _unclosed_quote(exc, text, lines, loader_class)
+    swallowed, open_brackets = _scan(text, (pm.line, pm.column) if pm is not None else None, loader_class)
+    quote = _unclosed_quote(exc, lines, swallowed)
     if quote is not None:
         line, column, char = quote
         start = Location(file, line + 1, column + 1)
@@ -52,17 +53,16 @@ def _classify(exc: yaml.MarkedYAMLError, file: str, text: str, lines: list[str],
                           (" (write \\\" for a quote inside it)" if char == '"' else " (write '' for a quote inside it)"),
                           notes=(Note(where, f"YAML stopped here: {told}"),))
 
-    if context.startswith(("while parsing a flow mapping", "while parsing a flow sequence")) and cm is not None:
-        bracket = _char(lines, cm.line, cm.column)
-        if bracket in _CLOSE:
-            close, kind = _CLOSE[bracket], _KIND[bracket]
-            found = _char(lines, pm.line, pm.column) if pm is not None else ""
-            if pm is None or pm.line != cm.line or found in ("", "}", "]") and found != close:
-                return Diagnostic(_at(file, lines, cm), f"unclosed `{bracket}`: the {kind} started here has no matching `{close}`",
-                                  f"close it with `{close}` (e.g. `{_EXAMPLE[bracket]}`), or separate its entries with `,`",
-                                  notes=(Note(where, f"YAML stopped here: {problem}"),))
-            return Diagnostic(where, f"YAML syntax error: {problem} in the `{bracket}...{close}` {kind} started at {_pos(cm)}",
-                              f"separate entries with `, `; quote a value that contains `,`, `:`, `{{`, `}}`, `[` or `]`")
+    if open_brackets and (context.startswith("while parsing a flow") or pm is None or pm.line >= len(lines)):
+        line, column, bracket = open_brackets[-1]  # the innermost `{`/`[` still open where YAML stopped
+        close, kind = _CLOSE[bracket], _KIND[bracket]
+        found = _char(lines, pm.line, pm.column) if pm is not None else ""
+        if pm is None or pm.line != line or found in ("", "}", "]") and found != close:
+            return Diagnostic(Location(file, line + 1, column + 1), f"unclosed `{bracket}`: the {kind} started here has no matching `{close}`",
+                              f"close it with `{close}` (e.g. `{_EXAMPLE[bracket]}`), or separate its entries with `,`",
+                              notes=(Note(where, f"YAML stopped here: {problem}"),))
+        return Diagnostic(where, f"YAML syntax error: {problem} in the `{bracket}...{close}` {kind} started at {line + 1}:{column + 1}",
+                          f"separate entries with `, `; quote a value that contains `,`, `:`, `{{`, `}}`, `[` or `]`")
 
     char = _char(lines, pm.line, pm.column) if pm is not None else ""
     if problem.startswith("found unknown escape character") and pm is not None:
@@ -133,18 +133,15 @@ def _plain(exc: yaml.MarkedYAMLError, file: str, lines: list[str]) -> Diagnostic
 
 # -- unclosed quotes --------------------------------------------------------------------------
 
-def _unclosed_quote(exc: yaml.MarkedYAMLError, text: str, lines: list[str], loader_class: type) -> tuple[int, int, str] | None:
+def _unclosed_quote(exc: yaml.MarkedYAMLError, lines: list[str], swallowed: list[tuple[int, int, str]]) -> tuple[int, int, str] | None:
     """(line, column, quote char) of the quote that was never closed, 0-based; None when the error is not one.
 
     Two shapes: the quoted string runs to the end of the file (or a `---`), libyaml says so with the
     opening quote as context mark; or it ran on to the next quote in the file, which "closed" it, and
     the pairs shifted by one: the first string spanning lines that swallowed `key:` lines is the culprit.
     """
-    pm = exc.problem_mark
-    if pm is None:
+    if exc.problem_mark is None:
         return None
-    stop = (pm.line, pm.column)
-    swallowed = _swallowing_quotes(text, stop, loader_class)
     if swallowed:
         return swallowed[0]
     context = exc.context or ""
@@ -156,16 +153,23 @@ def _unclosed_quote(exc: yaml.MarkedYAMLError, text: str, lines: list[str], load
     return None
 
 
-def _swallowing_quotes(text: str, stop: tuple[int, int], loader_class: type) -> list[tuple[int, int, str]]:
-    """Quoted scalars before `stop` that span lines and contain lines that look like YAML keys or items."""
+def _scan(text: str, stop: tuple[int, int] | None, loader_class: type) -> tuple[list[tuple[int, int, str]], list[tuple[int, int, str]]]:
+    """The tokens before `stop` (all, when None): quoted scalars that span lines and swallowed lines that look like
+    YAML keys or items, and the `{`/`[` still open, as (line, column, char), 0-based."""
     out: list[tuple[int, int, str]] = []
+    brackets: list[tuple[int, int, str]] = []
     loader = loader_class(text)
     try:
         while True:
             token = loader.get_token()
-            if token is None or (token.start_mark.line, token.start_mark.column) >= stop:
+            if token is None or stop is not None and (token.start_mark.line, token.start_mark.column) >= stop:
                 break
-            if isinstance(token, yaml.ScalarToken) and token.style in ('"', "'") and token.end_mark.line > token.start_mark.line:
+            if isinstance(token, (yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)):
+                brackets.append((token.start_mark.line, token.start_mark.column,
+                                 "{" if isinstance(token, yaml.FlowMappingStartToken) else "["))
+            elif isinstance(token, (yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)) and brackets:
+                brackets.pop()
+            elif isinstance(token, yaml.ScalarToken) and token.style in ('"', "'") and token.end_mark.line > token.start_mark.line:
                 inner = text[token.start_mark.index + 1:token.end_mark.index - 1] if _index_ok(text, token) else token.value
                 if any(_LOOKS_LIKE_YAML.match(piece) for piece in inner.splitlines()[1:]):
                     out.append((token.start_mark.line, token.start_mark.column, token.style))
@@ -173,7 +177,7 @@ def _swallowing_quotes(text: str, stop: tuple[int, int], loader_class: type) -> 
         pass
     finally:
         loader.dispose()
-    return out
+    return out, brackets
 
 
 def _index_ok(text: str, token: yaml.ScalarToken) -> bool:

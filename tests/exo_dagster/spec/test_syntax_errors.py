@@ -119,6 +119,19 @@ def test_unclosed_flow_sequence_points_at_its_bracket(write_cluster):
     assert_quotes(report, file, 9, 14, "      after: [files, other")
 
 
+def test_empty_unclosed_bracket_at_the_end_of_the_file(write_cluster):
+    # libyaml says "did not find expected node content while parsing a flow node" at the end of the file
+    file, d, report = syntax_error(write_cluster, HEAD + "      after: [\n")
+    assert (d.location.line, d.location.column) == (9, 14)
+    assert "unclosed `[`" in d.message
+
+
+def test_unclosed_bracket_spanning_lines(write_cluster):
+    file, d, report = syntax_error(write_cluster, HEAD + "      input: {\n        paths: x,\n        sep: y\n      retries: 1\n")
+    assert (d.location.line, d.location.column) == (9, 14)
+    assert "unclosed `{`" in d.message and "12:" in report
+
+
 def test_missing_comma_inside_a_flow_mapping_points_at_the_entry(write_cluster):
     # `x sep` is one plain value, so YAML stops at the `:` after it
     file, d, report = syntax_error(write_cluster, HEAD + "      input: {paths: x sep: y}\n")
@@ -198,6 +211,7 @@ CASES = [
     "      input: {a: [1, 2}\n",
     "      input: {a: 1\n",
     "      after: [files\n",
+    "      after: [\n",
     "     retries: 2\n",
     "        retries: 2\n",
     "\tretries: 2\n",
