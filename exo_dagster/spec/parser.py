@@ -169,33 +169,34 @@ class _Checker:
             if step is None:
                 continue  # no usable `name`/`uses`: already reported by the whole-file validation
             norm = templates_key(key)
-            if norm in taken:
+            duplicate = norm in taken
+            if duplicate:  # reported, and the step is still checked
                 self.error(path + ("identifier",) if isinstance(raw, dict) and isinstance(raw.get("identifier"), str) else path + ("name",),
                            f"duplicate identifier `{key}`",
                            "give each satellite its own `identifier:` (case, hyphens and underscores do not count: "
                            "`rows`, `Rows` and `ro-ws` would all be one DuckDB view)")
-                continue
             taken.add(norm)
             parsed = self._step(step, path, index, role, secrets, earlier=earlier, check_config="config" not in bad)
-            earlier.add(key)
-            if parsed and not bad:
+            if not duplicate:
+                earlier.add(key)
+            if parsed and not bad and not duplicate:
                 out.append(parsed)
         return out
 
     def _step(self, step: Step, path: tuple, index: int, role: str, cluster_secrets: dict, earlier: list[str],
               check_config: bool = True) -> ParsedStep | None:
+        ok = True
         try:
             definition = self.registry.get(step.uses)
         except UnknownSatellite as exc:
             self.error(path + ("uses",), f"{exc.reason} `{step.uses}`", unknown_satellite_hint(exc))
-            return None
+            definition, ok = None, False  # its secrets, templates and `after:` are still checked below
         config = dict(step.config)
         step_secrets = self._step_secrets(config.pop("secrets", None), path + ("config", "secrets"), cluster_secrets)
         fixed = getattr(definition, "fixed_config", None)
-        ok = True
         if fixed is not None:  # a configured satellite: the step sets only its open fields, on top of the fixed ones
             merged = self._preset_config(definition, fixed, config, path + ("config",))
-            ok = merged is not None
+            ok &= merged is not None
             config = merged if merged is not None else config  # templates are still checked
         refs: list[str] = []
         per_row: set[str] = set()
@@ -203,7 +204,7 @@ class _Checker:
             for sub, text in templates.walk_strings(value):
                 spath = path + (section,) + sub
                 ok &= self._step_template(spath, text, role, section, earlier, cluster_secrets, refs, per_row)
-        if definition.table_references is not None:
+        if definition is not None and definition.table_references is not None:
             for name in sorted(definition.table_references(config)):
                 if name in earlier and name not in refs:
                     refs.append(name)
@@ -218,7 +219,7 @@ class _Checker:
             self.error(path + ("input",), "per-row templates read from more than one satellite: " + ", ".join(sorted(per_row)),
                        "a step fans out over the rows of one table; join the tables first with a `sql` satellite")
             ok = False
-        if check_config and (fixed is None or ok):
+        if definition is not None and check_config and (fixed is None or ok):
             ok &= self._check_config(definition, config, path + ("config",))
         if step.fan_out and not per_row:
             self.error(path + ("fan-out",), "`fan-out` splits a step's rows, but this step has no per-row input",

@@ -343,3 +343,25 @@ def test_a_step_with_a_malformed_identifier_is_still_checked_and_can_be_referred
 """)
     assert_error(err, file, 7, 19, "`identifier`")
     assert_error(err, file, 8, 35, "unknown key `colour`")
+
+
+def test_a_step_with_an_unknown_satellite_or_a_duplicate_identifier_is_still_checked(write_cluster):
+    file, err = errors_of(write_cluster, HEAD + FILES + """\
+    - name: Mystery
+      uses: satellite/exospherehost/get-filez
+      after: [filez]
+      config:
+        secrets: [{KEY: "${{ secrets.NOPE }}"}]
+      input: {paths: "${{ satellites.files.output.path"}
+    - name: Again
+      uses: satellite/exospherehost/get-files
+      identifier: files
+      config: {folder-path: data, colour: blue}
+""")
+    assert_error(err, file, 10, 13, "unknown satellite")
+    assert_error(err, file, 11, 15, "`after: filez`")
+    assert_error(err, file, 13, 25, "secret `NOPE` is used but not declared")
+    assert_error(err, file, 14, 23, "unclosed template")
+    assert_error(err, file, 17, 19, "duplicate identifier `files`")
+    assert_error(err, file, 18, 35, "unknown key `colour`")
+    assert len(err.errors) == 6, err.report()
