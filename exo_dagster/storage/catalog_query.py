@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 
+from exo_dagster.sdk import duck
 from exo_dagster.storage.duckdb_catalog import catalog_path
 
 ALIAS = "exo_catalog"
@@ -80,7 +81,7 @@ def list_views(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 def _read_only(path: str) -> duckdb.DuckDBPyConnection:
     """A private in-memory database with the catalog attached read-only, then sandboxed and locked."""
-    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    con = duck.connect()  # in memory, never downloading extensions
     try:
         try:
             con.execute(f"attach {_quote(path)} as {ALIAS} (read_only)")
@@ -102,10 +103,7 @@ def _read_only(path: str) -> duckdb.DuckDBPyConnection:
         # bare view names resolve too (the first schema that has one wins; `schema.view` is always exact)
         search = ",".join(f"{ALIAS}.{s}" for s in ["main", *[s for s in schemas if s != "main"]])
         con.execute("set search_path = ?", [search])
-        con.execute("set allowed_paths = ?", [sorted(files)])
-        con.execute("set allowed_directories = ?", [[]])
-        con.execute("set enable_external_access = false")
-        con.execute("set lock_configuration = true")
+        duck.restrict(con, paths=files)  # as the `sql` satellite's sandbox: only these files, configuration locked
         return con
     except BaseException:
         con.close()
