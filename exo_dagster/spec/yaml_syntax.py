@@ -61,8 +61,13 @@ def _classify(exc: yaml.MarkedYAMLError, file: str, text: str, lines: list[str],
             return Diagnostic(Location(file, line + 1, column + 1), f"unclosed `{bracket}`: the {kind} started here has no matching `{close}`",
                               f"close it with `{close}` (e.g. `{_EXAMPLE[bracket]}`), or separate its entries with `,`",
                               notes=(Note(where, f"YAML stopped here: {problem}"),))
-        return Diagnostic(where, f"YAML syntax error: {problem} in the `{bracket}...{close}` {kind} started at {line + 1}:{column + 1}",
-                          f"separate entries with `, `; quote a value that contains `,`, `:`, `{{`, `}}`, `[` or `]`")
+        after_quote = _after_closing_quote(file, lines, pm)
+        if after_quote is not None:
+            return after_quote
+        hint = "separate entries with `, `; quote a value that contains `,`, `:`, `{`, `}`, `[` or `]`"
+        if "${{" in _line(lines, pm.line):
+            hint = "quote a `${{ }}` template inside `{...}` or `[...]`, e.g. `{paths: \"${{ satellites.x.output.path }}\"}`; " + hint
+        return Diagnostic(where, f"YAML syntax error: {problem} in the `{bracket}...{close}` {kind} started at {line + 1}:{column + 1}", hint)
 
     char = _char(lines, pm.line, pm.column) if pm is not None else ""
     if problem.startswith("found unknown escape character") and pm is not None:
@@ -95,10 +100,13 @@ def _classify(exc: yaml.MarkedYAMLError, file: str, text: str, lines: list[str],
         if char in ("]", "}"):
             return Diagnostic(where, f"`{char}` closes nothing: no `{'[' if char == ']' else '{'}` is open here",
                               f"remove the extra `{char}`")
-        before = _line(lines, pm.line)[:pm.column].rstrip()
-        if before and before[-1] in "\"'":
-            return Diagnostic(where, "text after the closing quote of a quoted value",
-                              "quote the whole value, or remove what follows the closing quote")
+        after_quote = _after_closing_quote(file, lines, pm)
+        if after_quote is not None:
+            return after_quote
+        stripped = _line(lines, pm.line).lstrip()
+        if pm.column == _indent(_line(lines, pm.line)) and re.match(r"-[^\s-]", stripped):
+            return Diagnostic(where, f"`{_short(stripped.split(':')[0])}` is not a list item: `-` needs a space after it",
+                              f"write `- {stripped[1:]}`")
         line_indent = _indent(_line(lines, pm.line))
         if pm.column == line_indent:
             under = _under_a_value(file, lines, pm.line)
@@ -206,6 +214,17 @@ def _indent(line: str) -> int:
 
 def _strip_comment(line: str) -> str:
     return re.sub(r"\s+#.*$", "", line)
+
+
+def _after_closing_quote(file: str, lines: list[str], mark: yaml.Mark) -> Diagnostic | None:
+    """Text right after a quoted value's closing quote, on its line (often a quote inside the value)."""
+    before = _line(lines, mark.line)[:mark.column].rstrip()
+    if not before or before[-1] not in "\"'" or mark.column >= len(_line(lines, mark.line)):
+        return None
+    inner = ("to put a ' inside a '...' value, write it twice (`'it''s'`), or use double quotes" if before[-1] == "'"
+             else 'to put a " inside a "..." value, write \\", or use single quotes')
+    return Diagnostic(Location(file, mark.line + 1, mark.column + 1), "text after the closing quote of a quoted value",
+                      f"quote the whole value, or remove what follows the closing quote; {inner}")
 
 
 def _under_a_value(file: str, lines: list[str], index: int) -> Diagnostic | None:

@@ -247,3 +247,21 @@ def test_bytes_that_are_not_utf8_quote_their_line():
     doc, problems = load_located(b"version: 0.0.1b\nname: caf\xe9\n", "f.yaml")
     assert [(d.location.line, d.location.column) for d in problems] == [(2, 10)]
     assert "    name: caf\ufffd\n             ^" in problems[0].render(doc.lines)
+
+
+def test_a_quote_inside_a_single_quoted_value(write_cluster):
+    file, d, report = syntax_error(write_cluster, HEAD + "      description: 'it's mine'\n")
+    assert (d.location.line, d.location.column) == (9, 24)  # the `s` after `'it'`
+    assert "text after the closing quote" in d.message and "'it''s'" in d.hint
+
+
+def test_a_dash_without_a_space(write_cluster):
+    file, d, report = syntax_error(write_cluster, HEAD + "    -name: Sql\n      uses: satellite/exospherehost/sql\n")
+    assert (d.location.line, d.location.column) == (9, 5)
+    assert "`-` needs a space" in d.message and "`- name: Sql`" in d.hint
+
+
+def test_an_unquoted_template_inside_a_flow_mapping(write_cluster):
+    file, d, report = syntax_error(write_cluster, HEAD + "      input: {paths: ${{ satellites.files.output.path }}}\n")
+    assert d.location.line == 9
+    assert "quote a `${{ }}` template inside `{...}`" in d.hint
