@@ -55,6 +55,8 @@ def test_count_of_a_view(home):
     # a bare identifier works when one cluster has it
     bare = exo("query", "select count(*) as n from orders", dagster_home=home)
     assert bare.returncode == 0 and bare.stdout == result.stdout, bare.stderr
+    described = exo("query", "describe orders_report.revenue", dagster_home=home)
+    assert described.returncode == 0 and "region" in described.stdout and "VARCHAR" in described.stdout, described.stderr
 
 
 def test_table_csv_and_json(home):
