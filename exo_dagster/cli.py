@@ -1,4 +1,5 @@
-"""The `exo` command: validate cluster files, run one in-process, list satellites, print the editor schema."""
+"""The `exo` command: validate cluster files, run one in-process, list satellites, print the editor schema,
+query the outputs."""
 
 from __future__ import annotations
 
@@ -167,6 +168,29 @@ def _satellite_named(registry, name: str):
             else "; `exo satellites` lists the known ones")
     click.echo(f"{problem.reason} `{name}`{hint}", err=True)
     sys.exit(1)
+
+
+@main.command()
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
+              help="table: aligned text; csv: a header and one line per row; json: an array of objects.")
+@click.option("--max-rows", type=int, default=1000, show_default=True, help="Rows a table shows (csv and json print all).")
+def query(sql: str, fmt: str, max_rows: int) -> None:
+    """Run read-only SQL over the DuckDB catalog of step outputs (`<data folder>/catalog.duckdb`).
+
+    Every stored output is a view `<cluster>.<identifier>` (a bare identifier works when one cluster
+    has it), e.g. `exo query "select region, revenue from orders_report.revenue"`. The catalog is opened
+    read-only and the query can read only the outputs: statements that write (create, insert, copy ... to,
+    attach, install, set, ...) are refused."""
+    from exo_dagster.storage.catalog_query import QueryError, query as run_query
+    from exo_dagster.storage.query_output import render
+
+    try:
+        result = run_query(sql)
+    except QueryError as exc:
+        click.echo(f"exo query: {exc}", err=True)
+        sys.exit(1)
+    click.echo(render(result, fmt, max_rows=max_rows), nl=False)
 
 
 @main.group()

@@ -43,6 +43,13 @@ def sandboxed(*, directories: Iterable[str], paths: Iterable[str] = (), urls: It
               **{k: v for k, v in (settings or {}).items() if v is not None}}
     con = duckdb.connect(":memory:", config=config)
     _register(con, urls)
+    restrict(con, directories=directories, paths=paths)
+    return con
+
+
+def restrict(con: duckdb.DuckDBPyConnection, *, directories: Iterable[str] = (), paths: Iterable[str] = ()) -> None:
+    """From now on `con` may touch files only under `directories` and the single files `paths`; the
+    configuration is locked, so SQL cannot widen it again (what `sandboxed` does once it has connected)."""
     dirs = sorted({form for d in directories if d for form in _as_dirs(d)})
     files = sorted({p for p in paths if p})
     if dirs:
@@ -51,7 +58,6 @@ def sandboxed(*, directories: Iterable[str], paths: Iterable[str] = (), urls: It
         con.execute("set allowed_paths = ?", [files])
     con.execute("set enable_external_access = false")
     con.execute("set lock_configuration = true")
-    return con
 
 
 def _as_dirs(path: str) -> set[str]:

@@ -18,6 +18,14 @@ class Location:
 
 
 @dataclass(frozen=True)
+class Note:
+    """A second place that explains a diagnostic (e.g. where YAML gave up, or the first of two duplicates)."""
+
+    location: Location
+    message: str
+
+
+@dataclass(frozen=True)
 class Diagnostic:
     """One problem in a cluster file; `hint` tells the user how to fix it."""
 
@@ -25,17 +33,27 @@ class Diagnostic:
     message: str
     hint: str = ""
     severity: str = "error"  # "error" | "warning"
+    notes: tuple[Note, ...] = ()
 
     def render(self, source_lines: list[str] | None = None) -> str:
-        head = f"{self.location}: {self.severity}: {self.message}"
-        parts = [head]
-        if source_lines and 1 <= self.location.line <= len(source_lines):
-            text = source_lines[self.location.line - 1].rstrip("\n")
-            parts.append(f"    {text}")
-            parts.append("    " + " " * max(self.location.column - 1, 0) + "^")
+        parts = [f"{self.location}: {self.severity}: {self.message}"]
+        parts += _quoted(self.location, source_lines)
+        for note in self.notes:
+            where = f"{note.location.line}:{note.location.column}" if note.location.file == self.location.file else str(note.location)
+            parts.append(f"  {where}: note: {note.message}")
+            parts += _quoted(note.location, source_lines if note.location.file == self.location.file else None)
         if self.hint:
             parts.append(f"  fix: {self.hint}")
         return "\n".join(parts)
+
+
+def _quoted(location: Location, source_lines: list[str] | None) -> list[str]:
+    """The location's line and a caret under its column (nothing when the line is unknown)."""
+    if not source_lines or not 1 <= location.line <= len(source_lines):
+        return []
+    text = source_lines[location.line - 1].rstrip("\n")
+    pad = "".join(c if c == "\t" else " " for c in text[:max(location.column - 1, 0)])  # a tab stays a tab: the caret lines up
+    return [f"    {text}", f"    {pad}" + " " * max(location.column - 1 - len(text), 0) + "^"]
 
 
 @dataclass

@@ -29,7 +29,8 @@ from yaml.events import (AliasEvent, DocumentEndEvent, DocumentStartEvent, Mappi
                          ScalarEvent, SequenceEndEvent, SequenceStartEvent, StreamEndEvent, StreamStartEvent)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from exo_dagster.spec.errors import Diagnostic, Location
+from exo_dagster.spec.errors import Diagnostic, Location, Note
+from exo_dagster.spec.yaml_syntax import QUOTE_HINT, syntax_diagnostic
 
 Path = tuple[Any, ...]
 KEY = "<key>"  # path suffix for the location of a mapping key rather than its value
@@ -45,8 +46,7 @@ _AS_TEXT_TAGS = {_TAG + "timestamp"}  # a date is kept as the text it was writte
 _MERGE = _TAG + "merge"
 # What YAML 1.1 forbids in a stream (PyYAML's reader.NON_PRINTABLE), found before the parser sees it.
 _NON_PRINTABLE = re.compile("[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010ffff]")
-_QUOTE_HINT = ("check indentation and quoting here; values containing `: ` or starting "
-               "with `{`, `[`, `*`, `&` or `!` must be quoted")
+_QUOTE_HINT = QUOTE_HINT
 
 
 @dataclass
@@ -109,8 +109,8 @@ def load_located(text: str | bytes, file: str) -> tuple[LocatedDocument, list[Di
     """Parse YAML text; returns the document and any diagnostics (on an error data is None)."""
     if isinstance(text, bytes):
         decoded, problems = decode(text, file)
-        if decoded is None:
-            return LocatedDocument(file=file, data=None, lines=[]), problems
+        if decoded is None:  # the lines as best we can read them, so the error quotes its line
+            return LocatedDocument(file=file, data=None, lines=text[:MAX_FILE_BYTES].decode("utf-8", "replace").splitlines()), problems
         text = decoded
     doc = LocatedDocument(file=file, data=None, lines=text.splitlines())
     bad = _NON_PRINTABLE.search(text)
@@ -128,9 +128,7 @@ def load_located(text: str | bytes, file: str) -> tuple[LocatedDocument, list[Di
     except _Stop as stop:
         errors.append(stop.diagnostic)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "invalid YAML"
-        errors.append(Diagnostic(_loc(file, mark), f"YAML syntax error: {problem}", _QUOTE_HINT))
+        errors.append(syntax_diagnostic(exc, file, text, doc.lines, _Loader))
     except yaml.YAMLError as exc:  # a reader error (bad character) carries a position, not a mark
         position = getattr(exc, "position", None)
         location = Location(file, text.count("\n", 0, position) + 1, position - (text.rfind("\n", 0, position) + 1) + 1) \
@@ -259,7 +257,7 @@ class _Builder:
         self.loader.flatten_mapping(node)  # `<<: *base` merge keys; explicit keys after them override
         merged = len(node.value) - explicit
         out: dict[str, Any] = {}
-        explicit_seen: set[str] = set()
+        explicit_seen: dict[str, Node] = {}
         for index, (key_node, value_node) in enumerate(node.value):
             if not isinstance(key_node, ScalarNode):
                 self.fail(key_node, "a mapping key must be a plain value", "write the key as a plain word, e.g. `name:`")
@@ -267,8 +265,13 @@ class _Builder:
             key = key_node.value  # the text as written: `on:` is "on", `1:` is "1"
             if index >= merged:
                 if key in explicit_seen:
-                    self.fail(key_node, f"duplicate key `{key}`", "remove one of the two entries with this key")
-                explicit_seen.add(key)
+                    first = _loc(self.doc.file, explicit_seen[key].start_mark)
+                    self.errors.append(Diagnostic(_loc(self.doc.file, key_node.start_mark),
+                                                  f"duplicate key `{key}` (first at {first.line}:{first.column})",
+                                                  "remove one of the two entries with this key, or merge them",
+                                                  notes=(Note(first, f"`{key}` is first set here"),)))
+                else:
+                    explicit_seen[key] = key_node
             self.doc.locations[path + (key, KEY)] = _loc(self.doc.file, key_node.start_mark)
             out[key] = self.build(value_node, path + (key,))
         return out

@@ -21,7 +21,7 @@ from exo_dagster.spec.errors import Diagnostic, Location, SpecError
 from exo_dagster.spec.located_yaml import LocatedDocument, load_located
 from exo_dagster.spec.ir import Cluster, ParsedStep, SecretSource, asset_name  # noqa: F401  (re-exported)
 from exo_dagster.spec.lookup import SatelliteLookup, UnknownSatellite
-from exo_dagster.spec.models import ClusterBody, ClusterFile, Step
+from exo_dagster.spec.models import ClusterFile, Step
 
 STEPS_PATH = ("cluster", "satellites")
 CronCheck = typing.Callable[[str], bool]
@@ -88,14 +88,16 @@ class _Checker:
         body = data.get("cluster") if isinstance(data.get("cluster"), dict) else {}
         secrets = self._cluster_secrets(body)
         steps = self._steps(body.get("satellites"), STEPS_PATH, "main", secrets, known=[])
-        main_ids = [s.identifier for s in steps]
+        main_ids = self._all_main_ids()  # also those of steps with errors: no second error for a reference to them
         logs = self._section_steps(body, "logs", secrets, main_ids)
         failure = self._section_steps(body, "failure", secrets, main_ids)
-        self._check_trigger(spec.cluster if spec else None)
-        if spec and spec.cluster.failure and spec.cluster.failure.from_ is not None:
-            if spec.cluster.failure.from_ not in main_ids:
-                self.error(("cluster", "failure", "from"), f"`from: {spec.cluster.failure.from_}` is not a satellite identifier of this cluster",
-                           did_you_mean(spec.cluster.failure.from_, main_ids))
+        # every check below reads the raw data, so each runs whatever else is wrong in the file
+        self._check_trigger(body.get("trigger"))
+        section = body.get("failure")
+        from_ = section.get("from") if isinstance(section, dict) else None
+        if isinstance(from_, str) and from_ not in main_ids:
+            self.error(("cluster", "failure", "from"), f"`from: {from_}` is not a satellite identifier of this cluster",
+                       did_you_mean(from_, main_ids))
         if spec is None or self.errors:
             return None
         return Cluster(file=self.doc.file, spec=spec.cluster, steps=steps, logs_steps=logs, failure_steps=failure,
@@ -163,44 +165,46 @@ class _Checker:
         earlier = _Earlier(known)
         for index, raw in enumerate(raw_steps):
             path = base + (index,)
-            try:
-                step = Step.model_validate(raw)
-            except ValidationError:
-                continue  # already reported by the whole-file validation
-            norm = templates_key(step.key)
-            if norm in taken:
-                self.error(path + ("identifier",) if step.identifier else path + ("name",), f"duplicate identifier `{step.key}`",
+            step, key, bad = lenient_step(raw)
+            if step is None:
+                continue  # no usable `name`/`uses`: already reported by the whole-file validation
+            norm = templates_key(key)
+            duplicate = norm in taken
+            if duplicate:  # reported, and the step is still checked
+                self.error(path + ("identifier",) if isinstance(raw, dict) and isinstance(raw.get("identifier"), str) else path + ("name",),
+                           f"duplicate identifier `{key}`",
                            "give each satellite its own `identifier:` (case, hyphens and underscores do not count: "
                            "`rows`, `Rows` and `ro-ws` would all be one DuckDB view)")
-                continue
             taken.add(norm)
-            parsed = self._step(step, path, index, role, secrets, earlier=earlier)
-            earlier.add(step.key)
-            if parsed:
+            parsed = self._step(step, path, index, role, secrets, earlier=earlier, check_config="config" not in bad)
+            if not duplicate:
+                earlier.add(key)
+            if parsed and not bad and not duplicate:
                 out.append(parsed)
         return out
 
-    def _step(self, step: Step, path: tuple, index: int, role: str, cluster_secrets: dict, earlier: list[str]) -> ParsedStep | None:
+    def _step(self, step: Step, path: tuple, index: int, role: str, cluster_secrets: dict, earlier: list[str],
+              check_config: bool = True) -> ParsedStep | None:
+        ok = True
         try:
             definition = self.registry.get(step.uses)
         except UnknownSatellite as exc:
             self.error(path + ("uses",), f"{exc.reason} `{step.uses}`", unknown_satellite_hint(exc))
-            return None
+            definition, ok = None, False  # its secrets, templates and `after:` are still checked below
         config = dict(step.config)
         step_secrets = self._step_secrets(config.pop("secrets", None), path + ("config", "secrets"), cluster_secrets)
         fixed = getattr(definition, "fixed_config", None)
         if fixed is not None:  # a configured satellite: the step sets only its open fields, on top of the fixed ones
-            config = self._preset_config(definition, fixed, config, path + ("config",))
-            if config is None:
-                return None
+            merged = self._preset_config(definition, fixed, config, path + ("config",))
+            ok &= merged is not None
+            config = merged if merged is not None else config  # templates are still checked
         refs: list[str] = []
         per_row: set[str] = set()
-        ok = True
         for section, value in (("config", config), ("input", step.input)):
             for sub, text in templates.walk_strings(value):
                 spath = path + (section,) + sub
                 ok &= self._step_template(spath, text, role, section, earlier, cluster_secrets, refs, per_row)
-        if definition.table_references is not None:
+        if definition is not None and definition.table_references is not None:
             for name in sorted(definition.table_references(config)):
                 if name in earlier and name not in refs:
                     refs.append(name)
@@ -215,7 +219,8 @@ class _Checker:
             self.error(path + ("input",), "per-row templates read from more than one satellite: " + ", ".join(sorted(per_row)),
                        "a step fans out over the rows of one table; join the tables first with a `sql` satellite")
             ok = False
-        ok &= self._check_config(definition, config, path + ("config",))
+        if definition is not None and check_config and (fixed is None or ok):
+            ok &= self._check_config(definition, config, path + ("config",))
         if step.fan_out and not per_row:
             self.error(path + ("fan-out",), "`fan-out` splits a step's rows, but this step has no per-row input",
                        "give it an input such as `text: $${{ satellites.X.output.text }}`, or remove `fan-out`", key=True)
@@ -312,13 +317,13 @@ class _Checker:
         return ok
 
     def _all_main_ids(self) -> list[str]:
-        raw = (self.doc.data.get("cluster") or {}).get("satellites") if isinstance(self.doc.data, dict) else None
+        body = self.doc.data.get("cluster") if isinstance(self.doc.data, dict) else None
+        raw = body.get("satellites") if isinstance(body, dict) else None
         out = []
         for item in raw if isinstance(raw, list) else []:
-            try:
-                out.append(Step.model_validate(item).key)
-            except ValidationError:
-                pass
+            step, key, _bad = lenient_step(item)
+            if step is not None:
+                out.append(key)
         return out
 
     def _template_error(self, path: tuple, text: str, exc: templates.TemplateSyntaxError) -> None:
@@ -346,19 +351,52 @@ class _Checker:
         return True
 
     # -- trigger ----------------------------------------------------------------------------
-    def _check_trigger(self, body: ClusterBody | None) -> None:
-        trigger = body.trigger if body else None
-        if not trigger:
+    def _check_trigger(self, trigger: Any) -> None:
+        """Cron and timezone, read from the raw `trigger:` mapping: checked even when other parts of the file
+        (or of the trigger) have errors; a value of the wrong type is the whole-file validation's to report."""
+        if not isinstance(trigger, dict):
             return
-        if trigger.cron is not None and self.cron_check is not None:
-            if not self.cron_check(trigger.cron):
-                self.error(("cluster", "trigger", "cron"), f"`{trigger.cron}` is not a valid cron expression",
-                           "use five fields: minute hour day-of-month month day-of-week, e.g. \"0 * * * *\" (quote it)")
+        cron = trigger.get("cron")
+        if isinstance(cron, str) and self.cron_check is not None and not _accepts(self.cron_check, cron):
+            self.error(("cluster", "trigger", "cron"), f"`{cron}` is not a valid cron expression",
+                       "use five fields: minute hour day-of-month month day-of-week, e.g. \"0 * * * *\" (quote it)")
+        timezone = trigger.get("timezone", "UTC")
+        if not isinstance(timezone, str):
+            return
         try:
-            zoneinfo.ZoneInfo(trigger.timezone)
+            zoneinfo.ZoneInfo(timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError, UnicodeError):  # OSError: a folder such as `America`
-            self.error(("cluster", "trigger", "timezone"), f"unknown timezone `{trigger.timezone}`",
+            self.error(("cluster", "trigger", "timezone"), f"unknown timezone `{timezone}`",
                        "use an IANA name such as `UTC` or `Europe/Berlin`")
+
+
+def _accepts(cron_check: CronCheck, cron: str) -> bool:
+    try:
+        return bool(cron_check(cron))
+    except Exception:  # noqa: BLE001 - a checker that chokes on a string has not accepted it
+        return False
+
+
+def lenient_step(raw: Any) -> tuple[Step | None, str, frozenset]:
+    """(step, identifier, fields with shape errors) for one raw step. A step with shape errors (reported by the whole-file
+    validation) is checked further without its bad fields, so its satellite, config and templates are checked
+    too; its identifier is the one written, even if malformed, so references to it raise no second error.
+    (None, "", ...) when it has no usable `name` or `uses`."""
+    try:
+        step = Step.model_validate(raw)
+        return step, step.key, frozenset()
+    except ValidationError as exc:
+        if not isinstance(raw, dict):
+            return None, "", frozenset({"*"})
+        bad = frozenset(err["loc"][0] for err in exc.errors() if err["loc"])
+        if bad & {"name", "uses"} or not {"name", "uses"} <= raw.keys():
+            return None, "", frozenset({"*"})
+        try:
+            step = Step.model_validate({k: v for k, v in raw.items() if k not in bad})
+        except ValidationError:
+            return None, "", frozenset({"*"})
+        written = raw.get("identifier")
+        return step, written if "identifier" in bad and isinstance(written, str) and written else step.key, bad
 
 
 def validation_diagnostics(doc: LocatedDocument, errors: list[dict], prefix: tuple, model: type[BaseModel],
@@ -483,7 +521,7 @@ def _hint_for(kind: str, field_name: Any, err: dict) -> str:
     if field_name == "identifier" and kind == "string_pattern_mismatch":
         return "a cluster identifier is `project/name` (e.g. `acme/ticket-triage`); a satellite identifier is a word of letters, digits, - and _"
     if field_name == "sla":
-        return "use one of 6h, 12h or 24h"
+        return "any duration longer than 0: a number of seconds or a number with a unit, e.g. 6h, 90m, 30s"
     if field_name == "version":
         return "write `version: 0.0.1b` at the top of the file"
     if kind.endswith("_type") or kind.endswith("_parsing"):

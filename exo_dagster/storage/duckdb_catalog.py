@@ -1,7 +1,7 @@
 """The DuckDB catalog: every stored output as a view `<cluster>.<identifier>` in one file.
 
-`duckdb .exo/catalog.duckdb "select * from orders_report.revenue"` reads the step's Parquet
-in place. A step's output lives at a fixed path, so its view rarely changes: a small index
+`exo query "select * from orders_report.revenue"` (exo_dagster/storage/catalog_query.py, read-only)
+reads the step's Parquet in place. A step's output lives at a fixed path, so its view rarely changes: a small index
 beside the catalog remembers each view's SQL, and the DuckDB file (about 15 ms to open) is
 only written when a view is new or its source moved. Writers take a file lock, so parallel
 step processes never fight over DuckDB's single-writer lock; a catalog that stays busy (a

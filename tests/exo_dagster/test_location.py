@@ -77,7 +77,7 @@ def test_a_broken_file_removes_only_itself(location):
     assert {Path(f).name for f in built.broken} == set(BROKEN)
     assert len(built.clusters) == 10
     report = built.error().report()
-    assert "bad_yaml.yaml:5:1: error: YAML syntax error" in report
+    assert "bad_yaml.yaml:4:15: error: unclosed `[`" in report
     assert "unknown_sat.yaml:" in report and "did you mean `satellite/exospherehost/sql`" in report
     assert "same_id.yaml:3:15: error: cluster `team2/c2` is also defined by cluster/team2/c2" in report
     assert "case_clash.yaml:3:15: error: cluster `TEAM3/C3` is also defined by cluster/team3/c3" in report

@@ -209,7 +209,7 @@ BAD_PRESETS = {
     "fixed secrets": (SUMMARIZE.replace("    max-tokens: 120\n", "    max-tokens: 120\n    secrets: [{API_KEY: x}]\n"),
                       "secrets:", None, "a configured satellite cannot fix `secrets`", ""),
     "unknown key": (PRESET.replace("  open:", "  opne:"), "opne:", None, "unknown key `opne`", "did you mean `open`?"),
-    "yaml syntax": (PRESET.replace("format: csv", "format: [csv"), None, None, "YAML syntax error", ""),
+    "yaml syntax": (PRESET.replace("format: csv", "format: [csv"), "format: [", "[", "unclosed `[`", "close it with `]`"),
 }
 
 

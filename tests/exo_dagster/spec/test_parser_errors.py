@@ -33,7 +33,7 @@ def errors_of(write_cluster, text: str, **kwargs) -> tuple[str, SpecError]:
 def assert_error(err: SpecError, file: str, line: int, col: int, *needles: str) -> None:
     located = [d for d in err.errors if (d.location.line, d.location.column) == (line, col)]
     assert located, f"no error at {line}:{col}; got:\n{err.report()}"
-    text = " ".join(f"{d.message} {d.hint}" for d in located)
+    text = " ".join(f"{d.message} {d.hint} " + " ".join(n.message for n in d.notes) for d in located)
     for needle in needles:
         assert needle in text, f"{needle!r} not in {text!r}"
     report = err.report()
@@ -42,8 +42,10 @@ def assert_error(err: SpecError, file: str, line: int, col: int, *needles: str) 
 
 
 def test_bad_yaml_syntax(write_cluster):
+    # the `[` is never closed: reported at the bracket, with libyaml's words at the place it stopped as a note
     file, err = errors_of(write_cluster, HEAD + FILES + "      input: {paths: [a, b}\n")
-    assert_error(err, file, 9, 27, "YAML syntax error", "expected ',' or ']'")
+    assert_error(err, file, 9, 22, "unclosed `[`", "close it with `]`", "expected ',' or ']'")
+    assert "  9:27: note: YAML stopped here" in err.report()
 
 
 def test_unknown_top_level_key_suggests_spelling(write_cluster):
@@ -238,3 +240,128 @@ def test_after_must_name_earlier_step(write_cluster):
       config: {query: select 1}
 """)
     assert_error(err, file, 11, 15, "`after: filez`", "`files`")
+
+
+# -- all errors of a file at once: no check is skipped because another part of the file is wrong ---------------------
+
+MANY_MISTAKES = """\
+version: 0.0.1b
+cluster:
+  identifier: acme/errors
+  sla: 2 hours
+  trigger:
+    cron: "every hour"
+    timezone: Mars/Olympus
+  secrets:
+    - TOKEN: ${{ env.TOKEN }}
+  satellites:
+    - name: Files
+      uses: satellite/exospherehost/get-files
+      identifier: files
+      retires: 2
+      config:
+        folder-path: data
+        recursive: sometimes
+    - name: Mystery
+      uses: satellite/exospherehost/get-filez
+    - name: Read
+      uses: satellite/exospherehost/read-table
+      input:
+        paths: "${{ satellites.files.output.path"
+    - name: Sql
+      uses: satellite/exospherehost/sql
+      config:
+        query: select * from mystery
+        secrets:
+          - KEY: ${{ secrets.NOPE }}
+  failure:
+    from: filez
+    satellites:
+      - name: Alert
+        uses: satellite/exospherehost/send-alert
+        config: {text: "${{ satellites.mystery.output }}", format: carrier-pigeon}
+"""
+
+
+def test_a_file_with_many_different_mistakes_reports_every_one(write_cluster):
+    file, err = errors_of(write_cluster, MANY_MISTAKES)
+    assert_error(err, file, 4, 8, "`sla`", "not a duration")                      # shape (pydantic)
+    assert_error(err, file, 6, 11, "not a valid cron expression")                # cron, despite the shape errors
+    assert_error(err, file, 7, 15, "unknown timezone `Mars/Olympus`")            # timezone, likewise
+    assert_error(err, file, 14, 7, "unknown key `retires`", "`retries`")         # a step's shape error...
+    assert_error(err, file, 17, 20, "`recursive`", "true or false")              # ...does not hide its config errors
+    assert_error(err, file, 19, 13, "unknown satellite", "get-files")            # unknown satellite
+    assert_error(err, file, 23, 17, "unclosed template")                          # template syntax
+    assert_error(err, file, 29, 18, "secret `NOPE` is used but not declared")   # secrets
+    assert_error(err, file, 31, 11, "`from: filez`", "`files`")                   # failure.from
+    assert_error(err, file, 35, 68, "`format`")                                   # a failure satellite's config
+    # `mystery` (a step whose satellite is unknown) is known by name: no second error for referring to it
+    assert not [d for d in err.errors if "`mystery`" in d.message], err.report()
+    assert len(err.errors) == 10, err.report()
+    assert err.report().rstrip().endswith("10 errors")
+
+
+def test_cron_and_timezone_are_checked_when_the_trigger_itself_has_shape_errors(write_cluster):
+    file, err = errors_of(write_cluster, HEAD + """\
+  trigger:
+    cron: "61 * * * *"
+    timezone: Europe
+    colour: blue
+""" + FILES)
+    assert_error(err, file, 5, 11, "not a valid cron expression")
+    assert_error(err, file, 6, 15, "unknown timezone `Europe`")
+    assert_error(err, file, 7, 5, "unknown key `colour`", "cron, timezone, files, after")
+    assert len(err.errors) == 3, err.report()
+
+
+def test_a_bad_cron_is_reported_with_the_other_errors(write_cluster):
+    # the user's report: a bad cron only showed up once it was the file's only error
+    file, err = errors_of(write_cluster, HEAD + """\
+  retries: lots
+  trigger: {cron: "every hour", timezone: "Nowhere/City"}
+  satellites:
+    - name: Files
+      uses: satellite/exospherehost/get-filez
+""")
+    assert_error(err, file, 4, 12, "`retries`", "whole number")
+    assert_error(err, file, 5, 19, "not a valid cron expression")
+    assert_error(err, file, 5, 43, "unknown timezone")
+    assert_error(err, file, 8, 13, "unknown satellite")
+    assert len(err.errors) == 4, err.report()
+
+
+def test_a_step_with_a_malformed_identifier_is_still_checked_and_can_be_referred_to(write_cluster):
+    file, err = errors_of(write_cluster, HEAD + """\
+  satellites:
+    - name: Files
+      uses: satellite/exospherehost/get-files
+      identifier: "my files"
+      config: {folder-path: data, colour: blue}
+    - name: Read
+      uses: satellite/exospherehost/read-table
+      input: {paths: "${{ satellites.my files.output.path }}"}
+""")
+    assert_error(err, file, 7, 19, "`identifier`")
+    assert_error(err, file, 8, 35, "unknown key `colour`")
+
+
+def test_a_step_with_an_unknown_satellite_or_a_duplicate_identifier_is_still_checked(write_cluster):
+    file, err = errors_of(write_cluster, HEAD + FILES + """\
+    - name: Mystery
+      uses: satellite/exospherehost/get-filez
+      after: [filez]
+      config:
+        secrets: [{KEY: "${{ secrets.NOPE }}"}]
+      input: {paths: "${{ satellites.files.output.path"}
+    - name: Again
+      uses: satellite/exospherehost/get-files
+      identifier: files
+      config: {folder-path: data, colour: blue}
+""")
+    assert_error(err, file, 10, 13, "unknown satellite")
+    assert_error(err, file, 11, 15, "`after: filez`")
+    assert_error(err, file, 13, 25, "secret `NOPE` is used but not declared")
+    assert_error(err, file, 14, 23, "unclosed template")
+    assert_error(err, file, 17, 19, "duplicate identifier `files`")
+    assert_error(err, file, 18, 35, "unknown key `colour`")
+    assert len(err.errors) == 6, err.report()
