@@ -483,6 +483,11 @@ def _hint_for(kind: str, field_name: Any, err: dict) -> str:
         return "a cluster identifier is `project/name` (e.g. `acme/ticket-triage`); a satellite identifier is a word of letters, digits, - and _"
     if field_name == "sla":
         return "use one of 6h, 12h or 24h"
+    message = str(err.get("msg", ""))
+    if "owner" in message:
+        return "write an email address (`ana@example.com`) or a team (`team:data-eng`)"
+    if "tag key" in message or "tag value" in message:
+        return "tags are `key: value` of letters, digits, `_`, `-` and `.` (at most 63 each); a key may have one `namespace/`"
     if field_name == "version":
         return "write `version: 0.0.1b` at the top of the file"
     if kind.endswith("_type") or kind.endswith("_parsing"):
