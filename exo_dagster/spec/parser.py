@@ -484,9 +484,9 @@ def _hint_for(kind: str, field_name: Any, err: dict) -> str:
     if field_name == "sla":
         return "use one of 6h, 12h or 24h"
     message = str(err.get("msg", ""))
-    if "owner" in message:
+    if "owner rule" in message or "a team owner" in message:
         return "write an email address (`ana@example.com`) or a team (`team:data-eng`)"
-    if "tag key" in message or "tag value" in message:
+    if "tag rule" in message or "reserved prefix" in message:
         return "tags are `key: value` of letters, digits, `_`, `-` and `.` (at most 63 each); a key may have one `namespace/`"
     if field_name == "version":
         return "write `version: 0.0.1b` at the top of the file"

@@ -93,6 +93,22 @@ def test_a_bad_owner_is_a_located_error(tmp_path, bad, message):
         parse_cluster(text, "c.yaml")
     [diagnostic] = caught.value.diagnostics
     assert message in diagnostic.message and (diagnostic.location.line, diagnostic.location.column) == (16, 16)
+    assert "team:data-eng" in diagnostic.hint
+
+
+def test_the_spec_accepts_exactly_the_owners_and_tags_dagster_accepts():
+    from dagster._core.definitions.utils import is_valid_owner
+    from dagster._utils.tags import VALID_STRICT_TAG_VALUE_REGEX, VALID_TAG_KEY_REGEX
+
+    from exo_dagster.spec import models
+
+    for owner in ["a@b.com", "first.last+x@sub.example.org", "team:x", "team:", "bob", "a@b", "@b.com", "Team:x"]:
+        assert (models.OWNER_EMAIL.fullmatch(owner) is not None or (owner.startswith("team:") and len(owner) > 5)) \
+            == is_valid_owner(owner), owner
+    for key in ["a", "ns/a", "a/b/c", "a b", "x" * 63, "x" * 64, "ns/" + "x" * 63, "", "a:b"]:
+        assert bool(models.TAG_KEY.match(key)) == bool(VALID_TAG_KEY_REGEX.match(key)), key
+    for value in ["", "v1.2", "a b", "x" * 63, "x" * 64, "a/b"]:
+        assert bool(models.TAG_VALUE.match(value)) == bool(VALID_STRICT_TAG_VALUE_REGEX.match(value)), value
 
 
 @pytest.mark.parametrize("tags,message", [
