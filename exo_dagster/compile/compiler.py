@@ -64,7 +64,7 @@ def executor_name(cluster: Cluster, default: str | None = None) -> str:
 def run_tags(cluster: Cluster) -> dict[str, str]:
     """The cluster job's run tags (asset-selection runs of its steps get them too, run_executor.py)."""
     spec = cluster.spec
-    tags = {"exo/cluster": spec.identifier}
+    tags = {**spec.tags, "exo/cluster": spec.identifier}  # the cluster's `tags:`; exo's own keys are reserved
     if spec.sla is not None:
         tags["dagster/max_runtime"] = sla.max_runtime_tag(spec.sla_seconds)
     if any(_resources(s).gpu for s in cluster.steps):
@@ -78,7 +78,7 @@ def compile_cluster(cluster: Cluster, *, with_resources: bool = True, executor: 
     by_id = {s.identifier: s for s in cluster.steps}
     ensure_recursion_depth(len(cluster.steps))
     assets = [_asset(cluster, step, group, by_id) for step in cluster.steps]
-    keys = [dg.AssetKey([group, s.asset_name]) for s in cluster.steps]
+    keys = [asset_key(cluster, s.identifier) for s in cluster.steps]
     spec = cluster.spec
     name = executor_name(cluster, executor)
     job = dg.define_asset_job(
@@ -100,6 +100,38 @@ def compile_cluster(cluster: Cluster, *, with_resources: bool = True, executor: 
 
         resources[IO_MANAGER_KEY] = ExoParquetIOManager()
     return dg.Definitions(assets=assets, jobs=[job, *section_jobs], schedules=schedules, sensors=sensors, resources=resources)
+
+
+def asset_key(cluster: Cluster, identifier: str) -> dg.AssetKey:
+    """A step's asset key: [project, cluster name, identifier], e.g. `exospherehost/orders_report/files`.
+    Its op is the key joined by `__` (`exospherehost__orders_report__files`), as before the key had three parts."""
+    return dg.AssetKey(cluster.asset_key_path(identifier))
+
+
+def owners(cluster: Cluster, step: ParsedStep) -> list[str]:
+    """The step's `owners:`, else the cluster's."""
+    return list(step.spec.owners if step.spec.owners is not None else cluster.spec.owners)
+
+
+def asset_tags(cluster: Cluster, step: ParsedStep) -> dict[str, str]:
+    """The cluster's `tags:` with the step's over them."""
+    return {**cluster.spec.tags, **step.spec.tags}
+
+
+def description(step: ParsedStep) -> str:
+    """Plain text first (the catalog and op graph show the first line unrendered): the step's name, its
+    description, then what the satellite does. The asset page renders it as markdown."""
+    text = step.spec.name
+    if step.spec.description and step.spec.description.strip() != step.spec.name:
+        text += f"\n\n{step.spec.description.strip()}"
+    if step.satellite.docs:
+        text += f"\n\n{step.satellite.id}: {_plain(step.satellite.docs.splitlines()[0])}"
+    return text
+
+
+def _plain(text: str) -> str:
+    """Inline code marks dropped (`mode` -> mode): the catalog shows descriptions as plain text."""
+    return text.replace("`", "")
 
 
 def ensure_recursion_depth(steps: int) -> None:
@@ -136,7 +168,7 @@ def _deps(cluster: Cluster, step: ParsedStep) -> list[str]:
 
 def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, ParsedStep]) -> dg.AssetsDefinition:
     upstream = _deps(cluster, step)
-    ins = {f"in_{by_id[u].asset_name}": dg.AssetIn(key=dg.AssetKey([group, by_id[u].asset_name])) for u in upstream}
+    ins = {f"in_{by_id[u].asset_name}": dg.AssetIn(key=asset_key(cluster, u)) for u in upstream}
     arg_to_id = {f"in_{by_id[u].asset_name}": u for u in upstream}
     previous = cluster.steps[step.index - 1].identifier if step.index > 0 and cluster.spec.execution == "sequential" else None
     if previous is None and len(step.references) == 1:
@@ -154,9 +186,8 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, Pars
         "dagster/code_references": _code_reference(cluster, step),
     }
     tags = {"exo/satellite": step.satellite.name, **backend_tags.step_tags(resources, cluster.spec.queues)}
-    description = step.spec.description or step.spec.name
-    if step.satellite.docs:
-        description += f"\n\n`{step.satellite.id}`: {step.satellite.docs.splitlines()[0]}"
+    text = description(step)
+    key = asset_key(cluster, step.identifier)
     fingerprint = json.dumps([step.satellite.id, step.satellite.version, step.config, step.spec.input], sort_keys=True, default=str)
 
     compute = make_compute(cluster, step, previous)
@@ -164,25 +195,28 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, Pars
         compute = _leased(compute)
     if step.spec.fan_out:
         return sla.with_freshness(chunked.graph_asset(
-            key=dg.AssetKey([group, step.asset_name]), ins=ins, chunk_rows=step.spec.fan_out.chunk_rows,
+            key=key, ins=ins, chunk_rows=step.spec.fan_out.chunk_rows,
             count_rows=lambda context, upstream: count_rows(step, {arg_to_id[k]: v for k, v in upstream.items()}),
             compute=lambda context, upstream, chunk: compute(context, {arg_to_id[k]: v for k, v in upstream.items()}, chunk),
             op_tags=tags, io_manager_key=IO_MANAGER_KEY, retry_policy=retry.retry_policy(cluster.spec, step.spec),
             asset_kwargs=dict(
-                group_name=group, descriptions_by_output_name={"result": description},
+                group_name=group, descriptions_by_output_name={"result": text},
                 metadata_by_output_name={"result": metadata},
-                tags_by_output_name={"result": {f"dagster/kind/{k}": "" for k in kinds}},
+                tags_by_output_name={"result": {**asset_tags(cluster, step), **{f"dagster/kind/{k}": "" for k in kinds}}},
+                owners_by_output_name={"result": owners(cluster, step)},
                 code_versions_by_output_name={"result": short_hash(fingerprint, 16)},
             ),
         ), cluster.spec)
 
     @dg.asset(
-        key=dg.AssetKey([group, step.asset_name]),
+        key=key,
         ins=ins,
         group_name=group,
-        description=description,
+        description=text,
         metadata=metadata,
         kinds=set(kinds),
+        owners=owners(cluster, step),
+        tags=asset_tags(cluster, step),
         op_tags=tags,
         pool=backend_tags.pool_for(resources),
         io_manager_key=IO_MANAGER_KEY,

@@ -51,7 +51,7 @@ def is_ours(cluster: Cluster, run: dg.DagsterRun) -> bool:
     """A run of the cluster's job, or a run (e.g. the UI's Materialize) of some of its assets."""
     if run.job_name == cluster.job_name:
         return True
-    keys = {dg.AssetKey([cluster.job_name, s.asset_name]) for s in cluster.steps}
+    keys = {dg.AssetKey(cluster.asset_key_path(s.identifier)) for s in cluster.steps}
     return bool(run.asset_selection and set(run.asset_selection) & keys)
 
 

@@ -79,13 +79,13 @@ def _step_op(cluster: Cluster, section: str, step: ParsedStep, main: dict[str, P
 
     @dg.op(name=f"{cluster.job_name}__{section}__{step.asset_name}", ins=ins,  # op names are location-wide required_resource_keys={io_manager_key},
            out=dg.Out(io_manager_key=io_manager_key, metadata=view_metadata(cluster, section, step.identifier)),
-           description=step.spec.description or step.spec.name,
+           description=step.spec.name + (f"\n\n{step.spec.description}" if step.spec.description else ""),
            tags={"exo/satellite": step.satellite.name}, retry_policy=_retry(cluster, step))
     def _section_step(context, **tables):
         given = {arg_to_id[k]: v for k, v in tables.items()}
         manager = getattr(context.resources, io_manager_key)
         for ident in from_cluster:
-            given[ident] = load_asset(context, manager, dg.AssetKey([cluster.job_name, main[ident].asset_name]))
+            given[ident] = load_asset(context, manager, dg.AssetKey(cluster.asset_key_path(ident)))
         return compute(context, given)
 
     return _section_step, dict(arg_to_id)

@@ -23,6 +23,7 @@ from exo_dagster.sdk.row_map import RowFailed
 from exo_dagster.spec.ir import Cluster, ParsedStep
 from exo_dagster.sdk.durations import duration_seconds
 from exo_dagster.sdk.table import StoredTable
+from exo_dagster.storage.metadata import column_schema
 
 
 class StepInputError(RuntimeError):
@@ -221,6 +222,8 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
             raise
         value = secret_values.mask_output(value, hidden)
         metadata = secret_values.mask_value(ctx.metadata, hidden)
+        if isinstance(metadata.get("dagster/column_schema"), dict):  # ctx.describe_output: {column: type}
+            metadata["dagster/column_schema"] = column_schema(metadata["dagster/column_schema"])
         return Output(value, metadata=metadata) if metadata else value
 
     def prepare(context, tables: dict[str, StoredTable], hidden: list[str]) -> tuple[StepContext, Any]:

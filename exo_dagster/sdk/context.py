@@ -65,6 +65,19 @@ class StepContext:
                 self.metadata["exo/row_errors"] = "\n".join(stats.errors)
                 self.log.warning(f"{stats.failed} row(s) failed in step `{self.step}`; see the `_error` column")
 
+    def describe_output(self, rows: int, columns: Mapping[str, Any], *, uri: str | None = None,
+                        table_name: str | None = None) -> None:
+        """Report the table this step made elsewhere (write-table's target) as the asset's metadata, by
+        Dagster's conventions: `dagster/row_count`, `dagster/column_schema` ({column: type}), and
+        `dagster/uri` (a file or URL) or `dagster/table_name` (a database table). The IO manager then
+        adds only what is missing about the stored output."""
+        self.metadata["dagster/row_count"] = int(rows)
+        self.metadata["dagster/column_schema"] = {str(name): str(dtype) for name, dtype in dict(columns).items()}
+        if table_name is not None:
+            self.metadata["dagster/table_name"] = table_name
+        if uri is not None:
+            self.metadata["dagster/uri"] = uri
+
     def _mask_result(self, result: Any) -> Any:
         if not self.hidden:
             return result

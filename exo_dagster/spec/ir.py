@@ -58,6 +58,17 @@ class Cluster:
         return asset_name(f"{self.spec.project}__{self.spec.short_name}")
 
     @property
+    def key_prefix(self) -> list[str]:
+        """The asset key prefix of the cluster's steps: [project, name] (`exospherehost/orders_report/files`).
+        The group, job and op names keep `<project>__<name>` (Dagster names are one word); outputs are
+        stored under `<outputs>/<project>__<name>/` (the IO manager joins the prefix with `__`)."""
+        return [asset_name(self.spec.project), asset_name(self.spec.short_name)]
+
+    def asset_key_path(self, identifier: str) -> list[str]:
+        """The asset key (as a path) of the step `identifier`."""
+        return [*self.key_prefix, asset_name(identifier)]
+
+    @property
     def source_path(self) -> str:
         """Absolute path of the cluster file (what the UI links to)."""
         return os.path.abspath(self.file)
@@ -75,8 +86,9 @@ def asset_name(text: str) -> str:
 
 
 def step_of(cluster: Cluster, step_key: str | None) -> ParsedStep | None:
-    """The cluster step a Dagster step key belongs to: the asset's op (`job__asset`), or an op inside
-    a fanned-out step's graph (`job__asset.job__asset__chunk[c3]`)."""
+    """The cluster step a Dagster step key belongs to: the asset's op (`job__asset`, the asset key
+    [project, name, asset] joined by `__`), or an op inside a fanned-out step's graph
+    (`job__asset.job__asset__chunk[c3]`)."""
     if not step_key:
         return None
     head = step_key.split(".", 1)[0].split("[", 1)[0]

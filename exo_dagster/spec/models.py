@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from exo_dagster.sdk.durations import MAX_DURATION_SECONDS, duration_seconds  # noqa: F401  (re-exported)
 from exo_dagster.sdk.resources import Resources, StrictModel, kebab  # noqa: F401  (re-exported)
@@ -16,6 +16,52 @@ SUPPORTED_VERSIONS = ("0.0.1b",)
 SLA_SECONDS = {"6h": 6 * 3600, "12h": 12 * 3600, "24h": 24 * 3600}  # the seed's values; any duration is accepted now
 CLUSTER_ID = re.compile(r"^(?:cluster/)?([A-Za-z0-9][A-Za-z0-9_.-]*)/([A-Za-z0-9][A-Za-z0-9_.-]*)$")
 STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+# Dagster's rules for asset owners and tags (dagster/_core/definitions/utils.py is_valid_owner,
+# dagster/_utils/tags.py VALID_TAG_KEY_REGEX / VALID_STRICT_TAG_VALUE_REGEX), checked here so a bad one is
+# a located error in the cluster file, not a Dagster traceback at load time.
+OWNER_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Z|a-z]{2,7}\b")
+TAG_KEY = re.compile(r"^([A-Za-z0-9_.-]{1,63}/)?[A-Za-z0-9_.-]{1,63}$")
+TAG_VALUE = re.compile(r"^[A-Za-z0-9_.-]{0,63}$")
+RESERVED_TAG_PREFIXES = ("dagster/", "exo/")  # Dagster's own tags and exo's (exo/satellite, exo/gpu, ...)
+
+
+def _check_owner(value: str) -> str:
+    if value.startswith("team:"):
+        if len(value) > len("team:"):
+            return value
+        raise ValueError("a team owner needs a name after `team:`, e.g. `team:data-eng`")
+    if OWNER_EMAIL.fullmatch(value):
+        return value
+    raise ValueError(f"owner {value!r} is neither an email address nor `team:<name>` (Dagster's owner rule)")
+
+
+def _tag_text(value: Any) -> Any:
+    """A number or boolean tag value is its YAML text (`tier: 1` is "1", `pii: true` is "true")."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, (int, float)) else value
+
+
+def _check_tag_key(value: str) -> str:
+    if value.startswith(RESERVED_TAG_PREFIXES):
+        raise ValueError(f"tag key {value!r} uses a reserved prefix ({', '.join(RESERVED_TAG_PREFIXES)}); pick another")
+    if not TAG_KEY.match(value):
+        raise ValueError(f"tag key {value!r} must be letters, digits, `_`, `-`, `.` (at most 63), optionally "
+                         "after one `namespace/` (Dagster's tag rule)")
+    return value
+
+
+def _check_tag_value(value: str) -> str:
+    if not TAG_VALUE.match(value):
+        raise ValueError(f"tag value {value!r} must be at most 63 letters, digits, `_`, `-` or `.` (Dagster's tag rule)")
+    return value
+
+
+Owner = Annotated[str, AfterValidator(_check_owner)]
+TagKey = Annotated[str, AfterValidator(_check_tag_key)]
+TagValue = Annotated[str, BeforeValidator(_tag_text), AfterValidator(_check_tag_value)]
 
 
 def _check_duration(value: Any) -> Any:
@@ -92,10 +138,12 @@ class Step(SpecModel):
     cache: bool = True
     fan_out: FanOut | None = None
     timeout: str | int | float | None = None  # longest one attempt of the step may run; then it fails (and is retried)
+    owners: list[Owner] | None = None  # the asset's owners (replace the cluster's); emails or `team:<name>`
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict)  # asset tags, over the cluster's
 
     _timeout = field_validator("timeout")(lambda value: _check_positive_duration(value))
 
-    @field_validator("config", "input", mode="before")
+    @field_validator("config", "input", "tags", mode="before")
     @classmethod
     def _none_is_empty(cls, value: Any) -> Any:
         return {} if value is None else value
@@ -123,6 +171,8 @@ class ClusterBody(SpecModel):
     identifier: str = Field(pattern=CLUSTER_ID.pattern)
     title: str | None = None
     description: str | None = None
+    owners: list[Owner] = Field(default_factory=list)  # every asset's owners (a step's `owners:` replaces them)
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict)  # on every asset (steps add/override) and the job
     sla: str | int | float | None = None  # any duration (the seed's 6h/12h/24h, or 90m, 5s...): the longest a run may take
     trigger: Trigger | None = None
     retries: int = Field(0, ge=0)
@@ -141,6 +191,11 @@ class ClusterBody(SpecModel):
     @property
     def sla_seconds(self) -> float | None:
         return duration_seconds(self.sla) if self.sla is not None else None
+
+    @field_validator("owners", "tags", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any, info: ValidationInfo) -> Any:
+        return ([] if info.field_name == "owners" else {}) if value is None else value
 
     @field_validator("trigger", mode="before")
     @classmethod

@@ -522,6 +522,11 @@ def _hint_for(kind: str, field_name: Any, err: dict) -> str:
         return "a cluster identifier is `project/name` (e.g. `acme/ticket-triage`); a satellite identifier is a word of letters, digits, - and _"
     if field_name == "sla":
         return "any duration longer than 0: a number of seconds or a number with a unit, e.g. 6h, 90m, 30s"
+    message = str(err.get("msg", ""))
+    if "owner rule" in message or "a team owner" in message:
+        return "write an email address (`ana@example.com`) or a team (`team:data-eng`)"
+    if "tag rule" in message or "reserved prefix" in message:
+        return "tags are `key: value` of letters, digits, `_`, `-` and `.` (at most 63 each); a key may have one `namespace/`"
     if field_name == "version":
         return "write `version: 0.0.1b` at the top of the file"
     if kind.endswith("_type") or kind.endswith("_parsing"):

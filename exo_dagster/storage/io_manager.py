@@ -20,6 +20,7 @@ from dagster import ConfigurableIOManagerFactory, InputContext, OutputContext, U
 from upath import UPath
 
 from exo_dagster.storage import duckdb_catalog as catalog
+from exo_dagster.storage.metadata import column_schema, table_metadata  # noqa: F401  (re-exported)
 from exo_dagster.sdk import paths
 from exo_dagster.sdk.atomic_write import atomic_write
 from exo_dagster.sdk.storage_options import version_stamp
@@ -54,10 +55,20 @@ def _write_classified(context: OutputContext, obj: Any, path: UPath) -> None:
                          metadata={**where, "exo/error": type(exc).__name__, "exo/error-kind": kind}) from None
 
 
+def storage_relative_path(key_path: list[str]) -> UPath:
+    """`<prefix joined by __>/<last>`: an exo step's key [project, cluster, identifier] is stored at
+    `<project>__<cluster>/<identifier>`, where outputs were kept when the key was [`<project>__<cluster>`, identifier]."""
+    return UPath(*(["__".join(key_path[:-1])] if len(key_path) > 1 else []), key_path[-1])
+
+
 class ParquetTableIOManager(UPathIOManager):
-    """Stores each asset as `<base>/<key path>.parquet`; hands back a StoredTable (or LazyFrame)."""
+    """Stores each asset as `<base>/<key prefix joined by __>/<last key part>.parquet`; hands back a
+    StoredTable (or LazyFrame)."""
 
     extension = ".parquet"
+
+    def get_asset_relative_path(self, context: InputContext | OutputContext) -> UPath:
+        return storage_relative_path(list(context.asset_key.path))
 
     @property
     def storage_options(self) -> dict[str, Any]:
@@ -97,12 +108,8 @@ class ParquetTableIOManager(UPathIOManager):
         else:
             scan = stored.lazy()
             rows, schema = int(scan.select(pl.len()).collect().item()), scan.collect_schema()
-        context.add_output_metadata({
-            "dagster/row_count": rows,
-            "exo/columns": ", ".join(f"{n}: {t}" for n, t in schema.items()),
-            "exo/path": ", ".join(stored.paths),
-            "exo/storage": kind,
-        })
+        context.add_output_metadata({**table_metadata(context.output_metadata, rows, schema, list(stored.paths)),
+                                     "exo/storage": kind})
         self._register(context, stored)
 
     def _is_source(self, table: StoredTable, path: UPath) -> bool:

@@ -131,24 +131,36 @@ def write_table(ctx: StepContext, config: WriteTableConfig) -> pl.DataFrame:
         os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
     # one writer at a time: append/upsert read the target and write it back (see exo_dagster/sdk/target_lock.py)
     with target_lock.locked(target, data_dir=ctx.data_dir):
-        return _write(table, target, fmt, config)
+        result, columns = _write(table, target, fmt, config)
+    # the asset's metadata describes the table written, not this one-row status
+    path, rows = result["path"][0], result["rows"][0]
+    if fmt == "duckdb":
+        ctx.describe_output(rows, columns, uri=target, table_name=path.rsplit("#", 1)[1])
+    else:
+        ctx.describe_output(rows, columns, uri=path)
+    return result
 
 
-def _write(table: StoredTable, target: str, fmt: str, config: WriteTableConfig) -> pl.DataFrame:
+def _write(table: StoredTable, target: str, fmt: str, config: WriteTableConfig) -> tuple[pl.DataFrame, dict[str, str]]:
+    """The one-row status (path, format, rows of the whole target) and the target's columns."""
     new = table.lazy()
     if fmt == "duckdb":
         name = config.table or (table.name or "data")
         _write_duckdb(new, target, name, config)
         with _open_duckdb(target, read_only=True) as con:
             rows = con.execute(f"select count(*) from {sql_text.quote_identifier(name)}").fetchone()[0]
-        return pl.DataFrame({"path": [f"{target}#{name}"], "format": [fmt], "rows": [rows]})
+            columns = {c: t for c, t in con.execute(
+                "select column_name, data_type from information_schema.columns where table_name = ? order by ordinal_position",
+                [name]).fetchall()}
+        return pl.DataFrame({"path": [f"{target}#{name}"], "format": [fmt], "rows": [rows]}), columns
     fs, _ = fsspec.core.url_to_fs(target, **config.storage_options)
     frame = _combine(new, _existing(target, fmt, fs) if config.mode != "overwrite" else None, config)
     if config.mode == "overwrite" and fmt == "parquet":
         _write_file(frame, target, fmt, config.storage_options)
         rows = int(new.select(pl.len()).collect().item())
+        schema = new.collect_schema()
     else:
         eager = frame.collect(engine="streaming")
         _write_file(eager.lazy(), target, fmt, config.storage_options)
-        rows = eager.height
-    return pl.DataFrame({"path": [target], "format": [fmt], "rows": [rows]})
+        rows, schema = eager.height, eager.schema
+    return pl.DataFrame({"path": [target], "format": [fmt], "rows": [rows]}), {n: str(t) for n, t in schema.items()}

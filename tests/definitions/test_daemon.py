@@ -273,7 +273,7 @@ def test_a_failure_while_the_daemon_is_down_alerts_at_once_and_only_once(stack):
 
 
 def test_sla_breach_is_visible_in_the_ui(stack):
-    key = dg.AssetKey(["t__stale", "one"])
+    key = dg.AssetKey(["t", "stale", "one"])
     from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
     from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 
@@ -281,7 +281,7 @@ def test_sla_breach_is_visible_in_the_ui(stack):
         DagsterEvent(event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value, job_name=RUNLESS_JOB_NAME,
                      event_specific_data=StepMaterializationData(dg.AssetMaterialization(asset_key=key))),
         run_id=RUNLESS_RUN_ID, log_level=logging.INFO, timestamp=time.time() - 7 * 3600)  # last refreshed 7h ago
-    query = """query { assetNodes(assetKeys: [{path: ["t__stale", "one"]}]) {
+    query = """query { assetNodes(assetKeys: [{path: ["t", "stale", "one"]}]) {
         internalFreshnessPolicy { ... on TimeWindowFreshnessPolicy { failWindowSeconds warnWindowSeconds } }
         freshnessStatusInfo { freshnessStatus } } }"""
     node = stack.wait("the freshness daemon to mark t/stale late", lambda: (

@@ -82,7 +82,7 @@ def test_demo_job_runs_end_to_end(tmp_path):
             run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
         ).records
         keys = sorted(r.event_log_entry.dagster_event.asset_key.path for r in records)
-        assert keys == sorted([JOB, step] for step in STEPS)
+        assert keys == sorted(["exospherehost", "orders_report", step] for step in STEPS)  # [project, cluster, step]
 
 
 def test_ai_demo_runs_offline_through_dagster_job_execute(tmp_path):

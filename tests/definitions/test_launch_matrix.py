@@ -135,7 +135,7 @@ def launched(tmp_path_factory):
                 job = _job(outcome, "graphql-job")
                 runs[("graphql-job", outcome)] = _launch(stack, {"jobName": job})
                 runs[("asset-selection", outcome)] = _launch(stack, {"jobName": "__ASSET_JOB",
-                                                                     "assetSelection": [{"path": [job, "work"]}]})
+                                                                     "assetSelection": [{"path": [*job.split("__", 1), "work"]}]})
                 _drop(stack.drops[outcome], "go.txt", "go")
                 clis.append((("job-execute", outcome), _cli(stack, "job-execute", outcome, [
                     str(EXE / "dagster"), "job", "execute", "-f", "defs.py", "-j", job, "--tags",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 JOB = "exospherehost__orders_report"
+KEY = ("exospherehost", "orders_report")  # asset keys: [project, cluster, step]
 LOCATION = "exo_dagster"
 STARTUP_TIMEOUT_S = 90
 
@@ -140,12 +141,12 @@ def test_code_location_loads_with_the_demo_job_and_assets(tmp_path):
     assert JOB in jobs, jobs
     nodes = {tuple(n["assetKey"]["path"]): n for repo in location["repositories"] for n in repo["assetNodes"]}
     for step in ("files", "orders", "revenue", "report"):
-        assert (JOB, step) in nodes, sorted(nodes)
-        assert JOB in nodes[(JOB, step)]["jobNames"]
-    deps = lambda step: {tuple(d["path"]) for d in nodes[(JOB, step)]["dependencyKeys"]}  # noqa: E731
-    assert (JOB, "orders") in deps("revenue")
-    assert (JOB, "files") in deps("orders")
-    assert (JOB, "revenue") in deps("report")
+        assert (*KEY, step) in nodes, sorted(nodes)
+        assert JOB in nodes[(*KEY, step)]["jobNames"]
+    deps = lambda step: {tuple(d["path"]) for d in nodes[(*KEY, step)]["dependencyKeys"]}  # noqa: E731
+    assert (*KEY, "orders") in deps("revenue")
+    assert (*KEY, "files") in deps("orders")
+    assert (*KEY, "revenue") in deps("report")
     assert deps("files") == set()
 
 

@@ -144,7 +144,7 @@ def test_a_cluster_that_fails_only_in_dagster_resolution_is_dropped_alone(tmp_pa
     def compile_with_a_defect(cluster, **kwargs):
         defs = real(cluster, **kwargs)
         if cluster.spec.identifier == "team2/c2":
-            bad = dg.define_asset_job("team2__c2__bad", selection=dg.AssetSelection.assets(dg.AssetKey(["team2__c2", "nope"])))
+            bad = dg.define_asset_job("team2__c2__bad", selection=dg.AssetSelection.assets(dg.AssetKey(["team2", "c2", "nope"])))
             defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[bad]))
         return defs
 

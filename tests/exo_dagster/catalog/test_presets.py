@@ -140,7 +140,7 @@ def test_a_preset_compiles_and_runs_with_an_open_field_overridden(tmp_path, monk
     out = pl.read_parquet(tmp_path / "data" / "outputs" / "acme__people" / "everyone.parquet")
     assert out.to_dicts() == [{"name": "ADA", "city": "london"}, {"name": "ALAN", "city": "wilmslow"},
                               {"name": "GRACE", "city": "arlington"}]
-    spec = defs.resolve_assets_def(dg.AssetKey(["acme__people", "people"])).specs_by_key[dg.AssetKey(["acme__people", "people"])]
+    spec = defs.resolve_assets_def(dg.AssetKey(["acme", "people", "people"])).specs_by_key[dg.AssetKey(["acme", "people", "people"])]
     assert spec.metadata["exo/satellite"] == "satellite/acme/people-csv@1.2.0"
 
 
@@ -284,7 +284,7 @@ def test_a_broken_preset_is_isolated_in_the_location(tmp_path):
            f"({preset_file}:{line}:{column}:" in cluster_report
     keys = {key.to_user_string() for key in built.definitions.resolve_all_asset_keys()}
     assert f"exo_errors/{error_asset_name(preset_file)}" in keys and f"exo_errors/{error_asset_name(cluster_file)}" in keys
-    assert "acme__healthy/people" in keys
+    assert "acme/healthy/people" in keys
     error_asset = built.definitions.resolve_assets_def(dg.AssetKey(["exo_errors", error_asset_name(preset_file)]))
     assert "Broken configured-satellite file" in next(iter(error_asset.descriptions_by_key.values()))
 

@@ -23,8 +23,8 @@ def test_seed_cluster_compiles_to_golden_graph(seed_registry):
     cluster = load_cluster_file(FIXTURES / "seed.yaml", registry=seed_registry)
     defs = compile_cluster(cluster)
     assert _graph(defs, cluster.job_name) == {
-        "acme__ticket_triage/tickets": [],
-        "acme__ticket_triage/labels": ["acme__ticket_triage/tickets"],
+        "acme/ticket_triage/tickets": [],
+        "acme/ticket_triage/labels": ["acme/ticket_triage/tickets"],
     }
     job = defs.resolve_job_def("acme__ticket_triage")
     assert job.tags == {"exo/cluster": "acme/ticket-triage", "dagster/max_runtime": "21600"}
@@ -34,8 +34,8 @@ def test_seed_cluster_compiles_to_golden_graph(seed_registry):
         "acme__ticket_triage__cron", "0 * * * *", "acme__ticket_triage", "UTC")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
-    labels = defs.resolve_assets_def(dg.AssetKey(["acme__ticket_triage", "labels"]))
-    spec = labels.specs_by_key[dg.AssetKey(["acme__ticket_triage", "labels"])]
+    labels = defs.resolve_assets_def(dg.AssetKey(["acme", "ticket_triage", "labels"]))
+    spec = labels.specs_by_key[dg.AssetKey(["acme", "ticket_triage", "labels"])]
     assert spec.group_name == "acme__ticket_triage"
     assert spec.kinds == {"polars"}
     assert spec.metadata["exo/satellite"] == "satellite/exospherehost/llm-complete@1.0.0"
@@ -46,7 +46,7 @@ def test_seed_cluster_compiles_to_golden_graph(seed_registry):
     node = labels.node_def
     assert node.retry_policy.max_retries == 5 and node.retry_policy.backoff == dg.Backoff.EXPONENTIAL
     assert node.tags["exo/satellite"] == "llm-complete" and json.loads(node.tags["exo/resources"]) == {"gpu": 0, "cpu": 1.0}
-    tickets = defs.resolve_assets_def(dg.AssetKey(["acme__ticket_triage", "tickets"]))
+    tickets = defs.resolve_assets_def(dg.AssetKey(["acme", "ticket_triage", "tickets"]))
     assert tickets.node_def.retry_policy.max_retries == 3  # the cluster default
 
 
@@ -54,12 +54,12 @@ def test_demo_cluster_graph_is_a_chain_in_list_order():
     cluster = load_cluster_file("definitions/demo.yaml")
     defs = compile_cluster(cluster)
     assert _graph(defs, cluster.job_name) == {
-        "exospherehost__orders_report/files": [],
-        "exospherehost__orders_report/orders": ["exospherehost__orders_report/files"],
-        "exospherehost__orders_report/report": ["exospherehost__orders_report/revenue"],
-        "exospherehost__orders_report/revenue": ["exospherehost__orders_report/orders"],
+        "exospherehost/orders_report/files": [],
+        "exospherehost/orders_report/orders": ["exospherehost/orders_report/files"],
+        "exospherehost/orders_report/report": ["exospherehost/orders_report/revenue"],
+        "exospherehost/orders_report/revenue": ["exospherehost/orders_report/orders"],
     }
-    revenue = defs.resolve_assets_def(dg.AssetKey(["exospherehost__orders_report", "revenue"]))
+    revenue = defs.resolve_assets_def(dg.AssetKey(["exospherehost", "orders_report", "revenue"]))
     assert revenue.specs_by_key[revenue.key].kinds == {"duckdb", "sql"}
 
 
@@ -79,18 +79,18 @@ cluster:
 
 def test_dataflow_waits_only_for_references_and_after():
     defs = compile_cluster(parse_cluster(DATAFLOW.format(mode="dataflow"), "flow.yaml"))
-    assert _graph(defs, "a__flow") == {"a__flow/a": [], "a__flow/b": [], "a__flow/c": ["a__flow/a"], "a__flow/d": ["a__flow/b"]}
+    assert _graph(defs, "a__flow") == {"a/flow/a": [], "a/flow/b": [], "a/flow/c": ["a/flow/a"], "a/flow/d": ["a/flow/b"]}
     job = defs.resolve_job_def("a__flow")
     assert job.tags["exo/compute"] == "gpu" and job.tags["dagster/max_runtime"] == str(24 * 3600)
-    d = defs.resolve_assets_def(dg.AssetKey(["a__flow", "d"]))
+    d = defs.resolve_assets_def(dg.AssetKey(["a", "flow", "d"]))
     assert d.specs_by_key[d.key].kinds == {"gpu", "polars", "file"}
     assert d.node_def.tags["exo/gpu"] == "1"
 
 
 def test_sequential_is_the_default_order():
     defs = compile_cluster(parse_cluster(DATAFLOW.format(mode="sequential"), "flow.yaml"))
-    assert _graph(defs, "a__flow") == {"a__flow/a": [], "a__flow/b": ["a__flow/a"], "a__flow/c": ["a__flow/a", "a__flow/b"],
-                                       "a__flow/d": ["a__flow/b", "a__flow/c"]}
+    assert _graph(defs, "a__flow") == {"a/flow/a": [], "a/flow/b": ["a/flow/a"], "a/flow/c": ["a/flow/a", "a/flow/b"],
+                                       "a/flow/d": ["a/flow/b", "a/flow/c"]}
 
 
 def test_a_long_sequential_cluster_resolves_its_job():

@@ -73,3 +73,13 @@ def test_fan_out_needs_per_row_input(tmp_path):
     with pytest.raises(SpecError, match="no per-row input") as info:
         parse_cluster(text, "chunks.yaml", registry=_registry())
     assert (info.value.errors[0].location.line, info.value.errors[0].location.column) == (12, 7)
+
+
+def test_a_fanned_out_step_has_its_owners_tags_and_name_led_description():
+    text = CLUSTER.replace("  satellites:\n", "  owners: [\"team:words\"]\n  tags: {domain: text}\n  satellites:\n", 1) \
+        .replace("      fan-out: {chunk-rows: 3}\n", "      fan-out: {chunk-rows: 3}\n      tags: {tier: gold}\n")
+    cluster = parse_cluster(text, "c.yaml", registry=_registry())
+    key = dg.AssetKey(["test", "chunks", "tagged"])
+    spec = compile_cluster(cluster).resolve_assets_def(key).specs_by_key[key]
+    assert list(spec.owners) == ["team:words"] and spec.tags["domain"] == "text" and spec.tags["tier"] == "gold"
+    assert spec.description.split("\n\n")[0] == "Tag"

@@ -37,7 +37,7 @@ def test_sla_without_schedule_is_a_window_of_the_sla(tmp_path):
     cluster, defs = _defs(tmp_path, "sla: 12h", "trigger: {files: {path: in}}")
     assert defs.resolve_job_def(cluster.job_name).tags["dagster/max_runtime"] == str(12 * 3600)
     policies = _policies(defs)
-    assert set(policies) == {"t__sla/a", "t__sla/b"}
+    assert set(policies) == {"t/sla/a", "t/sla/b"}
     for policy in policies.values():
         assert isinstance(policy, dg.FreshnessPolicy)
         assert policy.fail_window.to_timedelta() == timedelta(hours=12) and policy.warn_window is None
@@ -68,7 +68,7 @@ def test_fanned_out_steps_get_the_policy_too(tmp_path):
 """
     cluster = parse_cluster(text, str(tmp_path / "fan.yaml"))
     policies = _policies(compile_cluster(cluster))
-    assert policies["t__sla/c"].fail_window.to_timedelta() == timedelta(hours=24)
+    assert policies["t/sla/c"].fail_window.to_timedelta() == timedelta(hours=24)
 
 
 

@@ -219,8 +219,8 @@ def test_an_asset_selection_run_with_a_gpu_step_is_routed_as_gpu(tmp_path):
                                                           "config": {"routes": [route]}}}) as instance:
         router = instance.run_launcher
         for selected, expected in (("crunch", {"exo/compute": "gpu"}), ("prep", {})):
-            job = asset_job.get_subset(asset_selection={dg.AssetKey(["t__gpu_route", selected])})
-            run = instance.create_run_for_job(job_def=job, asset_selection=frozenset({dg.AssetKey(["t__gpu_route", selected])}))
+            job = asset_job.get_subset(asset_selection={dg.AssetKey(["t", "gpu_route", selected])})
+            run = instance.create_run_for_job(job_def=job, asset_selection=frozenset({dg.AssetKey(["t", "gpu_route", selected])}))
             assert "exo/compute" not in run.tags
             assert router.asset_run_tags(run) == expected
             assert router.route_for({**run.tags, **router.asset_run_tags(run)}) == ("gpu" if expected else "default")

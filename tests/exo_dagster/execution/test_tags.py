@@ -63,7 +63,7 @@ def test_compiled_cluster_carries_the_tags_pool_and_run_tag():
     assert job.executor_def.name == "exo_local"  # the embedded default
 
     def node(step):
-        return defs.resolve_assets_def(dg.AssetKey([cluster.job_name, step])).node_def
+        return defs.resolve_assets_def(dg.AssetKey(cluster.asset_key_path(step))).node_def
 
     embed, rank, clean = node("embed"), node("rank"), node("clean")
     assert embed.tags["dagster-celery/queue"] == "cuda" and clean.tags["dagster-celery/queue"] == "general"
@@ -71,7 +71,7 @@ def test_compiled_cluster_carries_the_tags_pool_and_run_tag():
     assert json.loads(embed.tags["dagster-k8s/config"])["pod_spec_config"]["node_selector"] == {"exo/gpu-type": "l4"}
     assert rank.tags["exo/gpu"] == "1" and clean.tags["exo/gpu"] == "0"
     assert (embed.pool, rank.pool, clean.pool) == ("gpu", "gpu", None)
-    spec = defs.resolve_assets_def(dg.AssetKey([cluster.job_name, "embed"])).specs_by_key[dg.AssetKey([cluster.job_name, "embed"])]
+    spec = defs.resolve_assets_def(dg.AssetKey(cluster.asset_key_path("embed"))).specs_by_key[dg.AssetKey(cluster.asset_key_path("embed"))]
     assert "gpu" in spec.kinds
 
 

@@ -113,7 +113,7 @@ def test_downstream_user_asset_gets_a_lazyframe(data_dir):
     cluster = parse_cluster(CLUSTER.split("    - name: Greet each")[0].replace("  secrets:\n    - TOKEN: ${{ env.EXO_TEST_TOKEN }}\n", ""), "x.yaml")
     defs = compile_cluster(cluster)
 
-    @dg.asset(ins={"people": dg.AssetIn(key=dg.AssetKey(["test__runtime", "people"]))}, io_manager_key="exo_io")
+    @dg.asset(ins={"people": dg.AssetIn(key=dg.AssetKey(["test", "runtime", "people"]))}, io_manager_key="exo_io")
     def adults(people: pl.LazyFrame) -> pl.DataFrame:
         assert isinstance(people, pl.LazyFrame)
         return people.filter(pl.col("age") > 40).collect()

@@ -95,7 +95,7 @@ def test_ticket_dedupe_demo_is_a_gpu_routed_cluster_that_runs_offline(tmp_path, 
     defs = compile_cluster(cluster)
     job = defs.resolve_job_def(cluster.job_name)
     assert cluster.job_name == "exospherehost__ticket_dedupe" and job.tags["exo/compute"] == "gpu"
-    embed = defs.resolve_assets_def(dg.AssetKey([cluster.job_name, "embeddings"]))
+    embed = defs.resolve_assets_def(dg.AssetKey(cluster.asset_key_path("embeddings")))
     assert embed.node_def.tags["exo/gpu"] == "1" and json.loads(embed.node_def.tags["exo/resources"])["gpu"] == 1
     assert "gpu" in embed.specs_by_key[embed.key].kinds
     result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
