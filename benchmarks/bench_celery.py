@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 for r in records(instance, result.run_id, dg.DagsterEventType.ENGINE_EVENT):
                     meta = r.dagster_event.event_specific_data.metadata
                     if "Celery worker" in meta:
-                        kind = r.step_key.rsplit("__", 1)[1][:3]
+                        kind = r.step_key.split("__", 1)[0][:3]
                         if not meta["Celery worker"].value.startswith(f"bench-{kind}@"):
                             misplaced.append((r.step_key, meta["Celery worker"].value))
             print(f"\n  mix ({GPU_STEPS} GPU + {CPU_STEPS} CPU steps of 1 s) over Celery: run time median "

@@ -24,7 +24,7 @@ from exo_dagster.compile import retry_policy as retry
 from exo_dagster.execution import run_executor
 from exo_dagster.compile import run_end, sla
 from exo_dagster.compile import triggers
-from exo_dagster.spec.ir import Cluster, ParsedStep
+from exo_dagster.spec.ir import Cluster, ParsedStep, op_name
 from exo_dagster.compile import fan_out as chunked
 from exo_dagster.runtime.step_compute import count_rows, make_compute
 from exo_dagster.sdk.hashing import short_hash
@@ -195,7 +195,7 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, Pars
         compute = _leased(compute)
     if step.spec.fan_out:
         return sla.with_freshness(chunked.graph_asset(
-            key=key, ins=ins, chunk_rows=step.spec.fan_out.chunk_rows,
+            key=key, name=op_name(cluster, step), ins=ins, chunk_rows=step.spec.fan_out.chunk_rows,
             count_rows=lambda context, upstream: count_rows(step, {arg_to_id[k]: v for k, v in upstream.items()}),
             compute=lambda context, upstream, chunk: compute(context, {arg_to_id[k]: v for k, v in upstream.items()}, chunk),
             op_tags=tags, io_manager_key=IO_MANAGER_KEY, retry_policy=retry.retry_policy(cluster.spec, step.spec),
@@ -208,26 +208,22 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, Pars
             ),
         ), cluster.spec)
 
-    @dg.asset(
-        key=key,
+    @dg.multi_asset(
+        name=op_name(cluster, step),  # the op: identifier first (spec/ir.py), the key stays [project, cluster, id]
+        outs={"result": dg.AssetOut(
+            key=key, group_name=group, description=text, metadata=metadata, kinds=set(kinds),
+            owners=owners(cluster, step), tags=asset_tags(cluster, step), io_manager_key=IO_MANAGER_KEY,
+            code_version=short_hash(fingerprint, 16),
+        )},
         ins=ins,
-        group_name=group,
-        description=text,
-        metadata=metadata,
-        kinds=set(kinds),
-        owners=owners(cluster, step),
-        tags=asset_tags(cluster, step),
         op_tags=tags,
         pool=backend_tags.pool_for(resources),
-        io_manager_key=IO_MANAGER_KEY,
         retry_policy=retry.retry_policy(cluster.spec, step.spec),
-        freshness_policy=sla.freshness_policy(cluster.spec),
-        code_version=short_hash(fingerprint, 16),
     )
     def _step(context, **upstream_tables):
         return compute(context, {arg_to_id[k]: v for k, v in upstream_tables.items()})
 
-    return _step
+    return sla.with_freshness(_step, cluster.spec)
 
 
 def _leased(compute):

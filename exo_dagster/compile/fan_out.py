@@ -27,6 +27,7 @@ def chunk_bounds(rows: int, size: int) -> list[tuple[int, int]]:
 def graph_asset(
     *,
     key: dg.AssetKey,
+    name: str,
     ins: dict[str, dg.AssetIn],
     chunk_rows: int,
     count_rows: Callable[[Any, dict], int],
@@ -37,7 +38,6 @@ def graph_asset(
     retry_policy: dg.RetryPolicy | None,
 ) -> dg.AssetsDefinition:
     """`compute(context, upstream_kwargs, chunk=(offset, length))` runs the satellite on one chunk."""
-    name = "__".join(key.path)
     op_ins = {arg: dg.In() for arg in ins}
 
     @dg.op(name=f"{name}__split", ins=op_ins, out=dg.DynamicOut(), tags=op_tags)

@@ -18,7 +18,7 @@ def run_leases(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
         meta = event.event_specific_data.metadata if event and event.is_engine_event else {}
         if "exo/lease" not in meta:
             continue
-        step = record.step_key.rsplit("__", 1)[-1]
+        step = record.step_key.split("__", 1)[0]  # op names lead with the identifier (spec/ir.op_name)
         if meta["exo/lease"].value == "acquired":
             open_[step] = (meta["exo/devices"].value, meta["at"].value)
         else:

@@ -85,11 +85,17 @@ def asset_name(text: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in text)
 
 
+def op_name(cluster: Cluster, step: ParsedStep) -> str:
+    """The Dagster op (and step key) of a step: its identifier first, then the cluster's job name, e.g.
+    `files__exospherehost__orders_report`. Op names must be unique in a code location, so the job name
+    stays in; the identifier leads so the part the run log and Gantt views show names the step."""
+    return f"{step.asset_name}__{cluster.job_name}"
+
+
 def step_of(cluster: Cluster, step_key: str | None) -> ParsedStep | None:
-    """The cluster step a Dagster step key belongs to: the asset's op (`job__asset`, the asset key
-    [project, name, asset] joined by `__`), or an op inside a fanned-out step's graph
-    (`job__asset.job__asset__chunk[c3]`)."""
+    """The cluster step a Dagster step key belongs to: the asset's op (`op_name`), or an op inside a
+    fanned-out step's graph (`files__acme__x.files__acme__x__chunk[c3]`)."""
     if not step_key:
         return None
     head = step_key.split(".", 1)[0].split("[", 1)[0]
-    return next((s for s in cluster.steps if head == f"{cluster.job_name}__{s.asset_name}"), None)
+    return next((s for s in cluster.steps if head == op_name(cluster, s)), None)

@@ -67,7 +67,7 @@ def quiet(run_config: dict | None = None) -> dict:
 
 
 def short(step_key: str) -> str:
-    return step_key.rsplit("__", 1)[-1]
+    return step_key.split("__", 1)[0]  # the op name leads with the step identifier
 
 
 def probes(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:

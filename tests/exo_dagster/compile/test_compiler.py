@@ -28,7 +28,7 @@ def test_seed_cluster_compiles_to_golden_graph(seed_registry):
     }
     job = defs.resolve_job_def("acme__ticket_triage")
     assert job.tags == {"exo/cluster": "acme/ticket-triage", "dagster/max_runtime": "21600"}
-    assert {n.name for n in job.nodes} == {"acme__ticket_triage__tickets", "acme__ticket_triage__labels"}
+    assert {n.name for n in job.nodes} == {"tickets__acme__ticket_triage", "labels__acme__ticket_triage"}
     [schedule] = defs.schedules
     assert (schedule.name, schedule.cron_schedule, schedule.job_name, schedule.execution_timezone) == (
         "acme__ticket_triage__cron", "0 * * * *", "acme__ticket_triage", "UTC")

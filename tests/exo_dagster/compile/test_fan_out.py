@@ -56,7 +56,7 @@ def test_chunks_run_as_separate_ops_and_merge_in_order(tmp_path, monkeypatch):
     assert result.success
     chunk_steps = sorted(e.step_key for e in result.all_events
                          if e.event_type == dg.DagsterEventType.STEP_SUCCESS and "__chunk[" in e.step_key)
-    assert chunk_steps == [f"test__chunks__tagged.test__chunks__tagged__chunk[c{i}]" for i in range(4)]
+    assert chunk_steps == [f"tagged__test__chunks.tagged__test__chunks__chunk[c{i}]" for i in range(4)]
     outputs = tmp_path / "outputs" / "test__chunks"
     assert (outputs / "tagged.parquet.ref.json").exists()  # the merged output references the chunk files
     assert pl.read_parquet(outputs / "counted.parquet")["n"].to_list() == [10]

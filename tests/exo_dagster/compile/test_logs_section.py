@@ -86,7 +86,7 @@ def test_debug_level_adds_everything_including_dagster_events(tmp_path, monkeypa
     assert mine == ["debug parrot", "info parrot", "warning parrot", "error parrot"]
     events = {line["event_type"] for line in lines if line["event_type"]}
     assert {"RUN_START", "STEP_START", "STEP_SUCCESS", "RUN_SUCCESS"} <= events  # Dagster logs its events at DEBUG
-    assert "t__chatty__talk" in {line["step"] for line in lines}
+    assert "talk__t__chatty" in {line["step"] for line in lines}
 
 
 FAILING = """\

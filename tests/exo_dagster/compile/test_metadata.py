@@ -53,8 +53,8 @@ def test_asset_keys_name_project_cluster_and_step_while_ops_groups_and_storage_k
     graph = defs.resolve_asset_graph()
     assert set(graph.get_all_asset_keys()) == {_key("orders"), _key("revenue"), _key("report")}
     revenue = defs.resolve_assets_def(_key("revenue"))
-    # Dagster requires op names unique across the location's asset graph: the op is the key joined by `__`
-    assert revenue.node_def.name == "acme__orders_report__revenue"
+    # Dagster requires op names unique across the location: the identifier leads, the job name follows
+    assert revenue.node_def.name == "revenue__acme__orders_report"
     assert revenue.group_names_by_key[_key("revenue")] == "acme__orders_report" == cluster.job_name
     assert defs.resolve_job_def(cluster.job_name).execute_in_process(instance=dg.DagsterInstance.ephemeral()).success
     # outputs stay where they were stored when the key was [acme__orders_report, revenue]

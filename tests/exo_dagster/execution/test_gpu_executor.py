@@ -78,7 +78,7 @@ def test_more_gpus_than_exist_fails_at_launch_with_a_clear_error(instance, tmp_p
     assert not result.success
     assert time.monotonic() - started < 120  # fails, does not wait for a device that never comes
     text = failure_text(instance, result.run_id)
-    assert "not enough GPUs for this run: `exotest__gpu_mix__big` asks for 2" in text
+    assert "not enough GPUs for this run: `big__exotest__gpu_mix` asks for 2" in text
     assert "1 GPU(s) [0] from EXO_GPUS='0'" in text and "fix:" in text
     assert events_of(instance, result.run_id, dg.DagsterEventType.STEP_START) == []  # nothing ran
 

@@ -151,7 +151,7 @@ def test_gpu_limits_node_selectors_and_tolerations_land_on_gpu_pods_only(kuberne
         assert set(probes(instance, result.run_id)) == {s["id"] for s in STEPS}  # every step ran, in its "pod"
         assert instance.get_run_by_id(result.run_id).tags["exo/compute"] == "gpu"
 
-    pods = {job["metadata"]["labels"]["dagster/op"].rsplit("__", 1)[1]: job["spec"]["template"]["spec"]
+    pods = {job["metadata"]["labels"]["dagster/op"].split("__", 1)[0]: job["spec"]["template"]["spec"]
             for job in kubernetes.jobs.values()}
     assert set(pods) == {"embed", "train", "clean", "plain"}
     for job in kubernetes.jobs.values():

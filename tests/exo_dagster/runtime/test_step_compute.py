@@ -92,7 +92,7 @@ def test_missing_env_var_fails_the_step_with_a_clear_message(data_dir, monkeypat
     result = _run(CLUSTER, _registry())
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
-    assert failure.step_key == "test__runtime__greet"
+    assert failure.step_key == "greet__test__runtime"
     assert "environment variable `EXO_TEST_TOKEN`" in failure.event_specific_data.error.to_string()
     # the step before it finished and its output is kept: a re-execution starts from `greet`
     assert (data_dir / "outputs" / "test__runtime" / "people.parquet").exists()

@@ -44,7 +44,7 @@ def test_parquet_source_is_referenced_and_catalogued(setup):
     assert result.success
     out = tmp_path / "exo" / "outputs" / "test__ticket_triage"
     assert not (out / "events.parquet").exists() and (out / "events.parquet.ref.json").exists()  # no copy
-    [events] = [m for m in result.asset_materializations_for_node("test__ticket_triage__events")]
+    [events] = [m for m in result.asset_materializations_for_node("events__test__ticket_triage")]
     assert events.metadata["exo/storage"].value == "reference" and events.metadata["dagster/row_count"].value == 3
     assert pl.read_parquet(out / "labels.parquet").to_dicts() == [{"kind": "a", "n": 2}, {"kind": "b", "n": 1}]
     assert sorted(os.listdir(out)) == ["events.parquet.ref.json", "labels.parquet"]  # no temporary files left
@@ -59,7 +59,7 @@ def test_changed_source_is_detected_by_downstream(setup):
     pl.DataFrame({"kind": ["z"], "v": [9]}).write_parquet(source)
     os.utime(source, (1, 1))
     instance = dg.DagsterInstance.ephemeral()
-    result = job.execute_in_process(instance=instance, op_selection=["test__ticket_triage__labels"], raise_on_error=False)
+    result = job.execute_in_process(instance=instance, op_selection=["labels__test__ticket_triage"], raise_on_error=False)
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
     assert "changed after it ran" in failure.event_specific_data.error.to_string()

@@ -197,7 +197,7 @@ def test_in_a_compiled_cluster(tmp_path, monkeypatch):
     assert rows["a.pdf"]["text"] == "alpha page" and rows["b.html"]["text"] == "# Bravo\n\ntext"
     assert rows["d.docx"]["text"].startswith("# Quarterly report")
     assert "`" + str(docs / "c.pdf") + "`: not a readable PDF" in rows["c.pdf"]["_error"]
-    [materialization] = [m for m in result.asset_materializations_for_node("test__documents__parsed")]
+    [materialization] = [m for m in result.asset_materializations_for_node("parsed__test__documents")]
     assert materialization.metadata["exo/rows_failed"].value == 1
 
     monkeypatch.setitem(sys.modules, "docling", None)  # the extra is absent (and stays so if someone installs it)

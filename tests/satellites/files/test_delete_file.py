@@ -82,5 +82,5 @@ cluster:
     assert result.success
     out = pl.read_parquet(tmp_path / "exo" / "outputs" / "test__delete" / "deleted.parquet")
     assert out["status"].to_list() == ["deleted", "deleted"] and [p.name for p in tree.iterdir()] == ["sub"]
-    [materialization] = result.asset_materializations_for_node("test__delete__deleted")
+    [materialization] = result.asset_materializations_for_node("deleted__test__delete")
     assert materialization.metadata["exo/rows_computed"].value == 2
