@@ -99,7 +99,7 @@ def cluster_run(job: dg.JobDefinition, n: int) -> tuple[float, float, float, flo
     times = {}
     for record in instance.all_logs(result.run_id):
         event = record.dagster_event
-        if event and event.step_key and event.step_key.endswith("embeddings") and event.event_type_value in ("STEP_START", "STEP_SUCCESS"):
+        if event and event.step_key and event.step_key.startswith("embeddings__") and event.event_type_value in ("STEP_START", "STEP_SUCCESS"):
             times[event.event_type_value] = record.timestamp
     meta = next(e.materialization.metadata for e in result.get_asset_materialization_events()
                 if e.materialization.asset_key.path[-1] == "embeddings")
