@@ -152,6 +152,11 @@ def test_materialize_all_runs_to_success(ui):
     assert run.status == dg.DagsterRunStatus.SUCCESS, [e.message for e in ui.instance.all_logs(run.run_id) if e.message][-20:]
     ui.goto(f"/runs/{run.run_id}", "run")
     _wait_text(ui.page, "Success")
+    # step keys lead with the step's identifier, so the Gantt bars and the log's OP column (which cut
+    # long names) show which step they are
+    text = ui.page.locator("body").inner_text()
+    for step in ("files", "orders", "revenue", "report"):
+        assert f"{step}__exospherehost__orders_report" in text or f"{step}__exosph" in text, step
 
 
 def test_the_asset_page_shows_its_columns_and_its_yaml_source(ui):
