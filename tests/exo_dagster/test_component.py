@@ -177,7 +177,7 @@ def test_dg_list_defs_shows_the_clusters_of_a_folder_and_of_an_inline_defs_yaml(
     defs = json.loads(result.stdout)
     assert {job["name"] for job in defs["jobs"]} >= {"acme__orders", "acme__inline"}, output(result)
     keys = {asset["asset_key"] for asset in defs["assets"]}
-    assert {"acme__orders/orders", "acme__orders/totals", "acme__inline/orders", "acme__inline/totals"} <= keys
+    assert {"acme/orders/orders", "acme/orders/totals", "acme/inline/orders", "acme/inline/totals"} <= keys
     assert not [k for k in keys if k.startswith("exo_errors/")], keys
     assert [r["name"] for r in defs.get("resources", [])] == ["exo_io"], defs.get("resources")
 
