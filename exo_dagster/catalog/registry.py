@@ -8,6 +8,7 @@ this process (`exo_dagster.sdk.DECLARED`).
 from __future__ import annotations
 
 import difflib
+import threading
 from typing import Iterable
 
 from exo_dagster.sdk.satellite import DECLARED, SATELLITE_ID, SatelliteConfig, SatelliteDef, satellite  # noqa: F401
@@ -126,6 +127,7 @@ class Registry:
 
 REGISTRY = Registry()
 _synced = 0
+_sync_lock = threading.RLock()  # re-entrant: a plugin may ask while being loaded; threads of one process (a code server, a test) may ask at once
 _reported: set[tuple[str, str, str]] = set()
 
 
@@ -134,6 +136,11 @@ def default_registry() -> Registry:
 
     A plugin that failed to import contributes nothing and is named in unknown-satellite errors; an id
     that two distributions declare resolves to neither and its error names both."""
+    with _sync_lock:
+        return _sync()
+
+
+def _sync() -> Registry:
     global _synced
     from exo_dagster.catalog import discovery
 
