@@ -26,6 +26,7 @@ from exo_dagster.compile import run_end, sla
 from exo_dagster.compile import triggers
 from exo_dagster.spec.ir import Cluster, ParsedStep, op_name
 from exo_dagster.compile import fan_out as chunked
+from exo_dagster.compile import partitions
 from exo_dagster.runtime.step_compute import count_rows, make_compute
 from exo_dagster.sdk.hashing import short_hash
 
@@ -190,7 +191,8 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, Pars
     key = asset_key(cluster, step.identifier)
     fingerprint = json.dumps([step.satellite.id, step.satellite.version, step.config, step.spec.input], sort_keys=True, default=str)
 
-    compute = make_compute(cluster, step, previous)
+    compute = make_compute(cluster, step, previous, roots=partitions.template_roots(cluster))
+    partitioned = partitions.partitions_def(cluster)
     if resources.gpu:
         compute = _leased(compute)
     if step.spec.fan_out:
@@ -205,6 +207,7 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, Pars
                 tags_by_output_name={"result": {**asset_tags(cluster, step), **{f"dagster/kind/{k}": "" for k in kinds}}},
                 owners_by_output_name={"result": owners(cluster, step)},
                 code_versions_by_output_name={"result": short_hash(fingerprint, 16)},
+                partitions_def=partitioned,
             ),
         ), cluster.spec)
 
@@ -218,6 +221,7 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, Pars
         ins=ins,
         op_tags=tags,
         pool=backend_tags.pool_for(resources),
+        partitions_def=partitioned,
         retry_policy=retry.retry_policy(cluster.spec, step.spec),
     )
     def _step(context, **upstream_tables):

@@ -56,6 +56,11 @@ def _tags(cluster: Cluster, kind: str) -> dict[str, str]:
 
 def cron_schedule(cluster: Cluster, job: Any) -> dg.ScheduleDefinition:
     spec = cluster.spec
+    if spec.partitions is not None:  # a run per tick for the tick's partition (compile/partitions.py)
+        from exo_dagster.compile.partitions import partitioned_schedule
+
+        return partitioned_schedule(cluster, job, name=f"{cluster.job_name}__cron", cron=spec.trigger.cron,
+                                    timezone=spec.trigger.timezone, tags={"exo/trigger": "cron"})
     return dg.ScheduleDefinition(
         name=f"{cluster.job_name}__cron", job=job, cron_schedule=spec.trigger.cron,
         execution_timezone=spec.trigger.timezone, default_status=dg.DefaultScheduleStatus.RUNNING,

@@ -178,6 +178,13 @@ def _invalid(step: ParsedStep, errors: list[dict], hidden: list[str]) -> str:
     return secret_values.mask(text, hidden)
 
 
+def row_identity(config: dict[str, Any], roots: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """The config part of the per-row cache key: in a partitioned run the partition is in it, so a row
+    finished for one partition is never taken as done for another (unpartitioned keys are unchanged)."""
+    partition = (roots or {}).get("partition", {}).get("key")
+    return config if partition is None else {**config, "exo/partition": partition}
+
+
 def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
                  roots: Callable[[Any], dict[str, dict[str, Any]]] | None = None):
     """The function a compiled asset calls with its upstream StoredTables.
@@ -229,7 +236,8 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
     def prepare(context, tables: dict[str, StoredTable], hidden: list[str]) -> tuple[StepContext, Any]:
         tables = {ident: dataclasses.replace(t, name=ident) for ident, t in tables.items()}
         given = secret_values.resolve_all(step.secrets)
-        resolve = _memo(make_resolver(cluster, step, tables, given, roots=roots(context) if roots else None))
+        extra = roots(context) if roots else None
+        resolve = _memo(make_resolver(cluster, step, tables, given, roots=extra))
         config = validate_config(step, resolve, cluster.base_dir, hidden)
         plain_input = render_section(step, {k: v for k, v in step.spec.input.items() if not is_per_row(v)}, resolve)
         ctx = StepContext(
@@ -243,7 +251,8 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
             secrets=given,
             base_dir=cluster.base_dir,
             log=secret_values.MaskingLog(context.log, hidden),
-            identity=(step.satellite.id, step.satellite.version, config.model_dump(mode="json", by_alias=True)),
+            identity=(step.satellite.id, step.satellite.version,
+                      row_identity(config.model_dump(mode="json", by_alias=True), extra)),
             concurrency=step.spec.concurrency or 8,
             on_row_error=step.spec.on_row_error,
             cache_path=row_cache.cache_file(cluster.job_name) if step.spec.cache else None,

@@ -6,6 +6,7 @@
     path      := secrets.NAME | env.NAME | cluster.FIELD
                | satellites.ID.output | satellites.ID.output.COLUMN
                | failure.FIELD          (only in a cluster's `failure` satellites)
+               | partition.key | partition.start | partition.end   (partitioned clusters; the run's partition)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Callable, Iterator
 
 CLUSTER_FIELDS = ("identifier", "title", "description", "trigger", "sla", "project", "name")
 FAILURE_FIELDS = ("step", "error", "run-id", "rows")
+PARTITION_FIELDS = ("key", "start", "end")
 _OPEN = re.compile(r"(\$?)\$\{\{")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 
@@ -119,12 +121,16 @@ def _reference(inner: str, per_row: bool, start: int, end: int, inner_at: int) -
         if len(rest) != 1 or rest[0] not in FAILURE_FIELDS:
             raise TemplateSyntaxError(f"`{body}` is not a failure field", offset,
                                       "use one of: " + ", ".join(f"failure.{f}" for f in FAILURE_FIELDS))
+    elif root == "partition":
+        if len(rest) != 1 or rest[0] not in PARTITION_FIELDS:
+            raise TemplateSyntaxError(f"`{body}` is not a partition field", offset,
+                                      "use one of: " + ", ".join(f"partition.{f}" for f in PARTITION_FIELDS))
     else:
         raise TemplateSyntaxError(f"unknown template root `{root}`", offset,
-                                  "a template starts with satellites., secrets., env., cluster. or failure.")
+                                  "a template starts with satellites., secrets., env., cluster., failure. or partition.")
     if per_row and root != "satellites":
         raise TemplateSyntaxError("only satellite columns can be per-row (`$${{ }}`)", start,
-                                  "use `${{ ... }}` (one dollar) for secrets, env and cluster values")
+                                  "use `${{ ... }}` (one dollar) for secrets, env, cluster and partition values")
     return Reference(root, rest, per_row, start, end, text)
 
 

@@ -157,6 +157,90 @@ class Step(SpecModel):
         return slug if slug[0].isalpha() else f"s-{slug}"
 
 
+PARTITION_KINDS = ("hourly", "daily", "weekly", "monthly")
+INVALID_PARTITION_SUBSTRINGS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")  # Dagster's (partitions/utils/base.py)
+
+
+def parse_start(value: Any) -> Any:
+    """A date or datetime as written (`2026-11-01`, `2026-11-01T06:00`); YAML hands unquoted dates over as
+    `datetime.date`, which is accepted too. Returned as ISO text, the form Dagster is given."""
+    import datetime as dt
+
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a date; write one as `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM`")
+    try:
+        return dt.datetime.fromisoformat(value).isoformat() if "T" in value or " " in value.strip() \
+            else dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise ValueError(f"{value!r} is not a date; write one as `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM`") from None
+
+
+def _check_timezone(value: str) -> str:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError, UnicodeError):
+        raise ValueError(f"unknown timezone `{value}`") from None
+    return value
+
+
+def as_datetime(text: str):
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(text)
+
+
+class TimePartitions(SpecModel):
+    """`daily: {start, timezone, end}` (or hourly/weekly/monthly): one partition per period from `start`."""
+
+    start: Annotated[str, BeforeValidator(parse_start)]
+    timezone: Annotated[str, AfterValidator(_check_timezone)] = "UTC"
+    end: Annotated[str | None, BeforeValidator(lambda v: None if v is None else parse_start(v))] = None
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> "TimePartitions":
+        if self.end is not None and as_datetime(self.end) <= as_datetime(self.start):
+            raise ValueError(f"`end` ({self.end}) must be after `start` ({self.start})")
+        return self
+
+
+def _static_key(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return value
+    text = str(value)
+    if not text.strip():
+        raise ValueError("a partition key cannot be empty")
+    bad = [s for s in INVALID_PARTITION_SUBSTRINGS if s in text]
+    if bad:
+        raise ValueError(f"partition key {text!r} holds {bad[0]!r}, which Dagster does not allow in a partition key")
+    return text
+
+
+class Partitions(SpecModel):
+    """`partitions:` of a cluster: exactly one kind, time-based (hourly/daily/weekly/monthly) or `static` keys.
+    One kind, non-empty and unique static keys are checked by the parser on the raw mapping (spec/partitions.py),
+    so they are reported even when a field inside has an error too."""
+
+    hourly: TimePartitions | None = None
+    daily: TimePartitions | None = None
+    weekly: TimePartitions | None = None
+    monthly: TimePartitions | None = None
+    static: list[Annotated[str, BeforeValidator(_static_key)]] | None = None
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in (*PARTITION_KINDS, "static") if getattr(self, k) is not None)
+
+    @property
+    def time(self) -> TimePartitions | None:
+        return None if self.kind == "static" else getattr(self, self.kind)
+
+
 class LogsSection(SpecModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     satellites: list[Step] = Field(default_factory=list)
@@ -175,6 +259,7 @@ class ClusterBody(SpecModel):
     tags: dict[TagKey, TagValue] = Field(default_factory=dict)  # on every asset (steps add/override) and the job
     sla: str | int | float | None = None  # any duration (the seed's 6h/12h/24h, or 90m, 5s...): the longest a run may take
     trigger: Trigger | None = None
+    partitions: Partitions | None = None  # a run per partition (time periods or static keys); see compile/partitions.py
     retries: int = Field(0, ge=0)
     retry: RetrySettings | None = None
     execution: Literal["sequential", "dataflow"] = "sequential"

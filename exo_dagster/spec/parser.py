@@ -22,6 +22,7 @@ from exo_dagster.spec.located_yaml import LocatedDocument, load_located
 from exo_dagster.spec.ir import Cluster, ParsedStep, SecretSource, asset_name  # noqa: F401  (re-exported)
 from exo_dagster.spec.lookup import SatelliteLookup, UnknownSatellite
 from exo_dagster.spec.models import ClusterFile, Step
+from exo_dagster.spec import partition_checks
 
 STEPS_PATH = ("cluster", "satellites")
 CronCheck = typing.Callable[[str], bool]
@@ -87,6 +88,8 @@ class _Checker:
             self._pydantic_errors(exc, (), ClusterFile)
         body = data.get("cluster") if isinstance(data.get("cluster"), dict) else {}
         secrets = self._cluster_secrets(body)
+        self.partition_kind = partition_checks.partition_kind(body.get("partitions"))
+        partition_checks.check_partitions(body.get("partitions"), self.error)
         steps = self._steps(body.get("satellites"), STEPS_PATH, "main", secrets, known=[])
         main_ids = self._all_main_ids()  # also those of steps with errors: no second error for a reference to them
         logs = self._section_steps(body, "logs", secrets, main_ids)
@@ -310,11 +313,20 @@ class _Checker:
                            f"declare it in the cluster's `secrets:` list, e.g. `- {ref.parts[0]}: ${{{{ env.{ref.parts[0]} }}}}`",
                            location=location)
                 ok = False
+            elif ref.root == "partition" and (problem := self._partition_reference(ref, role)):
+                self.error(path, *problem, location=location)
+                ok = False
             elif ref.root == "failure" and role != "failure":
                 self.error(path, f"`{ref.text}` is only available in the cluster's `failure:` satellites",
                            "use it inside `failure: {satellites: [...]}`", location=location)
                 ok = False
         return ok
+
+    def _partition_reference(self, ref: templates.Reference, role: str) -> tuple[str, str] | None:
+        if role != "main":
+            return (f"`{ref.text}` is only available in the cluster's `satellites`",
+                    "the `logs:` and `failure:` sections run outside any partition")
+        return partition_checks.check_partition_reference(getattr(self, "partition_kind", None), ref.parts[0], ref.text)
 
     def _all_main_ids(self) -> list[str]:
         body = self.doc.data.get("cluster") if isinstance(self.doc.data, dict) else None
@@ -527,6 +539,12 @@ def _hint_for(kind: str, field_name: Any, err: dict) -> str:
         return "write an email address (`ana@example.com`) or a team (`team:data-eng`)"
     if "tag rule" in message or "reserved prefix" in message:
         return "tags are `key: value` of letters, digits, `_`, `-` and `.` (at most 63 each); a key may have one `namespace/`"
+    if field_name in ("start", "end"):
+        return "write a date `YYYY-MM-DD` (quoted or not) or a date and time `YYYY-MM-DDTHH:MM`"
+    if field_name == "timezone":
+        return "use an IANA name such as `UTC` or `Europe/Berlin`"
+    if "partition key" in message:
+        return "a partition key is any text without `...` or control characters (newline, tab, ...)"
     if field_name == "version":
         return "write `version: 0.0.1b` at the top of the file"
     if kind.endswith("_type") or kind.endswith("_parsing"):

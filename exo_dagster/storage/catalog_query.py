@@ -23,6 +23,7 @@ from exo_dagster.sdk import duck
 from exo_dagster.storage.duckdb_catalog import catalog_path
 
 ALIAS = "exo_catalog"
+PARTITION_GLOB = "/*.parquet"  # duckdb_catalog.partitions_source: every partition file of one output
 READING = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 _LITERAL = re.compile(r"'((?:[^']|'')*)'")
 
@@ -92,18 +93,20 @@ def _read_only(path: str) -> duckdb.DuckDBPyConnection:
         sources = con.execute("select schema_name, sql from duckdb_views() where database_name = ? and not internal",
                               [ALIAS]).fetchall()
         schemas = sorted({schema for schema, _ in sources})
-        files = {path, path + ".wal"}
+        files, folders = {path, path + ".wal"}, set()
         for _, text in sources:
             for literal in _LITERAL.findall(text or ""):
                 value = literal.replace("''", "'")
                 if value.startswith("file://"):
                     value = value[len("file://"):]
-                if os.path.isabs(value):
+                if os.path.isabs(value) and value.endswith(PARTITION_GLOB):  # a partitioned output: its folder
+                    folders.add(value[:-len(PARTITION_GLOB)])
+                elif os.path.isabs(value):
                     files |= {value, os.path.realpath(value)}
         # bare view names resolve too (the first schema that has one wins; `schema.view` is always exact)
         search = ",".join(f"{ALIAS}.{s}" for s in ["main", *[s for s in schemas if s != "main"]])
         con.execute("set search_path = ?", [search])
-        duck.restrict(con, paths=files)  # as the `sql` satellite's sandbox: only these files, configuration locked
+        duck.restrict(con, paths=files, directories=folders)  # as the `sql` satellite's sandbox: only these files, configuration locked
         return con
     except BaseException:
         con.close()

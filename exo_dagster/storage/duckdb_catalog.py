@@ -80,3 +80,13 @@ def register_view(schema: str, view: str, source_sql: str, *, path: str | None =
         with atomic_write(path + ".index.json", "w") as fh:
             json.dump(index, fh, sort_keys=True)
     return True
+
+
+def partitions_source(folder: str, with_column: bool = True) -> str:
+    """SQL text over every partition file of a partitioned output (`<folder>/<key, %-encoded>.parquet`), with a
+    `partition` column holding each row's partition key (unless the output has such a column already). The
+    glob is read at query time, so one view covers partitions added later."""
+    glob = (folder.rstrip("/") + "/*.parquet").replace("'", "''")
+    scan = f"read_parquet('{glob}', filename = 'exo_file', union_by_name = true)"
+    key = r"url_decode(regexp_extract(exo_file, '([^/]*)\.parquet$', 1))"
+    return f"(select * exclude (exo_file){f', {key} as partition' if with_column else ''} from {scan})"

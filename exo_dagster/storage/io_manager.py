@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from typing import Any
+from urllib.parse import quote
 
 import polars as pl
 import dagster as dg
@@ -55,6 +56,11 @@ def _write_classified(context: OutputContext, obj: Any, path: UPath) -> None:
                          metadata={**where, "exo/error": type(exc).__name__, "exo/error-kind": kind}) from None
 
 
+def partition_file_stem(partition: str) -> str:
+    """A file name for any partition key: %-encoded, dots too (`2026-11-01-05:00` -> `2026-11-01-05%3A00`)."""
+    return quote(partition, safe="-_").replace(".", "%2E")
+
+
 def storage_relative_path(key_path: list[str]) -> UPath:
     """`<prefix joined by __>/<last>`: an exo step's key [project, cluster, identifier] is stored at
     `<project>__<cluster>/<identifier>`, where outputs were kept when the key was [`<project>__<cluster>`, identifier]."""
@@ -70,6 +76,10 @@ class ParquetTableIOManager(UPathIOManager):
     def get_asset_relative_path(self, context: InputContext | OutputContext) -> UPath:
         return storage_relative_path(list(context.asset_key.path))
 
+    def get_path_for_partition(self, context: InputContext | OutputContext, path: UPath, partition: str) -> UPath:
+        """A partition is a file in the asset's folder: `<identifier>/<partition key, %-encoded>.parquet`."""
+        return path / partition_file_stem(partition)
+
     @property
     def storage_options(self) -> dict[str, Any]:
         # Dagster 1.13 reads UPath._kwargs, which universal-pathlib 0.3 renamed to storage_options.
@@ -81,7 +91,8 @@ class ParquetTableIOManager(UPathIOManager):
     def dump_to_path(self, context: OutputContext, obj: Any, path: UPath) -> None:
         options = self.storage_options or None
         ref = self._ref_path(path)
-        if isinstance(obj, StoredTable) and obj.name is None and self._is_source(obj, path):
+        # a partition is always a Parquet file of its own, so the catalog view's glob covers every partition
+        if isinstance(obj, StoredTable) and obj.name is None and self._is_source(obj, path) and not context.has_asset_partitions:
             table = StoredTable(obj.path, obj.storage_options)
             record = {"paths": table.paths, "fingerprint": fingerprint(self.fs, table.paths)}
             try:  # read the sources' footers before publishing a reference to them: never a ref to a broken file
@@ -110,20 +121,23 @@ class ParquetTableIOManager(UPathIOManager):
             rows, schema = int(scan.select(pl.len()).collect().item()), scan.collect_schema()
         context.add_output_metadata({**table_metadata(context.output_metadata, rows, schema, list(stored.paths)),
                                      "exo/storage": kind})
-        self._register(context, stored)
+        self._register(context, stored, path, schema)
 
     def _is_source(self, table: StoredTable, path: UPath) -> bool:
         """A pass-through of files outside our own storage (never a reference to another output)."""
         base = str(self._base_path)
         return all(not p.startswith(base) for p in table.paths)
 
-    def _register(self, context: OutputContext, table: StoredTable) -> None:
+    def _register(self, context: OutputContext, table: StoredTable, path: UPath, schema: Any) -> None:
         if table.is_remote:
             return  # DuckDB would need the httpfs extension, which is not available offline
         view = (context.definition_metadata or {}).get("exo/view")
         view = getattr(view, "value", view)
+        columns = schema
         schema, name = (str(view).split(".", 1) if view else ("_".join(context.asset_key.path[:-1]) or "main", context.asset_key.path[-1]))
-        if not catalog.register_view(schema, name, table.duckdb_source()):
+        source = catalog.partitions_source(str(path.parent), "partition" not in columns) \
+            if context.has_asset_partitions else table.duckdb_source()
+        if not catalog.register_view(schema, name, source):
             context.log.warning(f"DuckDB catalog {catalog.catalog_path()} stayed locked; view {schema}.{name} not refreshed")
 
     def load_from_path(self, context: InputContext, path: UPath) -> Any:
