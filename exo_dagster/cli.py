@@ -44,8 +44,11 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--strict", is_flag=True)
-def run(path: str, strict: bool) -> None:
-    """Run one cluster's job as `dagster job execute` does: its own executor, its SLA, its sections."""
+@click.option("--partition", "partition_args", multiple=True, metavar="KEY",
+              help="Run this partition (repeatable); `FIRST...LAST` runs a range of time partitions, one run each, in order.")
+def run(path: str, strict: bool, partition_args: tuple[str, ...]) -> None:
+    """Run one cluster's job as `dagster job execute` does: its own executor, its SLA, its sections.
+    A partitioned cluster needs `--partition`: one run per key, a summary line per run."""
     import os
 
     from dagster import DagsterInstance, build_reconstructable_job, execute_job
@@ -60,16 +63,42 @@ def run(path: str, strict: bool) -> None:
     except SpecError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
+    keys = _partition_keys(cluster, partition_args)
     prepare()  # an empty DAGSTER_HOME gets the default dagster.yaml, set up once under a lock
     job = build_reconstructable_job("exo_dagster.cli", "cluster_job", reconstructable_args=(path,))
+    failed = 0
     with DagsterInstance.get() as instance:
-        # not `with execute_job(...) as result`: entering it rebuilds the run's resources to load outputs,
-        # which `exo run` never reads
-        result = execute_job(job, instance=instance, raise_on_error=False)
-        run_id, success = result.run_id, result.success
-        run_pending()  # the run's failure/logs sections (run_end.py), before the summary line
-    click.echo(f"run {run_id} of {cluster.job_name}: {'success' if success else 'FAILURE'}")
-    sys.exit(0 if success else 1)
+        for key in keys:
+            tags = {"dagster/partition": key} if key is not None else None
+            # not `with execute_job(...) as result`: entering it rebuilds the run's resources to load outputs,
+            # which `exo run` never reads
+            result = execute_job(job, instance=instance, raise_on_error=False, tags=tags)
+            run_id, success = result.run_id, result.success
+            run_pending()  # the run's failure/logs sections (run_end.py), before the summary line
+            where = f" partition {key}" if key is not None else ""
+            click.echo(f"run {run_id} of {cluster.job_name}{where}: {'success' if success else 'FAILURE'}")
+            failed += not success
+    if len(keys) > 1:
+        click.echo(f"{len(keys) - failed} of {len(keys)} partition runs succeeded")
+    sys.exit(0 if not failed else 1)
+
+
+def _partition_keys(cluster, wanted: tuple[str, ...]) -> list[str | None]:
+    """The runs `exo run` makes: [None] for an unpartitioned cluster, else one per partition key asked for;
+    exit 1 (nothing runs) for a missing or unknown key."""
+    from exo_dagster.compile.partitions import UnknownPartition, keys_for
+
+    if cluster.spec.partitions is None and not wanted:
+        return [None]
+    if not wanted:
+        click.echo(f"cluster/{cluster.spec.identifier} is partitioned ({cluster.spec.partitions.kind}): "
+                   "name the partitions to run with --partition KEY (repeatable) or --partition FIRST...LAST", err=True)
+        sys.exit(1)
+    try:
+        return list(keys_for(cluster, list(wanted)))
+    except UnknownPartition as exc:
+        click.echo(f"exo run: {exc}", err=True)
+        sys.exit(1)
 
 
 def cluster_job(path: str):
