@@ -121,7 +121,8 @@ def partitioned_schedule(cluster: Cluster, job: Any, *, name: str, cron: str, ti
     def _tick(context: dg.ScheduleEvaluationContext):
         tick = context.scheduled_execution_time
         if isinstance(definition, dg.TimeWindowPartitionsDefinition):
-            key = definition.get_last_partition_key(current_time=tick)
+            complete = definition.get_partition_keys(current_time=tick)
+            key = complete[-1] if complete else None
             if key is None:
                 return dg.SkipReason(f"no partition of cluster/{cluster.spec.identifier} is complete at {tick.isoformat()}")
             keys = [key]
