@@ -222,9 +222,10 @@ def _static_key(value: Any) -> Any:
 
 
 class Partitions(SpecModel):
-    """`partitions:` of a cluster: exactly one kind, time-based (hourly/daily/weekly/monthly) or `static` keys.
-    One kind, non-empty and unique static keys are checked by the parser on the raw mapping (spec/partitions.py),
-    so they are reported even when a field inside has an error too."""
+    """`partitions:` of a cluster: exactly one kind, time-based (hourly/daily/weekly/monthly) or `static` keys."""
+
+    # One kind, non-empty and unique static keys are checked by the parser on the raw mapping
+    # (spec/partition_checks.py), so they are reported even when a field inside has an error too.
 
     hourly: TimePartitions | None = None
     daily: TimePartitions | None = None
