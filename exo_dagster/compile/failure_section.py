@@ -191,4 +191,5 @@ def build_job(cluster: Cluster, io_manager_key: str) -> dg.JobDefinition:
         first=_context_op(cluster, io_manager_key), first_table=CONTEXT_TABLE, io_manager_key=io_manager_key,
         roots=lambda context: {"failure": _fields_from_tags(context, cluster)},
         description=f"failure satellites of cluster/{cluster.spec.identifier}",
+        about_run_tag=RUN_ID_TAG,
     )

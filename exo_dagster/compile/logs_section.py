@@ -144,4 +144,5 @@ def build_job(cluster: Cluster, io_manager_key: str) -> dg.JobDefinition:
         cluster, name=logs_job_name(cluster), section="logs", steps=cluster.logs_steps,
         first=_records_op(cluster, io_manager_key), first_table=LOGS_TABLE, io_manager_key=io_manager_key,
         description=f"log satellites of cluster/{cluster.spec.identifier}",
+        about_run_tag=RUN_ID_TAG,
     )

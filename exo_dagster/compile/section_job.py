@@ -15,6 +15,7 @@ from exo_dagster.dagster_private import resolve_dagster_type
 
 from exo_dagster.spec.ir import Cluster, ParsedStep
 from exo_dagster.runtime.step_compute import make_compute
+from exo_dagster.compile.partitions import partitions_def
 
 FIRST_NODE_OUTPUT = "result"
 
@@ -37,6 +38,7 @@ def build_section_job(
     io_manager_key: str,
     roots: Callable[[Any], dict[str, dict[str, Any]]] | None = None,
     description: str = "",
+    about_run_tag: str | None = None,
 ) -> dg.JobDefinition:
     """`first` (an op producing the section's input table, known to templates as `first_table`)
     followed by one op per step; each step's `previous` is the step above it, or `first_table`."""
@@ -46,7 +48,7 @@ def build_section_job(
     deps: dict[str, dict[str, dg.DependencyDefinition]] = {}
     previous = first_table
     for step in steps:
-        op_def, wired = _step_op(cluster, section, step, main, previous, io_manager_key, roots)
+        op_def, wired = _step_op(cluster, section, step, main, previous, io_manager_key, roots, about_run_tag)
         nodes.append(op_def)
         deps[op_def.name] = {arg: dg.DependencyDefinition(node_of[ident], FIRST_NODE_OUTPUT) for arg, ident in wired.items()}
         node_of[step.identifier] = op_def.name
@@ -57,7 +59,7 @@ def build_section_job(
 
 
 def _step_op(cluster: Cluster, section: str, step: ParsedStep, main: dict[str, ParsedStep], previous: str,
-             io_manager_key: str, roots) -> tuple[dg.OpDefinition, dict[str, str]]:
+             io_manager_key: str, roots, about_run_tag: str | None = None) -> tuple[dg.OpDefinition, dict[str, str]]:
     """One satellite as an op; returns it and {input name: upstream identifier} for op-to-op inputs.
 
     Outputs of the cluster's own steps are not op inputs (Dagster loads asset inputs only in asset
@@ -76,6 +78,7 @@ def _step_op(cluster: Cluster, section: str, step: ParsedStep, main: dict[str, P
         arg_to_id[arg] = ident
         ins[arg] = dg.In()
     compute = make_compute(cluster, step, previous, roots=roots)
+    partitioned = partitions_def(cluster)
 
     @dg.op(name=f"{cluster.job_name}__{section}__{step.asset_name}", ins=ins,  # op names are location-wide required_resource_keys={io_manager_key},
            out=dg.Out(io_manager_key=io_manager_key, metadata=view_metadata(cluster, section, step.identifier)),
@@ -84,18 +87,33 @@ def _step_op(cluster: Cluster, section: str, step: ParsedStep, main: dict[str, P
     def _section_step(context, **tables):
         given = {arg_to_id[k]: v for k, v in tables.items()}
         manager = getattr(context.resources, io_manager_key)
+        partition = about_partition(context, about_run_tag) if partitioned is not None and from_cluster else None
         for ident in from_cluster:
-            given[ident] = load_asset(context, manager, dg.AssetKey(cluster.asset_key_path(ident)))
+            given[ident] = load_asset(context, manager, dg.AssetKey(cluster.asset_key_path(ident)), partition, partitioned)
         return compute(context, given)
 
     return _section_step, dict(arg_to_id)
 
 
-def load_asset(context, manager: dg.IOManager, key: dg.AssetKey):
-    """A cluster step's stored output, read by the IO manager exactly as a downstream asset would."""
-    output = dg.build_output_context(asset_key=key, name=key.path[-1], step_key="none")
+def load_asset(context, manager: dg.IOManager, key: dg.AssetKey, partition: str | None = None,
+               partitioned: dg.PartitionsDefinition | None = None):
+    """A cluster step's stored output, read by the IO manager exactly as a downstream asset would
+    (for a partitioned cluster: the partition of the run the section is about)."""
+    where = dict(partition_key=partition, asset_partitions_def=partitioned) if partition is not None else {}
+    output = dg.build_output_context(asset_key=key, name=key.path[-1], step_key="none", **where)
     return manager.load_input(dg.build_input_context(asset_key=key, upstream_output=output, instance=context.instance,
-                                                     name=key.path[-1], dagster_type=resolve_dagster_type(dg.Any)))
+                                                     name=key.path[-1], dagster_type=resolve_dagster_type(dg.Any), **where))
+
+
+def about_partition(context, about_run_tag: str | None) -> str:
+    """The partition of the run a section job is about (its tag `about_run_tag` names that run)."""
+    run_id = context.run.tags.get(about_run_tag) if about_run_tag else None
+    run = context.instance.get_run_by_id(run_id) if run_id else None
+    key = run.tags.get("dagster/partition") if run is not None else None
+    if key is None:
+        raise dg.Failure(description=f"run {run_id} of partitioned cluster/{context.run.tags.get('exo/cluster')} had no "
+                                     "partition key: there is no stored output of it to read", allow_retries=False)
+    return key
 
 
 def _retry(cluster: Cluster, step: ParsedStep) -> dg.RetryPolicy | None:

@@ -83,3 +83,23 @@ def test_dagster_job_backfill_queues_one_run_per_partition(setup):
     assert done.returncode == 0, done.stderr[-3000:]
     # queued for the daemon's run queue (`dagster dev` / `dagster-daemon run` launches them)
     assert _runs(tmp_path / "home") == [("2026-11-01", "QUEUED"), ("2026-11-02", "QUEUED")]
+
+
+FAILING = DAILY.replace('''      config: {query: "select day, factor * 10 as value from day"}''', '''      config: {query: "select day, factor * 10 as value from day where error('boom ' || day) is null"}
+  failure:
+    satellites:
+      - name: Note
+        uses: satellite/exospherehost/sql
+        identifier: note
+        config: {query: "select day, ${{ failure.step }} as failed from day"}''')
+
+
+def test_a_failure_section_reads_the_failed_runs_partition(setup):
+    tmp_path, cluster, env = setup
+    cluster.write_text(FAILING)
+    done = _python(["-m", "exo_dagster.cli", "run", str(cluster), "--partition", "2026-11-03"], env)
+    assert done.returncode == 1 and "partition 2026-11-03: FAILURE" in done.stdout, done.stderr[-3000:]
+    env_query = {**env}
+    shown = _python(["-m", "exo_dagster.cli", "query", "select day, failed from days_on_failure.note", "--format", "json"], env_query)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == [{"day": "2026-11-03", "failed": "total"}]
