@@ -63,6 +63,7 @@ class _Checker:
     def __init__(self, doc: LocatedDocument, registry: SatelliteLookup, strict: bool, cron_check: CronCheck | None):
         self.doc, self.registry, self.strict, self.cron_check = doc, registry, strict, cron_check
         self.diagnostics: list[Diagnostic] = []
+        self.partition_kind: str | None = None  # "time", "static" or None: what `${{ partition.* }}` may read
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -326,7 +327,7 @@ class _Checker:
         if role != "main":
             return (f"`{ref.text}` is only available in the cluster's `satellites`",
                     "the `logs:` and `failure:` sections run outside any partition")
-        return partition_checks.check_partition_reference(getattr(self, "partition_kind", None), ref.parts[0], ref.text)
+        return partition_checks.check_partition_reference(self.partition_kind, ref.parts[0], ref.text)
 
     def _all_main_ids(self) -> list[str]:
         body = self.doc.data.get("cluster") if isinstance(self.doc.data, dict) else None
