@@ -44,7 +44,9 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--strict", is_flag=True)
-def run(path: str, strict: bool) -> None:
+@click.option("--input", "given", metavar="NAME=VALUE", multiple=True,
+              help="A run input (repeatable): `--input region=east --input since=2026-11-01`; a list as a, b or JSON.")
+def run(path: str, strict: bool, given: tuple[str, ...]) -> None:
     """Run one cluster's job as `dagster job execute` does: its own executor, its SLA, its sections."""
     import os
 
@@ -60,16 +62,33 @@ def run(path: str, strict: bool) -> None:
     except SpecError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
+    run_config = _run_config(cluster, given)
     prepare()  # an empty DAGSTER_HOME gets the default dagster.yaml, set up once under a lock
     job = build_reconstructable_job("exo_dagster.cli", "cluster_job", reconstructable_args=(path,))
     with DagsterInstance.get() as instance:
         # not `with execute_job(...) as result`: entering it rebuilds the run's resources to load outputs,
         # which `exo run` never reads
-        result = execute_job(job, instance=instance, raise_on_error=False)
+        result = execute_job(job, instance=instance, raise_on_error=False, run_config=run_config)
         run_id, success = result.run_id, result.success
         run_pending()  # the run's failure/logs sections (run_end.py), before the summary line
     click.echo(f"run {run_id} of {cluster.job_name}: {'success' if success else 'FAILURE'}")
     sys.exit(0 if success else 1)
+
+
+def _run_config(cluster, given: tuple[str, ...]) -> dict:
+    """`--input NAME=VALUE` pairs as the run config of the cluster's inputs; a clear error and exit 1 if they do not fit."""
+    from exo_dagster.compile.inputs_resource import run_config
+    from exo_dagster.spec.run_inputs import InputValueError, parse_assignment
+
+    try:
+        values = dict(parse_assignment(text) for text in given)
+        return run_config(cluster, values) if (values or cluster.spec.inputs) else {}
+    except InputValueError as exc:
+        declared = ", ".join(f"{name} ({spec.type}{', required' if spec.required else ''})"
+                             for name, spec in cluster.spec.inputs.items()) or "none"
+        click.echo(f"error: {exc}\n  inputs of {cluster.spec.identifier}: {declared}\n  "
+                   "give them as --input NAME=VALUE", err=True)
+        sys.exit(1)
 
 
 def cluster_job(path: str):

@@ -23,7 +23,7 @@ from exo_dagster.compile import logs_section as log_forwarding
 from exo_dagster.compile import retry_policy as retry
 from exo_dagster.execution import run_executor
 from exo_dagster.compile import run_end, sla
-from exo_dagster.compile import triggers
+from exo_dagster.compile import inputs_resource, triggers
 from exo_dagster.spec.ir import Cluster, ParsedStep, op_name
 from exo_dagster.compile import fan_out as chunked
 from exo_dagster.runtime.step_compute import count_rows, make_compute
@@ -94,7 +94,7 @@ def compile_cluster(cluster: Cluster, *, with_resources: bool = True, executor: 
         more_jobs, more_sensors = section.definitions(cluster, job, IO_MANAGER_KEY)
         section_jobs += more_jobs
         sensors += more_sensors
-    resources = {}
+    resources = dict(inputs_resource.resources(cluster))  # per cluster, so merged locations keep them
     if with_resources:
         from exo_dagster.storage.io_manager import ExoParquetIOManager
 
@@ -199,6 +199,7 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, Pars
             count_rows=lambda context, upstream: count_rows(step, {arg_to_id[k]: v for k, v in upstream.items()}),
             compute=lambda context, upstream, chunk: compute(context, {arg_to_id[k]: v for k, v in upstream.items()}, chunk),
             op_tags=tags, io_manager_key=IO_MANAGER_KEY, retry_policy=retry.retry_policy(cluster.spec, step.spec),
+            required_resource_keys=inputs_resource.required_keys(cluster),
             asset_kwargs=dict(
                 group_name=group, descriptions_by_output_name={"result": text},
                 metadata_by_output_name={"result": metadata},
@@ -217,6 +218,7 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, Pars
         )},
         ins=ins,
         op_tags=tags,
+        required_resource_keys=inputs_resource.required_keys(cluster),
         pool=backend_tags.pool_for(resources),
         retry_policy=retry.retry_policy(cluster.spec, step.spec),
     )

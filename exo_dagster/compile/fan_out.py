@@ -36,6 +36,7 @@ def graph_asset(
     asset_kwargs: dict[str, Any],
     io_manager_key: str,
     retry_policy: dg.RetryPolicy | None,
+    required_resource_keys: set[str] = frozenset(),
 ) -> dg.AssetsDefinition:
     """`compute(context, upstream_kwargs, chunk=(offset, length))` runs the satellite on one chunk."""
     op_ins = {arg: dg.In() for arg in ins}
@@ -47,7 +48,8 @@ def graph_asset(
         for index, (offset, length) in enumerate(chunk_bounds(total, chunk_rows)):
             yield dg.DynamicOutput({"index": index, "offset": offset, "length": length}, mapping_key=f"c{index}")
 
-    @dg.op(name=f"{name}__chunk", ins={"chunk": dg.In(), **op_ins}, tags=op_tags, retry_policy=retry_policy)
+    @dg.op(name=f"{name}__chunk", ins={"chunk": dg.In(), **op_ins}, tags=op_tags, retry_policy=retry_policy,
+           required_resource_keys=set(required_resource_keys))
     def run_chunk(context, chunk: dict, **upstream):
         value = compute(context, upstream, chunk=(chunk["offset"], chunk["length"]))
         value = value.value if isinstance(value, dg.Output) else value

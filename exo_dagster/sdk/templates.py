@@ -3,7 +3,7 @@
     template  := text* (ref text*)*
     ref       := '${{' path '}}'        a value, resolved once per step
                | '$${{' path '}}'       "this row's" value: the step runs once per row
-    path      := secrets.NAME | env.NAME | cluster.FIELD
+    path      := secrets.NAME | env.NAME | cluster.FIELD | inputs.NAME
                | satellites.ID.output | satellites.ID.output.COLUMN
                | failure.FIELD          (only in a cluster's `failure` satellites)
 """
@@ -108,7 +108,7 @@ def _reference(inner: str, per_row: bool, start: int, end: int, inner_at: int) -
         if per_row and len(rest) != 3:
             raise TemplateSyntaxError("a per-row reference `$${{ }}` needs a column", offset,
                                       "write `$${{ satellites.ID.output.COLUMN }}`")
-    elif root in ("secrets", "env"):
+    elif root in ("secrets", "env", "inputs"):
         if len(rest) != 1:
             raise TemplateSyntaxError(f"`{body}` is not a valid {root} reference", offset, f"write `{root}.NAME`")
     elif root == "cluster":
@@ -121,10 +121,10 @@ def _reference(inner: str, per_row: bool, start: int, end: int, inner_at: int) -
                                       "use one of: " + ", ".join(f"failure.{f}" for f in FAILURE_FIELDS))
     else:
         raise TemplateSyntaxError(f"unknown template root `{root}`", offset,
-                                  "a template starts with satellites., secrets., env., cluster. or failure.")
+                                  "a template starts with satellites., inputs., secrets., env., cluster. or failure.")
     if per_row and root != "satellites":
         raise TemplateSyntaxError("only satellite columns can be per-row (`$${{ }}`)", start,
-                                  "use `${{ ... }}` (one dollar) for secrets, env and cluster values")
+                                  "use `${{ ... }}` (one dollar) for inputs, secrets, env and cluster values")
     return Reference(root, rest, per_row, start, end, text)
 
 

@@ -21,7 +21,9 @@ from exo_dagster.spec.errors import Diagnostic, Location, SpecError
 from exo_dagster.spec.located_yaml import LocatedDocument, load_located
 from exo_dagster.spec.ir import Cluster, ParsedStep, SecretSource, asset_name  # noqa: F401  (re-exported)
 from exo_dagster.spec.lookup import SatelliteLookup, UnknownSatellite
-from exo_dagster.spec.models import ClusterFile, Step
+from exo_dagster.spec.models import UNION_TAGS, ClusterFile, RunInput, Step
+from exo_dagster.spec.run_inputs import InputValueError
+from exo_dagster.spec.run_inputs import coerce as coerce_input
 
 STEPS_PATH = ("cluster", "satellites")
 CronCheck = typing.Callable[[str], bool]
@@ -86,13 +88,14 @@ class _Checker:
         except ValidationError as exc:
             self._pydantic_errors(exc, (), ClusterFile)
         body = data.get("cluster") if isinstance(data.get("cluster"), dict) else {}
+        self.inputs = _declared_inputs(body.get("inputs"))
         secrets = self._cluster_secrets(body)
         steps = self._steps(body.get("satellites"), STEPS_PATH, "main", secrets, known=[])
         main_ids = self._all_main_ids()  # also those of steps with errors: no second error for a reference to them
         logs = self._section_steps(body, "logs", secrets, main_ids)
         failure = self._section_steps(body, "failure", secrets, main_ids)
         # every check below reads the raw data, so each runs whatever else is wrong in the file
-        self._check_trigger(body.get("trigger"))
+        self._check_triggers(body.get("trigger"))
         section = body.get("failure")
         from_ = section.get("from") if isinstance(section, dict) else None
         if isinstance(from_, str) and from_ not in main_ids:
@@ -310,11 +313,27 @@ class _Checker:
                            f"declare it in the cluster's `secrets:` list, e.g. `- {ref.parts[0]}: ${{{{ env.{ref.parts[0]} }}}}`",
                            location=location)
                 ok = False
+            elif ref.root == "inputs":
+                ok &= self._input_reference(path, ref, role, location)
             elif ref.root == "failure" and role != "failure":
                 self.error(path, f"`{ref.text}` is only available in the cluster's `failure:` satellites",
                            "use it inside `failure: {satellites: [...]}`", location=location)
                 ok = False
         return ok
+
+    def _input_reference(self, path: tuple, ref: templates.Reference, role: str, location: Location) -> bool:
+        name = ref.parts[0]
+        if role != "main":
+            self.error(path, f"`{ref.text}`: run inputs are read by the cluster's satellites, not by its `{role}:` section",
+                       "pass what the section needs through a satellite's output, or use `${{ cluster.FIELD }}`", location=location)
+            return False
+        if name not in self.inputs.names:
+            declared = list(self.inputs.names)
+            self.error(path, f"`{ref.text}` reads input `{name}`, which is not declared",
+                       did_you_mean(name, declared) or f"declare it under the cluster's `inputs:`, e.g. `{name}: {{type: string}}`",
+                       location=location)
+            return False
+        return True
 
     def _all_main_ids(self) -> list[str]:
         body = self.doc.data.get("cluster") if isinstance(self.doc.data, dict) else None
@@ -351,23 +370,70 @@ class _Checker:
         return True
 
     # -- trigger ----------------------------------------------------------------------------
-    def _check_trigger(self, trigger: Any) -> None:
-        """Cron and timezone, read from the raw `trigger:` mapping: checked even when other parts of the file
-        (or of the trigger) have errors; a value of the wrong type is the whole-file validation's to report."""
+    def _check_triggers(self, trigger: Any) -> None:
+        """`trigger:` as one mapping (the seed's form) or a list of them."""
+        if isinstance(trigger, list):
+            for index, one in enumerate(trigger):
+                self._check_trigger(one, ("cluster", "trigger", index))
+        else:
+            self._check_trigger(trigger, ("cluster", "trigger"))
+
+    def _check_trigger(self, trigger: Any, path: tuple) -> None:
+        """Cron, timezone and the trigger's `inputs:`, read from the raw mapping: checked even when other parts of
+        the file (or of the trigger) have errors; a value of the wrong type is the whole-file validation's to report."""
         if not isinstance(trigger, dict):
             return
         cron = trigger.get("cron")
         if isinstance(cron, str) and self.cron_check is not None and not _accepts(self.cron_check, cron):
-            self.error(("cluster", "trigger", "cron"), f"`{cron}` is not a valid cron expression",
+            self.error(path + ("cron",), f"`{cron}` is not a valid cron expression",
                        "use five fields: minute hour day-of-month month day-of-week, e.g. \"0 * * * *\" (quote it)")
         timezone = trigger.get("timezone", "UTC")
-        if not isinstance(timezone, str):
-            return
+        if isinstance(timezone, str):
+            try:
+                zoneinfo.ZoneInfo(timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError, UnicodeError):  # OSError: a folder such as `America`
+                self.error(path + ("timezone",), f"unknown timezone `{timezone}`",
+                           "use an IANA name such as `UTC` or `Europe/Berlin`")
+        self._trigger_inputs(trigger.get("inputs"), path)
+
+    def _trigger_inputs(self, given: Any, path: tuple) -> None:
+        """A trigger launches runs with no one to ask: every value it gives fits its input, every required input is given."""
+        given = given if isinstance(given, dict) else {}  # another shape is the whole-file validation's to report
+        for name, value in given.items():
+            spec = self.inputs.valid.get(name)
+            if name not in self.inputs.names:
+                self.error(path + ("inputs", name), f"the trigger gives input `{name}`, which is not declared",
+                           did_you_mean(str(name), list(self.inputs.names)) or "declare it under the cluster's `inputs:`", key=True)
+            elif spec is not None:
+                try:
+                    coerce_input(spec, value)
+                except InputValueError as exc:
+                    self.error(path + ("inputs", name), f"input `{name}` {exc}", f"give a {spec.type}" + (
+                        f": one of {', '.join(map(str, spec.values))}" if spec.values else ""))
+        for name, spec in self.inputs.valid.items():
+            if spec.required and given.get(name) is None:
+                self.error(path, f"this trigger launches runs without the required input `{name}`",
+                           f"give it under the trigger's `inputs:` (`inputs: {{{name}: ...}}`), or give the input a `default:`",
+                           key=True)
+
+
+class _DeclaredInputs:
+    """The cluster's `inputs:` as written: every name (for references), and the declarations that are valid."""
+
+    def __init__(self, names: list[str], valid: dict[str, RunInput]):
+        self.names, self.valid = names, valid
+
+
+def _declared_inputs(raw: Any) -> _DeclaredInputs:
+    if not isinstance(raw, dict):
+        return _DeclaredInputs([], {})
+    valid = {}
+    for name, value in raw.items():
         try:
-            zoneinfo.ZoneInfo(timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError, UnicodeError):  # OSError: a folder such as `America`
-            self.error(("cluster", "trigger", "timezone"), f"unknown timezone `{timezone}`",
-                       "use an IANA name such as `UTC` or `Europe/Berlin`")
+            valid[str(name)] = RunInput.model_validate(value if value is not None else {})
+        except ValidationError:
+            pass  # reported by the whole-file validation
+    return _DeclaredInputs([str(n) for n in raw], valid)
 
 
 def _accepts(cron_check: CronCheck, cron: str) -> bool:
@@ -409,6 +475,10 @@ def validation_diagnostics(doc: LocatedDocument, errors: list[dict], prefix: tup
         loc = prefix + tuple(err["loc"])
         real = _existing_path(doc, loc)
         kind, field_name = err["type"], _last_name(err["loc"])
+        if err["loc"] and err["loc"][-1] == "[key]":  # a mapping key that is not allowed: point at the key
+            out.append(Diagnostic(doc.at(_existing_path(doc, loc[:-1]), key=True), err["msg"].removeprefix("Value error, "),
+                                  _hint_for(kind, field_name, err)))
+            continue
         if kind != "extra_forbidden" and any(real[:len(s)] == s for s in skip):
             continue
         if kind == "missing":
@@ -481,6 +551,8 @@ def _existing_path(doc: LocatedDocument, loc: tuple) -> tuple:
     out: tuple = ()
     node = doc.data
     for part in loc:
+        if part in UNION_TAGS:
+            continue  # which branch of a tagged union was taken: not a key of the file
         if isinstance(node, dict) and part in node:
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
@@ -495,8 +567,10 @@ def _existing_path(doc: LocatedDocument, loc: tuple) -> tuple:
 
 def _unwrap(annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        args = [_unwrap(a) for a in typing.get_args(annotation) if a is not type(None)]
         models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
         return models[0] if models else (args[0] if args else annotation)
     if origin in (list, typing.List):
@@ -518,6 +592,10 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
 
 
 def _hint_for(kind: str, field_name: Any, err: dict) -> str:
+    loc = tuple(err.get("loc", ()))
+    if loc[:2] == ("cluster", "inputs"):
+        return ("an input is a name (letters, digits, _) with `type:` (string, int, float, bool, date, datetime, list, "
+                "enum with `values: [...]`) and optionally `default:`, `required: true`, `description:`")
     if field_name == "identifier" and kind == "string_pattern_mismatch":
         return "a cluster identifier is `project/name` (e.g. `acme/ticket-triage`); a satellite identifier is a word of letters, digits, - and _"
     if field_name == "sla":
