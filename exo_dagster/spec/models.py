@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, StrictBool, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from exo_dagster.sdk.durations import MAX_DURATION_SECONDS, duration_seconds  # noqa: F401  (re-exported)
 from exo_dagster.sdk.resources import Resources, StrictModel, kebab  # noqa: F401  (re-exported)
@@ -137,7 +137,7 @@ class Step(SpecModel):
     on_row_error: Literal["collect", "fail"] = "collect"
     cache: bool = True
     fan_out: FanOut | None = None
-    skip_when_empty: StrictBool = False  # no input rows: the step and what depends on it are skipped (compile/skip_gate.py)
+    skip_when_empty: bool = False  # no input rows: the step and what depends on it are skipped (compile/skip_gate.py)
     timeout: str | int | float | None = None  # longest one attempt of the step may run; then it fails (and is retried)
     owners: list[Owner] | None = None  # the asset's owners (replace the cluster's); emails or `team:<name>`
     tags: dict[TagKey, TagValue] = Field(default_factory=dict)  # asset tags, over the cluster's

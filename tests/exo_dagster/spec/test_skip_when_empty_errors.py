@@ -59,9 +59,9 @@ def test_after_gives_a_dataflow_step_its_input(write_cluster):
 
 
 def test_a_non_bool_value_is_reported_with_the_other_errors(write_cluster):
-    file, err = errors_of(write_cluster, _text(first="maybe", second="1").replace("identifier: totals", "identifer: totals"))
+    file, err = errors_of(write_cluster, _text(first="maybe", second="2").replace("identifier: totals", "identifer: totals"))
     assert_error(err, file, 8, 24, "`skip-when-empty`", "change it to true or false")
-    assert_error(err, file, 13, 24, "`skip-when-empty`", "change it to true or false")  # no 1-for-true
+    assert_error(err, file, 13, 24, "`skip-when-empty`", "change it to true or false")  # 0 and 1 are booleans, 2 is not
     assert_error(err, file, 17, 7, "unknown key `identifer`")
 
 
