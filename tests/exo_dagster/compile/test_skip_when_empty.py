@@ -255,3 +255,50 @@ def test_with_fan_out_the_split_is_the_gate(tmp_path, monkeypatch):
         assert _steps(events, SKIPPED) == set()
         assert len({e.step_key for e in events if e.is_step_success and "__chunk[" in e.step_key}) == 3
     assert pl.read_parquet(tmp_path / "exo" / "outputs" / "test__rows" / "counted.parquet")["n"].to_list() == [5]
+
+
+FAILING = """\
+version: 0.0.1b
+cluster:
+  identifier: test/refail
+  execution: dataflow
+  executor: in-process
+  satellites:
+    - name: Orders
+      uses: satellite/exospherehost/sql
+      identifier: orders
+      config: {query: "select i from range(0) t(i)"}
+    - name: Totals
+      uses: satellite/exospherehost/sql
+      identifier: totals
+      skip-when-empty: true
+      config: {query: "select count(*) as n from orders"}
+    - name: Report
+      uses: satellite/exospherehost/sql
+      identifier: report
+      config: {query: "select * from totals"}
+    - name: Bad
+      uses: satellite/exospherehost/sql
+      identifier: bad
+      config: {query: "select nope from orders"}
+"""
+
+
+def test_a_failed_run_with_skipped_steps_blames_the_failure_and_re_executes_from_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
+    path = tmp_path / "refail.yaml"
+    path.write_text(FAILING)
+    cluster = parse_cluster(FAILING, str(path))
+    with dg.instance_for_test() as instance:
+        run_id, success, events = _execute(instance, path)
+        assert not success
+        assert _steps(events, SKIPPED) == {"totals", "report"}
+        failures = [e for e in events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+        assert [step_of(cluster, e.step_key).identifier for e in failures] == ["bad"]  # the skips are no failure
+        assert "nope" in run_failure_text(instance, run_id)
+
+        job = dg.build_reconstructable_job("exo_dagster.cli", "cluster_job", reconstructable_args=(str(path),))
+        options = dg.ReexecutionOptions.from_failure(run_id, instance)
+        with dg.execute_job(job, instance=instance, raise_on_error=False, reexecution_options=options) as again:
+            assert instance.get_run_by_id(again.run_id).step_keys_to_execute == ["bad__test__refail"]
+            assert [e.step_key for e in again.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE] == ["bad__test__refail"]
