@@ -80,6 +80,7 @@ SPEC_DOCS = {
         "concurrency": "Rows in flight at once (1 to 4096).", "on-row-error": "collect: a failed row gets `_error`; fail: the step fails.",
         "cache": "Reuse finished rows across runs (the per-row cache).", "fan-out": "Split the per-row input into chunks of `chunk-rows`.",
         "timeout": "The longest one attempt may run (a duration); then it fails and is retried.",
+        "skip-when-empty": "true: when the step's input has no rows, the step and what depends on it are skipped (not materialized).",
     },
     "Trigger": {"cron": "Five-field cron, e.g. \"0 * * * *\" (quote it).", "timezone": "An IANA name; default UTC.",
                 "files": "Run when files arrive in a folder.", "after": "Run after another cluster's run succeeds: `cluster/<project>/<name>`.",

@@ -200,6 +200,7 @@ class Step(SpecModel):
     on_row_error: Literal["collect", "fail"] = "collect"
     cache: bool = True
     fan_out: FanOut | None = None
+    skip_when_empty: bool = False  # no input rows: the step and what depends on it are skipped (compile/skip_gate.py)
     timeout: str | int | float | None = None  # longest one attempt of the step may run; then it fails (and is retried)
     owners: list[Owner] | None = None  # the asset's owners (replace the cluster's); emails or `team:<name>`
     tags: dict[TagKey, TagValue] = Field(default_factory=dict)  # asset tags, over the cluster's

@@ -228,11 +228,30 @@ class _Checker:
             self.error(path + ("fan-out",), "`fan-out` splits a step's rows, but this step has no per-row input",
                        "give it an input such as `text: $${{ satellites.X.output.text }}`, or remove `fan-out`", key=True)
             ok = False
+        if step.skip_when_empty:
+            self._check_skip_when_empty(path, index, role, refs)
         if not ok:
             return None
         return ParsedStep(spec=step, index=index, role=role, identifier=step.key, satellite=definition, config=config,
                           secrets=step_secrets, references=tuple(refs), per_row_source=next(iter(per_row), None),
                           location=self.doc.at(path))
+
+    def _check_skip_when_empty(self, path: tuple, index: int, role: str, refs: list[str]) -> None:
+        """`skip-when-empty` needs a table to look at: a reference, `after:`, or (sequential) the step above."""
+        where = path + ("skip-when-empty",)
+        if role != "main":
+            self.error(where, f"`skip-when-empty` applies to the cluster's satellites, not to its `{role}:` section",
+                       "remove `skip-when-empty` here", key=True)
+            return
+        body = self.doc.data.get("cluster") if isinstance(self.doc.data, dict) else None
+        dataflow = isinstance(body, dict) and body.get("execution") == "dataflow"
+        if refs or (index > 0 and not dataflow):
+            return
+        why = "it is the first satellite and references no other" if not dataflow else \
+            "with `execution: dataflow` it reads only what it references or lists in `after:`, and it has none"
+        self.error(where, f"`skip-when-empty` skips a step whose input has no rows, but this step reads no table: {why}",
+                   "reference an upstream output (e.g. `${{ satellites.X.output }}`) or add `after: [X]`, "
+                   "or remove `skip-when-empty`", key=True)
 
     def _preset_config(self, definition: Any, fixed: dict, config: dict, path: tuple) -> dict | None:
         """The step's config on top of a preset's fixed config; a located error per key the preset does not leave open."""

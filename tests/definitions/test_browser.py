@@ -210,3 +210,39 @@ def test_the_launchpad_asks_for_the_clusters_inputs(ui):
     assert "since" in text and "region: west" in text and "tier: gold" in text, text[:3000]
     # the scaffold leaves the required date empty: the Launchpad says so and names it
     assert "since" in text and ("Missing" in text or "required" in text or "Invalid" in text), text[:3000]
+
+
+SKIPPING = """\
+version: 0.0.1b
+cluster:
+  identifier: ui/skips
+  satellites:
+    - name: Orders
+      uses: satellite/exospherehost/sql
+      identifier: orders
+      config: {query: "select i from range(0) t(i)"}
+    - name: Totals
+      uses: satellite/exospherehost/sql
+      identifier: totals
+      skip-when-empty: true
+      config: {query: "select count(*) as n from orders"}
+"""
+
+
+def test_the_run_page_shows_a_step_skipped_for_an_empty_input(ui, monkeypatch):
+    """`skip-when-empty`: the run succeeds, its log shows the step's STEP_SKIPPED and the gate's reason."""
+    path = ui.root / "skips.yaml"
+    path.write_text(SKIPPING)
+    monkeypatch.setenv("EXO_DATA_DIR", ui.env["EXO_DATA_DIR"])
+    job = dg.build_reconstructable_job("exo_dagster.cli", "cluster_job", reconstructable_args=(str(path),))
+    with dg.execute_job(job, instance=ui.instance, raise_on_error=False) as result:
+        assert result.success
+        run_id = result.run_id
+    ui.goto(f"/runs/{run_id}", "run-skipped")
+    _wait_text(ui.page, "Success")
+    _wait_text(ui.page, "Skipped execution of step")
+    ui.shoot("run-skipped")
+    text = ui.page.locator("body").inner_text()
+    assert 'Skipped execution of step "totals__ui__skips.totals__ui__skips"' in text, f"screenshots: {ui.shots}"
+    assert "input `orders` has no rows: skipping step `totals`" in text, f"screenshots: {ui.shots}"
+    assert "STEP_SKIPPED" in text and "Succeeded (2)" in text  # orders and the gate; the step itself did not run
