@@ -44,9 +44,11 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--strict", is_flag=True)
+@click.option("--input", "given", metavar="NAME=VALUE", multiple=True,
+              help="A run input (repeatable): `--input region=east --input since=2026-11-01`; a list as a, b or JSON.")
 @click.option("--partition", "partition_args", multiple=True, metavar="KEY",
               help="Run this partition (repeatable); `FIRST...LAST` runs a range of time partitions, one run each, in order.")
-def run(path: str, strict: bool, partition_args: tuple[str, ...]) -> None:
+def run(path: str, strict: bool, given: tuple[str, ...], partition_args: tuple[str, ...]) -> None:
     """Run one cluster's job as `dagster job execute` does: its own executor, its SLA, its sections.
     A partitioned cluster needs `--partition`: one run per key, a summary line per run."""
     import os
@@ -63,6 +65,7 @@ def run(path: str, strict: bool, partition_args: tuple[str, ...]) -> None:
     except SpecError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
+    run_config = _run_config(cluster, given)
     keys = _partition_keys(cluster, partition_args)
     prepare()  # an empty DAGSTER_HOME gets the default dagster.yaml, set up once under a lock
     job = build_reconstructable_job("exo_dagster.cli", "cluster_job", reconstructable_args=(path,))
@@ -72,7 +75,7 @@ def run(path: str, strict: bool, partition_args: tuple[str, ...]) -> None:
             tags = {"dagster/partition": key} if key is not None else None
             # not `with execute_job(...) as result`: entering it rebuilds the run's resources to load outputs,
             # which `exo run` never reads
-            result = execute_job(job, instance=instance, raise_on_error=False, tags=tags)
+            result = execute_job(job, instance=instance, raise_on_error=False, run_config=run_config, tags=tags)
             run_id, success = result.run_id, result.success
             run_pending()  # the run's failure/logs sections (run_end.py), before the summary line
             where = f" partition {key}" if key is not None else ""
@@ -98,6 +101,22 @@ def _partition_keys(cluster, wanted: tuple[str, ...]) -> list[str | None]:
         return list(keys_for(cluster, list(wanted)))
     except UnknownPartition as exc:
         click.echo(f"exo run: {exc}", err=True)
+        sys.exit(1)
+
+
+def _run_config(cluster, given: tuple[str, ...]) -> dict:
+    """`--input NAME=VALUE` pairs as the run config of the cluster's inputs; a clear error and exit 1 if they do not fit."""
+    from exo_dagster.compile.inputs_resource import run_config
+    from exo_dagster.spec.run_inputs import InputValueError, parse_assignment
+
+    try:
+        values = dict(parse_assignment(text) for text in given)
+        return run_config(cluster, values) if (values or cluster.spec.inputs) else {}
+    except InputValueError as exc:
+        declared = ", ".join(f"{name} ({spec.type}{', required' if spec.required else ''})"
+                             for name, spec in cluster.spec.inputs.items()) or "none"
+        click.echo(f"error: {exc}\n  inputs of {cluster.spec.identifier}: {declared}\n  "
+                   "give them as --input NAME=VALUE", err=True)
         sys.exit(1)
 
 

@@ -60,7 +60,8 @@ SPEC_DOCS = {
         "identifier": "`project/name` (optionally `cluster/project/name`): the job and asset group `project__name`.",
         "title": "Shown in the UI.", "description": "What the cluster does.",
         "sla": "The longest a run may take: any duration (6h, 90m, 30s, or seconds); enforced.",
-        "trigger": "What starts a run: `cron`, `files` or `after` (one of them); `none`/`manual` or absent: launched by hand or API.",
+        "trigger": "What starts a run: `cron`, `files` or `after` (one of them), or a list of such triggers; `none`/`manual` or absent: launched by hand or API.",
+        "inputs": "Run inputs, `NAME: {type, default, required, description, values}`, read as `${{ inputs.NAME }}`; given at launch.",
         "retries": "Default retries of every step.", "retry": "How long to wait between retries (delay, backoff, jitter, max-delay).",
         "execution": "sequential (default: each step follows the one above it) or dataflow (only references and `after:`).",
         "executor": "Where steps run: local (GPU-aware processes, the default), in-process, celery or k8s.",
@@ -79,9 +80,14 @@ SPEC_DOCS = {
         "concurrency": "Rows in flight at once (1 to 4096).", "on-row-error": "collect: a failed row gets `_error`; fail: the step fails.",
         "cache": "Reuse finished rows across runs (the per-row cache).", "fan-out": "Split the per-row input into chunks of `chunk-rows`.",
         "timeout": "The longest one attempt may run (a duration); then it fails and is retried.",
+        "skip-when-empty": "true: when the step's input has no rows, the step and what depends on it are skipped (not materialized).",
     },
     "Trigger": {"cron": "Five-field cron, e.g. \"0 * * * *\" (quote it).", "timezone": "An IANA name; default UTC.",
-                "files": "Run when files arrive in a folder.", "after": "Run after another cluster's run succeeds: `cluster/<project>/<name>`."},
+                "files": "Run when files arrive in a folder.", "after": "Run after another cluster's run succeeds: `cluster/<project>/<name>`.",
+                "inputs": "The run inputs of the runs this trigger launches (`NAME: value`); declared inputs not given take their defaults."},
+    "RunInput": {"type": "string, int, float, bool, date (YYYY-MM-DD), datetime (ISO 8601), list or enum.",
+                 "default": "The value when none is given at launch.", "required": "A launch must give it (no default).",
+                 "description": "Shown in the launchpad and `exo run` errors.", "values": "The choices of an `enum`."},
     "FilesTrigger": {"path": "The folder watched.", "pattern": "Glob of file names; default `*`.",
                      "min-age": "Files younger than this are left for a later tick.", "interval": "How often the folder is looked at."},
     "RetrySettings": {"delay": "The first wait (a duration).", "backoff": "How the wait grows.", "jitter": "Randomise the wait.",
@@ -398,7 +404,8 @@ def _adapt_cluster(defs: dict[str, dict]) -> None:
     _version(defs["ClusterFile"])
     body = defs["ClusterBody"]["properties"]
     body["trigger"] = {"description": SPEC_DOCS["ClusterBody"]["trigger"],
-                       "anyOf": [{"$ref": _ref("Trigger")}, {"type": "null"}, {"enum": ["none", "None", "manual"]}]}
+                       "anyOf": [{"$ref": _ref("Trigger")}, {"type": "array", "items": {"$ref": _ref("Trigger")}},
+                                 {"type": "null"}, {"enum": ["none", "None", "manual"]}]}
     body["secrets"] = _secrets_schema(SPEC_DOCS["ClusterBody"]["secrets"])
     step = defs["Step"]["properties"]
     step["config"] = _nullable({"type": "object"}, SPEC_DOCS["Step"]["config"])

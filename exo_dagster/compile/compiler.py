@@ -23,10 +23,13 @@ from exo_dagster.compile import logs_section as log_forwarding
 from exo_dagster.compile import retry_policy as retry
 from exo_dagster.execution import run_executor
 from exo_dagster.compile import run_end, sla
-from exo_dagster.compile import triggers
+from exo_dagster.compile import inputs_resource, triggers
 from exo_dagster.spec.ir import Cluster, ParsedStep, op_name
 from exo_dagster.compile import fan_out as chunked
 from exo_dagster.compile import partitions
+from exo_dagster.compile import skip_gate
+from exo_dagster.runtime import empty_input
+from exo_dagster.spec.models import Resources
 from exo_dagster.runtime.step_compute import count_rows, make_compute
 from exo_dagster.sdk.hashing import short_hash
 
@@ -95,7 +98,7 @@ def compile_cluster(cluster: Cluster, *, with_resources: bool = True, executor: 
         more_jobs, more_sensors = section.definitions(cluster, job, IO_MANAGER_KEY)
         section_jobs += more_jobs
         sensors += more_sensors
-    resources = {}
+    resources = dict(inputs_resource.resources(cluster))  # per cluster, so merged locations keep them
     if with_resources:
         from exo_dagster.storage.io_manager import ExoParquetIOManager
 
@@ -195,20 +198,32 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, Pars
     partitioned = partitions.partitions_def(cluster)
     if resources.gpu:
         compute = _leased(compute)
+    graph_kwargs = dict(  # a graph-backed asset (fan-out, skip-when-empty) shows as the single-op one does
+        group_name=group, descriptions_by_output_name={"result": text},
+        metadata_by_output_name={"result": metadata},
+        tags_by_output_name={"result": {**asset_tags(cluster, step), **{f"dagster/kind/{k}": "" for k in kinds}}},
+        owners_by_output_name={"result": owners(cluster, step)},
+        code_versions_by_output_name={"result": short_hash(fingerprint, 16)},
+        partitions_def=partitioned,
+    )
+    skip = _skip_message(step, arg_to_id) if step.spec.skip_when_empty else None
     if step.spec.fan_out:
         return sla.with_freshness(chunked.graph_asset(
             key=key, name=op_name(cluster, step), ins=ins, chunk_rows=step.spec.fan_out.chunk_rows,
             count_rows=lambda context, upstream: count_rows(step, {arg_to_id[k]: v for k, v in upstream.items()}),
             compute=lambda context, upstream, chunk: compute(context, {arg_to_id[k]: v for k, v in upstream.items()}, chunk),
             op_tags=tags, io_manager_key=IO_MANAGER_KEY, retry_policy=retry.retry_policy(cluster.spec, step.spec),
-            asset_kwargs=dict(
-                group_name=group, descriptions_by_output_name={"result": text},
-                metadata_by_output_name={"result": metadata},
-                tags_by_output_name={"result": {**asset_tags(cluster, step), **{f"dagster/kind/{k}": "" for k in kinds}}},
-                owners_by_output_name={"result": owners(cluster, step)},
-                code_versions_by_output_name={"result": short_hash(fingerprint, 16)},
-                partitions_def=partitioned,
-            ),
+            required_resource_keys=inputs_resource.required_keys(cluster),
+            asset_kwargs=graph_kwargs, skip_message=skip,
+        ), cluster.spec)
+    if skip is not None:
+        return sla.with_freshness(skip_gate.graph_asset(
+            key=key, name=op_name(cluster, step), ins=ins, skip_message=skip,
+            compute=lambda context, upstream: compute(context, {arg_to_id[k]: v for k, v in upstream.items()}),
+            op_tags=tags, gate_tags={"exo/satellite": step.satellite.name, **backend_tags.step_tags(Resources(), cluster.spec.queues)},
+            pool=backend_tags.pool_for(resources), io_manager_key=IO_MANAGER_KEY,
+            retry_policy=retry.retry_policy(cluster.spec, step.spec), asset_kwargs=graph_kwargs,
+            required_resource_keys=inputs_resource.required_keys(cluster),
         ), cluster.spec)
 
     @dg.multi_asset(
@@ -220,6 +235,7 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, Pars
         )},
         ins=ins,
         op_tags=tags,
+        required_resource_keys=inputs_resource.required_keys(cluster),
         pool=backend_tags.pool_for(resources),
         partitions_def=partitioned,
         retry_policy=retry.retry_policy(cluster.spec, step.spec),
@@ -228,6 +244,16 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, Pars
         return compute(context, {arg_to_id[k]: v for k, v in upstream_tables.items()})
 
     return sla.with_freshness(_step, cluster.spec)
+
+
+def _skip_message(step: ParsedStep, arg_to_id: dict[str, str]):
+    """`skip-when-empty`: (context, upstream kwargs) -> why the step is skipped, or None (runtime/empty_input.py)."""
+    watched = set(empty_input.watched(step, arg_to_id.values()))
+
+    def message(context, upstream: dict) -> str | None:
+        return empty_input.skip_message(step, {arg_to_id[k]: v for k, v in upstream.items() if arg_to_id[k] in watched})
+
+    return message
 
 
 def _leased(compute):

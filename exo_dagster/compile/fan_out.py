@@ -36,18 +36,26 @@ def graph_asset(
     asset_kwargs: dict[str, Any],
     io_manager_key: str,
     retry_policy: dg.RetryPolicy | None,
+    required_resource_keys: set[str] = frozenset(),
+    skip_message: Callable[[Any, dict], str | None] | None = None,
 ) -> dg.AssetsDefinition:
-    """`compute(context, upstream_kwargs, chunk=(offset, length))` runs the satellite on one chunk."""
+    """`compute(context, upstream_kwargs, chunk=(offset, length))` runs the satellite on one chunk.
+    `skip_message` (`skip-when-empty`): when it gives a reason, `split` logs it and yields no chunk, so
+    Dagster skips the merge (the asset is not materialized) and everything downstream."""
     op_ins = {arg: dg.In() for arg in ins}
 
-    @dg.op(name=f"{name}__split", ins=op_ins, out=dg.DynamicOut(), tags=op_tags)
+    @dg.op(name=f"{name}__split", ins=op_ins, out=dg.DynamicOut(is_required=skip_message is None), tags=op_tags)
     def split(context, **upstream):
+        if skip_message is not None and (message := skip_message(context, upstream)):
+            context.log.info(message)
+            return
         total = count_rows(context, upstream)
         context.log.info(f"{total} rows in chunks of {chunk_rows}")
         for index, (offset, length) in enumerate(chunk_bounds(total, chunk_rows)):
             yield dg.DynamicOutput({"index": index, "offset": offset, "length": length}, mapping_key=f"c{index}")
 
-    @dg.op(name=f"{name}__chunk", ins={"chunk": dg.In(), **op_ins}, tags=op_tags, retry_policy=retry_policy)
+    @dg.op(name=f"{name}__chunk", ins={"chunk": dg.In(), **op_ins}, tags=op_tags, retry_policy=retry_policy,
+           required_resource_keys=set(required_resource_keys))
     def run_chunk(context, chunk: dict, **upstream):
         value = compute(context, upstream, chunk=(chunk["offset"], chunk["length"]))
         value = value.value if isinstance(value, dg.Output) else value

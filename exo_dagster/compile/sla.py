@@ -37,8 +37,9 @@ def freshness_window(spec: ClusterBody) -> timedelta | None:
     if not spec.sla:
         return None
     window = timedelta(seconds=spec.sla_seconds)
-    if spec.trigger and spec.trigger.cron:
-        window += longest_cron_gap(spec.trigger.cron, spec.trigger.timezone)
+    crons = [t for t in spec.triggers if t.cron]
+    if crons:  # several crons: a fresh result is due at least as often as the most frequent one's longest gap
+        window += min(longest_cron_gap(t.cron, t.timezone) for t in crons)
     return window
 
 
@@ -48,7 +49,7 @@ def freshness_policy(spec: ClusterBody) -> dg.FreshnessPolicy | None:
     if window is None:
         return None
     window = max(window, MIN_FRESHNESS_WINDOW)  # Dagster's floor; a seconds-long SLA still bounds the run itself
-    warn = window - timedelta(seconds=spec.sla_seconds) if spec.trigger and spec.trigger.cron else None
+    warn = window - timedelta(seconds=spec.sla_seconds) if any(t.cron for t in spec.triggers) else None
     return dg.FreshnessPolicy.time_window(fail_window=window, warn_window=warn if warn and warn >= timedelta(minutes=1) else None)
 
 

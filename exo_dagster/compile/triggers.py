@@ -1,4 +1,7 @@
-"""A cluster's `trigger` -> a Dagster schedule or sensor that launches its job.
+"""A cluster's `trigger` (one, or a list) -> Dagster schedules and sensors that launch its job.
+
+Each trigger's `inputs:` are the run inputs of the runs it launches (compile/inputs_resource.py).
+The first trigger of a kind is named `<job>__cron` / `__files` / `__after`, later ones `__cron_2`, ...
 
 - `cron`  -> a ScheduleDefinition in the trigger's timezone.
 - `files` -> a sensor that looks at a folder every `interval`; files that are new or whose content
@@ -30,41 +33,55 @@ import dagster as dg
 from exo_dagster.sdk import hashing
 from exo_dagster.sdk import paths
 from exo_dagster.spec.ir import Cluster, asset_name
-from exo_dagster.spec.models import CLUSTER_ID, duration_seconds
+from exo_dagster.compile import inputs_resource
+from exo_dagster.spec.models import CLUSTER_ID, Trigger, duration_seconds
 
 FILES_TAG_LIMIT = 4000  # longest `exo/files` tag value; longer batches keep only the count and hash
 HASH_CHUNK = 1 << 20
 
 
 def definitions(cluster: Cluster, job: Any) -> tuple[list[dg.ScheduleDefinition], list[dg.SensorDefinition]]:
-    """The schedules and sensors for `cluster.spec.trigger`, targeting `job`."""
-    trigger = cluster.spec.trigger
-    if trigger is None:
-        return [], []
-    if trigger.cron:
-        return [cron_schedule(cluster, job)], []
-    if trigger.files:
-        return [], [files_sensor(cluster, job)]
-    if trigger.after:
-        return [], [after_sensor(cluster, job)]
-    return [], []
+    """The schedules and sensors for `cluster.spec.trigger` (one or a list), targeting `job`."""
+    schedules, sensors = [], []
+    seen: dict[str, int] = {}
+    for trigger in cluster.spec.triggers:
+        kind = trigger.kind
+        if kind is None:
+            continue
+        seen[kind] = seen.get(kind, 0) + 1
+        name = f"{cluster.job_name}__{kind}" + (f"_{seen[kind]}" if seen[kind] > 1 else "")
+        if kind == "cron":
+            schedules.append(cron_schedule(cluster, job, trigger, name))
+        elif kind == "files":
+            sensors.append(files_sensor(cluster, job, trigger, name))
+        else:
+            sensors.append(after_sensor(cluster, job, trigger, name))
+    return schedules, sensors
+
+
+def trigger_run_config(cluster: Cluster, trigger: Trigger) -> dict[str, Any]:
+    """The run config of the runs a trigger launches: its `inputs:` (defaults fill the rest)."""
+    return inputs_resource.run_config(cluster, trigger.inputs)
 
 
 def _tags(cluster: Cluster, kind: str) -> dict[str, str]:
     return {"exo/cluster": cluster.spec.identifier, "exo/trigger": kind}
 
 
-def cron_schedule(cluster: Cluster, job: Any) -> dg.ScheduleDefinition:
+def cron_schedule(cluster: Cluster, job: Any, trigger: Trigger, name: str) -> dg.ScheduleDefinition:
     spec = cluster.spec
+    given = ", ".join(f"{k}={v}" for k, v in trigger.inputs.items())
+    description = f"trigger.cron of cluster/{spec.identifier}" + (f" with inputs {given}" if given else "")
     if spec.partitions is not None:  # a run per tick for the tick's partition (compile/partitions.py)
         from exo_dagster.compile.partitions import partitioned_schedule
 
-        return partitioned_schedule(cluster, job, name=f"{cluster.job_name}__cron", cron=spec.trigger.cron,
-                                    timezone=spec.trigger.timezone, tags={"exo/trigger": "cron"})
+        return partitioned_schedule(cluster, job, name=name, cron=trigger.cron, timezone=trigger.timezone,
+                                    run_config=trigger_run_config(cluster, trigger) or None,
+                                    tags={"exo/trigger": "cron"}, description=description)
     return dg.ScheduleDefinition(
-        name=f"{cluster.job_name}__cron", job=job, cron_schedule=spec.trigger.cron,
-        execution_timezone=spec.trigger.timezone, default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"trigger.cron of cluster/{spec.identifier}", tags={"exo/trigger": "cron"},
+        name=name, job=job, cron_schedule=trigger.cron,
+        execution_timezone=trigger.timezone, default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=description, tags={"exo/trigger": "cron"}, run_config=trigger_run_config(cluster, trigger) or None,
     )
 
 
@@ -120,14 +137,15 @@ def batch_key(batch: dict[str, str]) -> str:
     return hashing.sha256_text(json.dumps(sorted(batch.items())))
 
 
-def files_sensor(cluster: Cluster, job: Any) -> dg.SensorDefinition:
-    files = cluster.spec.trigger.files
+def files_sensor(cluster: Cluster, job: Any, trigger: Trigger, name: str) -> dg.SensorDefinition:
+    files = trigger.files
+    run_config = trigger_run_config(cluster, trigger)
     folder = paths.resolve(files.path, cluster.base_dir)
     pattern, min_age = files.pattern, duration_seconds(files.min_age)
     interval = max(1, int(round(duration_seconds(files.interval))))
 
     @dg.sensor(
-        name=f"{cluster.job_name}__files", job=job, minimum_interval_seconds=interval,
+        name=name, job=job, minimum_interval_seconds=interval,
         default_status=dg.DefaultSensorStatus.RUNNING, tags=_tags(cluster, "files"),
         description=f"trigger.files of cluster/{cluster.spec.identifier}: one run per batch of new or changed "
                     f"`{pattern}` files in {folder} (older than {files.min_age}), looked at every {interval}s",
@@ -146,7 +164,7 @@ def files_sensor(cluster: Cluster, job: Any) -> dg.SensorDefinition:
         tags = {**_tags(cluster, "files"), "exo/files-hash": key, "exo/files-count": str(len(batch))}
         if len(listed) <= FILES_TAG_LIMIT:
             tags["exo/files"] = listed
-        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=key, tags=tags)],
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=key, tags=tags, run_config=run_config)],
                                cursor=json.dumps(state, sort_keys=True))
 
     return _watch
@@ -162,8 +180,9 @@ def upstream_group(reference: str) -> str:
     return asset_name(f"{match.group(1)}__{match.group(2)}")
 
 
-def after_sensor(cluster: Cluster, job: Any) -> dg.SensorDefinition:
-    reference = cluster.spec.trigger.after
+def after_sensor(cluster: Cluster, job: Any, trigger: Trigger, name: str) -> dg.SensorDefinition:
+    reference = trigger.after
+    run_config = trigger_run_config(cluster, trigger)
     group = upstream_group(reference)
     if group == cluster.job_name:
         raise ValueError(f"cluster/{cluster.spec.identifier} cannot run after itself (trigger.after: {reference})")
@@ -183,14 +202,15 @@ def after_sensor(cluster: Cluster, job: Any) -> dg.SensorDefinition:
             return dg.SkipReason(f"the runs that materialized {reference} did not succeed: {', '.join(run_ids)}")
         consumed = sorted((key.to_user_string(), record.storage_id) for key, record in latest.items())
         key = hashing.sha256_text(json.dumps(consumed))
-        return dg.RunRequest(run_key=key, tags={**_tags(cluster, "after"), "exo/after-runs": ",".join(succeeded)})
+        return dg.RunRequest(run_key=key, tags={**_tags(cluster, "after"), "exo/after-runs": ",".join(succeeded)},
+                             run_config=run_config)
 
     # Dagster steers asset-to-asset automation to Declarative Automation; a sensor that launches a
     # whole job of another cluster is the case it keeps multi-asset sensors for.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.SupersessionWarning)
         return dg.multi_asset_sensor(
-            name=f"{cluster.job_name}__after", monitored_assets=dg.AssetSelection.groups(group), job=job,
+            name=name, monitored_assets=dg.AssetSelection.groups(group), job=job,
             minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING, tags=_tags(cluster, "after"),
             description=f"trigger.after of cluster/{cluster.spec.identifier}: runs once each time a run that "
                         f"materialized the assets of {reference} has succeeded",

@@ -27,6 +27,7 @@ from exo_dagster.dagster_private import (
 )
 
 from exo_dagster.execution import sla_guard as sla
+from exo_dagster.runtime import run_inputs
 from exo_dagster.spec.ir import Cluster, step_of
 
 EXECUTOR_TAG = "exo/executor"
@@ -76,6 +77,8 @@ class GuardedExecutor(Executor):
     def execute(self, plan_context, execution_plan) -> Iterator[dg.DagsterEvent]:
         instance, run = plan_context.instance, plan_context.dagster_run
         mine = clusters_in_plan(self._clusters, execution_plan.step_keys_to_execute)
+        for cluster in mine:  # the run's inputs fit, before any step runs (and before any slot or device is taken)
+            run_inputs.check_run(cluster, run.run_config or {})
         name, inner = self._choose(mine)
         self._inner = inner
         tags = {EXECUTOR_TAG: name}

@@ -15,7 +15,7 @@ from exo_dagster.runtime import leak_guard
 from exo_dagster.sdk import row_cache
 from exo_dagster.sdk import sql_text
 from exo_dagster.sdk import step_errors
-from exo_dagster.runtime import step_failure, step_timeout
+from exo_dagster.runtime import run_inputs, step_failure, step_timeout
 from exo_dagster.runtime import secrets as secret_values
 from exo_dagster.sdk import templates
 from exo_dagster.sdk.context import StepContext
@@ -32,15 +32,18 @@ class StepInputError(RuntimeError):
 
 def cluster_fields(cluster: Cluster) -> dict[str, Any]:
     spec = cluster.spec
-    trigger = spec.trigger.model_dump(exclude_none=True, by_alias=True) if spec.trigger else None
+    dumped = [t.model_dump(exclude_none=True, exclude_defaults=True, by_alias=True) for t in spec.triggers]
+    trigger = (dumped if isinstance(spec.trigger, list) else dumped[0]) if dumped else None
     return {"identifier": spec.identifier, "title": spec.title, "description": spec.description,
             "trigger": trigger, "sla": spec.sla, "project": spec.project, "name": spec.short_name}
 
 
 def make_resolver(cluster: Cluster, step: ParsedStep, tables: dict[str, StoredTable],
                   step_secrets: dict[str, str], environ=os.environ,
-                  roots: dict[str, dict[str, Any]] | None = None) -> Callable[[templates.Reference], Any]:
-    """`roots` adds template roots known only at run time (`failure.*` in a cluster's failure satellites)."""
+                  roots: dict[str, dict[str, Any]] | None = None,
+                  inputs: dict[str, Any] | None = None) -> Callable[[templates.Reference], Any]:
+    """`roots` adds template roots known only at run time (`failure.*` in a cluster's failure satellites);
+    `inputs` are the run's input values (runtime/run_inputs.py)."""
     fields = cluster_fields(cluster)
 
     def resolve(ref: templates.Reference) -> Any:
@@ -56,6 +59,8 @@ def make_resolver(cluster: Cluster, step: ParsedStep, tables: dict[str, StoredTa
             return environ[ref.parts[0]]
         if ref.root == "cluster":
             return fields[ref.parts[0]]
+        if ref.root == "inputs" and inputs is not None and ref.parts[0] in inputs:
+            return inputs[ref.parts[0]]
         if roots and ref.root in roots and ref.parts[0] in roots[ref.root]:
             return roots[ref.root][ref.parts[0]]
         raise StepInputError(f"`{ref.text}` cannot be resolved in step `{step.identifier}`")
@@ -236,8 +241,9 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
     def prepare(context, tables: dict[str, StoredTable], hidden: list[str]) -> tuple[StepContext, Any]:
         tables = {ident: dataclasses.replace(t, name=ident) for ident, t in tables.items()}
         given = secret_values.resolve_all(step.secrets)
+        values = run_inputs.step_values(cluster, context) if step.role == "main" else None
         extra = roots(context) if roots else None
-        resolve = _memo(make_resolver(cluster, step, tables, given, roots=extra))
+        resolve = _memo(make_resolver(cluster, step, tables, given, roots=extra, inputs=values))
         config = validate_config(step, resolve, cluster.base_dir, hidden)
         plain_input = render_section(step, {k: v for k, v in step.spec.input.items() if not is_per_row(v)}, resolve)
         ctx = StepContext(

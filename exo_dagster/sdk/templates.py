@@ -3,7 +3,7 @@
     template  := text* (ref text*)*
     ref       := '${{' path '}}'        a value, resolved once per step
                | '$${{' path '}}'       "this row's" value: the step runs once per row
-    path      := secrets.NAME | env.NAME | cluster.FIELD
+    path      := secrets.NAME | env.NAME | cluster.FIELD | inputs.NAME
                | satellites.ID.output | satellites.ID.output.COLUMN
                | failure.FIELD          (only in a cluster's `failure` satellites)
                | partition.key | partition.start | partition.end   (partitioned clusters; the run's partition)
@@ -110,7 +110,7 @@ def _reference(inner: str, per_row: bool, start: int, end: int, inner_at: int) -
         if per_row and len(rest) != 3:
             raise TemplateSyntaxError("a per-row reference `$${{ }}` needs a column", offset,
                                       "write `$${{ satellites.ID.output.COLUMN }}`")
-    elif root in ("secrets", "env"):
+    elif root in ("secrets", "env", "inputs"):
         if len(rest) != 1:
             raise TemplateSyntaxError(f"`{body}` is not a valid {root} reference", offset, f"write `{root}.NAME`")
     elif root == "cluster":
@@ -127,10 +127,10 @@ def _reference(inner: str, per_row: bool, start: int, end: int, inner_at: int) -
                                       "use one of: " + ", ".join(f"partition.{f}" for f in PARTITION_FIELDS))
     else:
         raise TemplateSyntaxError(f"unknown template root `{root}`", offset,
-                                  "a template starts with satellites., secrets., env., cluster., failure. or partition.")
+                                  "a template starts with satellites., inputs., secrets., env., cluster., failure. or partition.")
     if per_row and root != "satellites":
         raise TemplateSyntaxError("only satellite columns can be per-row (`$${{ }}`)", start,
-                                  "use `${{ ... }}` (one dollar) for secrets, env, cluster and partition values")
+                                  "use `${{ ... }}` (one dollar) for inputs, secrets, env, cluster and partition values")
     return Reference(root, rest, per_row, start, end, text)
 
 

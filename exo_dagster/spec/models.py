@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
+from pydantic import WithJsonSchema
 
 from exo_dagster.sdk.durations import MAX_DURATION_SECONDS, duration_seconds  # noqa: F401  (re-exported)
 from exo_dagster.sdk.resources import Resources, StrictModel, kebab  # noqa: F401  (re-exported)
+from exo_dagster.spec.run_inputs import InputValueError, coerce
 
 SpecModel = StrictModel  # every spec model: strict, YAML spelling with hyphens
 
@@ -97,18 +99,79 @@ class RetrySettings(SpecModel):
     _durations = field_validator("delay", "max_delay")(_check_duration)
 
 
+INPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a Dagster config key and a `--input NAME=VALUE` name
+
+
+def _check_input_name(value: str) -> str:
+    if not INPUT_NAME.match(value):
+        raise ValueError(f"input name `{value}` must be letters, digits and `_`, not starting with a digit "
+                         "(it is a run-config key and `--input NAME=VALUE`), e.g. `{}`".format(
+                             re.sub(r"[^A-Za-z0-9_]", "_", value) if value[:1].isalpha() else "since"))
+    return value
+
+
+InputName = Annotated[str, AfterValidator(_check_input_name), WithJsonSchema({"type": "string", "pattern": INPUT_NAME.pattern})]
+INPUT_TYPES = ("string", "int", "float", "bool", "date", "datetime", "list", "enum")
+
+
+class RunInput(SpecModel):
+    """One declared run input (`inputs: {since: {type: date, required: true}}`), given at launch."""
+
+    type: Literal["string", "int", "float", "bool", "date", "datetime", "list", "enum"] = "string"
+    default: Any = None
+    required: bool = False
+    description: str | None = None
+    values: list[str | int | float | bool] | None = None  # the choices of an `enum`
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunInput":
+        if self.type == "enum" and not self.values:
+            raise ValueError("an `enum` input needs `values: [...]`, the choices it accepts")
+        if self.type != "enum" and self.values is not None:
+            raise ValueError(f"`values:` lists an enum's choices; this input is a {self.type} (write `type: enum`)")
+        if self.values is not None and len(set(map(str, self.values))) != len(self.values):
+            raise ValueError("`values:` lists a choice twice")
+        if self.required and self.default is not None:
+            raise ValueError("an input with a `default:` is not `required:`; keep one of the two")
+        if self.default is not None:
+            try:
+                coerce(self, self.default)
+            except InputValueError as exc:
+                raise ValueError(f"`default:` {exc}") from None
+        return self
+
+
 class Trigger(SpecModel):
     cron: str | None = None
     timezone: str = "UTC"
     files: FilesTrigger | None = None
     after: str | None = Field(None, pattern=CLUSTER_ID.pattern)  # cluster/<project>/<name>
+    inputs: dict[str, Any] = Field(default_factory=dict)  # the run inputs of the runs this trigger launches
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Trigger":
         kinds = [k for k in ("cron", "files", "after") if getattr(self, k) is not None]
         if len(kinds) > 1:
-            raise ValueError(f"a trigger has one kind, got {', '.join(kinds)}; split the cluster or pick one")
+            raise ValueError(f"a trigger has one kind, got {', '.join(kinds)}; make `trigger:` a list with one entry each")
         return self
+
+    @property
+    def kind(self) -> str | None:
+        return next((k for k in ("cron", "files", "after") if getattr(self, k) is not None), None)
+
+
+# `trigger:` is one mapping or a list; the shape written picks the branch, so a mistake is reported once, for the
+# shape written (a plain union would report it for both). The tags are left out of error paths (UNION_TAGS).
+UNION_TAGS = frozenset({"one-trigger", "trigger-list"})
+Triggers = Annotated[
+    Annotated[Trigger, Tag("one-trigger")] | Annotated[list[Trigger], Tag("trigger-list")],
+    Discriminator(lambda value: "trigger-list" if isinstance(value, list) else "one-trigger"),
+]
 
 
 class Queues(SpecModel):
@@ -137,6 +200,7 @@ class Step(SpecModel):
     on_row_error: Literal["collect", "fail"] = "collect"
     cache: bool = True
     fan_out: FanOut | None = None
+    skip_when_empty: bool = False  # no input rows: the step and what depends on it are skipped (compile/skip_gate.py)
     timeout: str | int | float | None = None  # longest one attempt of the step may run; then it fails (and is retried)
     owners: list[Owner] | None = None  # the asset's owners (replace the cluster's); emails or `team:<name>`
     tags: dict[TagKey, TagValue] = Field(default_factory=dict)  # asset tags, over the cluster's
@@ -259,7 +323,8 @@ class ClusterBody(SpecModel):
     owners: list[Owner] = Field(default_factory=list)  # every asset's owners (a step's `owners:` replaces them)
     tags: dict[TagKey, TagValue] = Field(default_factory=dict)  # on every asset (steps add/override) and the job
     sla: str | int | float | None = None  # any duration (the seed's 6h/12h/24h, or 90m, 5s...): the longest a run may take
-    trigger: Trigger | None = None
+    trigger: Triggers | None = None  # one trigger (the seed's form) or a list of them
+    inputs: dict[InputName, RunInput] = Field(default_factory=dict)  # run inputs, `${{ inputs.NAME }}`
     partitions: Partitions | None = None  # a run per partition (time periods or static keys); see compile/partitions.py
     retries: int = Field(0, ge=0)
     retry: RetrySettings | None = None
@@ -287,6 +352,18 @@ class ClusterBody(SpecModel):
     @classmethod
     def _none_trigger(cls, value: Any) -> Any:
         return None if value in ("none", "None", "manual") else value
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _none_inputs(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @property
+    def triggers(self) -> list[Trigger]:
+        """Every trigger, whether `trigger:` was one mapping or a list."""
+        if self.trigger is None:
+            return []
+        return list(self.trigger) if isinstance(self.trigger, list) else [self.trigger]
 
     @field_validator("secrets", mode="before")
     @classmethod

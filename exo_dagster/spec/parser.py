@@ -21,7 +21,9 @@ from exo_dagster.spec.errors import Diagnostic, Location, SpecError
 from exo_dagster.spec.located_yaml import LocatedDocument, load_located
 from exo_dagster.spec.ir import Cluster, ParsedStep, SecretSource, asset_name  # noqa: F401  (re-exported)
 from exo_dagster.spec.lookup import SatelliteLookup, UnknownSatellite
-from exo_dagster.spec.models import ClusterFile, Step
+from exo_dagster.spec.models import UNION_TAGS, ClusterFile, RunInput, Step
+from exo_dagster.spec.run_inputs import InputValueError
+from exo_dagster.spec.run_inputs import coerce as coerce_input
 from exo_dagster.spec import partition_checks
 
 STEPS_PATH = ("cluster", "satellites")
@@ -88,15 +90,17 @@ class _Checker:
         except ValidationError as exc:
             self._pydantic_errors(exc, (), ClusterFile)
         body = data.get("cluster") if isinstance(data.get("cluster"), dict) else {}
+        self.inputs = _declared_inputs(body.get("inputs"))
         secrets = self._cluster_secrets(body)
         self.partition_kind = partition_checks.partition_kind(body.get("partitions"))
         partition_checks.check_partitions(body.get("partitions"), self.error)
+        partition_checks.check_trigger_kinds(body.get("partitions"), body.get("trigger"), self.error)
         steps = self._steps(body.get("satellites"), STEPS_PATH, "main", secrets, known=[])
         main_ids = self._all_main_ids()  # also those of steps with errors: no second error for a reference to them
         logs = self._section_steps(body, "logs", secrets, main_ids)
         failure = self._section_steps(body, "failure", secrets, main_ids)
         # every check below reads the raw data, so each runs whatever else is wrong in the file
-        self._check_trigger(body.get("trigger"))
+        self._check_triggers(body.get("trigger"))
         section = body.get("failure")
         from_ = section.get("from") if isinstance(section, dict) else None
         if isinstance(from_, str) and from_ not in main_ids:
@@ -229,11 +233,30 @@ class _Checker:
             self.error(path + ("fan-out",), "`fan-out` splits a step's rows, but this step has no per-row input",
                        "give it an input such as `text: $${{ satellites.X.output.text }}`, or remove `fan-out`", key=True)
             ok = False
+        if step.skip_when_empty:
+            self._check_skip_when_empty(path, index, role, refs)
         if not ok:
             return None
         return ParsedStep(spec=step, index=index, role=role, identifier=step.key, satellite=definition, config=config,
                           secrets=step_secrets, references=tuple(refs), per_row_source=next(iter(per_row), None),
                           location=self.doc.at(path))
+
+    def _check_skip_when_empty(self, path: tuple, index: int, role: str, refs: list[str]) -> None:
+        """`skip-when-empty` needs a table to look at: a reference, `after:`, or (sequential) the step above."""
+        where = path + ("skip-when-empty",)
+        if role != "main":
+            self.error(where, f"`skip-when-empty` applies to the cluster's satellites, not to its `{role}:` section",
+                       "remove `skip-when-empty` here", key=True)
+            return
+        body = self.doc.data.get("cluster") if isinstance(self.doc.data, dict) else None
+        dataflow = isinstance(body, dict) and body.get("execution") == "dataflow"
+        if refs or (index > 0 and not dataflow):
+            return
+        why = "it is the first satellite and references no other" if not dataflow else \
+            "with `execution: dataflow` it reads only what it references or lists in `after:`, and it has none"
+        self.error(where, f"`skip-when-empty` skips a step whose input has no rows, but this step reads no table: {why}",
+                   "reference an upstream output (e.g. `${{ satellites.X.output }}`) or add `after: [X]`, "
+                   "or remove `skip-when-empty`", key=True)
 
     def _preset_config(self, definition: Any, fixed: dict, config: dict, path: tuple) -> dict | None:
         """The step's config on top of a preset's fixed config; a located error per key the preset does not leave open."""
@@ -314,6 +337,8 @@ class _Checker:
                            f"declare it in the cluster's `secrets:` list, e.g. `- {ref.parts[0]}: ${{{{ env.{ref.parts[0]} }}}}`",
                            location=location)
                 ok = False
+            elif ref.root == "inputs":
+                ok &= self._input_reference(path, ref, role, location)
             elif ref.root == "partition" and (problem := self._partition_reference(ref, role)):
                 self.error(path, *problem, location=location)
                 ok = False
@@ -328,6 +353,20 @@ class _Checker:
             return (f"`{ref.text}` is only available in the cluster's `satellites`",
                     "the `logs:` and `failure:` sections run outside any partition")
         return partition_checks.check_partition_reference(self.partition_kind, ref.parts[0], ref.text)
+
+    def _input_reference(self, path: tuple, ref: templates.Reference, role: str, location: Location) -> bool:
+        name = ref.parts[0]
+        if role != "main":
+            self.error(path, f"`{ref.text}`: run inputs are read by the cluster's satellites, not by its `{role}:` section",
+                       "pass what the section needs through a satellite's output, or use `${{ cluster.FIELD }}`", location=location)
+            return False
+        if name not in self.inputs.names:
+            declared = list(self.inputs.names)
+            self.error(path, f"`{ref.text}` reads input `{name}`, which is not declared",
+                       did_you_mean(name, declared) or f"declare it under the cluster's `inputs:`, e.g. `{name}: {{type: string}}`",
+                       location=location)
+            return False
+        return True
 
     def _all_main_ids(self) -> list[str]:
         body = self.doc.data.get("cluster") if isinstance(self.doc.data, dict) else None
@@ -364,23 +403,70 @@ class _Checker:
         return True
 
     # -- trigger ----------------------------------------------------------------------------
-    def _check_trigger(self, trigger: Any) -> None:
-        """Cron and timezone, read from the raw `trigger:` mapping: checked even when other parts of the file
-        (or of the trigger) have errors; a value of the wrong type is the whole-file validation's to report."""
+    def _check_triggers(self, trigger: Any) -> None:
+        """`trigger:` as one mapping (the seed's form) or a list of them."""
+        if isinstance(trigger, list):
+            for index, one in enumerate(trigger):
+                self._check_trigger(one, ("cluster", "trigger", index))
+        else:
+            self._check_trigger(trigger, ("cluster", "trigger"))
+
+    def _check_trigger(self, trigger: Any, path: tuple) -> None:
+        """Cron, timezone and the trigger's `inputs:`, read from the raw mapping: checked even when other parts of
+        the file (or of the trigger) have errors; a value of the wrong type is the whole-file validation's to report."""
         if not isinstance(trigger, dict):
             return
         cron = trigger.get("cron")
         if isinstance(cron, str) and self.cron_check is not None and not _accepts(self.cron_check, cron):
-            self.error(("cluster", "trigger", "cron"), f"`{cron}` is not a valid cron expression",
+            self.error(path + ("cron",), f"`{cron}` is not a valid cron expression",
                        "use five fields: minute hour day-of-month month day-of-week, e.g. \"0 * * * *\" (quote it)")
         timezone = trigger.get("timezone", "UTC")
-        if not isinstance(timezone, str):
-            return
+        if isinstance(timezone, str):
+            try:
+                zoneinfo.ZoneInfo(timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError, UnicodeError):  # OSError: a folder such as `America`
+                self.error(path + ("timezone",), f"unknown timezone `{timezone}`",
+                           "use an IANA name such as `UTC` or `Europe/Berlin`")
+        self._trigger_inputs(trigger.get("inputs"), path)
+
+    def _trigger_inputs(self, given: Any, path: tuple) -> None:
+        """A trigger launches runs with no one to ask: every value it gives fits its input, every required input is given."""
+        given = given if isinstance(given, dict) else {}  # another shape is the whole-file validation's to report
+        for name, value in given.items():
+            spec = self.inputs.valid.get(name)
+            if name not in self.inputs.names:
+                self.error(path + ("inputs", name), f"the trigger gives input `{name}`, which is not declared",
+                           did_you_mean(str(name), list(self.inputs.names)) or "declare it under the cluster's `inputs:`", key=True)
+            elif spec is not None:
+                try:
+                    coerce_input(spec, value)
+                except InputValueError as exc:
+                    self.error(path + ("inputs", name), f"input `{name}` {exc}", f"give a {spec.type}" + (
+                        f": one of {', '.join(map(str, spec.values))}" if spec.values else ""))
+        for name, spec in self.inputs.valid.items():
+            if spec.required and given.get(name) is None:
+                self.error(path, f"this trigger launches runs without the required input `{name}`",
+                           f"give it under the trigger's `inputs:` (`inputs: {{{name}: ...}}`), or give the input a `default:`",
+                           key=True)
+
+
+class _DeclaredInputs:
+    """The cluster's `inputs:` as written: every name (for references), and the declarations that are valid."""
+
+    def __init__(self, names: list[str], valid: dict[str, RunInput]):
+        self.names, self.valid = names, valid
+
+
+def _declared_inputs(raw: Any) -> _DeclaredInputs:
+    if not isinstance(raw, dict):
+        return _DeclaredInputs([], {})
+    valid = {}
+    for name, value in raw.items():
         try:
-            zoneinfo.ZoneInfo(timezone)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError, UnicodeError):  # OSError: a folder such as `America`
-            self.error(("cluster", "trigger", "timezone"), f"unknown timezone `{timezone}`",
-                       "use an IANA name such as `UTC` or `Europe/Berlin`")
+            valid[str(name)] = RunInput.model_validate(value if value is not None else {})
+        except ValidationError:
+            pass  # reported by the whole-file validation
+    return _DeclaredInputs([str(n) for n in raw], valid)
 
 
 def _accepts(cron_check: CronCheck, cron: str) -> bool:
@@ -422,6 +508,10 @@ def validation_diagnostics(doc: LocatedDocument, errors: list[dict], prefix: tup
         loc = prefix + tuple(err["loc"])
         real = _existing_path(doc, loc)
         kind, field_name = err["type"], _last_name(err["loc"])
+        if err["loc"] and err["loc"][-1] == "[key]":  # a mapping key that is not allowed: point at the key
+            out.append(Diagnostic(doc.at(_existing_path(doc, loc[:-1]), key=True), err["msg"].removeprefix("Value error, "),
+                                  _hint_for(kind, field_name, err)))
+            continue
         if kind != "extra_forbidden" and any(real[:len(s)] == s for s in skip):
             continue
         if kind == "missing":
@@ -494,6 +584,8 @@ def _existing_path(doc: LocatedDocument, loc: tuple) -> tuple:
     out: tuple = ()
     node = doc.data
     for part in loc:
+        if part in UNION_TAGS:
+            continue  # which branch of a tagged union was taken: not a key of the file
         if isinstance(node, dict) and part in node:
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
@@ -508,8 +600,10 @@ def _existing_path(doc: LocatedDocument, loc: tuple) -> tuple:
 
 def _unwrap(annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        args = [_unwrap(a) for a in typing.get_args(annotation) if a is not type(None)]
         models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
         return models[0] if models else (args[0] if args else annotation)
     if origin in (list, typing.List):
@@ -531,6 +625,10 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
 
 
 def _hint_for(kind: str, field_name: Any, err: dict) -> str:
+    loc = tuple(err.get("loc", ()))
+    if loc[:2] == ("cluster", "inputs"):
+        return ("an input is a name (letters, digits, _) with `type:` (string, int, float, bool, date, datetime, list, "
+                "enum with `values: [...]`) and optionally `default:`, `required: true`, `description:`")
     if field_name == "identifier" and kind == "string_pattern_mismatch":
         return "a cluster identifier is `project/name` (e.g. `acme/ticket-triage`); a satellite identifier is a word of letters, digits, - and _"
     if field_name == "sla":

@@ -54,3 +54,17 @@ def check_partition_reference(kind: str | None, field: str, text: str) -> tuple[
         return (f"`{text}`: static partitions have no {field}",
                 "use `${{ partition.key }}`; start and end exist for hourly, daily, weekly and monthly partitions")
     return None
+
+
+def check_trigger_kinds(partitions: Any, trigger: Any, error: Report) -> None:
+    """A `files` or `after` trigger launches runs without a partition key, which a partitioned cluster refuses."""
+    if partition_kind(partitions) is None:
+        return
+    listed = list(enumerate(trigger)) if isinstance(trigger, list) else [(None, trigger)]
+    for index, one in listed:
+        for kind in ("files", "after") if isinstance(one, dict) else ():
+            if kind in one:
+                path = ("cluster", "trigger") + ((index,) if index is not None else ()) + (kind,)
+                error(path, f"a `{kind}` trigger cannot start a partitioned cluster: its runs would have no partition key",
+                      "use a `cron` trigger (each tick runs the tick's partition), `exo run --partition KEY` or a backfill",
+                      key=True)

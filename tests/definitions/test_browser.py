@@ -41,6 +41,21 @@ cluster:
 """
 
 
+PARAMS = """\
+version: 0.0.1b
+cluster:
+  identifier: ui/params
+  inputs:
+    region: {type: string, default: west, description: Sales region}
+    since:  {type: date, required: true, description: First day of the report}
+    tier:   {type: enum, values: [gold, silver], default: gold}
+  satellites:
+    - name: Query
+      uses: satellite/exospherehost/sql
+      config: {query: "select ${{ inputs.region }} as region, ${{ inputs.since }} as since"}
+"""
+
+
 def chromium() -> str:
     """Debian's chromium (`apt-get install chromium`; .ci/run installs it when missing)."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -53,6 +68,7 @@ def ui(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui")
     (root / "clusters").mkdir()
     (root / "clusters" / "broken.yaml").write_text(BROKEN)
+    (root / "clusters" / "params.yaml").write_text(PARAMS)
     env = {k: v for k, v in os.environ.items() if k not in ("EXO_CLUSTERS", "EXO_STRICT_LOAD", "EXO_SATELLITE_PATH")}
     env.update(DAGSTER_HOME=str(root / "home"), EXO_DATA_DIR=str(root / "exo"), EXO_CLUSTERS=str(root / "clusters"),
                PYTHONUNBUFFERED="1")
@@ -180,3 +196,53 @@ def test_a_broken_cluster_file_shows_its_located_error(ui):
     text = ui.page.locator("body").inner_text()
     assert "broken.yaml:6:13" in text and "unknown satellite" in text, text[:2000]
     assert "get-files" in text  # the fix it suggests
+
+
+def test_the_launchpad_asks_for_the_clusters_inputs(ui):
+    """A cluster with `inputs:` opens a Launchpad whose scaffold is its inputs, typed and with their defaults;
+    launching it with a date runs the step with that value."""
+    ui.goto("/locations/exo_dagster/jobs/ui__params/playground", "launchpad")
+    page = ui.page
+    page.get_by_text("Scaffold missing config", exact=False).first.click()
+    _wait_text(page, "inputs__ui__params")
+    ui.shoot("launchpad-scaffolded")
+    text = page.locator("body").inner_text()
+    assert "since" in text and "region: west" in text and "tier: gold" in text, text[:3000]
+    # the scaffold leaves the required date empty: the Launchpad says so and names it
+    assert "since" in text and ("Missing" in text or "required" in text or "Invalid" in text), text[:3000]
+
+
+SKIPPING = """\
+version: 0.0.1b
+cluster:
+  identifier: ui/skips
+  satellites:
+    - name: Orders
+      uses: satellite/exospherehost/sql
+      identifier: orders
+      config: {query: "select i from range(0) t(i)"}
+    - name: Totals
+      uses: satellite/exospherehost/sql
+      identifier: totals
+      skip-when-empty: true
+      config: {query: "select count(*) as n from orders"}
+"""
+
+
+def test_the_run_page_shows_a_step_skipped_for_an_empty_input(ui, monkeypatch):
+    """`skip-when-empty`: the run succeeds, its log shows the step's STEP_SKIPPED and the gate's reason."""
+    path = ui.root / "skips.yaml"
+    path.write_text(SKIPPING)
+    monkeypatch.setenv("EXO_DATA_DIR", ui.env["EXO_DATA_DIR"])
+    job = dg.build_reconstructable_job("exo_dagster.cli", "cluster_job", reconstructable_args=(str(path),))
+    with dg.execute_job(job, instance=ui.instance, raise_on_error=False) as result:
+        assert result.success
+        run_id = result.run_id
+    ui.goto(f"/runs/{run_id}", "run-skipped")
+    _wait_text(ui.page, "Success")
+    _wait_text(ui.page, "Skipped execution of step")
+    ui.shoot("run-skipped")
+    text = ui.page.locator("body").inner_text()
+    assert 'Skipped execution of step "totals__ui__skips.totals__ui__skips"' in text, f"screenshots: {ui.shots}"
+    assert "input `orders` has no rows: skipping step `totals`" in text, f"screenshots: {ui.shots}"
+    assert "STEP_SKIPPED" in text and "Succeeded (2)" in text  # orders and the gate; the step itself did not run

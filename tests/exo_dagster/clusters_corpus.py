@@ -1,5 +1,5 @@
 """Generated cluster files for deployment-shape tests: many clusters from several teams in one
-location, together using every feature (each trigger, failure and logs sections, fan-out, GPU
+location, together using every feature (each trigger, failure and logs sections, fan-out, skip-when-empty, GPU
 resources, each executor), with the same step identifiers in every cluster so any name a cluster
 generates that is not its own clashes."""
 
@@ -34,7 +34,7 @@ cluster:
     - name: Total
       uses: satellite/exospherehost/sql
       identifier: total
-      config: {{query: "select count(*) as n from rows"}}
+{skip}      config: {{query: "select count(*) as n from rows"}}
 {sections}"""
 
 FAILURE = """\
@@ -73,6 +73,7 @@ def cluster_text(i: int) -> str:
         fan_out="      fan-out: {chunk-rows: 2}\n" if i % 4 == 1 else "",
         resources="      resources: {gpu: 1, gpu-type: a100, cpu: 2, memory: 4Gi}\n" if i % 3 == 0 else "",
         sections=sections,
+        skip="      skip-when-empty: true\n" if i % 5 == 2 else "",
     )
 
 

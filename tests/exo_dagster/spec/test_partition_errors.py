@@ -83,3 +83,10 @@ def test_partition_template_in_a_failure_section(write_cluster):
       - {name: Note, uses: satellite/exospherehost/sql, identifier: note, config: {query: "select ${{ partition.key }}"}}
 """)
     assert_error(err, file, 13, 99, "only available in the cluster's `satellites`")
+
+
+def test_a_files_trigger_on_a_partitioned_cluster(write_cluster):
+    file, err = errors_of(write_cluster, HEAD + "  trigger:\n    - {cron: \"0 6 * * *\"}\n    - {files: {path: inbox}}\n"
+                          + "  partitions:\n    static: [eu]\n" + step())
+    assert_error(err, file, 6, 8, "a `files` trigger cannot start a partitioned cluster", "cron")
+    assert len(err.errors) == 1
