@@ -231,3 +231,23 @@ def test_cron_on_a_static_cluster_runs_every_key_per_tick():
     requests = _tick(defs, "test__regions__cron", dt.datetime(2026, 11, 5, 6, tzinfo=dt.timezone.utc))
     assert [r.partition_key for r in requests] == ["eu", "us", "a/b c.d"]
     assert len({r.run_key for r in requests}) == 3 and all(r.run_key.endswith("@2026-11-05T06:00:00+00:00") for r in requests)
+
+
+def test_each_cron_trigger_of_a_list_runs_the_ticks_partition_with_its_inputs(data_dir, instance):
+    text = DAILY.replace('end: "2026-11-08", ', "").replace("  partitions:", """\
+  inputs:
+    region: {type: string, default: eu}
+  trigger:
+    - {cron: "0 6 * * *"}
+    - {cron: "0 18 * * *", timezone: Europe/Berlin, inputs: {region: us}}
+  partitions:""").replace("cast(${{ env.FACTOR }} as int) as factor", "${{ inputs.region }} as region, 1 as factor")
+    cluster = parse_cluster(text, "days.yaml", registry=builtin_registry())
+    defs = compile_cluster(cluster)
+    [morning] = _tick(defs, "test__days__cron", dt.datetime(2026, 11, 5, 6, tzinfo=dt.timezone.utc))
+    [evening] = _tick(defs, "test__days__cron_2", dt.datetime(2026, 11, 5, 17, tzinfo=dt.timezone.utc))
+    assert (morning.partition_key, evening.partition_key) == ("2026-11-04", "2026-11-04")
+    result = defs.resolve_job_def(cluster.job_name).execute_in_process(
+        instance=instance, partition_key=evening.partition_key, run_config=evening.run_config)
+    assert result.success
+    stored = pl.read_parquet(data_dir / "outputs" / "test__days" / "day" / "2026-11-04.parquet")
+    assert stored.select("day", "region").row(0) == ("2026-11-04", "us")
