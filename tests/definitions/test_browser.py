@@ -199,17 +199,22 @@ def test_a_broken_cluster_file_shows_its_located_error(ui):
 
 
 def test_the_launchpad_asks_for_the_clusters_inputs(ui):
-    """A cluster with `inputs:` opens a Launchpad whose scaffold is its inputs, typed and with their defaults;
-    launching it with a date runs the step with that value."""
+    """A cluster with `inputs:` opens a Launchpad that asks for its inputs: defaults filled in, a missing
+    required input named, and "Scaffold missing config" adding it."""
     ui.goto("/locations/exo_dagster/jobs/ui__params/playground", "launchpad")
     page = ui.page
-    page.get_by_text("Scaffold missing config", exact=False).first.click()
     _wait_text(page, "inputs__ui__params")
-    ui.shoot("launchpad-scaffolded")
     text = page.locator("body").inner_text()
-    assert "since" in text and "region: west" in text and "tier: gold" in text, text[:3000]
-    # the scaffold leaves the required date empty: the Launchpad says so and names it
-    assert "since" in text and ("Missing" in text or "required" in text or "Invalid" in text), text[:3000]
+    # the defaults are filled in; the required date is missing, and the Launchpad names it
+    assert "region: west" in text and "tier: gold" in text, f"screenshots: {ui.shots}"
+    assert 'Missing required config entry "since"' in text, f"screenshots: {ui.shots}"
+    page.get_by_role("button", name="Scaffold missing config").click()
+    _wait_text(page, "resources.inputs__ui__params.config.since")  # the dialog lists the missing path
+    page.get_by_role("button", name="Confirm").click()
+    page.get_by_text("since:", exact=False).first.wait_for(state="visible")
+    ui.shoot("launchpad-scaffolded")
+    editor = page.locator(".CodeMirror").first.inner_text()
+    assert "since: ''" in editor and "region: 'west'" in editor and "tier: 'gold'" in editor, editor
 
 
 SKIPPING = """\
