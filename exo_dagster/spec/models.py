@@ -175,7 +175,7 @@ class ClusterBody(SpecModel):
     tags: dict[TagKey, TagValue] = Field(default_factory=dict)  # on every asset (steps add/override) and the job
     sla: str | int | float | None = None  # any duration (the seed's 6h/12h/24h, or 90m, 5s...): the longest a run may take
     # At most this many runs of the cluster at once; the rest wait (execution/run_queue.py, run_slots.py).
-    concurrency: Annotated[int, Field(strict=True, ge=1)] | None = None
+    concurrency: int | None = Field(None, ge=1)
     trigger: Trigger | None = None
     retries: int = Field(0, ge=0)
     retry: RetrySettings | None = None

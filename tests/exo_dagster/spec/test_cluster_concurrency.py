@@ -11,7 +11,7 @@ from exo_dagster.compile.compiler import run_tags
 from tests.exo_dagster.spec.test_parser_errors import FILES, HEAD, assert_error, errors_of
 
 
-@pytest.mark.parametrize("value", ["0", "-2", "1.5", '"2"', "true", "many"])
+@pytest.mark.parametrize("value", ["0", "-2", "1.5", '"0"', "many", "[2]"])
 def test_a_bad_concurrency_is_a_located_error_next_to_the_others(write_cluster, value):
     file, err = errors_of(write_cluster, HEAD + f"  concurrency: {value}\n  retries: lots\n" + FILES)
     assert_error(err, file, 4, 16, "`concurrency`", "how many runs of this cluster may run at once")
