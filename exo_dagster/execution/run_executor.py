@@ -87,11 +87,12 @@ class GuardedExecutor(Executor):
         if run.job_name not in {c.job_name for c in mine}:  # an asset-selection run: the cluster's run tags too
             tags.update({k: v for k, v in self._run_tags(mine).items() if k not in run.tags})
         instance.add_run_tags(run.run_id, tags)
-        yield from _slot(plan_context, instance, run.run_id, {**tags, **run.tags}.get(run_slots.CONCURRENCY_TAG))
         seconds = _max_runtime({**tags, **run.tags})
         guard = sla.SlaGuard(seconds, _started(instance, run.run_id))
         events = inner.execute(plan_context, execution_plan)
         try:
+            # a cluster with `concurrency:` waits for a slot first (a run cancelled meanwhile still ends its sections)
+            yield from _slot(plan_context, instance, run.run_id, {**tags, **run.tags}.get(run_slots.CONCURRENCY_TAG))
             with guard:
                 for event in events:
                     yield event

@@ -80,7 +80,7 @@ def _prepare_home(tmp_path: Path) -> None:
 def test_two_exo_runs_of_a_concurrency_1_cluster_take_turns(tmp_path):
     _prepare_home(tmp_path)
     with http_server() as slow:
-        slow.delay = 2
+        slow.delay = 5  # long enough that the second process starts while the first run holds the slot
         path = _write(tmp_path, "one-at-a-time", slow.url, 1)
         procs = [_exo_run(tmp_path, path) for _ in range(2)]
         assert [p.wait(timeout=300) for p in procs] == [0, 0]
