@@ -155,3 +155,10 @@ def test_an_asset_selection_run_over_two_clusters_takes_the_smaller_limit():
     merged = asset_run_tags(["a", "b", "c"], tags.__getitem__)
     assert merged["exo/concurrency"] == "2:t/b" and merged["exo/cluster"] == "t/a,t/b,t/c"
     assert asset_run_tags(["c"], tags.__getitem__).get("exo/concurrency") is None
+
+
+def test_only_tag_values_exo_wrote_are_limits():
+    from exo_dagster.execution.run_slots import concurrency_tag, parse_tag
+
+    assert parse_tag(concurrency_tag(2, "t/a")) == (2, "t/a")
+    assert [parse_tag(v) for v in ("0:t/a", "-1:t/a", "x:t/a", "3", "3:")] == [None] * 5
