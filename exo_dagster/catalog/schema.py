@@ -60,6 +60,7 @@ SPEC_DOCS = {
         "identifier": "`project/name` (optionally `cluster/project/name`): the job and asset group `project__name`.",
         "title": "Shown in the UI.", "description": "What the cluster does.",
         "sla": "The longest a run may take: any duration (6h, 90m, 30s, or seconds); enforced.",
+        "concurrency": "At most this many runs of the cluster at once (1 or more); the rest wait in the run queue.",
         "trigger": "What starts a run: `cron`, `files` or `after` (one of them), or a list of such triggers; `none`/`manual` or absent: launched by hand or API.",
         "inputs": "Run inputs, `NAME: {type, default, required, description, values}`, read as `${{ inputs.NAME }}`; given at launch.",
         "retries": "Default retries of every step.", "retry": "How long to wait between retries (delay, backoff, jitter, max-delay).",

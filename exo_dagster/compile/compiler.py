@@ -21,7 +21,7 @@ from exo_dagster.execution.executor_choice import executor_for, resolve_executor
 from exo_dagster.compile import failure_section as failure
 from exo_dagster.compile import logs_section as log_forwarding
 from exo_dagster.compile import retry_policy as retry
-from exo_dagster.execution import run_executor
+from exo_dagster.execution import run_executor, run_slots
 from exo_dagster.compile import run_end, sla
 from exo_dagster.compile import inputs_resource, triggers
 from exo_dagster.spec.ir import Cluster, ParsedStep, op_name
@@ -73,6 +73,8 @@ def run_tags(cluster: Cluster) -> dict[str, str]:
         tags["dagster/max_runtime"] = sla.max_runtime_tag(spec.sla_seconds)
     if any(_resources(s).gpu for s in cluster.steps):
         tags["exo/compute"] = "gpu"
+    if spec.concurrency is not None:  # at most N runs at once: the run queue and the run guard read it
+        tags[run_slots.CONCURRENCY_TAG] = run_slots.concurrency_tag(spec.concurrency, spec.identifier)
     return tags
 
 

@@ -1,4 +1,5 @@
-"""The embedded default instance: a DAGSTER_HOME without a dagster.yaml gets exo's, with run monitoring on.
+"""The embedded default instance: a DAGSTER_HOME without a dagster.yaml gets exo's, with run monitoring
+on and exo's run queue (Dagster's default queued coordinator, plus each cluster's `concurrency:`).
 
 Dagster enforces `dagster/max_runtime` (a cluster's `sla:`) only with run monitoring, which is off
 unless dagster.yaml turns it on, and the quickstart starts from an empty DAGSTER_HOME. The code
@@ -20,6 +21,9 @@ DEFAULT_DAGSTER_YAML = """\
 run_monitoring:
   enabled: true               # fail runs past their `dagster/max_runtime` (a cluster's `sla:`), detect dead run workers
   poll_interval_seconds: 30
+run_coordinator:              # Dagster's run queue, plus one limit per cluster with `concurrency: N`
+  module: exo_dagster.execution.run_queue
+  class: ExoRunCoordinator
 """
 
 

@@ -9,6 +9,8 @@ So it is where exo:
 
 - tags the run: `exo/executor` (which executor ran the steps) and, for asset-selection runs, the
   cluster's own run tags (`exo/cluster`, `dagster/max_runtime`, `exo/compute`);
+- holds the run until its cluster has a free slot (`concurrency:`, run_slots.py): in-process runs never
+  pass through the daemon's queue;
 - enforces the SLA (`sla.SlaGuard`): with or without a daemon, a run past it fails with "SLA exceeded";
 - runs the `failure:`/`logs:` sections once the run has ended (the `at_end` the compiler passes: `compile.run_end.claim`).
 """
@@ -19,13 +21,16 @@ from typing import Any, Callable, Iterator, Sequence
 
 import dagster as dg
 from exo_dagster.dagster_private import (
+    DagsterEvent,
     DagsterExecutionInterruptedError,
+    EngineEventData,
     Executor,
     InProcessExecutor,
     RetryMode,
     StepDependencyConfig,
 )
 
+from exo_dagster.execution import run_slots
 from exo_dagster.execution import sla_guard as sla
 from exo_dagster.runtime import run_inputs
 from exo_dagster.spec.ir import Cluster, step_of
@@ -89,6 +94,8 @@ class GuardedExecutor(Executor):
         guard = sla.SlaGuard(seconds, _started(instance, run.run_id))
         events = inner.execute(plan_context, execution_plan)
         try:
+            # a cluster with `concurrency:` waits for a slot first (a run cancelled meanwhile still ends its sections)
+            yield from _slot(plan_context, instance, run.run_id, {**tags, **run.tags}.get(run_slots.CONCURRENCY_TAG))
             with guard:
                 for event in events:
                     yield event
@@ -105,6 +112,15 @@ class GuardedExecutor(Executor):
         finally:
             events.close()
             self._at_end(instance, run.run_id, mine)
+
+
+def _slot(plan_context, instance: dg.DagsterInstance, run_id: str, value: str | None) -> Iterator[dg.DagsterEvent]:
+    """Wait for a slot of the run's cluster, logging each wait; a cancellation while waiting ends the run."""
+    try:
+        for message in run_slots.wait_for_slot(instance, run_id, value):
+            yield DagsterEvent.engine_event(plan_context, message, EngineEventData())
+    except run_slots.SlotWaitCancelled as exc:
+        raise DagsterExecutionInterruptedError(str(exc)) from None
 
 
 def _max_runtime(tags) -> float | None:
@@ -162,13 +178,15 @@ def asset_job_executor(clusters: Sequence[Cluster], names: dict[str, str], run_t
 
 def asset_run_tags(clusters: Sequence[Cluster], tags_of) -> dict[str, Any]:
     """The run tags of an asset-selection run over `clusters`: each cluster job's tags, merged (the
-    strictest SLA, GPU if any needs one)."""
+    strictest SLA, GPU if any needs one, the smallest `concurrency:`)."""
     merged: dict[str, str] = {}
     runtimes = []
     for cluster in clusters:
         for key, value in tags_of(cluster).items():
             if key == MAX_RUNTIME_TAG:
                 runtimes.append(float(value))
+            elif key == run_slots.CONCURRENCY_TAG:  # one tag per run: the strictest limit holds it
+                merged[key] = min(value, merged.get(key, value), key=lambda v: (run_slots.parse_tag(v) or (1 << 30,))[0])
             elif key == CLUSTER_TAG and key in merged and value not in merged[key].split(","):
                 merged[key] += f",{value}"
             else:

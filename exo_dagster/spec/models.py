@@ -323,6 +323,8 @@ class ClusterBody(SpecModel):
     owners: list[Owner] = Field(default_factory=list)  # every asset's owners (a step's `owners:` replaces them)
     tags: dict[TagKey, TagValue] = Field(default_factory=dict)  # on every asset (steps add/override) and the job
     sla: str | int | float | None = None  # any duration (the seed's 6h/12h/24h, or 90m, 5s...): the longest a run may take
+    # At most this many runs of the cluster at once; the rest wait (execution/run_queue.py, run_slots.py).
+    concurrency: int | None = Field(None, ge=1)
     trigger: Triggers | None = None  # one trigger (the seed's form) or a list of them
     inputs: dict[InputName, RunInput] = Field(default_factory=dict)  # run inputs, `${{ inputs.NAME }}`
     partitions: Partitions | None = None  # a run per partition (time periods or static keys); see compile/partitions.py

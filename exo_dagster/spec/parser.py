@@ -631,6 +631,8 @@ def _hint_for(kind: str, field_name: Any, err: dict) -> str:
                 "enum with `values: [...]`) and optionally `default:`, `required: true`, `description:`")
     if field_name == "identifier" and kind == "string_pattern_mismatch":
         return "a cluster identifier is `project/name` (e.g. `acme/ticket-triage`); a satellite identifier is a word of letters, digits, - and _"
+    if field_name == "concurrency" and len(err.get("loc", ())) == 2:  # the cluster's, not a step's
+        return "a whole number, 1 or more: how many runs of this cluster may run at once (the rest wait)"
     if field_name == "sla":
         return "any duration longer than 0: a number of seconds or a number with a unit, e.g. 6h, 90m, 30s"
     message = str(err.get("msg", ""))

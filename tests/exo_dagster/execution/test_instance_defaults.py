@@ -1,5 +1,5 @@
-"""Run monitoring (which enforces `dagster/max_runtime`, a cluster's `sla:`) is on in the embedded default
-and in every deploy/ file."""
+"""Run monitoring (which enforces `dagster/max_runtime`, a cluster's `sla:`) and exo's run queue (each
+cluster's `concurrency:`) are on in the embedded default and in every deploy/ file."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from exo_dagster.execution.instance_defaults import DEFAULT_DAGSTER_YAML, ensure_instance_config
+from exo_dagster.execution.run_queue import ExoRunCoordinator
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -20,6 +21,7 @@ def test_an_empty_home_gets_the_default_and_dagster_loads_it_with_run_monitoring
     with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
         assert instance.run_monitoring_enabled
         assert instance.run_monitoring_settings["enabled"] is True
+        assert isinstance(instance.run_coordinator, ExoRunCoordinator)  # queued, with each cluster's `concurrency:`
 
 
 def test_an_existing_dagster_yaml_is_never_touched(tmp_path):
@@ -34,5 +36,7 @@ def test_no_home_no_file(monkeypatch):
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "deploy").glob("*/dagster.yaml")), ids=lambda p: p.parent.name)
-def test_every_deploy_file_turns_run_monitoring_on(path):
-    assert yaml.safe_load(path.read_text())["run_monitoring"]["enabled"] is True
+def test_every_deploy_file_turns_run_monitoring_on_and_queues_with_cluster_limits(path):
+    config = yaml.safe_load(path.read_text())
+    assert config["run_monitoring"]["enabled"] is True
+    assert config["run_coordinator"] == {"module": "exo_dagster.execution.run_queue", "class": "ExoRunCoordinator"}
