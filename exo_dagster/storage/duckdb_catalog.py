@@ -46,6 +46,9 @@ def _locked(path: str):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+_seen: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}  # catalog path -> (index file stamp, index)
+
+
 def _read_index(path: str) -> dict[str, str]:
     try:
         with open(path + ".index.json") as fh:
@@ -54,11 +57,34 @@ def _read_index(path: str) -> dict[str, str]:
         return {}
 
 
+def _index_stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path + ".index.json")
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _current_index(path: str) -> dict[str, str]:
+    """The index as last read by this process while its file is unchanged (every write replaces the
+    file, a new inode): a step then checks its view with one stat instead of parsing the whole index."""
+    stamp = _index_stamp(path)
+    if stamp is None:
+        return {}
+    known = _seen.get(path)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    index = _read_index(path)
+    if _index_stamp(path) == stamp:  # not replaced while we read it
+        _seen[path] = (stamp, index)
+    return index
+
+
 def register_view(schema: str, view: str, source_sql: str, *, path: str | None = None, wait_s: float = 30.0) -> bool:
     """Create or replace `schema.view` as `select * from <source_sql>`; False if the catalog stayed locked."""
     path = path or catalog_path()
     name = f'"{sql_name(schema)}"."{sql_name(view)}"'
-    if _read_index(path).get(name) == source_sql and os.path.exists(path):
+    if _current_index(path).get(name) == source_sql and os.path.exists(path):
         return True  # already there, unchanged: no need to open the DuckDB file
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     deadline = time.monotonic() + wait_s

@@ -85,6 +85,36 @@ class ParquetTableIOManager(UPathIOManager):
         # Dagster 1.13 reads UPath._kwargs, which universal-pathlib 0.3 renamed to storage_options.
         return dict(getattr(self._base_path, "storage_options", {}) or {})
 
+    def _get_path(self, context: InputContext | OutputContext) -> UPath:
+        """Dagster's path for an unpartitioned output, built once per run and output (each is written, then read)."""
+        key = ("asset", *context.asset_key.path) if context.has_asset_key else ("op", *context.get_identifier())
+        paths_ = self.__dict__.setdefault("_exo_paths", {})
+        if key not in paths_:
+            paths_[key] = super()._get_path(context)
+        return paths_[key]
+
+    def handle_output(self, context: OutputContext, obj: Any) -> None:
+        """UPathIOManager.handle_output for an unpartitioned output, less its "Writing file at" debug line:
+        an event-log write per step that says what the materialization's `path` and `dagster/uri` say."""
+        if context.has_asset_partitions:
+            return super().handle_output(context, obj)
+        path = self._get_path(context)
+        self.make_directory(path.parent)
+        self.dump_to_path(context=context, obj=obj, path=path)
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))} if obj is not None else {})
+
+    def load_input(self, context: InputContext) -> Any:
+        """UPathIOManager.load_input for an unpartitioned input, less its "Loading file from" debug line
+        (the LOADED_INPUT event names the upstream output)."""
+        if context.has_asset_key and context.has_asset_partitions:
+            return super().load_input(context)
+        return self.load_from_path(context=context, path=self._get_path(context))
+
+    def make_directory(self, path: UPath) -> None:
+        if paths.is_url(str(path)):
+            return super().make_directory(path)
+        os.makedirs(str(path), exist_ok=True)
+
     def _ref_path(self, path: UPath) -> UPath:
         return path.with_name(path.name + REF_SUFFIX)
 
