@@ -56,6 +56,13 @@ def _write_classified(context: OutputContext, obj: Any, path: UPath) -> None:
                          metadata={**where, "exo/error": type(exc).__name__, "exo/error-kind": kind}) from None
 
 
+def footer_counts(path: str) -> tuple[int, Any]:
+    """Row count and Polars schema of a local Parquet file from its footer alone (no scan through Polars' engine)."""
+    import pyarrow.parquet as pq  # already loaded where DuckDB relations are written
+
+    return pq.read_metadata(path).num_rows, pl.read_parquet_schema(path)
+
+
 def partition_file_stem(partition: str) -> str:
     """A file name for any partition key: %-encoded, dots too (`2026-11-01-05:00` -> `2026-11-01-05%3A00`)."""
     return quote(partition, safe="-_").replace(".", "%2E")
@@ -146,6 +153,8 @@ class ParquetTableIOManager(UPathIOManager):
             rows, schema = obj.height, obj.schema
             if kind == "parquet" and not stored.is_remote:
                 RECENT.put(str(path), obj)
+        elif kind == "parquet" and not stored.is_remote:  # just written here: its footer has both
+            rows, schema = footer_counts(str(path))
         else:
             scan = stored.lazy()
             rows, schema = int(scan.select(pl.len()).collect().item()), scan.collect_schema()

@@ -110,9 +110,11 @@ def sql(ctx: StepContext, config: SqlConfig) -> duckdb.DuckDBPyRelation:
                          f"(set `multiple-statements: true` to run them all and keep the last one's result)")
     # read-only SQL shares a sandboxed database with the process's other steps (a cursor each); anything else gets its own
     con = _sandbox(ctx, config, urls, shared=all(kind == "SELECT" for kind, _ in statements))
-    for identifier, table in ctx.tables.items():
-        _expose(con, identifier, table)
-    if ctx.previous is not None:
+    text = config.query.lower()
+    for identifier, table in ctx.tables.items():  # a view the query's text never names cannot be read: not made
+        if identifier.lower() in text:
+            _expose(con, identifier, table)
+    if ctx.previous is not None and "input" in text:
         _expose(con, "input", ctx.previous)
     try:
         for _, statement in statements[:-1]:
