@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import dagster as dg
 
-from exo_dagster.storage.duckdb_catalog import sql_name
+from exo_dagster.sdk.sql_text import sql_name
 from exo_dagster.execution import tags as backend_tags
 from exo_dagster.execution.device_leases import gpu_lease
 from exo_dagster.execution.executor_choice import executor_for, resolve_executor_name

@@ -13,16 +13,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import time
 from contextlib import contextmanager
 
-import duckdb
-
-from exo_dagster.sdk import duck
 from exo_dagster.sdk import paths
 from exo_dagster.sdk import retrying
 from exo_dagster.sdk.atomic_write import atomic_write
+from exo_dagster.sdk.sql_text import sql_name  # noqa: F401  (re-exported)
 
 CATALOG_FILE = "catalog.duckdb"
 BUSY_RETRY = retrying.Retry(attempts=None, delay=0.02, max_delay=0.5, jitter=(0.5, 1.5))
@@ -30,10 +27,6 @@ BUSY_RETRY = retrying.Retry(attempts=None, delay=0.02, max_delay=0.5, jitter=(0.
 
 def catalog_path() -> str:
     return os.environ.get("EXO_CATALOG") or os.path.join(paths.data_dir(), CATALOG_FILE)
-
-
-def sql_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", text)
 
 
 @contextmanager
@@ -86,6 +79,10 @@ def register_view(schema: str, view: str, source_sql: str, *, path: str | None =
     name = f'"{sql_name(schema)}"."{sql_name(view)}"'
     if _current_index(path).get(name) == source_sql and os.path.exists(path):
         return True  # already there, unchanged: no need to open the DuckDB file
+    import duckdb  # only to write a view: a run whose views are all in place never loads DuckDB
+
+    from exo_dagster.sdk import duck
+
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     deadline = time.monotonic() + wait_s
     with _locked(path):

@@ -20,7 +20,6 @@ import dagster as dg
 from dagster import ConfigurableIOManagerFactory, InputContext, OutputContext, UPathIOManager
 from upath import UPath
 
-from exo_dagster.storage import duckdb_catalog as catalog
 from exo_dagster.storage.metadata import column_schema, table_metadata  # noqa: F401  (re-exported)
 from exo_dagster.sdk import paths
 from exo_dagster.sdk.atomic_write import atomic_write
@@ -170,6 +169,8 @@ class ParquetTableIOManager(UPathIOManager):
     def _register(self, context: OutputContext, table: StoredTable, path: UPath, schema: Any) -> None:
         if table.is_remote:
             return  # DuckDB would need the httpfs extension, which is not available offline
+        from exo_dagster.storage import duckdb_catalog as catalog  # DuckDB loads with the first output, not the location
+
         view = (context.definition_metadata or {}).get("exo/view")
         view = getattr(view, "value", view)
         columns = schema

@@ -7,12 +7,10 @@ import os
 import re
 import threading
 
-import duckdb
 from pydantic import Field, model_validator
 
 from exo_dagster.sdk import SatelliteConfig, StepContext, StoredTable, satellite
 from exo_dagster.sdk import allowed_paths
-from exo_dagster.sdk import duck
 from exo_dagster.sdk import sql_text
 from exo_dagster.sdk import templates
 
@@ -44,7 +42,7 @@ class SqlConfig(SatelliteConfig):
 
 
 _parser_lock = threading.Lock()
-_parser: duckdb.DuckDBPyConnection | None = None
+_parser = None  # a DuckDB connection, made on first use (DuckDB loads with the first sql step, not the location)
 _PARSED_KEPT = 256
 
 
@@ -52,6 +50,10 @@ _PARSED_KEPT = 256
 def parse(query: str) -> tuple[tuple[str, str], ...] | None:
     """The statements of `query` as (type, text) pairs, None when it does not parse. Cached by text: every
     run of a step parses the same query (config validation, then the step), and parsing needs no database."""
+    import duckdb
+
+    from exo_dagster.sdk import duck
+
     global _parser
     with _parser_lock:
         if _parser is None:
@@ -73,6 +75,8 @@ def tables_in_query(config: dict) -> set[str]:
     query = config.get("query")
     if not isinstance(query, str):
         return set()
+    import duckdb
+
     text = _TEMPLATE.sub("_exo_template", query)
     try:
         return set(duckdb.get_table_names(text, qualified=False))
@@ -92,6 +96,10 @@ def sql(ctx: StepContext, config: SqlConfig) -> duckdb.DuckDBPyRelation:
     """Runs one DuckDB SQL statement; every upstream output is a view named by its identifier, read straight
     from Parquet. Templated values are literals, never SQL; files outside the step's inputs, the data folder
     and the cluster folder cannot be read or written."""
+    import duckdb
+
+    from exo_dagster.sdk import duck
+
     urls = [p for t in ctx.tables.values() for p in t.paths]
     if ctx.previous is not None:
         urls += ctx.previous.paths
@@ -127,6 +135,8 @@ def sql(ctx: StepContext, config: SqlConfig) -> duckdb.DuckDBPyRelation:
 
 
 def _sandbox(ctx: StepContext, config: SqlConfig, urls: list[str], shared: bool = False) -> duckdb.DuckDBPyConnection:
+    from exo_dagster.sdk import duck
+
     # the step's inputs, exactly (remote ones as URLs: DuckDB reads them through the registered fsspec filesystems)
     inputs = []
     for p in urls:
