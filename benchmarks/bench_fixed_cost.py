@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from .clusters import write_small_parquet
-from .harness import load, print_header, run_measured
+from .harness import load, print_header
 
 TARGET_RATIO = 1.10
 REPO = Path(__file__).resolve().parents[1]
@@ -97,15 +97,41 @@ def setup(work: Path, multiprocess: bool = False) -> dict[str, tuple[list[str], 
     return variants
 
 
-def interleaved(variants: dict[str, tuple[list[str], dict]], repeats: int, cwd: Path) -> dict[str, list[float]]:
+_TIMED = """\
+import json, resource, subprocess, sys, time
+t = time.perf_counter()
+rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+wall = time.perf_counter() - t
+if rc.returncode:
+    sys.stderr.write(rc.stderr[-4000:]); sys.exit(rc.returncode)
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps([wall, usage.ru_utime + usage.ru_stime]))
+"""
+
+
+def run_timed(cmd: list[str], env: dict, cwd: Path) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, the whole process tree) of one command, from a fresh wrapper."""
+    import json
+
+    out = subprocess.run([sys.executable, "-c", _TIMED, *cmd], env=env, cwd=cwd, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    wall, cpu = json.loads(out.stdout)
+    return wall, cpu
+
+
+def interleaved(variants: dict[str, tuple[list[str], dict]], repeats: int, cwd: Path) -> tuple[dict, dict]:
     names = list(variants)
     for name in names:  # warm-up: .pyc files, each DAGSTER_HOME's storages
-        run_measured(*variants[name], cwd)
-    times: dict[str, list[float]] = {name: [] for name in names}
+        run_timed(*variants[name], cwd)
+    walls: dict[str, list[float]] = {name: [] for name in names}
+    cpus: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(repeats):
         for name in (names if round_ % 2 == 0 else names[::-1]):
-            times[name].append(run_measured(*variants[name], cwd)[0])
-    return times
+            wall, cpu = run_timed(*variants[name], cwd)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    return walls, cpus
 
 
 PROBE = "import time\nt = time.perf_counter()\n{code}\nprint(time.perf_counter() - t)\n"
@@ -162,13 +188,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="exo-bench-fixed-") as folder:
         work = Path(folder)
         variants = setup(work, args.multiprocess)
-        times = interleaved(variants, args.repeats, work)
+        times, cpus = interleaved(variants, args.repeats, work)
         base_name, exo_name = list(variants)[:2]
         base, exo = times[base_name], times[exo_name]
-        print(f"\n-- {args.repeats} runs each, interleaved (A B, B A, ...), wall seconds of the whole command")
+        print(f"\n-- {args.repeats} runs each, interleaved (A B, B A, ...), seconds of the whole command: wall, and CPU "
+              f"(user + system) beside it")
         for name, values in times.items():
-            print(f"   {name:22s} median {statistics.median(values):.3f} s  min {min(values):.3f}  max {max(values):.3f}  "
+            print(f"   {name:26s} wall median {statistics.median(values):.3f} s  min {min(values):.3f}  max {max(values):.3f}  "
                   f"all {' '.join(f'{v:.2f}' for v in values)}")
+            print(f"   {'':26s} CPU  median {statistics.median(cpus[name]):.3f} s  min {min(cpus[name]):.3f}  "
+                  f"max {max(cpus[name]):.3f}")
+        cpu_ratio = statistics.median(cpus[exo_name]) / statistics.median(cpus[base_name])
+        cpu_paired = statistics.median(a / b for a, b in zip(cpus[exo_name], cpus[base_name]))
+        print(f"   CPU: {cpu_ratio:.2f}x (paired {cpu_paired:.2f}x), informational: less sensitive to other load than wall time")
         ratio = statistics.median(exo) / statistics.median(base)
         paired = statistics.median(a / b for a, b in zip(exo, base))
         extra = statistics.median(a - b for a, b in zip(exo, base))
