@@ -189,6 +189,16 @@ def components(folder: str, data_path: str, repeats: int) -> None:
         ("cursor() on a shared duckdb connection", duckdb_cursor),
     ]
     try:
+        from exo_dagster.sdk import duck
+
+        if hasattr(duck, "sandbox_cursor"):
+            cases.append(("duck.sandboxed(): a new locked database (sql, writing SQL)",
+                          lambda: duck.sandboxed(directories=[work]).close()))
+            cases.append(("duck.sandbox_cursor(): the shared one (sql, SELECTs)",
+                          lambda: duck.sandbox_cursor(directories=[work]).close()))
+    except ImportError:
+        pass
+    try:
         from exo_dagster.storage import duckdb_catalog as catalog
 
         if hasattr(catalog, "register_view"):
