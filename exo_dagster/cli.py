@@ -255,7 +255,7 @@ def cache_clear(cluster: str, step: str | None) -> None:
 
     from exo_dagster.catalog.loading import load_cluster_file
     from exo_dagster.spec.ir import asset_name
-    from exo_dagster.sdk.row_cache import RowCache, cache_file
+    from exo_dagster.sdk.row_cache import cache_file, exists, open_cache
     from exo_dagster.spec.models import CLUSTER_ID
 
     if os.path.isfile(cluster):
@@ -270,10 +270,10 @@ def cache_clear(cluster: str, step: str | None) -> None:
     else:
         job_name = asset_name(cluster)
     path = cache_file(job_name)
-    if not os.path.exists(path):
+    if not exists(path):
         click.echo(f"no cache for {job_name} ({path})")
         return
-    with RowCache(path) as rows:
+    with open_cache(path) as rows:
         removed = rows.clear(step)
     click.echo(f"cleared {removed} cached row(s) of {job_name}" + (f" step {step}" if step else ""))
 
