@@ -132,6 +132,7 @@ def test_fan_out_chunks_live_in_s3_and_catalog_views_read_s3_offline(s3, monkeyp
     assert not (tmp_path / "exo" / "chunks").exists()  # nothing written to the local data folder
     assert "outputs/test__s3chunks/tagged.parquet.ref.json" in keys  # the merge references the chunks, no copy
     assert "outputs/test__s3chunks/tagged.parquet" not in keys
+    assert [k for k in keys if k.startswith("outputs/_intermediates/")]  # ops' in-between values beside the outputs
     counted = pl.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key="outputs/test__s3chunks/counted.parquet")["Body"].read()))
     assert counted.to_dicts() == [{"n": 10, "tags": ",".join(sorted(f"w{i}!" for i in range(10)))}]
 
