@@ -36,7 +36,7 @@ class StepContext:
     identity: tuple[str, str, dict] = ("satellite/exo/unknown", "0", {})
     concurrency: int = 8
     on_row_error: str = "collect"
-    cache_path: str | None = None
+    cache_path: str | None = field(default=None, repr=False)  # may be a postgresql:// URL with a password
     metadata: dict[str, Any] = field(default_factory=dict)
     # secret values this step can see: masked in every row result before it is cached or returned
     hidden: list[str] = field(default_factory=list, repr=False)

@@ -55,3 +55,24 @@ def test_get_many_batches_past_one_statement_and_map_rows_skips_finished_rows():
         assert second["y"].to_list() == [2 * i for i in range(50)]
         assert sorted(calls) == list(range(50))  # the 20 finished rows were not computed again
         assert (stats.cached, stats.computed) == (20, 30)
+
+
+def test_exo_cache_clear_forgets_rows_in_postgres(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with pg_database() as db:
+        url = URL.format(db=db)
+        with PostgresRowCache(f"{url}#acme__ticket_triage") as rows, PostgresRowCache(f"{url}#other__one") as other:
+            rows.put("k1", "labels", {"a": 1})
+            rows.put("k2", "tickets", {"a": 2})
+            other.put("k1", "labels", {"a": 3})
+        env = {**os.environ, row_cache.ROW_CACHE_URL: url, "EXO_CACHE_DIR": str(tmp_path)}
+        exo = str(Path(sys.executable).parent / "exo")
+        step = subprocess.run([exo, "cache", "clear", "acme/ticket-triage", "--step", "labels"], env=env, capture_output=True, text=True)
+        assert step.returncode == 0 and "cleared 1 cached row(s) of acme__ticket_triage step labels" in step.stdout, step.stderr
+        with PostgresRowCache(f"{url}#acme__ticket_triage") as rows, PostgresRowCache(f"{url}#other__one") as other:
+            assert rows.get_many(["k1", "k2"]) == {"k2": {"a": 2}} and other.count() == 1  # another cluster's rows stay
+        assert not list(tmp_path.iterdir())  # no SQLite file was made
