@@ -42,8 +42,7 @@ from .harness import print_header
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 BROKER, BACKEND = "redis://127.0.0.1:6379/9", "redis://127.0.0.1:6379/10"
-CELERY = {"task_acks_late": True, "task_reject_on_worker_lost": True, "worker_prefetch_multiplier": 1,
-          "broker_transport_options": {"visibility_timeout": 3600}}
+CELERY = yaml.safe_load((ROOT / "deploy" / "celery" / "celery-no-shared-disk.yaml").read_text())["execution"]["config"]["config_source"]
 PG = "postgresql://postgres@127.0.0.1:5432/{db}"
 DEFS = '''
 import os

@@ -38,9 +38,11 @@ from tests.satellites.openai_server import OpenAIServer
 
 BROKER, BACKEND = "redis://127.0.0.1:6379/11", "redis://127.0.0.1:6379/12"  # db numbers of these tests only
 PASSWORD = "exo-nodisk-sentinel"
-# What a no-shared-disk deployment sets (README "Scaling out"): a task is acknowledged only once it has run, so a
-# worker that dies takes nothing with it; Redis hands an unacknowledged task to another worker after the timeout.
-CELERY = {"task_acks_late": True, "task_reject_on_worker_lost": True, "worker_prefetch_multiplier": 1,
+# What a no-shared-disk deployment sets, as shipped (README "Scaling out"): a task is acknowledged only once it has
+# run, so a worker that dies takes nothing with it; Redis hands an unacknowledged task to another worker after the
+# visibility timeout (here 15 s, swept every second, instead of the shipped hour).
+SHIPPED = yaml.safe_load((REPO / "deploy" / "celery" / "celery-no-shared-disk.yaml").read_text())["execution"]["config"]
+CELERY = {**SHIPPED["config_source"],
           "broker_transport_options": {"visibility_timeout": 15, "unacked_restore_interval": 1, "unacked_restore_throttle": 1}}
 DEFS = '''
 import os
