@@ -106,6 +106,30 @@ def figures(instance, run_id: str) -> tuple[float, float, set[str]]:
     return end - start, max(chunk_ends) - min(chunk_starts), workers
 
 
+def overheads(instance, run_id: str) -> str:
+    """Median per chunk: submitted -> picked up by a worker -> STEP_START -> STEP_SUCCESS (s)."""
+    marks: dict[str, dict[str, float]] = {}
+    for r in instance.all_logs(run_id):
+        if not r.dagster_event or "__chunk[" not in (r.step_key or ""):
+            continue
+        mark = marks.setdefault(r.step_key, {})
+        kind = r.dagster_event.event_type
+        if kind == dg.DagsterEventType.ENGINE_EVENT and r.user_message.startswith("Submitting celery task"):
+            mark["submitted"] = r.timestamp
+        elif kind == dg.DagsterEventType.ENGINE_EVENT and "Celery worker" in r.dagster_event.event_specific_data.metadata:
+            mark.setdefault("picked", r.timestamp)
+        elif kind == dg.DagsterEventType.STEP_START:
+            mark["start"] = r.timestamp
+        elif kind == dg.DagsterEventType.STEP_SUCCESS:
+            mark["end"] = r.timestamp
+    full = [m for m in marks.values() if len(m) == 4]
+    if not full:
+        return f"per chunk: incomplete marks {sorted({k for m in marks.values() for k in m})}"
+    med = lambda a, b: statistics.median(m[b] - m[a] for m in full)  # noqa: E731
+    return (f"per chunk (median): queue {med('submitted', 'picked'):.2f} s, worker set-up {med('picked', 'start'):.2f} s, "
+            f"step {med('start', 'end'):.2f} s")
+
+
 def spread(values: list[float]) -> str:
     return f"median {statistics.median(values):.2f} (min {min(values):.2f}, max {max(values):.2f})"
 
@@ -201,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                     times[mode].append((run_s, span_s))
                     print(f"  {mode} worker(s): run {run_s:6.2f} s, chunks {span_s:6.2f} s = {args.rows / span_s:7.0f} rows/s; "
                           f"chunks ran on {sorted(ran_on)}; every row asked once: {ok}; loadavg {' '.join(load)}")
+                    print(f"      {overheads(instance, result.run_id)}")
             print()
             for label, i in (("whole run (s)", 0), ("chunked step (s)", 1)):
                 one, two = [t[i] for t in times["one"]], [t[i] for t in times["two"]]
