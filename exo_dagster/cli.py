@@ -241,6 +241,21 @@ def query(sql: str, fmt: str, max_rows: int) -> None:
     click.echo(render(result, fmt, max_rows=max_rows), nl=False)
 
 
+@main.group("catalog")
+def catalog_group() -> None:
+    """The DuckDB catalog of step outputs (`<data folder>/catalog.duckdb`, EXO_CATALOG)."""
+
+
+@catalog_group.command("sync")
+@click.option("--outputs", default=None, help="The outputs base path (default: EXO_OUTPUTS, else <data folder>/outputs).")
+def catalog_sync(outputs: str | None) -> None:
+    """Register a view for every stored output (e.g. in S3), on a host whose catalog did not see them written."""
+    from exo_dagster.storage.catalog_sync import sync
+
+    views = sync(outputs)
+    click.echo(f"{len(views)} view(s): {', '.join(views)}" if views else "no outputs found")
+
+
 @main.group()
 def cache() -> None:
     """The per-row result cache (EXO_CACHE_DIR, default <data folder>/cache)."""

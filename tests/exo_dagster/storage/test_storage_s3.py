@@ -141,3 +141,18 @@ def test_fan_out_chunks_live_in_s3_and_catalog_views_read_s3_offline(s3, monkeyp
     assert catalog_query.query("select n from s3chunks.counted").rows == [(10,)]
     with pytest.raises(catalog_query.QueryError, match="read-only|reads only"):  # still sandboxed: no other object
         catalog_query.query(f"select * from read_parquet('s3://{bucket}/outputs/test__s3chunks/words.parquet.tmp')")
+
+    # another host, whose own catalog saw none of it written: `exo catalog sync` lists the outputs in S3
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    other = tmp_path / "other-host"
+    env = {**os.environ, "EXO_DATA_DIR": str(other)}
+    exo = str(Path(sys.executable).parent / "exo")
+    synced = subprocess.run([exo, "catalog", "sync"], env=env, capture_output=True, text=True)
+    assert synced.returncode == 0 and "3 view(s): s3chunks.counted, s3chunks.tagged, s3chunks.words" in synced.stdout, synced
+    there = str(other / "catalog.duckdb")
+    assert catalog_query.query("select count(*), min(tagged) from s3chunks.tagged", there).rows == [(10, "w0!")]
+    assert catalog_query.query("select n from s3chunks.counted", there).rows == [(10,)]
