@@ -12,6 +12,8 @@ import json
 import threading
 from typing import Any, Iterable, Mapping
 
+from exo_dagster.sdk.row_cache import canonical
+
 TABLE = "exo_row_cache"
 _CREATE_LOCK = 0x65786F72  # advisory lock id: concurrent `create table if not exists` races in PostgreSQL
 _BATCH = 1000
@@ -66,8 +68,6 @@ class PostgresRowCache:
 
     def put(self, key: str, step: str, result: Mapping[str, Any]) -> None:
         """Commit one finished row now (autocommit): a worker killed a moment later loses nothing finished."""
-        from exo_dagster.sdk.row_cache import canonical
-
         with self._lock, self._con.cursor() as cur:
             cur.execute(f"insert into {TABLE} values (%s, %s, %s, %s) on conflict (cluster, key) "
                         "do update set step = excluded.step, result = excluded.result",
