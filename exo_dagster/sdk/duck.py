@@ -28,6 +28,9 @@ def _register(con: duckdb.DuckDBPyConnection, urls: Iterable[str]) -> None:
         con.register_filesystem(fsspec.filesystem(protocol))
 
 
+register_filesystems = _register
+
+
 def connect(database: str = ":memory:", *, read_only: bool = False, urls: Iterable[str] = ()) -> duckdb.DuckDBPyConnection:
     """A connection of its own (a database file, or a private in-memory database)."""
     con = duckdb.connect(database, read_only=read_only)

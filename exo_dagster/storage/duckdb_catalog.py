@@ -73,8 +73,10 @@ def _current_index(path: str) -> dict[str, str]:
     return index
 
 
-def register_view(schema: str, view: str, source_sql: str, *, path: str | None = None, wait_s: float = 30.0) -> bool:
-    """Create or replace `schema.view` as `select * from <source_sql>`; False if the catalog stayed locked."""
+def register_view(schema: str, view: str, source_sql: str, *, path: str | None = None, wait_s: float = 30.0,
+                  urls: tuple[str, ...] | list[str] = ()) -> bool:
+    """Create or replace `schema.view` as `select * from <source_sql>`; False if the catalog stayed locked.
+    `urls`: the remote files the view reads (`s3://...`), whose fsspec filesystems DuckDB needs to bind it."""
     path = path or catalog_path()
     name = f'"{sql_name(schema)}"."{sql_name(view)}"'
     if _current_index(path).get(name) == source_sql and os.path.exists(path):
@@ -91,7 +93,7 @@ def register_view(schema: str, view: str, source_sql: str, *, path: str | None =
             return True
 
         def create() -> None:
-            with duck.connect(path) as con:
+            with duck.connect(path, urls=urls) as con:
                 con.execute(f'create schema if not exists "{sql_name(schema)}"')
                 con.execute(f"create or replace view {name} as select * from {source_sql}")
 

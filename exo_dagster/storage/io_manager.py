@@ -28,6 +28,7 @@ from exo_dagster.sdk.table import RECENT, StoredTable
 from exo_dagster.sdk.table_write import to_frame, write_parquet_atomic  # noqa: F401  (re-exported)
 
 REF_SUFFIX = ".ref.json"
+CHUNKS_DIR = "_chunks"  # fan-out chunk files under a remote base path (compile/fan_out.py): referenced, never copied
 
 
 class SourceChanged(RuntimeError):
@@ -164,12 +165,11 @@ class ParquetTableIOManager(UPathIOManager):
     def _is_source(self, table: StoredTable, path: UPath) -> bool:
         """A pass-through of files outside our own storage (never a reference to another output)."""
         base = str(self._base_path)
-        return all(not p.startswith(base) for p in table.paths)
+        chunks = str(self._base_path / CHUNKS_DIR) + "/"
+        return all(not p.startswith(base) or p.startswith(chunks) for p in table.paths)
 
     def _register(self, context: OutputContext, table: StoredTable, path: UPath, schema: Any) -> None:
-        if table.is_remote:
-            return  # DuckDB would need the httpfs extension, which is not available offline
-        from exo_dagster.storage import duckdb_catalog as catalog  # DuckDB loads with the first output, not the location
+        from exo_dagster.storage import duckdb_catalog as catalog  # DuckDB loads with the first view written, not the location
 
         view = (context.definition_metadata or {}).get("exo/view")
         view = getattr(view, "value", view)
@@ -177,7 +177,9 @@ class ParquetTableIOManager(UPathIOManager):
         schema, name = (str(view).split(".", 1) if view else ("_".join(context.asset_key.path[:-1]) or "main", context.asset_key.path[-1]))
         source = catalog.partitions_source(str(path.parent), "partition" not in columns) \
             if context.has_asset_partitions else table.duckdb_source()
-        if not catalog.register_view(schema, name, source):
+        # remote outputs (s3://...) are read through fsspec (sdk/duck.py), never DuckDB's httpfs download
+        urls = [str(path.parent)] if context.has_asset_partitions else list(table.paths)
+        if not catalog.register_view(schema, name, source, urls=urls):
             context.log.warning(f"DuckDB catalog {catalog.catalog_path()} stayed locked; view {schema}.{name} not refreshed")
 
     def load_from_path(self, context: InputContext, path: UPath) -> Any:
