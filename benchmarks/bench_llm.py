@@ -213,7 +213,9 @@ def bench_crash(tmp: str) -> bool:
         before = server.stats()
         cache = home / "exo" / "cache" / "bench__llm_crash.sqlite"
         with sqlite3.connect(cache) as con:
-            results = [json.loads(r) for (r,) in con.execute("select result from rows where step = 'answers'")]
+            # committed rows: merged (`rows`) or appended since the last merge (`pending`), see sdk/row_cache.py
+            results = [json.loads(r) for (r,) in con.execute(
+                "select result from rows where step = 'answers' union all select result from pending where step = 'answers'")]
         finished = {r["text"].removeprefix("echo: ") for r in results}
         started = time.perf_counter()
         rerun = subprocess.run([exo, "run", str(cluster)], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)

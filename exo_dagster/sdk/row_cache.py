@@ -3,6 +3,12 @@
 Keyed by sha256(satellite id, version, config, row content); one SQLite file per cluster in
 WAL mode. Results are committed in small transactions (sdk/row_writer.py): a row is in the cache
 only once its result is committed, and a crash loses at most the last ~100 ms of finished rows.
+
+Two tables: `rows`, indexed by key, is what look-ups read; finished rows are first appended to
+`pending` (no index), which is merged into `rows` in key order when a map ends and whenever a cache
+is opened (so rows committed before a crash are found by the next run). Why: keys are random, so
+inserting them one group at a time into the key index dirtied a page per row in every commit
+(~4 KB of WAL per row, 30 µs/row at a million rows); appending costs ~2 µs/row, the sorted merge ~2.5.
 """
 
 from __future__ import annotations
@@ -63,6 +69,8 @@ class RowCache:
         self._con.execute("pragma journal_mode=wal")
         self._con.execute("pragma synchronous=normal")
         self._con.execute("create table if not exists rows (key text primary key, step text, result text not null)")
+        self._con.execute("create table if not exists pending (key text not null, step text, result text not null)")
+        self.merge()
 
     def get_many(self, keys: Iterable[str]) -> dict[str, dict]:
         keys = list(dict.fromkeys(keys))
@@ -81,29 +89,42 @@ class RowCache:
             self._con.execute("insert or replace into rows values (?, ?, ?)", (key, step, _canonical(result)))
 
     def put_many(self, items: list[tuple[str, str, str]]) -> None:
-        """Commit (key, step, result JSON) rows in one transaction: all of them are in the cache, or none."""
-        if not items:
-            return
+        """Commit (key, step, result JSON) rows in one transaction: all of them are in the cache, or none.
+        They are appended to `pending`; `get_many` finds them after the next `merge`."""
+        if items:
+            self._transaction(lambda: self._con.executemany("insert into pending values (?, ?, ?)", items))
+
+    def merge(self) -> None:
+        """Move `pending` into `rows` (key order: one pass over the index; the later of two results wins)."""
         with self._lock:
-            self._con.execute("begin")
+            if self._con.execute("select 1 from pending limit 1").fetchone() is None:
+                return
+        self._transaction(lambda: (
+            self._con.execute("insert or replace into rows select key, step, result from pending order by key, rowid"),
+            self._con.execute("delete from pending")))
+
+    def _transaction(self, work) -> None:
+        with self._lock:
+            self._con.execute("begin immediate")
             try:
-                self._con.executemany("insert or replace into rows values (?, ?, ?)", items)
+                work()
             except BaseException:
                 self._con.execute("rollback")
                 raise
             self._con.execute("commit")
 
     def count(self, step: str | None = None) -> int:
+        """Distinct finished rows, merged or not."""
+        where, args = ("", ()) if step is None else (" where step = ?", (step,))
         with self._lock:
-            if step is None:
-                return self._con.execute("select count(*) from rows").fetchone()[0]
-            return self._con.execute("select count(*) from rows where step = ?", (step,)).fetchone()[0]
+            return self._con.execute(f"select count(*) from (select key from rows{where} union select key from pending{where})",
+                                     args * 2).fetchone()[0]
 
     def clear(self, step: str | None = None) -> int:
+        where, args = ("", ()) if step is None else (" where step = ?", (step,))
         with self._lock:
-            if step is None:
-                return self._con.execute("delete from rows").rowcount
-            return self._con.execute("delete from rows where step = ?", (step,)).rowcount
+            removed = self._con.execute(f"delete from rows{where}", args).rowcount
+            return removed + self._con.execute(f"delete from pending{where}", args).rowcount
 
     def close(self) -> None:
         with self._lock:

@@ -89,14 +89,20 @@ def map_rows(
     frames: list[pl.DataFrame] = []
     started = time.perf_counter()
     writer = RowWriter(cache, step) if cache is not None else None
+    computed: set[int] = set()  # hashes of the keys this map computed: a repeated row is taken from the cache
     work = _committing(fn, writer, is_async, mask)
     runner = _AsyncRunner(work, workers) if is_async else _ThreadRunner(work, workers)
     try:
         for batch in _batches(rows, batch_size):
             records = batch.to_dicts()
             keys = [key_of(r) for r in records]
+            if writer is not None and not computed.isdisjoint(map(hash, keys)):
+                writer.flush()  # a row this map already computed again: make it visible to the look-up
+                cache.merge()
             done = cache.get_many(keys) if cache is not None else {}
             todo = [i for i, k in enumerate(keys) if k not in done]
+            if writer is not None:
+                computed.update(hash(keys[i]) for i in todo)
             results: list[Any] = [None] * len(records)
             if todo:
                 runner.run([(i, records[i], keys[i]) for i in todo], results)

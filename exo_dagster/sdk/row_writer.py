@@ -38,7 +38,7 @@ class RowWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Commit every queued row now (one transaction)."""
+        """Commit every queued row now (one transaction, appended to the cache's `pending`)."""
         with self._commit:
             with self._lock:
                 items, self._pending = self._pending, []
@@ -54,12 +54,14 @@ class RowWriter:
                     return
 
     def close(self) -> None:
-        """Stop the flusher and commit what is left (also after a crash of the step: finished is finished)."""
+        """Stop the flusher, commit what is left (also after a crash of the step: finished is finished),
+        and merge this map's rows into the cache's index."""
         self._stop.set()
         self._flusher.join()
         self.flush()
         if self._error is not None:
             raise self._error
+        self.cache.merge()
 
     def __enter__(self) -> "RowWriter":
         return self

@@ -151,9 +151,25 @@ def test_writer_commits_by_size_by_time_and_on_close(tmp_path):
         ticking.put("late", {"v": -1})
         seen = threading.Event()
         for _ in range(2000):  # the background flusher commits it without another put or a close
-            if other.get_many(["late"]):
+            if other.count("s") == 12:
                 seen.set()
                 break
             threading.Event().wait(0.005)
         ticking.close()
-        assert seen.is_set()
+        assert seen.is_set() and other.get_many(["late"]) == {"late": {"v": -1}}
+
+
+def test_a_row_repeated_in_a_later_batch_is_computed_once(tmp_path):
+    frame = pl.DataFrame({"text": ["a", "b", "c", "d", "a", "e", "b", "a"]})
+    calls: list[str] = []
+
+    def work(row, key):
+        calls.append(row["text"])
+        return {"upper": row["text"].upper()}
+
+    stats = RowStats()
+    with RowCache(str(tmp_path / "c.sqlite")) as cache:
+        out = map_rows(work, frame, identity=IDENTITY, step="s", cache=cache, concurrency=2, batch_size=4, stats=stats)
+    assert sorted(calls) == ["a", "b", "c", "d", "e"]  # the later batches found a and b in the cache
+    assert out["upper"].to_list() == ["A", "B", "C", "D", "A", "E", "B", "A"]
+    assert (stats.computed, stats.cached) == (5, 3)
