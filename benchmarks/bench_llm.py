@@ -228,7 +228,8 @@ def bench_crash(tmp: str) -> bool:
           and len(after["requests"]) == ROWS)
     print(f"   at the kill: {before['total']:,} requests received, {len(finished):,} rows finished (in the row cache)")
     print(f"   re-run ({seconds:.1f} s, exit {rerun.returncode}): {after['total'] - before['total']:,} new requests; "
-          f"rows requested a second time: {len(re_asked)} (all in flight at the kill, none finished); "
+          f"rows requested a second time: {len(re_asked)} (in flight at the kill, or answered in the last group "
+          f"commit window, <= ~100 ms, and so not yet in the cache); "
           f"finished rows requested again: {len(twice)}; output rows {out.height:,}, errors "
           f"{ROWS - out['_error'].null_count()}  [{'PASS' if ok else 'FAIL'}]")
     if rerun.returncode:
