@@ -185,9 +185,10 @@ class _ThreadRunner:
     def __init__(self, work, workers: int):
         self.work, self.workers = work, workers
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="exo-row")
+        self.stop = threading.Event()
 
     def run(self, calls: list, results: list) -> None:
-        work, stop = self.work, threading.Event()
+        work, stop = self.work, self.stop
         take = iter(calls).__next__  # a C iterator: one row to one worker, under the GIL
 
         def drain() -> None:
@@ -214,6 +215,9 @@ class _ThreadRunner:
             raise crash
 
     def close(self) -> None:
+        """Rows in flight finish (and are committed); no worker takes another row. The step's thread may be
+        leaving by an exception (a step timeout's alarm, Ctrl-C) while the workers are mid-batch."""
+        self.stop.set()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 

@@ -173,3 +173,34 @@ def test_a_row_repeated_in_a_later_batch_is_computed_once(tmp_path):
     assert sorted(calls) == ["a", "b", "c", "d", "e"]  # the later batches found a and b in the cache
     assert out["upper"].to_list() == ["A", "B", "C", "D", "A", "E", "B", "A"]
     assert (stats.computed, stats.cached) == (5, 3)
+
+
+def test_an_exception_in_the_steps_thread_stops_the_workers_taking_rows(tmp_path):
+    """A step timeout (SIGALRM) or Ctrl-C lands in the step's thread while the workers are mid-batch:
+    rows in flight finish and are committed, no worker takes another row."""
+    import signal as signals
+
+    started: list[str] = []
+    lock = threading.Lock()
+
+    def slow(row, key):
+        with lock:
+            started.append(row["text"])
+        threading.Event().wait(0.01)
+        return _upper(row, key)
+
+    def alarm(signo, frame):
+        raise TimeoutError("the step's timeout")
+
+    previous = signals.signal(signals.SIGALRM, alarm)
+    signals.setitimer(signals.ITIMER_REAL, 0.3)
+    try:
+        with pytest.raises(TimeoutError), RowCache(str(tmp_path / "c.sqlite")) as cache:
+            map_rows(slow, FRAME.head(4096), identity=IDENTITY, step="s", cache=cache, concurrency=4, batch_size=4096)
+    finally:
+        signals.setitimer(signals.ITIMER_REAL, 0)
+        signals.signal(signals.SIGALRM, previous)
+    taken = len(started)
+    assert 0 < taken < 4096  # stopped mid-batch, not after the batch's 4,096 rows (~10 s)
+    with RowCache(str(tmp_path / "c.sqlite")) as cache:
+        assert cache.count("s") == taken  # each row taken was finished and committed
