@@ -193,7 +193,7 @@ def test_an_exception_in_the_steps_thread_stops_the_workers_taking_rows(tmp_path
         raise TimeoutError("the step's timeout")
 
     previous = signals.signal(signals.SIGALRM, alarm)
-    signals.setitimer(signals.ITIMER_REAL, 0.3)
+    signals.setitimer(signals.ITIMER_REAL, 1.0)
     try:
         with pytest.raises(TimeoutError), RowCache(str(tmp_path / "c.sqlite")) as cache:
             map_rows(slow, FRAME.head(4096), identity=IDENTITY, step="s", cache=cache, concurrency=4, batch_size=4096)
