@@ -94,7 +94,9 @@ def main() -> None:
             sent_before = list(Recorder.keys)
             Recorder.keys.clear()
         with sqlite3.connect(work / "exo" / "cache" / "bench__crash.sqlite") as con:
-            finished = {k for (k,) in con.execute("select key from rows where step = 'calls'")}
+            # committed rows: merged (`rows`) or appended since the last merge (`pending`), see sdk/row_cache.py
+            finished = {k for (k,) in con.execute(
+                "select key from rows where step = 'calls' union select key from pending where step = 'calls'")}
 
         started = time.perf_counter()
         second = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)

@@ -2,7 +2,8 @@
 
   (a) throughput  10,000 rows, 50 ms server latency, concurrency 64: rows/s of the whole step
                   (`llm_complete(ctx, config)` with the row cache on, as a compiled step calls it),
-                  against the ideal 64 / 0.05 s = 1,280 rows/s. Target: >= 85% of ideal.
+                  against the ideal 64 / 0.05 s = 1,280 rows/s. Targets: >= 85% of ideal, and the paired
+                  ratio step / bare aiohttp (same round) >= 0.95, printed per round with its median.
                   Floor, measured in the same rounds: bare aiohttp, 64 workers, the same 10,000 POSTs
                   (what this machine's client + server can do with no satellite at all); `--httpx`
                   adds bare httpx 0.28 (why the client is aiohttp).
@@ -43,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 SERVER = REPO / "tests" / "satellites" / "openai_server.py"
 ROWS, CONCURRENCY, LATENCY = 10_000, 64, 0.05
 IDEAL = CONCURRENCY / LATENCY
+BARE_TARGET = 0.95  # the step against bare aiohttp in the same round (issue 15)
 
 
 class Server:
@@ -70,6 +72,11 @@ class Server:
     def __exit__(self, *exc) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+
+def _load() -> str:
+    with open("/proc/loadavg") as fh:
+        return " ".join(fh.read().split()[:3])
 
 
 def step(url: str, prompts: list[str], cache_path: str) -> tuple[float, pl.DataFrame, dict]:
@@ -116,7 +123,7 @@ def bare_client(url: str, prompts: list[str], client: str = "aiohttp") -> float:
 def bench_throughput(repeats: int, tmp: str, with_httpx: bool = False) -> bool:
     print(f"\n(a) throughput: {ROWS:,} rows, {LATENCY * 1000:.0f} ms/request, concurrency {CONCURRENCY}; "
           f"ideal {IDEAL:,.0f} rows/s, target >= {0.85 * IDEAL:,.0f} rows/s")
-    step_rates, floor_rates = [], []
+    step_rates, floor_rates, ratios = [], [], []
     with Server("--latency", str(LATENCY)) as server:
         step(server.url, [f"warm {i}" for i in range(500)], os.path.join(tmp, "warm.sqlite"))
         for r in range(repeats):
@@ -131,18 +138,22 @@ def bench_throughput(repeats: int, tmp: str, with_httpx: bool = False) -> bool:
                     step_rates.append(ROWS / seconds)
                 else:
                     floor_rates.append(ROWS / bare_client(server.url, prompts))
+            ratios.append(step_rates[-1] / floor_rates[-1])
             print(f"   round {r + 1}: step {step_rates[-1]:,.0f} rows/s ({step_rates[-1] / IDEAL:.1%} of ideal), "
-                  f"bare aiohttp {floor_rates[-1]:,.0f} req/s")
+                  f"bare aiohttp {floor_rates[-1]:,.0f} req/s, step/bare {ratios[-1]:.3f}  (load {_load()})")
         if with_httpx:
             rate = 3000 / bare_client(server.url, [f"httpx row {i}" for i in range(3000)], client="httpx")
             print(f"   bare httpx 0.28 (3,000 requests, one AsyncClient, 64 workers): {rate:,.0f} req/s")
         counts = server.stats()["requests"]
         assert all(n == 1 for n in counts.values()), "a prompt was requested twice"
     median, floor = statistics.median(step_rates), statistics.median(floor_rates)
-    ok = median >= 0.85 * IDEAL
+    ratio = statistics.median(ratios)
+    ok = median >= 0.85 * IDEAL and ratio >= BARE_TARGET
     print(f"   median: step {median:,.0f} rows/s = {median / IDEAL:.1%} of ideal (min {min(step_rates):,.0f}, "
-          f"max {max(step_rates):,.0f}); bare aiohttp {floor:,.0f} req/s; step/bare {median / floor:.2f}  "
-          f"[{'PASS' if ok else 'FAIL'}]")
+          f"max {max(step_rates):,.0f}); bare aiohttp {floor:,.0f} req/s (min {min(floor_rates):,.0f}, "
+          f"max {max(floor_rates):,.0f})")
+    print(f"   step/bare per round: {', '.join(f'{x:.3f}' for x in ratios)}; median {ratio:.3f} "
+          f"(min {min(ratios):.3f}, max {max(ratios):.3f}); target >= {BARE_TARGET}  [{'PASS' if ok else 'FAIL'}]")
     return ok
 
 
@@ -202,7 +213,9 @@ def bench_crash(tmp: str) -> bool:
         before = server.stats()
         cache = home / "exo" / "cache" / "bench__llm_crash.sqlite"
         with sqlite3.connect(cache) as con:
-            results = [json.loads(r) for (r,) in con.execute("select result from rows where step = 'answers'")]
+            # committed rows: merged (`rows`) or appended since the last merge (`pending`), see sdk/row_cache.py
+            results = [json.loads(r) for (r,) in con.execute(
+                "select result from rows where step = 'answers' union all select result from pending where step = 'answers'")]
         finished = {r["text"].removeprefix("echo: ") for r in results}
         started = time.perf_counter()
         rerun = subprocess.run([exo, "run", str(cluster)], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -215,7 +228,8 @@ def bench_crash(tmp: str) -> bool:
           and len(after["requests"]) == ROWS)
     print(f"   at the kill: {before['total']:,} requests received, {len(finished):,} rows finished (in the row cache)")
     print(f"   re-run ({seconds:.1f} s, exit {rerun.returncode}): {after['total'] - before['total']:,} new requests; "
-          f"rows requested a second time: {len(re_asked)} (all in flight at the kill, none finished); "
+          f"rows requested a second time: {len(re_asked)} (in flight at the kill, or answered in the last group "
+          f"commit window, <= ~100 ms, and so not yet in the cache); "
           f"finished rows requested again: {len(twice)}; output rows {out.height:,}, errors "
           f"{ROWS - out['_error'].null_count()}  [{'PASS' if ok else 'FAIL'}]")
     if rerun.returncode:

@@ -81,9 +81,12 @@ class StepContext:
     def _mask_result(self, result: Any) -> Any:
         if not self.hidden:
             return result
-        from exo_dagster.sdk.masking import mask_value
+        walk = self.__dict__.get("_result_masker")
+        if walk is None:  # built once per step: every row's result passes here
+            from exo_dagster.sdk.masking import value_masker
 
-        return mask_value(result, self.hidden)
+            walk = self.__dict__["_result_masker"] = value_masker(self.hidden)
+        return walk(result)
 
     def path(self, path: str) -> str:
         """A path the user wrote, resolved against the cluster file's folder."""

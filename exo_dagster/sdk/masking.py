@@ -12,7 +12,7 @@ import logging
 import re
 import traceback
 import urllib.parse
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 MASK = "********"
 MIN_MASKED_LENGTH = 4  # shorter values would mask ordinary words; such secrets are refused by no one, but not masked
@@ -57,6 +57,7 @@ class Masker:
         windows = {f[i:i + FRAGMENT] for f in self.forms if len(f) >= FRAGMENT for i in range(len(f) - FRAGMENT + 1)}
         self._short = re.compile("|".join(map(re.escape, short))) if short else None
         self._windows = re.compile("(?=(" + "|".join(map(re.escape, sorted(windows))) + "))") if windows else None
+        self._window_set = frozenset(windows)
 
     def __bool__(self) -> bool:
         return bool(self.values)
@@ -75,8 +76,16 @@ class Masker:
                 merged.append([start, end])
         return [(a, b) for a, b in merged]
 
+    def _clean(self, text: str) -> bool:
+        """True when a short text holds no secret: one set look-up per 8-char window instead of the
+        windows regex, which tries every alternative at every position (~30 µs for a 20-char text)."""
+        if len(text) > 512 or (self._short is not None and self._short.search(text)):
+            return False
+        windows = self._window_set
+        return not any(text[i:i + FRAGMENT] in windows for i in range(len(text) - FRAGMENT + 1))
+
     def __call__(self, text: str) -> str:
-        if not self.values or not text:
+        if not self.values or not text or self._clean(text):
             return text
         spans = self.spans(text)
         if not spans:
@@ -127,6 +136,28 @@ def mask_value(value: Any, values: Iterable[str]) -> Any:
     if isinstance(text, str) and masker(values).contains(text):
         return mask(text, values)
     return value
+
+
+def value_masker(values: Iterable[str]) -> Callable[[Any], Any]:
+    """`mask_value` with the secrets' Masker looked up once: for masking many values in a row (each
+    per-row result), where re-sorting the secrets at every nested value cost ~45 µs a row."""
+    found = masker(values)
+    if not found:
+        return lambda value: value
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return found(value)
+        if isinstance(value, dict):
+            return {walk(k): walk(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(walk(v) for v in value)
+        text = getattr(value, "text", None)  # dagster TextMetadataValue / MarkdownMetadataValue
+        if isinstance(text, str) and found.contains(text):
+            return found(text)
+        return value
+
+    return walk
 
 
 class MaskingLog:

@@ -73,6 +73,28 @@ class PostgresRowCache:
                         "do update set step = excluded.step, result = excluded.result",
                         (self.cluster, key, step, canonical(result)))
 
+    def put_many(self, items: list[tuple[str, str, str]]) -> None:
+        """Commit (key, step, result JSON) rows in one transaction (sdk/row_writer.py's group commits)."""
+        if not items:
+            return
+        from psycopg2.extras import execute_values
+
+        with self._lock, self._con.cursor() as cur:
+            self._con.autocommit = False
+            try:
+                execute_values(cur, f"insert into {TABLE} values %s on conflict (cluster, key) "
+                                    "do update set step = excluded.step, result = excluded.result",
+                               [(self.cluster, key, step, result) for key, step, result in items])
+                self._con.commit()
+            except BaseException:
+                self._con.rollback()
+                raise
+            finally:
+                self._con.autocommit = True
+
+    def merge(self) -> None:
+        """Nothing to merge: rows go straight into the indexed table (the SQLite cache stages them)."""
+
     def count(self, step: str | None = None) -> int:
         with self._lock, self._con.cursor() as cur:
             if step is None:

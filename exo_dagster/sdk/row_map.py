@@ -1,21 +1,26 @@
 """Per-row work inside one step: batched, concurrent, cached, with per-row errors collected.
 
-A million rows is a million calls of a function, never a million Dagster ops. Each finished
-row is committed to the row cache before the next batch, so a re-run skips it.
+A million rows is a million calls of a function, never a million Dagster ops. Rows stream through
+in batches (never a million Python dicts at once); `concurrency` workers (threads, or coroutines on
+one event loop kept for the whole map) pull rows from the batch, and each finished row is queued to
+the row cache and group-committed (sdk/row_writer.py), so a re-run skips it. Each batch's results
+become one Polars frame at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
 import polars as pl
 
-from exo_dagster.sdk.row_cache import RowCache, row_key
+from exo_dagster.sdk.row_cache import RowCache, row_keyer
+from exo_dagster.sdk.row_writer import RowWriter
 
 ERROR_COLUMN = "_error"
 KEY_COLUMN = "_row_key"
@@ -39,9 +44,21 @@ class RowStats:
                 "exo/rows_failed": self.failed, "exo/rows_per_second": round(self.computed / self.seconds, 1) if self.seconds else 0.0}
 
 
+class _Failed:
+    """A row's failure, as the worker saw it (masked and counted by the step's thread)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str):
+        self.error = error
+
+
 def _batches(rows: pl.DataFrame | pl.LazyFrame, size: int) -> Iterator[pl.DataFrame]:
+    """`size`-row slices; a LazyFrame is streamed, never collected whole."""
     if isinstance(rows, pl.LazyFrame):
-        rows = rows.collect(engine="streaming")
+        for chunk in rows.collect_batches(chunk_size=size):
+            yield from chunk.iter_slices(size)
+        return
     yield from rows.iter_slices(size)
 
 
@@ -65,52 +82,71 @@ def map_rows(
     stored as column `result`); an exception becomes the row's `_error` unless on_row_error=fail.
     """
     stats = stats if stats is not None else RowStats()
-    satellite_id, version, config = identity
+    key_of = row_keyer(*identity)
     is_async = inspect.iscoroutinefunction(fn)
-    batch_size = batch_size or max(concurrency * 16, 256)
-    out: list[dict] = []
+    workers = max(1, concurrency)
+    batch_size = batch_size or max(workers * 64, 2048)
+    frames: list[pl.DataFrame] = []
     started = time.perf_counter()
-    pool = None if is_async else ThreadPoolExecutor(max_workers=max(1, concurrency))
+    writer = RowWriter(cache, step) if cache is not None else None
+    computed: set[int] = set()  # hashes of the keys this map computed: a repeated row is taken from the cache
+    work = _committing(fn, writer, is_async, mask)
+    runner = _AsyncRunner(work, workers) if is_async else _ThreadRunner(work, workers)
     try:
         for batch in _batches(rows, batch_size):
             records = batch.to_dicts()
-            keys = [row_key(satellite_id, version, config, r) for r in records]
+            keys = [key_of(r) for r in records]
+            if writer is not None and not computed.isdisjoint(map(hash, keys)):
+                writer.flush()  # a row this map already computed again: make it visible to the look-up
+                cache.merge()
             done = cache.get_many(keys) if cache is not None else {}
             todo = [i for i, k in enumerate(keys) if k not in done]
-            results: dict[int, dict] = {}
-
-            def finish(i: int, value: Any, error: str | None) -> None:
-                if error is None:
-                    result = value
-                    stats.computed += 1
-                else:
-                    error = mask(error) if mask is not None else error
-                    result = {ERROR_COLUMN: error}
+            if writer is not None:
+                computed.update(hash(keys[i]) for i in todo)
+            results: list[Any] = [None] * len(records)
+            if todo:
+                runner.run([(i, records[i], keys[i]) for i in todo], results)
+            values = []
+            for i, key in enumerate(keys):
+                value = results[i]
+                if value is None:
+                    stats.cached += 1
+                    values.append(done[key])
+                elif isinstance(value, _Failed):
+                    error = mask(value.error) if mask is not None else value.error
                     stats.failed += 1
                     if len(stats.errors) < 20:
                         stats.errors.append(f"row {stats.rows + i}: {error}")
-                results[i] = result
-
-            calls = [(i, records[i], keys[i]) for i in todo]
-            if calls:
-                work = _committing(fn, cache, step, is_async, mask)
-                (_run_async(work, calls, concurrency, finish) if is_async else _run_threads(pool, work, calls, finish))
-            for i, key in enumerate(keys):
-                if i in results:
-                    out.append({KEY_COLUMN: key, **results[i]})
+                    values.append({ERROR_COLUMN: error})
                 else:
-                    stats.cached += 1
-                    out.append({KEY_COLUMN: key, **done[key]})
+                    stats.computed += 1
+                    values.append(value)
+            frames.append(_frame(keys, values))
             stats.rows += len(records)
             if on_row_error == "fail" and stats.failed:
+                if writer is not None:
+                    writer.flush()
                 raise RowFailed(f"{stats.failed} row(s) failed in step `{step}` (on-row-error: fail); first: {stats.errors[0]}")
     finally:
-        stats.seconds += time.perf_counter() - started
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
-    frame = pl.DataFrame(out, infer_schema_length=None) if out else pl.DataFrame({KEY_COLUMN: []}, schema={KEY_COLUMN: pl.Utf8})
+        try:
+            runner.close()
+        finally:
+            if writer is not None:
+                writer.close()  # finished rows are committed even when the step is going down
+            stats.seconds += time.perf_counter() - started
+    frames = [f for f in frames if f.height]
+    frame = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame({KEY_COLUMN: []}, schema={KEY_COLUMN: pl.Utf8})
     if ERROR_COLUMN not in frame.columns:
         frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias(ERROR_COLUMN))
+    return frame
+
+
+def _frame(keys: list[str], values: list[dict]) -> pl.DataFrame:
+    """One batch's results as a frame: the row key first, then the result columns."""
+    frame = pl.DataFrame({KEY_COLUMN: keys}, schema={KEY_COLUMN: pl.Utf8})
+    columns = pl.DataFrame(values, infer_schema_length=None) if values else None
+    if columns is not None and columns.width:
+        frame = frame.hstack(columns.drop(KEY_COLUMN, strict=False))
     return frame
 
 
@@ -118,22 +154,22 @@ def _as_result(value: Any) -> dict:
     return value if isinstance(value, dict) else {"result": value}
 
 
-def _committing(fn, cache: RowCache | None, step: str, is_async: bool, mask: Callable[[Any], Any] | None = None):
-    """Wrap `fn` so each row's result is committed by the worker that computed it, the moment it returns:
-    a crash anywhere else cannot lose a finished row. The result is masked first (secrets never cached)."""
+def _committing(fn, writer: RowWriter | None, is_async: bool, mask: Callable[[Any], Any] | None = None):
+    """Wrap `fn` so each row's result is queued to the row cache by the worker that computed it, the
+    moment it returns (committed within ~100 ms, and at the latest when the map ends, even by a crash
+    of the step). The result is masked first (secrets never cached)."""
     clean = mask or (lambda value: value)
+    put = writer.put if writer is not None else (lambda key, result: None)
     if is_async:
         async def run_async(row, key):
             result = clean(_as_result(await fn(row, key)))
-            if cache is not None:
-                cache.put(key, step, result)
+            put(key, result)
             return result
         return run_async
 
     def run(row, key):
         result = clean(_as_result(fn(row, key)))
-        if cache is not None:
-            cache.put(key, step, result)
+        put(key, result)
         return result
     return run
 
@@ -142,28 +178,75 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _run_threads(pool: ThreadPoolExecutor, fn, calls, finish) -> None:
-    futures = {pool.submit(fn, row, key): i for i, row, key in calls}
-    for future in as_completed(futures):
-        error = future.exception()
-        if error is not None and not isinstance(error, Exception):
-            raise error  # KeyboardInterrupt, SystemExit: a crash, not a row's failure
-        finish(futures[future], None if error else future.result(), _describe(error) if error else None)
+class _ThreadRunner:
+    """`workers` threads, kept for the whole map, each pulling the next row of the batch: no future
+    per row, and the pool is not rebuilt per batch."""
 
+    def __init__(self, work, workers: int):
+        self.work, self.workers = work, workers
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="exo-row")
+        self.stop = threading.Event()
 
-def _run_async(fn, calls, concurrency: int, finish) -> None:
-    async def main() -> None:
-        gate = asyncio.Semaphore(max(1, concurrency))
+    def run(self, calls: list, results: list) -> None:
+        work, stop = self.work, self.stop
+        take = iter(calls).__next__  # a C iterator: one row to one worker, under the GIL
 
-        async def one(i, row, key):
-            async with gate:
+        def drain() -> None:
+            while not stop.is_set():
                 try:
-                    value = await fn(row, key)
+                    i, row, key = take()
+                except StopIteration:
+                    return
+                try:
+                    results[i] = work(row, key)
                 except Exception as exc:  # noqa: BLE001 - a row's failure is data, not a crash
-                    finish(i, None, _describe(exc))
-                else:
-                    finish(i, value, None)
+                    results[i] = _Failed(_describe(exc))
+                except BaseException:
+                    stop.set()  # KeyboardInterrupt, SystemExit: a crash, not a row's failure
+                    raise
 
-        await asyncio.gather(*(one(*c) for c in calls))
+        futures = [self.pool.submit(drain) for _ in range(min(self.workers, len(calls)))]
+        crash = None
+        for future in futures:
+            error = future.exception()
+            if error is not None and crash is None:
+                crash = error
+        if crash is not None:
+            raise crash
 
-    asyncio.run(main())
+    def close(self) -> None:
+        """Rows in flight finish (and are committed); no worker takes another row. The step's thread may be
+        leaving by an exception (a step timeout's alarm, Ctrl-C) while the workers are mid-batch."""
+        self.stop.set()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _AsyncRunner:
+    """`workers` coroutines on one event loop kept for the whole map (so a client's connection pool
+    lives across batches), each awaiting the next row: no task or semaphore per row."""
+
+    def __init__(self, work, workers: int):
+        self.work, self.workers = work, workers
+        self.runner = asyncio.Runner()
+
+    def run(self, calls: list, results: list) -> None:
+        work, take = self.work, iter(calls).__next__
+
+        async def drain() -> None:
+            while True:
+                try:
+                    i, row, key = take()
+                except StopIteration:
+                    return
+                try:
+                    results[i] = await work(row, key)
+                except Exception as exc:  # noqa: BLE001 - a row's failure is data, not a crash
+                    results[i] = _Failed(_describe(exc))
+
+        async def main() -> None:
+            await asyncio.gather(*(drain() for _ in range(min(self.workers, len(calls)))))
+
+        self.runner.run(main())
+
+    def close(self) -> None:
+        self.runner.close()

@@ -120,6 +120,7 @@ class ChatClient:
         self._current: _LoopSession | None = None
         self._fatal: LlmError | None = None
         self._secrets = [v for v in (self.api_key, *self.mask_values) if v]
+        self._retry: Retry | None = None
 
     # -- one pooled session per event loop -------------------------------------------------------
     async def _session(self) -> aiohttp.ClientSession:
@@ -153,6 +154,12 @@ class ChatClient:
             await asyncio.sleep(wait)
 
     def _policy(self) -> Retry:
+        """The retry policy (frozen, so built once per client, not once per request)."""
+        if self._retry is None:
+            self._retry = self._make_policy()
+        return self._retry
+
+    def _make_policy(self) -> Retry:
         return Retry(attempts=self.max_retries + 1, delay=self.backoff, max_delay=self.max_backoff, jitter=(0.5, 1.0),
                      max_retry_after=self.max_retry_after, retry_after_jitter=(1.0, 1.1))
 

@@ -2,8 +2,8 @@
 
 Rows come from `input:` (`prompt`, `messages`, `system`, templated per row with `$${{ }}`); every
 other input key passes through as a column. Calls are concurrent, rate-limited and retried
-(satellites/ai/llm_client.py); each finished row is committed to the row cache as it returns, so a
-re-run never pays twice for it. JSON output is checked against `output-schema` and re-asked when
+(satellites/ai/llm_client.py); each finished row is queued to the row cache as it returns and
+group-committed within ~100 ms, so a re-run never pays twice for a cached row. JSON output is checked against `output-schema` and re-asked when
 wrong (satellites/ai/llm_output.py). `mode: batch` writes the OpenAI Batch JSONL instead of calling,
 and `batch-results` reads a finished batch back into the same columns (and the same cache).
 aiohttp and jsonschema are imported only when a step runs, so the catalog loads without the `ai` extra.
@@ -201,8 +201,8 @@ def run(ctx: StepContext, config: LlmCompleteConfig, *, base_url: str) -> pl.Dat
         raise AssertionError("unreachable")
 
     try:
-        # Big batches: fan-out drains its in-flight requests at every batch end and starts a new
-        # event loop (and connection pool) for the next; finished rows are cached one by one anyway.
+        # Big batches: the map drains its in-flight requests at every batch end (one event loop and
+        # connection pool serve every batch); finished rows are committed to the cache as they go anyway.
         result = step_ctx.map_rows(one, rows.select(request_cols), concurrency=concurrency,
                                    batch_size=max(concurrency * 256, 16384))
     finally:
