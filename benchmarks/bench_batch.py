@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import os
 import shutil
 import sqlite3
@@ -152,6 +153,9 @@ def variants(work: Path, rows: int, src: Path, frameworks: bool) -> dict[str, tu
     out["exo cluster"] = ([str(BIN / "dagster"), "job", "execute", "-m", "definitions", "-j", f"bench__rows_{rows}"], env, ROOT)
     if frameworks:
         for name, template in (("dagster+pandas", DAGSTER_PANDAS), ("dagster+polars", DAGSTER_POLARS)):
+            if importlib.util.find_spec(name.split("+")[1]) is None:  # pandas is the optional `bench` extra
+                print(f"   {name}: left out, {name.split('+')[1]} is not installed (pip install -e '.[bench]')")
+                continue
             file = work / f"{name.replace('+', '_')}_{rows}.py"
             file.write_text(template.format(src=str(src), out=str(work / f"{file.stem}_out.parquet")))
             env = {**base_env, "DAGSTER_HOME": str(work / f"home_{name.replace('+', '_')}")}
