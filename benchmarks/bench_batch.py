@@ -118,6 +118,11 @@ def source_path(rows: int) -> Path:
     folder.mkdir(exist_ok=True)
     path = folder / f"source_{'wide' if WIDE else 'narrow'}_{rows}_v1.parquet"
     if not path.exists():
+        need = rows * (50 if WIDE else 7)  # bytes per row of Parquet, with room to spare
+        free = shutil.disk_usage(folder).free
+        if need > free * 0.8:
+            raise SystemExit(f"not enough disk in {folder} for {rows:,} rows: about {need / 2**30:.1f} GiB needed, "
+                             f"{free / 2**30:.1f} GiB free; lower --rows / --max-rows or set TMPDIR")
         make_source(path, rows)
     return path
 
