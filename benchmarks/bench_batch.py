@@ -213,10 +213,9 @@ def run_round(work: Path, runs: dict, names: list[str], sizes: tuple[int, int], 
             rss[(name, rows)] = max(rss.get((name, rows), 0.0), peak)
 
 
-def pick_rows(small: int, floor_s: float, max_rows: int) -> int:
+def pick_rows(small: int, floor_s: float, max_rows: int, rows: int = 100_000_000) -> int:
     """Rows enough that the DuckDB script's marginal time is at least `floor_s` on this machine: start at
-    100M, time the script there and at `small` (3 rounds), scale up if needed (in steps of 50M)."""
-    rows = 100_000_000
+    `rows` (100M), time the script there and at `small` (3 rounds), scale up if needed (in steps of 50M)."""
     with tempfile.TemporaryDirectory(prefix="exo-bench-") as tmp:
         work = Path(tmp)
         runs = {n: variants(work, n, source_path(n), frameworks=False) for n in (small, rows)}
@@ -224,7 +223,8 @@ def pick_rows(small: int, floor_s: float, max_rows: int) -> int:
         for _ in range(3):
             run_round(work, runs, ["duckdb script"], (small, rows), times, {}, {})
     marginal = statistics.median(b - s for b, s in zip(times[("duckdb script", rows)], times[("duckdb script", small)]))
-    wanted = rows if marginal >= floor_s else min(max_rows, -(-int(rows * 1.25 * floor_s / max(marginal, 0.01)) // 50_000_000) * 50_000_000)
+    step = min(rows, 50_000_000)
+    wanted = rows if marginal >= floor_s else min(max_rows, -(-int(rows * 1.25 * floor_s / max(marginal, 0.01)) // step) * step)
     print(f"   calibration: the DuckDB script's marginal time at {rows:,} rows is {marginal:.2f} s -> {wanted:,} rows; {load()}")
     return wanted
 
@@ -236,6 +236,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--floor-s", type=float, default=1.0, help="the DuckDB script's marginal seconds the default --rows aims for")
     parser.add_argument("--max-rows", type=int, default=1_000_000_000)
+    parser.add_argument("--calibrate-rows", type=int, default=100_000_000, help="where the default --rows starts calibrating")
     parser.add_argument("--wide", action="store_true", help="add customer/note/sku string columns the query does not read")
     parser.add_argument("--frameworks", action="store_true", help="also hand-written Dagster + pandas / Polars (in memory: 10M rows, not 100M)")
     parser.add_argument("--clean", action="store_true", help="delete the cached source files at the end")
@@ -245,7 +246,7 @@ def main() -> None:
     print_header("batch pipeline: read parquet -> filter+aggregate -> write")
     sources: dict[int, Path] = {}
     try:
-        args.rows = args.rows or pick_rows(args.small, args.floor_s, args.max_rows)
+        args.rows = args.rows or pick_rows(args.small, args.floor_s, args.max_rows, args.calibrate_rows)
         sizes = (args.small, args.rows)
         sources = {rows: source_path(rows) for rows in sizes}
         for rows, src in sources.items():
