@@ -241,6 +241,21 @@ def query(sql: str, fmt: str, max_rows: int) -> None:
     click.echo(render(result, fmt, max_rows=max_rows), nl=False)
 
 
+@main.group("catalog")
+def catalog_group() -> None:
+    """The DuckDB catalog of step outputs (`<data folder>/catalog.duckdb`, EXO_CATALOG)."""
+
+
+@catalog_group.command("sync")
+@click.option("--outputs", default=None, help="The outputs base path (default: EXO_OUTPUTS, else <data folder>/outputs).")
+def catalog_sync(outputs: str | None) -> None:
+    """Register a view for every stored output (e.g. in S3), on a host whose catalog did not see them written."""
+    from exo_dagster.storage.catalog_sync import sync
+
+    views = sync(outputs)
+    click.echo(f"{len(views)} view(s): {', '.join(views)}" if views else "no outputs found")
+
+
 @main.group()
 def cache() -> None:
     """The per-row result cache (EXO_CACHE_DIR, default <data folder>/cache)."""
@@ -255,7 +270,7 @@ def cache_clear(cluster: str, step: str | None) -> None:
 
     from exo_dagster.catalog.loading import load_cluster_file
     from exo_dagster.spec.ir import asset_name
-    from exo_dagster.sdk.row_cache import RowCache, cache_file
+    from exo_dagster.sdk.row_cache import cache_file, exists, open_cache
     from exo_dagster.spec.models import CLUSTER_ID
 
     if os.path.isfile(cluster):
@@ -270,10 +285,10 @@ def cache_clear(cluster: str, step: str | None) -> None:
     else:
         job_name = asset_name(cluster)
     path = cache_file(job_name)
-    if not os.path.exists(path):
+    if not exists(path):
         click.echo(f"no cache for {job_name} ({path})")
         return
-    with RowCache(path) as rows:
+    with open_cache(path) as rows:
         removed = rows.clear(step)
     click.echo(f"cleared {removed} cached row(s) of {job_name}" + (f" step {step}" if step else ""))
 

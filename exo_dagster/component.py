@@ -42,6 +42,7 @@ from exo_dagster.execution import run_executor
 from exo_dagster.execution.instance_home import prepare
 from exo_dagster.location import location_definitions
 from exo_dagster.spec.ir import Cluster
+from exo_dagster.storage.intermediates import ExoIntermediatesIOManager
 from exo_dagster.storage.io_manager import ExoParquetIOManager
 
 INLINE = "cluster"  # the attribute that holds an inline cluster
@@ -162,6 +163,7 @@ _lock = threading.Lock()
 _clusters: dict[str, Cluster] = {}  # job name -> cluster, of every ClusterComponent built in this process
 _executor_names: dict[str, str] = {}  # job name -> the executor its job runs on
 _io_manager = ExoParquetIOManager()
+_intermediates = ExoIntermediatesIOManager()
 _asset_executor: dg.ExecutorDefinition | None = None
 
 
@@ -190,7 +192,7 @@ def _shared(defs: dg.Definitions) -> dg.Definitions:
         if _asset_executor is None:
             _asset_executor = run_executor.asset_job_executor(
                 _AllClusters(), _executor_names, lambda chosen: run_executor.asset_run_tags(chosen, run_tags), run_end.claim)
-    resources = {**(defs.resources or {}), IO_MANAGER_KEY: _io_manager}
+    resources = {**(defs.resources or {}), IO_MANAGER_KEY: _io_manager, "io_manager": _intermediates}
     return dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs, schedules=defs.schedules,
                           sensors=defs.sensors, resources=resources, executor=_asset_executor, loggers=defs.loggers,
                           metadata=defs.metadata)

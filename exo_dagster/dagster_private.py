@@ -36,6 +36,8 @@ NAMES: dict[str, tuple[str, str | None]] = {
     "ChildProcessEvent": ("dagster._core.executor.child_process_executor", "ChildProcessEvent"),
     "ChildProcessSystemErrorEvent": ("dagster._core.executor.child_process_executor", "ChildProcessSystemErrorEvent"),
     "execute_command_in_child_process": ("dagster._core.executor.child_process_executor", "_execute_command_in_child_process"),
+    # storage/intermediates.py: Dagster's own pickle IO manager (UPath), on a remote base path
+    "PickledObjectFilesystemIOManager": ("dagster._core.storage.fs_io_manager", "PickledObjectFilesystemIOManager"),
     "MultiprocessExecutor": ("dagster._core.executor.multiprocess", "MultiprocessExecutor"),
     "MultiprocessExecutorChildProcessCommand": ("dagster._core.executor.multiprocess", "MultiprocessExecutorChildProcessCommand"),
     "Executor": ("dagster._core.executor.base", "Executor"),

@@ -33,7 +33,7 @@ from typing import Iterable, Mapping
 
 import dagster as dg
 
-from exo_dagster.storage.duckdb_catalog import sql_name
+from exo_dagster.sdk.sql_text import sql_name
 from exo_dagster.compile.compiler import compile_cluster, definitions_with_resources
 from exo_dagster.spec.errors import Diagnostic, Location, SpecError
 from exo_dagster.catalog import presets

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import dagster as dg
 
-from exo_dagster.storage.duckdb_catalog import sql_name
+from exo_dagster.sdk.sql_text import sql_name
 from exo_dagster.execution import tags as backend_tags
 from exo_dagster.execution.device_leases import gpu_lease
 from exo_dagster.execution.executor_choice import executor_for, resolve_executor_name
@@ -45,6 +45,7 @@ def compile_clusters(clusters: Iterable[Cluster], *, resources: dict[str, Any] |
 
 def definitions_with_resources(parts: list[dg.Definitions], resources: dict[str, Any] | None = None) -> dg.Definitions:
     """Compiled clusters merged into one Definitions with the shared exo IO manager."""
+    from exo_dagster.storage.intermediates import ExoIntermediatesIOManager
     from exo_dagster.storage.io_manager import ExoParquetIOManager
 
     merged = dg.Definitions.merge(*parts) if parts else dg.Definitions()
@@ -54,7 +55,8 @@ def definitions_with_resources(parts: list[dg.Definitions], resources: dict[str,
     asset_executor = run_executor.asset_job_executor(
         [cluster for cluster, _ in compiled], {cluster.job_name: name for cluster, name in compiled},
         lambda chosen: run_executor.asset_run_tags(chosen, run_tags), run_end.claim)
-    return dg.Definitions.merge(merged, dg.Definitions(resources={IO_MANAGER_KEY: ExoParquetIOManager(), **(resources or {})},
+    return dg.Definitions.merge(merged, dg.Definitions(resources={
+        IO_MANAGER_KEY: ExoParquetIOManager(), "io_manager": ExoIntermediatesIOManager(), **(resources or {})},
                                                        executor=asset_executor))
 
 
@@ -102,9 +104,11 @@ def compile_cluster(cluster: Cluster, *, with_resources: bool = True, executor: 
         sensors += more_sensors
     resources = dict(inputs_resource.resources(cluster))  # per cluster, so merged locations keep them
     if with_resources:
+        from exo_dagster.storage.intermediates import ExoIntermediatesIOManager
         from exo_dagster.storage.io_manager import ExoParquetIOManager
 
         resources[IO_MANAGER_KEY] = ExoParquetIOManager()
+        resources["io_manager"] = ExoIntermediatesIOManager()
     return dg.Definitions(assets=assets, jobs=[job, *section_jobs], schedules=schedules, sensors=sensors, resources=resources)
 
 

@@ -3,7 +3,7 @@
 The step becomes a graph-backed asset: `split` yields one dynamic output per chunk, `chunk`
 runs the satellite over its slice of rows (so chunks can land on different processes or
 workers), and `merge` hands the chunk files on as one table. Each chunk's Parquet is written
-atomically under the data folder and the merged output references them, with no copy.
+atomically where the outputs go (`chunk_folder`) and the merged output references them, with no copy.
 """
 
 from __future__ import annotations
@@ -16,8 +16,18 @@ import dagster as dg
 from upath import UPath
 
 from exo_dagster.sdk import paths
-from exo_dagster.storage.io_manager import to_frame, write_parquet_atomic
+from exo_dagster.storage.io_manager import CHUNKS_DIR, to_frame, write_parquet_atomic
 from exo_dagster.sdk.table import StoredTable
+
+
+def chunk_folder(manager: Any, key: dg.AssetKey, run_id: str) -> tuple[UPath, dict | None]:
+    """Local outputs: `<data folder>/chunks/...` as before. Remote outputs (`s3://...`): under the IO
+    manager's base path, so workers on other hosts (no shared disk) write and merge the same files."""
+    base = getattr(manager, "_base_path", None)
+    if base is not None and paths.is_url(str(base)):
+        options = dict(getattr(base, "storage_options", {}) or {}) or None
+        return base / CHUNKS_DIR / "__".join(key.path) / run_id, options
+    return UPath(os.path.join(paths.data_dir(), "chunks", *key.path, run_id)), None
 
 
 def chunk_bounds(rows: int, size: int) -> list[tuple[int, int]]:
@@ -55,21 +65,24 @@ def graph_asset(
             yield dg.DynamicOutput({"index": index, "offset": offset, "length": length}, mapping_key=f"c{index}")
 
     @dg.op(name=f"{name}__chunk", ins={"chunk": dg.In(), **op_ins}, tags=op_tags, retry_policy=retry_policy,
-           required_resource_keys=set(required_resource_keys))
+           required_resource_keys={*required_resource_keys, io_manager_key})
     def run_chunk(context, chunk: dict, **upstream):
         value = compute(context, upstream, chunk=(chunk["offset"], chunk["length"]))
         value = value.value if isinstance(value, dg.Output) else value
-        folder = os.path.join(paths.data_dir(), "chunks", *key.path, context.run.run_id)
-        os.makedirs(folder, exist_ok=True)
-        target = os.path.join(folder, f"{chunk['index']:06d}.parquet")
-        write_parquet_atomic(to_frame(value), UPath(target))
-        return target
+        folder, _ = chunk_folder(getattr(context.resources, io_manager_key), key, context.run.run_id)
+        if not paths.is_url(str(folder)):
+            os.makedirs(folder, exist_ok=True)
+        target = folder / f"{chunk['index']:06d}.parquet"
+        write_parquet_atomic(to_frame(value), target)  # an object store's PUT is atomic: no half-written chunk
+        return str(target)
 
-    @dg.op(name=f"{name}__merge", out=dg.Out(io_manager_key=io_manager_key), tags=op_tags)
+    @dg.op(name=f"{name}__merge", out=dg.Out(io_manager_key=io_manager_key), tags=op_tags,
+           required_resource_keys={io_manager_key})
     def merge(context, parts: list[str]) -> StoredTable:
         ordered = tuple(sorted(parts))
         context.add_output_metadata({"exo/chunks": len(ordered)})
-        return StoredTable(ordered[0] if len(ordered) == 1 else ordered)
+        _, options = chunk_folder(getattr(context.resources, io_manager_key), key, context.run.run_id)
+        return StoredTable(ordered[0] if len(ordered) == 1 else ordered, options)
 
     def body(**upstream):
         chunks = split(**upstream)

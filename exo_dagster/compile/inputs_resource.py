@@ -19,7 +19,7 @@ import dagster as dg
 
 from exo_dagster.runtime.run_inputs import has_inputs, resource_key
 from exo_dagster.spec.ir import Cluster
-from exo_dagster.spec.run_inputs import resolve_values
+from exo_dagster.spec.run_inputs import choice_text, resolve_values
 
 _SCALARS = {"string": str, "int": int, "float": float, "bool": bool, "date": str, "datetime": str}
 
@@ -31,14 +31,15 @@ def required_keys(cluster: Cluster) -> set[str]:
 
 def _config_type(cluster: Cluster, name: str, declared: Any) -> Any:
     if declared.type == "enum":
-        return dg.Enum(f"{cluster.job_name}__{name}", [dg.EnumValue(str(v), python_value=v) for v in declared.values])
+        # the choices by their text: Dagster keys enum values by Python value, and 1 == True
+        return dg.Enum(f"{cluster.job_name}__{name}", [dg.EnumValue(choice_text(v)) for v in declared.values])
     if declared.type == "list":
         return [dg.Any]
     return _SCALARS[declared.type]
 
 
 def _field(cluster: Cluster, name: str, declared: Any) -> dg.Field:
-    kind = f"{declared.type} ({', '.join(map(str, declared.values))})" if declared.type == "enum" else declared.type
+    kind = f"{declared.type} ({', '.join(map(choice_text, declared.values))})" if declared.type == "enum" else declared.type
     kind += " YYYY-MM-DD" if declared.type == "date" else " ISO 8601, e.g. 2026-11-01T08:00:00" if declared.type == "datetime" else ""
     text = f"{declared.description} [{kind}]" if declared.description else kind
     config_type = _config_type(cluster, name, declared)
@@ -46,7 +47,7 @@ def _field(cluster: Cluster, name: str, declared: Any) -> dg.Field:
         return dg.Field(config_type, is_required=True, description=text)
     if declared.default is not None:
         default = resolve_values({name: declared}, {})[name]
-        return dg.Field(config_type, default_value=str(default) if declared.type == "enum" else default, description=text)
+        return dg.Field(config_type, default_value=choice_text(default) if declared.type == "enum" else default, description=text)
     return dg.Field(dg.Noneable(config_type), is_required=False, description=text)
 
 
@@ -79,5 +80,5 @@ def config_values(cluster: Cluster, given: dict[str, Any]) -> dict[str, Any]:
     """Given values in the form the config schema takes (an enum by its text, a date as YYYY-MM-DD)."""
     declared = cluster.spec.inputs
     values = resolve_values(declared, given)
-    return {name: (str(value) if declared[name].type == "enum" else value)
+    return {name: (choice_text(value) if declared[name].type == "enum" else value)
             for name, value in values.items() if name in given and value is not None}

@@ -169,6 +169,10 @@ def visible_sources(cluster: Any, step: Any) -> list[SecretSource]:
     return sources
 
 
-def visible_values(cluster: Any, step: Any, environ: Mapping[str, str] | None = None) -> list[str]:
-    """The values of `visible_sources` that can be read now: what this step's logs, errors and output must not show."""
-    return known_values({str(i): s for i, s in enumerate(visible_sources(cluster, step))}, environ)
+def visible_values(cluster: Any, step: Any, environ: Mapping[str, str] | None = None,
+                   sources: list[SecretSource] | None = None) -> list[str]:
+    """The values of `visible_sources` that can be read now: what this step's logs, errors and output must not show.
+    `sources`: `visible_sources(cluster, step)` found once (it depends on the spec only; the values are read each time)."""
+    if sources is None:
+        sources = visible_sources(cluster, step)
+    return known_values({str(i): s for i, s in enumerate(sources)}, environ) if sources else []

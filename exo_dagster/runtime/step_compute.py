@@ -164,11 +164,14 @@ def validate_config(step: ParsedStep, resolve, cluster_dir: str, hidden: list[st
     secret_fields = {path for path, text in templates.walk_strings(step.config)
                      if templates.has_template(text) and "secrets." in text}
     try:
-        model.model_validate(render_section(step, step.config, placeholder), context=context)
+        checked = model.model_validate(render_section(step, step.config, placeholder), context=context)
     except ValidationError as exc:
         problems = [e for e in exc.errors(include_url=False) if not any(tuple(e["loc"])[:len(p)] == p for p in secret_fields)]
         if problems:
             raise StepInputError(_invalid(step, problems, hidden)) from None
+    else:
+        if not secret_fields:  # no secret in the config: the real pass would validate exactly the same values
+            return checked
     try:
         return model.model_validate(render_section(step, step.config, resolve), context=context)
     except ValidationError as exc:
@@ -199,10 +202,11 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
     """
 
     timeout_s = duration_seconds(step.spec.timeout) if step.spec.timeout is not None else None
+    sources = secret_values.visible_sources(cluster, step)  # which secrets the step sees: fixed by the spec
 
     def compute(context, tables: dict[str, StoredTable], chunk: tuple[int, int] | None = None) -> Any:
         """`chunk` = (offset, length): run on that slice of the per-row input only (fan-out chunks)."""
-        hidden = secret_values.visible_values(cluster, step)
+        hidden = secret_values.visible_values(cluster, step, sources=sources)  # their values: read at each run
         try:
             ctx, config = prepare(context, tables, hidden)
             if chunk is not None and ctx.rows is not None:

@@ -36,7 +36,7 @@ class StepContext:
     identity: tuple[str, str, dict] = ("satellite/exo/unknown", "0", {})
     concurrency: int = 8
     on_row_error: str = "collect"
-    cache_path: str | None = None
+    cache_path: str | None = field(default=None, repr=False)  # may be a postgresql:// URL with a password
     metadata: dict[str, Any] = field(default_factory=dict)
     # secret values this step can see: masked in every row result before it is cached or returned
     hidden: list[str] = field(default_factory=list, repr=False)
@@ -46,13 +46,13 @@ class StepContext:
         """Run `fn(row, idempotency_key)` once per row (default: the step's per-row input), concurrently,
         skipping rows the cache already holds; per-row failures land in `_error`. See fanout.map_rows."""
         from exo_dagster.sdk.row_map import RowStats, map_rows
-        from exo_dagster.sdk.row_cache import RowCache
+        from exo_dagster.sdk.row_cache import open_cache
 
         rows = self.rows if rows is None else rows
         if rows is None:
             raise ValueError(f"step `{self.step}` has no per-row input; use `$${{{{ satellites.X.output.col }}}}` in `input:`")
         stats = RowStats()
-        cache = RowCache(self.cache_path) if self.cache_path else None
+        cache = open_cache(self.cache_path) if self.cache_path else None
         try:
             return map_rows(fn, rows, identity=self.identity, step=self.step, cache=cache,
                             concurrency=concurrency or self.concurrency, on_row_error=self.on_row_error,

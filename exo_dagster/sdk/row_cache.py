@@ -2,6 +2,8 @@
 
 Keyed by sha256(satellite id, version, config, row content); one SQLite file per cluster in
 WAL mode, each result committed as soon as it finishes, so a crash loses no finished row.
+With EXO_ROW_CACHE_URL=postgresql://... every worker shares one PostgreSQL table instead
+(row_cache_pg.py): for hosts with no shared disk.
 """
 
 from __future__ import annotations
@@ -20,12 +22,35 @@ def cache_dir() -> str:
     return os.environ.get("EXO_CACHE_DIR") or os.path.join(paths.data_dir(), "cache")
 
 
+ROW_CACHE_URL = "EXO_ROW_CACHE_URL"
+
+
 def cache_file(cluster_job_name: str, directory: str | None = None) -> str:
+    """Where a cluster's finished rows live: a SQLite file, or `postgresql://...#<job>` under EXO_ROW_CACHE_URL."""
+    url = os.environ.get(ROW_CACHE_URL)
+    if url and directory is None:
+        return f"{url}#{cluster_job_name}"
     return os.path.join(directory or cache_dir(), f"{cluster_job_name}.sqlite")
+
+
+def open_cache(location: str):
+    """The cache at `location` (from cache_file): PostgreSQL for a `postgresql://` URL, else SQLite."""
+    from exo_dagster.sdk import row_cache_pg
+
+    return row_cache_pg.PostgresRowCache(location) if row_cache_pg.is_postgres(location) else RowCache(location)
+
+
+def exists(location: str) -> bool:
+    from exo_dagster.sdk import row_cache_pg
+
+    return row_cache_pg.is_postgres(location) or os.path.exists(location)
 
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
+canonical = _canonical
 
 
 def row_key(satellite_id: str, version: str, config: Mapping[str, Any], row: Mapping[str, Any]) -> str:

@@ -13,6 +13,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import re
 from typing import Any, Callable
 
 from exo_dagster.sdk import templates
@@ -174,3 +175,8 @@ class _Lexer:
 
 
 SQL = Embedding("sql", render)
+
+
+def sql_name(text: str) -> str:
+    """A name as the DuckDB catalog spells it (`orders-report` -> `orders_report`): letters, digits, underscores."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", text)

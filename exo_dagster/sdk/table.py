@@ -90,6 +90,10 @@ class StoredTable:
         return pl.scan_parquet(source, storage_options=polars_options(self.storage_options, first_path(self.path)))
 
     def collect(self) -> pl.DataFrame:
+        if isinstance(self.path, str) and not self.is_remote:
+            frame = RECENT.get(self.path)
+            if frame is not None:  # a clone (cheap: shared columns), so changing it in place leaves the kept one alone
+                return frame.clone()
         return self.lazy().collect()
 
     def column(self, name: str) -> list:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import duckdb
+import sys
+
 import polars as pl
 from upath import UPath
 
@@ -13,9 +14,16 @@ from exo_dagster.sdk.atomic_write import atomic_path, atomic_write
 from exo_dagster.sdk.table import StoredTable
 
 
-def to_frame(obj: Any) -> pl.DataFrame | pl.LazyFrame | duckdb.DuckDBPyRelation:
-    """Normalise what a satellite may return into something we can write as Parquet."""
-    if isinstance(obj, (pl.DataFrame, pl.LazyFrame, duckdb.DuckDBPyRelation)):
+def is_relation(obj: Any) -> bool:
+    """A DuckDB relation (DuckDB is not imported for this: a process that never loaded it holds none)."""
+    duckdb = sys.modules.get("duckdb")
+    return duckdb is not None and isinstance(obj, duckdb.DuckDBPyRelation)
+
+
+def to_frame(obj: Any) -> Any:
+    """Normalise what a satellite may return into something we can write as Parquet: a polars
+    DataFrame or LazyFrame, or a DuckDB relation."""
+    if isinstance(obj, (pl.DataFrame, pl.LazyFrame)) or is_relation(obj):
         return obj
     if isinstance(obj, StoredTable):
         return obj.lazy()
@@ -37,7 +45,7 @@ def write_parquet_atomic(obj: Any, path: UPath) -> None:
         return
     if paths.is_url(str(path)):
         frame = frame.collect(engine="streaming") if isinstance(frame, pl.LazyFrame) else (
-            frame.pl() if isinstance(frame, duckdb.DuckDBPyRelation) else frame)
+            frame.pl() if is_relation(frame) else frame)
     with atomic_write(path, "wb") as fh:
         if isinstance(frame, pl.LazyFrame):
             # Into a handle we own: given a path, Polars may still create the file after an error is raised.

@@ -10,7 +10,7 @@ from pydantic import WithJsonSchema
 
 from exo_dagster.sdk.durations import MAX_DURATION_SECONDS, duration_seconds  # noqa: F401  (re-exported)
 from exo_dagster.sdk.resources import Resources, StrictModel, kebab  # noqa: F401  (re-exported)
-from exo_dagster.spec.run_inputs import InputValueError, coerce
+from exo_dagster.spec.run_inputs import InputValueError, choice_text, coerce
 
 SpecModel = StrictModel  # every spec model: strict, YAML spelling with hyphens
 
@@ -129,7 +129,7 @@ class RunInput(SpecModel):
             raise ValueError("an `enum` input needs `values: [...]`, the choices it accepts")
         if self.type != "enum" and self.values is not None:
             raise ValueError(f"`values:` lists an enum's choices; this input is a {self.type} (write `type: enum`)")
-        if self.values is not None and len(set(map(str, self.values))) != len(self.values):
+        if self.values is not None and len(set(map(choice_text, self.values))) != len(self.values):
             raise ValueError("`values:` lists a choice twice")
         if self.required and self.default is not None:
             raise ValueError("an input with a `default:` is not `required:`; keep one of the two")

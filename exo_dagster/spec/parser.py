@@ -22,7 +22,7 @@ from exo_dagster.spec.located_yaml import LocatedDocument, load_located
 from exo_dagster.spec.ir import Cluster, ParsedStep, SecretSource, asset_name  # noqa: F401  (re-exported)
 from exo_dagster.spec.lookup import SatelliteLookup, UnknownSatellite
 from exo_dagster.spec.models import UNION_TAGS, ClusterFile, RunInput, Step
-from exo_dagster.spec.run_inputs import InputValueError
+from exo_dagster.spec.run_inputs import InputValueError, choice_text
 from exo_dagster.spec.run_inputs import coerce as coerce_input
 from exo_dagster.spec import partition_checks
 
@@ -442,7 +442,7 @@ class _Checker:
                     coerce_input(spec, value)
                 except InputValueError as exc:
                     self.error(path + ("inputs", name), f"input `{name}` {exc}", f"give a {spec.type}" + (
-                        f": one of {', '.join(map(str, spec.values))}" if spec.values else ""))
+                        f": one of {', '.join(map(choice_text, spec.values))}" if spec.values else ""))
         for name, spec in self.inputs.valid.items():
             if spec.required and given.get(name) is None:
                 self.error(path, f"this trigger launches runs without the required input `{name}`",

@@ -83,9 +83,10 @@ def coerce(declared: Any, value: Any) -> Any:
         return list(value)
     if kind == "enum":
         for choice in declared.values or ():
-            if value == choice or (isinstance(value, str) and not isinstance(choice, bool) and value.strip() == str(choice)):
+            if (value == choice and isinstance(value, bool) == isinstance(choice, bool)) or (
+                    isinstance(value, str) and value.strip() == choice_text(choice)):
                 return choice
-        raise InputValueError(f"must be one of {', '.join(map(str, declared.values or ()))}; got {_shown(value)}")
+        raise InputValueError(f"must be one of {', '.join(map(choice_text, declared.values or ()))}; got {_shown(value)}")
     raise InputValueError(f"has an unknown type {kind!r}")
 
 
@@ -110,6 +111,11 @@ def resolve_values(declared: Mapping[str, Any], given: Mapping[str, Any], *, whe
     if problems:
         raise InputValueError("; ".join(problems))
     return values
+
+
+def choice_text(choice: Any) -> str:
+    """An enum choice as it is written at launch (`true`, not Python's `True`)."""
+    return ("true" if choice else "false") if isinstance(choice, bool) else str(choice)
 
 
 def parse_assignment(text: str) -> tuple[str, str]:

@@ -84,6 +84,7 @@ def _read_only(path: str) -> duckdb.DuckDBPyConnection:
     """A private in-memory database with the catalog attached read-only, then sandboxed and locked."""
     con = duck.connect()  # in memory, never downloading extensions
     try:
+        urls: set[str] = set()
         try:
             con.execute(f"attach {_quote(path)} as {ALIAS} (read_only)")
         except duckdb.Error as exc:
@@ -99,13 +100,20 @@ def _read_only(path: str) -> duckdb.DuckDBPyConnection:
                 value = literal.replace("''", "'")
                 if value.startswith("file://"):
                     value = value[len("file://"):]
-                if os.path.isabs(value) and value.endswith(PARTITION_GLOB):  # a partitioned output: its folder
+                if "://" in value:  # a remote output (s3://...): read through fsspec, that file or folder only
+                    urls.add(value)
+                    if value.endswith(PARTITION_GLOB):
+                        folders.add(value[:-len(PARTITION_GLOB)] + "/")
+                    else:
+                        files.add(value)
+                elif os.path.isabs(value) and value.endswith(PARTITION_GLOB):  # a partitioned output: its folder
                     folders.add(value[:-len(PARTITION_GLOB)])
                 elif os.path.isabs(value):
                     files |= {value, os.path.realpath(value)}
         # bare view names resolve too (the first schema that has one wins; `schema.view` is always exact)
         search = ",".join(f"{ALIAS}.{s}" for s in ["main", *[s for s in schemas if s != "main"]])
         con.execute("set search_path = ?", [search])
+        duck.register_filesystems(con, urls)
         duck.restrict(con, paths=files, directories=folders)  # as the `sql` satellite's sandbox: only these files, configuration locked
         return con
     except BaseException:

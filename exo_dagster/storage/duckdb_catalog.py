@@ -13,16 +13,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import time
 from contextlib import contextmanager
 
-import duckdb
-
-from exo_dagster.sdk import duck
 from exo_dagster.sdk import paths
 from exo_dagster.sdk import retrying
 from exo_dagster.sdk.atomic_write import atomic_write
+from exo_dagster.sdk.sql_text import sql_name  # noqa: F401  (re-exported)
 
 CATALOG_FILE = "catalog.duckdb"
 BUSY_RETRY = retrying.Retry(attempts=None, delay=0.02, max_delay=0.5, jitter=(0.5, 1.5))
@@ -30,10 +27,6 @@ BUSY_RETRY = retrying.Retry(attempts=None, delay=0.02, max_delay=0.5, jitter=(0.
 
 def catalog_path() -> str:
     return os.environ.get("EXO_CATALOG") or os.path.join(paths.data_dir(), CATALOG_FILE)
-
-
-def sql_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", text)
 
 
 @contextmanager
@@ -46,6 +39,9 @@ def _locked(path: str):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+_seen: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}  # catalog path -> (index file stamp, index)
+
+
 def _read_index(path: str) -> dict[str, str]:
     try:
         with open(path + ".index.json") as fh:
@@ -54,12 +50,41 @@ def _read_index(path: str) -> dict[str, str]:
         return {}
 
 
-def register_view(schema: str, view: str, source_sql: str, *, path: str | None = None, wait_s: float = 30.0) -> bool:
-    """Create or replace `schema.view` as `select * from <source_sql>`; False if the catalog stayed locked."""
+def _index_stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path + ".index.json")
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _current_index(path: str) -> dict[str, str]:
+    """The index as last read by this process while its file is unchanged (every write replaces the
+    file, a new inode): a step then checks its view with one stat instead of parsing the whole index."""
+    stamp = _index_stamp(path)
+    if stamp is None:
+        return {}
+    known = _seen.get(path)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    index = _read_index(path)
+    if _index_stamp(path) == stamp:  # not replaced while we read it
+        _seen[path] = (stamp, index)
+    return index
+
+
+def register_view(schema: str, view: str, source_sql: str, *, path: str | None = None, wait_s: float = 30.0,
+                  urls: tuple[str, ...] | list[str] = ()) -> bool:
+    """Create or replace `schema.view` as `select * from <source_sql>`; False if the catalog stayed locked.
+    `urls`: the remote files the view reads (`s3://...`), whose fsspec filesystems DuckDB needs to bind it."""
     path = path or catalog_path()
     name = f'"{sql_name(schema)}"."{sql_name(view)}"'
-    if _read_index(path).get(name) == source_sql and os.path.exists(path):
+    if _current_index(path).get(name) == source_sql and os.path.exists(path):
         return True  # already there, unchanged: no need to open the DuckDB file
+    import duckdb  # only to write a view: a run whose views are all in place never loads DuckDB
+
+    from exo_dagster.sdk import duck
+
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     deadline = time.monotonic() + wait_s
     with _locked(path):
@@ -68,7 +93,7 @@ def register_view(schema: str, view: str, source_sql: str, *, path: str | None =
             return True
 
         def create() -> None:
-            with duck.connect(path) as con:
+            with duck.connect(path, urls=urls) as con:
                 con.execute(f'create schema if not exists "{sql_name(schema)}"')
                 con.execute(f"create or replace view {name} as select * from {source_sql}")
 

@@ -20,7 +20,6 @@ import dagster as dg
 from dagster import ConfigurableIOManagerFactory, InputContext, OutputContext, UPathIOManager
 from upath import UPath
 
-from exo_dagster.storage import duckdb_catalog as catalog
 from exo_dagster.storage.metadata import column_schema, table_metadata  # noqa: F401  (re-exported)
 from exo_dagster.sdk import paths
 from exo_dagster.sdk.atomic_write import atomic_write
@@ -29,6 +28,7 @@ from exo_dagster.sdk.table import RECENT, StoredTable
 from exo_dagster.sdk.table_write import to_frame, write_parquet_atomic  # noqa: F401  (re-exported)
 
 REF_SUFFIX = ".ref.json"
+CHUNKS_DIR = "_chunks"  # fan-out chunk files under a remote base path (compile/fan_out.py): referenced, never copied
 
 
 class SourceChanged(RuntimeError):
@@ -54,6 +54,13 @@ def _write_classified(context: OutputContext, obj: Any, path: UPath) -> None:
         where = {k: getattr(meta[k], "value", meta[k]) for k in ("exo/source", "exo/satellite") if k in meta}
         raise dg.Failure(description=step_errors.message(exc), allow_retries=kind != step_errors.PERMANENT,
                          metadata={**where, "exo/error": type(exc).__name__, "exo/error-kind": kind}) from None
+
+
+def footer_counts(path: str) -> tuple[int, Any]:
+    """Row count and Polars schema of a local Parquet file from its footer alone (no scan through Polars' engine)."""
+    import pyarrow.parquet as pq  # already loaded where DuckDB relations are written
+
+    return pq.read_metadata(path).num_rows, pl.read_parquet_schema(path)
 
 
 def partition_file_stem(partition: str) -> str:
@@ -84,6 +91,36 @@ class ParquetTableIOManager(UPathIOManager):
     def storage_options(self) -> dict[str, Any]:
         # Dagster 1.13 reads UPath._kwargs, which universal-pathlib 0.3 renamed to storage_options.
         return dict(getattr(self._base_path, "storage_options", {}) or {})
+
+    def _get_path(self, context: InputContext | OutputContext) -> UPath:
+        """Dagster's path for an unpartitioned output, built once per run and output (each is written, then read)."""
+        key = ("asset", *context.asset_key.path) if context.has_asset_key else ("op", *context.get_identifier())
+        paths_ = self.__dict__.setdefault("_exo_paths", {})
+        if key not in paths_:
+            paths_[key] = super()._get_path(context)
+        return paths_[key]
+
+    def handle_output(self, context: OutputContext, obj: Any) -> None:
+        """UPathIOManager.handle_output for an unpartitioned output, less its "Writing file at" debug line:
+        an event-log write per step that says what the materialization's `path` and `dagster/uri` say."""
+        if context.has_asset_partitions:
+            return super().handle_output(context, obj)
+        path = self._get_path(context)
+        self.make_directory(path.parent)
+        self.dump_to_path(context=context, obj=obj, path=path)
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))} if obj is not None else {})
+
+    def load_input(self, context: InputContext) -> Any:
+        """UPathIOManager.load_input for an unpartitioned input, less its "Loading file from" debug line
+        (the LOADED_INPUT event names the upstream output)."""
+        if context.has_asset_key and context.has_asset_partitions:
+            return super().load_input(context)
+        return self.load_from_path(context=context, path=self._get_path(context))
+
+    def make_directory(self, path: UPath) -> None:
+        if paths.is_url(str(path)):
+            return super().make_directory(path)
+        os.makedirs(str(path), exist_ok=True)
 
     def _ref_path(self, path: UPath) -> UPath:
         return path.with_name(path.name + REF_SUFFIX)
@@ -116,6 +153,8 @@ class ParquetTableIOManager(UPathIOManager):
             rows, schema = obj.height, obj.schema
             if kind == "parquet" and not stored.is_remote:
                 RECENT.put(str(path), obj)
+        elif kind == "parquet" and not stored.is_remote:  # just written here: its footer has both
+            rows, schema = footer_counts(str(path))
         else:
             scan = stored.lazy()
             rows, schema = int(scan.select(pl.len()).collect().item()), scan.collect_schema()
@@ -126,18 +165,21 @@ class ParquetTableIOManager(UPathIOManager):
     def _is_source(self, table: StoredTable, path: UPath) -> bool:
         """A pass-through of files outside our own storage (never a reference to another output)."""
         base = str(self._base_path)
-        return all(not p.startswith(base) for p in table.paths)
+        chunks = str(self._base_path / CHUNKS_DIR) + "/"
+        return all(not p.startswith(base) or p.startswith(chunks) for p in table.paths)
 
     def _register(self, context: OutputContext, table: StoredTable, path: UPath, schema: Any) -> None:
-        if table.is_remote:
-            return  # DuckDB would need the httpfs extension, which is not available offline
+        from exo_dagster.storage import duckdb_catalog as catalog  # DuckDB loads with the first view written, not the location
+
         view = (context.definition_metadata or {}).get("exo/view")
         view = getattr(view, "value", view)
         columns = schema
         schema, name = (str(view).split(".", 1) if view else ("_".join(context.asset_key.path[:-1]) or "main", context.asset_key.path[-1]))
         source = catalog.partitions_source(str(path.parent), "partition" not in columns) \
             if context.has_asset_partitions else table.duckdb_source()
-        if not catalog.register_view(schema, name, source):
+        # remote outputs (s3://...) are read through fsspec (sdk/duck.py), never DuckDB's httpfs download
+        urls = [str(path.parent)] if context.has_asset_partitions else list(table.paths)
+        if not catalog.register_view(schema, name, source, urls=urls):
             context.log.warning(f"DuckDB catalog {catalog.catalog_path()} stayed locked; view {schema}.{name} not refreshed")
 
     def load_from_path(self, context: InputContext, path: UPath) -> Any:

@@ -14,7 +14,6 @@ import threading
 import time
 from typing import Any
 
-import duckdb
 import polars as pl
 from dagster import Failure
 from pydantic import Field
@@ -172,6 +171,8 @@ def similar_pairs(table: pl.DataFrame | pl.LazyFrame | str, *, threshold: float 
 
     `table` is a frame or a Parquet path/URL (an embed-text output). Quadratic in rows: for thousands, not millions.
     """
+    import duckdb
+
     con = duckdb.connect()
     if isinstance(table, str):
         con.execute("create view t as select * from read_parquet('" + table.replace("'", "''") + "')")

@@ -23,7 +23,7 @@ from pydantic import Field, field_validator, model_validator
 from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
 from satellites.ai import llm_output
 from exo_dagster.sdk.atomic_write import atomic_write
-from exo_dagster.sdk.row_cache import RowCache, row_key
+from exo_dagster.sdk.row_cache import open_cache, row_key
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 REQUEST_COLUMNS = ("prompt", "messages", "system")
@@ -347,7 +347,7 @@ def write_batch(ctx: StepContext, config: LlmCompleteConfig, rows: pl.DataFrame,
     keys = [row_key(*ctx.identity, r) for r in records]
     done: dict = {}
     if ctx.cache_path:
-        with RowCache(ctx.cache_path) as cache:
+        with open_cache(ctx.cache_path) as cache:
             done = cache.get_many(keys)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     written = 0

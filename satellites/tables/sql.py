@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
 
-import duckdb
 from pydantic import Field, model_validator
 
 from exo_dagster.sdk import SatelliteConfig, StepContext, StoredTable, satellite
 from exo_dagster.sdk import allowed_paths
-from exo_dagster.sdk import duck
 from exo_dagster.sdk import sql_text
 from exo_dagster.sdk import templates
 
@@ -43,19 +42,32 @@ class SqlConfig(SatelliteConfig):
 
 
 _parser_lock = threading.Lock()
-_parser: duckdb.DuckDBPyConnection | None = None
+_parser = None  # a DuckDB connection, made on first use (DuckDB loads with the first sql step, not the location)
+_PARSED_KEPT = 256
 
 
-def statement_count(query: str) -> int | None:
-    """How many statements DuckDB's parser finds in `query` (None when it does not parse: reported at run time)."""
+@functools.lru_cache(maxsize=_PARSED_KEPT)
+def parse(query: str) -> tuple[tuple[str, str], ...] | None:
+    """The statements of `query` as (type, text) pairs, None when it does not parse. Cached by text: every
+    run of a step parses the same query (config validation, then the step), and parsing needs no database."""
+    import duckdb
+
+    from exo_dagster.sdk import duck
+
     global _parser
     with _parser_lock:
         if _parser is None:
             _parser = duck.connect()
         try:
-            return len(_parser.extract_statements(query))
+            return tuple((s.type.name, s.query) for s in _parser.extract_statements(query))
         except duckdb.Error:
             return None
+
+
+def statement_count(query: str) -> int | None:
+    """How many statements DuckDB's parser finds in `query` (None when it does not parse: reported at run time)."""
+    statements = parse(query)
+    return None if statements is None else len(statements)
 
 
 def tables_in_query(config: dict) -> set[str]:
@@ -63,6 +75,8 @@ def tables_in_query(config: dict) -> set[str]:
     query = config.get("query")
     if not isinstance(query, str):
         return set()
+    import duckdb
+
     text = _TEMPLATE.sub("_exo_template", query)
     try:
         return set(duckdb.get_table_names(text, qualified=False))
@@ -82,34 +96,47 @@ def sql(ctx: StepContext, config: SqlConfig) -> duckdb.DuckDBPyRelation:
     """Runs one DuckDB SQL statement; every upstream output is a view named by its identifier, read straight
     from Parquet. Templated values are literals, never SQL; files outside the step's inputs, the data folder
     and the cluster folder cannot be read or written."""
+    import duckdb
+
+    from exo_dagster.sdk import duck
+
     urls = [p for t in ctx.tables.values() for p in t.paths]
     if ctx.previous is not None:
         urls += ctx.previous.paths
-    con = _sandbox(ctx, config, urls)
-    try:
-        statements = con.extract_statements(config.query)
-    except duckdb.Error as exc:
-        raise ValueError(f"sql: the query does not parse: {exc}") from None
+    statements = parse(config.query)
+    if statements is None:
+        with duck.connect() as parser:  # for DuckDB's own message
+            try:
+                parser.extract_statements(config.query)
+            except duckdb.Error as exc:
+                raise ValueError(f"sql: the query does not parse: {exc}") from None
+        statements = ()
     if not statements:
         raise ValueError("sql: the query is empty")
     if len(statements) > 1 and not config.multiple_statements:
         raise ValueError(f"sql: the query holds {len(statements)} statements; a sql step runs one "
                          f"(set `multiple-statements: true` to run them all and keep the last one's result)")
-    for identifier, table in ctx.tables.items():
-        _expose(con, identifier, table)
-    if ctx.previous is not None:
+    # read-only SQL shares a sandboxed database with the process's other steps (a cursor each); anything else gets its own
+    con = _sandbox(ctx, config, urls, shared=all(kind == "SELECT" for kind, _ in statements))
+    text = config.query.lower()
+    for identifier, table in ctx.tables.items():  # a view the query's text never names cannot be read: not made
+        if identifier.lower() in text:
+            _expose(con, identifier, table)
+    if ctx.previous is not None and "input" in text:
         _expose(con, "input", ctx.previous)
     try:
-        for statement in statements[:-1]:
-            con.execute(statement.query)
-        return _integers_stay_integers(con.sql(statements[-1].query))
+        for _, statement in statements[:-1]:
+            con.execute(statement)
+        return _integers_stay_integers(con.sql(statements[-1][1]))
     except duckdb.PermissionException as exc:
         raise PermissionError(f"sql: {exc} (a sql step reads and writes only its inputs, the data folder "
                               f"`{ctx.data_dir}` and the cluster folder `{ctx.base_dir}`; the operator may add "
                               f"folders with {allowed_paths.ENV})") from None
 
 
-def _sandbox(ctx: StepContext, config: SqlConfig, urls: list[str]) -> duckdb.DuckDBPyConnection:
+def _sandbox(ctx: StepContext, config: SqlConfig, urls: list[str], shared: bool = False) -> duckdb.DuckDBPyConnection:
+    from exo_dagster.sdk import duck
+
     # the step's inputs, exactly (remote ones as URLs: DuckDB reads them through the registered fsspec filesystems)
     inputs = []
     for p in urls:
@@ -117,8 +144,9 @@ def _sandbox(ctx: StepContext, config: SqlConfig, urls: list[str]) -> duckdb.Duc
         inputs += [os.path.abspath(local), os.path.realpath(local)] if allowed_paths.is_local(p) else [p]
     directories = [ctx.data_dir, ctx.base_dir, os.environ.get("EXO_OUTPUTS", ""), *allowed_paths.operator_roots()]
     settings = {"threads": config.threads, "memory_limit": config.memory_limit}
-    return duck.sandboxed(directories=[d for d in directories if d and allowed_paths.is_local(d)],
-                          paths=inputs, urls=urls, settings=settings)
+    make = duck.sandbox_cursor if shared else duck.sandboxed
+    return make(directories=[d for d in directories if d and allowed_paths.is_local(d)], paths=inputs, urls=urls,
+                settings=settings)
 
 
 def _integers_stay_integers(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:

@@ -6,7 +6,6 @@ import os
 import time
 from typing import Literal
 
-import duckdb
 import fsspec
 import polars as pl
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -14,7 +13,6 @@ from upath import UPath
 
 from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
 from exo_dagster.sdk import allowed_paths
-from exo_dagster.sdk import duck
 from exo_dagster.sdk import retrying
 from exo_dagster.sdk import sql_text
 from exo_dagster.sdk import target_lock
@@ -108,6 +106,10 @@ def _write_duckdb(frame: pl.LazyFrame, database: str, table: str, config: WriteT
 def _open_duckdb(database: str, read_only: bool = False):
     """DuckDB allows one writing process per file: wait for a holder outside exo (a DuckDB shell, another
     tool) instead of failing, up to the lock timeout; exo's own runs already queue on the target lock."""
+    import duckdb  # loaded by the first write to a DuckDB file, not with the code location
+
+    from exo_dagster.sdk import duck
+
     return retrying.call(lambda: duck.connect(database, read_only=read_only), LOCKED_RETRY,
                          retry_on=lambda exc: isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower(),
                          deadline=time.monotonic() + target_lock.timeout_s())

@@ -31,6 +31,19 @@ telemetry:
 """
 
 
+LOCATION_DEFS = """\
+from exo_dagster.location import definitions_for
+
+defs = definitions_for("clusters")
+"""
+
+LAUNCH_RUN = """
+mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+  ... on RunConfigValidationInvalid { errors { message } } } }
+"""
+
+
 def workspace_yaml(location_name: str) -> str:
     return f"""\
 load_from:
@@ -51,6 +64,25 @@ def post_graphql(port: int, query: str, variables: dict | None = None) -> dict:
     return body["data"]
 
 
+@contextlib.contextmanager
+def serving(root: Path, clusters: dict[str, str], location: str = "exo_test", dagster_yaml: str = DAGSTER_YAML):
+    """A stack serving `clusters` ({file stem: YAML}) from one code location, webserver and daemon up."""
+    stack = DagsterStack(root)
+    stack.write_home(dagster_yaml)
+    (root / "clusters").mkdir()
+    for name, text in clusters.items():
+        (root / "clusters" / f"{name}.yaml").write_text(text)
+    (root / "defs.py").write_text(LOCATION_DEFS)
+    (root / "workspace.yaml").write_text(workspace_yaml(location))
+    stack.location = location
+    stack.init_storage()
+    try:
+        stack.start_webserver_and_daemon()
+        yield stack
+    finally:
+        stack.stop()
+
+
 class DagsterStack:
     """The temporary instance, workspace and processes of one test module."""
 
@@ -63,6 +95,7 @@ class DagsterStack:
         self.data = root / "exo"
         self.procs: list[tuple[subprocess.Popen, Path]] = []
         self.port = free_port()
+        self.location = "exo_test"
 
     def write_home(self, dagster_yaml: str = DAGSTER_YAML) -> None:
         self.home.mkdir(parents=True)
@@ -137,6 +170,13 @@ class DagsterStack:
         if not hasattr(self, "_instance"):
             self._instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home)))
         return self._instance
+
+    def launch(self, selector: dict, run_config: dict | None = None) -> dict:
+        """The UI's `launchRun` of a job (or `__ASSET_JOB` with an `assetSelection`) in this stack's location."""
+        params = {"selector": {"repositoryLocationName": self.location, "repositoryName": "__repository__", **selector}}
+        if run_config is not None:
+            params["runConfigData"] = run_config
+        return self.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
 
     def graphql(self, query: str, variables: dict | None = None) -> dict:
         return post_graphql(self.port, query, variables)

@@ -107,3 +107,32 @@ def test_ai_demo_runs_offline_through_dagster_job_execute(tmp_path):
         assert texts[row["ticket"]] == row["ticket_text"] and texts[row["duplicate_of"]] == row["duplicate_text"]
     embeddings = pl.read_parquet(home / "exo" / "outputs" / "exospherehost__ticket_dedupe" / "embeddings.parquet")
     assert embeddings.height == len(tickets) and embeddings["embedding"].dtype.size == 384
+
+
+def test_daily_orders_backfills_by_day_with_a_region_input_and_skips_a_day_without_orders(tmp_path):
+    """The shipped partitioned example: four days backfilled with `exo run --partition A...B --input`; the
+    three days with an order file store their own revenue partition, the day without one is skipped (no
+    file, no failure), and the catalog view covers the three stored days."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    exo = Path(sys.executable).parent / "exo"
+    proc = subprocess.run(
+        [str(exo), "run", "daily_orders.yaml", "--partition", "2026-11-01...2026-11-04", "--input", "region=north"],
+        cwd=REPO / "definitions", env=child_env(home), capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "4 of 4 partition runs succeeded" in proc.stdout
+    folder = home / "exo" / "outputs" / "exospherehost__daily_orders" / "revenue"
+    assert sorted(p.name for p in folder.iterdir()) == ["2026-11-01.parquet", "2026-11-02.parquet", "2026-11-03.parquet"]
+    orders = pl.concat([pl.read_csv(f) for f in sorted(ORDERS_DIR.glob("*.csv"))]).filter(pl.col("region") == "north")
+    expected = orders.group_by("day").agg(pl.len().alias("orders")).sort("day")
+    from exo_dagster.storage.catalog_query import query
+
+    rows = query("select day, region, orders from daily_orders.revenue order by day", str(home / "exo" / "catalog.duckdb")).rows
+    assert rows == [(day, "north", n) for day, n in expected.iter_rows()]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [skipped_day] = [r for r in instance.get_runs() if r.tags.get("dagster/partition") == "2026-11-04"]
+        assert skipped_day.status == dg.DagsterRunStatus.SUCCESS
+        skipped = {e.step_key for e in instance.all_logs(skipped_day.run_id)
+                   if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_SKIPPED}
+        assert any(k.startswith("orders__") for k in skipped) and any(k.startswith("revenue__") for k in skipped), skipped

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.definitions.dagster_stack import DAGSTER_YAML, DagsterStack, workspace_yaml
+from tests.definitions.dagster_stack import serving
 
 CLUSTER = """\
 version: 0.0.1b
@@ -17,11 +17,6 @@ cluster:
   satellites:
     - {name: Day, uses: satellite/exospherehost/sql, identifier: day, config: {query: "select ${{ partition.key }} as day"}}
     - {name: Total, uses: satellite/exospherehost/sql, identifier: total, config: {query: "select day, 1 as n from day"}}
-"""
-DEFS = """\
-from exo_dagster.location import definitions_for
-
-defs = definitions_for("clusters")
 """
 LAUNCH = """
 mutation($params: LaunchBackfillParams!) {
@@ -38,18 +33,8 @@ DAYS = ["2026-11-02", "2026-11-03", "2026-11-04"]
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    stack = DagsterStack(tmp_path_factory.mktemp("backfill"))
-    stack.write_home(DAGSTER_YAML)
-    (stack.root / "clusters").mkdir()
-    (stack.root / "clusters" / "days.yaml").write_text(CLUSTER)
-    (stack.root / "defs.py").write_text(DEFS)
-    (stack.root / "workspace.yaml").write_text(workspace_yaml("exo_backfill"))
-    stack.init_storage()
-    try:
-        stack.start_webserver_and_daemon()
+    with serving(tmp_path_factory.mktemp("backfill"), {"days": CLUSTER}, location="exo_backfill") as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def test_an_asset_backfill_runs_each_partition_into_its_own_files(stack):

@@ -16,7 +16,7 @@ import subprocess
 import dagster as dg
 import pytest
 
-from tests.definitions.dagster_stack import DAGSTER_YAML, EXE, DagsterStack, workspace_yaml
+from tests.definitions.dagster_stack import EXE, serving
 from tests.definitions.test_daemon import _drop
 from tests.loopback import http_server
 
@@ -43,17 +43,6 @@ cluster:
                 tier: "${{{{ inputs.tier }}}}", text: "since ${{{{ inputs.since }}}}"}}
 """
 
-DEFS = """\
-from exo_dagster.location import definitions_for
-
-defs = definitions_for("clusters")
-"""
-
-LAUNCH = """
-mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
-  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
-  ... on RunConfigValidationInvalid { errors { message } } } }
-"""
 KEY = "inputs__t__params"
 JOB = "t__params"
 
@@ -64,29 +53,13 @@ def _config(**values) -> dict:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    with http_server() as server:
-        stack = DagsterStack(tmp_path_factory.mktemp("inputs"))
-        drop = stack.root / "drop"
-        drop.mkdir(parents=True)
-        stack.write_home(DAGSTER_YAML)
-        (stack.root / "clusters").mkdir()
-        (stack.root / "clusters" / "params.yaml").write_text(CLUSTER.format(drop=drop, url=server.url))
-        (stack.root / "defs.py").write_text(DEFS)
-        (stack.root / "workspace.yaml").write_text(workspace_yaml("exo_test"))
-        (stack.root / "run.yaml").write_text(json.dumps(_config(via="job-execute", since="2026-11-04")))
+    root = tmp_path_factory.mktemp("inputs")
+    drop = root / "drop"
+    drop.mkdir()
+    (root / "run.yaml").write_text(json.dumps(_config(via="job-execute", since="2026-11-04")))
+    with http_server() as server, serving(root, {"params": CLUSTER.format(drop=drop, url=server.url)}) as stack:
         stack.server, stack.drop = server, drop
-        stack.init_storage()
-        try:
-            stack.start_webserver_and_daemon()
-            yield stack
-        finally:
-            stack.stop()
-
-
-def _launch(stack, selector: dict, run_config: dict) -> dict:
-    return stack.graphql(LAUNCH, {"params": {"selector": {
-        "repositoryLocationName": "exo_test", "repositoryName": "__repository__", **selector},
-        "runConfigData": run_config}})["launchRun"]
+        yield stack
 
 
 def _cli(stack, argv: list[str]) -> subprocess.CompletedProcess:
@@ -95,8 +68,8 @@ def _cli(stack, argv: list[str]) -> subprocess.CompletedProcess:
 
 def test_every_launch_path_gives_the_steps_its_inputs(stack):
     launched = {
-        "graphql-job": _launch(stack, {"jobName": JOB}, _config(via="graphql-job", since="2026-11-01", top=7)),
-        "asset-selection": _launch(stack, {"jobName": "__ASSET_JOB", "assetSelection": [{"path": ["t", "params", "ping"]}]},
+        "graphql-job": stack.launch({"jobName": JOB}, _config(via="graphql-job", since="2026-11-01", top=7)),
+        "asset-selection": stack.launch({"jobName": "__ASSET_JOB", "assetSelection": [{"path": ["t", "params", "ping"]}]},
                                    _config(via="asset-selection", since="2026-11-03", tier="gold")),
     }
     assert all(r["__typename"] == "LaunchRunSuccess" for r in launched.values()), launched
@@ -122,13 +95,13 @@ def test_every_launch_path_gives_the_steps_its_inputs(stack):
 
 
 def test_a_missing_required_input_is_refused_at_launch(stack):
-    refused = _launch(stack, {"jobName": JOB}, _config(via="no-date"))
+    refused = stack.launch({"jobName": JOB}, _config(via="no-date"))
     assert refused["__typename"] == "RunConfigValidationInvalid", refused
     assert any("since" in e["message"] for e in refused["errors"]), refused
-    wrong_type = _launch(stack, {"jobName": JOB}, _config(since="2026-11-01", top="many"))
+    wrong_type = stack.launch({"jobName": JOB}, _config(since="2026-11-01", top="many"))
     assert wrong_type["__typename"] == "RunConfigValidationInvalid", wrong_type
     assert any("top" in e["message"] for e in wrong_type["errors"]), wrong_type
-    not_a_choice = _launch(stack, {"jobName": JOB}, _config(since="2026-11-01", tier="bronze"))
+    not_a_choice = stack.launch({"jobName": JOB}, _config(since="2026-11-01", tier="bronze"))
     assert not_a_choice["__typename"] == "RunConfigValidationInvalid", not_a_choice
     ran = _cli(stack, [str(EXE / "exo"), "run", "clusters/params.yaml", "--input", "via=x"])
     assert ran.returncode == 1 and "input `since` is required" in ran.stderr and "Traceback" not in ran.stderr, ran.stderr
@@ -136,7 +109,7 @@ def test_a_missing_required_input_is_refused_at_launch(stack):
 
 def test_an_ill_typed_date_fails_the_run_before_any_step(stack):
     before = len(stack.server.to("/seen"))
-    launched = _launch(stack, {"jobName": JOB}, _config(via="bad-date", since="2026-13-40"))
+    launched = stack.launch({"jobName": JOB}, _config(via="bad-date", since="2026-13-40"))
     run_id = launched["run"]["runId"]
     run = stack.wait(f"run {run_id}", lambda: (r := stack.instance.get_run_by_id(run_id)) and r.is_finished and r)
     assert run.status == dg.DagsterRunStatus.FAILURE

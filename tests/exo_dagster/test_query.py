@@ -144,3 +144,15 @@ def test_table_text_alignment():
         "cc    NULL  long note\n"
         "(3 rows)\n")
     assert as_table(result, max_rows=1).splitlines()[-1] == "(3 rows, the first 1 shown; add `limit`, or use --format csv for all)"
+
+
+def test_catalog_sync_gives_another_host_the_same_views(home, tmp_path):
+    """A host that ran none of the steps (its own, empty data folder) reads the same outputs after `exo catalog sync`."""
+    other = tmp_path / "other_home"
+    other.mkdir()
+    before = exo("query", "select * from orders_report.revenue order by all", dagster_home=home)
+    assert before.returncode == 0, before.stderr
+    synced = exo("catalog", "sync", "--outputs", str(home / "exo" / "outputs"), dagster_home=other)
+    assert synced.returncode == 0 and "orders_report.revenue" in synced.stdout, synced.stdout + synced.stderr
+    after = exo("query", "select * from orders_report.revenue order by all", dagster_home=other)
+    assert after.returncode == 0 and after.stdout == before.stdout, after.stderr

@@ -109,3 +109,21 @@ def test_a_cluster_without_inputs_needs_no_run_config():
         k.startswith("inputs__") for k in job.run_config_schema.config_type.fields["resources"].config_type.fields)
     [schedule] = defs.schedules
     assert schedule.name == "acme__sales__cron"
+
+
+def test_enum_choices_of_any_scalar_type_are_offered_by_their_text(tmp_path, monkeypatch):
+    """1 and true are two choices (Python counts them equal), text with spaces and quotes is a choice too."""
+    cluster = parse_cluster(CLUSTER.split("  inputs:")[0] + """\
+  inputs:
+    tier: {type: enum, values: [1, true, "north east", "o'x"], default: "north east"}
+  satellites:
+    - {name: Q, uses: satellite/exospherehost/sql, identifier: q, config: {query: "select ${{ inputs.tier }} as tier"}}
+""", "enum.yaml")
+    defs = compile_cluster(cluster)
+    job = defs.resolve_job_def("acme__sales")
+    resources = job.run_config_schema.config_type.fields["resources"].config_type.fields
+    tier = resources["inputs__acme__sales"].config_type.fields["config"].config_type.fields["tier"]
+    assert [v.config_value for v in tier.config_type.enum_values] == ["1", "true", "north east", "o'x"]
+    for given, stored in (("true", True), ("1", 1), ("o'x", "o'x")):
+        result, frame = _run(defs, tmp_path, monkeypatch, inputs_resource.run_config(cluster, {"tier": given}))
+        assert result.success and frame["tier"].to_list() == [stored], (given, frame)

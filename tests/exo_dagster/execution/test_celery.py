@@ -37,12 +37,12 @@ def _require_redis() -> None:
 class Worker:
     """One `dagster-celery worker start` process group, its log, and its queue."""
 
-    def __init__(self, name: str, queue: str, config: Path, env: dict[str, str], log: Path):
+    def __init__(self, name: str, queue: str, config: Path, env: dict[str, str], log: Path, cwd: Path | None = None):
         self.name, self.queue, self.log = name, queue, log
         self.proc = subprocess.Popen(
             [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-n", name, "-q", queue,
              "-y", str(config), "--", "--concurrency=1", "--without-gossip", "--without-mingle"],
-            env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+            env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
 
     def wait_ready(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -54,6 +54,11 @@ class Worker:
                 pytest.fail(f"worker {self.name} exited with {self.proc.returncode}:\n{text[-3000:]}")
             time.sleep(0.5)
         pytest.fail(f"worker {self.name} not ready after {timeout} s:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (CLI, celery, its pool): a host that dies, with no chance to report."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

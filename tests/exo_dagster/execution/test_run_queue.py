@@ -5,12 +5,12 @@ without `concurrency:` is not held back, and two limited clusters do not block e
 from __future__ import annotations
 
 from itertools import combinations, product
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from tests.definitions.dagster_stack import DagsterStack, workspace_yaml
+from tests.definitions.dagster_stack import serving
+from tests.exo_dagster.execution.test_run_slots import CLUSTER
 from tests.loopback import http_server
 
 DAGSTER_YAML = """\
@@ -23,30 +23,6 @@ telemetry:
   enabled: false
 """
 
-DEFS = """\
-from exo_dagster.location import definitions_for
-
-defs = definitions_for("clusters")
-"""
-
-CLUSTER = """\
-version: 0.0.1b
-cluster:
-  identifier: t/{name}
-  executor: in-process
-  {concurrency}
-  satellites:
-    - name: Wait for the service
-      uses: satellite/exospherehost/call-webhook
-      identifier: wait
-      config: {{url: "{url}/slow", mode: per-batch, body: {{ping: 1}}, timeout: 120}}
-"""
-
-LAUNCH = """
-mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
-  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }
-"""
-
 RUNS = {"free": 2, "other": 2, "solo": 3}  # cluster -> runs launched, in this order
 LIMITS = {"free": None, "other": 1, "solo": 1}
 SLOW = {"free": 8, "other": 8, "solo": 3}  # seconds the service takes: long enough to overlap when let
@@ -56,28 +32,17 @@ SLOW = {"free": 8, "other": 8, "solo": 3}  # seconds the service takes: long eno
 def stack(tmp_path_factory):
     with http_server() as quick, http_server() as slow:
         quick.delay, slow.delay = SLOW["solo"], SLOW["free"]
-        stack = DagsterStack(tmp_path_factory.mktemp("run_queue"))
-        stack.write_home(DAGSTER_YAML)
-        clusters = stack.root / "clusters"
-        clusters.mkdir()
-        for name, limit in LIMITS.items():
-            (clusters / f"{name}.yaml").write_text(CLUSTER.format(
-                name=name, url=(slow if SLOW[name] == slow.delay else quick).url, concurrency=f"concurrency: {limit}" if limit else ""))
-        (stack.root / "defs.py").write_text(DEFS)
-        (stack.root / "workspace.yaml").write_text(workspace_yaml("exo_test"))
-        stack.init_storage()
-        try:
-            stack.start_webserver_and_daemon()
+        clusters = {name: CLUSTER.format(name=name, url=(slow if SLOW[name] == slow.delay else quick).url,
+                                         concurrency=f"concurrency: {limit}" if limit else "")
+                    for name, limit in LIMITS.items()}
+        with serving(tmp_path_factory.mktemp("run_queue"), clusters, dagster_yaml=DAGSTER_YAML) as stack:
             yield stack
-        finally:
-            stack.stop()
 
 
 def _launch(stack, job: str) -> str:
-    launched = stack.graphql(LAUNCH, {"params": {"selector": {
-        "repositoryLocationName": "exo_test", "repositoryName": "__repository__", "jobName": job}}})
-    assert launched["launchRun"]["__typename"] == "LaunchRunSuccess", launched
-    return launched["launchRun"]["run"]["runId"]
+    launched = stack.launch({"jobName": job})
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    return launched["run"]["runId"]
 
 
 def _spans(stack, job: str) -> list[tuple[float, float]]:

@@ -40,7 +40,8 @@ def setup(tmp_path, monkeypatch):
 
 def test_parquet_source_is_referenced_and_catalogued(setup):
     tmp_path, source, job = setup
-    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    instance = dg.DagsterInstance.ephemeral()
+    result = job.execute_in_process(instance=instance)
     assert result.success
     out = tmp_path / "exo" / "outputs" / "test__ticket_triage"
     assert not (out / "events.parquet").exists() and (out / "events.parquet.ref.json").exists()  # no copy
@@ -113,3 +114,39 @@ def test_catalog_waits_for_a_busy_file_then_gives_up_without_failing(tmp_path):
         holder.kill()
         holder.wait()
     assert catalog.register_view("c", "t", f"read_parquet('{source}')", path=path, wait_s=5)
+
+
+def test_catalog_sees_a_view_another_writer_changed(tmp_path):
+    """The index a process remembers is used only while the index file is unchanged: another writer's view wins."""
+    import subprocess
+    import sys
+
+    from exo_dagster.storage import duckdb_catalog as catalog
+
+    path = str(tmp_path / "catalog.duckdb")
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pl.DataFrame({"x": [1]}).write_parquet(a)
+    pl.DataFrame({"x": [2]}).write_parquet(b)
+    assert catalog.register_view("c", "t", f"read_parquet('{a}')", path=path)
+    assert catalog.register_view("c", "t", f"read_parquet('{a}')", path=path)  # remembered
+    other = ("from exo_dagster.storage import duckdb_catalog as c; "
+             f"assert c.register_view('c', 't', \"read_parquet('{b}')\", path={path!r})")
+    subprocess.run([sys.executable, "-c", other], check=True)  # another step process points the view at b
+    assert catalog.register_view("c", "t", f"read_parquet('{a}')", path=path)  # ... so this one must write again
+    with duckdb.connect(path, read_only=True) as con:
+        assert con.execute("select x from c.t").fetchall() == [(1,)]
+
+
+def test_outputs_keep_their_path_metadata_and_log_no_file_lines(setup):
+    tmp_path, source, job = setup
+    instance = dg.DagsterInstance.ephemeral()
+    result = job.execute_in_process(instance=instance)
+    assert result.success
+    [labels] = [m for m in result.asset_materializations_for_node("labels__test__ticket_triage")]
+    path = labels.metadata["path"].value
+    assert path.endswith(os.path.join("test__ticket_triage", "labels.parquet")) and os.path.exists(path)
+    assert labels.metadata["dagster/row_count"].value == 2
+    assert [c.name for c in labels.metadata["dagster/column_schema"].value.columns] == ["kind", "n"]
+    messages = [r.user_message for r in instance.all_logs(result.run_id)]
+    assert len(messages) > 10  # the run's events are there ...
+    assert not any(m.startswith(("Writing file at", "Loading file from")) for m in messages)  # an event-log write each, saved

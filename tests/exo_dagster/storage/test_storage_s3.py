@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import socket
 
 import boto3
@@ -79,3 +80,79 @@ def test_cluster_reads_and_writes_s3_with_outputs_stored_in_s3(s3, monkeypatch):
     files = pl.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key="outputs/test__s3/files.parquet")["Body"].read()))
     assert files["path"].to_list() == [f"s3://{bucket}/in/a.csv", f"s3://{bucket}/in/b.csv"]
     assert files["size"].to_list() == [6, 5]
+
+
+FAN_OUT = """\
+version: 0.0.1b
+cluster:
+  identifier: test/s3chunks
+  satellites:
+    - name: Words
+      uses: satellite/exospherehost/sql
+      identifier: words
+      config: {query: "select 'w' || i as word, i from range(10) t(i) order by i"}
+    - name: Tag
+      uses: satellite/test/s3-tag
+      identifier: tagged
+      fan-out: {chunk-rows: 3}
+      input: {word: "$${{ satellites.words.output.word }}"}
+    - name: Count
+      uses: satellite/exospherehost/sql
+      identifier: counted
+      config: {query: "select count(*) as n, string_agg(tagged, ',' order by tagged) as tags from tagged"}
+"""
+
+
+def _tag_registry():
+    from exo_dagster import Registry, SatelliteConfig, StepContext, satellite
+    from exo_dagster.catalog.registry import builtin_registry
+
+    extra = Registry()
+
+    @satellite("satellite/test/s3-tag", config=SatelliteConfig, registry=extra)
+    def tag(ctx: StepContext, config):
+        return ctx.rows.collect().with_columns((pl.col("word") + "!").alias("tagged"))
+
+    return builtin_registry().merged(extra)
+
+
+def test_fan_out_chunks_live_in_s3_and_catalog_views_read_s3_offline(s3, monkeypatch, tmp_path):
+    """No shared disk: chunk files go where the outputs go (S3), the merge references them there, and the
+    DuckDB catalog's views read S3 through fsspec (no httpfs download), for `exo query` and sql steps."""
+    from exo_dagster.storage import catalog_query
+
+    client, bucket = s3
+    monkeypatch.setenv("EXO_OUTPUTS", f"s3://{bucket}/outputs")
+    cluster = parse_cluster(FAN_OUT, "chunks.yaml", registry=_tag_registry())
+    result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    chunks = sorted(k for k in keys if k.startswith("outputs/_chunks/test__s3chunks__tagged/"))
+    assert [k.rsplit("/", 1)[1] for k in chunks] == [f"{i:06d}.parquet" for i in range(4)]
+    assert not (tmp_path / "exo" / "chunks").exists()  # nothing written to the local data folder
+    assert "outputs/test__s3chunks/tagged.parquet.ref.json" in keys  # the merge references the chunks, no copy
+    assert "outputs/test__s3chunks/tagged.parquet" not in keys
+    assert [k for k in keys if k.startswith("outputs/_intermediates/")]  # ops' in-between values beside the outputs
+    counted = pl.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key="outputs/test__s3chunks/counted.parquet")["Body"].read()))
+    assert counted.to_dicts() == [{"n": 10, "tags": ",".join(sorted(f"w{i}!" for i in range(10)))}]
+
+    out = catalog_query.query("select word, tagged from s3chunks.tagged order by word")
+    assert out.rows == [(f"w{i}", f"w{i}!") for i in range(10)]
+    assert catalog_query.query("select n from s3chunks.counted").rows == [(10,)]
+    with pytest.raises(catalog_query.QueryError, match="read-only|reads only"):  # still sandboxed: no other object
+        catalog_query.query(f"select * from read_parquet('s3://{bucket}/outputs/test__s3chunks/words.parquet.tmp')")
+
+    # another host, whose own catalog saw none of it written: `exo catalog sync` lists the outputs in S3
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    other = tmp_path / "other-host"
+    env = {**os.environ, "EXO_DATA_DIR": str(other)}
+    exo = str(Path(sys.executable).parent / "exo")
+    synced = subprocess.run([exo, "catalog", "sync"], env=env, capture_output=True, text=True)
+    assert synced.returncode == 0 and "3 view(s): s3chunks.counted, s3chunks.tagged, s3chunks.words" in synced.stdout, synced
+    there = str(other / "catalog.duckdb")
+    assert catalog_query.query("select count(*), min(tagged) from s3chunks.tagged", there).rows == [(10, "w0!")]
+    assert catalog_query.query("select n from s3chunks.counted", there).rows == [(10,)]

@@ -149,3 +149,26 @@ def test_the_batch_chain_copies_nothing(tmp_path, monkeypatch, make_ctx):
 
     rel = sql(make_ctx(tables={"source": StoredTable(str(source), name="source")}), SqlConfig(query="select count(*) from source"))
     assert isinstance(rel, duckdb.DuckDBPyRelation)
+
+
+def test_read_only_queries_share_a_sandbox_but_never_see_each_others_views(make_ctx, stored, tmp_path):
+    import duckdb
+
+    from exo_dagster.sdk import duck
+
+    a = make_ctx(tables={"a": stored("a", pl.DataFrame({"x": [1]}))})
+    b = make_ctx(tables={"b": stored("b", pl.DataFrame({"x": [2]}))})
+    first = sql(a, SqlConfig(query="select x from a"))
+    databases = len(duck._sandboxes)
+    assert sql(b, SqlConfig(query="select x from b")).fetchall() == [(2,)]
+    assert len(duck._sandboxes) == databases  # the same sandbox: one shared database, a cursor each
+    with pytest.raises(duckdb.CatalogException):  # `a` is a view of the first step's cursor only
+        sql(b, SqlConfig(query="select x from a")).fetchall()
+    assert first.fetchall() == [(1,)]
+    # a query that writes gets a database of its own: what it creates is gone for the next step
+    made = sql(a, SqlConfig(query="create table kept as select 7 as x; select * from kept", multiple_statements=True))
+    assert made.fetchall() == [(7,)]
+    with pytest.raises(duckdb.CatalogException):
+        sql(a, SqlConfig(query="select * from kept")).fetchall()
+    with pytest.raises(PermissionError, match="Cannot access file"):  # the shared sandbox is locked as its own is
+        sql(a, SqlConfig(query="select * from read_csv('/etc/passwd')")).fetchall()
