@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ import dagster as dg
 import polars as pl
 import pytest
 import yaml
-from moto.server import ThreadedMotoServer
+from tests.loopback import s3_server
 
 from tests.exo_dagster.execution.test_celery import BIN, Worker, _require_redis
 from tests.exo_dagster.scaleout_support import (
@@ -75,13 +74,8 @@ cluster:
 
 @pytest.fixture
 def s3_endpoint():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with s3_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

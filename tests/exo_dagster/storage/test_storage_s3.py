@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import io
-import socket
 
 import boto3
 import dagster as dg
 import polars as pl
 import pytest
-from moto.server import ThreadedMotoServer
+from tests.loopback import s3_server
 
 from exo_dagster import compile_cluster, parse_cluster
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with s3_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
