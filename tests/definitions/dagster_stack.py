@@ -171,6 +171,15 @@ class DagsterStack:
             self._instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home)))
         return self._instance
 
+    def location_loaded(self) -> bool:
+        """Whether the workspace's one code location is LOADED (a load error fails the test with its message)."""
+        entries = self.graphql("""query { workspaceOrError { ... on Workspace { locationEntries {
+            loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }""")
+        [entry] = entries["workspaceOrError"]["locationEntries"]
+        error = entry["locationOrLoadError"] or {}
+        assert error.get("__typename") != "PythonError", error.get("message")
+        return entry["loadStatus"] == "LOADED" and error.get("__typename") == "RepositoryLocation"
+
     def launch(self, selector: dict, run_config: dict | None = None) -> dict:
         """The UI's `launchRun` of a job (or `__ASSET_JOB` with an `assetSelection`) in this stack's location."""
         params = {"selector": {"repositoryLocationName": self.location, "repositoryName": "__repository__", **selector}}

@@ -129,7 +129,7 @@ def launched(tmp_path_factory):
         clis: list[tuple[tuple[str, str], subprocess.Popen]] = []
         try:
             stack.wait("the webserver", stack.answers, timeout=STARTUP_TIMEOUT_S)
-            stack.wait("the code location", lambda: _loaded(stack), timeout=STARTUP_TIMEOUT_S)
+            stack.wait("the code location", stack.location_loaded, timeout=STARTUP_TIMEOUT_S)
             runs: dict[tuple[str, str], object] = {}
             for outcome in OUTCOMES:
                 job = _job(outcome, "graphql-job")
@@ -168,15 +168,6 @@ def launched(tmp_path_factory):
 def _cli(stack, path: str, outcome: str, argv: list[str]) -> subprocess.Popen:
     with open(stack.root / f"{path}-{outcome}.log", "wb") as out:
         return subprocess.Popen(argv, cwd=stack.root, env=stack.env(), stdout=out, stderr=subprocess.STDOUT)
-
-
-def _loaded(stack) -> bool:
-    entries = stack.graphql("""query { workspaceOrError { ... on Workspace { locationEntries {
-        loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }""")
-    [entry] = entries["workspaceOrError"]["locationEntries"]
-    error = entry["locationOrLoadError"] or {}
-    assert error.get("__typename") != "PythonError", error.get("message")
-    return entry["loadStatus"] == "LOADED" and error.get("__typename") == "RepositoryLocation"
 
 
 def _launch(stack, selector: dict) -> str:

@@ -62,7 +62,7 @@ def _waited(stack, run_id: str) -> bool:
 
 
 def test_the_daemon_starts_a_limited_clusters_runs_one_at_a_time(stack):
-    stack.wait("the code location", lambda: _loaded(stack), timeout=180)
+    stack.wait("the code location", stack.location_loaded, timeout=180)
     for name, count in RUNS.items():
         for _ in range(count):
             _launch(stack, f"t__{name}")
@@ -81,10 +81,3 @@ def test_the_daemon_starts_a_limited_clusters_runs_one_at_a_time(stack):
     assert {"key": "exo/concurrency", "value": "1:t/solo", "limit": 1} in limits
 
 
-def _loaded(stack) -> bool:
-    entries = stack.graphql("""query { workspaceOrError { ... on Workspace { locationEntries {
-        loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }""")
-    [entry] = entries["workspaceOrError"]["locationEntries"]
-    error = entry["locationOrLoadError"] or {}
-    assert error.get("__typename") != "PythonError", error.get("message")
-    return entry["loadStatus"] == "LOADED" and error.get("__typename") == "RepositoryLocation"
