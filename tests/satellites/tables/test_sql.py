@@ -3,13 +3,22 @@ import polars as pl
 from satellites.tables.sql import SqlConfig, sql, tables_in_query
 
 
+def rows(result) -> list[tuple]:
+    """A sql step's result as tuples: a DuckDB relation, or the DataFrame a small result comes back as."""
+    return result.fetchall() if hasattr(result, "fetchall") else [tuple(r) for r in result.iter_rows()]
+
+
+def frame(result) -> pl.DataFrame:
+    return result if isinstance(result, pl.DataFrame) else result.pl()
+
+
 def test_query_over_upstream_views(make_ctx, stored):
     orders = stored("orders", pl.DataFrame({"region": ["n", "s", "n"], "amount": [1.0, 2.0, 3.0]}))
     regions = stored("regions", pl.DataFrame({"region": ["n", "s"], "label": ["North", "South"]}))
     ctx = make_ctx(tables={"orders": orders, "regions": regions}, previous=orders)
     rel = sql(ctx, SqlConfig(query="select label, sum(amount) total from orders join regions using (region) group by 1 order by 1"))
-    assert rel.pl().to_dicts() == [{"label": "North", "total": 4.0}, {"label": "South", "total": 2.0}]
-    assert sql(ctx, SqlConfig(query="select count(*) n from input")).fetchall() == [(3,)]
+    assert frame(rel).to_dicts() == [{"label": "North", "total": 4.0}, {"label": "South", "total": 2.0}]
+    assert rows(sql(ctx, SqlConfig(query="select count(*) n from input"))) == [(3,)]
 
 
 def test_table_names_found_in_query():
@@ -33,34 +42,34 @@ def test_one_statement_unless_opted_in(make_ctx, stored, tmp_path):
         sql(ctx, SqlConfig.model_construct(query="create table y as select 1; select * from t", multiple_statements=False,
                                            threads=None, memory_limit=None))
     rel = sql(ctx, SqlConfig(query="create temp table y as select 41 + x as x from t; select * from y", multiple_statements=True))
-    assert rel.fetchall() == [(42,)]
+    assert rows(rel) == [(42,)]
 
 
 def test_sandbox_allows_inputs_data_and_cluster_folder_only(make_ctx, stored, tmp_path):
     ctx = make_ctx(tables={"t": stored("t", pl.DataFrame({"x": [1]}))})
     (tmp_path / "data").mkdir()
-    sql(ctx, SqlConfig(query=f"copy (select * from t) to '{tmp_path / 'data' / 'ok.csv'}'")).fetchall()
+    rows(sql(ctx, SqlConfig(query=f"copy (select * from t) to '{tmp_path / 'data' / 'ok.csv'}'")))
     assert (tmp_path / "data" / "ok.csv").read_text() == "x\n1\n"
     (tmp_path / "in.csv").write_text("a\n1\n")  # the cluster's own folder
-    assert sql(ctx, SqlConfig(query=f"select * from read_csv('{tmp_path / 'in.csv'}')")).fetchall() == [(1,)]
+    assert rows(sql(ctx, SqlConfig(query=f"select * from read_csv('{tmp_path / 'in.csv'}')"))) == [(1,)]
     outside = tmp_path.parent / f"{tmp_path.name}-outside"
     outside.mkdir()
     (outside / "secret.csv").write_text("a\n1\n")
     for query in (f"select * from read_csv('{outside / 'secret.csv'}')", "select * from read_csv('/etc/passwd')",
                   f"select * from '{tmp_path}/../{outside.name}/secret.csv'"):
         with pytest.raises(PermissionError, match="Cannot access file") as info:
-            sql(ctx, SqlConfig(query=query)).fetchall()
+            rows(sql(ctx, SqlConfig(query=query)))
         assert "secret.csv" in str(info.value) or "/etc/passwd" in str(info.value)
     with pytest.raises(PermissionError, match=str(outside)):
-        sql(ctx, SqlConfig(query=f"copy (select 1) to '{outside / 'owned.csv'}'")).fetchall()
+        rows(sql(ctx, SqlConfig(query=f"copy (select 1) to '{outside / 'owned.csv'}'")))
     assert not (outside / "owned.csv").exists()
     with pytest.raises(Exception, match="locked"):
-        sql(ctx, SqlConfig(query="set enable_external_access = true")).fetchall()
+        rows(sql(ctx, SqlConfig(query="set enable_external_access = true")))
 
 
 def test_integer_sums_stay_integers(make_ctx, stored):
     ctx = make_ctx(tables={"t": stored("t", pl.DataFrame({"x": [1, 2, 3]}, schema={"x": pl.Int64}))})
-    out = sql(ctx, SqlConfig(query="select sum(x) as total, count(*) as n from t")).pl()
+    out = frame(sql(ctx, SqlConfig(query="select sum(x) as total, count(*) as n from t")))
     assert out.schema["total"] == pl.Int64 and out["total"].to_list() == [6]
 
 
@@ -132,6 +141,9 @@ def test_the_batch_chain_copies_nothing(tmp_path, monkeypatch, make_ctx):
     referenced, never copied into exo's store, and the query's rows go from DuckDB to Parquet, not through Python."""
     import duckdb
 
+    import satellites.tables.sql as sql_module
+
+    monkeypatch.setattr(sql_module, "SMALL_INPUT_BYTES", 0)  # what bench_batch runs: inputs far over the small-input size
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
     source = tmp_path / "source.parquet"
     duckdb.sql(f"copy (select 'r' || (i % 3) as region, i / 10.0 as amount, i % 2 = 0 as flag from range(5000) t(i)) "
@@ -160,15 +172,96 @@ def test_read_only_queries_share_a_sandbox_but_never_see_each_others_views(make_
     b = make_ctx(tables={"b": stored("b", pl.DataFrame({"x": [2]}))})
     first = sql(a, SqlConfig(query="select x from a"))
     databases = len(duck._sandboxes)
-    assert sql(b, SqlConfig(query="select x from b")).fetchall() == [(2,)]
+    assert rows(sql(b, SqlConfig(query="select x from b"))) == [(2,)]
     assert len(duck._sandboxes) == databases  # the same sandbox: one shared database, a cursor each
     with pytest.raises(duckdb.CatalogException):  # `a` is a view of the first step's cursor only
-        sql(b, SqlConfig(query="select x from a")).fetchall()
-    assert first.fetchall() == [(1,)]
+        rows(sql(b, SqlConfig(query="select x from a")))
+    assert rows(first) == [(1,)]
     # a query that writes gets a database of its own: what it creates is gone for the next step
     made = sql(a, SqlConfig(query="create table kept as select 7 as x; select * from kept", multiple_statements=True))
-    assert made.fetchall() == [(7,)]
+    assert rows(made) == [(7,)]
     with pytest.raises(duckdb.CatalogException):
-        sql(a, SqlConfig(query="select * from kept")).fetchall()
+        rows(sql(a, SqlConfig(query="select * from kept")))
     with pytest.raises(PermissionError, match="Cannot access file"):  # the shared sandbox is locked as its own is
-        sql(a, SqlConfig(query="select * from read_csv('/etc/passwd')")).fetchall()
+        rows(sql(a, SqlConfig(query="select * from read_csv('/etc/passwd')")))
+
+
+# -- small inputs: the result comes back as a DataFrame (issue 15: per-step cost of a sql chain) ---------------------
+PLAIN = ("select 1::tinyint as i8, 2::smallint as i16, 3::integer as i32, 4::bigint as i64, 5::ubigint as u64, "
+         "1.5::float as f32, 2.5::double as f64, 'x' || i as s, (i % 2 = 0) as b, date '2026-12-07' + i::integer as d, "
+         "timestamp '2026-12-07 10:00:00' + to_seconds(i) as ts, 'ab'::blob as bin, "
+         "case when i = 1 then null else i end as nullable from range(3) r(i)")
+
+
+def test_small_results_are_frames_that_store_exactly_what_duckdb_stores(make_ctx, stored, tmp_path, monkeypatch):
+    """The small-result DataFrame, written by exo's IO manager, reads back (in Polars and in DuckDB) exactly as the
+    file DuckDB's own COPY writes for the same relation."""
+    import duckdb
+    from upath import UPath
+
+    import satellites.tables.sql as sql_module
+    from exo_dagster.sdk.table_write import write_parquet_atomic
+
+    ctx = make_ctx(tables={"t": stored("t", pl.DataFrame({"x": [1]}))})
+    query = PLAIN.replace("range(3) r(i)", "range(3) r(i), t")
+    small = sql(ctx, SqlConfig(query=query))
+    assert isinstance(small, pl.DataFrame) and small.height == 3
+    monkeypatch.setattr(sql_module, "SMALL_INPUT_BYTES", 0)
+    big = sql(ctx, SqlConfig(query=query))
+    assert isinstance(big, duckdb.DuckDBPyRelation)
+    write_parquet_atomic(small, UPath(tmp_path / "small.parquet"))
+    write_parquet_atomic(big, UPath(tmp_path / "big.parquet"))
+    from_small, from_big = pl.read_parquet(tmp_path / "small.parquet"), pl.read_parquet(tmp_path / "big.parquet")
+    assert from_small.schema == from_big.schema and from_small.equals(from_big)
+    described = [duckdb.sql(f"describe select * from '{tmp_path / name}'").fetchall() for name in ("small.parquet", "big.parquet")]
+    assert described[0] == described[1]
+
+
+@pytest.mark.parametrize("expression", ["interval 1 day", "[1, 2]", "{'a': 1}", "uuid()", "1.25::decimal(10, 2)",
+                                        "timestamptz '2026-12-07 10:00:00+00'", "map {'k': 1}",
+                                        "time '10:00:00'"])  # Polars' Time is nanoseconds: DuckDB would read TIME_NS
+def test_other_types_stay_relations_written_by_duckdb(make_ctx, stored, expression):
+    import duckdb
+
+    ctx = make_ctx(tables={"t": stored("t", pl.DataFrame({"x": [1]}))})
+    assert isinstance(sql(ctx, SqlConfig(query=f"select {expression} as v, x from t")), duckdb.DuckDBPyRelation)
+
+
+def test_a_large_result_of_small_inputs_is_written_by_duckdb_in_full(make_ctx, stored, monkeypatch):
+    import duckdb
+
+    import satellites.tables.sql as sql_module
+
+    monkeypatch.setattr(sql_module, "SMALL_RESULT_ROWS", 5)
+    ctx = make_ctx(tables={"t": stored("t", pl.DataFrame({"x": list(range(4))}))})
+    result = sql(ctx, SqlConfig(query="select a.x, b.x as y from t a, t b order by 1, 2"))  # 16 rows from 4
+    assert isinstance(result, duckdb.DuckDBPyRelation) and len(rows(result)) == 16
+    assert isinstance(sql(ctx, SqlConfig(query="select * from t")), pl.DataFrame)  # 4 rows: under the cap
+
+
+def test_no_inputs_or_large_inputs_keep_duckdbs_threads_and_streaming(make_ctx, stored, monkeypatch):
+    import duckdb
+
+    import satellites.tables.sql as sql_module
+
+    assert isinstance(sql(make_ctx(), SqlConfig(query="select 42 as x")), duckdb.DuckDBPyRelation)  # size unknown
+    ctx = make_ctx(tables={"t": stored("t", pl.DataFrame({"x": [1]}))})
+    assert sql_module._small_inputs([p for t in ctx.tables.values() for p in t.paths])
+    monkeypatch.setattr(sql_module, "SMALL_INPUT_BYTES", 1)
+    assert not sql_module._small_inputs([p for t in ctx.tables.values() for p in t.paths])
+    assert not sql_module._small_inputs(["s3://bucket/t.parquet"])
+
+
+def test_a_next_step_reads_an_output_this_process_just_wrote_from_memory(make_ctx, tmp_path):
+    """The in-memory copy is used only while the file is unchanged: a file rewritten since is read from disk."""
+    from exo_dagster import StoredTable
+    from exo_dagster.sdk.table import RECENT
+
+    path = tmp_path / "prev.parquet"
+    kept = pl.DataFrame({"x": [1, 2]})
+    kept.write_parquet(path)
+    RECENT.put(str(path), kept)
+    ctx = make_ctx(previous=StoredTable(str(path), name="prev"))
+    assert rows(sql(ctx, SqlConfig(query="select sum(x) from input"))) == [(3,)]
+    pl.DataFrame({"x": [10, 20, 30]}).write_parquet(path)  # changed on disk: the kept frame no longer counts
+    assert rows(sql(ctx, SqlConfig(query="select sum(x) from input"))) == [(60,)]
