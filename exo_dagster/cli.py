@@ -24,10 +24,11 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
     Succeeds exactly when a code location built from PATHS loads every file: each file is parsed and
     checked, all clusters are compiled together (name clashes between clusters), and Dagster builds
     the repository and resolves every job."""
+    from exo_dagster.catalog.registry import default_registry
     from exo_dagster.location import build_location, source_lines
 
     built = build_location(paths, strict=strict)
-    for problem in built.warnings:
+    for problem in default_registry().problems():  # the whole catalog's, not only the plugins the location imported
         click.echo(f"warning: {problem}", err=True)
     for file, definition in built.satellites.items():
         click.echo(f"ok  {file}: {definition.id}@{definition.version} (configured {definition.based_on})")

@@ -151,7 +151,7 @@ def build_location(paths: Iterable[str | os.PathLike], *, strict: bool = False, 
     definitions = _resolve(parts, broken)
     healthy = [c for c, _ in parts if c.file not in broken]
     return LocationBuild(clusters=healthy, definitions=definitions, broken=broken, satellites=catalog.loaded,
-                         warnings=base.problems())
+                         warnings=base.problems(load=False))  # what loaded: unused plugins are not imported
 
 
 def _claim(owners: dict[tuple[str, str], Cluster], cluster: Cluster, defs: dg.Definitions) -> SpecError | None:

@@ -73,6 +73,7 @@ def sites(tmp_path_factory) -> dict[str, Path]:
     pyproject = (fork / "pyproject.toml").read_text()
     (fork / "pyproject.toml").write_text(pyproject.replace('name = "exo-acme-satellites"', 'name = "exo-acme-fork"')
                                          .replace('acme = "exo_acme_satellites"', 'acme-fork = "exo_acme_fork"')
+                                         .replace('"satellite/acme/shout" = "exo_acme_satellites"', '"satellite/acme/shout" = "exo_acme_fork"')
                                          .replace('packages = ["exo_acme_satellites"]', 'packages = ["exo_acme_fork"]'))
     out["exo-acme-fork"] = _install(fork, tmp)
     return out
@@ -105,11 +106,12 @@ def test_a_plugin_satellite_is_listed_with_its_distribution(sites):
     result = exo("satellites", sites=(acme,))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "satellite/acme/shout@0.1.0" in [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
-    code = ("from exo_dagster.catalog.registry import default_registry as d; r = d(); "
-            "print(r.source('satellite/acme/shout'), r.source('satellite/exospherehost/sql'), r.problems())")
+    code = ("import sys; from exo_dagster.catalog.registry import default_registry as d; r = d(); "
+            "deferred = 'exo_acme_satellites' not in sys.modules; "  # it has an index: imported on first use
+            "print(deferred, r.source('satellite/acme/shout'), r.source('satellite/exospherehost/sql'), r.problems())")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(acme), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["exo-acme-satellites", "exo-dagster", "[]"]
+    assert out.stdout.split() == ["True", "exo-acme-satellites", "exo-dagster", "[]"]
 
 
 def test_validate_and_run_a_cluster_that_uses_a_plugin(sites, tmp_path):
