@@ -178,5 +178,16 @@ def _covers(package: str, module: str) -> bool:
     return bool(module) and (module == package or module.startswith(package + "."))
 
 
+_names: dict[int, tuple[object, str]] = {}  # id(distribution) -> (it, its name): kept alive, so the id stays its own
+
+
 def _dist(ep: EntryPoint) -> str:
-    return ep.dist.name if ep.dist is not None else "?"
+    """The distribution's name, read once per distribution: `Distribution.name` parses its whole METADATA file
+    (the README included, about 6 ms for exo-dagster's) on every call, and a scan asks once per entry point."""
+    dist = ep.dist
+    if dist is None:
+        return "?"
+    known = _names.get(id(dist))
+    if known is None or known[0] is not dist:
+        known = _names[id(dist)] = (dist, dist.name)
+    return known[1]
