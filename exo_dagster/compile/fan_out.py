@@ -16,7 +16,7 @@ import dagster as dg
 from upath import UPath
 
 from exo_dagster.sdk import paths
-from exo_dagster.storage.io_manager import CHUNKS_DIR, to_frame, write_parquet_atomic
+from exo_dagster.storage.io_manager import CHUNKS_DIR, LOCAL_CHUNKS_DIR, to_frame, write_parquet_atomic
 from exo_dagster.sdk.table import StoredTable
 
 
@@ -27,7 +27,7 @@ def chunk_folder(manager: Any, key: dg.AssetKey, run_id: str) -> tuple[UPath, di
     if base is not None and paths.is_url(str(base)):
         options = dict(getattr(base, "storage_options", {}) or {}) or None
         return base / CHUNKS_DIR / "__".join(key.path) / run_id, options
-    return UPath(os.path.join(paths.data_dir(), "chunks", *key.path, run_id)), None
+    return UPath(os.path.join(paths.data_dir(), LOCAL_CHUNKS_DIR, *key.path, run_id)), None
 
 
 def chunk_bounds(rows: int, size: int) -> list[tuple[int, int]]:

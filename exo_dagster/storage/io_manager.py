@@ -29,6 +29,7 @@ from exo_dagster.sdk.table_write import to_frame, write_parquet_atomic  # noqa: 
 
 REF_SUFFIX = ".ref.json"
 CHUNKS_DIR = "_chunks"  # fan-out chunk files under a remote base path (compile/fan_out.py): referenced, never copied
+LOCAL_CHUNKS_DIR = "chunks"  # ... and under the data folder where outputs are local: `<data>/chunks/<key parts>/<run id>/`
 
 
 class SourceChanged(RuntimeError):
@@ -137,11 +138,13 @@ class ParquetTableIOManager(UPathIOManager):
                 counted = int(scan.select(pl.len()).collect().item()), scan.collect_schema()
             except Exception as exc:  # noqa: BLE001 - name the files, keep the reason
                 raise ValueError(f"cannot reference {', '.join(table.paths)}: {exc}") from None
+            previous = self._referenced(ref)
             with atomic_write(ref, "w") as fh:
                 fh.write(json.dumps(record))
             if path.exists():
                 path.unlink()
             stored, kind = table, "reference"
+            self._drop_superseded_chunks(context, previous, table.paths)
         else:
             _write_classified(context, obj, path)
             if ref.exists():
@@ -161,6 +164,50 @@ class ParquetTableIOManager(UPathIOManager):
         context.add_output_metadata({**table_metadata(context.output_metadata, rows, schema, list(stored.paths)),
                                      "exo/storage": kind})
         self._register(context, stored, path, schema)
+
+    def _referenced(self, ref: UPath) -> list[str]:
+        """The files the current reference names (none if there is none, or it cannot be read)."""
+        try:
+            return list(json.loads(ref.read_text()).get("paths") or [])
+        except (OSError, ValueError, AttributeError):
+            return []
+
+    def _chunk_run_folder(self, file: str) -> str | None:
+        """`<chunks root>/.../<run id>` for a fan-out chunk file of this storage, else None."""
+        roots = [str(self._base_path / CHUNKS_DIR) + "/"] if paths.is_url(str(self._base_path)) else \
+            [os.path.join(paths.data_dir(), LOCAL_CHUNKS_DIR, "")]
+        if not any(file.startswith(root) for root in roots):
+            return None
+        return file.rsplit("/", 1)[0]
+
+    def _drop_superseded_chunks(self, context: OutputContext, old: list[str], new: list[str]) -> None:
+        """A fan-out output references its run's chunk files; once a newer run's merge replaces that
+        reference, the older run's chunk folder is garbage (in S3 it would be paid for forever). It is
+        removed once that run is over in this Dagster instance; a run still in progress (its downstream
+        steps may be reading it) or unknown to the instance keeps its folder."""
+        keep = {self._chunk_run_folder(p) for p in new}
+        folders = sorted({f for f in map(self._chunk_run_folder, old) if f is not None} - keep)
+        if not folders:
+            return
+        try:
+            instance = context.step_context.instance
+        except Exception:  # noqa: BLE001 - no run around this output (a test's build_output_context): keep everything
+            return
+        for folder in folders:
+            run = instance.get_run_by_id(folder.rsplit("/", 1)[-1])
+            if run is None or not run.is_finished:
+                continue
+            try:
+                if paths.is_url(folder):
+                    self.fs.rm(folder, recursive=True)
+                else:
+                    import shutil
+
+                    shutil.rmtree(folder)
+            except FileNotFoundError:
+                continue
+            except Exception as exc:  # noqa: BLE001 - garbage left behind is logged, never a failed step
+                context.log.warning(f"could not remove the superseded chunk folder {folder}: {exc}")
 
     def _is_source(self, table: StoredTable, path: UPath) -> bool:
         """A pass-through of files outside our own storage (never a reference to another output)."""

@@ -83,3 +83,31 @@ def test_a_fanned_out_step_has_its_owners_tags_and_name_led_description():
     spec = compile_cluster(cluster).resolve_assets_def(key).specs_by_key[key]
     assert list(spec.owners) == ["team:words"] and spec.tags["domain"] == "text" and spec.tags["tier"] == "gold"
     assert spec.description.split("\n\n")[0] == "Tag"
+
+
+def test_a_newer_runs_merge_removes_the_older_runs_chunk_files(tmp_path, monkeypatch):
+    """The merged output references its run's chunk files: a later run's merge makes the earlier run's folder
+    garbage, removed once that run is over; a folder of a run still in progress, or unknown here, stays."""
+    import json
+
+    monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
+    cluster = parse_cluster(CLUSTER, "chunks.yaml", registry=_registry())
+    job = compile_cluster(cluster).resolve_job_def(cluster.job_name)
+    chunks = tmp_path / "exo" / "chunks" / "test" / "chunks" / "tagged"
+    ref = tmp_path / "exo" / "outputs" / "test__chunks" / "tagged.parquet.ref.json"
+    with dg.instance_for_test() as instance:
+        first = job.execute_in_process(instance=instance)
+        assert first.success and sorted(p.name for p in chunks.iterdir()) == [first.run_id]
+        # a run still going (its downstream steps may read its chunks) and a run this instance never saw
+        busy = instance.add_run(dg.DagsterRun(job_name=cluster.job_name, run_id="busy-run", status=dg.DagsterRunStatus.STARTED))
+        for kept in (busy.run_id, "unknown-run"):
+            (chunks / kept).mkdir()
+            pl.DataFrame({"x": [1]}).write_parquet(chunks / kept / "000000.parquet")
+        record = json.loads(ref.read_text())
+        record["paths"] += [str(chunks / "busy-run" / "000000.parquet"), str(chunks / "unknown-run" / "000000.parquet")]
+        ref.write_text(json.dumps(record))
+
+        second = job.execute_in_process(instance=instance)
+        assert second.success
+        assert sorted(p.name for p in chunks.iterdir()) == sorted([second.run_id, "busy-run", "unknown-run"])
+        assert pl.read_parquet(json.loads(ref.read_text())["paths"])["tagged"].to_list() == [f"w{i}!" for i in range(10)]

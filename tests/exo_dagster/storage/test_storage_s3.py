@@ -150,3 +150,23 @@ def test_fan_out_chunks_live_in_s3_and_catalog_views_read_s3_offline(s3, monkeyp
     there = str(other / "catalog.duckdb")
     assert catalog_query.query("select count(*), min(tagged) from s3chunks.tagged", there).rows == [(10, "w0!")]
     assert catalog_query.query("select n from s3chunks.counted", there).rows == [(10,)]
+
+
+def test_a_newer_runs_merge_removes_the_older_runs_chunk_objects(s3, monkeypatch):
+    """Chunk objects of a run whose merge was superseded by a later run's are deleted from the bucket."""
+    client, bucket = s3
+    monkeypatch.setenv("EXO_OUTPUTS", f"s3://{bucket}/outputs")
+    cluster = parse_cluster(FAN_OUT, "chunks.yaml", registry=_tag_registry())
+    job = compile_cluster(cluster).resolve_job_def(cluster.job_name)
+
+    def chunk_runs() -> set[str]:
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="outputs/_chunks/").get("Contents", [])]
+        return {k.split("/")[3] for k in keys}
+
+    with dg.instance_for_test() as instance:
+        first = job.execute_in_process(instance=instance)
+        assert first.success and chunk_runs() == {first.run_id}
+        second = job.execute_in_process(instance=instance)
+        assert second.success and chunk_runs() == {second.run_id}
+    counted = pl.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key="outputs/test__s3chunks/counted.parquet")["Body"].read()))
+    assert counted["n"].to_list() == [10]
