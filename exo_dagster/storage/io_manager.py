@@ -138,7 +138,9 @@ class ParquetTableIOManager(UPathIOManager):
                 counted = int(scan.select(pl.len()).collect().item()), scan.collect_schema()
             except Exception as exc:  # noqa: BLE001 - name the files, keep the reason
                 raise ValueError(f"cannot reference {', '.join(table.paths)}: {exc}") from None
-            previous = self._referenced(ref)
+            # a fan-out merge replaces its previous run's chunks (a source file's reference has nothing to drop)
+            chunked = any(self._chunk_run_folder(p) for p in table.paths)
+            previous = self._referenced(ref) if chunked else []
             with atomic_write(ref, "w") as fh:
                 fh.write(json.dumps(record))
             if path.exists():

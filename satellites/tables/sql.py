@@ -110,8 +110,8 @@ def tables_in_query(config: dict) -> set[str]:
 )
 def sql(ctx: StepContext, config: SqlConfig) -> duckdb.DuckDBPyRelation | pl.DataFrame:
     """Runs one DuckDB SQL statement; every upstream output is a view named by its identifier, read straight
-    from Parquet (or from memory, where this process just wrote it). Templated values are literals, never SQL; files outside the step's inputs, the data folder
-    and the cluster folder cannot be read or written."""
+    from Parquet (or from memory, where this process just wrote it). Templated values are literals, never
+    SQL; files outside the step's inputs, the data folder and the cluster folder cannot be read or written."""
     import duckdb
 
     from exo_dagster.sdk import duck
