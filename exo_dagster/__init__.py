@@ -11,6 +11,7 @@ The layers, each importing only those before it:
   compile/   a Cluster to Dagster definitions: assets, fan-out, retry, SLA, triggers, failure/logs sections
   location.py, cli.py: a code location of many cluster files; the `exo` command
   component.py: ClusterComponent, the same location as a Dagster component (`defs.yaml` in a `dg` project)
+  project_init.py: `exo init DIR`, a new `dg` project whose location is its own clusters
 
 Names below are loaded on first use, so `import exo_dagster.sdk` does not load the compiler.
 """

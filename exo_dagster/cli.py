@@ -8,11 +8,92 @@ import sys
 import click
 
 from exo_dagster.spec.errors import SpecError, render_diagnostics
+from exo_dagster.spec.untrusted_text import terminal
 
 
-@click.group()
+class _Group(click.Group):
+    """A user's mistake or an unset environment is one line with the fix, never a traceback
+    (`EXO_DEBUG=1` shows the traceback of an unexpected error)."""
+
+    def invoke(self, ctx: click.Context):
+        import os
+
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence of a CLI
+            if os.environ.get("EXO_DEBUG"):
+                raise
+            text = " ".join("".join(c if c.isprintable() else " " for c in str(exc)).split())[:500]
+            click.echo(f"exo {ctx.invoked_subcommand or ''}: {type(exc).__name__}: {text} "
+                       "(EXO_DEBUG=1 shows the traceback)", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
 def main() -> None:
     """exo-dagster: YAML clusters of satellites on Dagster."""
+    _load_dotenv()
+
+
+def _load_dotenv() -> None:
+    """A `.env` in the current folder sets the environment, as it does for Dagster's CLIs (`dagster`, `dg`), so
+    exo and dg agree on DAGSTER_HOME in a project of `exo init` (whose .env names its instance folder)."""
+    import os
+
+    if not os.path.isfile(".env"):
+        return
+    from dotenv import dotenv_values  # python-dotenv: Dagster's own dependency, which its CLIs read .env with
+
+    os.environ.update({key: value for key, value in dotenv_values(".env").items() if value is not None})
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--name", default=None, help="The project's Python package (default: from FOLDER's name).")
+@click.option("--force", is_flag=True, help="Write into a non-empty FOLDER: files of the same name are replaced, "
+                                            "an existing .env and .gitignore get exo's lines added.")
+def init(folder: str, name: str | None, force: bool) -> None:
+    """Create a new dg project in FOLDER: its clusters in FOLDER/clusters (an example included), a ClusterComponent
+    pointing at them, exo's instance defaults in FOLDER/.dagster (named in FOLDER/.env), a README of commands."""
+    import importlib.util
+    import shlex
+
+    from exo_dagster.project_init import InitError, init_project
+
+    try:
+        made = init_project(folder, name=name, force=force)
+    except InitError as exc:
+        click.echo(f"exo init: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"wrote a dg project in {made.root} (package {made.package}, DAGSTER_HOME {made.home}); try:\n"
+               f"  cd {shlex.quote(folder)}\n  dg list defs\n  dg launch --job {made.job}\n  dg dev")
+    missing = [module for module in ("dagster_dg_cli", "dagster_webserver")
+               if importlib.util.find_spec(module) is None]
+    if missing:  # `dg` and its UI are extras of exo-dagster
+        click.echo(f"note: {' and '.join(missing)} not installed here; `dg` needs them: "
+                   "pip install 'exo-dagster[ui,dg]'", err=True)
+
+
+def _require_dagster_home() -> str:
+    """The instance folder `exo run` uses: DAGSTER_HOME, created when missing; unset is a one-line error with the fix."""
+    import os
+
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        click.echo("exo run: DAGSTER_HOME is not set: runs are recorded in a Dagster instance folder; set one, e.g. "
+                   "`export DAGSTER_HOME=$PWD/.exo/home` (exo creates it and writes its dagster.yaml)", err=True)
+        sys.exit(1)
+    home = os.path.abspath(os.path.expanduser(home))
+    try:
+        os.makedirs(home, exist_ok=True)
+    except OSError as exc:
+        click.echo(f"exo run: DAGSTER_HOME={home} cannot be created ({exc.strerror}); point it at a writable folder",
+                   err=True)
+        sys.exit(1)
+    os.environ["DAGSTER_HOME"] = home
+    return home
 
 
 @main.command()
@@ -28,14 +109,17 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
     from exo_dagster.location import build_location, source_lines
 
     built = build_location(paths, strict=strict)
+    # file names and text from the files are printed through `terminal`: no escape sequence reaches the terminal
     for problem in default_registry().problems():  # the whole catalog's, not only the plugins the location imported
-        click.echo(f"warning: {problem}", err=True)
+        click.echo(terminal(f"warning: {problem}"), err=True)
     for file, definition in built.satellites.items():
-        click.echo(f"ok  {file}: {definition.id}@{definition.version} (configured {definition.based_on})")
+        click.echo(terminal(f"ok  {file}: {definition.id}@{definition.version} (configured {definition.based_on})",
+                            newlines=False))
     for cluster in built.clusters:
         if cluster.warnings:
             click.echo(render_diagnostics(cluster.warnings, {cluster.file: source_lines(cluster.file)}), err=True)
-        click.echo(f"ok  {cluster.file}: cluster/{cluster.spec.identifier} -> job {cluster.job_name} ({len(cluster.steps)} steps)")
+        click.echo(terminal(f"ok  {cluster.file}: cluster/{cluster.spec.identifier} -> job {cluster.job_name} "
+                            f"({len(cluster.steps)} steps)", newlines=False))
     if built.broken:
         click.echo(str(built.error()), err=True)
         click.echo(f"{len(built.broken)} of {len(built.broken) + len(built.clusters)} cluster file(s) would not load", err=True)
@@ -68,6 +152,7 @@ def run(path: str, strict: bool, given: tuple[str, ...], partition_args: tuple[s
         sys.exit(1)
     run_config = _run_config(cluster, given)
     keys = _partition_keys(cluster, partition_args)
+    _require_dagster_home()
     prepare()  # an empty DAGSTER_HOME gets the default dagster.yaml, set up once under a lock
     job = build_reconstructable_job("exo_dagster.cli", "cluster_job", reconstructable_args=(path,))
     failed = 0
@@ -147,15 +232,15 @@ def satellites(config_id: str | None, markdown: bool, paths: tuple[str, ...]) ->
         raise click.UsageError("--config and --markdown do not go together")
     found = presets.presets_for(paths, default_registry())
     for file, error in found.broken.items():
-        click.echo(f"warning: configured satellite {file} did not load:\n{error}",
+        click.echo(f"warning: configured satellite {terminal(file, newlines=False)} did not load:\n{error}",
                    err=True)
     registry = found.registry
-    if markdown:
-        click.echo(reference.markdown(registry), nl=False)
+    if markdown:  # configured satellites' descriptions come from their files
+        click.echo(terminal(reference.markdown(registry)), nl=False)
         return
     if config_id is not None:
         definition = _satellite_named(registry, config_id)
-        click.echo(reference.config_table(definition), nl=False)
+        click.echo(terminal(reference.config_table(definition)), nl=False)
         return
     rows = []
     for definition in reference.definitions(registry):
@@ -167,7 +252,7 @@ def satellites(config_id: str | None, markdown: bool, paths: tuple[str, ...]) ->
     source_width = max((len(r[1]) for r in rows), default=0)
     for uses, source, line in rows:
         middle = f"  {source.ljust(source_width)}" if source_width else ""
-        click.echo(f"{uses.ljust(width)}{middle}  {line}".rstrip())
+        click.echo(terminal(f"{uses.ljust(width)}{middle}  {line}".rstrip(), newlines=False))
 
 
 @main.command()
@@ -188,7 +273,7 @@ def schema(out: str | None, satellite_file: bool, paths: tuple[str, ...]) -> Non
 
     found = presets.presets_for(paths, default_registry())
     for file, error in found.broken.items():
-        click.echo(f"warning: configured satellite {file} did not load:\n{error}", err=True)
+        click.echo(f"warning: configured satellite {terminal(file, newlines=False)} did not load:\n{error}", err=True)
     made = schemas.satellite_file_schema(found.registry) if satellite_file else schemas.cluster_schema(found.registry)
     text = schemas.dumps(made)
     if out is None:

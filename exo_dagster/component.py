@@ -15,6 +15,8 @@ validation commands (`dg check defs`). An inline cluster is checked as a file of
 defs.yaml itself with every line outside the `cluster:` value blanked, so its errors say
 `defs.yaml:LINE:COL` of the real line, and its relative paths are relative to the defs.yaml's folder.
 Its `${{ }}` templates are exo's, not Dagster's: the value is passed through without Jinja rendering.
+Dagster parses the defs.yaml, and walks every value its aliases expand to, before this code runs: exo's loader
+bounds (alias expansion, depth, size) apply only after Dagster's walk (README, "Two ways to load clusters").
 
 A project may hold several ClusterComponents (folders, inline clusters): Dagster merges their definitions
 and lets only one object stand for a resource key or the location's default executor, so they all share
@@ -138,7 +140,7 @@ class ClusterComponent(dg.Component, dg.Resolvable, dg.Model):
         sources = {}
         if self.cluster is not None:
             sources[_inline_file(self.cluster, base)] = _inline_text(self.cluster)
-        prepare()  # an empty DAGSTER_HOME gets exo's default dagster.yaml, as the repository's code location does
+        prepare(from_location=True)  # an empty DAGSTER_HOME gets exo's dagster.yaml (and a WARNING: instance_home.py)
         return _shared(location_definitions([base / p for p in paths], sources=sources))
 
 

@@ -42,6 +42,7 @@ from exo_dagster.catalog.registry import default_registry
 from exo_dagster.sdk.hashing import short_hash
 from exo_dagster.sdk.satellite import SatelliteDef
 from exo_dagster.spec.ir import Cluster
+from exo_dagster.spec.untrusted_text import markdown_code, markdown_text, terminal
 
 CLUSTER_SUFFIXES = (".yaml", ".yml")
 STRICT_ENV = "EXO_STRICT_LOAD"
@@ -255,7 +256,8 @@ def _short(exc: Exception) -> str:
 # -- broken files, where a Dagster user looks ---------------------------------------------------
 
 def error_asset_name(file: str) -> str:
-    stem = "".join(c if c.isalnum() else "_" for c in Path(file).stem).strip("_")[:40] or "file"
+    """ASCII letters, digits and `_` only (Dagster's rule for names): `café.yaml` must not fail the whole location."""
+    stem = "".join(c if c.isascii() and c.isalnum() else "_" for c in Path(file).stem).strip("_")[:40] or "file"
     return f"{stem}_{short_hash(file, 8)}"
 
 
@@ -266,9 +268,11 @@ def error_definitions(broken: dict[str, SpecError]) -> dg.Definitions:
 
 
 def _error_asset(file: str, exc: SpecError) -> dg.AssetsDefinition:
+    """The file's text reaches the UI only as text: the headline escaped, the report in a fence it cannot close."""
     report = exc.report()
     first = exc.errors[0] if exc.errors else None
     headline = f"{first.location}: {first.message}" if first else file  # what the catalog list shows
+    headline = markdown_text(terminal(headline, newlines=False))
 
     what = "its jobs, schedules and sensors are" if not presets.is_preset_file(file) else \
         "the satellite it declares is unknown to every cluster, and the clusters using it are"
@@ -276,12 +280,14 @@ def _error_asset(file: str, exc: SpecError) -> dg.AssetsDefinition:
     @dg.asset(key=dg.AssetKey([ERRORS_GROUP, error_asset_name(file)]), group_name=ERRORS_GROUP,
               description=f"Broken {_kind(file)}: {headline}\n\nThis file did not load, so {what} "
                           f"missing from the code location until it is fixed (the other clusters are "
-                          f"loaded).\n\n```\n{report}\n```",
-              metadata={"exo/file": file, "exo/error": str(first.location) if first else file,
-                        "exo/report": dg.MetadataValue.md(f"```\n{report}\n```")},
+                          f"loaded).\n\n{markdown_code(report)}",
+              metadata={"exo/file": terminal(file, newlines=False),
+                        "exo/error": terminal(first.location if first else file, newlines=False),
+                        "exo/report": dg.MetadataValue.md(markdown_code(report))},
               kinds={"yaml"}, tags={"exo/broken": ""})
     def _broken(context):
-        raise dg.Failure(description=f"{_kind(file)} {file} did not load:\n{report}", allow_retries=False)
+        raise dg.Failure(description=f"{_kind(file)} {terminal(file, newlines=False)} did not load:\n{report}",
+                         allow_retries=False)
 
     return _broken
 
@@ -320,7 +326,8 @@ def location_definitions(paths: Iterable[str | os.PathLike], *, sources: Mapping
         if strict_load():
             raise built.error()
         for file, exc in sorted(built.broken.items()):
-            log.warning("%s %s did not load; the other clusters are loaded. %s", _kind(file), file, exc.report())
+            log.warning("%s %s did not load; the other clusters are loaded. %s", _kind(file),
+                        terminal(file, newlines=False), exc.report())
     for problem in built.warnings:
-        log.warning("satellite catalog: %s", problem)
+        log.warning("satellite catalog: %s", terminal(problem))
     return built.definitions

@@ -150,10 +150,21 @@ def s3_server() -> Iterator[str]:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    _forget_s3_filesystems()
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+        _forget_s3_filesystems()
+
+
+def _forget_s3_filesystems() -> None:
+    """s3fs caches one filesystem (and its endpoint) per set of options: a later test must not get a stopped server's."""
+    try:
+        from s3fs import S3FileSystem
+    except ImportError:
+        return
+    S3FileSystem.clear_instance_cache()
 
 
 @dataclass

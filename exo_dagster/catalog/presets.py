@@ -12,7 +12,10 @@
         system: Summarize the ticket in one sentence.
       open: [temperature, timeout]          # the only config fields a cluster may set (`secrets` always may)
 
-A field both in `config` and `open` is a default the cluster may change. A required base field must be
+A field both in `config` and `open` is a default the cluster may change; every other field is fixed (at its
+value, or the base's default) and no channel sets it: not `config:` in any case or spelling, not an `input:`
+key that the satellite reads in its place (call-webhook's per-row `url`); see spec/preset_rules.py, which
+the checker (located errors) and the step runtime (a refusal) share. A required base field must be
 fixed or open. A preset's config may use `${{ env.NAME }}` and `${{ cluster.* }}` templates; table and
 secret references belong in the cluster. A preset is based on a satellite written in Python, not on
 another preset.
@@ -256,6 +259,14 @@ class _PresetChecker:
                        "remove it: secrets are the cluster's; a cluster using this satellite maps them in its step's `config.secrets`",
                        key=True)
             config = {k: v for k, v in config.items() if k != "secrets"}
+        spelled: dict[str, str] = {}
+        for key in config:  # `max-tokens` and `max_tokens` both: which one pydantic keeps is not what a reader sees
+            canonical = config_key(model, key)
+            if canonical in spelled:
+                self.error(path + (key,), f"`{key}` sets `{canonical}` a second time (as `{spelled[canonical]}` above)",
+                           "write each field once", key=True)
+            elif canonical is not None:
+                spelled[canonical] = key
         templated: set[tuple] = set()
         for sub, text in templates.walk_strings(config):
             if not templates.has_template(text):

@@ -21,7 +21,7 @@ from exo_dagster.execution.executor_choice import executor_for, resolve_executor
 from exo_dagster.compile import failure_section as failure
 from exo_dagster.compile import logs_section as log_forwarding
 from exo_dagster.compile import retry_policy as retry
-from exo_dagster.execution import run_executor, run_slots
+from exo_dagster.execution import launch_paths, run_executor, run_slots
 from exo_dagster.compile import run_end, sla
 from exo_dagster.compile import inputs_resource, triggers
 from exo_dagster.spec.ir import Cluster, ParsedStep, op_name
@@ -30,6 +30,7 @@ from exo_dagster.compile import partitions
 from exo_dagster.compile import skip_gate
 from exo_dagster.runtime import empty_input
 from exo_dagster.spec.models import Resources
+from exo_dagster.spec.untrusted_text import markdown_text, terminal
 from exo_dagster.runtime.step_compute import count_rows, make_compute
 from exo_dagster.sdk.hashing import short_hash
 
@@ -92,10 +93,12 @@ def compile_cluster(cluster: Cluster, *, with_resources: bool = True, executor: 
     job = dg.define_asset_job(
         name=cluster.job_name,
         selection=dg.AssetSelection.assets(*keys),
-        description=spec.description or spec.title or f"cluster/{spec.identifier}",
+        description=markdown_text(spec.description or spec.title or f"cluster/{spec.identifier}"),
         tags=run_tags(cluster),
         executor_def=run_executor.guarded(executor_for(name), name, [cluster], run_tags, run_end.claim),
     )
+    if spec.partitions is not None:  # one partition per run: Dagster's CLI refuses a range; say what to run instead
+        launch_paths.explain_partition_ranges()
     schedules, sensors = triggers.definitions(cluster, job)
     section_jobs = []
     for section in (failure, log_forwarding):  # the `failure:` and `logs:` sections: a job and its sensors each
@@ -130,12 +133,13 @@ def asset_tags(cluster: Cluster, step: ParsedStep) -> dict[str, str]:
 
 def description(step: ParsedStep) -> str:
     """Plain text first (the catalog and op graph show the first line unrendered): the step's name, its
-    description, then what the satellite does. The asset page renders it as markdown."""
-    text = step.spec.name
+    description, then what the satellite does. The asset page renders it as markdown, so each is escaped:
+    a cluster file's text shows as written, never as links, images or HTML (spec/untrusted_text.py)."""
+    text = markdown_text(step.spec.name)
     if step.spec.description and step.spec.description.strip() != step.spec.name:
-        text += f"\n\n{step.spec.description.strip()}"
-    if step.satellite.docs:
-        text += f"\n\n{step.satellite.id}: {_plain(step.satellite.docs.splitlines()[0])}"
+        text += f"\n\n{markdown_text(step.spec.description.strip())}"
+    if step.satellite.docs:  # a configured satellite's docs come from its file
+        text += f"\n\n{markdown_text(f'{step.satellite.id}: {_plain(step.satellite.docs.splitlines()[0])}')}"
     return text
 
 
@@ -162,7 +166,8 @@ def _code_reference(cluster: Cluster, step: ParsedStep) -> dg.CodeReferencesMeta
         warnings.simplefilter("ignore", dg.BetaWarning)
         return dg.CodeReferencesMetadataValue(code_references=[
             dg.LocalFileCodeReference(file_path=cluster.source_path, line_number=step.location.line,
-                                      label=f"{step.spec.name} ({Path(cluster.file).name}:{step.location.line})"),
+                                      label=terminal(f"{step.spec.name} ({Path(cluster.file).name}:"
+                                                     f"{step.location.line})", newlines=False)),
         ])
 
 

@@ -4,6 +4,8 @@ The step becomes a graph-backed asset: `split` yields one dynamic output per chu
 runs the satellite over its slice of rows (so chunks can land on different processes or
 workers), and `merge` hands the chunk files on as one table. Each chunk's Parquet is written
 atomically where the outputs go (`chunk_folder`) and the merged output references them, with no copy.
+Each run's chunk folder carries a marker, so a later merge's clean-up (storage/chunk_folders.py) deletes
+only folders the fan-out made.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from typing import Any, Callable
 import dagster as dg
 from upath import UPath
 
+from exo_dagster.sdk import leak_guard
 from exo_dagster.sdk import paths
-from exo_dagster.storage.io_manager import CHUNKS_DIR, LOCAL_CHUNKS_DIR, to_frame, write_parquet_atomic
+from exo_dagster.storage import chunk_folders
+from exo_dagster.storage.io_manager import to_frame, write_parquet_atomic
 from exo_dagster.sdk.table import StoredTable
 
 
@@ -24,10 +28,9 @@ def chunk_folder(manager: Any, key: dg.AssetKey, run_id: str) -> tuple[UPath, di
     """Local outputs: `<data folder>/chunks/...` as before. Remote outputs (`s3://...`): under the IO
     manager's base path, so workers on other hosts (no shared disk) write and merge the same files."""
     base = getattr(manager, "_base_path", None)
-    if base is not None and paths.is_url(str(base)):
-        options = dict(getattr(base, "storage_options", {}) or {}) or None
-        return base / CHUNKS_DIR / "__".join(key.path) / run_id, options
-    return UPath(os.path.join(paths.data_dir(), LOCAL_CHUNKS_DIR, *key.path, run_id)), None
+    remote = base is not None and paths.is_url(str(base))
+    options = (dict(getattr(base, "storage_options", {}) or {}) or None) if remote else None
+    return chunk_folders.run_folder(base, key.path, run_id), options
 
 
 def chunk_bounds(rows: int, size: int) -> list[tuple[int, int]]:
@@ -72,8 +75,10 @@ def graph_asset(
         folder, _ = chunk_folder(getattr(context.resources, io_manager_key), key, context.run.run_id)
         if not paths.is_url(str(folder)):
             os.makedirs(folder, exist_ok=True)
-        target = folder / f"{chunk['index']:06d}.parquet"
-        write_parquet_atomic(to_frame(value), target)  # an object store's PUT is atomic: no half-written chunk
+        chunk_folders.mark(folder, key.path, context.run.run_id)  # clean-up deletes only marked folders
+        target = folder / chunk_folders.chunk_file_name(chunk["index"])
+        with leak_guard.masked(leak_guard.run_values(context.run.run_id)):  # a lazy chunk computes here: masked
+            write_parquet_atomic(to_frame(value), target)  # an object store's PUT is atomic: no half-written chunk
         return str(target)
 
     @dg.op(name=f"{name}__merge", out=dg.Out(io_manager_key=io_manager_key), tags=op_tags,

@@ -20,6 +20,7 @@ import dagster as dg
 from exo_dagster.runtime.run_inputs import has_inputs, resource_key
 from exo_dagster.spec.ir import Cluster
 from exo_dagster.spec.run_inputs import choice_text, resolve_values
+from exo_dagster.spec.untrusted_text import terminal
 
 _SCALARS = {"string": str, "int": int, "float": float, "bool": bool, "date": str, "datetime": str}
 
@@ -41,7 +42,7 @@ def _config_type(cluster: Cluster, name: str, declared: Any) -> Any:
 def _field(cluster: Cluster, name: str, declared: Any) -> dg.Field:
     kind = f"{declared.type} ({', '.join(map(choice_text, declared.values))})" if declared.type == "enum" else declared.type
     kind += " YYYY-MM-DD" if declared.type == "date" else " ISO 8601, e.g. 2026-11-01T08:00:00" if declared.type == "datetime" else ""
-    text = f"{declared.description} [{kind}]" if declared.description else kind
+    text = terminal(f"{declared.description} [{kind}]" if declared.description else kind)  # the Launchpad's text
     config_type = _config_type(cluster, name, declared)
     if declared.required:
         return dg.Field(config_type, is_required=True, description=text)

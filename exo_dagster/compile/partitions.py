@@ -14,8 +14,10 @@ from typing import Any, Callable
 
 import dagster as dg
 
+from exo_dagster.spec.untrusted_text import terminal
 from exo_dagster.spec.ir import Cluster
 from exo_dagster.spec.models import as_datetime
+from exo_dagster.spec.partition_checks import KEY_HINT, partition_key_problem
 
 TIME_DEFINITIONS = {"hourly": dg.HourlyPartitionsDefinition, "daily": dg.DailyPartitionsDefinition,
                     "weekly": dg.WeeklyPartitionsDefinition, "monthly": dg.MonthlyPartitionsDefinition}
@@ -61,6 +63,11 @@ def template_roots(cluster: Cluster) -> Callable[[Any], dict[str, dict[str, Any]
             raise dg.Failure(description=f"cluster/{cluster.spec.identifier} is partitioned "
                                          f"({cluster.spec.partitions.kind}) and this run has no partition key; "
                                          + NO_PARTITION_HINT, allow_retries=False)
+        problem = partition_key_problem(key)  # a key a run brings (a run tag) meets the rule static keys met
+        if problem:
+            raise dg.Failure(description=terminal(f"cluster/{cluster.spec.identifier}: this run's partition key cannot "
+                                                  f"be stored: {problem}; {KEY_HINT}", newlines=False),
+                             allow_retries=False)
         return {"partition": partition_fields(cluster, definition, key)}
 
     return roots

@@ -10,10 +10,11 @@ with the run they are about, exactly as the sensors would. `exo run` calls `run_
 
 Why at the end of the process and not in a thread beside it: Dagster is not thread-safe here (two
 executions at once deadlock on the `logging` module's locks, seen as a hung `dagster job execute`).
-So only processes that end with their run claim it: the `dagster` and `exo` commands (`dagster job
-execute`, the run worker `dagster api execute_run` that the UI, schedules, sensors and `dagster job
-launch` start, `exo run`); elsewhere (a Celery worker running runs, a notebook) the daemon's sensors
-handle the run as before. `EXO_SECTIONS_IN_RUN=1|0` forces either way.
+So only processes that end with their run claim it: those orchestrating it below one of Dagster's one-run
+entry points, found on the call stack (execution/launch_paths.py: `dagster job execute`, `dg launch`,
+`dagster asset materialize`, a run worker of the UI, schedules, sensors and `dagster job launch`, `exo run`);
+elsewhere (a Celery worker running runs, a notebook) the daemon's sensors handle the run as before.
+`EXO_SECTIONS_IN_RUN=1|0` forces either way.
 
 The sensors skip runs carrying the tag, so a section never fires twice; they remain the backstop for
 runs whose process died or that were failed from outside (a run worker killed, a run failed by
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 import time
 from typing import Iterable
@@ -33,12 +33,12 @@ import dagster as dg
 
 from exo_dagster.compile import failure_section as failure
 from exo_dagster.compile import logs_section as log_forwarding
+from exo_dagster.execution import launch_paths
 from exo_dagster.spec.ir import Cluster
 
 HANDLED_TAG = "exo/sections"
 HANDLED_IN_RUN = "in-run"
 FORCE_ENV = "EXO_SECTIONS_IN_RUN"
-ONE_SHOT_COMMANDS = ("dagster", "exo")
 FINAL_STATUS_TIMEOUT_S = 90.0  # the final event follows the executor within a second; never hold a process long
 POLL_S = 0.2
 
@@ -57,14 +57,12 @@ def handled_in_run(run: dg.DagsterRun) -> bool:
 
 
 def one_shot_process() -> bool:
-    """Whether this process ends with its run (the `dagster`/`exo` commands), so it can run the sections then."""
+    """Whether this process ends with the run it orchestrates (one of Dagster's one-run entry points is on the
+    stack), so it can run the sections then."""
     forced = os.environ.get(FORCE_ENV, "").strip().lower()
     if forced in ("1", "true", "yes", "0", "false", "no"):
         return forced in ("1", "true", "yes")
-    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
-    command, package = os.path.basename(argv0), os.path.basename(os.path.dirname(argv0))
-    # `dagster ...`, `exo ...`, and their `python -m dagster` (run workers) / `python -m exo_dagster.cli` forms
-    return command in ONE_SHOT_COMMANDS or (package, command) in (("dagster", "__main__.py"), ("exo_dagster", "cli.py"))
+    return launch_paths.one_run_entry_point() is not None
 
 
 def claim(instance: dg.DagsterInstance, run_id: str, clusters: Iterable[Cluster]) -> bool:

@@ -14,6 +14,7 @@ import dagster as dg
 from exo_dagster.dagster_private import resolve_dagster_type
 
 from exo_dagster.spec.ir import Cluster, ParsedStep
+from exo_dagster.spec.untrusted_text import markdown_text
 from exo_dagster.runtime.step_compute import make_compute
 from exo_dagster.compile.partitions import partitions_def
 
@@ -82,7 +83,8 @@ def _step_op(cluster: Cluster, section: str, step: ParsedStep, main: dict[str, P
 
     @dg.op(name=f"{cluster.job_name}__{section}__{step.asset_name}", ins=ins,  # op names are location-wide required_resource_keys={io_manager_key},
            out=dg.Out(io_manager_key=io_manager_key, metadata=view_metadata(cluster, section, step.identifier)),
-           description=step.spec.name + (f"\n\n{step.spec.description}" if step.spec.description else ""),
+           description=markdown_text(step.spec.name + (f"\n\n{step.spec.description}" if step.spec.description
+                                                       else "")),
            tags={"exo/satellite": step.satellite.name}, retry_policy=_retry(cluster, step))
     def _section_step(context, **tables):
         given = {arg_to_id[k]: v for k, v in tables.items()}

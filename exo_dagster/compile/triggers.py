@@ -35,6 +35,7 @@ from exo_dagster.sdk import paths
 from exo_dagster.spec.ir import Cluster, asset_name
 from exo_dagster.compile import inputs_resource
 from exo_dagster.spec.models import CLUSTER_ID, Trigger, duration_seconds
+from exo_dagster.spec.untrusted_text import markdown_text
 
 FILES_TAG_LIMIT = 4000  # longest `exo/files` tag value; longer batches keep only the count and hash
 HASH_CHUNK = 1 << 20
@@ -71,7 +72,8 @@ def _tags(cluster: Cluster, kind: str) -> dict[str, str]:
 def cron_schedule(cluster: Cluster, job: Any, trigger: Trigger, name: str) -> dg.ScheduleDefinition:
     spec = cluster.spec
     given = ", ".join(f"{k}={v}" for k, v in trigger.inputs.items())
-    description = f"trigger.cron of cluster/{spec.identifier}" + (f" with inputs {given}" if given else "")
+    description = f"trigger.cron of cluster/{spec.identifier}" + (f" with inputs {markdown_text(given)}"
+                                                                  if given else "")
     if spec.partitions is not None:  # a run per tick for the tick's partition (compile/partitions.py)
         from exo_dagster.compile.partitions import partitioned_schedule
 

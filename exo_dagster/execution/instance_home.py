@@ -11,6 +11,7 @@ call a single `stat`.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -24,12 +25,15 @@ STAMPED = ("history/runs.db", "history/runs/index.db", "schedules/schedules.db")
 LOCK_TIMEOUT_S = 300
 
 
-def prepare(home: str | os.PathLike | None = None) -> None:
-    """What every exo entry point (the code location, `exo run`) does to DAGSTER_HOME before Dagster
-    opens it: the embedded default dagster.yaml when there is none, then the storage set up once."""
-    from exo_dagster.execution.instance_defaults import ensure_instance_config
+def prepare(home: str | os.PathLike | None = None, *, from_location: bool = False) -> None:
+    """What every exo entry point (`exo init`, `exo run`, the code location) does to DAGSTER_HOME: the embedded
+    default dagster.yaml when there is none, then the storage set up once. `from_location`: a code location
+    loads after its Dagster process opened the home, so a file written now is a loud WARNING (instance_defaults)."""
+    from exo_dagster.execution.instance_defaults import late_warning, write_instance_config
 
-    ensure_instance_config(home)
+    path, written = write_instance_config(home)
+    if written and from_location:
+        logging.getLogger("exo_dagster.instance").warning(late_warning(path))
     initialise(home)
 
 

@@ -13,6 +13,8 @@ So it is where exo:
   pass through the daemon's queue;
 - enforces the SLA (`sla.SlaGuard`): with or without a daemon, a run past it fails with "SLA exceeded";
 - runs the `failure:`/`logs:` sections once the run has ended (the `at_end` the compiler passes: `compile.run_end.claim`).
+- warns in the run's log when the webserver or daemon that launched it predates exo's dagster.yaml
+  (instance_defaults.py).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from exo_dagster.dagster_private import (
     StepDependencyConfig,
 )
 
-from exo_dagster.execution import run_slots
+from exo_dagster.execution import instance_defaults, launch_paths, run_slots
 from exo_dagster.execution import sla_guard as sla
 from exo_dagster.runtime import run_inputs
 from exo_dagster.spec.ir import Cluster, step_of
@@ -89,13 +91,17 @@ class GuardedExecutor(Executor):
         tags = {EXECUTOR_TAG: name}
         if run.job_name not in {c.job_name for c in mine}:  # an asset-selection run: the cluster's run tags too
             tags.update({k: v for k, v in self._run_tags(mine).items() if k not in run.tags})
+        # the limit is the definition's: a launcher's `exo/concurrency` is overwritten (run_slots.py)
+        tags.update(run_slots.corrected(run.tags, run_slots.definition_tag(mine)))
         instance.add_run_tags(run.run_id, tags)
+        if launch_paths.launched_by_another_process() and (late := instance_defaults.stale_instance(instance)):
+            plan_context.log.warning(late)  # its launcher predates exo's dagster.yaml: in the run's log, loudly
         seconds = _max_runtime({**tags, **run.tags})
         guard = sla.SlaGuard(seconds, _started(instance, run.run_id))
         events = inner.execute(plan_context, execution_plan)
         try:
             # a cluster with `concurrency:` waits for a slot first (a run cancelled meanwhile still ends its sections)
-            yield from _slot(plan_context, instance, run.run_id, {**tags, **run.tags}.get(run_slots.CONCURRENCY_TAG))
+            yield from _slot(plan_context, instance, run.run_id, run_slots.limits(mine))
             with guard:
                 for event in events:
                     yield event
@@ -114,10 +120,10 @@ class GuardedExecutor(Executor):
             self._at_end(instance, run.run_id, mine)
 
 
-def _slot(plan_context, instance: dg.DagsterInstance, run_id: str, value: str | None) -> Iterator[dg.DagsterEvent]:
-    """Wait for a slot of the run's cluster, logging each wait; a cancellation while waiting ends the run."""
+def _slot(plan_context, instance: dg.DagsterInstance, run_id: str, limits: dict[str, int]) -> Iterator[dg.DagsterEvent]:
+    """Wait for a slot of the run's clusters, logging each wait; a cancellation while waiting ends the run."""
     try:
-        for message in run_slots.wait_for_slot(instance, run_id, value):
+        for message in run_slots.wait_for_slot(instance, run_id, limits):
             yield DagsterEvent.engine_event(plan_context, message, EngineEventData())
     except run_slots.SlotWaitCancelled as exc:
         raise DagsterExecutionInterruptedError(str(exc)) from None
@@ -186,7 +192,7 @@ def asset_run_tags(clusters: Sequence[Cluster], tags_of) -> dict[str, Any]:
             if key == MAX_RUNTIME_TAG:
                 runtimes.append(float(value))
             elif key == run_slots.CONCURRENCY_TAG:  # one tag per run: the strictest limit holds it
-                merged[key] = min(value, merged.get(key, value), key=lambda v: (run_slots.parse_tag(v) or (1 << 30,))[0])
+                merged[key] = run_slots.strictest([value, merged.get(key)]) or value
             elif key == CLUSTER_TAG and key in merged and value not in merged[key].split(","):
                 merged[key] += f",{value}"
             else:

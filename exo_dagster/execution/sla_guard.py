@@ -7,6 +7,9 @@ import signal
 import threading
 import time
 
+from exo_dagster.dagster_private import DagsterExecutionInterruptedError
+from exo_dagster.sdk import step_limit
+
 
 def max_runtime_tag(seconds: float) -> str:
     """`dagster/max_runtime` as Dagster reads it (a number of seconds), never in exponent notation."""
@@ -19,7 +22,10 @@ class SlaGuard:
     Dagster's run monitoring (on in every `deploy/` file) enforces `dagster/max_runtime` only where a
     daemon runs; `dagster job execute` and `exo run` have none. The guard is a timer in the process that
     orchestrates the run: when it fires, it interrupts the run as Ctrl-C would (Dagster's executors
-    stop their steps on SIGINT) and the executor wrapper turns that into "SLA exceeded".
+    stop their steps on SIGINT) and the executor wrapper turns that into "SLA exceeded". A signal does not
+    stop a DuckDB query (Python sees it only between DuckDB's tasks), so the DuckDB work of steps running in
+    this process is interrupted too (step_limit.interrupt_all); step processes do that when told to stop
+    (execution/step_process.py).
     """
 
     def __init__(self, seconds: float | None, started: float | None = None):
@@ -46,6 +52,7 @@ class SlaGuard:
             if self._done:
                 return
             self.expired = True
+        step_limit.interrupt_all(DagsterExecutionInterruptedError(self.message()))  # as the SIGINT below would
         if self._signal:
             self.signalled = True
             os.kill(os.getpid(), signal.SIGINT)

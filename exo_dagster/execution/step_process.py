@@ -12,10 +12,12 @@ from exo_dagster.dagster_private import (
     ChildProcessDoneEvent,
     ChildProcessSystemErrorEvent,
     DagsterEvent,
+    DagsterExecutionInterruptedError,
     MultiprocessExecutorChildProcessCommand,
     execute_command_in_child_process,
 )
 from exo_dagster.execution import device_leases
+from exo_dagster.sdk import step_limit
 
 
 class StepCommand(MultiprocessExecutorChildProcessCommand):
@@ -36,7 +38,14 @@ class StepCommand(MultiprocessExecutorChildProcessCommand):
         # Before any user code can import CUDA: no GPU until (and unless) the step holds a lease.
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
         device_leases.set_child_lease(self.lease_conn, self.need, self.term_event)
+        # Dagster stops a step process with SIGINT, which a running DuckDB query never sees: interrupt DuckDB too
+        step_limit.start_quiet_thread(_stop_duckdb_on, self.term_event, name="exo-stop-duckdb")
         yield from super().execute()
+
+
+def _stop_duckdb_on(term_event: Any) -> None:
+    term_event.wait()
+    step_limit.interrupt_all(DagsterExecutionInterruptedError("the run was stopped"))  # as Dagster's own SIGINT
 
 
 def child_events(ctx: Any, command: StepCommand) -> Iterator[Any]:

@@ -6,8 +6,9 @@ environment; `EXO_SECRETS_BACKEND` picks others, tried in order, e.g. `file:/run
 (Docker/Kubernetes secret files first, then the environment) or `my_pkg.vault:VaultBackend`
 (any class with `get(name) -> str | None`).
 
-Everything a satellite can emit passes through `mask`: its log lines (`MaskingLog`), its error
-messages (`masked_failure`), its metadata and its output table (`mask_output`).
+Everything a satellite can emit passes through `mask`: its log lines (`MaskingLog`), its errors and their
+chains wherever in the step they are raised (`mask_exception`, through `leak_guard.masked`), its metadata
+and its output table (`mask_output`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
 
 from exo_dagster.sdk.masking import (  # noqa: F401  (re-exported: the runtime masks through this module)
-    FRAGMENT, MASK, MIN_MASKED_LENGTH, Masker, MaskingLog, encoded_forms, leaks, mask, mask_output, mask_value,
-    masked_failure, masker,
+    FRAGMENT, MASK, MIN_MASKED_LENGTH, MaskedError, Masker, MaskingLog, encoded_forms, leaks, mask, mask_exception,
+    mask_output, mask_value, masked_failure, masker,
 )
 from exo_dagster.spec.ir import SecretSource
 

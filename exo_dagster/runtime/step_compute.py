@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from typing import Any, Callable
@@ -11,7 +12,7 @@ from dagster import Failure, Output
 from pydantic import ValidationError
 
 from exo_dagster.sdk import allowed_paths
-from exo_dagster.runtime import leak_guard
+from exo_dagster.sdk import leak_guard
 from exo_dagster.sdk import row_cache
 from exo_dagster.sdk import sql_text
 from exo_dagster.sdk import step_errors
@@ -20,6 +21,7 @@ from exo_dagster.runtime import secrets as secret_values
 from exo_dagster.sdk import templates
 from exo_dagster.sdk.context import StepContext
 from exo_dagster.sdk.row_map import RowFailed
+from exo_dagster.spec import preset_rules
 from exo_dagster.spec.ir import Cluster, ParsedStep
 from exo_dagster.sdk.durations import duration_seconds
 from exo_dagster.sdk.table import StoredTable
@@ -74,8 +76,13 @@ def per_row_frame(step: ParsedStep, tables: dict[str, StoredTable], resolve) -> 
         return None
     source = tables[step.per_row_source].lazy()
     names = source.collect_schema().names()
-    exprs = [_row_expr(raw, resolve, names, _embedding(step, key)).alias(str(key))
-             for key, raw in step.spec.input.items() if is_per_row(raw)]
+    exprs = []
+    for key, raw in step.spec.input.items():
+        if is_per_row(raw):
+            try:
+                exprs.append(_row_expr(raw, resolve, names, _embedding(step, key)).alias(str(key)))
+            except Exception as exc:
+                raise step_errors.at_key(exc, f"input.{key}")
     return source.select(exprs)
 
 
@@ -99,8 +106,10 @@ def _row_expr(raw: Any, resolve, names: list[str], embedding=None) -> pl.Expr:
             pieces.append(pl.lit(piece))
         elif piece.per_row:
             if piece.column not in names:
-                raise StepInputError(f"`{piece.text}`: column `{piece.column}` is not in `{piece.satellite}`'s output "
-                                     f"(it has: {', '.join(names)})")
+                missing = StepInputError(f"`{piece.text}`: column `{piece.column}` is not in `{piece.satellite}`'s "
+                                         f"output (it has: {', '.join(names)})")
+                missing.template = piece.text
+                raise missing
             column = pl.col(piece.column)
             pieces.append(embedding.column(column) if embedding is not None and embedding.column else column)
         elif embedding is not None:
@@ -113,15 +122,19 @@ def _row_expr(raw: Any, resolve, names: list[str], embedding=None) -> pl.Expr:
     return pl.concat_str([p.cast(pl.Utf8).fill_null("") for p in pieces])
 
 
-def render_section(step: ParsedStep, section: dict[str, Any], resolve) -> dict[str, Any]:
-    """Render a config/input mapping; fields in another language (SQL, HTML) get that language's literals."""
+def render_section(step: ParsedStep, section: dict[str, Any], resolve, name: str = "config") -> dict[str, Any]:
+    """Render a config/input mapping; fields in another language (SQL, HTML) get that language's literals.
+    An error names the key it came from (`config_key`: `config.path`), so the failure points there."""
     out: dict[str, Any] = {}
     for key, value in section.items():
         embedding = _embedding(step, key)
-        if embedding is not None and isinstance(value, str):
-            out[key] = embedding.render(value, resolve)
-        else:
-            out[key] = templates.render(value, resolve)
+        try:
+            if embedding is not None and isinstance(value, str):
+                out[key] = embedding.render(value, resolve)
+            else:
+                out[key] = templates.render(value, resolve)
+        except Exception as exc:
+            raise step_errors.at_key(exc, f"{name}.{key}")
     return out
 
 
@@ -142,7 +155,12 @@ def _memo(resolve: Callable[[templates.Reference], Any]) -> Callable[[templates.
     def cached(ref: templates.Reference) -> Any:
         key = (ref.root, ref.parts)
         if key not in seen:
-            seen[key] = resolve(ref)
+            try:
+                seen[key] = resolve(ref)
+            except Exception as exc:
+                if getattr(exc, "template", None) is None:  # which template failed: the failure points at it
+                    exc.template = ref.text
+                raise
         return seen[key]
 
     return cached
@@ -168,7 +186,7 @@ def validate_config(step: ParsedStep, resolve, cluster_dir: str, hidden: list[st
     except ValidationError as exc:
         problems = [e for e in exc.errors(include_url=False) if not any(tuple(e["loc"])[:len(p)] == p for p in secret_fields)]
         if problems:
-            raise StepInputError(_invalid(step, problems, hidden)) from None
+            raise _at_first(step, StepInputError(_invalid(step, problems, hidden)), problems) from None
     else:
         if not secret_fields:  # no secret in the config: the real pass would validate exactly the same values
             return checked
@@ -177,7 +195,21 @@ def validate_config(step: ParsedStep, resolve, cluster_dir: str, hidden: list[st
     except ValidationError as exc:
         problems = [{**e, "msg": f"the value (from a secret, not shown) is invalid: {e['type']}"}
                     for e in exc.errors(include_url=False, include_input=False)]
-        raise StepInputError(_invalid(step, problems, hidden)) from None
+        raise _at_first(step, StepInputError(_invalid(step, problems, hidden)), problems) from None
+
+
+def _at_first(step: ParsedStep, exc: StepInputError, problems: list[dict]) -> StepInputError:
+    """The invalid config points at its first bad field, and at the template that gave it its value."""
+    loc = tuple(problems[0]["loc"]) if problems else ()
+    if not loc:
+        return exc
+    written: Any = step.config
+    for part in loc:
+        written = written.get(part) if isinstance(written, dict) else None
+    if isinstance(written, str) and templates.has_template(written):
+        with contextlib.suppress(templates.TemplateSyntaxError, IndexError):
+            exc.template = templates.parse(written).references[0].text
+    return step_errors.at_key(exc, "config." + ".".join(map(str, loc)))
 
 
 def _invalid(step: ParsedStep, errors: list[dict], hidden: list[str]) -> str:
@@ -205,29 +237,38 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
     sources = secret_values.visible_sources(cluster, step)  # which secrets the step sees: fixed by the spec
 
     def compute(context, tables: dict[str, StoredTable], chunk: tuple[int, int] | None = None) -> Any:
-        """`chunk` = (offset, length): run on that slice of the per-row input only (fan-out chunks)."""
+        """`chunk` = (offset, length): run on that slice of the per-row input only (fan-out chunks).
+        All of it runs inside `leak_guard.masked`: what it prints, logs or raises (a satellite's own Failure too)."""
         hidden = secret_values.visible_values(cluster, step, sources=sources)  # their values: read at each run
+        leak_guard.remember(context.run.run_id, hidden)  # the IO manager masks the output's writing with them too
+        with leak_guard.masked(hidden):
+            return _compute(context, tables, chunk, hidden)
+
+    def _compute(context, tables: dict[str, StoredTable], chunk: tuple[int, int] | None, hidden: list[str]) -> Any:
         try:
             ctx, config = prepare(context, tables, hidden)
             if chunk is not None and ctx.rows is not None:
                 ctx.rows = ctx.rows.slice(*chunk)
         except (StepInputError, secret_values.MissingSecret, sql_text.SqlTemplateError) as exc:
             # A user mistake, not a crash: a plain message, and no automatic retry (it cannot heal itself).
-            raise Failure(description=secret_values.mask(str(exc), hidden), metadata=step_failure.location_metadata(step),
+            raise Failure(description=secret_values.mask(step_failure.described(step, exc, str(exc)), hidden),
+                          metadata={**step_failure.location_metadata(step, exc), "exo/cause": step_errors.BAD_VALUE},
                           allow_retries=False) from None
         try:
-            with leak_guard.guarded(hidden):
-                value = step_timeout.call(lambda: step.satellite.fn(ctx, config), timeout_s, step)
+            # masking a lazy result computes it: within the step's time limit too
+            value = step_timeout.call(lambda: secret_values.mask_output(step.satellite.fn(ctx, config), hidden),
+                                      timeout_s, step)
         except allowed_paths.PathOutside as exc:
             # A path outside the allowed roots is a user mistake: a plain message, never retried.
-            raise Failure(description=secret_values.mask(str(exc), hidden), metadata=step_failure.location_metadata(step),
+            raise Failure(description=secret_values.mask(step_failure.described(step, exc, str(exc)), hidden),
+                          metadata={**step_failure.location_metadata(step, exc), "exo/cause": step_errors.PERMISSION},
                           allow_retries=False) from None
         except RowFailed as exc:
             raise Failure(description=secret_values.mask(str(exc), hidden),
                           metadata={**step_failure.location_metadata(step),
                                     **secret_values.mask_value(ctx.metadata, hidden)}) from None
         except Failure:
-            raise  # the satellite chose its words and whether to retry
+            raise  # the satellite chose its words and whether to retry (masked on the way out)
         except Exception as exc:
             error_kind = step_errors.kind(exc)
             if error_kind != step_errors.BUG:  # the satellite's message first, no stack trace, retried only if worth it
@@ -236,24 +277,29 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
             if secret_values.leaks(exc, hidden):
                 raise secret_values.masked_failure(exc, hidden) from None
             raise
-        value = secret_values.mask_output(value, hidden)
         metadata = secret_values.mask_value(ctx.metadata, hidden)
         if isinstance(metadata.get("dagster/column_schema"), dict):  # ctx.describe_output: {column: type}
             metadata["dagster/column_schema"] = column_schema(metadata["dagster/column_schema"])
         return Output(value, metadata=metadata) if metadata else value
 
     def prepare(context, tables: dict[str, StoredTable], hidden: list[str]) -> tuple[StepContext, Any]:
+        broken = preset_rules.step_problems(step.satellite, step.config, step.spec.input)
+        if broken:  # the checker refuses these; a step built some other way is refused here, before any call
+            raise StepInputError(f"step `{step.identifier}` changes what `{step.satellite.id}` fixes: "
+                                 + "; ".join(broken))
         tables = {ident: dataclasses.replace(t, name=ident) for ident, t in tables.items()}
         given = secret_values.resolve_all(step.secrets)
         values = run_inputs.step_values(cluster, context) if step.role == "main" else None
         extra = roots(context) if roots else None
         resolve = _memo(make_resolver(cluster, step, tables, given, roots=extra, inputs=values))
         config = validate_config(step, resolve, cluster.base_dir, hidden)
-        plain_input = render_section(step, {k: v for k, v in step.spec.input.items() if not is_per_row(v)}, resolve)
+        plain_input = render_section(step, {k: v for k, v in step.spec.input.items() if not is_per_row(v)}, resolve,
+                                     "input")
         ctx = StepContext(
             cluster=cluster.spec.identifier,
             step=step.identifier,
             run_id=context.run.run_id,
+            root_run_id=getattr(context.run, "root_run_id", None) or context.run.run_id,
             input=plain_input,
             rows=per_row_frame(step, tables, resolve),
             tables=tables,

@@ -1,4 +1,5 @@
-"""A failed step as Dagster shows it: the satellite's own message first, where the step is written, retried only if worth it."""
+"""A failed step as Dagster shows it: the satellite's own message first, where the cause is written (the config
+key or template that failed, else the step), what kind of cause it is, retried only if worth it."""
 
 from __future__ import annotations
 
@@ -6,21 +7,50 @@ from typing import Any
 
 import dagster as dg
 
-from exo_dagster.sdk.step_errors import PERMANENT, message
+from exo_dagster.sdk.step_errors import PERMANENT, cause, message
 
 
-def location_metadata(step: Any) -> dict[str, Any]:
-    """Where the step is written: FILE:LINE, its identifier and name, its satellite."""
-    where = step.location
-    return {
-        "exo/source": f"{where.file}:{where.line}",
+def failed_key(step: Any, exc: BaseException | None) -> tuple[str | None, Any]:
+    """The config/input key `exc` names (`config_key`, and `template` for a template that failed) and where
+    it is written, as (dotted key, Location); (None, None) when the error names none, or one not in the file."""
+    named = getattr(exc, "config_key", None) if exc is not None else None
+    if not isinstance(named, str) or not named:
+        return None, None
+    known = getattr(step, "key_locations", None) or {}
+    head = named if named.split(".", 1)[0] in ("config", "input") else f"config.{named}"
+    section, _, rest = head.partition(".")
+    for key in (head, f"{section}." + rest.replace("_", "-").rstrip("-")):  # a field name (`folder_path`, `from_`)
+        if key in known:
+            template = getattr(exc, "template", None)
+            spot = (getattr(step, "template_locations", None) or {}).get((key, template)) if template else None
+            return key, spot or known[key]
+    return None, None
+
+
+def location_metadata(step: Any, exc: BaseException | None = None) -> dict[str, Any]:
+    """Where the cause is written: FILE:LINE:COL of the failing config key or template when `exc` names one
+    (`exo/config-key`), else of the step; its identifier and name, its satellite."""
+    key, where = failed_key(step, exc)
+    meta = {
+        "exo/source": str(where or step.location),
         "exo/step": f"{step.identifier} ({step.spec.name})",
         "exo/satellite": f"{step.satellite.id}@{step.satellite.version}",
     }
+    if key:
+        meta["exo/config-key"] = key
+    return meta
+
+
+def described(step: Any, exc: BaseException, text: str) -> str:
+    """`text` (the error's message) and, when the error names a key of this step, where that key is written."""
+    key, where = failed_key(step, exc)
+    return f"{text} (from {key} at {where})" if key else text
 
 
 def step_failure(exc: BaseException, error_kind: str, step: Any, mask=lambda text: text,
                  metadata: dict[str, Any] | None = None) -> dg.Failure:
     """A Failure that leads with the satellite's message, points to the YAML, and retries only if worth it."""
-    meta = {**location_metadata(step), "exo/error": type(exc).__name__, "exo/error-kind": error_kind, **(metadata or {})}
-    return dg.Failure(description=mask(message(exc)), metadata=meta, allow_retries=error_kind != PERMANENT)
+    meta = {**location_metadata(step, exc), "exo/error": type(exc).__name__, "exo/error-kind": error_kind,
+            "exo/cause": cause(exc), **(metadata or {})}
+    return dg.Failure(description=mask(described(step, exc, message(exc))), metadata=meta,
+                      allow_retries=error_kind != PERMANENT)

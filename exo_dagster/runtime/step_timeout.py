@@ -1,26 +1,30 @@
 """A step's `timeout:`: one attempt that runs longer fails with a clear message and is retried by its policy.
 
-Dagster has no per-step timeout. The satellite call is bounded with SIGALRM where the step computes in
-its process's main thread (exo's local executor, in-process runs, `dagster job execute`): the alarm
-raises `StepTimeout` inside the satellite, even in a sleep or a socket read, and the step's retry
-policy applies (a timeout is a transient error, step_errors.py). Elsewhere (a step computing in a
-worker thread) the call runs in a helper thread and the step stops waiting for it at the deadline.
+Dagster has no per-step timeout. The limit covers the whole attempt: the satellite call, and the writing of
+its output, where a lazy result (a `sql` step's DuckDB relation) actually computes (sdk/step_limit.py). At the
+deadline every DuckDB connection the step opened is interrupted, which stops a query whatever its threads. The
+satellite call is also bounded with SIGALRM where the step computes in its process's main thread (exo's local
+executor, in-process runs, `dagster job execute`): the alarm raises `StepTimeout` inside the satellite, even in a
+sleep or a socket read, and the step's retry policy applies (a timeout is a transient error, step_errors.py).
+Elsewhere (a step computing in a worker thread) the call runs in a helper thread and the step stops waiting for
+it at the deadline.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import signal
 import threading
 from typing import Any, Callable, Iterator
 
-
-class StepTimeout(TimeoutError):
-    """The step's satellite ran longer than its `timeout:`."""
+from exo_dagster.sdk import step_limit
+from exo_dagster.sdk.step_limit import StepTimeout  # noqa: F401  (re-exported)
 
 
 def _text(step: Any, seconds: float) -> str:
-    return f"step `{step.identifier}` ({step.spec.name}) timed out after {seconds:g}s (its `timeout:` is {step.spec.timeout})"
+    return (f"step `{step.identifier}` ({step.spec.name}) timed out after {seconds:g}s "
+            f"(its `timeout:` is {step.spec.timeout})")
 
 
 @contextlib.contextmanager
@@ -38,10 +42,22 @@ def _alarm(seconds: float, text: str) -> Iterator[None]:
 
 
 def call(fn: Callable[[], Any], seconds: float | None, step: Any) -> Any:
-    """`fn()`, failing with StepTimeout after `seconds` (no limit when None)."""
+    """`fn()`, failing with StepTimeout after `seconds` (no limit when None). The step's limit stays open
+    after `fn` returns: writing its output is within it too (step_limit.covering)."""
+    text = _text(step, seconds) if seconds else ""
+    limit = step_limit.start(seconds, text)  # without a timeout too: a stopped run interrupts the step's DuckDB
+    try:
+        with step_limit.enforced(limit):
+            value = _bounded(fn, seconds, text, step)
+    except BaseException:
+        limit.close()
+        raise
+    return step_limit.returned(limit, value)
+
+
+def _bounded(fn: Callable[[], Any], seconds: float | None, text: str, step: Any) -> Any:
     if not seconds:
         return fn()
-    text = _text(step, seconds)
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
         with _alarm(seconds, text):
             return fn()
@@ -53,7 +69,9 @@ def call(fn: Callable[[], Any], seconds: float | None, step: Any) -> Any:
         except BaseException as exc:  # handed to the step's thread below
             box["error"] = exc
 
-    worker = threading.Thread(target=run, name=f"exo-step-{step.identifier}", daemon=True)
+    # in the step's context: the connections the helper thread opens are the step's (step_limit.register)
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(run,), name=f"exo-step-{step.identifier}",
+                              daemon=True)
     worker.start()
     worker.join(seconds)
     if worker.is_alive():

@@ -40,6 +40,8 @@ class StepContext:
     metadata: dict[str, Any] = field(default_factory=dict)
     # secret values this step can see: masked in every row result before it is cached or returned
     hidden: list[str] = field(default_factory=list, repr=False)
+    # the run this one re-executes (Dagster's root run; else run_id): a batch delivered in it is not sent again
+    root_run_id: str | None = None
 
     def map_rows(self, fn: Callable[[dict, str], Any], rows: pl.DataFrame | pl.LazyFrame | None = None, *,
                  concurrency: int | None = None, batch_size: int | None = None) -> pl.DataFrame:

@@ -22,12 +22,15 @@ def _always(config: dict) -> bool:
 @dataclass(frozen=True)
 class Embedding:
     """`render(text, resolve)` renders a whole templated string; `column(expr)` escapes a per-row value;
-    `applies(raw_config)` says whether the field is that language for this step (e.g. `html: true`)."""
+    `applies(raw_config)` says whether the field is that language for this step (e.g. `html: true`);
+    `check(text)` lists the templates that stand where no value can (errors with problem, hint, offset), so
+    `exo validate` reports them at the template."""
 
     name: str
     render: Callable[[str, Callable[[templates.Reference], Any]], str]
     column: Callable[[pl.Expr], pl.Expr] | None = None
     applies: Callable[[dict], bool] = _always
+    check: Callable[[str], list] | None = None
 
 
 def _escaped_render(escape: Callable[[str], str]):

@@ -16,6 +16,7 @@ import polars as pl
 
 from exo_dagster.sdk.context import StepContext
 from exo_dagster.sdk import allowed_paths
+from exo_dagster.sdk import step_errors
 from exo_dagster.sdk.paths import is_url
 from exo_dagster.sdk.storage_options import version_stamp
 
@@ -30,7 +31,8 @@ def path_rows(ctx: StepContext, column: str, satellite: str) -> pl.DataFrame:
         given = ctx.input["paths"]
         values = [given] if isinstance(given, str) else list(given or [])
         if not all(isinstance(v, str) for v in values):
-            raise ValueError(f"{satellite}: `input.paths` must be a path or a list of paths, got {given!r}")
+            raise step_errors.PermanentError(f"{satellite}: `input.paths` must be a path or a list of paths, "
+                                             f"got {given!r}", config_key="input.paths")
         return pl.DataFrame({"path": values}, schema={"path": pl.Utf8})
     if ctx.rows is not None:
         return _select(ctx.rows, column, satellite, "the per-row input", fallbacks=("path", "paths"))
@@ -46,8 +48,9 @@ def _select(frame: pl.LazyFrame, column: str, satellite: str, where: str, fallba
     if found is None and fallbacks and len(names) == 1:
         found = names[0]
     if found is None:
-        raise ValueError(f"{satellite}: {where} has no `{column}` column (it has: {', '.join(names) or 'no columns'}); "
-                         f"set `column:` in the config")
+        raise step_errors.PermanentError(f"{satellite}: {where} has no `{column}` column (it has: "
+                                         f"{', '.join(names) or 'no columns'}); set `column:` in the config",
+                                         config_key="column")
     extra = [c for c in FINGERPRINT_COLUMNS if c in names and c != found]
     out = frame.select(pl.col(found).cast(pl.Utf8).alias("path"), *[pl.col(c).cast(pl.Utf8) for c in extra])
     return out.collect(engine="streaming")
@@ -85,9 +88,10 @@ def check_inside(ctx: StepContext, rows: pl.DataFrame, allowed: list[str], satel
                and not allowed_paths.inside(resolve(ctx, p), allowed)]
     if outside:
         more = f" (and {len(outside) - 1} more)" if len(outside) > 1 else ""
-        raise allowed_paths.PathOutside(
+        refused = allowed_paths.PathOutside(
             f"{satellite}: `{outside[0]}`{more} is outside the allowed folders ({', '.join(allowed)}): the data folder "
             f"and the cluster's folder; the operator may add folders with {allowed_paths.ENV}")
+        raise step_errors.at_key(refused, "input.paths") if "paths" in ctx.input else refused  # points at the key
 
 
 def storage_options(ctx: StepContext, configured: dict) -> dict[str, Any]:

@@ -130,12 +130,9 @@ def mask_value(value: Any, values: Iterable[str]) -> Any:
         return mask(value, values)
     if isinstance(value, dict):
         return {mask_value(k, values): mask_value(v, values) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)) and not _is_dagster(value):
         return type(value)(mask_value(v, values) for v in value)
-    text = getattr(value, "text", None)  # dagster TextMetadataValue / MarkdownMetadataValue
-    if isinstance(text, str) and masker(values).contains(text):
-        return mask(text, values)
-    return value
+    return _masked_object(value, masker(values), lambda inner: mask_value(inner, values))
 
 
 def value_masker(values: Iterable[str]) -> Callable[[Any], Any]:
@@ -150,14 +147,39 @@ def value_masker(values: Iterable[str]) -> Callable[[Any], Any]:
             return found(value)
         if isinstance(value, dict):
             return {walk(k): walk(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
+        if isinstance(value, (list, tuple)) and not _is_dagster(value):
             return type(value)(walk(v) for v in value)
-        text = getattr(value, "text", None)  # dagster TextMetadataValue / MarkdownMetadataValue
-        if isinstance(text, str) and found.contains(text):
-            return found(text)
-        return value
+        return _masked_object(value, found, walk)
 
     return walk
+
+
+_REBUILT = {"TextMetadataValue": "text", "MarkdownMetadataValue": "md", "PathMetadataValue": "path",
+            "UrlMetadataValue": "url", "NotebookMetadataValue": "notebook"}
+
+
+def _is_dagster(value: Any) -> bool:
+    return (type(value).__module__ or "").startswith("dagster")
+
+
+def _masked_object(value: Any, masking: Masker, walk: Callable[[Any], Any]) -> Any:
+    """A Dagster metadata value (text, markdown, JSON, path, URL, table schema...) showing a secret, rebuilt
+    masked; any other object as it is."""
+    if value is None or isinstance(value, (bool, int, float)) or not _is_dagster(value):
+        return value
+    from dagster import MetadataValue, serialize_value
+
+    inner, kind = getattr(value, "value", None), type(value).__name__
+    if kind in _REBUILT and isinstance(inner, str):
+        return getattr(MetadataValue, _REBUILT[kind])(masking(inner)) if masking.contains(inner) else value
+    if kind == "JsonMetadataValue":
+        masked = walk(inner)
+        return value if masked == inner else MetadataValue.json(masked)
+    try:
+        text = serialize_value(value)
+    except Exception:  # noqa: BLE001 - not a serializable Dagster value: judge it by its text
+        text = str(value)
+    return MetadataValue.text(masking(str(value if inner is None else inner))) if masking.contains(text) else value
 
 
 class MaskingLog:
@@ -222,6 +244,113 @@ def masked_failure(exc: BaseException, values: Iterable[str]):
     return Failure(description=message, metadata={"exo/traceback": MetadataValue.text(text)})
 
 
+class MaskedError(Exception):
+    """Stands in for an exception whose text held a secret and could not be masked in place (a custom `__str__`)."""
+
+
+_TEXT_ATTRIBUTES = ("filename", "filename2", "strerror", "text")  # OSError and SyntaxError slots that str() shows
+
+
+def mask_exception(exc: BaseException, values: Iterable[str] | Masker) -> BaseException:
+    """`exc` with every secret masked out of its text and out of each exception chained to it (`__cause__`,
+    `__context__`, notes): Dagster stores each one's message and stack lines, never frame locals. Masked in
+    place where that cleans it (its type still decides retries and the error kind); otherwise a MaskedError,
+    or a Failure for a Failure, carrying the masked text, the same traceback and the cleaned chain."""
+    masking = values if isinstance(values, Masker) else masker(values)
+    if not masking:
+        return exc
+    return _mask_chain(exc, masking, {})
+
+
+def _mask_chain(exc: BaseException, masking: Masker, seen: dict[int, BaseException]) -> BaseException:
+    if id(exc) in seen:
+        return seen[id(exc)]
+    seen[id(exc)] = exc
+    suppress = exc.__suppress_context__
+    for link in ("__cause__", "__context__"):
+        linked = getattr(exc, link)
+        if linked is not None:
+            cleaned = _mask_chain(linked, masking, seen)
+            if cleaned is not linked:
+                setattr(exc, link, cleaned)
+    exc.__suppress_context__ = suppress  # setting __cause__ turns it on
+    if not _shows_secret(exc, masking):
+        return exc
+    _mask_in_place(exc, masking)
+    if not _shows_secret(exc, masking):
+        return exc
+    text = masking(f"{type(exc).__name__}: {_text(exc)}")
+    if _is_failure(exc):
+        from dagster import Failure
+
+        replacement: BaseException = Failure(description=masking(_text(exc)), allow_retries=exc.allow_retries,
+                                             metadata=mask_value(dict(exc.metadata or {}), masking.values))
+    else:
+        replacement = MaskedError(text)
+    replacement.__cause__, replacement.__context__ = exc.__cause__, exc.__context__
+    replacement.__suppress_context__ = exc.__suppress_context__
+    seen[id(exc)] = replacement.with_traceback(exc.__traceback__)
+    return replacement
+
+
+def _text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose str() fails shows no text
+        return ""
+
+
+def _is_failure(exc: BaseException) -> bool:
+    return any(c.__name__ == "Failure" and c.__module__.startswith("dagster") for c in type(exc).__mro__)
+
+
+def _shows_secret(exc: BaseException, masking: Masker) -> bool:
+    """Whether what a traceback shows of `exc` (text, notes, a Failure's description and metadata) holds a secret."""
+    parts = [_text(exc), *map(str, getattr(exc, "__notes__", None) or ())]
+    parts += [str(getattr(exc, name)) for name in _TEXT_ATTRIBUTES if getattr(exc, name, None) is not None]
+    if _is_failure(exc):
+        parts.append(str(exc.description or ""))
+        if mask_value(dict(exc.metadata or {}), masking.values) != dict(exc.metadata or {}):
+            return True
+    return any(masking.contains(part) for part in parts)
+
+
+def _mask_in_place(exc: BaseException, masking: Masker) -> None:
+    """Mask the exception's arguments, string attributes, notes and (a Failure's) description and metadata."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return masking(value)
+        if isinstance(value, (bytes, int, float, bool, type(None))):
+            return value
+        return masking(str(value)) if masking.contains(str(value)) else value
+
+    try:
+        exc.args = tuple(clean(a) for a in exc.args)
+    except (AttributeError, TypeError):
+        pass
+    for name, value in list(getattr(exc, "__dict__", {}).items()):
+        if name == "metadata" and isinstance(value, dict):
+            value = mask_value(value, masking.values)
+        elif isinstance(value, str):
+            value = masking(value)
+        else:
+            continue
+        try:
+            setattr(exc, name, value)
+        except (AttributeError, TypeError):
+            pass
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):
+        notes[:] = [masking(str(n)) for n in notes]
+    for name in _TEXT_ATTRIBUTES:
+        value = getattr(exc, name, None)
+        if value is not None and masking.contains(str(value)):
+            try:
+                setattr(exc, name, masking(str(value)))
+            except (AttributeError, TypeError):
+                pass
+
+
 def mask_output(value: Any, values: Iterable[str]) -> Any:
     """A satellite's returned table with secret values masked in its string columns (lazily, vectorised)."""
     values = _maskable(values)
@@ -240,11 +369,15 @@ def mask_output(value: Any, values: Iterable[str]) -> Any:
         value = value.pl()
     if not isinstance(value, (pl.DataFrame, pl.LazyFrame)):
         return value
-    schema = value.collect_schema() if isinstance(value, pl.LazyFrame) else value.schema
-    text_columns = [name for name, dtype in schema.items() if dtype == pl.Utf8]
-    if not text_columns:
-        return value
     masking = masker(values)
+    schema = value.collect_schema() if isinstance(value, pl.LazyFrame) else value.schema
+    if any(masking.contains(name) for name in schema):  # a column named by a secret (a pivot on it) is renamed
+        value = value.rename(_masked_names(list(schema), masking))
+        schema = value.collect_schema() if isinstance(value, pl.LazyFrame) else value.schema
+    text_columns = [name for name, dtype in schema.items() if dtype == pl.Utf8]
+    other_columns = {name: dtype for name, dtype in schema.items() if dtype != pl.Utf8 and _holds_text(dtype)}
+    if not text_columns and not other_columns:
+        return value
     # Rust's regex finds the candidate cells vectorised; only those go through the Python masker.
     pattern = "|".join(re.escape(f[:FRAGMENT]) if len(f) >= FRAGMENT else re.escape(f)
                        for f in {w for form in masking.forms for w in _windows_of(form)})
@@ -258,8 +391,56 @@ def mask_output(value: Any, values: Iterable[str]) -> Any:
             values_[i] = masking(values_[i])
         return pl.Series(series.name, values_, dtype=pl.Utf8)
 
+    def mask_other(series: pl.Series) -> pl.Series:
+        """Lists, structs, binary and categorical cells (rare column types): through Python, keeping the type."""
+        if isinstance(series.dtype, (pl.Categorical, pl.Enum)):
+            masked = mask_series(series.cast(pl.Utf8))
+            return masked if isinstance(series.dtype, pl.Enum) else masked.cast(series.dtype)
+        return pl.Series(series.name, [_mask_cell(c, masking) for c in series.to_list()], dtype=series.dtype)
+
     exprs = [pl.col(name).map_batches(mask_series, return_dtype=pl.Utf8).alias(name) for name in text_columns]
+    exprs += [pl.col(name).map_batches(mask_other, return_dtype=pl.Utf8 if isinstance(dtype, pl.Enum) else dtype)
+              .alias(name) for name, dtype in other_columns.items()]
     return value.with_columns(exprs)
+
+
+def _masked_names(names: list[str], masking: Masker) -> dict[str, str]:
+    taken, renamed = set(names), {}
+    for name in names:
+        if masking.contains(name):
+            new, n = masking(name), 1
+            while new in taken:
+                n += 1
+                new = f"{masking(name)}_{n}"
+            taken.add(new)
+            renamed[name] = new
+    return renamed
+
+
+def _holds_text(dtype: Any) -> bool:
+    """Whether a Polars type carries text or bytes other than as a plain string column (nested, binary, categorical)."""
+    import polars as pl
+
+    if dtype == pl.Utf8 or dtype == pl.Binary or isinstance(dtype, (pl.Categorical, pl.Enum)):
+        return True
+    if isinstance(dtype, (pl.List, pl.Array)):
+        return _holds_text(dtype.inner)
+    if isinstance(dtype, pl.Struct):
+        return any(_holds_text(field.dtype) for field in dtype.fields)
+    return False
+
+
+def _mask_cell(value: Any, masking: Masker) -> Any:
+    if isinstance(value, str):
+        return masking(value)
+    if isinstance(value, bytes):
+        text = value.decode("utf-8", "surrogateescape")
+        return masking(text).encode("utf-8", "surrogateescape") if masking.contains(text) else value
+    if isinstance(value, list):
+        return [_mask_cell(v, masking) for v in value]
+    if isinstance(value, dict):
+        return {k: _mask_cell(v, masking) for k, v in value.items()}
+    return value
 
 
 def _windows_of(form: str) -> list[str]:

@@ -62,6 +62,12 @@ def _canonical(value: Any) -> str:
 canonical = _canonical
 
 
+def result_text(result: Any) -> str:
+    """A row's result as stored: its keys in the satellite's order, so a row served from the cache makes the same
+    columns, in the same order, as one computed now (a re-run's output equals the first run's)."""
+    return json.dumps(result, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
 def row_key(satellite_id: str, version: str, config: Mapping[str, Any], row: Mapping[str, Any]) -> str:
     """The identity of one unit of per-row work; also the idempotency key sent to side-effect targets."""
     text = _canonical([satellite_id, version, config, row])
@@ -112,7 +118,7 @@ class RowCache:
     def put(self, key: str, step: str, result: Mapping[str, Any]) -> None:
         """Commit one finished row now (WAL: cheap, and durable across a process crash)."""
         with self._lock:
-            self._con.execute("insert or replace into rows values (?, ?, ?)", (key, step, _canonical(result)))
+            self._con.execute("insert or replace into rows values (?, ?, ?)", (key, step, result_text(result)))
 
     def put_many(self, items: list[tuple[str, str, str]]) -> None:
         """Commit (key, step, result JSON) rows in one transaction: all of them are in the cache, or none.

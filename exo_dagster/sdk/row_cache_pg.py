@@ -12,7 +12,7 @@ import json
 import threading
 from typing import Any, Iterable, Mapping
 
-from exo_dagster.sdk.row_cache import canonical
+from exo_dagster.sdk.row_cache import result_text
 
 TABLE = "exo_row_cache"
 _CREATE_LOCK = 0x65786F72  # advisory lock id: concurrent `create table if not exists` races in PostgreSQL
@@ -71,7 +71,7 @@ class PostgresRowCache:
         with self._lock, self._con.cursor() as cur:
             cur.execute(f"insert into {TABLE} values (%s, %s, %s, %s) on conflict (cluster, key) "
                         "do update set step = excluded.step, result = excluded.result",
-                        (self.cluster, key, step, canonical(result)))
+                        (self.cluster, key, step, result_text(result)))
 
     def put_many(self, items: list[tuple[str, str, str]]) -> None:
         """Commit (key, step, result JSON) rows in one transaction (sdk/row_writer.py's group commits)."""

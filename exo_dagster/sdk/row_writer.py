@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Mapping
 
-from exo_dagster.sdk.row_cache import RowCache, _canonical
+from exo_dagster.sdk.row_cache import RowCache, result_text
 
 
 class RowWriter:
@@ -30,7 +30,7 @@ class RowWriter:
 
     def put(self, key: str, result: Mapping[str, Any]) -> None:
         """Queue one finished (already masked) row; commits the queue when it holds `rows` rows."""
-        item = (key, self.step, _canonical(result))
+        item = (key, self.step, result_text(result))
         with self._lock:
             self._pending.append(item)
             full = len(self._pending) >= self.rows

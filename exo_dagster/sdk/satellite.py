@@ -43,6 +43,9 @@ class SatelliteDef:
     # Config/input fields whose text is another language (SQL, HTML): see embedding.py,
     # so templated values are placed as that language's literals, never as its code.
     embeds: dict[str, Any] = field(default_factory=dict)  # field -> embedding.Embedding
+    # Config fields that an `input:` key of the same name replaces at run time (call-webhook's per-row `url`):
+    # a preset's fixed fields must not be among them. None: not declared, any field may be (spec/preset_rules.py).
+    overrides: tuple[str, ...] | None = None
     # A configured satellite (a preset, `*.satellite.yaml`, exo_dagster.catalog.presets): the base
     # satellite's fn and config model with these config values fixed (YAML key spelling). None for a
     # satellite written in Python. A step may set only the `open_config` fields; `based_on` is `id@version`.
@@ -70,6 +73,7 @@ def satellite(
     aliases: Iterable[str] = (),
     table_references: Callable[[dict[str, Any]], set[str]] | None = None,
     embeds: dict[str, Any] | None = None,
+    overrides: Iterable[str] | None = None,
     registry: Any = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare `fn(ctx, config) -> table` as a satellite; its docstring becomes its docs.
@@ -86,6 +90,7 @@ def satellite(
             inputs=dict(inputs or {}), outputs=dict(outputs or {}),
             resources=Resources.model_validate(resources or {}), kinds=tuple(kinds),
             aliases=tuple(aliases), table_references=table_references, embeds=dict(embeds or {}),
+            overrides=None if overrides is None else tuple(overrides),
         )
         if registry is not None:
             registry.add(definition)

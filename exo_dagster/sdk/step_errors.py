@@ -1,7 +1,7 @@
 """What a failed step reports, and whether it is worth retrying.
 
 A satellite's exception becomes a Dagster `Failure` whose description is the satellite's own message
-and whose metadata points back to the YAML (`exo/source` FILE:LINE, the step and satellite ids), so
+and whose metadata points back to the YAML (`exo/source` FILE:LINE:COL, the step and satellite ids), so
 the UI, `${{ failure.error }}` and the logs lead with what went wrong and where, not with Dagster's
 wrapper and a stack trace. Errors fall in three kinds:
 
@@ -12,25 +12,68 @@ wrapper and a stack trace. Errors fall in three kinds:
 - a bug (anything else, e.g. AttributeError): raised as is, stack trace and retries included.
 
 Satellites can say it themselves with `PermanentError` / `TransientError`.
+
+Each failure also names its cause (`cause`: missing-file, permission, bad-value, remote, bug) and, where the
+satellite knows it, the config or input key that led to it (`config_key`, e.g. `path` or `input.paths`), so
+`exo/source` points at that key in the YAML rather than at the step's first line.
 """
 
 from __future__ import annotations
 
+import errno
 import re
-
-
 
 PERMANENT, TRANSIENT, BUG = "permanent", "transient", "bug"
 _STATUS = re.compile(r"\banswered (\d{3})\b")
 _TRANSIENT_STATUS = {408, 425, 429}
 
 
+MISSING_FILE, PERMISSION, BAD_VALUE, REMOTE = "missing-file", "permission", "bad-value", "remote"
+
+
 class PermanentError(ValueError):
-    """Raise from a satellite for an error that no retry can fix (bad input, bad config)."""
+    """Raise from a satellite for an error that no retry can fix (bad input, bad config);
+    `config_key` names the config field (or `input.KEY`) that caused it."""
+
+    def __init__(self, *args, config_key: str | None = None):
+        super().__init__(*args)
+        if config_key:
+            self.config_key = config_key
 
 
 class TransientError(RuntimeError):
     """Raise from a satellite for an error worth retrying (a service that is down or busy)."""
+
+    def __init__(self, *args, config_key: str | None = None):
+        super().__init__(*args)
+        if config_key:
+            self.config_key = config_key
+
+
+class MissingFile(FileNotFoundError):
+    """A file (or folder) the step reads is not there: says so, with the absolute path it looked at."""
+
+    def __init__(self, path: str, satellite: str = "", *, what: str = "file", config_key: str | None = None):
+        super().__init__(errno.ENOENT, f"missing {what}", path)
+        self.satellite, self.what = satellite, what
+        if config_key:
+            self.config_key = config_key
+
+    def __str__(self) -> str:
+        return f"{self.satellite}: " * bool(self.satellite) + f"missing {self.what}: {self.filename}"
+
+    def __reduce__(self):  # pickled with its own arguments (OSError's would rebuild a different error)
+        return (type(self), (self.filename, self.satellite), {"what": self.what, **self.__dict__})
+
+
+def at_key(exc: BaseException, key: str) -> BaseException:
+    """Mark `exc` as caused by config key `key` (or `input.KEY`), unless a deeper layer already named one."""
+    if getattr(exc, "config_key", None) is None:
+        try:
+            exc.config_key = key
+        except AttributeError:  # an exception type without a __dict__: nothing to point at
+            pass
+    return exc
 
 
 def _named(exc: BaseException, *names: str) -> bool:
@@ -63,6 +106,21 @@ def kind(exc: BaseException) -> str:
             "ComputeError", "NoDataError", "DuplicateError"):
         return PERMANENT
     return BUG
+
+
+def cause(exc: BaseException) -> str:
+    """What went wrong, in words a user can act on: MISSING_FILE, PERMISSION, REMOTE (an HTTP status, the
+    network, a timeout, the mail server), BAD_VALUE (the config or the data) or BUG."""
+    duckdb_missing = _module(exc).lstrip("_").startswith("duckdb") and _named(exc, "IOException") \
+        and "No files found" in str(exc)
+    if isinstance(exc, FileNotFoundError) or duckdb_missing:
+        return MISSING_FILE
+    if isinstance(exc, PermissionError):
+        return PERMISSION
+    if isinstance(exc, TransientError) or _http_status(exc) is not None or _module(exc) == "smtplib" \
+            or (kind(exc) == TRANSIENT and not isinstance(exc, PermanentError)):
+        return REMOTE
+    return BUG if kind(exc) == BUG else BAD_VALUE
 
 
 def _http_status(exc: BaseException) -> int | None:

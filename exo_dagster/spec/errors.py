@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from exo_dagster.spec.untrusted_text import terminal
+
 
 @dataclass(frozen=True)
 class Location:
@@ -36,6 +38,7 @@ class Diagnostic:
     notes: tuple[Note, ...] = ()
 
     def render(self, source_lines: list[str] | None = None) -> str:
+        """The report's lines; text from the file (messages quote it) cannot move the cursor or forge a line."""
         parts = [f"{self.location}: {self.severity}: {self.message}"]
         parts += _quoted(self.location, source_lines)
         for note in self.notes:
@@ -44,7 +47,7 @@ class Diagnostic:
             parts += _quoted(note.location, source_lines if note.location.file == self.location.file else None)
         if self.hint:
             parts.append(f"  fix: {self.hint}")
-        return "\n".join(parts)
+        return "\n".join(terminal(part, newlines=False) for part in parts)
 
 
 def _quoted(location: Location, source_lines: list[str] | None) -> list[str]:

@@ -33,6 +33,10 @@ class ParsedStep:
     references: tuple[str, ...]  # upstream identifiers read (templates, table names)
     per_row_source: str | None
     location: Location
+    # where each config/input key is written ("config.path", "input.paths", "config.options.x"), and each
+    # template inside them ((key, template text)): run-time errors point there, not at the step's first line
+    key_locations: dict[str, Location] = field(default_factory=dict)
+    template_locations: dict[tuple[str, str], Location] = field(default_factory=dict)
 
     @property
     def asset_name(self) -> str:

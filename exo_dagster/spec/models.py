@@ -276,12 +276,12 @@ class TimePartitions(SpecModel):
 def _static_key(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         return value
+    from exo_dagster.spec.partition_checks import partition_key_problem  # it imports this module
+
     text = str(value)
-    if not text.strip():
-        raise ValueError("a partition key cannot be empty")
-    bad = [s for s in INVALID_PARTITION_SUBSTRINGS if s in text]
-    if bad:
-        raise ValueError(f"partition key {text!r} holds {bad[0]!r}, which Dagster does not allow in a partition key")
+    problem = partition_key_problem(text)
+    if problem:
+        raise ValueError(problem)
     return text
 
 

@@ -17,14 +17,14 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from exo_dagster.sdk import templates
-from exo_dagster.spec.errors import Diagnostic, Location, SpecError
-from exo_dagster.spec.located_yaml import LocatedDocument, load_located
+from exo_dagster.spec.errors import Diagnostic, Location, Note, SpecError
+from exo_dagster.spec.located_yaml import KEY, LocatedDocument, load_located
 from exo_dagster.spec.ir import Cluster, ParsedStep, SecretSource, asset_name  # noqa: F401  (re-exported)
 from exo_dagster.spec.lookup import SatelliteLookup, UnknownSatellite
 from exo_dagster.spec.models import UNION_TAGS, ClusterFile, RunInput, Step
 from exo_dagster.spec.run_inputs import InputValueError, choice_text
 from exo_dagster.spec.run_inputs import coerce as coerce_input
-from exo_dagster.spec import partition_checks
+from exo_dagster.spec import partition_checks, preset_rules
 
 STEPS_PATH = ("cluster", "satellites")
 CronCheck = typing.Callable[[str], bool]
@@ -206,12 +206,15 @@ class _Checker:
             merged = self._preset_config(definition, fixed, config, path + ("config",))
             ok &= merged is not None
             config = merged if merged is not None else config  # templates are still checked
+            ok &= self._preset_input(definition, step.input, path + ("input",))
         refs: list[str] = []
         per_row: set[str] = set()
         for section, value in (("config", config), ("input", step.input)):
             for sub, text in templates.walk_strings(value):
                 spath = path + (section,) + sub
                 ok &= self._step_template(spath, text, role, section, earlier, cluster_secrets, refs, per_row)
+        if definition is not None:
+            ok &= self._embedded_templates(definition, config, step.input, path)
         if definition is not None and definition.table_references is not None:
             for name in sorted(definition.table_references(config)):
                 if name in earlier and name not in refs:
@@ -237,9 +240,46 @@ class _Checker:
             self._check_skip_when_empty(path, index, role, refs)
         if not ok:
             return None
+        keys, template_at = self._key_locations(path, config, step.input)
         return ParsedStep(spec=step, index=index, role=role, identifier=step.key, satellite=definition, config=config,
                           secrets=step_secrets, references=tuple(refs), per_row_source=next(iter(per_row), None),
-                          location=self.doc.at(path))
+                          location=self.doc.at(path), key_locations=keys, template_locations=template_at)
+
+    def _key_locations(self, path: tuple, config: dict, given: Any) -> tuple[dict, dict]:
+        """Where each config/input key (dotted: `config.path`) and each template in their values is written;
+        keys a preset fixes are not in this file and are left out."""
+        keys: dict[str, Location] = {}
+        template_at: dict[tuple[str, str], Location] = {}
+        stack = [(("config",), config), (("input",), given)]
+        while stack:
+            sub, value = stack.pop()
+            if isinstance(value, dict):
+                stack += [(sub + (k,), v) for k, v in value.items()]
+            elif isinstance(value, list):
+                stack += [(sub + (i,), v) for i, v in enumerate(value)]
+            where = path + sub
+            if len(sub) > 1 and where + (KEY,) in self.doc.locations:
+                keys[".".join(map(str, sub))] = self.doc.locations[where + (KEY,)]
+            elif len(sub) > 1 and where in self.doc.locations:  # a list item: the item itself
+                keys[".".join(map(str, sub))] = self.doc.locations[where]
+            if isinstance(value, str) and templates.has_template(value) and where in self.doc.locations:
+                try:
+                    found = templates.parse(value).references
+                except templates.TemplateSyntaxError:
+                    continue
+                for ref in found:
+                    template_at.setdefault((".".join(map(str, sub)), ref.text), self._written_at(where, value, ref))
+        return keys, template_at
+
+    def _written_at(self, where: tuple, value: str, ref: templates.Reference) -> Location:
+        """The template's own line and column, also inside a multi-line (`|`) value; else the value's."""
+        base = self.doc.locations[where]
+        last = min(len(self.doc.lines), base.line + value.count("\n") + 1)
+        for number in range(base.line, last + 1):
+            found = self.doc.lines[number - 1].find(ref.text, base.column - 1 if number == base.line else 0)
+            if found >= 0:
+                return Location(base.file, number, found + 1)
+        return self._template_location(where, value, ref.start)
 
     def _check_skip_when_empty(self, path: tuple, index: int, role: str, refs: list[str]) -> None:
         """`skip-when-empty` needs a table to look at: a reference, `after:`, or (sequential) the step above."""
@@ -267,19 +307,44 @@ class _Checker:
         overridden, ok = set(), True
         for key in config:
             canonical = config_key(model, key)
-            if canonical is None:
+            near = preset_rules.field_for(model, key)  # the field it names in another case or spelling
+            if canonical is None and near is not None and near not in open_fields:
+                self._preset_error(path, key, f"`{key}` names `{near}`, which is fixed by `{definition.id}`, a "
+                                              f"configured satellite of `{definition.based_on}`", opened)
+                ok = False
+            elif canonical is None:
                 close = did_you_mean(str(key), list(open_fields))
-                self.error(path + (key,), f"unknown key `{key}`: {about}", close or opened, key=True)
+                self._preset_error(path, key, f"unknown key `{key}`: {about}", close or opened)
                 ok = False
             elif canonical not in open_fields:
-                self.error(path + (key,), f"`{key}` is fixed by `{definition.id}`, a configured satellite of "
-                                          f"`{definition.based_on}`", opened, key=True)
+                self._preset_error(path, key, f"`{key}` is fixed by `{definition.id}`, a configured satellite of "
+                                              f"`{definition.based_on}`", opened)
+                ok = False
+            elif canonical in overridden:
+                self._preset_error(path, key, f"`{key}` sets `{canonical}` a second time", "write each field once")
                 ok = False
             else:
                 overridden.add(canonical)
         if not ok:
             return None
         return {**{k: v for k, v in fixed.items() if k not in overridden}, **config}
+
+    def _preset_input(self, definition: Any, given: dict, path: tuple) -> bool:
+        """An `input:` key the satellite reads in place of a config field (call-webhook's `url`) must not reach a
+        field the preset fixes: per row or not, in any case or spelling, written or merged in (`<<:`)."""
+        problems = preset_rules.fixed_by_input(definition, given)
+        for key, field in problems:
+            self._preset_error(path, key, f"`input.{key}` would set `{field}`, which is fixed by `{definition.id}`, a "
+                                          f"configured satellite of `{definition.based_on}`",
+                               f"a fixed field cannot be set from `input:` either: give the input another name, or "
+                               f"have the preset list `{field}` in `open:`")
+        return not problems
+
+    def _preset_error(self, section: tuple, key: Any, message: str, hint: str) -> None:
+        """At the key; one that a YAML alias or `<<:` merge brought in from above also names the step's own line."""
+        at, own = self.doc.at(section + (key,), key=True), self.doc.at(section, key=True)
+        notes = (Note(own, "it comes into this step here (a YAML alias or `<<:` merge)"),) if at.line < own.line else ()
+        self.diagnostics.append(Diagnostic(at, message, hint, notes=notes))
 
     def _step_secrets(self, raw: Any, path: tuple, cluster_secrets: dict) -> dict[str, SecretSource]:
         out: dict[str, SecretSource] = {}
@@ -377,6 +442,23 @@ class _Checker:
             if step is not None:
                 out.append(key)
         return out
+
+    def _embedded_templates(self, definition: Any, config: dict, given: Any, path: tuple) -> bool:
+        """A template in another language's text (a `sql` query) where no value can stand (a `$$` string, glued
+        to a word): an error at the template now, not a failed run later."""
+        ok = True
+        for section, fields in (("config", config), ("input", given)):
+            for key, text in fields.items() if isinstance(fields, dict) else ():
+                embedding = getattr(definition, "embeds", {}).get(str(key))
+                if embedding is None or embedding.check is None or not isinstance(text, str) \
+                        or not embedding.applies(config):
+                    continue
+                for problem in embedding.check(text):
+                    where = path + (section, key)
+                    self.error(where, problem.problem, problem.hint,
+                               location=self._template_location(where, text, problem.offset))
+                    ok = False
+        return ok
 
     def _template_error(self, path: tuple, text: str, exc: templates.TemplateSyntaxError) -> None:
         self.error(path, f"bad template: {exc.message}", exc.hint, location=self._template_location(path, text, exc.offset))
@@ -645,7 +727,7 @@ def _hint_for(kind: str, field_name: Any, err: dict) -> str:
     if field_name == "timezone":
         return "use an IANA name such as `UTC` or `Europe/Berlin`"
     if "partition key" in message:
-        return "a partition key is any text without `...` or control characters (newline, tab, ...)"
+        return partition_checks.KEY_HINT
     if field_name == "version":
         return "write `version: 0.0.1b` at the top of the file"
     if kind.endswith("_type") or kind.endswith("_parsing"):

@@ -6,13 +6,55 @@ or a duplicated static key are reported even when a field inside has an error to
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, Callable
+from urllib.parse import quote
 
-from exo_dagster.spec.models import PARTITION_KINDS
+from exo_dagster.spec.models import INVALID_PARTITION_SUBSTRINGS, PARTITION_KINDS
 
 KINDS = (*PARTITION_KINDS, "static")
 PATH = ("cluster", "partitions")
 Report = Callable[..., None]  # _Checker.error(path, message, hint, key=...)
+
+# A partition is stored as `<key, %-encoded>.parquet`, written first as `.<that>.<pid>-<32 hex>.tmp`: 54 characters
+# around the encoded key, and a file name has at most 255 bytes (ext4, APFS, NTFS), so the encoded key may have 200.
+# %-encoding makes a character up to 12 long (`€` -> `%E2%82%AC`), so a key also has at most 100 characters.
+MAX_KEY_CHARS = 100
+MAX_ENCODED_KEY = 200
+KEY_HINT = (f"a partition key has at most {MAX_KEY_CHARS} characters ({MAX_ENCODED_KEY} once %-encoded for its file "
+            "name) and no `/`, `\\`, `..`, `...` or control characters (newline, tab, ESC, ...)")
+_REFUSED_CATEGORIES = {"Cc": "a control character", "Cf": "an invisible format character", "Cs": "a lone surrogate",
+                       "Zl": "a line separator", "Zp": "a paragraph separator"}
+
+
+def encoded_key(key: str) -> str:
+    """The key as its file is named (storage/io_manager.partition_file_stem): %-encoded, dots too."""
+    return quote(key, safe="-_").replace(".", "%2E")
+
+
+def partition_key_problem(key: str) -> str | None:
+    """Why `key` cannot be a partition key (it would not make a file name, or not one of its own), else None.
+    The same rule at validate time (static keys) and at run time (a key a run brings)."""
+    shown = repr(key if len(key) <= 40 else key[:40] + "...")
+    if not key.strip():
+        return "a partition key cannot be empty"
+    dagster = [s for s in INVALID_PARTITION_SUBSTRINGS if s in key]
+    if dagster:
+        return f"partition key {shown} holds {dagster[0]!r}, which Dagster does not allow in a partition key"
+    for char in key:
+        what = _REFUSED_CATEGORIES.get(unicodedata.category(char))
+        if what:
+            return f"partition key {shown} holds {char!r}, {what}"
+    for part, what in (("/", "a path separator"), ("\\", "a path separator"), ("..", "a parent-folder step")):
+        if part in key:
+            return f"partition key {shown} holds {part!r}, {what}"
+    if len(key) > MAX_KEY_CHARS:
+        return f"partition key {shown} has {len(key)} characters; the most is {MAX_KEY_CHARS}"
+    encoded = len(encoded_key(key).encode())
+    if encoded > MAX_ENCODED_KEY:
+        return (f"partition key {shown} is {encoded} characters once %-encoded for its file name; "
+                f"the most is {MAX_ENCODED_KEY}")
+    return None
 
 
 def partition_kind(raw: Any) -> str | None:

@@ -22,14 +22,16 @@ from upath import UPath
 
 from exo_dagster.storage.metadata import column_schema, table_metadata  # noqa: F401  (re-exported)
 from exo_dagster.sdk import paths
+from exo_dagster.sdk import leak_guard
 from exo_dagster.sdk.atomic_write import atomic_write
+from exo_dagster.sdk.masking import mask_value, masker
 from exo_dagster.sdk.storage_options import version_stamp
 from exo_dagster.sdk.table import RECENT, StoredTable
 from exo_dagster.sdk.table_write import to_frame, write_parquet_atomic  # noqa: F401  (re-exported)
+from exo_dagster.storage import chunk_folders
+from exo_dagster.storage.chunk_folders import CHUNKS_DIR, LOCAL_CHUNKS_DIR  # noqa: F401  (re-exported)
 
 REF_SUFFIX = ".ref.json"
-CHUNKS_DIR = "_chunks"  # fan-out chunk files under a remote base path (compile/fan_out.py): referenced, never copied
-LOCAL_CHUNKS_DIR = "chunks"  # ... and under the data folder where outputs are local: `<data>/chunks/<key parts>/<run id>/`
 
 
 class SourceChanged(RuntimeError):
@@ -55,6 +57,22 @@ def _write_classified(context: OutputContext, obj: Any, path: UPath) -> None:
         where = {k: getattr(meta[k], "value", meta[k]) for k in ("exo/source", "exo/satellite") if k in meta}
         raise dg.Failure(description=step_errors.message(exc), allow_retries=kind != step_errors.PERMANENT,
                          metadata={**where, "exo/error": type(exc).__name__, "exo/error-kind": kind}) from None
+
+
+def _run_secrets(context: InputContext | OutputContext) -> list[str]:
+    """The secrets this run's steps saw in this process (leak_guard.remember): masked in what writing or loading
+    shows."""
+    try:
+        run_id = context.step_context.run_id
+    except Exception:  # noqa: BLE001 - no run around this context (a test's build_output_context)
+        run_id = getattr(context, "_run_id", None)
+    return leak_guard.run_values(run_id)
+
+
+def _masked(context: OutputContext, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Output metadata (paths, column names) with the run's secrets masked."""
+    hidden = _run_secrets(context)
+    return mask_value(metadata, hidden) if hidden else metadata
 
 
 def footer_counts(path: str) -> tuple[int, Any]:
@@ -102,6 +120,15 @@ class ParquetTableIOManager(UPathIOManager):
         return paths_[key]
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
+        """Writing an output (where a lazy one computes, and can fail) is masked as its step's compute was."""
+        with leak_guard.masked(_run_secrets(context)):
+            self._handle_output(context, obj)
+
+    def load_input(self, context: InputContext) -> Any:
+        with leak_guard.masked(_run_secrets(context)):
+            return self._load_input(context)
+
+    def _handle_output(self, context: OutputContext, obj: Any) -> None:
         """UPathIOManager.handle_output for an unpartitioned output, less its "Writing file at" debug line:
         an event-log write per step that says what the materialization's `path` and `dagster/uri` say."""
         if context.has_asset_partitions:
@@ -109,9 +136,10 @@ class ParquetTableIOManager(UPathIOManager):
         path = self._get_path(context)
         self.make_directory(path.parent)
         self.dump_to_path(context=context, obj=obj, path=path)
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))} if obj is not None else {})
+        if obj is not None:
+            context.add_output_metadata(_masked(context, {"path": dg.MetadataValue.path(str(path))}))
 
-    def load_input(self, context: InputContext) -> Any:
+    def _load_input(self, context: InputContext) -> Any:
         """UPathIOManager.load_input for an unpartitioned input, less its "Loading file from" debug line
         (the LOADED_INPUT event names the upstream output)."""
         if context.has_asset_key and context.has_asset_partitions:
@@ -130,7 +158,10 @@ class ParquetTableIOManager(UPathIOManager):
         options = self.storage_options or None
         ref = self._ref_path(path)
         # a partition is always a Parquet file of its own, so the catalog view's glob covers every partition
-        if isinstance(obj, StoredTable) and obj.name is None and self._is_source(obj, path) and not context.has_asset_partitions:
+        # a reference stores its sources' paths as they are: one holding a secret (a signed URL) is copied instead
+        secret_path = isinstance(obj, StoredTable) and masker(_run_secrets(context)).contains("\n".join(obj.paths))
+        if isinstance(obj, StoredTable) and obj.name is None and self._is_source(obj, path) and not context.has_asset_partitions \
+                and not secret_path:
             table = StoredTable(obj.path, obj.storage_options)
             record = {"paths": table.paths, "fingerprint": fingerprint(self.fs, table.paths)}
             try:  # read the sources' footers before publishing a reference to them: never a ref to a broken file
@@ -139,7 +170,7 @@ class ParquetTableIOManager(UPathIOManager):
             except Exception as exc:  # noqa: BLE001 - name the files, keep the reason
                 raise ValueError(f"cannot reference {', '.join(table.paths)}: {exc}") from None
             # a fan-out merge replaces its previous run's chunks (a source file's reference has nothing to drop)
-            chunked = any(self._chunk_run_folder(p) for p in table.paths)
+            chunked = context.has_asset_key and any(self._own_chunk(p, context) for p in table.paths)
             previous = self._referenced(ref) if chunked else []
             with atomic_write(ref, "w") as fh:
                 fh.write(json.dumps(record))
@@ -163,53 +194,35 @@ class ParquetTableIOManager(UPathIOManager):
         else:
             scan = stored.lazy()
             rows, schema = int(scan.select(pl.len()).collect().item()), scan.collect_schema()
-        context.add_output_metadata({**table_metadata(context.output_metadata, rows, schema, list(stored.paths)),
-                                     "exo/storage": kind})
+        context.add_output_metadata(_masked(context, {**table_metadata(context.output_metadata, rows, schema,
+                                                                       list(stored.paths)), "exo/storage": kind}))
         self._register(context, stored, path, schema)
 
     def _referenced(self, ref: UPath) -> list[str]:
         """The files the current reference names (none if there is none, or it cannot be read)."""
         try:
             return list(json.loads(ref.read_text()).get("paths") or [])
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, TypeError):  # any step could have written it: no shape assumed
             return []
 
-    def _chunk_run_folder(self, file: str) -> str | None:
-        """`<chunks root>/.../<run id>` for a fan-out chunk file of this storage, else None."""
-        roots = [str(self._base_path / CHUNKS_DIR) + "/"] if paths.is_url(str(self._base_path)) else \
-            [os.path.join(paths.data_dir(), LOCAL_CHUNKS_DIR, "")]
-        if not any(file.startswith(root) for root in roots):
-            return None
-        return file.rsplit("/", 1)[0]
+    def _own_chunk(self, file: Any, context: OutputContext) -> tuple[str, str] | None:
+        """(run folder, run id) when `file` is a chunk file of this asset's own fan-out, else None."""
+        return chunk_folders.owned_folder(file, self._base_path, list(context.asset_key.path))
 
-    def _drop_superseded_chunks(self, context: OutputContext, old: list[str], new: list[str]) -> None:
+    def _drop_superseded_chunks(self, context: OutputContext, old: list, new: list[str]) -> None:
         """A fan-out output references its run's chunk files; once a newer run's merge replaces that
-        reference, the older run's chunk folder is garbage (in S3 it would be paid for forever). It is
-        removed once that run is over in this Dagster instance; a run still in progress (its downstream
-        steps may be reading it) or unknown to the instance keeps its folder."""
-        keep = {self._chunk_run_folder(p) for p in new}
-        folders = sorted({f for f in map(self._chunk_run_folder, old) if f is not None} - keep)
-        if not folders:
+        reference, the older run's chunk folder is garbage (in S3 it would be paid for forever). The old
+        reference is only a file (any step could have written it): chunk_folders deletes only this asset's
+        own, marked chunk folders of runs that are over in this Dagster instance, and refuses the rest."""
+        if not old or not context.has_asset_key:
             return
         try:
             instance = context.step_context.instance
         except Exception:  # noqa: BLE001 - no run around this output (a test's build_output_context): keep everything
             return
-        for folder in folders:
-            run = instance.get_run_by_id(folder.rsplit("/", 1)[-1])
-            if run is None or not run.is_finished:
-                continue
-            try:
-                if paths.is_url(folder):
-                    self.fs.rm(folder, recursive=True)
-                else:
-                    import shutil
-
-                    shutil.rmtree(folder)
-            except FileNotFoundError:
-                continue
-            except Exception as exc:  # noqa: BLE001 - garbage left behind is logged, never a failed step
-                context.log.warning(f"could not remove the superseded chunk folder {folder}: {exc}")
+        chunk_folders.drop_superseded(self.fs, self._base_path, list(context.asset_key.path), old, new,
+                                      run_over=lambda run_id: chunk_folders.run_is_over(instance, run_id),
+                                      warn=context.log.warning)
 
     def _is_source(self, table: StoredTable, path: UPath) -> bool:
         """A pass-through of files outside our own storage (never a reference to another output)."""

@@ -54,6 +54,7 @@ class EmbedTextConfig(SatelliteConfig):
     outputs={"*": "the input columns", "embedding": "Array(Float32, dim), unit length by default"},
     resources={"gpu": 1},
     kinds=("polars", "torch"),
+    overrides=(),  # input keys other than `text`/`table` pass through as columns; none replaces the config
 )
 def embed_text(ctx: StepContext, config: EmbedTextConfig) -> pl.DataFrame:
     """Sentence embeddings (sentence-transformers; all-MiniLM-L6-v2 offline by default), CUDA when visible else CPU."""

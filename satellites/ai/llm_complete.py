@@ -119,19 +119,20 @@ class DeepSeekR1Config(LlmCompleteConfig):
 
 INPUTS = {"prompt": "the user message, per row", "messages": "a chat ([{role, content}] or its JSON), per row",
           "system": "a system message, per row", "*": "any other key passes through as a column"}
+OVERRIDES = ("system",)  # config fields an input of the same name replaces (per row or for every row)
 OUTPUTS = {"<field>": "each output-schema field (json), or `text`", "model": "the model that answered",
            "prompt_tokens": "", "completion_tokens": "", "total_tokens": "", "_error": "why the row failed"}
 
 
 @satellite("satellite/exospherehost/llm-complete", config=LlmCompleteConfig, inputs=INPUTS, outputs=OUTPUTS,
-           resources={"cpu": 1})
+           resources={"cpu": 1}, overrides=OVERRIDES)
 def llm_complete(ctx: StepContext, config: LlmCompleteConfig) -> pl.DataFrame:
     """OpenAI-compatible chat completion per row: JSON validated against output-schema, rate-limited, retried, cached."""
     return run(ctx, config, base_url=config.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL)
 
 
 @satellite("satellite/exospherehost/deepseek-r1-distrill-llama-70b", config=DeepSeekR1Config, inputs=INPUTS,
-           outputs=OUTPUTS, resources={"cpu": 1})
+           outputs=OUTPUTS, resources={"cpu": 1}, overrides=OVERRIDES)
 def deepseek_r1(ctx: StepContext, config: DeepSeekR1Config) -> pl.DataFrame:
     """llm-complete for DeepSeek-R1-Distill-Llama-70B on an OpenAI-compatible endpoint (base-url or $EXO_DEEPSEEK_BASE_URL)."""
     base_url = config.base_url or os.environ.get("EXO_DEEPSEEK_BASE_URL")

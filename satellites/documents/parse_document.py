@@ -18,6 +18,7 @@ import polars as pl
 from pydantic import Field
 
 from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
+from exo_dagster.sdk import step_errors
 
 from exo_dagster.sdk import file_ops as _files
 
@@ -75,8 +76,8 @@ def parse_document(ctx: StepContext, config: ParseDocumentConfig) -> pl.DataFram
             fs, fspath = _files.filesystem(url, options)
             with fs.open(fspath, "rb") as fh:
                 data = fh.read()
-        except FileNotFoundError:
-            raise DocumentError(f"`{path}`: no such file") from None
+        except FileNotFoundError:  # a missing file says so, with the path it looked at (not a parse error)
+            raise step_errors.MissingFile(url, "parse-document") from None
         except OSError as exc:
             raise DocumentError(f"`{path}`: cannot read it ({type(exc).__name__}: {exc})") from None
         fmt = _format_of(path, data, config.format)

@@ -11,6 +11,7 @@ import polars as pl
 from pydantic import Field
 
 from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
+from exo_dagster.sdk import step_errors
 from exo_dagster.sdk.hashing import sha256_file
 
 PROTOCOLS = {"local": "file", "s3": "s3", "gcs": "gcs", "azure": "az", "sftp": "sftp"}
@@ -62,10 +63,13 @@ def get_files(ctx: StepContext, config: GetFilesConfig) -> pl.DataFrame:
         raise ValueError("get-files needs `folder-path` or `file-path` in its config")
     root = ctx.path(root) if protocol == "file" else root
     if config.file_path:
-        entries = [fs.info(root)]
+        try:
+            entries = [fs.info(root)]
+        except FileNotFoundError:
+            raise step_errors.MissingFile(root, "get-files", config_key="file-path") from None
     else:
         if not fs.exists(root):
-            raise FileNotFoundError(f"get-files: folder `{root}` does not exist")
+            raise step_errors.MissingFile(root, "get-files", what="folder", config_key="folder-path")
         found = fs.find(root, maxdepth=None if config.recursive else 1, detail=True)
         entries = [info for info in found.values() if info.get("type") == "file"]
     allowed, blocked = _norm_exts(config.allowed_extensions), _norm_exts(config.blocked_extensions)

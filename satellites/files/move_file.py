@@ -14,6 +14,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
 from exo_dagster.sdk import allowed_paths
+from exo_dagster.sdk import step_errors
 from exo_dagster.sdk.atomic_write import atomic_write
 from exo_dagster.sdk.hashing import sha256_file
 from exo_dagster.sdk.paths import is_url
@@ -59,7 +60,10 @@ def move_file(ctx: StepContext, config: MoveFileConfig) -> pl.DataFrame:
     rows = _files.with_stat_fingerprint(_files.path_rows(ctx, config.column, "move-file"), ctx, options)
     folder = config.destination if is_url(config.destination) else ctx.output_path(config.destination)
     allowed = allowed_paths.roots(ctx.data_dir, ctx.base_dir)
-    allowed_paths.check(folder, allowed, "move-file `destination`")
+    try:
+        allowed_paths.check(folder, allowed, "move-file `destination`")
+    except allowed_paths.PathOutside as exc:
+        raise step_errors.at_key(exc, "destination")
     _files.check_inside(ctx, rows, allowed, "move-file")
 
     def move_one(row: dict, key: str) -> dict:

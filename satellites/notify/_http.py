@@ -156,8 +156,46 @@ def send_once(ctx: StepContext, value: Any, fn: Callable[[Any, str], dict],
     """Batch mode: `fn(value, key)` once, keyed by the satellite and the value; its result and the one-row
     output table (`schema` plus `idempotency_key`)."""
     key = batch_key(ctx, value)
-    out = fn(value, key)
+    with Deliveries(ctx) as deliveries:
+        out = deliveries.once(key, lambda: fn(value, key))
     return out, pl.DataFrame([{**out, "idempotency_key": key}], schema={**schema, "idempotency_key": pl.Utf8})
+
+
+class Deliveries:
+    """Batches sent at most once per unit of work: the partition in a partitioned run, else the run with its step
+    retries and re-executions (Dagster's root run). A batch the receiver already accepted there is not sent again:
+    its recorded result is used (metadata `exo/batches_cached`). A new run sends again: identical content from a
+    later run is a new notification. The record is made after the receiver answers, so a crash in between resends
+    once, with the same idempotency key. Kept in the step's row cache; `cache: false` sends every time."""
+
+    def __init__(self, ctx: StepContext):
+        self.ctx = ctx
+        partition = ctx.identity[2].get("exo/partition") if isinstance(ctx.identity[2], dict) else None
+        self.scope = f"partition:{partition}" if partition is not None else f"run:{ctx.root_run_id or ctx.run_id}"
+        self.cache = None
+
+    def __enter__(self) -> "Deliveries":
+        if self.ctx.cache_path:
+            from exo_dagster.sdk.row_cache import open_cache
+
+            self.cache = open_cache(self.ctx.cache_path)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cache is not None:
+            self.cache.close()
+
+    def once(self, key: str, send: Callable[[], dict]) -> dict:
+        if self.cache is None:
+            return send()
+        record = sha256_text(json.dumps(["exo/delivered", key, self.scope]))
+        done = self.cache.get_many([record]).get(record)
+        if done is not None:
+            self.ctx.metadata["exo/batches_cached"] = self.ctx.metadata.get("exo/batches_cached", 0) + 1
+            return done
+        result = send()
+        self.cache.put(record, self.ctx.step, self.ctx._mask_result(result))
+        return result
 
 
 def with_results(rows: pl.DataFrame, result: pl.DataFrame) -> pl.DataFrame:

@@ -20,7 +20,8 @@ from pydantic import Field
 from exo_dagster.sdk import StepContext, retrying, satellite
 from exo_dagster.sdk.retrying import Retry
 
-from satellites.notify._http import HttpConfig, Mode, batch_key, check, chunks, client, input_table, map_each_row, per_row, plain, response_text
+from satellites.notify._http import (Deliveries, HttpConfig, Mode, batch_key, check, chunks, client, input_table,
+                                    map_each_row, per_row, plain, response_text)
 
 ROW_KEYS = ("url", "method", "body")
 NO_BODY = ("GET", "HEAD", "DELETE", "OPTIONS")
@@ -78,9 +79,13 @@ def send_retrying(http, method: str, url: str, body: Any, key: str | None, confi
     outputs={"status": "HTTP status", "response": "response body (first 64 KiB)",
              "batch": "per batch: batch number", "rows": "per batch: rows sent", "idempotency_key": "key sent"},
     kinds=("http",),
+    overrides=ROW_KEYS,  # a row's url/method/body replace the config's (a preset's fixed ones cannot be given)
 )
 def call_webhook(ctx: StepContext, config: CallWebhookConfig) -> pl.DataFrame:
-    """Calls an HTTP endpoint once per row or once per batch, with idempotency keys, timeouts, redirects and TLS checks."""
+    """Calls an HTTP endpoint once per row or once per batch, with idempotency keys, timeouts, redirects and TLS checks.
+    Retries and re-executions send nothing twice: a finished row comes from the row cache (in later runs too), a
+    batch the endpoint accepted is not resent in the same run or partition (a new run sends it again); a crash
+    between the endpoint's answer and exo's record resends once, with the same `Idempotency-Key`."""
     with client(ctx, config) as http:
         if per_row(ctx, config.mode):
             return _per_row(ctx, config, http)
@@ -102,12 +107,18 @@ def _per_batch(ctx: StepContext, config: CallWebhookConfig, http) -> pl.DataFram
     table = input_table(ctx)
     bodies = [config.body] if config.body is not None or table is None else list(chunks(table, config.batch_size))
     out = []
-    for number, body in enumerate(bodies):
-        key = batch_key(ctx, plain(body))
+
+    def deliver(body: Any, key: str) -> dict:
         response = send(http, config.method, config.url, body, key, config)
         check(response, config.expect)
-        out.append({"batch": number, "rows": len(body) if isinstance(body, list) else 1, "status": response.status_code,
-                    "response": response_text(response), "idempotency_key": key})
-        ctx.log.info(f"call-webhook: batch {number} -> {response.status_code}")
+        return {"status": response.status_code, "response": response_text(response)}
+
+    with Deliveries(ctx) as deliveries:  # a retried step or re-executed run does not resend an accepted batch
+        for number, body in enumerate(bodies):
+            key = batch_key(ctx, plain(body))
+            result = deliveries.once(key, lambda: deliver(body, key))
+            out.append({"batch": number, "rows": len(body) if isinstance(body, list) else 1, **result,
+                        "idempotency_key": key})
+            ctx.log.info(f"call-webhook: batch {number} -> {result['status']}")
     return pl.DataFrame(out, schema={"batch": pl.Int64, "rows": pl.Int64, "status": pl.Int64, "response": pl.Utf8,
                                      "idempotency_key": pl.Utf8})

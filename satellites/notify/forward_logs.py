@@ -18,7 +18,7 @@ from pydantic import Field
 
 from exo_dagster.sdk import StepContext, satellite
 
-from satellites.notify._http import HttpConfig, batch_key, check, chunks, client, input_table, plain
+from satellites.notify._http import Deliveries, HttpConfig, batch_key, check, chunks, client, input_table, plain
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -43,7 +43,9 @@ class ForwardLogsConfig(HttpConfig):
     kinds=("http",),
 )
 def forward_logs(ctx: StepContext, config: ForwardLogsConfig) -> pl.DataFrame:
-    """Posts log records to an HTTP log sink in batches (JSON lines or a JSON array)."""
+    """Posts log records to an HTTP log sink in batches (JSON lines or a JSON array).
+    A retry or re-execution resends only the batches the sink has not accepted in that run; a crash right after a
+    delivery resends that batch once, with the same idempotency key."""
     table = input_table(ctx)
     if table is None:
         raise ValueError("forward-logs needs records: use it in a cluster's `logs:` section, or give `input.table`")
@@ -52,19 +54,25 @@ def forward_logs(ctx: StepContext, config: ForwardLogsConfig) -> pl.DataFrame:
         keep = [name for name in LEVELS if logging.getLevelName(name) >= floor]
         table = table.filter(pl.col("level").is_in(keep))
     out = []
-    with client(ctx, config) as http:
+
+    def deliver(http, records: list[dict], key: str) -> dict:
+        headers = {config.idempotency_header: key} if config.idempotency_header else {}
+        if config.format == "json-lines":
+            body = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records).encode()
+            headers["Content-Type"] = "application/x-ndjson"
+        else:
+            body = json.dumps(records, ensure_ascii=False, default=str).encode()
+            headers["Content-Type"] = "application/json"
+        response = http.post(config.url, content=body, headers=headers)
+        check(response)
+        return {"status": response.status_code}
+
+    # a retry after a failed batch resends only the batches the sink has not accepted
+    with client(ctx, config) as http, Deliveries(ctx) as deliveries:
         for number, records in enumerate(chunks(table, config.batch_size)):
             records = [{**config.labels, **plain(r)} for r in records]
             key = batch_key(ctx, records)
-            headers = {config.idempotency_header: key} if config.idempotency_header else {}
-            if config.format == "json-lines":
-                body = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records).encode()
-                headers["Content-Type"] = "application/x-ndjson"
-            else:
-                body = json.dumps(records, ensure_ascii=False, default=str).encode()
-                headers["Content-Type"] = "application/json"
-            response = http.post(config.url, content=body, headers=headers)
-            check(response)
-            out.append({"batch": number, "records": len(records), "status": response.status_code, "idempotency_key": key})
+            status = deliveries.once(key, lambda: deliver(http, records, key))["status"]
+            out.append({"batch": number, "records": len(records), "status": status, "idempotency_key": key})
     ctx.log.info(f"forward-logs: {sum(r['records'] for r in out)} record(s) in {len(out)} batch(es) to the log sink")
     return pl.DataFrame(out, schema={"batch": pl.Int64, "records": pl.Int64, "status": pl.Int64, "idempotency_key": pl.Utf8})

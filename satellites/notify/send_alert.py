@@ -123,10 +123,13 @@ def _alert(config: SendAlertConfig, row: dict | None = None) -> dict:
             "*": "per row: other columns become alert details"},
     outputs={"status": "HTTP status", "response": "the service's answer", "idempotency_key": "key sent (PagerDuty dedup key)"},
     kinds=("http",),
+    overrides=ROW_KEYS,  # a row's text/title/severity/details replace the config's
     embeds={"text": embedding.slack_when("format", "slack")},  # Slack: templated values cannot add mentions or links
 )
 def send_alert(ctx: StepContext, config: SendAlertConfig) -> pl.DataFrame:
-    """Posts an alert to Slack or Discord (incoming webhooks) or PagerDuty (Events API v2), once or per row."""
+    """Posts an alert to Slack or Discord (incoming webhooks) or PagerDuty (Events API v2), once or per row.
+    Retries and re-executions do not alert twice (one alert per run or partition; per row, one per row, from the row
+    cache); a crash right after a delivery resends it once, with the same idempotency key (PagerDuty: dedup key)."""
     url = _url(ctx, config)
     with client(ctx, config) as http:
         def post(alert: dict, key: str) -> dict:

@@ -130,10 +130,14 @@ def _fields(config: SendEmailConfig, row: dict | None = None) -> dict:
     inputs={"to": "per row: recipient(s)", "subject": "per row: subject", "body": "per row: body"},
     outputs={"to": "recipients", "message_id": "Message-ID sent", "idempotency_key": "key the Message-ID is made from"},
     kinds=("email",),
+    overrides=ROW_KEYS,  # a row's to/cc/bcc/subject/body replace the config's
     embeds={"body": embedding.html_when("html")},  # with `html: true`, templated values are escaped HTML text
 )
 def send_email(ctx: StepContext, config: SendEmailConfig) -> pl.DataFrame:
-    """Sends email over SMTP (STARTTLS or TLS, with login), one message per batch or per row."""
+    """Sends email over SMTP (STARTTLS or TLS, with login), one message per batch or per row.
+    Retries and re-executions do not send twice (one message per run or partition; per row, one per row, from the row
+    cache). SMTP has no idempotency key: a crash right after the server accepted a message sends it once more, with
+    the same Message-ID for the receiving side to drop."""
     smtp = connect(ctx, config)
     try:
         def send(fields: dict, key: str) -> dict:

@@ -22,6 +22,7 @@ import polars as pl
 from pydantic import Field, field_validator
 
 from exo_dagster.sdk import SatelliteConfig, StepContext, StoredTable, satellite
+from exo_dagster.sdk import step_errors
 
 EXTENSIONS = {"csv": "csv", "tsv": "csv", "jsonl": "jsonl", "ndjson": "jsonl", "json": "jsonl",
               "parquet": "parquet", "pq": "parquet", "xlsx": "excel", "xls": "excel"}
@@ -188,6 +189,7 @@ def _check_parquet(path: str) -> None:
     """Read the footer now: a truncated or non-Parquet file fails here, named, and no reference to it is stored.
     A local file's footer is parsed by Polars (as pyarrow's read_metadata would, without loading pyarrow:
     about 0.2 s a process); a remote one by pyarrow, which seeks to the footer instead of reading the file."""
+    _check_readable(path)
     try:
         if "://" in path:
             import fsspec
@@ -197,11 +199,25 @@ def _check_parquet(path: str) -> None:
                 pq.read_metadata(fh)
         else:
             pl.read_parquet_schema(path)
+    except FileNotFoundError:
+        raise step_errors.MissingFile(path, "read-table") from None
     except Exception as exc:  # noqa: BLE001 - name the file, keep the reason
         raise ValueError(f"read-table: `{path}` is not a readable Parquet file: {exc}") from None
 
 
+def _check_readable(path: str) -> None:
+    """A local file that is not there, or not readable, is said so (with its absolute path) before any reader
+    turns it into a parse error."""
+    if "://" in path:
+        return
+    if not os.path.exists(path):
+        raise step_errors.MissingFile(os.path.abspath(path), "read-table")
+    if not os.access(path, os.R_OK):
+        raise PermissionError(f"read-table: no permission to read {os.path.abspath(path)}")
+
+
 def _scan(ctx: StepContext, path: str, fmt: str, config: ReadTableConfig) -> pl.LazyFrame:
+    _check_readable(path)
     try:
         if fmt == "csv":
             return _read_csv(ctx, path, config)
@@ -215,6 +231,10 @@ def _scan(ctx: StepContext, path: str, fmt: str, config: ReadTableConfig) -> pl.
         if str(exc).startswith("read-table:"):
             raise
         raise ValueError(f"read-table: cannot read `{path}` as {fmt}: {exc}") from exc
+    except FileNotFoundError:  # a remote file that is not there
+        raise step_errors.MissingFile(path, "read-table") from None
+    except PermissionError:
+        raise
     except Exception as exc:  # noqa: BLE001 - name the file, keep the reason
         raise ValueError(f"read-table: cannot read `{path}` as {fmt}: {exc}") from exc
 
@@ -260,6 +280,14 @@ def _paths(ctx: StepContext, config: ReadTableConfig) -> list[str]:
 )
 def read_table(ctx: StepContext, config: ReadTableConfig) -> pl.LazyFrame | StoredTable:
     """Reads CSV, JSONL, Parquet or Excel files (one path, or a column of paths) into one table; Parquet is referenced, not copied."""
+    given = "path" if config.path else "input.paths" if "paths" in ctx.input else None
+    try:
+        return _read(ctx, config)
+    except Exception as exc:
+        raise step_errors.at_key(exc, given) if given else exc  # a failure points at the key that named the files
+
+
+def _read(ctx: StepContext, config: ReadTableConfig) -> pl.LazyFrame | StoredTable:
     paths = [p if "://" in p else ctx.path(p) for p in _paths(ctx, config)]
     formats = {_format_of(p, config.format) for p in paths}
     if paths and formats == {"parquet"} and not config.copy_ and not config.source_column:

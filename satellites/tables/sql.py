@@ -167,8 +167,10 @@ def _sandbox(ctx: StepContext, config: SqlConfig, urls: list[str], small: bool =
     threads = config.threads if config.threads is not None else (1 if small else None)
     settings = {"threads": threads, "memory_limit": config.memory_limit}
     make = duck.sandbox_cursor if shared else duck.sandboxed
+    # DuckDB spills inside the data folder (a folder of this database's own), never to `<cwd>/.tmp`
+    spill = ctx.data_dir if ctx.data_dir and allowed_paths.is_local(ctx.data_dir) else None
     return make(directories=[d for d in directories if d and allowed_paths.is_local(d)], paths=inputs, urls=urls,
-                settings=settings)
+                settings=settings, spill=spill)
 
 
 def _small_inputs(urls: list[str]) -> bool:

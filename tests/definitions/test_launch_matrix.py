@@ -2,7 +2,8 @@
 
 Launch paths: the UI's GraphQL launch of the cluster's job, an asset-selection launch (the UI's
 "Materialize", Dagster's implicit `__ASSET_JOB`), a schedule tick, a files sensor, `dagster job
-execute` and `exo run`. Outcomes: success, a failing step, an SLA breach. One daemon and one webserver
+execute`, `dg launch` (in a dg project whose ClusterComponent loads the same clusters) and `exo run`.
+Outcomes: success, a failing step, an SLA breach. One daemon and one webserver
 on a temporary instance serve the whole matrix; everything is launched at once, then each cell checks
 that its alert reached the loopback receiver (the logs sink for a success, the alert hook with the
 cause for a failure or an SLA breach), the run's tags, and the executor that ran its steps.
@@ -27,7 +28,7 @@ from tests.loopback import http_server
 
 SLA_S = {"ok": 300, "fail": 300, "slow": 6}
 EXECUTOR = {"ok": "local", "fail": "in-process", "slow": "in-process"}
-PATHS = ("graphql-job", "asset-selection", "schedule", "files-sensor", "job-execute", "exo-run")
+PATHS = ("graphql-job", "asset-selection", "schedule", "files-sensor", "job-execute", "dg-launch", "exo-run")
 OUTCOMES = ("ok", "fail", "slow")
 SCHEDULE_LEAD_S = 75  # the cron clusters fire once, at a minute this far ahead (the daemon is up by then)
 
@@ -70,6 +71,32 @@ from exo_dagster.location import definitions_for
 defs = definitions_for("clusters")
 """
 
+# a dg project (Dagster's Components layout) beside the workspace: its ClusterComponent loads ../clusters
+DG_PYPROJECT = """\
+[project]
+name = "matrix-dg"
+version = "0.1.0"
+requires-python = ">=3.11"
+dependencies = ["exo-dagster"]
+
+[tool.dg]
+directory_type = "project"
+
+[tool.dg.project]
+root_module = "matrix_dg"
+"""
+DG_DEFINITIONS = """\
+from pathlib import Path
+
+from dagster import definitions, load_from_defs_folder
+
+
+@definitions
+def defs():
+    return load_from_defs_folder(path_within_project=Path(__file__).parent)
+"""
+DG_DEFS_YAML = "type: exo_dagster.ClusterComponent\nattributes:\n  path: ../../../../clusters\n"
+
 
 def _name(outcome: str, path: str) -> str:
     return {"schedule": f"{outcome}-cron", "files-sensor": f"{outcome}-files"}.get(path, outcome)
@@ -102,11 +129,19 @@ class MatrixStack(Stack):
                 (clusters / f"{_name(outcome, path)}.yaml").write_text(text)
         (self.root / "defs.py").write_text(DEFS)
         (self.root / "workspace.yaml").write_text(WORKSPACE)
+        package = self.root / "dg_project" / "matrix_dg"
+        (package / "defs" / "clusters").mkdir(parents=True)
+        (self.root / "dg_project" / "pyproject.toml").write_text(DG_PYPROJECT)
+        for init in (package / "__init__.py", package / "defs" / "__init__.py"):
+            init.write_text("")
+        (package / "definitions.py").write_text(DG_DEFINITIONS)
+        (package / "defs" / "clusters" / "defs.yaml").write_text(DG_DEFS_YAML)
 
     def env(self) -> dict[str, str]:
         env = super().env()
         env["PYTHONFAULTHANDLER"] = "1"
         env["PYTHONPATH"] = ":".join(p for p in (str(self.root), env.get("PYTHONPATH", "")) if p)
+        env.update(PATH=f"{EXE}:{env.get('PATH', '')}", VIRTUAL_ENV=str(EXE.parent), NO_COLOR="1")  # dg's environment
         return env
 
 
@@ -140,6 +175,8 @@ def launched(tmp_path_factory):
                 clis.append((("job-execute", outcome), _cli(stack, "job-execute", outcome, [
                     str(EXE / "dagster"), "job", "execute", "-f", "defs.py", "-j", job, "--tags",
                     json.dumps({"matrix": "job-execute"})])))
+                clis.append((("dg-launch", outcome), _cli(stack, "dg-launch", outcome, [
+                    str(EXE / "dg"), "launch", "--job", job], cwd=stack.root / "dg_project")))
                 clis.append((("exo-run", outcome), _cli(stack, "exo-run", outcome, [
                     str(EXE / "exo"), "run", f"clusters/{outcome}.yaml"])))
             for (path, outcome), proc in clis:
@@ -154,6 +191,9 @@ def launched(tmp_path_factory):
                 assert proc.returncode == (0 if outcome == "ok" else 1), output[-4000:]
                 if path == "exo-run":
                     runs[(path, outcome)] = re.search(r"^run (\S+) of ", output, re.M).group(1)
+                elif path == "dg-launch":  # `dg launch` takes no tags: its run is the one its log starts
+                    job = _job(outcome, path)
+                    runs[(path, outcome)] = re.search(rf" - {job} - (\S+) - \d+ - RUN_START - ", output).group(1)
                 else:
                     [run] = stack.instance.get_runs(dg.RunsFilter(job_name=_job(outcome, path), tags={"matrix": path}))
                     runs[(path, outcome)] = run.run_id
@@ -165,9 +205,9 @@ def launched(tmp_path_factory):
             stack.stop()
 
 
-def _cli(stack, path: str, outcome: str, argv: list[str]) -> subprocess.Popen:
+def _cli(stack, path: str, outcome: str, argv: list[str], cwd: Path | None = None) -> subprocess.Popen:
     with open(stack.root / f"{path}-{outcome}.log", "wb") as out:
-        return subprocess.Popen(argv, cwd=stack.root, env=stack.env(), stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(argv, cwd=cwd or stack.root, env=stack.env(), stdout=out, stderr=subprocess.STDOUT)
 
 
 def _launch(stack, selector: dict) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 JOB = "exospherehost__orders_report"
 KEY = ("exospherehost", "orders_report")  # asset keys: [project, cluster, step]
-LOCATION = "exo_dagster"
+LOCATION = "definitions"  # workspace.yaml names it as `-m definitions` does
 STARTUP_TIMEOUT_S = 90
 
 WORKSPACE_QUERY = """
@@ -117,7 +117,7 @@ def webserver(tmp_path: Path, extra_env: dict[str, str] | None = None):
 
 
 def location_entry(port: int) -> dict:
-    """The `exo_dagster` entry of the workspace, once it has finished loading."""
+    """The `definitions` entry of the workspace, once it has finished loading."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while True:
         workspace = post_graphql(port, WORKSPACE_QUERY)["workspaceOrError"]

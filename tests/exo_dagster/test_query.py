@@ -105,6 +105,20 @@ def test_writes_are_refused_and_the_catalog_is_unchanged(home, sql, kind):
     assert not list(home.glob("stolen*")) and not (home / "other.duckdb").exists() and not (home / "dump").exists()
 
 
+@pytest.mark.parametrize("target", ["{revenue}", "exo-read://{revenue}", "{folder}/forged.parquet", ".tmp/x.csv"])
+def test_explain_analyze_copy_cannot_overwrite_an_output_or_add_a_file(home, target):
+    """EXPLAIN passes the statement filter: the connection itself refuses the write (issue 21)."""
+    folder = home / "exo" / "outputs" / "exospherehost__orders_report"
+    target = target.format(revenue=folder / "revenue.parquet", folder=folder)
+    (home / ".tmp").mkdir(exist_ok=True)  # DuckDB's default spill folder in the working folder: not writable either
+    before = fingerprint(home)
+    result = exo("query", f"explain analyze copy (select 1 as forged) to '{target}' (use_tmp_file false)",
+                 dagster_home=home)
+    assert result.returncode == 1 and "read-only" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert fingerprint(home) == before
+
+
 def test_files_outside_the_outputs_cannot_be_read(home, tmp_path):
     secret = tmp_path / "secret.csv"
     secret.write_text("a\n1\n")

@@ -106,7 +106,7 @@ version: 0.0.1b
 cluster:
   identifier: test/regions
   partitions:
-    static: [eu, us, "a/b c.d"]
+    static: [eu, us, "a:b c.d"]
   satellites:
     - name: Region
       uses: satellite/exospherehost/sql
@@ -145,16 +145,16 @@ def test_static_partitions_with_a_fanned_out_step_and_safe_file_names(data_dir, 
     cluster = parse_cluster(STATIC, "regions.yaml", registry=_registry())
     defs = compile_cluster(cluster)
     graph = defs.resolve_asset_graph()
-    assert graph.get(dg.AssetKey(["test", "regions", "tagged"])).partitions_def.get_partition_keys() == ["eu", "us", "a/b c.d"]
-    for key in ("eu", "a/b c.d"):
+    assert graph.get(dg.AssetKey(["test", "regions", "tagged"])).partitions_def.get_partition_keys() == ["eu", "us", "a:b c.d"]
+    for key in ("eu", "a:b c.d"):
         assert _run(cluster, instance, key).success
     folder = data_dir / "outputs" / "test__regions" / "region"
-    assert sorted(p.name for p in folder.iterdir()) == ["a%2Fb%20c%2Ed.parquet", "eu.parquet"]
+    assert sorted(p.name for p in folder.iterdir()) == ["a%3Ab%20c%2Ed.parquet", "eu.parquet"]
     assert partition_file_stem("2026-11-01-05:00") == "2026-11-01-05%3A00"
     rows = query("select region, partition from regions.region order by region", str(data_dir / "catalog.duckdb")).rows
-    assert rows == [("a/b c.d", "a/b c.d"), ("eu", "eu")]
+    assert rows == [("a:b c.d", "a:b c.d"), ("eu", "eu")]
     tagged = query("select tagged, partition from regions.tagged order by partition", str(data_dir / "catalog.duckdb")).rows
-    assert tagged == [("x!", "a/b c.d"), ("x!", "eu")]
+    assert tagged == [("x!", "a:b c.d"), ("x!", "eu")]
 
 
 def test_row_cache_is_keyed_per_partition(data_dir, instance):
@@ -229,7 +229,7 @@ def test_cron_on_a_static_cluster_runs_every_key_per_tick():
     cluster = parse_cluster(text, "regions.yaml", registry=_registry())
     defs = compile_cluster(cluster)
     requests = _tick(defs, "test__regions__cron", dt.datetime(2026, 11, 5, 6, tzinfo=dt.timezone.utc))
-    assert [r.partition_key for r in requests] == ["eu", "us", "a/b c.d"]
+    assert [r.partition_key for r in requests] == ["eu", "us", "a:b c.d"]
     assert len({r.run_key for r in requests}) == 3 and all(r.run_key.endswith("@2026-11-05T06:00:00+00:00") for r in requests)
 
 

@@ -180,7 +180,7 @@ def test_leak_guard_masks_prints_split_writes_and_logging(capfd, caplog):
     import logging
     import sys
 
-    from exo_dagster.runtime import leak_guard
+    from exo_dagster.sdk import leak_guard
 
     secret = "guarded-SECRET-value-42"
     with leak_guard.guarded([secret]):

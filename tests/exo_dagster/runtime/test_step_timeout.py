@@ -72,3 +72,35 @@ def test_timeout_must_be_a_duration(tmp_path):
     with pytest.raises(SpecError) as error:
         parse_cluster(CLUSTER.format(timeout="soon", seconds=1), str(tmp_path / "bad.yaml"))
     assert "not a duration" in str(error.value)
+
+
+RUNAWAY = """\
+version: 0.0.1b
+cluster:
+  identifier: t/runaway
+  retries: 0
+  satellites:
+    - name: Runaway
+      uses: satellite/exospherehost/sql
+      identifier: runaway
+      timeout: 2s
+      config: {query: "select sum(a.range * b.range) as s from range(1000000) a, range(1000000) b", threads: 4}
+"""
+
+
+def test_a_runaway_sql_query_ends_within_seconds_of_its_timeout(tmp_path, data_dir):
+    """The step returns a lazy relation at once; the query runs while its output is written, on 4 DuckDB threads,
+    and would take hours: the limit covers the writing, and DuckDB is interrupted (issue 21)."""
+    cluster = parse_cluster(RUNAWAY, str(tmp_path / "runaway.yaml"))
+    job = compile_cluster(cluster).resolve_job_def(cluster.job_name)
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        assert not result.success
+        fields = failure_fields(instance, cluster, result.run_id, "runaway")
+        assert fields["error"] == ("Runaway (`runaway`): step `runaway` (Runaway) timed out after 2s "
+                                   "(its `timeout:` is 2s)")
+        times = {e.dagster_event.event_type: e.timestamp for e in instance.all_logs(result.run_id) if e.dagster_event
+                 and e.dagster_event.event_type in (dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_FAILURE)}
+        late = times[dg.DagsterEventType.STEP_FAILURE] - times[dg.DagsterEventType.STEP_START] - 2.0
+        print(f"step failed {late:.2f}s after its 2s timeout")  # the figure for the report (pytest -s)
+        assert late < 3.0, f"the step ended {late:.1f}s after its limit"  # measured: about 0.1 s

@@ -33,7 +33,6 @@ PAYLOADS = [
 CONTEXTS = [
     "select '${{ env.V }}' as v",
     "select 'pre ${{ env.V }} post' as v",
-    "select E'${{ env.V }}' as v",
     "select ${{ env.V }} as v",
     'select 1 as "${{ env.V }}"',
     "select 1 as v -- ${{ env.V }}\n",
@@ -45,8 +44,11 @@ def _render(query: str, value) -> str:
     return sql_text.render(query, lambda ref: value)
 
 
+_CON = duckdb.connect()  # one for all attempts: a connection costs more than the queries
+
+
 def _run(query: str, value):
-    con = duckdb.connect()
+    con = _CON
     text = _render(query, value)
     assert len(con.extract_statements(text)) == 1, text
     return con.sql(text)
@@ -75,7 +77,7 @@ def _changed(query: str, value) -> bool:
 def test_no_payload_changes_a_query_in_any_context():
     attempts = [(q, p) for q in CONTEXTS for p in PAYLOADS]
     changed = [(q, p) for q, p in attempts if _changed(q, p)]
-    assert len(attempts) == 105
+    assert len(attempts) == 90
     assert changed == []
 
 
@@ -97,6 +99,10 @@ def test_typed_literals():
 def test_dollar_quoted_strings_refuse_values():
     with pytest.raises(sql_text.SqlTemplateError, match="\\$-quoted"):
         _render("select $$ ${{ env.V }} $$", "x")
+    # E'...' strings process backslash escapes: no value is placed there (it was once, and ended the string early)
+    for payload in PAYLOADS:
+        with pytest.raises(sql_text.SqlTemplateError, match="E'...'"):
+            _render("select E'${{ env.V }}' as v", payload)
     # `$1` is a parameter, not a dollar-quote: the value after it is still a literal
     assert _render("select $1, ${{ env.V }}", "a'b") == "select $1, 'a''b'"
 

@@ -94,7 +94,8 @@ def data_dir(tmp_path, monkeypatch):
 
 def test_a_missing_folder_fails_at_once_with_its_message_and_yaml_location(tmp_path, data_dir):
     path = tmp_path / "missing.yaml"
-    cluster = parse_cluster(MISSING.format(folder=tmp_path / "nope"), str(path))
+    text = MISSING.format(folder=tmp_path / "nope")
+    cluster = parse_cluster(text, str(path))
     with dg.instance_for_test() as instance:
         result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(
             instance=instance, raise_on_error=False)
@@ -102,14 +103,17 @@ def test_a_missing_folder_fails_at_once_with_its_message_and_yaml_location(tmp_p
         assert _events(result, dg.DagsterEventType.STEP_UP_FOR_RETRY) == []  # retries: 3, but retrying cannot help
         [failed] = _events(result, dg.DagsterEventType.STEP_FAILURE)
         user = failed.step_failure_data.user_failure_data
-        assert user.description.startswith("get-files: folder `") and "does not exist" in user.description
-        line = MISSING.splitlines().index("    - name: Find files") + 1
-        assert user.metadata["exo/source"].value == f"{path}:{line}"
+        line, column = next((i, written.index("folder-path") + 1) for i, written in enumerate(text.splitlines(), 1)
+                            if "folder-path" in written)
+        where = f"{path}:{line}:{column}"  # the key that named the folder, not the step's first line
+        assert user.description == f"get-files: missing folder: {tmp_path / 'nope'} (from config.folder-path at {where})"
+        assert user.metadata["exo/source"].value == where
+        assert user.metadata["exo/cause"].value == "missing-file"
         assert user.metadata["exo/step"].value == "files (Find files)"
         assert user.metadata["exo/satellite"].value.startswith("satellite/exospherehost/get-files@")
         assert user.metadata["exo/error-kind"].value == "permanent"
         fields = failure_fields(instance, cluster, result.run_id, "files")
-        assert fields["error"].startswith("Find files (`files`): get-files: folder `")
+        assert fields["error"].startswith("Find files (`files`): get-files: missing folder: ")
 
 
 def test_a_busy_service_is_retried_and_the_failure_names_the_last_cause(tmp_path, data_dir):

@@ -122,7 +122,7 @@ def test_fan_out_chunks_live_in_s3_and_catalog_views_read_s3_offline(s3, monkeyp
     assert result.success
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
     chunks = sorted(k for k in keys if k.startswith("outputs/_chunks/test__s3chunks__tagged/"))
-    assert [k.rsplit("/", 1)[1] for k in chunks] == [f"{i:06d}.parquet" for i in range(4)]
+    assert [k.rsplit("/", 1)[1] for k in chunks] == [".exo-chunks.json"] + [f"{i:06d}.parquet" for i in range(4)]
     assert not (tmp_path / "exo" / "chunks").exists()  # nothing written to the local data folder
     assert "outputs/test__s3chunks/tagged.parquet.ref.json" in keys  # the merge references the chunks, no copy
     assert "outputs/test__s3chunks/tagged.parquet" not in keys

@@ -108,7 +108,7 @@ def test_broken_and_missing_files_are_row_errors_naming_the_file(docs, make_ctx)
     assert rows["report.pdf"]["_error"] is None and rows["report.pdf"]["pages"] == 2
     assert rows["corrupt.pdf"]["text"] is None
     assert rows["corrupt.pdf"]["_error"].startswith("DocumentError: `corrupt.pdf`: not a readable PDF")
-    assert rows["gone.docx"]["_error"] == "DocumentError: `gone.docx`: no such file"
+    assert rows["gone.docx"]["_error"] == f"MissingFile: parse-document: missing file: {docs / 'gone.docx'}"
     assert "`fake.pdf`: not a readable PDF" in rows["fake.pdf"]["_error"]
     assert ctx.metadata["exo/rows_failed"] == 3 and "corrupt.pdf" in ctx.metadata["exo/row_errors"]
 

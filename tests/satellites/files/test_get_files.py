@@ -41,5 +41,5 @@ def test_recursive_extension_and_exclusion_filters(tree, make_ctx):
 
 def test_single_file_and_missing_folder(tree, make_ctx):
     assert get_files(make_ctx(), _cfg(**{"file-path": "in/c.txt"}))["size"].to_list() == [1]
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="get-files: missing folder: .*nope$"):
         get_files(make_ctx(), _cfg(**{"folder-path": "nope"}))

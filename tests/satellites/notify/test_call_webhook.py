@@ -19,8 +19,9 @@ def _config(**kwargs) -> CallWebhookConfig:
     return CallWebhookConfig.model_validate(kwargs)
 
 
-def _run(tmp_path, config: CallWebhookConfig, **ctx):
+def _run(tmp_path, config: CallWebhookConfig, run_id: str = "run-1", **ctx):
     context = step_context(tmp_path, config=config.model_dump(mode="json"), satellite_id="satellite/exospherehost/call-webhook", **ctx)
+    context.run_id = run_id
     return call_webhook(context, config), context
 
 
@@ -74,7 +75,9 @@ def test_per_batch_sends_the_table_in_chunks_with_stable_keys(tmp_path):
         assert out["rows"].to_list() == [100, 100, 50] and out["status"].to_list() == [200, 200, 200]
         first_keys = [r.headers["Idempotency-Key"] for r in got]
         assert len(set(first_keys)) == 3 and out["idempotency_key"].to_list() == first_keys
-        _run(tmp_path, config, previous=table)  # a retry resends with the same keys, so the receiver can dedupe
+        again, ctx = _run(tmp_path, config, previous=table)  # a retry in the same run: accepted batches are not resent
+        assert len(server.to("/bulk")) == 3 and again.equals(out) and ctx.metadata["exo/batches_cached"] == 3
+        _run(tmp_path, config, previous=table, run_id="run-2")  # a new run sends again, with the same keys
         assert [r.headers["Idempotency-Key"] for r in server.to("/bulk")[3:]] == first_keys
 
 

@@ -54,8 +54,10 @@ def test_malformed_csv_rows_land_in_error_column(tmp_path, make_ctx):
 
 
 def test_missing_file_names_it(tmp_path, make_ctx):
-    with pytest.raises(ValueError, match="cannot read `.*nope.csv` as csv"):
+    with pytest.raises(FileNotFoundError) as raised:
         read_table(make_ctx(), ReadTableConfig(path="nope.csv"))
+    assert str(raised.value) == f"read-table: missing file: {tmp_path / 'nope.csv'}"
+    assert raised.value.config_key == "path"
 
 
 # -- bad data (issue 10) -----------------------------------------------------------------------

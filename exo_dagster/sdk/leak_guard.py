@@ -1,4 +1,4 @@
-"""What a satellite prints or logs while it runs is masked before it reaches a terminal or compute log.
+"""What a step prints, logs or raises is masked before it reaches a terminal, compute log or the event log.
 
 `ctx.log` is masked by `secrets.MaskingLog`; this covers the rest of Python: `print` and writes to
 `sys.stdout`/`sys.stderr` (line-buffered, so a secret split over several writes is still caught) and
@@ -15,7 +15,7 @@ import threading
 import traceback
 from typing import Any, Iterator
 
-from exo_dagster.runtime.secrets import Masker, masker
+from exo_dagster.sdk.masking import Masker, mask_exception, masker
 
 _FLUSH_AT = 1 << 16
 
@@ -93,3 +93,44 @@ def guarded(values: list[str]) -> Iterator[None]:
         sys.stdout, sys.stderr = old_out, old_err
         out.close_pending()
         err.close_pending()
+
+
+@contextlib.contextmanager
+def masked(values: list[str]) -> Iterator[None]:
+    """`guarded`, and an exception leaving the block carries no secret in its text or chain (`mask_exception`).
+    Every exo callback Dagster calls in a step (compute, output writing and loading) runs inside one, so an
+    error raised anywhere in the step, e.g. a lazy query failing only when its output is written, is masked."""
+    masking = masker(values)
+    if not masking:
+        yield
+        return
+    with guarded(values):
+        try:
+            yield
+        except BaseException as exc:
+            clean = mask_exception(exc, masking)
+            if clean is exc:
+                raise
+            if clean.__cause__ is None and not clean.__suppress_context__:
+                clean.__cause__ = clean.__context__  # the cleaned chain stays shown...
+            clean.__suppress_context__ = True  # ... and `exc`, which raising here makes the context, never is
+            raise clean  # noqa: B904
+
+
+_RUN_VALUES: dict[str, frozenset[str]] = {}
+_RUNS_KEPT = 64
+
+
+def remember(run_id: str, values: list[str]) -> None:
+    """Note the secrets a step of `run_id` sees, for what this process does later in that run: writing the step's
+    output (after its compute returned, in the IO manager), loading it, writing a fan-out chunk."""
+    if not values:
+        return
+    if run_id not in _RUN_VALUES and len(_RUN_VALUES) >= _RUNS_KEPT:
+        _RUN_VALUES.pop(next(iter(_RUN_VALUES)))
+    _RUN_VALUES[run_id] = _RUN_VALUES.get(run_id, frozenset()) | frozenset(values)
+
+
+def run_values(run_id: str | None) -> list[str]:
+    """Every secret the steps of `run_id` computed in this process so far saw (masked in all its later errors)."""
+    return sorted(_RUN_VALUES.get(run_id or "", ()))
