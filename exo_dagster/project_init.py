@@ -212,7 +212,6 @@ DAGSTER_HOME={home}
 GITIGNORE = """\
 {home_name}/
 .env
-.tmp_dagster_home_*/
 __pycache__/
 *.egg-info/
 """

@@ -28,7 +28,6 @@ until its run ends in the instance (run monitoring, the cluster's `sla:`).
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import socket
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
 import dagster as dg
+
+from exo_dagster.sdk.hashing import short_hash
 
 CONCURRENCY_TAG = "exo/concurrency"
 SLOT_TAG = "exo/slot"
@@ -105,7 +106,7 @@ def machine() -> str:
             marks.append(read())
         except OSError:
             marks.append("")
-    return f"{socket.gethostname()}/{hashlib.sha256('|'.join(marks).encode()).hexdigest()[:12]}"
+    return f"{socket.gethostname()}/{short_hash('|'.join(marks), 12)}"
 
 
 def _stat(pid: int) -> tuple[str, str] | None:

@@ -21,6 +21,12 @@ def temp_path(target: str) -> str:
     return os.path.join(folder, f".{name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
 
 
+def temp_name_pattern(name: str) -> str:
+    """A regular expression for the temporary names of targets whose names match the expression `name`
+    (local `.<name>.<pid>-<hex>.tmp` and remote `.<name>.<hex>.tmp`): for code that must tell them apart."""
+    return rf"\.{name}\.(?:\d+-)?[0-9a-f]{{32}}\.tmp"
+
+
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True

@@ -30,7 +30,7 @@ RUN_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 CHUNK_FILE = re.compile(r"\d{6}\.parquet")
 # names the fan-out writes in a run folder: chunk files, the marker, their atomic writes' leftovers (atomic_write.py)
 _NAME = r"(?:\d{6}\.parquet|\.exo-chunks\.json)"
-_OURS = re.compile(rf"{_NAME}|\.{_NAME}\.(?:\d+-)?[0-9a-f]{{32}}\.tmp")
+_OURS = re.compile(rf"{_NAME}|{temp_name_pattern(_NAME)}")
 _MARKER_MAX = 4096
 
 
