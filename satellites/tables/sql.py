@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from exo_dagster.sdk import SatelliteConfig, StepContext, StoredTable, satellite
 from exo_dagster.sdk.table import RECENT
 from exo_dagster.sdk import allowed_paths
-from exo_dagster.sdk import sql_text
+from exo_dagster.sdk import sql_paths, sql_text
 from exo_dagster.sdk import templates
 
 if TYPE_CHECKING:
@@ -132,6 +132,9 @@ def sql(ctx: StepContext, config: SqlConfig) -> duckdb.DuckDBPyRelation | pl.Dat
     if len(statements) > 1 and not config.multiple_statements:
         raise ValueError(f"sql: the query holds {len(statements)} statements; a sql step runs one "
                          f"(set `multiple-statements: true` to run them all and keep the last one's result)")
+    # a relative file path means what read-table's `path:` means: under the cluster's folder, whatever the working folder
+    statements = tuple((kind, sql_paths.anchor(text, ctx.base_dir) if kind == "SELECT" else text)
+                       for kind, text in statements)
     # read-only SQL shares a sandboxed database with the process's other steps (a cursor each); anything else gets its own
     small = _small_inputs(urls)
     read_only = all(kind == "SELECT" for kind, _ in statements)
@@ -151,7 +154,8 @@ def sql(ctx: StepContext, config: SqlConfig) -> duckdb.DuckDBPyRelation | pl.Dat
     except duckdb.PermissionException as exc:
         raise PermissionError(f"sql: {exc} (a sql step reads and writes only its inputs, the data folder "
                               f"`{ctx.data_dir}` and the cluster folder `{ctx.base_dir}`; the operator may add "
-                              f"folders with {allowed_paths.ENV})") from None
+                              f"folders with {allowed_paths.ENV}; a relative path read in a SELECT is looked up "
+                              f"under the cluster folder, one written or attached must be absolute)") from None
 
 
 def _sandbox(ctx: StepContext, config: SqlConfig, urls: list[str], small: bool = False,

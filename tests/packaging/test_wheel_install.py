@@ -126,3 +126,17 @@ def test_a_cluster_runs_from_an_empty_folder(fresh_venv, tmp_path):
     assert listing.returncode == 0, listing.stderr
     ids = [line.split("@")[0] for line in listing.stdout.splitlines() if line.startswith("satellite/")]
     assert "satellite/exospherehost/sql" in ids and len(ids) >= 16
+
+
+def test_exo_init_from_the_wheel_makes_a_project_of_its_own(fresh_venv, tmp_path):
+    home_unset = {k: v for k, v in _env(tmp_path).items() if k != "DAGSTER_HOME"}
+    exo = str(fresh_venv / "bin" / "exo")
+    made = subprocess.run([exo, "init", "team-pipelines"], cwd=tmp_path, env=home_unset, capture_output=True,
+                          text=True, timeout=300)
+    assert made.returncode == 0, made.stdout + made.stderr
+    project = tmp_path / "team-pipelines"
+    check = subprocess.run([exo, "validate", "clusters"], cwd=project, env=home_unset, capture_output=True,
+                           text=True, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
+    oks = [line for line in check.stdout.splitlines() if line.startswith("ok ")]
+    assert len(oks) == 1 and "exospherehost" not in check.stdout, check.stdout
