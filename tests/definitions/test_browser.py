@@ -201,7 +201,7 @@ def test_a_broken_cluster_file_shows_its_located_error(ui):
 def test_the_launchpad_asks_for_the_clusters_inputs(ui):
     """A cluster with `inputs:` opens a Launchpad that asks for its inputs: defaults filled in, a missing
     required input named, and "Scaffold missing config" adding it."""
-    ui.goto("/locations/exo_dagster/jobs/ui__params/playground", "launchpad")
+    ui.goto("/locations/definitions/jobs/ui__params/playground", "launchpad")
     page = ui.page
     _wait_text(page, "inputs__ui__params")
     text = page.locator("body").inner_text()
