@@ -30,12 +30,11 @@ from yaml.events import (AliasEvent, DocumentEndEvent, DocumentStartEvent, Mappi
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from exo_dagster.spec.errors import Diagnostic, Location, Note
-from exo_dagster.spec.yaml_syntax import QUOTE_HINT, syntax_diagnostic
+from exo_dagster.spec.yaml_syntax import MAX_DEPTH, NESTING_HINT, NESTING_TOO_DEEP, QUOTE_HINT, syntax_diagnostic
 
 Path = tuple[Any, ...]
 KEY = "<key>"  # path suffix for the location of a mapping key rather than its value
 
-MAX_DEPTH = 64  # a cluster file nests about 8 deep; anything far deeper is a mistake or an attack
 MAX_ALIAS_VALUES = 100_000  # values that aliases may add by copying (a 1,000-step file has ~20,000 values)
 MAX_FILE_BYTES = 16 * 1024 * 1024
 INT64 = (-(2 ** 63), 2 ** 63 - 1)
@@ -203,8 +202,7 @@ def _compose(loader: _Loader, file: str) -> Node | None:
             add(node, 1)
         elif isinstance(event, (SequenceStartEvent, MappingStartEvent)):
             if len(stack) >= MAX_DEPTH:
-                raise _Stop(Diagnostic(_loc(file, event.start_mark), f"values nest more than {MAX_DEPTH} levels deep",
-                                       "flatten this value; a cluster file needs only a few levels"))
+                raise _Stop(Diagnostic(_loc(file, event.start_mark), NESTING_TOO_DEEP, NESTING_HINT))
             kind = SequenceNode if isinstance(event, SequenceStartEvent) else MappingNode
             tag = event.tag
             if tag is None or tag == "!":

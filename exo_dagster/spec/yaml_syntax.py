@@ -19,6 +19,10 @@ import yaml
 
 from exo_dagster.spec.errors import Diagnostic, Location, Note
 
+MAX_DEPTH = 64  # a cluster file nests about 8 deep; anything far deeper is a mistake or an attack
+NESTING_TOO_DEEP = f"values nest more than {MAX_DEPTH} levels deep"
+NESTING_HINT = "flatten this value; a cluster file needs only a few levels"
+
 QUOTE_HINT = ("check indentation and quoting here; values containing `: ` or starting "
               "with `{`, `[`, `*`, `&` or `!` must be quoted")
 _CLOSE = {"{": "}", "[": "]"}
@@ -41,6 +45,8 @@ def _classify(exc: yaml.MarkedYAMLError, file: str, text: str, lines: list[str],
     context = (exc.context or "").strip()
     pm, cm = exc.problem_mark, exc.context_mark
     where = _at(file, lines, pm) if pm is not None else _at(file, lines, cm)
+    if "nesting depth" in problem:  # PyYAML 6.0.4+ stops deep flow nesting while it scans ahead, before exo's bound
+        return Diagnostic(where, NESTING_TOO_DEEP, NESTING_HINT)
 
     swallowed, open_brackets = _scan(text, (pm.line, pm.column) if pm is not None else None, loader_class)
     quote = _unclosed_quote(exc, lines, swallowed)
