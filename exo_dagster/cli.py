@@ -25,7 +25,7 @@ class _Group(click.Group):
         except Exception as exc:  # noqa: BLE001 - the last line of defence of a CLI
             if os.environ.get("EXO_DEBUG"):
                 raise
-            text = " ".join("".join(c if c.isprintable() else " " for c in str(exc)).split())[:500]
+            text = " ".join(terminal(exc, newlines=False).split())[:500]
             click.echo(f"exo {ctx.invoked_subcommand or ''}: {type(exc).__name__}: {text} "
                        "(EXO_DEBUG=1 shows the traceback)", err=True)
             sys.exit(1)

@@ -11,6 +11,7 @@ a relative path there, and the error names the absolute path it tried.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any, Iterator
@@ -33,6 +34,12 @@ def anchor(query: str, base_dir: str | None) -> str:
     """`query` with every relative file path of a file-reading position made absolute under `base_dir`."""
     if not base_dir or "'" not in query and '"' not in query:
         return query
+    return _anchor(query, base_dir)
+
+
+@functools.lru_cache(maxsize=256)
+def _anchor(query: str, base_dir: str) -> str:
+    """One parse per (query, folder) in a process: fan-out chunks and repeated runs of a step reuse it."""
     spots = sorted(set(_file_literals(query)), reverse=True)
     if not spots:
         return query
