@@ -125,8 +125,10 @@ def source_path(rows: int) -> Path:
         need = rows * (50 if WIDE else 7)  # bytes per row of Parquet, with room to spare
         free = shutil.disk_usage(folder).free
         if need > free * 0.8:
-            raise SystemExit(f"not enough disk in {folder} for {rows:,} rows: about {need / 2**30:.1f} GiB needed, "
-                             f"{free / 2**30:.1f} GiB free; lower --rows / --max-rows or set TMPDIR")
+            raise SystemExit(
+                f"not enough disk in {folder} for {rows:,} rows: about {need / 2**30:.1f} GiB needed, "
+                f"{free / 2**30:.1f} GiB free; lower --rows / --max-rows or set TMPDIR"
+            )
         make_source(path, rows)
     return path
 
@@ -136,7 +138,11 @@ def make_source(path: Path, rows: int) -> None:
     place only when complete, so an interrupted run never leaves a half file in the cache."""
     import duckdb
 
-    wide = ", 'customer-' || (i % 100000) as customer, md5(i::varchar) as note, 'sku-' || (i % 5000) as sku" if WIDE else ""
+    wide = (
+        ", 'customer-' || (i % 100000) as customer, md5(i::varchar) as note, 'sku-' || (i % 5000) as sku"
+        if WIDE
+        else ""
+    )
     tmp = path.with_name(path.name + ".part")
     con = duckdb.connect()
     con.execute("set preserve_insertion_order = false")
@@ -153,13 +159,27 @@ def variants(work: Path, rows: int, src: Path, frameworks: bool) -> dict[str, tu
     out = {}
     script = work / f"duck_{rows}.py"
     script.write_text(DUCKDB_SCRIPT.format(query=QUERY.format(src="read_parquet('\" + src + \"')")))
-    out["duckdb script"] = ([sys.executable, str(script), str(src), str(work / f"duck_out_{rows}.parquet"), str(work / "duck_span")],
-                            base_env, work)
+    out["duckdb script"] = (
+        [sys.executable, str(script), str(src), str(work / f"duck_out_{rows}.parquet"), str(work / "duck_span")],
+        base_env,
+        work,
+    )
     cluster = work / f"cluster_{rows}.yaml"
-    cluster.write_text(CLUSTER.format(rows=rows, src=src, query=QUERY.format(src="source"), out=str(work / f"exo_out_{rows}.parquet")))
-    env = {**base_env, "EXO_CLUSTERS": str(cluster), "DAGSTER_HOME": str(work / "home_exo"), "EXO_DATA_DIR": str(work / "exo"),
-           "EXO_ALLOWED_PATHS": str(work)}  # write-table's target sits beside the other variants' outputs
-    out["exo cluster"] = ([str(BIN / "dagster"), "job", "execute", "-m", "definitions", "-j", f"bench__rows_{rows}"], env, ROOT)
+    cluster.write_text(
+        CLUSTER.format(rows=rows, src=src, query=QUERY.format(src="source"), out=str(work / f"exo_out_{rows}.parquet"))
+    )
+    env = {
+        **base_env,
+        "EXO_CLUSTERS": str(cluster),
+        "DAGSTER_HOME": str(work / "home_exo"),
+        "EXO_DATA_DIR": str(work / "exo"),
+        "EXO_ALLOWED_PATHS": str(work),
+    }  # write-table's target sits beside the other variants' outputs
+    out["exo cluster"] = (
+        [str(BIN / "dagster"), "job", "execute", "-m", "definitions", "-j", f"bench__rows_{rows}"],
+        env,
+        ROOT,
+    )
     if frameworks:
         for name, template in (("dagster+pandas", DAGSTER_PANDAS), ("dagster+polars", DAGSTER_POLARS)):
             if importlib.util.find_spec(name.split("+")[1]) is None:  # pandas is the optional `bench` extra
@@ -187,7 +207,8 @@ def check_same(work: Path, rows: int) -> None:
     duck = pl.read_parquet(work / f"duck_out_{rows}.parquet")
     # float sums depend on summation order (parallel), so totals are compared with a tolerance
     same = exo.select("region", "n").equals(duck.select("region", "n")) and all(
-        abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1) for a, b in zip(exo["total"], duck["total"]))
+        abs(a - b) <= 1e-9 * max(abs(a), abs(b), 1) for a, b in zip(exo["total"], duck["total"])
+    )
     assert same, f"the cluster's result differs from the DuckDB script's:\n{exo}\n{duck}"
 
 
@@ -199,13 +220,20 @@ def work_seconds(work: Path, name: str) -> float:
     home = work / ("home_exo" if name == "exo cluster" else f"home_{name.replace('+', '_')}")
     (db,) = [p for p in (home / "history" / "runs").glob("*.db") if p.name != "index.db"]
     with sqlite3.connect(db) as con:
-        rows = con.execute("select dagster_event_type, timestamp from event_logs "
-                           "where dagster_event_type in ('STEP_START', 'STEP_SUCCESS')").fetchall()
-    stamp = {kind: [datetime.datetime.fromisoformat(t).timestamp() for k, t in rows if k == kind] for kind in ("STEP_START", "STEP_SUCCESS")}
+        rows = con.execute(
+            "select dagster_event_type, timestamp from event_logs "
+            "where dagster_event_type in ('STEP_START', 'STEP_SUCCESS')"
+        ).fetchall()
+    stamp = {
+        kind: [datetime.datetime.fromisoformat(t).timestamp() for k, t in rows if k == kind]
+        for kind in ("STEP_START", "STEP_SUCCESS")
+    }
     return max(stamp["STEP_SUCCESS"]) - min(stamp["STEP_START"])
 
 
-def run_round(work: Path, runs: dict, names: list[str], sizes: tuple[int, int], times: dict, spans: dict, rss: dict) -> None:
+def run_round(
+    work: Path, runs: dict, names: list[str], sizes: tuple[int, int], times: dict, spans: dict, rss: dict
+) -> None:
     """Every variant at both sizes, back to back, so a variant's marginal cost in a round sees one load."""
     for name in names:
         for rows in sizes:
@@ -228,21 +256,39 @@ def pick_rows(small: int, floor_s: float, max_rows: int, rows: int = 100_000_000
             run_round(work, runs, ["duckdb script"], (small, rows), times, {}, {})
     marginal = statistics.median(b - s for b, s in zip(times[("duckdb script", rows)], times[("duckdb script", small)]))
     step = min(rows, 50_000_000)
-    wanted = rows if marginal >= floor_s else min(max_rows, -(-int(rows * 1.25 * floor_s / max(marginal, 0.01)) // step) * step)
-    print(f"   calibration: the DuckDB script's marginal time at {rows:,} rows is {marginal:.2f} s -> {wanted:,} rows; {load()}")
+    wanted = (
+        rows
+        if marginal >= floor_s
+        else min(max_rows, -(-int(rows * 1.25 * floor_s / max(marginal, 0.01)) // step) * step)
+    )
+    print(
+        f"   calibration: the DuckDB script's marginal time at {rows:,} rows is {marginal:.2f} s -> {wanted:,} rows; {load()}"
+    )
     return wanted
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=0, help="rows in the large run; default: enough for >= --floor-s of DuckDB work")
+    parser.add_argument(
+        "--rows", type=int, default=0, help="rows in the large run; default: enough for >= --floor-s of DuckDB work"
+    )
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--floor-s", type=float, default=1.0, help="the DuckDB script's marginal seconds the default --rows aims for")
+    parser.add_argument(
+        "--floor-s", type=float, default=1.0, help="the DuckDB script's marginal seconds the default --rows aims for"
+    )
     parser.add_argument("--max-rows", type=int, default=1_000_000_000)
-    parser.add_argument("--calibrate-rows", type=int, default=100_000_000, help="where the default --rows starts calibrating")
-    parser.add_argument("--wide", action="store_true", help="add customer/note/sku string columns the query does not read")
-    parser.add_argument("--frameworks", action="store_true", help="also hand-written Dagster + pandas / Polars (in memory: 10M rows, not 100M)")
+    parser.add_argument(
+        "--calibrate-rows", type=int, default=100_000_000, help="where the default --rows starts calibrating"
+    )
+    parser.add_argument(
+        "--wide", action="store_true", help="add customer/note/sku string columns the query does not read"
+    )
+    parser.add_argument(
+        "--frameworks",
+        action="store_true",
+        help="also hand-written Dagster + pandas / Polars (in memory: 10M rows, not 100M)",
+    )
     parser.add_argument("--clean", action="store_true", help="delete the cached source files at the end")
     args = parser.parse_args()
     global WIDE
@@ -262,15 +308,20 @@ def main() -> None:
             work = Path(tmp)
             runs = {rows: variants(work, rows, src, args.frameworks) for rows, src in sources.items()}
             names = list(runs[args.rows])
-            run_round(work, runs, names, (args.small,), {}, {}, {})  # warm-up, untimed: the first run pays for cold caches
+            run_round(
+                work, runs, names, (args.small,), {}, {}, {}
+            )  # warm-up, untimed: the first run pays for cold caches
             for round_ in range(args.repeats):
                 run_round(work, runs, names if round_ % 2 == 0 else names[::-1], sizes, times, spans, rss)
                 wall = {n: times[(n, args.rows)][-1] - times[(n, args.small)][-1] for n in names}
                 inner = {n: spans[(n, args.rows)][-1] - spans[(n, args.small)][-1] for n in names}
-                print(f"   round {round_ + 1}: marginal wall " + ", ".join(f"{n} {wall[n]:.2f} s" for n in names)
-                      + f" (cluster/duckdb {wall['exo cluster'] / wall['duckdb script']:.2f}x); in-step "
-                      + ", ".join(f"{n} {inner[n]:.2f} s" for n in names)
-                      + f" ({inner['exo cluster'] / inner['duckdb script']:.2f}x); {load()}")
+                print(
+                    f"   round {round_ + 1}: marginal wall "
+                    + ", ".join(f"{n} {wall[n]:.2f} s" for n in names)
+                    + f" (cluster/duckdb {wall['exo cluster'] / wall['duckdb script']:.2f}x); in-step "
+                    + ", ".join(f"{n} {inner[n]:.2f} s" for n in names)
+                    + f" ({inner['exo cluster'] / inner['duckdb script']:.2f}x); {load()}"
+                )
             for rows in sizes:
                 check_same(work, rows)
     finally:
@@ -283,32 +334,46 @@ def main() -> None:
 def report(names: list[str], times: dict, spans: dict, rss: dict, args) -> None:
     big, small = args.rows, args.small
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"\nwhole process (fresh `dagster job execute` / `python script.py`), median of {args.repeats} rounds; "
-          f"marginal = t@{big:,} - t@{small:,} in the same round")
-    print(f"{'variant':16} {'t@' + format(small, ','):>10} {'t@' + format(big, ','):>15} {'peak RSS':>9} "
-          f"{'marginal':>9} {'ns/row':>7} {'vs duckdb: median':>18} {'min':>6} {'max':>6} {'total vs exo':>12}")
+    print(
+        f"\nwhole process (fresh `dagster job execute` / `python script.py`), median of {args.repeats} rounds; "
+        f"marginal = t@{big:,} - t@{small:,} in the same round"
+    )
+    print(
+        f"{'variant':16} {'t@' + format(small, ','):>10} {'t@' + format(big, ','):>15} {'peak RSS':>9} "
+        f"{'marginal':>9} {'ns/row':>7} {'vs duckdb: median':>18} {'min':>6} {'max':>6} {'total vs exo':>12}"
+    )
     ratios = {}
     for n in names:
         r = per_round_ratios(times, n, big, small)
         ratios[n] = r
         m = statistics.median(b - s for b, s in zip(times[(n, big)], times[(n, small)]))
-        print(f"{n:16} {med[(n, small)]:>9.2f}s {med[(n, big)]:>14.2f}s {rss[(n, big)]:>7.0f}MB {m:>8.2f}s "
-              f"{m / (big - small) * 1e9:>7.2f} {statistics.median(r):>17.2f}x {r[0]:>5.2f}x {r[-1]:>5.2f}x "
-              f"{med[(n, big)] / med[('exo cluster', big)]:>11.2f}x")
+        print(
+            f"{n:16} {med[(n, small)]:>9.2f}s {med[(n, big)]:>14.2f}s {rss[(n, big)]:>7.0f}MB {m:>8.2f}s "
+            f"{m / (big - small) * 1e9:>7.2f} {statistics.median(r):>17.2f}x {r[0]:>5.2f}x {r[-1]:>5.2f}x "
+            f"{med[(n, big)] / med[('exo cluster', big)]:>11.2f}x"
+        )
     duck = [b - s for b, s in zip(times[("duckdb script", big)], times[("duckdb script", small)])]
-    print(f"   duckdb marginal per round: {', '.join(f'{d:.2f}' for d in duck)} s "
-          f"({'>= 1 s: well conditioned' if statistics.median(duck) >= 1 else 'UNDER 1 s: the ratio is start-up noise; raise --rows'})")
-    print(f"\nin-step (the DuckDB `copy` statement / a run's first step start to last step end), same rounds")
+    print(
+        f"   duckdb marginal per round: {', '.join(f'{d:.2f}' for d in duck)} s "
+        f"({'>= 1 s: well conditioned' if statistics.median(duck) >= 1 else 'UNDER 1 s: the ratio is start-up noise; raise --rows'})"
+    )
+    print("\nin-step (the DuckDB `copy` statement / a run's first step start to last step end), same rounds")
     for n in names:
         r = per_round_ratios(spans, n, big, small)
         m = statistics.median(b - s for b, s in zip(spans[(n, big)], spans[(n, small)]))
-        print(f"{n:16} t@small {statistics.median(spans[(n, small)]):6.2f}s  t@big {statistics.median(spans[(n, big)]):6.2f}s  "
-              f"marginal {m:6.2f}s  vs duckdb: median {statistics.median(r):.2f}x (min {r[0]:.2f}x, max {r[-1]:.2f}x)")
+        print(
+            f"{n:16} t@small {statistics.median(spans[(n, small)]):6.2f}s  t@big {statistics.median(spans[(n, big)]):6.2f}s  "
+            f"marginal {m:6.2f}s  vs duckdb: median {statistics.median(r):.2f}x (min {r[0]:.2f}x, max {r[-1]:.2f}x)"
+        )
     r = ratios["exo cluster"]
-    print(f"\ntarget: exo marginal cost per row <= 2x duckdb: median {statistics.median(r):.2f}x "
-          f"(min {r[0]:.2f}x, max {r[-1]:.2f}x over {len(r)} rounds)")
+    print(
+        f"\ntarget: exo marginal cost per row <= 2x duckdb: median {statistics.median(r):.2f}x "
+        f"(min {r[0]:.2f}x, max {r[-1]:.2f}x over {len(r)} rounds)"
+    )
     if "dagster+pandas" in names:
-        print(f"dagster+pandas / exo total at {big:,} rows >= 3x: {med[('dagster+pandas', big)] / med[('exo cluster', big)]:.2f}x")
+        print(
+            f"dagster+pandas / exo total at {big:,} rows >= 3x: {med[('dagster+pandas', big)] / med[('exo cluster', big)]:.2f}x"
+        )
 
 
 def per_round_ratios(times: dict, name: str, big: int, small: int) -> list[float]:

@@ -44,15 +44,31 @@ MODULE = "benchmarks.bench_celery"
 
 
 def chain_yaml(identifier: str, executor: str) -> str:
-    lines = ["version: 0.0.1b", "cluster:", f"  identifier: {identifier}", f"  executor: {executor}",
-             f"  queues: {{gpu: {QUEUES['gpu']}, cpu: {QUEUES['cpu']}}}", "  satellites:"]
+    lines = [
+        "version: 0.0.1b",
+        "cluster:",
+        f"  identifier: {identifier}",
+        f"  executor: {executor}",
+        f"  queues: {{gpu: {QUEUES['gpu']}, cpu: {QUEUES['cpu']}}}",
+        "  satellites:",
+    ]
     for i in range(CHAIN):
-        lines += [f"    - name: s{i}", "      uses: satellite/bench/cpu-sleep", f"      identifier: s{i}", "      config: {seconds: 0}"]
+        lines += [
+            f"    - name: s{i}",
+            "      uses: satellite/bench/cpu-sleep",
+            f"      identifier: s{i}",
+            "      config: {seconds: 0}",
+        ]
     return "\n".join(lines) + "\n"
 
 
-MIX = parse_cluster(cluster_yaml(identifier="bench/celery-mix", executor="celery").replace(
-    "  executor: celery\n", f"  executor: celery\n  queues: {{gpu: {QUEUES['gpu']}, cpu: {QUEUES['cpu']}}}\n"), __file__, registry=REGISTRY)
+MIX = parse_cluster(
+    cluster_yaml(identifier="bench/celery-mix", executor="celery").replace(
+        "  executor: celery\n", f"  executor: celery\n  queues: {{gpu: {QUEUES['gpu']}, cpu: {QUEUES['cpu']}}}\n"
+    ),
+    __file__,
+    registry=REGISTRY,
+)
 CHAIN_CELERY = parse_cluster(chain_yaml("bench/chain-celery", "celery"), __file__, registry=REGISTRY)
 CHAIN_LOCAL = parse_cluster(chain_yaml("bench/chain-local", "local"), __file__, registry=REGISTRY)
 defs = compile_clusters([MIX, CHAIN_CELERY, CHAIN_LOCAL])
@@ -61,7 +77,9 @@ defs = compile_clusters([MIX, CHAIN_CELERY, CHAIN_LOCAL])
 def recon_job(name: str):
     from dagster._core.definitions.reconstruct import ReconstructableRepository
 
-    return ReconstructableRepository.for_module(MODULE, "defs", working_directory=str(ROOT)).get_reconstructable_job(name)
+    return ReconstructableRepository.for_module(MODULE, "defs", working_directory=str(ROOT)).get_reconstructable_job(
+        name
+    )
 
 
 def redis(db: int, *command: str) -> bytes:
@@ -76,9 +94,29 @@ def redis(db: int, *command: str) -> bytes:
 def start_worker(name: str, queue: str, config: Path, log: Path, concurrency: int) -> subprocess.Popen:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-n", name, "-q", queue, "-y", str(config),
-         "--", f"--concurrency={concurrency}", "--without-gossip", "--without-mingle"],
-        env=env, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(BIN / "dagster-celery"),
+            "worker",
+            "start",
+            "-A",
+            "dagster_celery.app",
+            "-n",
+            name,
+            "-q",
+            queue,
+            "-y",
+            str(config),
+            "--",
+            f"--concurrency={concurrency}",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -137,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     config = home / "celery.yaml"
     config.write_text(yaml.safe_dump({"execution": {"config": {"broker": BROKER, "backend": BACKEND}}}))
     load = os.getloadavg()[0]
-    print(f"bench_celery: Redis broker, 2 workers (gpu/cpu queues, concurrency 2 each), {os.cpu_count()} CPU cores "
-          f"(load avg {load:.1f} at start), dagster {dg.__version__}")
+    print(
+        f"bench_celery: Redis broker, 2 workers (gpu/cpu queues, concurrency 2 each), {os.cpu_count()} CPU cores "
+        f"(load avg {load:.1f} at start), dagster {dg.__version__}"
+    )
     workers = []
     status = 0
     with dg.DagsterInstance.get() as instance:
@@ -165,9 +205,11 @@ def main(argv: list[str] | None = None) -> int:
                         kind = r.step_key.split("__", 1)[0][:3]
                         if not meta["Celery worker"].value.startswith(f"bench-{kind}@"):
                             misplaced.append((r.step_key, meta["Celery worker"].value))
-            print(f"\n  mix ({GPU_STEPS} GPU + {CPU_STEPS} CPU steps of 1 s) over Celery: run time median "
-                  f"{statistics.median(mix_times):.2f} s ({', '.join(f'{t:.2f}' for t in mix_times)}); ideal {IDEAL:.1f} s; "
-                  f"steps on the wrong worker: {len(misplaced)} -> {'PASS' if not misplaced else 'FAIL ' + str(misplaced[:3])}")
+            print(
+                f"\n  mix ({GPU_STEPS} GPU + {CPU_STEPS} CPU steps of 1 s) over Celery: run time median "
+                f"{statistics.median(mix_times):.2f} s ({', '.join(f'{t:.2f}' for t in mix_times)}); ideal {IDEAL:.1f} s; "
+                f"steps on the wrong worker: {len(misplaced)} -> {'PASS' if not misplaced else 'FAIL ' + str(misplaced[:3])}"
+            )
             status |= bool(misplaced)
 
             # 2. per-step overhead: a chain of 0-second steps, Celery vs local
@@ -179,11 +221,17 @@ def main(argv: list[str] | None = None) -> int:
                     gaps[name] += per_step_gaps(instance, result.run_id)
                     totals[name].append(run_time(instance, result.run_id))
             c, l = statistics.median(gaps["celery"]), statistics.median(gaps["local"])
-            print(f"\n  chain of {CHAIN} steps of 0 s, {args.repeats} runs each (per-step = median gap between consecutive STEP_SUCCESS):")
-            print(f"    local executor : per step {l:.3f} s (p90 {statistics.quantiles(gaps['local'], n=10)[-1]:.3f}), "
-                  f"run median {statistics.median(totals['local']):.2f} s")
-            print(f"    celery executor: per step {c:.3f} s (p90 {statistics.quantiles(gaps['celery'], n=10)[-1]:.3f}), "
-                  f"run median {statistics.median(totals['celery']):.2f} s")
+            print(
+                f"\n  chain of {CHAIN} steps of 0 s, {args.repeats} runs each (per-step = median gap between consecutive STEP_SUCCESS):"
+            )
+            print(
+                f"    local executor : per step {l:.3f} s (p90 {statistics.quantiles(gaps['local'], n=10)[-1]:.3f}), "
+                f"run median {statistics.median(totals['local']):.2f} s"
+            )
+            print(
+                f"    celery executor: per step {c:.3f} s (p90 {statistics.quantiles(gaps['celery'], n=10)[-1]:.3f}), "
+                f"run median {statistics.median(totals['celery']):.2f} s"
+            )
             print(f"    Celery path costs {c - l:+.3f} s per step vs local ({c / l:.2f}x)")
         finally:
             for proc in workers:

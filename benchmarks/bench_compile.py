@@ -50,13 +50,16 @@ def hand_written_defs(steps: int) -> dg.Definitions:
         key = dg.AssetKey([group, f"s{i:04d}"])
         ins = {"upstream": dg.AssetIn(key=dg.AssetKey([group, f"s{i - 1:04d}"]))} if i else {}
         if i:
+
             @dg.asset(key=key, ins=ins, group_name=group)
             def _step(context, upstream):
                 return upstream
         else:
+
             @dg.asset(key=key, group_name=group)
             def _step(context):
                 return None
+
         assets.append(_step)
     job = dg.define_asset_job(name=group, selection=dg.AssetSelection.groups(group))
     return dg.Definitions(assets=assets, jobs=[job])
@@ -92,9 +95,17 @@ def resolve_timed(defs: dg.Definitions, job: str, rebuild, who: str, record: boo
 def bench_size(steps: int, repeats: int, folder: str) -> dict[str, Result]:
     text = chain_yaml(steps)
     file = os.path.join(folder, f"chain-{steps}.yaml")  # only its folder is used (base_dir)
-    res = {name: Result(name) for name in
-           ("dagster floor: build Definitions", "exo parse", "exo compile", "exo parse+compile",
-            "dagster floor: resolve_job_def", "exo resolve_job_def")}
+    res = {
+        name: Result(name)
+        for name in (
+            "dagster floor: build Definitions",
+            "exo parse",
+            "exo compile",
+            "exo parse+compile",
+            "dagster floor: resolve_job_def",
+            "exo resolve_job_def",
+        )
+    }
     job_name = parse_cluster(text, file).job_name
     hand_job = f"hand_chain_{steps}"
 
@@ -106,10 +117,14 @@ def bench_size(steps: int, repeats: int, folder: str) -> dict[str, Result]:
         t_resolve = resolve_timed(box["defs"], job_name, lambda: compile_cluster(box["cluster"]), "exo", record)
         t_floor_resolve = resolve_timed(box["hand"], hand_job, lambda: hand_written_defs(steps), "floor", record)
         if record:
-            for name, value in (("dagster floor: build Definitions", t_floor), ("exo parse", t_parse),
-                                ("exo compile", t_compile), ("exo parse+compile", t_parse + t_compile),
-                                ("dagster floor: resolve_job_def", t_floor_resolve),
-                                ("exo resolve_job_def", t_resolve)):
+            for name, value in (
+                ("dagster floor: build Definitions", t_floor),
+                ("exo parse", t_parse),
+                ("exo compile", t_compile),
+                ("exo parse+compile", t_parse + t_compile),
+                ("dagster floor: resolve_job_def", t_floor_resolve),
+                ("exo resolve_job_def", t_resolve),
+            ):
                 res[name].times.append(value)
 
     one_round(record=False)  # warm-up: lazy imports, pydantic/dagster caches
@@ -131,7 +146,10 @@ def cold_first_compile(steps: int, runs: int) -> tuple[Result, Result]:
         "t3 = time.perf_counter()\n"
         "print(t1 - t0, t3 - t2)\n"
     )
-    imports, first = Result("cold: import exo_dagster + satellites"), Result(f"cold: first parse+compile, {steps} steps")
+    imports, first = (
+        Result("cold: import exo_dagster + satellites"),
+        Result(f"cold: first parse+compile, {steps} steps"),
+    )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for _ in range(runs):
         out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
@@ -168,8 +186,10 @@ def what_if_libyaml(steps: int, repeats: int, folder: str) -> None:
     class _CLoader(yaml.CSafeLoader):
         pass
 
-    pure, fast = Result(f"exo parse, {steps} steps, current loader ({original.__mro__[1].__name__})"), \
-        Result(f"exo parse, {steps} steps, CSafeLoader-based loader")
+    pure, fast = (
+        Result(f"exo parse, {steps} steps, current loader ({original.__mro__[1].__name__})"),
+        Result(f"exo parse, {steps} steps, CSafeLoader-based loader"),
+    )
     try:
         for _ in range(repeats + 1):
             located_yaml._Loader = original
@@ -199,8 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     print_header("bench_compile: cluster YAML -> Cluster -> dagster.Definitions")
-    print(f"   dagster {dg.__version__}, PyYAML {yaml.__version__} (libyaml available: {yaml.__with_libyaml__}; "
-          f"exo loader base: {located_yaml._Loader.__mro__[1].__name__})")
+    print(
+        f"   dagster {dg.__version__}, PyYAML {yaml.__version__} (libyaml available: {yaml.__with_libyaml__}; "
+        f"exo loader base: {located_yaml._Loader.__mro__[1].__name__})"
+    )
     started = time.perf_counter()
     summary: dict[int, dict[str, Result]] = {}
     with tempfile.TemporaryDirectory(prefix="exo-bench-") as folder:
@@ -208,16 +230,22 @@ def main(argv: list[str] | None = None) -> int:
             RECURSION_FAILURES.update(exo=0, floor=0)
             res = bench_size(steps, args.repeats, folder)
             summary[steps] = res
-            build = [res[k] for k in ("dagster floor: build Definitions", "exo parse", "exo compile", "exo parse+compile")]
+            build = [
+                res[k] for k in ("dagster floor: build Definitions", "exo parse", "exo compile", "exo parse+compile")
+            ]
             resolve = [res[k] for k in ("dagster floor: resolve_job_def", "exo resolve_job_def")]
             print()
             print(table(build, baseline=build[0], title=f"-- {steps} steps: build"))
-            print(table(resolve, baseline=resolve[0], title=f"-- {steps} steps: Dagster job resolution (not in target)"))
+            print(
+                table(resolve, baseline=resolve[0], title=f"-- {steps} steps: Dagster job resolution (not in target)")
+            )
             if any(RECURSION_FAILURES.values()):
-                print(f"!! RecursionError inside Dagster's job resolution at the default recursion limit "
-                      f"({sys.getrecursionlimit()}): exo {RECURSION_FAILURES['exo']}/{args.repeats}, "
-                      f"hand-written floor {RECURSION_FAILURES['floor']}/{args.repeats} timed rounds; "
-                      f"those rounds were re-timed with the limit raised to {RAISED_LIMIT}")
+                print(
+                    f"!! RecursionError inside Dagster's job resolution at the default recursion limit "
+                    f"({sys.getrecursionlimit()}): exo {RECURSION_FAILURES['exo']}/{args.repeats}, "
+                    f"hand-written floor {RECURSION_FAILURES['floor']}/{args.repeats} timed rounds; "
+                    f"those rounds were re-timed with the limit raised to {RAISED_LIMIT}"
+                )
         if args.cold_runs:
             imports, first = cold_first_compile(max(args.sizes), args.cold_runs)
             print()
@@ -232,11 +260,15 @@ def main(argv: list[str] | None = None) -> int:
             verdict = 0 if ok else 1
             res = summary[TARGET_STEPS]
             floor = res["dagster floor: build Definitions"]
-            print(f"\nTARGET {TARGET_STEPS} steps parse+compile < {TARGET_SECONDS:.1f} s: median {fmt_seconds(got)} -> "
-                  f"{'PASS' if ok else 'FAIL'} (headroom {TARGET_SECONDS / got:.2f}x)")
-            print(f"       vs the Dagster floor (bare @dg.asset chain, same rounds): {got / floor.median:.2f}x "
-                  f"(paired {paired_ratio(res['exo parse+compile'], floor):.2f}x); the absolute figure moves with the "
-                  f"machine's load, the ratio much less")
+            print(
+                f"\nTARGET {TARGET_STEPS} steps parse+compile < {TARGET_SECONDS:.1f} s: median {fmt_seconds(got)} -> "
+                f"{'PASS' if ok else 'FAIL'} (headroom {TARGET_SECONDS / got:.2f}x)"
+            )
+            print(
+                f"       vs the Dagster floor (bare @dg.asset chain, same rounds): {got / floor.median:.2f}x "
+                f"(paired {paired_ratio(res['exo parse+compile'], floor):.2f}x); the absolute figure moves with the "
+                f"machine's load, the ratio much less"
+            )
             with_resolve = got + summary[TARGET_STEPS]["exo resolve_job_def"].median
             print(f"       (+ Dagster job resolution: {fmt_seconds(with_resolve)} end to end, informational)")
             if not ok:

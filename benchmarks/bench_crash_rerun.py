@@ -51,7 +51,7 @@ class Recorder(BaseHTTPRequestHandler):
     keys: list[str] = []
     lock = threading.Lock()
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         with self.lock:
             self.keys.append(self.headers.get("Idempotency-Key", ""))
@@ -82,7 +82,9 @@ def main() -> None:
         cmd, env = cluster_run(work, cluster, "bench__crash")
 
         started = time.perf_counter()
-        first = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        first = subprocess.Popen(
+            cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         while len(Recorder.keys) < args.rows // 2:
             if first.poll() is not None:
                 raise SystemExit("the first run ended before the crash point")
@@ -95,8 +97,12 @@ def main() -> None:
             Recorder.keys.clear()
         with sqlite3.connect(work / "exo" / "cache" / "bench__crash.sqlite") as con:
             # committed rows: merged (`rows`) or appended since the last merge (`pending`), see sdk/row_cache.py
-            finished = {k for (k,) in con.execute(
-                "select key from rows where step = 'calls' union select key from pending where step = 'calls'")}
+            finished = {
+                k
+                for (k,) in con.execute(
+                    "select key from rows where step = 'calls' union select key from pending where step = 'calls'"
+                )
+            }
 
         started = time.perf_counter()
         second = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
@@ -111,15 +117,23 @@ def main() -> None:
     server.shutdown()
     redone = [k for k in sent_after if k in finished]
     in_flight = set(sent_before) - finished
-    print(f"   first run: killed after {crash_s:.1f} s; server had {len(sent_before):,} requests, "
-          f"{len(finished):,} rows committed as finished ({len(in_flight)} sent but not finished: in flight)")
-    print(f"   re-run: {rerun_s:.1f} s, {len(sent_after):,} requests "
-          f"(expected {args.rows - len(finished):,} = rows not finished), distinct keys {len(set(sent_after)):,}")
-    print(f"   finished rows requested again: {len(redone)} (target 0); "
-          f"in-flight rows re-sent: {len(set(sent_after) & in_flight)} (with the same Idempotency-Key)")
+    print(
+        f"   first run: killed after {crash_s:.1f} s; server had {len(sent_before):,} requests, "
+        f"{len(finished):,} rows committed as finished ({len(in_flight)} sent but not finished: in flight)"
+    )
+    print(
+        f"   re-run: {rerun_s:.1f} s, {len(sent_after):,} requests "
+        f"(expected {args.rows - len(finished):,} = rows not finished), distinct keys {len(set(sent_after)):,}"
+    )
+    print(
+        f"   finished rows requested again: {len(redone)} (target 0); "
+        f"in-flight rows re-sent: {len(set(sent_after) & in_flight)} (with the same Idempotency-Key)"
+    )
     all_keys = finished | set(sent_after)
-    print(f"   every row done: {len(all_keys) == args.rows} ({len(all_keys):,} distinct keys); rows with `_error` after "
-          f"the re-run: {len(row_errors)}" + (f" (first: {row_errors[0]})" if row_errors else ""))
+    print(
+        f"   every row done: {len(all_keys) == args.rows} ({len(all_keys):,} distinct keys); rows with `_error` after "
+        f"the re-run: {len(row_errors)}" + (f" (first: {row_errors[0]})" if row_errors else "")
+    )
 
 
 if __name__ == "__main__":

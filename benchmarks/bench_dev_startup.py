@@ -45,15 +45,20 @@ PROBE = "import time\nt = time.perf_counter()\n{code}\nprint(time.perf_counter()
 def fresh(code: str, home: str) -> float:
     env = {**os.environ, "DAGSTER_HOME": home, "PYTHONPATH": str(REPO)}
     env.pop("EXO_CLUSTERS", None)
-    out = subprocess.run([sys.executable, "-c", PROBE.format(code=code)], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(code=code)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return float(out.stdout.strip().splitlines()[-1])
 
 
 def graphql(port: int, query: str) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", method="POST",
-                                     data=json.dumps({"query": query}).encode(), headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        method="POST",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)["data"]
 
@@ -63,8 +68,14 @@ def dev_startup(port: int) -> tuple[float, float]:
         env = {**os.environ, "DAGSTER_HOME": home, "EXO_DATA_DIR": os.path.join(home, "exo")}
         env.pop("EXO_CLUSTERS", None)
         started = time.monotonic()
-        proc = subprocess.Popen([str(EXE / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(EXE / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             first = loaded = None
             while loaded is None:
@@ -76,8 +87,11 @@ def dev_startup(port: int) -> tuple[float, float]:
                             if r.status == 200:
                                 first = time.monotonic() - started
                     if first is not None:
-                        entries = graphql(port, "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus "
-                                                "locationOrLoadError { __typename } } } } }")["workspaceOrError"]["locationEntries"]
+                        entries = graphql(
+                            port,
+                            "{ workspaceOrError { ... on Workspace { locationEntries { loadStatus "
+                            "locationOrLoadError { __typename } } } } }",
+                        )["workspaceOrError"]["locationEntries"]
                         if entries and all(e["loadStatus"] == "LOADED" for e in entries):
                             assert all(e["locationOrLoadError"]["__typename"] == "RepositoryLocation" for e in entries)
                             loaded = time.monotonic() - started
@@ -99,8 +113,10 @@ def main() -> None:
 
     starts = [dev_startup(args.port) for _ in range(args.repeats)]
     first, loaded = [s[0] for s in starts], [s[1] for s in starts]
-    print(f"(a) dagster dev: first UI answer median {statistics.median(first):.2f} s (min {min(first):.2f}, max {max(first):.2f}); "
-          f"code location LOADED median {statistics.median(loaded):.2f} s (min {min(loaded):.2f}, max {max(loaded):.2f})")
+    print(
+        f"(a) dagster dev: first UI answer median {statistics.median(first):.2f} s (min {min(first):.2f}, max {max(first):.2f}); "
+        f"code location LOADED median {statistics.median(loaded):.2f} s (min {min(loaded):.2f}, max {max(loaded):.2f})"
+    )
 
     location, floor = [], []
     with tempfile.TemporaryDirectory() as home:
@@ -111,9 +127,11 @@ def main() -> None:
             floor.append(fresh(FLOOR, home))
     ratio = statistics.median(location) / statistics.median(floor)
     paired = statistics.median(a / b for a, b in zip(location, floor))
-    print(f"(b) import definitions median {statistics.median(location):.3f} s; floor (import dagster + parse + compile) "
-          f"median {statistics.median(floor):.3f} s -> {ratio:.2f}x (paired {paired:.2f}x); "
-          f"TARGET <= 1.2x: {'PASS' if ratio <= 1.2 else 'FAIL'}")
+    print(
+        f"(b) import definitions median {statistics.median(location):.3f} s; floor (import dagster + parse + compile) "
+        f"median {statistics.median(floor):.3f} s -> {ratio:.2f}x (paired {paired:.2f}x); "
+        f"TARGET <= 1.2x: {'PASS' if ratio <= 1.2 else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":

@@ -51,12 +51,42 @@ cluster:
       config: {{column: text, batch-size: {batch}}}
 """
 
-SUBJECTS = ["the mobile app", "my invoice", "the export", "single sign-on", "the dashboard", "our webhook",
-            "the search bar", "password reset", "the API", "calendar sync", "the billing page", "notifications"]
-PROBLEMS = ["crashes on start", "shows the wrong total", "times out", "is very slow", "returns an error 500",
-            "never arrives", "logs me out", "is missing data", "stopped working yesterday", "charges twice"]
-EXTRA = ["please help", "this blocks our team", "we are on the enterprise plan", "since the last update",
-         "on Android and iOS", "for all users in the EU region", "after I changed my password", "every morning"]
+SUBJECTS = [
+    "the mobile app",
+    "my invoice",
+    "the export",
+    "single sign-on",
+    "the dashboard",
+    "our webhook",
+    "the search bar",
+    "password reset",
+    "the API",
+    "calendar sync",
+    "the billing page",
+    "notifications",
+]
+PROBLEMS = [
+    "crashes on start",
+    "shows the wrong total",
+    "times out",
+    "is very slow",
+    "returns an error 500",
+    "never arrives",
+    "logs me out",
+    "is missing data",
+    "stopped working yesterday",
+    "charges twice",
+]
+EXTRA = [
+    "please help",
+    "this blocks our team",
+    "we are on the enterprise plan",
+    "since the last update",
+    "on Android and iOS",
+    "for all users in the EU region",
+    "after I changed my password",
+    "every morning",
+]
 
 
 def texts(n: int, seed: int = 0) -> list[str]:
@@ -76,7 +106,9 @@ def direct(rows: list[str], device: str, batch: int) -> tuple[float, float, floa
     started = time.perf_counter()
     model = SentenceTransformer(embed_module.model_path("all-MiniLM-L6-v2"), device=device, local_files_only=True)
     loaded = time.perf_counter()
-    vectors = model.encode(rows, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    vectors = model.encode(
+        rows, batch_size=batch, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
     done = time.perf_counter()
     assert vectors.shape == (len(rows), 384)
     return done - started, done - loaded, time.process_time() - cpu
@@ -99,10 +131,18 @@ def cluster_run(job: dg.JobDefinition, n: int) -> tuple[float, float, float, flo
     times = {}
     for record in instance.all_logs(result.run_id):
         event = record.dagster_event
-        if event and event.step_key and event.step_key.startswith("embeddings__") and event.event_type_value in ("STEP_START", "STEP_SUCCESS"):
+        if (
+            event
+            and event.step_key
+            and event.step_key.startswith("embeddings__")
+            and event.event_type_value in ("STEP_START", "STEP_SUCCESS")
+        ):
             times[event.event_type_value] = record.timestamp
-    meta = next(e.materialization.metadata for e in result.get_asset_materialization_events()
-                if e.materialization.asset_key.path[-1] == "embeddings")
+    meta = next(
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.materialization.asset_key.path[-1] == "embeddings"
+    )
     assert meta["exo/rows"].value == n
     return times["STEP_SUCCESS"] - times["STEP_START"], wall, meta["exo/embed/seconds"].value, cpu
 
@@ -132,7 +172,7 @@ def main() -> None:
         cluster_run(job, args.rows)
         d_times, c_times, walls, d_enc, c_enc, d_cpu, c_cpu = [], [], [], [], [], [], []
         for r in range(args.repeats):
-            for side in (("direct", "cluster") if r % 2 == 0 else ("cluster", "direct")):
+            for side in ("direct", "cluster") if r % 2 == 0 else ("cluster", "direct"):
                 gc.collect()  # garbage of the previous round is not billed to this one
                 if side == "direct":
                     total, encode, cpu = direct(rows, device, args.batch)
@@ -145,21 +185,33 @@ def main() -> None:
                     walls.append(wall)
                     c_enc.append(encode)
                     c_cpu.append(cpu)
-            print(f"   round {r + 1}: direct {args.rows / d_times[-1]:,.0f} rows/s (encode alone {d_enc[-1]:.2f} s), "
-                  f"cluster step {args.rows / c_times[-1]:,.0f} rows/s (encode alone {c_enc[-1]:.2f} s; "
-                  f"whole job {args.rows / walls[-1]:,.0f} rows/s); CPU s: direct {d_cpu[-1]:.1f}, whole job {c_cpu[-1]:.1f}")
+            print(
+                f"   round {r + 1}: direct {args.rows / d_times[-1]:,.0f} rows/s (encode alone {d_enc[-1]:.2f} s), "
+                f"cluster step {args.rows / c_times[-1]:,.0f} rows/s (encode alone {c_enc[-1]:.2f} s; "
+                f"whole job {args.rows / walls[-1]:,.0f} rows/s); CPU s: direct {d_cpu[-1]:.1f}, whole job {c_cpu[-1]:.1f}"
+            )
     d, c, w = statistics.median(d_times), statistics.median(c_times), statistics.median(walls)
     ratio = d / c
     paired = statistics.median(dt / ct for dt, ct in zip(d_times, c_times))
-    overhead = statistics.median(ct - ce for ct, ce in zip(c_times, c_enc)) - statistics.median(dt - de for dt, de in zip(d_times, d_enc))
-    print(f"   median: direct {args.rows / d:,.0f} rows/s ({d:.2f} s), cluster step {args.rows / c:,.0f} rows/s ({c:.2f} s), "
-          f"whole job {args.rows / w:,.0f} rows/s ({w:.2f} s)")
-    print(f"   step time outside model.encode minus direct's (model load): {overhead:+.2f} s (reading, Array column, Parquet)")
+    overhead = statistics.median(ct - ce for ct, ce in zip(c_times, c_enc)) - statistics.median(
+        dt - de for dt, de in zip(d_times, d_enc)
+    )
+    print(
+        f"   median: direct {args.rows / d:,.0f} rows/s ({d:.2f} s), cluster step {args.rows / c:,.0f} rows/s ({c:.2f} s), "
+        f"whole job {args.rows / w:,.0f} rows/s ({w:.2f} s)"
+    )
+    print(
+        f"   step time outside model.encode minus direct's (model load): {overhead:+.2f} s (reading, Array column, Parquet)"
+    )
     cpu_ratio = statistics.median(d_cpu) / statistics.median(c_cpu)
-    print(f"   cluster / direct throughput, wall: step {ratio:.2f}x (median of per-round pairs {paired:.2f}x), "
-          f"whole job {d / w:.2f}x  [{'PASS' if ratio >= 0.9 else 'FAIL'}: >= 0.9x]")
-    print(f"   cluster / direct throughput, process CPU (whole job, both steps + Dagster): {cpu_ratio:.2f}x  "
-          f"[{'PASS' if cpu_ratio >= 0.9 else 'FAIL'}: >= 0.9x; CPU time is what other tenants of a busy machine cannot inflate]")
+    print(
+        f"   cluster / direct throughput, wall: step {ratio:.2f}x (median of per-round pairs {paired:.2f}x), "
+        f"whole job {d / w:.2f}x  [{'PASS' if ratio >= 0.9 else 'FAIL'}: >= 0.9x]"
+    )
+    print(
+        f"   cluster / direct throughput, process CPU (whole job, both steps + Dagster): {cpu_ratio:.2f}x  "
+        f"[{'PASS' if cpu_ratio >= 0.9 else 'FAIL'}: >= 0.9x; CPU time is what other tenants of a busy machine cannot inflate]"
+    )
     sys.exit(0 if ratio >= 0.9 else 1)
 
 

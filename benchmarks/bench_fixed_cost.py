@@ -96,15 +96,18 @@ def setup(work: Path, multiprocess: bool = False) -> dict[str, tuple[list[str], 
     (work / "exo_defs.py").write_text(EXO_MODULE.format(folder=str(clusters)))
     # the same executor as the compiled 1-step cluster (a chain of CPU steps runs in-process); --multiprocess adds
     # Dagster's default executor, a step subprocess, for scale
-    (work / "hand_defs.py").write_text(HAND_MODULE.format(data=data, base=str(work / "hand-fs"),
-                                                          executor=", executor_def=dg.in_process_executor"))
+    (work / "hand_defs.py").write_text(
+        HAND_MODULE.format(data=data, base=str(work / "hand-fs"), executor=", executor_def=dg.in_process_executor")
+    )
     (work / "hand_mp_defs.py").write_text(HAND_MODULE.format(data=data, base=str(work / "hand-fs"), executor=""))
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("EXO_", "DAGSTER_"))}
     base_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     variants = {}
-    for name, module, job in (("dagster hand-written", "hand_defs.py", "hand_fixed_cost"),
-                              ("exo 1-step cluster", "exo_defs.py", "bench__fixed_cost"),
-                              *([("dagster, default executor", "hand_mp_defs.py", "hand_fixed_cost")] if multiprocess else [])):
+    for name, module, job in (
+        ("dagster hand-written", "hand_defs.py", "hand_fixed_cost"),
+        ("exo 1-step cluster", "exo_defs.py", "bench__fixed_cost"),
+        *([("dagster, default executor", "hand_mp_defs.py", "hand_fixed_cost")] if multiprocess else []),
+    ):
         home = work / f"home-{module[:-3]}"
         home.mkdir()
         env = {**base_env, "DAGSTER_HOME": str(home), "EXO_DATA_DIR": str(work / f"data-{module[:-3]}")}
@@ -142,7 +145,7 @@ def interleaved(variants: dict[str, tuple[list[str], dict]], repeats: int, cwd: 
     walls: dict[str, list[float]] = {name: [] for name in names}
     cpus: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(repeats):
-        for name in (names if round_ % 2 == 0 else names[::-1]):
+        for name in names if round_ % 2 == 0 else names[::-1]:
             wall, cpu = run_timed(*variants[name], cwd)
             walls[name].append(wall)
             cpus[name].append(cpu)
@@ -153,8 +156,9 @@ PROBE = "import time\nt = time.perf_counter()\n{code}\nprint(time.perf_counter()
 
 
 def fresh_import(code: str, env: dict, cwd: Path) -> float:
-    out = subprocess.run([sys.executable, "-c", PROBE.format(code=code)], env=env, cwd=cwd, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(code=code)], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
     return float(out.stdout.strip().splitlines()[-1])
@@ -162,17 +166,27 @@ def fresh_import(code: str, env: dict, cwd: Path) -> float:
 
 def import_breakdown(work: Path, env: dict, repeats: int, top: int) -> None:
     """Fresh-interpreter import times (median), then `-X importtime`'s largest top-level packages of the exo module."""
-    steps = [("import dagster", "import dagster"),
-             ("import hand_defs (dagster + polars + 1 asset)", "import hand_defs"),
-             ("import exo_dagster.location", "import exo_dagster.location"),
-             ("import exo_defs (the whole location load)", "import exo_defs")]
+    steps = [
+        ("import dagster", "import dagster"),
+        ("import hand_defs (dagster + polars + 1 asset)", "import hand_defs"),
+        ("import exo_dagster.location", "import exo_dagster.location"),
+        ("import exo_defs (the whole location load)", "import exo_defs"),
+    ]
     env = {**env, "PYTHONPATH": os.pathsep.join((str(work), env.get("PYTHONPATH", "")))}
     print(f"\n-- import time in a fresh interpreter, median of {repeats} (each after the one above it)")
     for label, code in steps:
         times = [fresh_import(code, env, work) for _ in range(repeats)]
-        print(f"   {label:48s} {statistics.median(times) * 1e3:7.0f} ms  (min {min(times) * 1e3:.0f}, max {max(times) * 1e3:.0f})")
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import exo_defs"], env=env, cwd=work,
-                         capture_output=True, text=True, timeout=300)
+        print(
+            f"   {label:48s} {statistics.median(times) * 1e3:7.0f} ms  (min {min(times) * 1e3:.0f}, max {max(times) * 1e3:.0f})"
+        )
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import exo_defs"],
+        env=env,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     own: dict[str, int] = {}
     cumulative: dict[str, int] = {}
     for line in out.stderr.splitlines():
@@ -184,10 +198,15 @@ def import_breakdown(work: Path, env: dict, repeats: int, top: int) -> None:
         own[top_name] = own.get(top_name, 0) + self_us
         if indent == 3:  # imported by exo_defs itself (top level: 1 space, each level 2 more)
             cumulative[module] = cum_us
-    print(f"\n-- `python -X importtime -c 'import exo_defs'`: own import time by top-level package (one run), top {top}")
+    print(
+        f"\n-- `python -X importtime -c 'import exo_defs'`: own import time by top-level package (one run), top {top}"
+    )
     for name, us in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         print(f"   {name:32s} {us / 1e3:7.1f} ms")
-    print("   direct imports of exo_defs (cumulative):", ", ".join(f"{m} {us / 1e3:.0f} ms" for m, us in cumulative.items()))
+    print(
+        "   direct imports of exo_defs (cumulative):",
+        ", ".join(f"{m} {us / 1e3:.0f} ms" for m, us in cumulative.items()),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=9, help="timed runs per variant (>= 7), after one warm-up each")
     parser.add_argument("--importtime", action="store_true", help="add the import-time breakdown")
     parser.add_argument("--top", type=int, default=15)
-    parser.add_argument("--multiprocess", action="store_true", help="add the hand-written module on Dagster's default executor")
+    parser.add_argument(
+        "--multiprocess", action="store_true", help="add the hand-written module on Dagster's default executor"
+    )
     args = parser.parse_args(argv)
 
     print_header("bench_fixed_cost: 1-step cluster vs 1-asset Dagster module, `dagster job execute`, fresh processes")
@@ -206,23 +227,33 @@ def main(argv: list[str] | None = None) -> int:
         times, cpus = interleaved(variants, args.repeats, work)
         base_name, exo_name = list(variants)[:2]
         base, exo = times[base_name], times[exo_name]
-        print(f"\n-- {args.repeats} runs each, interleaved (A B, B A, ...), seconds of the whole command: wall, and CPU "
-              f"(user + system) beside it")
+        print(
+            f"\n-- {args.repeats} runs each, interleaved (A B, B A, ...), seconds of the whole command: wall, and CPU "
+            f"(user + system) beside it"
+        )
         for name, values in times.items():
-            print(f"   {name:26s} wall median {statistics.median(values):.3f} s  min {min(values):.3f}  max {max(values):.3f}  "
-                  f"all {' '.join(f'{v:.2f}' for v in values)}")
-            print(f"   {'':26s} CPU  median {statistics.median(cpus[name]):.3f} s  min {min(cpus[name]):.3f}  "
-                  f"max {max(cpus[name]):.3f}")
+            print(
+                f"   {name:26s} wall median {statistics.median(values):.3f} s  min {min(values):.3f}  max {max(values):.3f}  "
+                f"all {' '.join(f'{v:.2f}' for v in values)}"
+            )
+            print(
+                f"   {'':26s} CPU  median {statistics.median(cpus[name]):.3f} s  min {min(cpus[name]):.3f}  "
+                f"max {max(cpus[name]):.3f}"
+            )
         cpu_ratio = statistics.median(cpus[exo_name]) / statistics.median(cpus[base_name])
         cpu_paired = statistics.median(a / b for a, b in zip(cpus[exo_name], cpus[base_name]))
-        print(f"   CPU: {cpu_ratio:.2f}x (paired {cpu_paired:.2f}x), informational: less sensitive to other load than wall time")
+        print(
+            f"   CPU: {cpu_ratio:.2f}x (paired {cpu_paired:.2f}x), informational: less sensitive to other load than wall time"
+        )
         ratio = statistics.median(exo) / statistics.median(base)
         paired = statistics.median(a / b for a, b in zip(exo, base))
         extra = statistics.median(a - b for a, b in zip(exo, base))
         ok = ratio <= TARGET_RATIO
-        print(f"\nTARGET {exo_name} / {base_name} <= {TARGET_RATIO:.2f}x: {ratio:.2f}x (ratio of medians; paired "
-              f"{paired:.2f}x; exo adds {extra * 1e3:.0f} ms per run, median of same-round differences) -> "
-              f"{'PASS' if ok else 'FAIL'}")
+        print(
+            f"\nTARGET {exo_name} / {base_name} <= {TARGET_RATIO:.2f}x: {ratio:.2f}x (ratio of medians; paired "
+            f"{paired:.2f}x; exo adds {extra * 1e3:.0f} ms per run, median of same-round differences) -> "
+            f"{'PASS' if ok else 'FAIL'}"
+        )
         if args.importtime or not ok:
             import_breakdown(work, variants[exo_name][1], max(3, args.repeats // 2), args.top)
     print(f"\n(total benchmark wall time {time.perf_counter() - started:.1f} s; {load()} at end)")

@@ -30,8 +30,8 @@ import dagster as dg
 import polars as pl
 
 from exo_dagster import SatelliteConfig, StepContext, compile_clusters, parse_cluster, satellite
-from exo_dagster.execution.lease_audit import overlapping, run_leases
 from exo_dagster.catalog.registry import Registry
+from exo_dagster.execution.lease_audit import overlapping, run_leases
 
 GPU_STEPS, CPU_STEPS, STEP_SECONDS, DEVICES = 8, 4, 1.0, ("0", "1")
 IDEAL = GPU_STEPS * STEP_SECONDS / len(DEVICES)
@@ -48,32 +48,56 @@ def _work(ctx: StepContext, config: SleepConfig) -> pl.DataFrame:
     """Holds its device(s) for `seconds` and reports what it was given."""
     start = time.time()
     time.sleep(config.seconds)
-    return pl.DataFrame({"step": [ctx.step], "devices": [os.environ.get("CUDA_VISIBLE_DEVICES")],
-                         "pid": [os.getpid()], "start": [start], "end": [time.time()]})
+    return pl.DataFrame(
+        {
+            "step": [ctx.step],
+            "devices": [os.environ.get("CUDA_VISIBLE_DEVICES")],
+            "pid": [os.getpid()],
+            "start": [start],
+            "end": [time.time()],
+        }
+    )
 
 
 satellite("satellite/bench/gpu-sleep", config=SleepConfig, resources={"gpu": 1}, registry=REGISTRY)(_work)
 satellite("satellite/bench/cpu-sleep", config=SleepConfig, registry=REGISTRY)(_work)
 
 
-def cluster_yaml(gpu_steps: int = GPU_STEPS, cpu_steps: int = CPU_STEPS, seconds: float = STEP_SECONDS,
-                 identifier: str = "bench/gpu-mix", executor: str | None = None) -> str:
+def cluster_yaml(
+    gpu_steps: int = GPU_STEPS,
+    cpu_steps: int = CPU_STEPS,
+    seconds: float = STEP_SECONDS,
+    identifier: str = "bench/gpu-mix",
+    executor: str | None = None,
+) -> str:
     lines = ["version: 0.0.1b", "cluster:", f"  identifier: {identifier}", "  execution: dataflow"]
     if executor:
         lines.append(f"  executor: {executor}")
     lines.append("  satellites:")
     for kind, count in (("gpu", gpu_steps), ("cpu", cpu_steps)):
         for i in range(count):
-            lines += [f"    - name: {kind} {i}", f"      uses: satellite/bench/{kind}-sleep",
-                      f"      identifier: {kind}{i}", f"      config: {{seconds: {seconds}}}"]
+            lines += [
+                f"    - name: {kind} {i}",
+                f"      uses: satellite/bench/{kind}-sleep",
+                f"      identifier: {kind}{i}",
+                f"      config: {{seconds: {seconds}}}",
+            ]
     return "\n".join(lines) + "\n"
 
 
 CLUSTER = parse_cluster(cluster_yaml(), __file__, registry=REGISTRY)
 STOCK_JOB = f"{CLUSTER.job_name}__dagster_multiprocess"
 _compiled = compile_clusters([CLUSTER])
-defs = dg.Definitions.merge(_compiled, dg.Definitions(jobs=[dg.define_asset_job(
-    STOCK_JOB, selection=dg.AssetSelection.groups(CLUSTER.job_name), executor_def=dg.multiprocess_executor)]))
+defs = dg.Definitions.merge(
+    _compiled,
+    dg.Definitions(
+        jobs=[
+            dg.define_asset_job(
+                STOCK_JOB, selection=dg.AssetSelection.groups(CLUSTER.job_name), executor_def=dg.multiprocess_executor
+            )
+        ]
+    ),
+)
 
 
 def recon_job(name: str = CLUSTER.job_name):
@@ -91,7 +115,10 @@ def step_rows(home: Path) -> pl.DataFrame:
 def run_times(instance: dg.DagsterInstance, run_id: str) -> tuple[float, float]:
     stamps = {}
     for r in instance.all_logs(run_id):
-        if r.dagster_event and r.dagster_event.event_type in (dg.DagsterEventType.RUN_START, dg.DagsterEventType.RUN_SUCCESS):
+        if r.dagster_event and r.dagster_event.event_type in (
+            dg.DagsterEventType.RUN_START,
+            dg.DagsterEventType.RUN_SUCCESS,
+        ):
             stamps[r.dagster_event.event_type] = r.timestamp
     return stamps[dg.DagsterEventType.RUN_START], stamps[dg.DagsterEventType.RUN_SUCCESS]
 
@@ -101,8 +128,11 @@ def one_run(home: Path, job: str = CLUSTER.job_name, run_config: dict | None = N
     for old in (home / "exo" / "outputs").rglob("*.parquet"):
         old.unlink()
     with dg.DagsterInstance.get() as instance:
-        result = dg.execute_job(recon_job(job), instance=instance, run_config={
-            **(run_config or {}), "loggers": {"console": {"config": {"log_level": "ERROR"}}}})
+        result = dg.execute_job(
+            recon_job(job),
+            instance=instance,
+            run_config={**(run_config or {}), "loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+        )
         assert result.success, "benchmark run failed"
         start, end = run_times(instance, result.run_id)
         given = run_leases(instance, result.run_id) if job == CLUSTER.job_name else []
@@ -117,10 +147,15 @@ def one_run(home: Path, job: str = CLUSTER.job_name, run_config: dict | None = N
             gpu_compute_span=gpu["end"].max() - gpu["start"].min(),
             shared=overlapping([(g["step"], g["devices"], g["acquired"], g["released"]) for g in given])
             + overlapping([(r["step"], r["devices"], r["start"], r["end"]) for r in gpu.iter_rows(named=True)]),
-            wrong_device=[r["step"] for r in gpu.iter_rows(named=True)
-                          if r["step"] not in by_step or r["devices"] != by_step[r["step"]]["devices"]
-                          or not by_step[r["step"]]["acquired"] <= r["start"] <= r["end"] <= by_step[r["step"]]["released"]],
-            cpu_with_gpu=[r["step"] for r in cpu.iter_rows(named=True) if r["devices"] != ""] + [g["step"] for g in given if g["step"].startswith("cpu")],
+            wrong_device=[
+                r["step"]
+                for r in gpu.iter_rows(named=True)
+                if r["step"] not in by_step
+                or r["devices"] != by_step[r["step"]]["devices"]
+                or not by_step[r["step"]]["acquired"] <= r["start"] <= r["end"] <= by_step[r["step"]]["released"]
+            ],
+            cpu_with_gpu=[r["step"] for r in cpu.iter_rows(named=True) if r["devices"] != ""]
+            + [g["step"] for g in given if g["step"].startswith("cpu")],
             counts=(gpu.height, cpu.height),
         )
     return out
@@ -137,43 +172,61 @@ def main(argv: list[str] | None = None) -> int:
         print(f"this benchmark is defined for EXO_GPUS={','.join(DEVICES)}; got {os.environ['EXO_GPUS']!r}")
         return 2
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"bench_gpu_executor: {GPU_STEPS} GPU steps + {CPU_STEPS} CPU steps of {STEP_SECONDS:g} s, "
-          f"EXO_GPUS={os.environ['EXO_GPUS']}, {os.cpu_count()} CPU cores (load avg {load:.1f} at start), "
-          f"dagster {dg.__version__}, python {sys.version.split()[0]}")
+    print(
+        f"bench_gpu_executor: {GPU_STEPS} GPU steps + {CPU_STEPS} CPU steps of {STEP_SECONDS:g} s, "
+        f"EXO_GPUS={os.environ['EXO_GPUS']}, {os.cpu_count()} CPU cores (load avg {load:.1f} at start), "
+        f"dagster {dg.__version__}, python {sys.version.split()[0]}"
+    )
     tmp = tempfile.TemporaryDirectory(prefix="exo-bench-gpu-")
     home = Path(tmp.name)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(home)
     results = []
     for i in range(args.runs):
-        r = one_run(home, run_config={"execution": {"config": {"gpu_lookahead": args.gpu_lookahead}}}
-                    if args.gpu_lookahead else None)
+        r = one_run(
+            home,
+            run_config={"execution": {"config": {"gpu_lookahead": args.gpu_lookahead}}} if args.gpu_lookahead else None,
+        )
         results.append(r)
-        print(f"  run {i + 1}: GPU makespan {r['gpu_makespan']:.2f} s ({r['gpu_makespan'] / IDEAL:.3f}x ideal; "
-              f"steps' own compute span {r['gpu_compute_span']:.2f} s) | run {r['run']:.2f} s = start-up "
-              f"{r['startup']:.2f} + ... + tail {r['tail']:.2f} | GPU/CPU steps {r['counts'][0]}/{r['counts'][1]}, "
-              f"device shared {len(r['shared'])}, wrong device {len(r['wrong_device'])}, CPU step with GPU {len(r['cpu_with_gpu'])}")
+        print(
+            f"  run {i + 1}: GPU makespan {r['gpu_makespan']:.2f} s ({r['gpu_makespan'] / IDEAL:.3f}x ideal; "
+            f"steps' own compute span {r['gpu_compute_span']:.2f} s) | run {r['run']:.2f} s = start-up "
+            f"{r['startup']:.2f} + ... + tail {r['tail']:.2f} | GPU/CPU steps {r['counts'][0]}/{r['counts'][1]}, "
+            f"device shared {len(r['shared'])}, wrong device {len(r['wrong_device'])}, CPU step with GPU {len(r['cpu_with_gpu'])}"
+        )
     last = results[-1]["rows"]
     t0 = last["start"].min()
     print("\n  last run, per step (seconds from the first compute start; devices = the step's CUDA_VISIBLE_DEVICES):")
     for row in last.iter_rows(named=True):
-        print(f"    {row['step']:>5}  devices={row['devices'] or '-':>2}  pid={row['pid']:>6}  "
-              f"{row['start'] - t0:6.2f} -> {row['end'] - t0:6.2f}")
+        print(
+            f"    {row['step']:>5}  devices={row['devices'] or '-':>2}  pid={row['pid']:>6}  "
+            f"{row['start'] - t0:6.2f} -> {row['end'] - t0:6.2f}"
+        )
     med = statistics.median(r["gpu_makespan"] for r in results)
     ok_time = med <= TARGET_RATIO * IDEAL
-    ok_devices = all(not r["shared"] and not r["wrong_device"] and not r["cpu_with_gpu"]
-                     and r["counts"] == (GPU_STEPS, CPU_STEPS) for r in results)
-    print(f"\n  median GPU makespan {med:.2f} s over {len(results)} runs (min {min(r['gpu_makespan'] for r in results):.2f}, "
-          f"max {max(r['gpu_makespan'] for r in results):.2f}); ideal {IDEAL:.1f} s, limit {TARGET_RATIO * IDEAL:.2f} s "
-          f"-> {'PASS' if ok_time else 'FAIL'} ({med / IDEAL:.3f}x)")
-    print(f"  median run {statistics.median(r['run'] for r in results):.2f} s (start-up "
-          f"{statistics.median(r['startup'] for r in results):.2f} s, tail {statistics.median(r['tail'] for r in results):.2f} s)")
-    print(f"  no device shared, every GPU step on exactly its leased device, CPU steps without GPU: "
-          f"{'PASS' if ok_devices else 'FAIL'}")
+    ok_devices = all(
+        not r["shared"] and not r["wrong_device"] and not r["cpu_with_gpu"] and r["counts"] == (GPU_STEPS, CPU_STEPS)
+        for r in results
+    )
+    print(
+        f"\n  median GPU makespan {med:.2f} s over {len(results)} runs (min {min(r['gpu_makespan'] for r in results):.2f}, "
+        f"max {max(r['gpu_makespan'] for r in results):.2f}); ideal {IDEAL:.1f} s, limit {TARGET_RATIO * IDEAL:.2f} s "
+        f"-> {'PASS' if ok_time else 'FAIL'} ({med / IDEAL:.3f}x)"
+    )
+    print(
+        f"  median run {statistics.median(r['run'] for r in results):.2f} s (start-up "
+        f"{statistics.median(r['startup'] for r in results):.2f} s, tail {statistics.median(r['tail'] for r in results):.2f} s)"
+    )
+    print(
+        f"  no device shared, every GPU step on exactly its leased device, CPU steps without GPU: "
+        f"{'PASS' if ok_devices else 'FAIL'}"
+    )
     if args.stock:
         r = one_run(home, STOCK_JOB, {"execution": {"config": {"max_concurrent": GPU_STEPS + CPU_STEPS}}})
-        print(f"\n  for scale, Dagster's multiprocess executor (spawn, all 12 steps at once, no device isolation): "
-              f"run {r['run']:.2f} s, start-up {r['startup']:.2f} s, compute span {r['rows']['end'].max() - r['rows']['start'].min():.2f} s")
+        print(
+            f"\n  for scale, Dagster's multiprocess executor (spawn, all 12 steps at once, no device isolation): "
+            f"run {r['run']:.2f} s, start-up {r['startup']:.2f} s, compute span {r['rows']['end'].max() - r['rows']['start'].min():.2f} s"
+        )
     return 0 if ok_time and ok_devices else 1
 
 

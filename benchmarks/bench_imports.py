@@ -44,8 +44,9 @@ print(json.dumps({{"s": elapsed, "dagster": sum(1 for m in mods if m == "dagster
 
 def probe(stmt: str, cwd: Path, home: str) -> dict:
     env = {**os.environ, "DAGSTER_HOME": home, "PYTHONPATH": str(cwd)}
-    out = subprocess.run([sys.executable, "-c", PROBE.format(stmt=stmt)], cwd=cwd, env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(stmt=stmt)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{stmt!r} in {cwd} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -59,9 +60,11 @@ def main() -> None:
     args = parser.parse_args()
     print_header("bench_imports: import cost of the SDK + one satellite, and of the code location")
 
-    variants = {"import dagster": ("import dagster", REPO),
-                "sdk + one satellite": ("import exo_dagster.sdk, satellites.tables.sql", REPO),
-                "import definitions": ("import definitions", REPO)}
+    variants = {
+        "import dagster": ("import dagster", REPO),
+        "sdk + one satellite": ("import exo_dagster.sdk, satellites.tables.sql", REPO),
+        "import definitions": ("import definitions", REPO),
+    }
     if args.before:
         variants["before: one satellite"] = (f"import {args.before_satellite}", args.before)
         variants["before: import definitions"] = ("import definitions", args.before)
@@ -74,14 +77,21 @@ def main() -> None:
                 results[name].append(probe(stmt, cwd, home))
 
     floor = statistics.median(r["s"] for r in results["import dagster"])
-    print(f"{'variant':30s} {'median':>8s} {'min':>8s} {'max':>8s} {'x dagster':>10s} {'dagster mods':>13s} {'exo mods':>9s}")
+    print(
+        f"{'variant':30s} {'median':>8s} {'min':>8s} {'max':>8s} {'x dagster':>10s} {'dagster mods':>13s} {'exo mods':>9s}"
+    )
     for name, rows in results.items():
         times = [r["s"] for r in rows]
         med = statistics.median(times)
-        print(f"{name:30s} {med:8.3f} {min(times):8.3f} {max(times):8.3f} {med / floor:10.2f} "
-              f"{rows[-1]['dagster']:13d} {rows[-1]['exo']:9d}")
+        print(
+            f"{name:30s} {med:8.3f} {min(times):8.3f} {max(times):8.3f} {med / floor:10.2f} "
+            f"{rows[-1]['dagster']:13d} {rows[-1]['exo']:9d}"
+        )
     if args.before:
-        for now, then in (("sdk + one satellite", "before: one satellite"), ("import definitions", "before: import definitions")):
+        for now, then in (
+            ("sdk + one satellite", "before: one satellite"),
+            ("import definitions", "before: import definitions"),
+        ):
             a = [r["s"] for r in results[now]]
             b = [r["s"] for r in results[then]]
             paired = statistics.median(x / y for x, y in zip(a, b))

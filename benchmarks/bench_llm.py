@@ -1,19 +1,19 @@
 """llm-complete benchmark against the loopback OpenAI-compatible test server (its own process).
 
-  (a) throughput  10,000 rows, 50 ms server latency, concurrency 64: rows/s of the whole step
-                  (`llm_complete(ctx, config)` with the row cache on, as a compiled step calls it),
-                  against the ideal 64 / 0.05 s = 1,280 rows/s. Targets: >= 85% of ideal, and the paired
-                  ratio step / bare aiohttp (same round) >= 0.95, printed per round with its median.
-                  Floor, measured in the same rounds: bare aiohttp, 64 workers, the same 10,000 POSTs
-                  (what this machine's client + server can do with no satellite at all); `--httpx`
-                  adds bare httpx 0.28 (why the client is aiohttp).
-  (b) 429s        10% of requests answered 429 (Retry-After: 1): every row completes exactly once
-                  (the server counts 200 answers per distinct prompt) and no row ends in `_error`.
-  (c) crash       `exo run` of a 10,000-row cluster is SIGKILLed halfway, then run again: the server
-                  receives no second request for any row that was in the row cache at the crash.
+(a) throughput  10,000 rows, 50 ms server latency, concurrency 64: rows/s of the whole step
+                (`llm_complete(ctx, config)` with the row cache on, as a compiled step calls it),
+                against the ideal 64 / 0.05 s = 1,280 rows/s. Targets: >= 85% of ideal, and the paired
+                ratio step / bare aiohttp (same round) >= 0.95, printed per round with its median.
+                Floor, measured in the same rounds: bare aiohttp, 64 workers, the same 10,000 POSTs
+                (what this machine's client + server can do with no satellite at all); `--httpx`
+                adds bare httpx 0.28 (why the client is aiohttp).
+(b) 429s        10% of requests answered 429 (Retry-After: 1): every row completes exactly once
+                (the server counts 200 answers per distinct prompt) and no row ends in `_error`.
+(c) crash       `exo run` of a 10,000-row cluster is SIGKILLed halfway, then run again: the server
+                receives no second request for any row that was in the row cache at the crash.
 
-    .venv/bin/python -m benchmarks.bench_llm                 # all three
-    .venv/bin/python -m benchmarks.bench_llm --only a --repeats 5
+  .venv/bin/python -m benchmarks.bench_llm                 # all three
+  .venv/bin/python -m benchmarks.bench_llm --only a --repeats 5
 """
 
 from __future__ import annotations
@@ -64,9 +64,11 @@ class Server:
             return json.load(r)
 
     def reset(self) -> None:
-        urllib.request.urlopen(urllib.request.Request(self.root + "/_reset", method="POST", data=b""), timeout=30).read()
+        urllib.request.urlopen(
+            urllib.request.Request(self.root + "/_reset", method="POST", data=b""), timeout=30
+        ).read()
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -80,10 +82,19 @@ def _load() -> str:
 
 
 def step(url: str, prompts: list[str], cache_path: str) -> tuple[float, pl.DataFrame, dict]:
-    ctx = StepContext(cluster="bench/llm", step="answers", run_id="bench", input={},
-                      rows=pl.DataFrame({"prompt": prompts}).lazy(), tables={}, previous=None, secrets={},
-                      identity=("satellite/exospherehost/llm-complete", "1.0.0", {}), cache_path=cache_path,
-                      concurrency=CONCURRENCY)
+    ctx = StepContext(
+        cluster="bench/llm",
+        step="answers",
+        run_id="bench",
+        input={},
+        rows=pl.DataFrame({"prompt": prompts}).lazy(),
+        tables={},
+        previous=None,
+        secrets={},
+        identity=("satellite/exospherehost/llm-complete", "1.0.0", {}),
+        cache_path=cache_path,
+        concurrency=CONCURRENCY,
+    )
     config = LlmCompleteConfig(model="gpt-4o-mini", base_url=url, concurrency=CONCURRENCY)
     started = time.perf_counter()
     out = llm_complete(ctx, config)
@@ -101,18 +112,22 @@ def bare_client(url: str, prompts: list[str], client: str = "aiohttp") -> float:
 
             limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
             async with httpx.AsyncClient(timeout=60, limits=limits) as session:
+
                 async def worker() -> None:
                     while queue:
                         (await session.post(url + "/chat/completions", json=body(queue.pop()))).json()
+
                 await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
             return
         import aiohttp
 
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as session:
+
             async def worker() -> None:
                 while queue:
                     async with session.post(url + "/chat/completions", json=body(queue.pop())) as r:
                         await r.json()
+
             await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
     started = time.perf_counter()
@@ -121,8 +136,10 @@ def bare_client(url: str, prompts: list[str], client: str = "aiohttp") -> float:
 
 
 def bench_throughput(repeats: int, tmp: str, with_httpx: bool = False) -> bool:
-    print(f"\n(a) throughput: {ROWS:,} rows, {LATENCY * 1000:.0f} ms/request, concurrency {CONCURRENCY}; "
-          f"ideal {IDEAL:,.0f} rows/s, target >= {0.85 * IDEAL:,.0f} rows/s")
+    print(
+        f"\n(a) throughput: {ROWS:,} rows, {LATENCY * 1000:.0f} ms/request, concurrency {CONCURRENCY}; "
+        f"ideal {IDEAL:,.0f} rows/s, target >= {0.85 * IDEAL:,.0f} rows/s"
+    )
     step_rates, floor_rates, ratios = [], [], []
     with Server("--latency", str(LATENCY)) as server:
         step(server.url, [f"warm {i}" for i in range(500)], os.path.join(tmp, "warm.sqlite"))
@@ -139,8 +156,10 @@ def bench_throughput(repeats: int, tmp: str, with_httpx: bool = False) -> bool:
                 else:
                     floor_rates.append(ROWS / bare_client(server.url, prompts))
             ratios.append(step_rates[-1] / floor_rates[-1])
-            print(f"   round {r + 1}: step {step_rates[-1]:,.0f} rows/s ({step_rates[-1] / IDEAL:.1%} of ideal), "
-                  f"bare aiohttp {floor_rates[-1]:,.0f} req/s, step/bare {ratios[-1]:.3f}  (load {_load()})")
+            print(
+                f"   round {r + 1}: step {step_rates[-1]:,.0f} rows/s ({step_rates[-1] / IDEAL:.1%} of ideal), "
+                f"bare aiohttp {floor_rates[-1]:,.0f} req/s, step/bare {ratios[-1]:.3f}  (load {_load()})"
+            )
         if with_httpx:
             rate = 3000 / bare_client(server.url, [f"httpx row {i}" for i in range(3000)], client="httpx")
             print(f"   bare httpx 0.28 (3,000 requests, one AsyncClient, 64 workers): {rate:,.0f} req/s")
@@ -149,11 +168,15 @@ def bench_throughput(repeats: int, tmp: str, with_httpx: bool = False) -> bool:
     median, floor = statistics.median(step_rates), statistics.median(floor_rates)
     ratio = statistics.median(ratios)
     ok = median >= 0.85 * IDEAL and ratio >= BARE_TARGET
-    print(f"   median: step {median:,.0f} rows/s = {median / IDEAL:.1%} of ideal (min {min(step_rates):,.0f}, "
-          f"max {max(step_rates):,.0f}); bare aiohttp {floor:,.0f} req/s (min {min(floor_rates):,.0f}, "
-          f"max {max(floor_rates):,.0f})")
-    print(f"   step/bare per round: {', '.join(f'{x:.3f}' for x in ratios)}; median {ratio:.3f} "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f}); target >= {BARE_TARGET}  [{'PASS' if ok else 'FAIL'}]")
+    print(
+        f"   median: step {median:,.0f} rows/s = {median / IDEAL:.1%} of ideal (min {min(step_rates):,.0f}, "
+        f"max {max(step_rates):,.0f}); bare aiohttp {floor:,.0f} req/s (min {min(floor_rates):,.0f}, "
+        f"max {max(floor_rates):,.0f})"
+    )
+    print(
+        f"   step/bare per round: {', '.join(f'{x:.3f}' for x in ratios)}; median {ratio:.3f} "
+        f"(min {min(ratios):.3f}, max {max(ratios):.3f}); target >= {BARE_TARGET}  [{'PASS' if ok else 'FAIL'}]"
+    )
     return ok
 
 
@@ -167,10 +190,14 @@ def bench_429(tmp: str) -> bool:
     exactly_once = len(answered) == ROWS and all(n == 1 for n in answered.values())
     no_errors = out["_error"].null_count() == ROWS and out.height == ROWS
     limited = meta["exo/llm/rate_limited"]
-    print(f"   {stats['total']:,} requests, {limited:,} answered 429 ({limited / stats['total']:.1%}), "
-          f"{sum(requests.values()) - ROWS:,} retries; {ROWS / seconds:,.0f} rows/s")
-    print(f"   prompts answered: {len(answered):,}; answered exactly once: {sum(1 for n in answered.values() if n == 1):,}; "
-          f"rows with _error: {ROWS - out['_error'].null_count()}  [{'PASS' if exactly_once and no_errors else 'FAIL'}]")
+    print(
+        f"   {stats['total']:,} requests, {limited:,} answered 429 ({limited / stats['total']:.1%}), "
+        f"{sum(requests.values()) - ROWS:,} retries; {ROWS / seconds:,.0f} rows/s"
+    )
+    print(
+        f"   prompts answered: {len(answered):,}; answered exactly once: {sum(1 for n in answered.values() if n == 1):,}; "
+        f"rows with _error: {ROWS - out['_error'].null_count()}  [{'PASS' if exactly_once and no_errors else 'FAIL'}]"
+    )
     return exactly_once and no_errors
 
 
@@ -192,7 +219,9 @@ cluster:
 
 
 def bench_crash(tmp: str) -> bool:
-    print(f"\n(c) crash: `exo run` of a {ROWS:,}-row llm-complete step, SIGKILL at ~{ROWS // 2:,} requests, then run again")
+    print(
+        f"\n(c) crash: `exo run` of a {ROWS:,}-row llm-complete step, SIGKILL at ~{ROWS // 2:,} requests, then run again"
+    )
     home = Path(tmp) / "crash"
     (home / "home").mkdir(parents=True)
     env = {**os.environ, "DAGSTER_HOME": str(home / "home"), "EXO_DATA_DIR": str(home / "exo")}
@@ -201,8 +230,14 @@ def bench_crash(tmp: str) -> bool:
     with Server("--latency", str(LATENCY)) as server:
         cluster = home / "crash.yaml"
         cluster.write_text(CRASH_CLUSTER.format(rows=ROWS, url=server.url, concurrency=CONCURRENCY))
-        child = subprocess.Popen([exo, "run", str(cluster)], env=env, cwd=REPO, start_new_session=True,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        child = subprocess.Popen(
+            [exo, "run", str(cluster)],
+            env=env,
+            cwd=REPO,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 300
         while server.stats()["total"] < ROWS // 2:
             if child.poll() is not None or time.monotonic() > deadline:
@@ -214,24 +249,37 @@ def bench_crash(tmp: str) -> bool:
         cache = home / "exo" / "cache" / "bench__llm_crash.sqlite"
         with sqlite3.connect(cache) as con:
             # committed rows: merged (`rows`) or appended since the last merge (`pending`), see sdk/row_cache.py
-            results = [json.loads(r) for (r,) in con.execute(
-                "select result from rows where step = 'answers' union all select result from pending where step = 'answers'")]
+            results = [
+                json.loads(r)
+                for (r,) in con.execute(
+                    "select result from rows where step = 'answers' union all select result from pending where step = 'answers'"
+                )
+            ]
         finished = {r["text"].removeprefix("echo: ") for r in results}
         started = time.perf_counter()
-        rerun = subprocess.run([exo, "run", str(cluster)], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+        rerun = subprocess.run(
+            [exo, "run", str(cluster)], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
+        )
         seconds = time.perf_counter() - started
         after = server.stats()
     out = pl.read_parquet(home / "exo" / "outputs" / "bench__llm_crash" / "answers.parquet")
     twice = [p for p in finished if after["requests"].get(p, 0) != 1]
     re_asked = {p for p, n in after["requests"].items() if n > 1}
-    ok = (rerun.returncode == 0 and not twice and out.height == ROWS and out["_error"].null_count() == ROWS
-          and len(after["requests"]) == ROWS)
+    ok = (
+        rerun.returncode == 0
+        and not twice
+        and out.height == ROWS
+        and out["_error"].null_count() == ROWS
+        and len(after["requests"]) == ROWS
+    )
     print(f"   at the kill: {before['total']:,} requests received, {len(finished):,} rows finished (in the row cache)")
-    print(f"   re-run ({seconds:.1f} s, exit {rerun.returncode}): {after['total'] - before['total']:,} new requests; "
-          f"rows requested a second time: {len(re_asked)} (in flight at the kill, or answered in the last group "
-          f"commit window, <= ~100 ms, and so not yet in the cache); "
-          f"finished rows requested again: {len(twice)}; output rows {out.height:,}, errors "
-          f"{ROWS - out['_error'].null_count()}  [{'PASS' if ok else 'FAIL'}]")
+    print(
+        f"   re-run ({seconds:.1f} s, exit {rerun.returncode}): {after['total'] - before['total']:,} new requests; "
+        f"rows requested a second time: {len(re_asked)} (in flight at the kill, or answered in the last group "
+        f"commit window, <= ~100 ms, and so not yet in the cache); "
+        f"finished rows requested again: {len(twice)}; output rows {out.height:,}, errors "
+        f"{ROWS - out['_error'].null_count()}  [{'PASS' if ok else 'FAIL'}]"
+    )
     if rerun.returncode:
         print(rerun.stdout[-2000:], rerun.stderr[-2000:])
     return ok

@@ -16,7 +16,6 @@ the same rounds; the paired ratio is the median of per-round ratios.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -68,8 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(folder)
         chain = root / "chain.yaml"
         chain.write_text(chain_yaml(args.steps))
-        floor, exo = Result(f"dagster floor: {args.steps} bare assets, built + resolved"), \
-            Result(f"exo validate: {args.steps}-step cluster (parse, compile, names, resolve)")
+        floor, exo = (
+            Result(f"dagster floor: {args.steps} bare assets, built + resolved"),
+            Result(f"exo validate: {args.steps}-step cluster (parse, compile, names, resolve)"),
+        )
         floor_resolved(args.steps), validated(chain)  # warm-up
         for _ in range(args.repeats):
             floor.times.append(time_once(lambda: floor_resolved(args.steps)))
@@ -78,13 +79,19 @@ def main(argv: list[str] | None = None) -> int:
         print(table([floor, exo], baseline=floor, title=f"-- (a) validate {args.steps} steps"))
         ratio_a = exo.median / floor.median
         ok_a = ratio_a <= VALIDATE_TARGET
-        print(f"TARGET (a) <= {VALIDATE_TARGET}x: {ratio_a:.2f}x (paired {paired_ratio(exo, floor):.2f}x) -> {'PASS' if ok_a else 'FAIL'}")
+        print(
+            f"TARGET (a) <= {VALIDATE_TARGET}x: {ratio_a:.2f}x (paired {paired_ratio(exo, floor):.2f}x) -> {'PASS' if ok_a else 'FAIL'}"
+        )
 
         healthy, with_broken = root / "healthy", root / "with_broken"
         write_corpus(healthy, 49)
         shutil.copytree(healthy, with_broken)
         (with_broken / "zz_broken.yaml").write_text(
-            (healthy / "c01.yaml").read_text().replace("team1/c1", "team9/broken").replace("exospherehost/sql", "exospherehost/sqll", 1))
+            (healthy / "c01.yaml")
+            .read_text()
+            .replace("team1/c1", "team9/broken")
+            .replace("exospherehost/sql", "exospherehost/sqll", 1)
+        )
         alone, broken = Result("49 healthy clusters alone"), Result("the same 49 + 1 broken file")
         validated(healthy, 0, 49), validated(with_broken, 1, 49)  # warm-up, and the 49 are all present
         for _ in range(args.repeats):
@@ -94,10 +101,14 @@ def main(argv: list[str] | None = None) -> int:
         print(table([alone, broken], baseline=alone, title="-- (b) a location of 50 cluster files, one broken"))
         ratio_b = broken.median / alone.median
         ok_b = ratio_b <= LOCATION_TARGET
-        print(f"TARGET (b) <= {LOCATION_TARGET}x with all 49 present: {ratio_b:.2f}x (paired {paired_ratio(broken, alone):.2f}x) "
-              f"-> {'PASS' if ok_b else 'FAIL'}")
+        print(
+            f"TARGET (b) <= {LOCATION_TARGET}x with all 49 present: {ratio_b:.2f}x (paired {paired_ratio(broken, alone):.2f}x) "
+            f"-> {'PASS' if ok_b else 'FAIL'}"
+        )
         verdict = 0 if ok_a and ok_b else 1
-    print(f"\n(dagster {dg.__version__}; total benchmark wall time {time.perf_counter() - started:.1f} s; {load()} at end)")
+    print(
+        f"\n(dagster {dg.__version__}; total benchmark wall time {time.perf_counter() - started:.1f} s; {load()} at end)"
+    )
     return verdict
 
 

@@ -28,14 +28,20 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LAUNCH = """mutation Launch($params: ExecutionParams!) { launchRun(executionParams: $params) {
   __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }"""
-RUN = """query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status startTime endTime tags { key value } } } }"""
+RUN = (
+    """query Run($id: ID!) { runOrError(runId: $id) { ... on Run { status startTime endTime tags { key value } } } }"""
+)
 ASSETS = """query Group($group: String!) { assetNodes(group: {groupName: $group, repositoryName: "__repository__",
   repositoryLocationName: "exo_dagster"}) { assetKey { path } } }"""
 
 
 def graphql(port: int, query: str, variables: dict) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", method="POST", headers={"Content-Type": "application/json"},
-                                     data=json.dumps({"query": query, "variables": variables}).encode())
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+        data=json.dumps({"query": query, "variables": variables}).encode(),
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         body = json.load(response)
     if "errors" in body:
@@ -45,8 +51,15 @@ def graphql(port: int, query: str, variables: dict) -> dict:
 
 def run_once(port: int, selector: dict) -> dict:
     launched_at = time.time()
-    answer = graphql(port, LAUNCH, {"params": {"selector": {"repositoryLocationName": "exo_dagster",
-                                                            "repositoryName": "__repository__", **selector}}})["launchRun"]
+    answer = graphql(
+        port,
+        LAUNCH,
+        {
+            "params": {
+                "selector": {"repositoryLocationName": "exo_dagster", "repositoryName": "__repository__", **selector}
+            }
+        },
+    )["launchRun"]
     if answer["__typename"] != "LaunchRunSuccess":
         raise RuntimeError(answer)
     run_id = answer["run"]["runId"]
@@ -54,9 +67,13 @@ def run_once(port: int, selector: dict) -> dict:
         run = graphql(port, RUN, {"id": run_id})["runOrError"]
         if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
             tags = {t["key"]: t["value"] for t in run["tags"]}
-            return {"status": run["status"], "launch_to_end": run["endTime"] - launched_at,
-                    "start_to_end": run["endTime"] - run["startTime"], "executor": tags.get("exo/executor"),
-                    "cluster": tags.get("exo/cluster")}
+            return {
+                "status": run["status"],
+                "launch_to_end": run["endTime"] - launched_at,
+                "start_to_end": run["endTime"] - run["startTime"],
+                "executor": tags.get("exo/executor"),
+                "cluster": tags.get("exo/cluster"),
+            }
         time.sleep(0.1)
 
 
@@ -68,10 +85,24 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="exo-bench-home-"))
     env = {**os.environ, "DAGSTER_HOME": str(home), "EXO_DATA_DIR": str(home / "exo")}
     port = 3000 + os.getpid() % 1000
-    procs = [subprocess.Popen([str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True),
-             subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
+    procs = [
+        subprocess.Popen(
+            [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        ),
+        subprocess.Popen(
+            [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        ),
+    ]
     try:
         deadline = time.time() + 240
         while True:
@@ -84,20 +115,25 @@ def main() -> int:
             if time.time() > deadline:
                 raise RuntimeError("the webserver did not load the code location")
             time.sleep(1)
-        variants = {"job": {"jobName": args.job},
-                    "materialize all": {"jobName": "__ASSET_JOB", "assetSelection": [{"path": k} for k in keys]}}
+        variants = {
+            "job": {"jobName": args.job},
+            "materialize all": {"jobName": "__ASSET_JOB", "assetSelection": [{"path": k} for k in keys]},
+        }
         results: dict[str, list[dict]] = {name: [] for name in variants}
         run_once(port, variants["job"])  # warm-up: first run pays the code server's imports
         for _ in range(args.rounds):
             for name, selector in variants.items():
                 results[name].append(run_once(port, selector))
         for name, runs in results.items():
-            print(f"{name:16s} launch->end median {statistics.median(r['launch_to_end'] for r in runs):6.2f}s  "
-                  f"start->end median {statistics.median(r['start_to_end'] for r in runs):6.2f}s  "
-                  f"executor {sorted({r['executor'] for r in runs})}  cluster tag {sorted({str(r['cluster']) for r in runs})}  "
-                  f"status {sorted({r['status'] for r in runs})}")
-        ratio = statistics.median(r["launch_to_end"] for r in results["materialize all"]) / \
-            statistics.median(r["launch_to_end"] for r in results["job"])
+            print(
+                f"{name:16s} launch->end median {statistics.median(r['launch_to_end'] for r in runs):6.2f}s  "
+                f"start->end median {statistics.median(r['start_to_end'] for r in runs):6.2f}s  "
+                f"executor {sorted({r['executor'] for r in runs})}  cluster tag {sorted({str(r['cluster']) for r in runs})}  "
+                f"status {sorted({r['status'] for r in runs})}"
+            )
+        ratio = statistics.median(r["launch_to_end"] for r in results["materialize all"]) / statistics.median(
+            r["launch_to_end"] for r in results["job"]
+        )
         print(f"materialize all / job (launch->end medians): {ratio:.2f}x  (target <= 1.2x)")
         return 0 if ratio <= 1.2 else 1
     finally:

@@ -36,7 +36,7 @@ from .harness import print_header
 REPO = Path(__file__).resolve().parents[1]
 SATELLITE = "satellite/bench/upper-row"
 CONCURRENCY = 8
-RATIO_TARGET, RSS_TARGET = 2.0, 1024 ** 3
+RATIO_TARGET, RSS_TARGET = 2.0, 1024**3
 
 CLUSTER = """\
 version: 0.0.1b
@@ -69,8 +69,13 @@ def _registry():
     class UpperConfig(SatelliteConfig):
         pass
 
-    @satellite(SATELLITE, config=UpperConfig, registry=extra, inputs={"text": "per row"},
-               outputs={"upper": "the text, upper-cased"})
+    @satellite(
+        SATELLITE,
+        config=UpperConfig,
+        registry=extra,
+        inputs={"text": "per row"},
+        outputs={"upper": "the text, upper-cased"},
+    )
     def upper(ctx: StepContext, config: UpperConfig) -> pl.DataFrame:
         """Upper-cases `text` per row through ctx.map_rows (benchmark only)."""
         return ctx.map_rows(lambda row, key: row_fn(row))
@@ -117,8 +122,12 @@ def child_subject(rows: int, tmp: str) -> dict:
     assert computed == rows and int(meta["exo/rows_failed"]) == 0, meta
     out = pl.read_parquet(_stored(tmp, cluster.job_name, "upper"))
     assert out.height == rows and out["upper"][rows - 1] == f"ROW {rows - 1}", out.tail(2)
-    return {"seconds": seconds, "step_seconds": step_seconds, "map_seconds": computed / per_second,
-            "peak_rss": _peak_rss()}
+    return {
+        "seconds": seconds,
+        "step_seconds": step_seconds,
+        "map_seconds": computed / per_second,
+        "peak_rss": _peak_rss(),
+    }
 
 
 def _materialization_metadata(result) -> dict:
@@ -161,11 +170,21 @@ def _load() -> str:
 
 
 def _spawn(kind: str, rows: int, tmp: str) -> dict:
-    env = {**os.environ, "EXO_DATA_DIR": str(Path(tmp) / "exo"), "EXO_CACHE_DIR": str(Path(tmp) / "cache"),
-           "DAGSTER_HOME": str(Path(tmp) / "home")}
+    env = {
+        **os.environ,
+        "EXO_DATA_DIR": str(Path(tmp) / "exo"),
+        "EXO_CACHE_DIR": str(Path(tmp) / "cache"),
+        "DAGSTER_HOME": str(Path(tmp) / "home"),
+    }
     Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_million_rows", "--child", kind, "--rows", str(rows),
-                           "--tmp", tmp], cwd=REPO, env=env, capture_output=True, text=True, timeout=3600)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_million_rows", "--child", kind, "--rows", str(rows), "--tmp", tmp],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     if done.returncode:
         raise RuntimeError(f"{kind} child failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -180,7 +199,11 @@ def main() -> None:
     parser.add_argument("--tmp")
     args = parser.parse_args()
     if args.child:
-        result = child_subject(args.rows, args.tmp) if args.child == "subject" else child_baseline(args.rows, args.tmp, args.child)
+        result = (
+            child_subject(args.rows, args.tmp)
+            if args.child == "subject"
+            else child_baseline(args.rows, args.tmp, args.child)
+        )
         print(json.dumps(result))
         return
 
@@ -203,33 +226,48 @@ def main() -> None:
             if kind == "subject":
                 extra["step_seconds"].append(got["step_seconds"])
                 extra["map_seconds"].append(got["map_seconds"])
-            line.append(f"{kind} {got['seconds']:.2f} s ({got['seconds'] / n * 1e6:.2f} µs/row, peak RSS "
-                        f"{got['peak_rss'] / 2**20:,.0f} MiB)")
+            line.append(
+                f"{kind} {got['seconds']:.2f} s ({got['seconds'] / n * 1e6:.2f} µs/row, peak RSS "
+                f"{got['peak_rss'] / 2**20:,.0f} MiB)"
+            )
         ratios.append(times["subject"][-1] / times["loop"][-1])
-        print(f"   round {r + 1} [{', '.join(order)}] (load {_load()}): " + "; ".join(line)
-              + f"; subject/loop {ratios[-1]:.2f}")
+        print(
+            f"   round {r + 1} [{', '.join(order)}] (load {_load()}): "
+            + "; ".join(line)
+            + f"; subject/loop {ratios[-1]:.2f}"
+        )
 
     def med(xs: list[float]) -> str:
         return f"{statistics.median(xs):.2f} s (min {min(xs):.2f}, max {max(xs):.2f})"
 
-    print(f"\n   subject (the `upper` step's Dagster run): {med(times['subject'])}; the step itself "
-          f"{med(extra['step_seconds'])}; ctx.map_rows {med(extra['map_seconds'])}")
+    print(
+        f"\n   subject (the `upper` step's Dagster run): {med(times['subject'])}; the step itself "
+        f"{med(extra['step_seconds'])}; ctx.map_rows {med(extra['map_seconds'])}"
+    )
     print(f"   loop (ThreadPoolExecutor({CONCURRENCY}).map): {med(times['loop'])}")
     if times["serial"]:
         print(f"   serial (for loop):              {med(times['serial'])}")
     per_row = {k: statistics.median(v) / n * 1e6 for k, v in times.items() if v}
     ratio = statistics.median(ratios)
     cost = per_row["subject"] - per_row["loop"]
-    print(f"   per row: subject {per_row['subject']:.2f} µs, loop {per_row['loop']:.2f} µs"
-          + (f", serial {per_row['serial']:.2f} µs" if "serial" in per_row else "")
-          + f"; orchestration cost (subject - loop) {cost:+.2f} µs/row")
+    print(
+        f"   per row: subject {per_row['subject']:.2f} µs, loop {per_row['loop']:.2f} µs"
+        + (f", serial {per_row['serial']:.2f} µs" if "serial" in per_row else "")
+        + f"; orchestration cost (subject - loop) {cost:+.2f} µs/row"
+    )
     if "serial" in per_row:
-        print(f"   subject - serial: {per_row['subject'] - per_row['serial']:+.2f} µs/row, "
-              f"subject/serial {per_row['subject'] / per_row['serial']:.2f}x")
+        print(
+            f"   subject - serial: {per_row['subject'] - per_row['serial']:+.2f} µs/row, "
+            f"subject/serial {per_row['subject'] / per_row['serial']:.2f}x"
+        )
     peak = max(rss["subject"])
-    print(f"   subject/loop per round: {', '.join(f'{x:.2f}' for x in ratios)}; median {ratio:.2f} (target <= {RATIO_TARGET})")
-    print(f"   peak RSS of the step process: max {peak / 2**20:,.0f} MiB over rounds (target <= 1,024 MiB); "
-          f"loop {max(rss['loop']) / 2**20:,.0f} MiB")
+    print(
+        f"   subject/loop per round: {', '.join(f'{x:.2f}' for x in ratios)}; median {ratio:.2f} (target <= {RATIO_TARGET})"
+    )
+    print(
+        f"   peak RSS of the step process: max {peak / 2**20:,.0f} MiB over rounds (target <= 1,024 MiB); "
+        f"loop {max(rss['loop']) / 2**20:,.0f} MiB"
+    )
     ok = ratio <= RATIO_TARGET and peak <= RSS_TARGET
     print(f"\nsummary: {'PASS' if ok else 'FAIL'}")
     sys.exit(0 if ok else 1)

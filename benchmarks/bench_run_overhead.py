@@ -40,7 +40,7 @@ import pstats
 import sys
 import tempfile
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import dagster as dg
 import polars as pl
@@ -93,7 +93,9 @@ def _duckdb_select(upstream: pl.DataFrame) -> pl.DataFrame:
     return duckdb.sql("select * from upstream").pl()
 
 
-def hand_job(steps: int, data_path: str, base_dir: str, work: Callable | None = None, group: str | None = None) -> dg.JobDefinition:
+def hand_job(
+    steps: int, data_path: str, base_dir: str, work: Callable | None = None, group: str | None = None
+) -> dg.JobDefinition:
     """`work` replaces the per-step body (the timer breakdown wraps it); default `_bump_frame`."""
     group = group or f"hand_run_{steps}"
     assets = []
@@ -105,14 +107,20 @@ def hand_job(steps: int, data_path: str, base_dir: str, work: Callable | None = 
 
     assets.append(first)
     for i in range(1, steps):
-        @dg.asset(key=dg.AssetKey([group, step_id(i)]), ins={"upstream": dg.AssetIn(key=dg.AssetKey([group, step_id(i - 1)]))},
-                  group_name=group)
+
+        @dg.asset(
+            key=dg.AssetKey([group, step_id(i)]),
+            ins={"upstream": dg.AssetIn(key=dg.AssetKey([group, step_id(i - 1)]))},
+            group_name=group,
+        )
         def step(context, upstream):
             return body(upstream)
 
         assets.append(step)
     job = dg.define_asset_job(name=group, selection=dg.AssetSelection.groups(group))
-    defs = dg.Definitions(assets=assets, jobs=[job], resources={"io_manager": dg.FilesystemIOManager(base_dir=base_dir)})
+    defs = dg.Definitions(
+        assets=assets, jobs=[job], resources={"io_manager": dg.FilesystemIOManager(base_dir=base_dir)}
+    )
     return defs.resolve_job_def(group)
 
 
@@ -124,6 +132,7 @@ def runner(job: dg.JobDefinition) -> Callable[[], None]:
         result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), run_config=QUIET)
         if not result.success:
             raise RuntimeError(f"{job.name} failed")
+
     return run
 
 
@@ -146,6 +155,7 @@ def without_catalog(run: Callable[[], None]) -> Callable[[], None] | None:
             run()
         finally:
             catalog.register_view = original
+
     return patched
 
 
@@ -205,10 +215,18 @@ def components(folder: str, data_path: str, repeats: int) -> None:
         from exo_dagster.sdk import duck
 
         if hasattr(duck, "sandbox_cursor"):
-            cases.append(("duck.sandboxed(): a new locked database (sql, writing SQL)",
-                          lambda: duck.sandboxed(directories=[work]).close()))
-            cases.append(("duck.sandbox_cursor(): the shared one (sql, SELECTs)",
-                          lambda: duck.sandbox_cursor(directories=[work]).close()))
+            cases.append(
+                (
+                    "duck.sandboxed(): a new locked database (sql, writing SQL)",
+                    lambda: duck.sandboxed(directories=[work]).close(),
+                )
+            )
+            cases.append(
+                (
+                    "duck.sandbox_cursor(): the shared one (sql, SELECTs)",
+                    lambda: duck.sandbox_cursor(directories=[work]).close(),
+                )
+            )
     except ImportError:
         pass
     try:
@@ -217,14 +235,24 @@ def components(folder: str, data_path: str, repeats: int) -> None:
         if hasattr(catalog, "register_view"):
             db = os.path.join(work, "catalog.duckdb")
             source = "read_parquet('" + pq.replace("'", "''") + "')"
-            cases.append(("exo catalog.register_view (1 view, own connection)",
-                          lambda: catalog.register_view("bench", "v", source, path=db)))
+            cases.append(
+                (
+                    "exo catalog.register_view (1 view, own connection)",
+                    lambda: catalog.register_view("bench", "v", source, path=db),
+                )
+            )
     except ImportError:
         pass
     results = [measure(name, fn, repeats=repeats, warmup=2) for name, fn in cases]
     shared.close()
     print()
-    print(table(results, baseline=results[0], title=f"-- per-step pieces outside Dagster (10-row table, median of {repeats})"))
+    print(
+        table(
+            results,
+            baseline=results[0],
+            title=f"-- per-step pieces outside Dagster (10-row table, median of {repeats})",
+        )
+    )
 
 
 class Timers:
@@ -243,6 +271,7 @@ class Timers:
             finally:
                 self.totals[label] = self.totals.get(label, 0.0) + time.perf_counter() - start
                 self.calls[label] = self.calls.get(label, 0) + 1
+
         return timed
 
     def patch(self, owner, name: str, label: str) -> None:
@@ -294,8 +323,9 @@ def timer_breakdown(steps: int, data_path: str, cluster_file: str, hand_dir: str
         # exo
         timers = Timers()
         original_make_compute = compiler.make_compute
-        compiler.make_compute = lambda *a, **k: timers.wrap("step compute (make_compute: templates, config, satellite)",
-                                                           original_make_compute(*a, **k))
+        compiler.make_compute = lambda *a, **k: timers.wrap(
+            "step compute (make_compute: templates, config, satellite)", original_make_compute(*a, **k)
+        )
         try:
             job = exo_job(steps, data_path, cluster_file, BENCH_SATELLITE, "polars-chain")
         finally:
@@ -311,10 +341,17 @@ def timer_breakdown(steps: int, data_path: str, cluster_file: str, hand_dir: str
 
     import statistics
 
-    order = ["asset body (with_columns)", "step compute (make_compute: templates, config, satellite)",
-             "IO read: pickle.load", "IO read: load_from_path", "IO write: pickle.dump",
-             "IO write: dump_to_path (parquet + metadata + catalog)", "  of which catalog.register_view",
-             "Dagster per-step machinery (the rest)", "whole run"]
+    order = [
+        "asset body (with_columns)",
+        "step compute (make_compute: templates, config, satellite)",
+        "IO read: pickle.load",
+        "IO read: load_from_path",
+        "IO write: pickle.dump",
+        "IO write: dump_to_path (parquet + metadata + catalog)",
+        "  of which catalog.register_view",
+        "Dagster per-step machinery (the rest)",
+        "whole run",
+    ]
     for variant, parts in rows.items():
         print(f"[{variant}]")
         for label in sorted(parts, key=lambda k: order.index(k) if k in order else len(order)):
@@ -332,7 +369,9 @@ def check_equivalent(folder: str, steps: int, exo_name: str, hand_dir: str, hand
     """The last outputs of the exo polars chain and the hand-written chain hold the same table."""
     import pickle
 
-    exo_path = os.path.join(folder, "exo", "outputs", f"bench__{exo_name}".replace("-", "_"), f"{step_id(steps - 1)}.parquet")
+    exo_path = os.path.join(
+        folder, "exo", "outputs", f"bench__{exo_name}".replace("-", "_"), f"{step_id(steps - 1)}.parquet"
+    )
     hand_path = os.path.join(hand_dir, hand_group, step_id(steps - 1))
     exo_frame = pl.read_parquet(exo_path)
     with open(hand_path, "rb") as fh:
@@ -382,8 +421,10 @@ def breakdown(prof: cProfile.Profile, steps: int) -> list[tuple[str, float, int]
 
 
 def profile_runs(variants: dict[str, Callable[[], None]], steps: int, limit: int) -> None:
-    print("\n--- profile: one run of each variant under cProfile (cumulative seconds; profiler inflates "
-          "Python-heavy code, so compare rows, not absolutes)")
+    print(
+        "\n--- profile: one run of each variant under cProfile (cumulative seconds; profiler inflates "
+        "Python-heavy code, so compare rows, not absolutes)"
+    )
     for name, run in variants.items():
         prof = cProfile.Profile()
         prof.enable()
@@ -397,7 +438,7 @@ def profile_runs(variants: dict[str, Callable[[], None]], steps: int, limit: int
         pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(limit)
         body = buf.getvalue()
         print(f"  top {limit} by own time:")
-        print(body[body.find("   ncalls"):].rstrip())
+        print(body[body.find("   ncalls") :].rstrip())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -405,11 +446,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant (after one warm-up each)")
     parser.add_argument("--sql", action="store_true", help="add the sql-chain variant (a target too)")
-    parser.add_argument("--what-if", action="store_true",
-                        help="add a variant with exo's DuckDB catalog registration stubbed out (runtime patch)")
+    parser.add_argument(
+        "--what-if",
+        action="store_true",
+        help="add a variant with exo's DuckDB catalog registration stubbed out (runtime patch)",
+    )
     parser.add_argument("--no-components", action="store_true", help="skip the per-step pieces micro-benchmark")
-    parser.add_argument("--timers", action="store_true",
-                        help="add a wall-clock breakdown of a step (baseline and target variant, wrapped functions)")
+    parser.add_argument(
+        "--timers",
+        action="store_true",
+        help="add a wall-clock breakdown of a step (baseline and target variant, wrapped functions)",
+    )
     parser.add_argument("--profile", action="store_true", help="profile one run of each variant afterwards")
     parser.add_argument("--profile-top", type=int, default=25)
     args = parser.parse_args(argv)
@@ -423,10 +470,14 @@ def main(argv: list[str] | None = None) -> int:
         data_path = write_small_parquet(folder)
         cluster_file = os.path.join(folder, "cluster.yaml")  # relative paths resolve against its folder
         hand_dir = os.path.join(folder, "dagster-fs")
-        jobs = {BASELINE: hand_job(args.steps, data_path, hand_dir),
-                TARGET_VARIANT: exo_job(args.steps, data_path, cluster_file, BENCH_SATELLITE, "polars-chain")}
+        jobs = {
+            BASELINE: hand_job(args.steps, data_path, hand_dir),
+            TARGET_VARIANT: exo_job(args.steps, data_path, cluster_file, BENCH_SATELLITE, "polars-chain"),
+        }
         if args.sql:
-            jobs[SQL_BASELINE] = hand_job(args.steps, data_path, hand_dir, work=_duckdb_select, group=f"hand_sql_{args.steps}")
+            jobs[SQL_BASELINE] = hand_job(
+                args.steps, data_path, hand_dir, work=_duckdb_select, group=f"hand_sql_{args.steps}"
+            )
             jobs[SQL_VARIANT] = exo_job(args.steps, data_path, cluster_file, "satellite/exospherehost/sql", "sql-chain")
         variants = {name: runner(job) for name, job in jobs.items()}
         if args.what_if:
@@ -440,28 +491,46 @@ def main(argv: list[str] | None = None) -> int:
 
         base = results[BASELINE]
         print()
-        print(table(results.values(), baseline=base, title=f"-- {args.steps} steps, execute_in_process, ephemeral instance"))
+        print(
+            table(
+                results.values(), baseline=base, title=f"-- {args.steps} steps, execute_in_process, ephemeral instance"
+            )
+        )
         for r in results.values():
-            print(f"   {r.name}: {fmt_seconds(r.median / args.steps)} per step (median run / steps)"
-                  + (f", paired ratio {paired_ratio(r, base):.2f}x (median of same-round ratios)" if r is not base else ""))
+            print(
+                f"   {r.name}: {fmt_seconds(r.median / args.steps)} per step (median run / steps)"
+                + (
+                    f", paired ratio {paired_ratio(r, base):.2f}x (median of same-round ratios)"
+                    if r is not base
+                    else ""
+                )
+            )
         print(f"   last step's output, exo polars chain vs hand-written: {same}")
         ratio = results[TARGET_VARIANT].median / base.median
         paired = paired_ratio(results[TARGET_VARIANT], base)
         ok = ratio <= TARGET_RATIO
-        print(f"\nTARGET {TARGET_VARIANT} / {BASELINE} <= {TARGET_RATIO:.2f}x: {ratio:.2f}x (ratio of medians; "
-              f"paired {paired:.2f}x) -> {'PASS' if ok else 'FAIL'}")
+        print(
+            f"\nTARGET {TARGET_VARIANT} / {BASELINE} <= {TARGET_RATIO:.2f}x: {ratio:.2f}x (ratio of medians; "
+            f"paired {paired:.2f}x) -> {'PASS' if ok else 'FAIL'}"
+        )
         if SQL_VARIANT in results:
             sql_base = results[SQL_BASELINE]
             sql_ratio = results[SQL_VARIANT].median / sql_base.median
             sql_ok = sql_ratio <= TARGET_RATIO
-            print(f"TARGET {SQL_VARIANT} / {SQL_BASELINE} <= {TARGET_RATIO:.2f}x: {sql_ratio:.2f}x (ratio of medians; "
-                  f"paired {paired_ratio(results[SQL_VARIANT], sql_base):.2f}x) -> {'PASS' if sql_ok else 'FAIL'}")
-            print(f"       ({SQL_VARIANT} / {BASELINE}: {results[SQL_VARIANT].median / base.median:.2f}x, paired "
-                  f"{paired_ratio(results[SQL_VARIANT], base):.2f}x; {SQL_BASELINE} / {BASELINE}: "
-                  f"{sql_base.median / base.median:.2f}x: DuckDB's per-query cost against a Polars expression)")
+            print(
+                f"TARGET {SQL_VARIANT} / {SQL_BASELINE} <= {TARGET_RATIO:.2f}x: {sql_ratio:.2f}x (ratio of medians; "
+                f"paired {paired_ratio(results[SQL_VARIANT], sql_base):.2f}x) -> {'PASS' if sql_ok else 'FAIL'}"
+            )
+            print(
+                f"       ({SQL_VARIANT} / {BASELINE}: {results[SQL_VARIANT].median / base.median:.2f}x, paired "
+                f"{paired_ratio(results[SQL_VARIANT], base):.2f}x; {SQL_BASELINE} / {BASELINE}: "
+                f"{sql_base.median / base.median:.2f}x: DuckDB's per-query cost against a Polars expression)"
+            )
             ok = ok and sql_ok
         if WHAT_IF_NO_CATALOG in results:
-            print(f"       ({WHAT_IF_NO_CATALOG}: {results[WHAT_IF_NO_CATALOG].median / base.median:.2f}x, informational)")
+            print(
+                f"       ({WHAT_IF_NO_CATALOG}: {results[WHAT_IF_NO_CATALOG].median / base.median:.2f}x, informational)"
+            )
         if not args.no_components:
             components(folder, data_path, repeats=20)
         if not ok and not args.timers:

@@ -36,6 +36,8 @@ cluster:
       identifier: written
       config: {{path: "{out}"}}
 """
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gb", type=float, default=2.0)
@@ -59,8 +61,10 @@ def main() -> None:
         wall, rss = run_measured(cmd, env, ROOT)
         written = pl.scan_parquet(out).select(pl.len()).collect().item()
         assert written == (rows + 1) // 2, (written, rows)
-        print(f"   wall {wall:.1f} s; rows written {written:,}; peak RSS {rss:.0f} MiB "
-              f"({rss / 1024:.2f} GiB, target <= 1 GiB: {'met' if rss <= 1024 else 'MISSED'})")
+        print(
+            f"   wall {wall:.1f} s; rows written {written:,}; peak RSS {rss:.0f} MiB "
+            f"({rss / 1024:.2f} GiB, target <= 1 GiB: {'met' if rss <= 1024 else 'MISSED'})"
+        )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ def step_id(i: int) -> str:
     return f"s{i:04d}"
 
 
-def chain_yaml(steps: int, data_path: str = "data.parquet", name: str | None = None, *,
-               uses: str = "satellite/exospherehost/sql") -> str:
+def chain_yaml(
+    steps: int, data_path: str = "data.parquet", name: str | None = None, *, uses: str = "satellite/exospherehost/sql"
+) -> str:
     """`uses` is the satellite of steps 1..n-1; only the built-in `sql` gets a `query:` config."""
     if steps < 1:
         raise ValueError("a cluster needs at least one step")
@@ -45,8 +46,13 @@ def chain_yaml(steps: int, data_path: str = "data.parquet", name: str | None = N
 
 
 def small_frame(rows: int = 10) -> pl.DataFrame:
-    return pl.DataFrame({"id": list(range(rows)), "value": [float(i) * 1.5 for i in range(rows)],
-                         "label": [f"row-{i}" for i in range(rows)]})
+    return pl.DataFrame(
+        {
+            "id": list(range(rows)),
+            "value": [float(i) * 1.5 for i in range(rows)],
+            "label": [f"row-{i}" for i in range(rows)],
+        }
+    )
 
 
 def write_small_parquet(folder: str, rows: int = 10) -> str:

@@ -12,8 +12,8 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
 
 
 @dataclass
@@ -59,7 +59,9 @@ def measure(name: str, fn: Callable[[], object], repeats: int = 5, warmup: int =
     return result
 
 
-def measure_interleaved(variants: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1) -> dict[str, Result]:
+def measure_interleaved(
+    variants: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1
+) -> dict[str, Result]:
     """Run the variants alternately (A B A B ...), so drift on a noisy machine hits all of them alike.
 
     The order is flipped every round (A B, B A, ...) so neither variant always runs "second".
@@ -98,8 +100,11 @@ def table(results: Iterable[Result], baseline: Result | None = None, title: str 
     """A plain-text table: name, n, median, min, max and (with a baseline) median ratio."""
     rows = list(results)
     header = ["benchmark", "n", "median", "min", "max"] + (["ratio"] if baseline else [])
-    lines = [[r.name, str(r.n), fmt_seconds(r.median), fmt_seconds(r.min), fmt_seconds(r.max)]
-             + ([f"{r.median / baseline.median:.2f}x"] if baseline else []) for r in rows]
+    lines = [
+        [r.name, str(r.n), fmt_seconds(r.median), fmt_seconds(r.min), fmt_seconds(r.max)]
+        + ([f"{r.median / baseline.median:.2f}x"] if baseline else [])
+        for r in rows
+    ]
     widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(header)]
 
     def render(cells: Sequence[str]) -> str:
@@ -132,10 +137,16 @@ def source_version() -> str:
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (head or "unknown") + ("+dirty" if dirty else "")
@@ -186,6 +197,10 @@ def cluster_run(work, cluster_file, job: str) -> tuple[list[str], dict]:
 
     work = Path(work)
     (work / "home").mkdir(exist_ok=True)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("EXO_", "DAGSTER_"))},
-           "EXO_CLUSTERS": str(cluster_file), "DAGSTER_HOME": str(work / "home"), "EXO_DATA_DIR": str(work / "exo")}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("EXO_", "DAGSTER_"))},
+        "EXO_CLUSTERS": str(cluster_file),
+        "DAGSTER_HOME": str(work / "home"),
+        "EXO_DATA_DIR": str(work / "exo"),
+    }
     return [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "definitions", "-j", job], env

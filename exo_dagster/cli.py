@@ -22,12 +22,14 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
             raise
-        except Exception as exc:  # noqa: BLE001 - the last line of defence of a CLI
+        except Exception as exc:
             if os.environ.get("EXO_DEBUG"):
                 raise
             text = " ".join(terminal(exc, newlines=False).split())[:500]
-            click.echo(f"exo {ctx.invoked_subcommand or ''}: {type(exc).__name__}: {text} "
-                       "(EXO_DEBUG=1 shows the traceback)", err=True)
+            click.echo(
+                f"exo {ctx.invoked_subcommand or ''}: {type(exc).__name__}: {text} (EXO_DEBUG=1 shows the traceback)",
+                err=True,
+            )
             sys.exit(1)
 
 
@@ -52,8 +54,12 @@ def _load_dotenv() -> None:
 @main.command()
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--name", default=None, help="The project's Python package (default: from FOLDER's name).")
-@click.option("--force", is_flag=True, help="Write into a non-empty FOLDER: files of the same name are replaced, "
-                                            "an existing .env and .gitignore get exo's lines added.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write into a non-empty FOLDER: files of the same name are replaced, "
+    "an existing .env and .gitignore get exo's lines added.",
+)
 def init(folder: str, name: str | None, force: bool) -> None:
     """Create a new dg project in FOLDER: its clusters in FOLDER/clusters (an example included), a ClusterComponent
     pointing at them, exo's instance defaults in FOLDER/.dagster (named in FOLDER/.env), a README of commands."""
@@ -67,13 +73,16 @@ def init(folder: str, name: str | None, force: bool) -> None:
     except InitError as exc:
         click.echo(f"exo init: {exc}", err=True)
         sys.exit(1)
-    click.echo(f"wrote a dg project in {made.root} (package {made.package}, DAGSTER_HOME {made.home}); try:\n"
-               f"  cd {shlex.quote(folder)}\n  dg list defs\n  dg launch --job {made.job}\n  dg dev")
-    missing = [module for module in ("dagster_dg_cli", "dagster_webserver")
-               if importlib.util.find_spec(module) is None]
+    click.echo(
+        f"wrote a dg project in {made.root} (package {made.package}, DAGSTER_HOME {made.home}); try:\n"
+        f"  cd {shlex.quote(folder)}\n  dg list defs\n  dg launch --job {made.job}\n  dg dev"
+    )
+    missing = [module for module in ("dagster_dg_cli", "dagster_webserver") if importlib.util.find_spec(module) is None]
     if missing:  # `dg` and its UI are extras of exo-dagster
-        click.echo(f"note: {' and '.join(missing)} not installed here; `dg` needs them: "
-                   "pip install 'exo-dagster[ui,dg]'", err=True)
+        click.echo(
+            f"note: {' and '.join(missing)} not installed here; `dg` needs them: pip install 'exo-dagster[ui,dg]'",
+            err=True,
+        )
 
 
 def _require_dagster_home() -> str:
@@ -82,15 +91,19 @@ def _require_dagster_home() -> str:
 
     home = os.environ.get("DAGSTER_HOME")
     if not home:
-        click.echo("exo run: DAGSTER_HOME is not set: runs are recorded in a Dagster instance folder; set one, e.g. "
-                   "`export DAGSTER_HOME=$PWD/.exo/home` (exo creates it and writes its dagster.yaml)", err=True)
+        click.echo(
+            "exo run: DAGSTER_HOME is not set: runs are recorded in a Dagster instance folder; set one, e.g. "
+            "`export DAGSTER_HOME=$PWD/.exo/home` (exo creates it and writes its dagster.yaml)",
+            err=True,
+        )
         sys.exit(1)
     home = os.path.abspath(os.path.expanduser(home))
     try:
         os.makedirs(home, exist_ok=True)
     except OSError as exc:
-        click.echo(f"exo run: DAGSTER_HOME={home} cannot be created ({exc.strerror}); point it at a writable folder",
-                   err=True)
+        click.echo(
+            f"exo run: DAGSTER_HOME={home} cannot be created ({exc.strerror}); point it at a writable folder", err=True
+        )
         sys.exit(1)
     os.environ["DAGSTER_HOME"] = home
     return home
@@ -113,26 +126,46 @@ def validate(paths: tuple[str, ...], strict: bool) -> None:
     for problem in default_registry().problems():  # the whole catalog's, not only the plugins the location imported
         click.echo(terminal(f"warning: {problem}"), err=True)
     for file, definition in built.satellites.items():
-        click.echo(terminal(f"ok  {file}: {definition.id}@{definition.version} (configured {definition.based_on})",
-                            newlines=False))
+        click.echo(
+            terminal(
+                f"ok  {file}: {definition.id}@{definition.version} (configured {definition.based_on})", newlines=False
+            )
+        )
     for cluster in built.clusters:
         if cluster.warnings:
             click.echo(render_diagnostics(cluster.warnings, {cluster.file: source_lines(cluster.file)}), err=True)
-        click.echo(terminal(f"ok  {cluster.file}: cluster/{cluster.spec.identifier} -> job {cluster.job_name} "
-                            f"({len(cluster.steps)} steps)", newlines=False))
+        click.echo(
+            terminal(
+                f"ok  {cluster.file}: cluster/{cluster.spec.identifier} -> job {cluster.job_name} "
+                f"({len(cluster.steps)} steps)",
+                newlines=False,
+            )
+        )
     if built.broken:
         click.echo(str(built.error()), err=True)
-        click.echo(f"{len(built.broken)} of {len(built.broken) + len(built.clusters)} cluster file(s) would not load", err=True)
+        click.echo(
+            f"{len(built.broken)} of {len(built.broken) + len(built.clusters)} cluster file(s) would not load", err=True
+        )
         sys.exit(1)
 
 
 @main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--strict", is_flag=True)
-@click.option("--input", "given", metavar="NAME=VALUE", multiple=True,
-              help="A run input (repeatable): `--input region=east --input since=2026-11-01`; a list as a, b or JSON.")
-@click.option("--partition", "partition_args", multiple=True, metavar="KEY",
-              help="Run this partition (repeatable); `FIRST...LAST` runs a range of time partitions, one run each, in order.")
+@click.option(
+    "--input",
+    "given",
+    metavar="NAME=VALUE",
+    multiple=True,
+    help="A run input (repeatable): `--input region=east --input since=2026-11-01`; a list as a, b or JSON.",
+)
+@click.option(
+    "--partition",
+    "partition_args",
+    multiple=True,
+    metavar="KEY",
+    help="Run this partition (repeatable); `FIRST...LAST` runs a range of time partitions, one run each, in order.",
+)
 def run(path: str, strict: bool, given: tuple[str, ...], partition_args: tuple[str, ...]) -> None:
     """Run one cluster's job as `dagster job execute` does: its own executor, its SLA, its sections.
     A partitioned cluster needs `--partition`: one run per key, a summary line per run."""
@@ -140,9 +173,9 @@ def run(path: str, strict: bool, given: tuple[str, ...], partition_args: tuple[s
 
     from dagster import DagsterInstance, build_reconstructable_job, execute_job
 
-    from exo_dagster.execution.instance_home import prepare
     from exo_dagster.catalog.loading import load_cluster_file
     from exo_dagster.compile.run_end import run_pending
+    from exo_dagster.execution.instance_home import prepare
 
     path = os.path.abspath(path)
     try:
@@ -180,8 +213,11 @@ def _partition_keys(cluster, wanted: tuple[str, ...]) -> list[str | None]:
     if cluster.spec.partitions is None and not wanted:
         return [None]
     if not wanted:
-        click.echo(f"cluster/{cluster.spec.identifier} is partitioned ({cluster.spec.partitions.kind}): "
-                   "name the partitions to run with --partition KEY (repeatable) or --partition FIRST...LAST", err=True)
+        click.echo(
+            f"cluster/{cluster.spec.identifier} is partitioned ({cluster.spec.partitions.kind}): "
+            "name the partitions to run with --partition KEY (repeatable) or --partition FIRST...LAST",
+            err=True,
+        )
         sys.exit(1)
     try:
         return list(keys_for(cluster, list(wanted)))
@@ -199,25 +235,37 @@ def _run_config(cluster, given: tuple[str, ...]) -> dict:
         values = dict(parse_assignment(text) for text in given)
         return run_config(cluster, values) if (values or cluster.spec.inputs) else {}
     except InputValueError as exc:
-        declared = ", ".join(f"{name} ({spec.type}{', required' if spec.required else ''})"
-                             for name, spec in cluster.spec.inputs.items()) or "none"
-        click.echo(f"error: {exc}\n  inputs of {cluster.spec.identifier}: {declared}\n  "
-                   "give them as --input NAME=VALUE", err=True)
+        declared = (
+            ", ".join(
+                f"{name} ({spec.type}{', required' if spec.required else ''})"
+                for name, spec in cluster.spec.inputs.items()
+            )
+            or "none"
+        )
+        click.echo(
+            f"error: {exc}\n  inputs of {cluster.spec.identifier}: {declared}\n  give them as --input NAME=VALUE",
+            err=True,
+        )
         sys.exit(1)
 
 
 def cluster_job(path: str):
     """The job of the cluster in `path`, rebuilt by name in step processes (`exo run`'s reconstructable job)."""
-    from exo_dagster.compile.compiler import compile_cluster
     from exo_dagster.catalog.loading import load_cluster_file
+    from exo_dagster.compile.compiler import compile_cluster
 
     cluster = load_cluster_file(path)
     return compile_cluster(cluster).resolve_job_def(cluster.job_name)
 
 
 @main.command()
-@click.option("--config", "config_id", metavar="ID", default=None,
-              help="Print one satellite's config fields: YAML key, type, default (or required), description.")
+@click.option(
+    "--config",
+    "config_id",
+    metavar="ID",
+    default=None,
+    help="Print one satellite's config fields: YAML key, type, default (or required), description.",
+)
 @click.option("--markdown", is_flag=True, help="Print the full Markdown reference (docs/satellites.md).")
 @click.argument("paths", nargs=-1, type=click.Path())
 def satellites(config_id: str | None, markdown: bool, paths: tuple[str, ...]) -> None:
@@ -232,8 +280,7 @@ def satellites(config_id: str | None, markdown: bool, paths: tuple[str, ...]) ->
         raise click.UsageError("--config and --markdown do not go together")
     found = presets.presets_for(paths, default_registry())
     for file, error in found.broken.items():
-        click.echo(f"warning: configured satellite {terminal(file, newlines=False)} did not load:\n{error}",
-                   err=True)
+        click.echo(f"warning: configured satellite {terminal(file, newlines=False)} did not load:\n{error}", err=True)
     registry = found.registry
     if markdown:  # configured satellites' descriptions come from their files
         click.echo(terminal(reference.markdown(registry)), nl=False)
@@ -256,10 +303,19 @@ def satellites(config_id: str | None, markdown: bool, paths: tuple[str, ...]) ->
 
 
 @main.command()
-@click.option("--out", "out", metavar="FILE", type=click.Path(dir_okay=False), default=None,
-              help="Write the schema to FILE instead of printing it.")
-@click.option("--satellite-file", is_flag=True,
-              help="The schema of configured-satellite files (*.satellite.yaml) instead of cluster files.")
+@click.option(
+    "--out",
+    "out",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the schema to FILE instead of printing it.",
+)
+@click.option(
+    "--satellite-file",
+    is_flag=True,
+    help="The schema of configured-satellite files (*.satellite.yaml) instead of cluster files.",
+)
 @click.argument("paths", nargs=-1, type=click.Path())
 def schema(out: str | None, satellite_file: bool, paths: tuple[str, ...]) -> None:
     """Print a JSON Schema (draft 2020-12) of cluster files, for editors (yaml-language-server, VS Code).
@@ -298,17 +354,28 @@ def _satellite_named(registry, name: str):
         if len(named) == 1:
             return registry.get(named[0])
     suggestions = problem.suggestions or registry.suggest(name)
-    hint = (f"; did you mean {', '.join(f'`{s}`' for s in suggestions)}?" if suggestions
-            else "; `exo satellites` lists the known ones")
+    hint = (
+        f"; did you mean {', '.join(f'`{s}`' for s in suggestions)}?"
+        if suggestions
+        else "; `exo satellites` lists the known ones"
+    )
     click.echo(f"{problem.reason} `{name}`{hint}", err=True)
     sys.exit(1)
 
 
 @main.command()
 @click.argument("sql")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True,
-              help="table: aligned text; csv: a header and one line per row; json: an array of objects.")
-@click.option("--max-rows", type=int, default=1000, show_default=True, help="Rows a table shows (csv and json print all).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="table: aligned text; csv: a header and one line per row; json: an array of objects.",
+)
+@click.option(
+    "--max-rows", type=int, default=1000, show_default=True, help="Rows a table shows (csv and json print all)."
+)
 def query(sql: str, fmt: str, max_rows: int) -> None:
     """Run read-only SQL over the DuckDB catalog of step outputs (`<data folder>/catalog.duckdb`).
 
@@ -316,7 +383,8 @@ def query(sql: str, fmt: str, max_rows: int) -> None:
     has it), e.g. `exo query "select region, revenue from orders_report.revenue"`. The catalog is opened
     read-only and the query can read only the outputs: statements that write (create, insert, copy ... to,
     attach, install, set, ...) are refused."""
-    from exo_dagster.storage.catalog_query import QueryError, query as run_query
+    from exo_dagster.storage.catalog_query import QueryError
+    from exo_dagster.storage.catalog_query import query as run_query
     from exo_dagster.storage.query_output import render
 
     try:
@@ -333,7 +401,9 @@ def catalog_group() -> None:
 
 
 @catalog_group.command("sync")
-@click.option("--outputs", default=None, help="The outputs base path (default: EXO_OUTPUTS, else <data folder>/outputs).")
+@click.option(
+    "--outputs", default=None, help="The outputs base path (default: EXO_OUTPUTS, else <data folder>/outputs)."
+)
 def catalog_sync(outputs: str | None) -> None:
     """Register a view for every stored output (e.g. in S3), on a host whose catalog did not see them written."""
     from exo_dagster.storage.catalog_sync import sync
@@ -355,8 +425,8 @@ def cache_clear(cluster: str, step: str | None) -> None:
     import os
 
     from exo_dagster.catalog.loading import load_cluster_file
-    from exo_dagster.spec.ir import asset_name
     from exo_dagster.sdk.row_cache import cache_file, exists, open_cache
+    from exo_dagster.spec.ir import asset_name
     from exo_dagster.spec.models import CLUSTER_ID
 
     if os.path.isfile(cluster):

@@ -102,9 +102,9 @@ def located_text(text: str, key_line: int | None, path: list) -> str | None:
                 body = ""
             else:
                 if number == end.line:
-                    body = body[:end.column]
+                    body = body[: end.column]
                 if number == start.line:
-                    body = " " * min(start.column, len(body)) + body[start.column:]
+                    body = " " * min(start.column, len(body)) + body[start.column :]
             out.append(body.rstrip() + newline)
         return "".join(out)
     return None
@@ -119,22 +119,32 @@ class ClusterComponent(dg.Component, dg.Resolvable, dg.Model):
     """
 
     path: str | list[str] | None = Field(
-        default=None, description="A cluster file or folder (searched recursively), or a list of them; "
-                                  "relative to the folder of this defs.yaml.")
-    cluster: Annotated[InlineCluster | dict[str, Any] | None, dg.Resolver(
-        _inline_cluster, model_field_type=dict[str, Any] | None, inject_before_resolve=False,
-        description="One cluster inline: {version: 0.0.1b, cluster: {identifier: ..., satellites: [...]}}. "
-                    "Its ${{ }} templates are exo's (not rendered by Dagster).")] = None
+        default=None,
+        description="A cluster file or folder (searched recursively), or a list of them; "
+        "relative to the folder of this defs.yaml.",
+    )
+    cluster: Annotated[
+        InlineCluster | dict[str, Any] | None,
+        dg.Resolver(
+            _inline_cluster,
+            model_field_type=dict[str, Any] | None,
+            inject_before_resolve=False,
+            description="One cluster inline: {version: 0.0.1b, cluster: {identifier: ..., satellites: [...]}}. "
+            "Its ${{ }} templates are exo's (not rendered by Dagster).",
+        ),
+    ] = None
 
     @classmethod
     def get_spec(cls) -> dg.ComponentTypeSpec:
-        return dg.ComponentTypeSpec(owners=[], tags=["exo", "yaml"],
-                                    produces=["asset", "job", "schedule", "sensor", "resource"])
+        return dg.ComponentTypeSpec(
+            owners=[], tags=["exo", "yaml"], produces=["asset", "job", "schedule", "sensor", "resource"]
+        )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         if self.path is None and self.cluster is None:
             raise dg.DagsterInvalidDefinitionError(
-                f"{self.__class__.__name__} in {context.path}: give `path` (cluster files or folders) or `cluster` (inline)")
+                f"{self.__class__.__name__} in {context.path}: give `path` (cluster files or folders) or `cluster` (inline)"
+            )
         base = context.path if context.path.is_dir() else context.path.parent
         paths = [self.path] if isinstance(self.path, str) else list(self.path or [])
         sources = {}
@@ -193,8 +203,20 @@ def _shared(defs: dg.Definitions) -> dg.Definitions:
                 _clusters[cluster.job_name], _executor_names[cluster.job_name] = cluster, name
         if _asset_executor is None:
             _asset_executor = run_executor.asset_job_executor(
-                _AllClusters(), _executor_names, lambda chosen: run_executor.asset_run_tags(chosen, run_tags), run_end.claim)
+                _AllClusters(),
+                _executor_names,
+                lambda chosen: run_executor.asset_run_tags(chosen, run_tags),
+                run_end.claim,
+            )
     resources = {**(defs.resources or {}), IO_MANAGER_KEY: _io_manager, "io_manager": _intermediates}
-    return dg.Definitions(assets=defs.assets, asset_checks=defs.asset_checks, jobs=defs.jobs, schedules=defs.schedules,
-                          sensors=defs.sensors, resources=resources, executor=_asset_executor, loggers=defs.loggers,
-                          metadata=defs.metadata)
+    return dg.Definitions(
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        jobs=defs.jobs,
+        schedules=defs.schedules,
+        sensors=defs.sensors,
+        resources=resources,
+        executor=_asset_executor,
+        loggers=defs.loggers,
+        metadata=defs.metadata,
+    )

@@ -26,7 +26,10 @@ NAMES: dict[str, tuple[str, str | None]] = {
     "PlanOrchestrationContext": ("dagster._core.execution.context.system", "PlanOrchestrationContext"),
     "ActiveExecution": ("dagster._core.execution.plan.active", "ActiveExecution"),
     "pool_key_for_step": ("dagster._core.execution.plan.active", "_pool_key_for_step"),
-    "InstanceConcurrencyContext": ("dagster._core.execution.plan.instance_concurrency_context", "InstanceConcurrencyContext"),
+    "InstanceConcurrencyContext": (
+        "dagster._core.execution.plan.instance_concurrency_context",
+        "InstanceConcurrencyContext",
+    ),
     "ExecutionPlan": ("dagster._core.execution.plan.plan", "ExecutionPlan"),
     "ExecutionStep": ("dagster._core.execution.plan.step", "ExecutionStep"),
     "RetryMode": ("dagster._core.execution.retries", "RetryMode"),
@@ -35,11 +38,17 @@ NAMES: dict[str, tuple[str, str | None]] = {
     "ChildProcessDoneEvent": ("dagster._core.executor.child_process_executor", "ChildProcessDoneEvent"),
     "ChildProcessEvent": ("dagster._core.executor.child_process_executor", "ChildProcessEvent"),
     "ChildProcessSystemErrorEvent": ("dagster._core.executor.child_process_executor", "ChildProcessSystemErrorEvent"),
-    "execute_command_in_child_process": ("dagster._core.executor.child_process_executor", "_execute_command_in_child_process"),
+    "execute_command_in_child_process": (
+        "dagster._core.executor.child_process_executor",
+        "_execute_command_in_child_process",
+    ),
     # storage/intermediates.py: Dagster's own pickle IO manager (UPath), on a remote base path
     "PickledObjectFilesystemIOManager": ("dagster._core.storage.fs_io_manager", "PickledObjectFilesystemIOManager"),
     "MultiprocessExecutor": ("dagster._core.executor.multiprocess", "MultiprocessExecutor"),
-    "MultiprocessExecutorChildProcessCommand": ("dagster._core.executor.multiprocess", "MultiprocessExecutorChildProcessCommand"),
+    "MultiprocessExecutorChildProcessCommand": (
+        "dagster._core.executor.multiprocess",
+        "MultiprocessExecutorChildProcessCommand",
+    ),
     "Executor": ("dagster._core.executor.base", "Executor"),
     "InProcessExecutor": ("dagster._core.executor.in_process", "InProcessExecutor"),
     "PRIORITY_TAG": ("dagster._core.storage.tags", "PRIORITY_TAG"),
@@ -59,7 +68,10 @@ NAMES: dict[str, tuple[str, str | None]] = {
     # setting up an empty Dagster home (execution/instance_home.py)
     "SqliteEventLogStorage": ("dagster._core.storage.event_log.sqlite.sqlite_event_log", "SqliteEventLogStorage"),
     "SqliteRunStorage": ("dagster._core.storage.runs.sqlite.sqlite_run_storage", "SqliteRunStorage"),
-    "SqliteScheduleStorage": ("dagster._core.storage.schedules.sqlite.sqlite_schedule_storage", "SqliteScheduleStorage"),
+    "SqliteScheduleStorage": (
+        "dagster._core.storage.schedules.sqlite.sqlite_schedule_storage",
+        "SqliteScheduleStorage",
+    ),
     "sqlite_run_storage_module": ("dagster._core.storage.runs.sqlite.sqlite_run_storage", None),
     "get_alembic_config": ("dagster._core.storage.sql", "get_alembic_config"),
     # section jobs' untyped inputs (compile/section_job.py)

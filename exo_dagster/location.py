@@ -27,20 +27,20 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import dagster as dg
 
-from exo_dagster.sdk.sql_text import sql_name
-from exo_dagster.compile.compiler import compile_cluster, definitions_with_resources
-from exo_dagster.spec.errors import Diagnostic, Location, SpecError
 from exo_dagster.catalog import presets
 from exo_dagster.catalog.loading import load_cluster_file, parse_cluster
 from exo_dagster.catalog.registry import default_registry
+from exo_dagster.compile.compiler import compile_cluster, definitions_with_resources
 from exo_dagster.sdk.hashing import short_hash
 from exo_dagster.sdk.satellite import SatelliteDef
+from exo_dagster.sdk.sql_text import sql_name
+from exo_dagster.spec.errors import Diagnostic, Location, SpecError
 from exo_dagster.spec.ir import Cluster
 from exo_dagster.spec.untrusted_text import markdown_code, markdown_text, terminal
 
@@ -59,15 +59,24 @@ def _find(paths: Iterable[str | os.PathLike], missing: list[Diagnostic]) -> list
         path = Path(raw)
         if path.is_dir():
             for file in sorted(path.rglob("*")):
-                if file.suffix in CLUSTER_SUFFIXES and file.is_file() and not presets.is_preset_file(file.name) \
-                        and _looks_like_cluster(file):
+                if (
+                    file.suffix in CLUSTER_SUFFIXES
+                    and file.is_file()
+                    and not presets.is_preset_file(file.name)
+                    and _looks_like_cluster(file)
+                ):
                     found[file.resolve()] = None
         elif path.is_file():
             if not presets.is_preset_file(path.name):  # a configured satellite, loaded as one (build_location)
                 found[path.resolve()] = None
         else:
-            missing.append(Diagnostic(Location(str(path), 1, 1), f"cluster path `{path}` does not exist",
-                                      "check the command line or EXO_CLUSTERS"))
+            missing.append(
+                Diagnostic(
+                    Location(str(path), 1, 1),
+                    f"cluster path `{path}` does not exist",
+                    "check the command line or EXO_CLUSTERS",
+                )
+            )
     return list(found)
 
 
@@ -104,8 +113,13 @@ class LocationBuild:
         return SpecError(diagnostics, sources)
 
 
-def build_location(paths: Iterable[str | os.PathLike], *, strict: bool = False, executor: str | None = None,
-                   sources: Mapping[str, str | bytes] | None = None) -> LocationBuild:
+def build_location(
+    paths: Iterable[str | os.PathLike],
+    *,
+    strict: bool = False,
+    executor: str | None = None,
+    sources: Mapping[str, str | bytes] | None = None,
+) -> LocationBuild:
     """Load, check, compile and resolve the clusters in `paths`, each file isolated (see module docstring).
     `strict` is `exo validate --strict` (literal secrets are errors), not EXO_STRICT_LOAD.
     `sources`: clusters given as text, by the file they are located in (the Dagster component's inline
@@ -117,8 +131,11 @@ def build_location(paths: Iterable[str | os.PathLike], *, strict: bool = False, 
     files = _find(paths, missing)
     for folder in presets.env_folders():
         if not Path(folder).is_dir():
-            missing.append(Diagnostic(Location(folder, 1, 1), f"satellite folder `{folder}` does not exist",
-                                      f"check {presets.PATH_ENV}"))
+            missing.append(
+                Diagnostic(
+                    Location(folder, 1, 1), f"satellite folder `{folder}` does not exist", f"check {presets.PATH_ENV}"
+                )
+            )
     broken: dict[str, SpecError] = {d.location.file: SpecError([d]) for d in missing}
     base = default_registry()
     # configured satellites (*.satellite.yaml) of EXO_SATELLITE_PATH and these paths, for every cluster here
@@ -141,8 +158,11 @@ def build_location(paths: Iterable[str | os.PathLike], *, strict: bool = False, 
         try:
             defs = compile_cluster(cluster, with_resources=False, executor=executor)
         except Exception as exc:  # a value Dagster refuses: located at the cluster, never a traceback
-            broken[cluster.file] = _cluster_error(cluster, f"cluster/{cluster.spec.identifier} cannot be compiled: {_short(exc)}",
-                                                  "fix the value named above; `exo validate` reports the same")
+            broken[cluster.file] = _cluster_error(
+                cluster,
+                f"cluster/{cluster.spec.identifier} cannot be compiled: {_short(exc)}",
+                "fix the value named above; `exo validate` reports the same",
+            )
             continue
         clash = _claim(owners, cluster, defs)
         if clash:
@@ -151,23 +171,38 @@ def build_location(paths: Iterable[str | os.PathLike], *, strict: bool = False, 
         parts.append((cluster, defs))
     definitions = _resolve(parts, broken)
     healthy = [c for c, _ in parts if c.file not in broken]
-    return LocationBuild(clusters=healthy, definitions=definitions, broken=broken, satellites=catalog.loaded,
-                         warnings=base.problems(load=False))  # what loaded: unused plugins are not imported
+    return LocationBuild(
+        clusters=healthy,
+        definitions=definitions,
+        broken=broken,
+        satellites=catalog.loaded,
+        warnings=base.problems(load=False),
+    )  # what loaded: unused plugins are not imported
 
 
 def _claim(owners: dict[tuple[str, str], Cluster], cluster: Cluster, defs: dg.Definitions) -> SpecError | None:
     """Register every name `defs` defines for `cluster`; a located error if an earlier file holds one."""
-    names = sorted(generated_names(defs) | {("cluster", cluster.spec.identifier.lower()),
-                                            ("catalog schema", sql_name(cluster.spec.short_name).lower())},
-                   key=lambda name: (_CLAIM_ORDER.index(name[0]), name[1]))  # the plainest clash is reported
+    names = sorted(
+        generated_names(defs)
+        | {("cluster", cluster.spec.identifier.lower()), ("catalog schema", sql_name(cluster.spec.short_name).lower())},
+        key=lambda name: (_CLAIM_ORDER.index(name[0]), name[1]),
+    )  # the plainest clash is reported
     for name in names:
         other = owners.get(name)
         if other is not None and other is not cluster:
             kind, value = name
-            what = f"cluster `{cluster.spec.identifier}`" if kind == "cluster" else \
-                f"the DuckDB catalog schema `{value}` (from the name after `/`)" if kind == "catalog schema" else f"{kind} `{value}`"
-            return _cluster_error(cluster, f"{what} is also defined by cluster/{other.spec.identifier} in {other.file}",
-                                  "give each cluster its own `identifier:` (every job, asset, sensor and schedule name derives from it)")
+            what = (
+                f"cluster `{cluster.spec.identifier}`"
+                if kind == "cluster"
+                else f"the DuckDB catalog schema `{value}` (from the name after `/`)"
+                if kind == "catalog schema"
+                else f"{kind} `{value}`"
+            )
+            return _cluster_error(
+                cluster,
+                f"{what} is also defined by cluster/{other.spec.identifier} in {other.file}",
+                "give each cluster its own `identifier:` (every job, asset, sensor and schedule name derives from it)",
+            )
     for name in names:
         owners[name] = cluster
     return None
@@ -213,14 +248,20 @@ def _resolve(parts: list[tuple[Cluster, dg.Definitions]], broken: dict[str, Spec
             _resolved(definitions_with_resources([defs]))
             good.append((cluster, defs))
         except Exception as exc:
-            broken[cluster.file] = _cluster_error(cluster, f"cluster/{cluster.spec.identifier} does not load in Dagster: {_short(exc)}",
-                                                  "fix the value named above; `exo validate` reports the same")
+            broken[cluster.file] = _cluster_error(
+                cluster,
+                f"cluster/{cluster.spec.identifier} does not load in Dagster: {_short(exc)}",
+                "fix the value named above; `exo validate` reports the same",
+            )
     try:
         return _resolved(_location_defs([d for _, d in good], broken))
     except Exception as exc:  # only a clash between clusters that each load alone: drop them all, loudly
         for cluster, _ in good:
-            broken[cluster.file] = _cluster_error(cluster, f"cluster/{cluster.spec.identifier} clashes with another cluster in Dagster: "
-                                                           f"{_short(exc)}", "rename one of the clusters")
+            broken[cluster.file] = _cluster_error(
+                cluster,
+                f"cluster/{cluster.spec.identifier} clashes with another cluster in Dagster: {_short(exc)}",
+                "rename one of the clusters",
+            )
         return _resolved(_location_defs([], broken))
 
 
@@ -238,7 +279,9 @@ def _resolved(defs: dg.Definitions) -> dg.Definitions:
 
 def _cluster_error(cluster: Cluster, message: str, hint: str) -> SpecError:
     lines = source_lines(cluster.file)
-    return SpecError([Diagnostic(cluster.identifier_location or cluster.location, message, hint)], {cluster.file: lines})
+    return SpecError(
+        [Diagnostic(cluster.identifier_location or cluster.location, message, hint)], {cluster.file: lines}
+    )
 
 
 def source_lines(file: str) -> list[str]:
@@ -254,6 +297,7 @@ def _short(exc: Exception) -> str:
 
 
 # -- broken files, where a Dagster user looks ---------------------------------------------------
+
 
 def error_asset_name(file: str) -> str:
     """ASCII letters, digits and `_` only (Dagster's rule for names): `café.yaml` must not fail the whole location."""
@@ -274,20 +318,30 @@ def _error_asset(file: str, exc: SpecError) -> dg.AssetsDefinition:
     headline = f"{first.location}: {first.message}" if first else file  # what the catalog list shows
     headline = markdown_text(terminal(headline, newlines=False))
 
-    what = "its jobs, schedules and sensors are" if not presets.is_preset_file(file) else \
-        "the satellite it declares is unknown to every cluster, and the clusters using it are"
+    what = (
+        "its jobs, schedules and sensors are"
+        if not presets.is_preset_file(file)
+        else "the satellite it declares is unknown to every cluster, and the clusters using it are"
+    )
 
-    @dg.asset(key=dg.AssetKey([ERRORS_GROUP, error_asset_name(file)]), group_name=ERRORS_GROUP,
-              description=f"Broken {_kind(file)}: {headline}\n\nThis file did not load, so {what} "
-                          f"missing from the code location until it is fixed (the other clusters are "
-                          f"loaded).\n\n{markdown_code(report)}",
-              metadata={"exo/file": terminal(file, newlines=False),
-                        "exo/error": terminal(first.location if first else file, newlines=False),
-                        "exo/report": dg.MetadataValue.md(markdown_code(report))},
-              kinds={"yaml"}, tags={"exo/broken": ""})
+    @dg.asset(
+        key=dg.AssetKey([ERRORS_GROUP, error_asset_name(file)]),
+        group_name=ERRORS_GROUP,
+        description=f"Broken {_kind(file)}: {headline}\n\nThis file did not load, so {what} "
+        f"missing from the code location until it is fixed (the other clusters are "
+        f"loaded).\n\n{markdown_code(report)}",
+        metadata={
+            "exo/file": terminal(file, newlines=False),
+            "exo/error": terminal(first.location if first else file, newlines=False),
+            "exo/report": dg.MetadataValue.md(markdown_code(report)),
+        },
+        kinds={"yaml"},
+        tags={"exo/broken": ""},
+    )
     def _broken(context):
-        raise dg.Failure(description=f"{_kind(file)} {terminal(file, newlines=False)} did not load:\n{report}",
-                         allow_retries=False)
+        raise dg.Failure(
+            description=f"{_kind(file)} {terminal(file, newlines=False)} did not load:\n{report}", allow_retries=False
+        )
 
     return _broken
 
@@ -315,10 +369,14 @@ def definitions_for(folder: str | os.PathLike) -> dg.Definitions:
 
 def strict_load() -> bool:
     """All or nothing: EXO_STRICT_LOAD=1, or a deploy gate (`dagster definitions validate`, `dg check defs`)."""
-    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes") for name in (STRICT_ENV, VALIDATION_ENV))
+    return any(
+        os.environ.get(name, "").strip().lower() in ("1", "true", "yes") for name in (STRICT_ENV, VALIDATION_ENV)
+    )
 
 
-def location_definitions(paths: Iterable[str | os.PathLike], *, sources: Mapping[str, str | bytes] | None = None) -> dg.Definitions:
+def location_definitions(
+    paths: Iterable[str | os.PathLike], *, sources: Mapping[str, str | bytes] | None = None
+) -> dg.Definitions:
     """The Definitions of a location made of `paths` (and `sources`, see build_location): broken files
     isolated and logged, or, under strict_load(), a SpecError with every file's located errors."""
     built = build_location(paths, sources=sources)
@@ -326,8 +384,12 @@ def location_definitions(paths: Iterable[str | os.PathLike], *, sources: Mapping
         if strict_load():
             raise built.error()
         for file, exc in sorted(built.broken.items()):
-            log.warning("%s %s did not load; the other clusters are loaded. %s", _kind(file),
-                        terminal(file, newlines=False), exc.report())
+            log.warning(
+                "%s %s did not load; the other clusters are loaded. %s",
+                _kind(file),
+                terminal(file, newlines=False),
+                exc.report(),
+            )
     for problem in built.warnings:
         log.warning("satellite catalog: %s", terminal(problem))
     return built.definitions

@@ -43,8 +43,10 @@ def names_for(folder: Path, name: str | None = None) -> tuple[str, str]:
     if not package or not package.isidentifier() or keyword.iskeyword(package) or package[0].isdigit():
         raise InitError(f"`{base}` does not make a Python package name; give one with --name NAME (e.g. my_clusters)")
     if importlib.util.find_spec(package) is not None:  # a local package of that name would shadow it for dg and exo
-        raise InitError(f"`{package}` is already an importable Python module, which the project's package would "
-                        "shadow; give another with --name NAME")
+        raise InitError(
+            f"`{package}` is already an importable Python module, which the project's package would "
+            "shadow; give another with --name NAME"
+        )
     return package, package.replace("_", "-")
 
 
@@ -57,8 +59,10 @@ def init_project(folder: str | os.PathLike, *, name: str | None = None, force: b
     if root.exists() and not root.is_dir():
         raise InitError(f"{root} is a file; give a new or empty folder")
     if root.is_dir() and any(root.iterdir()) and not force:
-        raise InitError(f"{root} is not empty; give a new or empty folder, or --force to write the project's files "
-                        "into it (files of the same name are replaced)")
+        raise InitError(
+            f"{root} is not empty; give a new or empty folder, or --force to write the project's files "
+            "into it (files of the same name are replaced)"
+        )
     package, project = names_for(root, name)
     job = f"{package}__orders_report"
     home = root / HOME
@@ -76,8 +80,11 @@ def init_project(folder: str | os.PathLike, *, name: str | None = None, force: b
 
 def _merged(old: str, new: str, replaces: str | None) -> str:
     """`old`'s lines (less those setting `replaces`), then the lines of `new` it lacks."""
-    kept = [line for line in old.splitlines()
-            if not (replaces and line.strip().removeprefix("export ").lstrip().startswith(replaces))]
+    kept = [
+        line
+        for line in old.splitlines()
+        if not (replaces and line.strip().removeprefix("export ").lstrip().startswith(replaces))
+    ]
     return "\n".join(kept + [line for line in new.splitlines() if line not in kept]) + "\n"
 
 
@@ -91,8 +98,10 @@ def _dotenv_value(home: Path) -> str:
     text = str(home)
     value = f"'{text}'" if "'" not in text else '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if "${" in text or "\n" in text or dotenv_values(stream=io.StringIO(f"K={value}\n")).get("K") != text:
-        raise InitError(f"the folder path {text!r} cannot be written in a .env file (which Dagster reads DAGSTER_HOME "
-                        "from) and read back unchanged; choose a folder whose path has no `${` or newline")
+        raise InitError(
+            f"the folder path {text!r} cannot be written in a .env file (which Dagster reads DAGSTER_HOME "
+            "from) and read back unchanged; choose a folder whose path has no `${` or newline"
+        )
     return value
 
 
@@ -103,8 +112,16 @@ def _files(package: str, project: str, job: str, folder: str, home: str) -> dict
         exo = f"exo-dagster[ui,dg]>={version('exo-dagster')}"
     except PackageNotFoundError:
         exo = "exo-dagster[ui,dg]"
-    values = dict(package=package, project=project, job=job, folder=folder, home=home, exo=exo,
-                  cluster_file=CLUSTER_FILE, home_name=HOME)
+    values = dict(
+        package=package,
+        project=project,
+        job=job,
+        folder=folder,
+        home=home,
+        exo=exo,
+        cluster_file=CLUSTER_FILE,
+        home_name=HOME,
+    )
     return {
         "pyproject.toml": PYPROJECT.format(**values),
         "README.md": README.format(**values),
@@ -142,7 +159,7 @@ root_module = "{package}"
 registry_modules = ["{package}.components.*"]
 """
 
-DEFINITIONS_PY = '''\
+DEFINITIONS_PY = """\
 from pathlib import Path
 
 from dagster import definitions, load_from_defs_folder
@@ -151,7 +168,7 @@ from dagster import definitions, load_from_defs_folder
 @definitions
 def defs():
     return load_from_defs_folder(path_within_project=Path(__file__).parent)
-'''
+"""
 
 DEFS_YAML = """\
 # The project's clusters: every cluster file under the project's clusters/ folder (this path is relative to

@@ -13,9 +13,9 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Request:
 class HttpRecorder:
     url: str
     requests: list[Request] = field(default_factory=list)
-    status: dict[str, int] = field(default_factory=dict)      # path -> status (default 200)
+    status: dict[str, int] = field(default_factory=dict)  # path -> status (default 200)
     fail_first: dict[str, int] = field(default_factory=dict)  # path -> how many requests answer 503 first
     delay: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -52,8 +52,10 @@ class HttpRecorder:
             if len(got) >= count:
                 return got
             time.sleep(0.2)
-        raise AssertionError(f"{path}: expected {count} request(s) in {timeout}s, got {len(self.to(path))}; "
-                             f"all: {[(r.method, r.path) for r in self.requests]}")
+        raise AssertionError(
+            f"{path}: expected {count} request(s) in {timeout}s, got {len(self.to(path))}; "
+            f"all: {[(r.method, r.path) for r in self.requests]}"
+        )
 
 
 def _handler(recorder: HttpRecorder):
@@ -75,11 +77,13 @@ def _handler(recorder: HttpRecorder):
             if recorder.delay:
                 time.sleep(recorder.delay)
             if path.startswith("/redirect/"):
-                self._send(307, b"", {"Location": path[len("/redirect"):]})
+                self._send(307, b"", {"Location": path[len("/redirect") :]})
             elif failing:
                 self._send(503, b"try again")
             elif path == "/echo":
-                echo = json.dumps({"headers": dict(self.headers.items()), "body": body.decode(errors="replace")}).encode()
+                echo = json.dumps(
+                    {"headers": dict(self.headers.items()), "body": body.decode(errors="replace")}
+                ).encode()
                 self._send(200, echo, {"Content-Type": "application/json"})
             else:
                 status = recorder.status.get(path, 200)
@@ -170,13 +174,18 @@ def _forget_s3_filesystems() -> None:
 @dataclass
 class SmtpRecorder:
     port: int
-    messages: list = field(default_factory=list)   # (envelope from, recipients, email.message.Message)
+    messages: list = field(default_factory=list)  # (envelope from, recipients, email.message.Message)
     logins: list = field(default_factory=list)
 
 
 @contextlib.contextmanager
-def smtp_server(*, tls: ssl.SSLContext | None = None, implicit_tls: bool = False,
-                user: str | None = None, password: str | None = None) -> Iterator[SmtpRecorder]:
+def smtp_server(
+    *,
+    tls: ssl.SSLContext | None = None,
+    implicit_tls: bool = False,
+    user: str | None = None,
+    password: str | None = None,
+) -> Iterator[SmtpRecorder]:
     """aiosmtpd on 127.0.0.1: STARTTLS offered when `tls` is given (or implicit TLS), AUTH when `user`."""
     from email import message_from_bytes
     from email.policy import default as default_policy
@@ -188,13 +197,24 @@ def smtp_server(*, tls: ssl.SSLContext | None = None, implicit_tls: bool = False
 
     class Handler:
         async def handle_DATA(self, server, session, envelope):
-            recorder.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
-                                      message_from_bytes(envelope.original_content or envelope.content, policy=default_policy)))
+            recorder.messages.append(
+                (
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    message_from_bytes(envelope.original_content or envelope.content, policy=default_policy),
+                )
+            )
             return "250 OK"
 
     def authenticator(server, session, envelope, mechanism, auth_data):
-        ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == user and auth_data.password.decode() == password
-        recorder.logins.append((mechanism, auth_data.login.decode() if isinstance(auth_data, LoginPassword) else None, ok))
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login.decode() == user
+            and auth_data.password.decode() == password
+        )
+        recorder.logins.append(
+            (mechanism, auth_data.login.decode() if isinstance(auth_data, LoginPassword) else None, ok)
+        )
         return AuthResult(success=ok, handled=False)  # let aiosmtpd answer 235 or 535
 
     kwargs: dict = {}
@@ -203,8 +223,15 @@ def smtp_server(*, tls: ssl.SSLContext | None = None, implicit_tls: bool = False
         kwargs.update(authenticator=authenticator, auth_require_tls=tls is not None, auth_exclude_mechanism=["LOGIN"])
     if tls is not None and not implicit_tls:
         kwargs.update(tls_context=tls, require_starttls=True)
-    controller = Controller(Handler(), hostname="127.0.0.1", port=free_port(), ssl_context=tls if implicit_tls else None,
-                            server_hostname="127.0.0.1", ready_timeout=30, **kwargs)
+    controller = Controller(
+        Handler(),
+        hostname="127.0.0.1",
+        port=free_port(),
+        ssl_context=tls if implicit_tls else None,
+        server_hostname="127.0.0.1",
+        ready_timeout=30,
+        **kwargs,
+    )
     controller.start()
     recorder.port = controller.port
     try:
@@ -213,8 +240,17 @@ def smtp_server(*, tls: ssl.SSLContext | None = None, implicit_tls: bool = False
         controller.stop()
 
 
-def step_context(tmp_path, *, rows=None, previous=None, secrets=None, input=None, config=None,
-                 satellite_id: str = "satellite/exospherehost/test", cache: bool = True):
+def step_context(
+    tmp_path,
+    *,
+    rows=None,
+    previous=None,
+    secrets=None,
+    input=None,
+    config=None,
+    satellite_id: str = "satellite/exospherehost/test",
+    cache: bool = True,
+):
     """A real StepContext for calling a satellite function directly (row cache in tmp_path)."""
     import polars as pl
 
@@ -222,7 +258,17 @@ def step_context(tmp_path, *, rows=None, previous=None, secrets=None, input=None
 
     if isinstance(rows, list):
         rows = pl.DataFrame(rows).lazy()
-    return StepContext(cluster="t/notify", step="s", run_id="run-1", input=input or {}, rows=rows, tables={},
-                       previous=previous, secrets=secrets or {}, base_dir=str(tmp_path), data_dir=str(tmp_path / "data"),
-                       identity=(satellite_id, "1.0.0", config or {}),
-                       cache_path=str(tmp_path / "rows.sqlite") if cache else None)
+    return StepContext(
+        cluster="t/notify",
+        step="s",
+        run_id="run-1",
+        input=input or {},
+        rows=rows,
+        tables={},
+        previous=previous,
+        secrets=secrets or {},
+        base_dir=str(tmp_path),
+        data_dir=str(tmp_path / "data"),
+        identity=(satellite_id, "1.0.0", config or {}),
+        cache_path=str(tmp_path / "rows.sqlite") if cache else None,
+    )

@@ -104,8 +104,10 @@ def load_for(name: str | None) -> list[Plugin]:
     """Import the deferred plugins that the index says provide `name` (all of them for None); returns every
     plugin loaded so far. A claim names a module: the distribution's entry points at or above it are
     imported, or all of its entry points when none is."""
-    for key in (list(_deferred) if name is None else [k for c in _claims.get(name, ()) for k in _keys(c)]):
-        ep = _deferred.pop(key, None)  # popped first: a plugin that asks for the catalog while loading is not loaded twice
+    for key in list(_deferred) if name is None else [k for c in _claims.get(name, ()) for k in _keys(c)]:
+        ep = _deferred.pop(
+            key, None
+        )  # popped first: a plugin that asks for the catalog while loading is not loaded twice
         if ep is not None:
             _load(key, ep)
     return plugins()

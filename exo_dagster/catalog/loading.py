@@ -27,14 +27,21 @@ def registry_for(file: str | os.PathLike, registry: Registry | None = None) -> R
     return presets.load_presets(dict.fromkeys(files), default_registry()).registry
 
 
-def parse_cluster(text: str | bytes, file: str = "<string>", *, registry: Registry | None = None,
-                  strict: bool = False) -> Cluster:
+def parse_cluster(
+    text: str | bytes, file: str = "<string>", *, registry: Registry | None = None, strict: bool = False
+) -> Cluster:
     """Check one cluster file's text (or raw bytes); raises SpecError with every located problem."""
-    return parser.parse_cluster(text, file, registry=registry_for(file, registry), strict=strict,
-                                cron_check=dagster_private.is_valid_cron_string)
+    return parser.parse_cluster(
+        text,
+        file,
+        registry=registry_for(file, registry),
+        strict=strict,
+        cron_check=dagster_private.is_valid_cron_string,
+    )
 
 
 def load_cluster_file(path: str | os.PathLike, *, registry: Registry | None = None, strict: bool = False) -> Cluster:
     """Load one cluster file; raises SpecError with every located problem."""
-    return parser.load_cluster_file(path, registry=registry_for(path, registry), strict=strict,
-                                    cron_check=dagster_private.is_valid_cron_string)
+    return parser.load_cluster_file(
+        path, registry=registry_for(path, registry), strict=strict, cron_check=dagster_private.is_valid_cron_string
+    )

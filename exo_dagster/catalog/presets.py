@@ -32,15 +32,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
 from exo_dagster.catalog.registry import Registry
-from exo_dagster.sdk.satellite import SATELLITE_ID, SatelliteDef
 from exo_dagster.sdk import templates
+from exo_dagster.sdk.satellite import SATELLITE_ID, SatelliteDef
 from exo_dagster.spec.errors import Diagnostic, Location, SpecError
 from exo_dagster.spec.located_yaml import load_located
 from exo_dagster.spec.lookup import UnknownSatellite
@@ -132,8 +133,10 @@ def load_presets(files: Iterable[str | os.PathLike], base: Registry) -> Presets:
             first = error.errors[0] if error.errors else None
             reason = f"{first.location}: {first.message}" if first else "see its errors"
             if declared_id:
-                out.registry.unavailable(f"`{declared_id}` is declared by preset file {file}, which did not load ({reason})",
-                                         satellite_id=declared_id)
+                out.registry.unavailable(
+                    f"`{declared_id}` is declared by preset file {file}, which did not load ({reason})",
+                    satellite_id=declared_id,
+                )
             else:
                 out.registry.unavailable(f"preset file {file} did not load ({reason})")
             continue
@@ -161,8 +164,19 @@ def _load(file: str, registry: Registry) -> tuple[SatelliteDef | None, SpecError
     try:
         text = Path(file).read_bytes()
     except OSError as exc:
-        return None, SpecError([Diagnostic(Location(file, 1, 1), f"cannot read satellite file: {exc.strerror}",
-                                           "check the path and permissions")]), None
+        return (
+            None,
+            SpecError(
+                [
+                    Diagnostic(
+                        Location(file, 1, 1),
+                        f"cannot read satellite file: {exc.strerror}",
+                        "check the path and permissions",
+                    )
+                ]
+            ),
+            None,
+        )
     doc, diagnostics = load_located(text, file)
     sources = {file: doc.lines}
     if diagnostics:
@@ -188,8 +202,11 @@ class _PresetChecker:
 
     def check(self) -> SatelliteDef | None:
         if not isinstance(self.doc.data, dict):
-            self.error((), "a satellite file must be a mapping with `version:` and `satellite:`",
-                       "start the file with `version: 0.0.1b` and a `satellite:` section (see README.md, configured satellites)")
+            self.error(
+                (),
+                "a satellite file must be a mapping with `version:` and `satellite:`",
+                "start the file with `version: 0.0.1b` and a `satellite:` section (see README.md, configured satellites)",
+            )
             return None
         try:
             spec = PresetFile.model_validate(self.doc.data)
@@ -206,21 +223,35 @@ class _PresetChecker:
         if self.errors:
             return None
         docs = (body.docs or "").strip() or f"`{base.id}` configured: {base.docs}".strip()
-        return dataclasses.replace(base, id=body.id, version=body.version, docs=docs, aliases=(),
-                                   fixed_config=fixed, open_config=tuple(opened), based_on=f"{base.id}@{base.version}")
+        return dataclasses.replace(
+            base,
+            id=body.id,
+            version=body.version,
+            docs=docs,
+            aliases=(),
+            fixed_config=fixed,
+            open_config=tuple(opened),
+            based_on=f"{base.id}@{base.version}",
+        )
 
     def _check_id(self, satellite_id: str) -> None:
         if not SATELLITE_ID.match(satellite_id) or "@" in satellite_id:
-            self.error(BODY + ("id",), f"`id`: `{satellite_id}` is not a satellite id",
-                       "write `satellite/<project>/<name>` in lower case (letters, digits, `.`, `_`, `-`), "
-                       "e.g. `satellite/acme/summarize`; the version goes in `version:`")
+            self.error(
+                BODY + ("id",),
+                f"`id`: `{satellite_id}` is not a satellite id",
+                "write `satellite/<project>/<name>` in lower case (letters, digits, `.`, `_`, `-`), "
+                "e.g. `satellite/acme/summarize`; the version goes in `version:`",
+            )
             return
         try:
             self.registry.get(satellite_id)
         except UnknownSatellite:
             return
-        self.error(BODY + ("id",), f"satellite `{satellite_id}` already exists ({self.registry.source(satellite_id)})",
-                   "give the configured satellite an id of its own, e.g. under your project: `satellite/<project>/<name>`")
+        self.error(
+            BODY + ("id",),
+            f"satellite `{satellite_id}` already exists ({self.registry.source(satellite_id)})",
+            "give the configured satellite an id of its own, e.g. under your project: `satellite/<project>/<name>`",
+        )
 
     def _base(self, uses: str) -> SatelliteDef | None:
         try:
@@ -229,9 +260,12 @@ class _PresetChecker:
             self.error(BODY + ("uses",), f"{exc.reason} `{uses}`", unknown_satellite_hint(exc))
             return None
         if base.fixed_config is not None:
-            self.error(BODY + ("uses",), f"`{uses}` is itself a configured satellite ({self.registry.source(uses)})",
-                       f"base a configured satellite on one written in Python: `uses: {base.based_on}` "
-                       "and copy the fixed config you need")
+            self.error(
+                BODY + ("uses",),
+                f"`{uses}` is itself a configured satellite ({self.registry.source(uses)})",
+                f"base a configured satellite on one written in Python: `uses: {base.based_on}` "
+                "and copy the fixed config you need",
+            )
             return None
         return base
 
@@ -240,13 +274,20 @@ class _PresetChecker:
         out: list[str] = []
         for i, name in enumerate(names):
             if name == "secrets":
-                self.error(BODY + ("open", i), "`secrets` is always the cluster's, it need not be open",
-                           "remove it from `open:`; a cluster maps its own secrets in `config.secrets`")
+                self.error(
+                    BODY + ("open", i),
+                    "`secrets` is always the cluster's, it need not be open",
+                    "remove it from `open:`; a cluster maps its own secrets in `config.secrets`",
+                )
                 continue
             canonical = config_key(base.config_model, name)
             if canonical is None:
-                self.error(BODY + ("open", i), f"`open`: `{name}` is not a config field of `{base.id}`",
-                           did_you_mean(name, fields) or ("its fields: " + ", ".join(fields) if fields else f"`{base.id}` has no config fields"))
+                self.error(
+                    BODY + ("open", i),
+                    f"`open`: `{name}` is not a config field of `{base.id}`",
+                    did_you_mean(name, fields)
+                    or ("its fields: " + ", ".join(fields) if fields else f"`{base.id}` has no config fields"),
+                )
             elif canonical not in out:
                 out.append(canonical)
         return out
@@ -255,16 +296,23 @@ class _PresetChecker:
         path = BODY + ("config",)
         model = base.config_model
         if "secrets" in config:
-            self.error(path + ("secrets",), "a configured satellite cannot fix `secrets`",
-                       "remove it: secrets are the cluster's; a cluster using this satellite maps them in its step's `config.secrets`",
-                       key=True)
+            self.error(
+                path + ("secrets",),
+                "a configured satellite cannot fix `secrets`",
+                "remove it: secrets are the cluster's; a cluster using this satellite maps them in its step's `config.secrets`",
+                key=True,
+            )
             config = {k: v for k, v in config.items() if k != "secrets"}
         spelled: dict[str, str] = {}
         for key in config:  # `max-tokens` and `max_tokens` both: which one pydantic keeps is not what a reader sees
             canonical = config_key(model, key)
             if canonical in spelled:
-                self.error(path + (key,), f"`{key}` sets `{canonical}` a second time (as `{spelled[canonical]}` above)",
-                           "write each field once", key=True)
+                self.error(
+                    path + (key,),
+                    f"`{key}` sets `{canonical}` a second time (as `{spelled[canonical]}` above)",
+                    "write each field once",
+                    key=True,
+                )
             elif canonical is not None:
                 spelled[canonical] = key
         templated: set[tuple] = set()
@@ -279,10 +327,13 @@ class _PresetChecker:
                 continue
             for ref in template.references:
                 if ref.root not in TEMPLATE_ROOTS:
-                    self.error(path + sub, f"`{ref.text}`: a configured satellite's config may use only "
-                                           "`${{ env.NAME }}` and `${{ cluster.* }}`",
-                               "table and secret references belong in the cluster that uses it: leave this field "
-                               "`open:` and set it there")
+                    self.error(
+                        path + sub,
+                        f"`{ref.text}`: a configured satellite's config may use only "
+                        "`${{ env.NAME }}` and `${{ cluster.* }}`",
+                        "table and secret references belong in the cluster that uses it: leave this field "
+                        "`open:` and set it there",
+                    )
         try:
             model.model_validate(config, context={"cluster_dir": os.path.dirname(os.path.abspath(self.doc.file))})
         except ValidationError as exc:
@@ -296,7 +347,11 @@ class _PresetChecker:
                     continue  # an open field: the cluster sets it
                 rest.append(err)
             for name in missing_closed:
-                self.error(path, f"missing required field `{name}` of `{base.id}`",
-                           f"fix it here (`{name}: ...`) or let clusters set it: add `{name}` to `open:`", key=True)
+                self.error(
+                    path,
+                    f"missing required field `{name}` of `{base.id}`",
+                    f"fix it here (`{name}: ...`) or let clusters set it: add `{name}` to `open:`",
+                    key=True,
+                )
             self.errors += validation_diagnostics(self.doc, rest, path, model, skip=templated)
         return {config_key(model, k) or k: v for k, v in config.items()}

@@ -16,14 +16,15 @@ import shutil
 import sys
 import textwrap
 import types
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
 from exo_dagster.catalog.registry import Registry, default_registry
-from exo_dagster.sdk.satellite import SatelliteDef
 from exo_dagster.sdk.resources import Resources, kebab
+from exo_dagster.sdk.satellite import SatelliteDef
 
 REGENERATE = "exo satellites --markdown > docs/satellites.md"
 REGENERATE_README = "python -m exo_dagster.catalog.reference --readme README.md"
@@ -31,8 +32,17 @@ DOCS_PATH = "docs/satellites.md"
 SUMMARY_START = "<!-- satellite-summary:start (generated: {command}) -->"
 SUMMARY_END = "<!-- satellite-summary:end -->"
 
-_TYPE_NAMES = {str: "string", int: "int", float: "number", bool: "boolean", bytes: "bytes", Any: "any",
-               type(None): "null", dict: "mapping", list: "list"}
+_TYPE_NAMES = {
+    str: "string",
+    int: "int",
+    float: "number",
+    bool: "boolean",
+    bytes: "bytes",
+    Any: "any",
+    type(None): "null",
+    dict: "mapping",
+    list: "list",
+}
 _BARE = re.compile(r"^[A-Za-z][A-Za-z0-9_.:/+-]*$")  # strings shown without quotes
 _YAML_WORDS = {"true", "false", "null", "yes", "no", "on", "off", "~"}
 
@@ -41,13 +51,13 @@ _YAML_WORDS = {"true", "false", "null", "yes", "no", "on", "off", "~"}
 class FieldDoc:
     """One Config field as the reference shows it."""
 
-    name: str          # the Python attribute
-    key: str           # the YAML key (the alias)
-    type: str          # readable type, plain text
-    type_md: str       # the same, with nested models linked
-    default: str       # the default as YAML, or "required"
+    name: str  # the Python attribute
+    key: str  # the YAML key (the alias)
+    type: str  # readable type, plain text
+    type_md: str  # the same, with nested models linked
+    default: str  # the default as YAML, or "required"
     required: bool
-    description: str   # "" when the field has none
+    description: str  # "" when the field has none
 
 
 # -- a definition's parts ---------------------------------------------------------------------
@@ -75,8 +85,11 @@ def summary(definition: SatelliteDef) -> str:
 def resources_text(resources: Resources) -> str:
     """The resources a satellite asks for by default (`gpu: 1`), "" when none."""
     defaults = Resources()
-    parts = [f"{field.alias or kebab(name)}: {yaml_value(getattr(resources, name))}"
-             for name, field in Resources.model_fields.items() if getattr(resources, name) != getattr(defaults, name)]
+    parts = [
+        f"{field.alias or kebab(name)}: {yaml_value(getattr(resources, name))}"
+        for name, field in Resources.model_fields.items()
+        if getattr(resources, name) != getattr(defaults, name)
+    ]
     return ", ".join(parts)
 
 
@@ -106,11 +119,17 @@ def fields(model: type[BaseModel]) -> list[FieldDoc]:
     for name in order:
         info = model.model_fields[name]
         required = info.is_required()
-        out.append(FieldDoc(
-            name=name, key=info.alias or name, type=type_text(info.annotation), type_md=type_text(info.annotation, links=True),
-            default="required" if required else yaml_value(info.get_default(call_default_factory=True)),
-            required=required, description=" ".join((info.description or "").split()),
-        ))
+        out.append(
+            FieldDoc(
+                name=name,
+                key=info.alias or name,
+                type=type_text(info.annotation),
+                type_md=type_text(info.annotation, links=True),
+                default="required" if required else yaml_value(info.get_default(call_default_factory=True)),
+                required=required,
+                description=" ".join((info.description or "").split()),
+            )
+        )
     return out
 
 
@@ -202,8 +221,10 @@ def _fields_table(model: type[BaseModel]) -> list[str]:
     docs = fields(model)
     if not docs:
         return ["No config fields."]
-    return _table(["YAML key", "type", "default", "description"],
-                  [[_code(f.key), f.type_md, "required" if f.required else _code(f.default), f.description] for f in docs])
+    return _table(
+        ["YAML key", "type", "default", "description"],
+        [[_code(f.key), f.type_md, "required" if f.required else _code(f.default), f.description] for f in docs],
+    )
 
 
 def satellite_markdown(definition: SatelliteDef) -> list[str]:
@@ -219,9 +240,17 @@ def satellite_markdown(definition: SatelliteDef) -> list[str]:
     if paragraph:
         lines += [paragraph, ""]
     if definition.inputs:
-        lines += ["**Inputs**", ""] + _table(["key", "meaning"], [[_code(k), v] for k, v in definition.inputs.items()]) + [""]
+        lines += (
+            ["**Inputs**", ""]
+            + _table(["key", "meaning"], [[_code(k), v] for k, v in definition.inputs.items()])
+            + [""]
+        )
     if definition.outputs:
-        lines += ["**Outputs**", ""] + _table(["column", "meaning"], [[_code(k), v] for k, v in definition.outputs.items()]) + [""]
+        lines += (
+            ["**Outputs**", ""]
+            + _table(["column", "meaning"], [[_code(k), v] for k, v in definition.outputs.items()])
+            + [""]
+        )
     lines += [f"**Config** (`{definition.config_model.__name__}`)", ""] + _fields_table(definition.config_model) + [""]
     return lines
 
@@ -237,11 +266,12 @@ def markdown(registry: Registry | None = None) -> str:
         "# Satellite reference",
         "",
         f"Generated from the code: regenerate with `{REGENERATE}`. One satellite's config fields: "
-        "`exo satellites --config ID`. YAML keys are the `config:` keys of a step; \"required\" fields have no default.",
+        '`exo satellites --config ID`. YAML keys are the `config:` keys of a step; "required" fields have no default.',
         "",
     ]
-    lines += _table(["satellite", "version", "does"],
-                    [[f"[`{d.id}`](#{anchor(d.id)})", _code(d.version), summary(d)] for d in defs]) + [""]
+    lines += _table(
+        ["satellite", "version", "does"], [[f"[`{d.id}`](#{anchor(d.id)})", _code(d.version), summary(d)] for d in defs]
+    ) + [""]
     models: list[type[BaseModel]] = []
     for definition in defs:
         lines += satellite_markdown(definition)
@@ -263,7 +293,7 @@ def catalog_summary(registry: Registry | None = None, docs_path: str = DOCS_PATH
     rows = []
     for d in definitions(registry):
         prefix = d.id.rsplit("/", 1)[0] + "/"
-        short = [a[len(prefix):] if a.startswith(prefix) else a for a in d.aliases]
+        short = [a[len(prefix) :] if a.startswith(prefix) else a for a in d.aliases]
         aliases = f" (alias {', '.join(_code(a) for a in short)})" if d.aliases else ""
         rows.append([f"[`{d.id}`]({docs_path}#{anchor(d.id)}){aliases}", summary(d)])
     return "\n".join(_table(["satellite", "does"], rows)) + "\n"
@@ -282,7 +312,7 @@ def readme_summary(readme: str) -> str | None:
     """The table currently between the README's summary markers (None without the markers)."""
     start = SUMMARY_START.format(command=REGENERATE_README)
     begin, end = readme.find(start), readme.find(SUMMARY_END)
-    return None if begin < 0 or end < begin else readme[begin + len(start):end].lstrip("\n")
+    return None if begin < 0 or end < begin else readme[begin + len(start) : end].lstrip("\n")
 
 
 # -- the terminal ----------------------------------------------------------------------------
@@ -297,13 +327,17 @@ def config_table(definition: SatelliteDef, width: int | None = None) -> str:
         head.append(line)
     if definition.fixed_config is not None:  # a configured satellite: only its open fields are settable
         docs = [f for f in docs if f.key in definition.open_config]
-        head.append(f"configured from {definition.based_on}; fixed: "
-                    + (", ".join(f"{k}={v!r}" for k, v in definition.fixed_config.items()) or "nothing"))
+        head.append(
+            f"configured from {definition.based_on}; fixed: "
+            + (", ".join(f"{k}={v!r}" for k, v in definition.fixed_config.items()) or "nothing")
+        )
         if not docs:
             return "\n".join(head + ["", "no open config fields"]) + "\n"
     if not docs:
         return "\n".join(head + ["", "no config fields"]) + "\n"
-    rows = [["KEY", "TYPE", "DEFAULT", "DESCRIPTION"]] + [[f.key, f.type, f.default, f.description or "-"] for f in docs]
+    rows = [["KEY", "TYPE", "DEFAULT", "DESCRIPTION"]] + [
+        [f.key, f.type, f.default, f.description or "-"] for f in docs
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     indent = sum(widths) + 2 * 3
     wrap = max(40, width - indent)

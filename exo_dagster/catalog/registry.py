@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 from exo_dagster.sdk.satellite import DECLARED, SATELLITE_ID, SatelliteConfig, SatelliteDef, satellite  # noqa: F401
 from exo_dagster.spec.lookup import UnknownSatellite
@@ -149,7 +149,7 @@ class Registry:
         ranked = [i for n in close for i in sorted(by_name[n], key=lambda i: i.split("/")[1] != project)]
         return ranked[:3]
 
-    def merged(self, other: "Registry") -> "Registry":
+    def merged(self, other: Registry) -> Registry:
         """This catalog with `other`'s satellites over it. Merged from the default catalog (or a view of it),
         the result is a lazy view: the catalog's satellites, imported on use, under its own."""
         if other._lazy:  # the default catalog would sit above this one's satellites: merge both whole
@@ -164,7 +164,7 @@ class Registry:
             return out
         return self._merged(other)
 
-    def _merged(self, other: "Registry") -> "Registry":
+    def _merged(self, other: Registry) -> Registry:
         out = Registry()
         out._by_id = {**self._by_id, **other._by_id}
         out._sources = {**self._sources, **other._sources}
@@ -174,7 +174,7 @@ class Registry:
 
     # -- laziness: the default catalog imports deferred plugins on use; a view follows it
 
-    def _layers(self) -> list["Registry"]:
+    def _layers(self) -> list[Registry]:
         """Where a change goes: a view keeps its own changes apart, so that following the catalog keeps them."""
         return [self] if self._own is None else [self, self._own]
 
@@ -210,7 +210,9 @@ class Registry:
 REGISTRY = Registry()
 REGISTRY._lazy = True
 _synced = 0
-_sync_lock = threading.RLock()  # re-entrant: a plugin may ask while being loaded; threads of one process (a code server, a test) may ask at once
+_sync_lock = (
+    threading.RLock()
+)  # re-entrant: a plugin may ask while being loaded; threads of one process (a code server, a test) may ask at once
 _reported: set[tuple[str, str, str]] = set()
 _owned: dict[str, set[str]] = {}  # distribution -> the ids and aliases its plugins declared
 _index_reported: set[tuple[str, str]] = set()
@@ -245,8 +247,9 @@ def _sync() -> Registry:
     while _synced < len(DECLARED):
         definition = DECLARED[_synced]
         _synced += 1
-        owner = next((p for p in plugins if any(d is definition for d in p.declared)), None) or \
-            next((p for p in plugins if p.provides(definition)), None)
+        owner = next((p for p in plugins if any(d is definition for d in p.declared)), None) or next(
+            (p for p in plugins if p.provides(definition)), None
+        )
         if owner is not None and owner.error is not None:
             continue  # declared before its plugin's import failed: the plugin contributes nothing
         if owner is not None:
@@ -265,18 +268,26 @@ def _check_index(discovery) -> None:
     listed: dict[str, set[str]] = {}
     for claim in discovery.claims():
         listed.setdefault(claim.dist, set()).add(claim.name)
-        if claim.name not in _owned.get(claim.dist, ()) and discovery.settled(claim) and \
-                (claim.dist, claim.name) not in _index_reported:
+        if (
+            claim.name not in _owned.get(claim.dist, ())
+            and discovery.settled(claim)
+            and (claim.dist, claim.name) not in _index_reported
+        ):
             _index_reported.add((claim.dist, claim.name))
-            REGISTRY.unavailable(f"the satellite index of `{claim.dist}` names `{claim.name}` in `{claim.module}`, which "
-                                 f"does not declare it: fix its `{discovery.INDEX_GROUP}` entry points", satellite_id=claim.name)
+            REGISTRY.unavailable(
+                f"the satellite index of `{claim.dist}` names `{claim.name}` in `{claim.module}`, which "
+                f"does not declare it: fix its `{discovery.INDEX_GROUP}` entry points",
+                satellite_id=claim.name,
+            )
     for dist, names in _owned.items():
         for name in sorted(names - listed.get(dist, names)):
             if (dist, name) not in _index_reported:
                 _index_reported.add((dist, name))
-                REGISTRY.unavailable(f"`{name}` is declared by `{dist}` but missing from its satellite index "
-                                     f"(`{discovery.INDEX_GROUP}`): a cluster that uses it imports every plugin",
-                                     satellite_id=name)
+                REGISTRY.unavailable(
+                    f"`{name}` is declared by `{dist}` but missing from its satellite index "
+                    f"(`{discovery.INDEX_GROUP}`): a cluster that uses it imports every plugin",
+                    satellite_id=name,
+                )
 
 
 def _described(source: str) -> str:

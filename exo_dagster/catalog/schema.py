@@ -26,7 +26,8 @@ it may accept some it rejects (cross-field rules, templates' references, cron st
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from pydantic import BaseModel, BeforeValidator, PlainValidator, WrapValidator
 from pydantic.json_schema import models_json_schema
@@ -47,63 +48,102 @@ REGENERATE_SATELLITE = f"exo schema --satellite-file --out {SATELLITE_DOCS_PATH}
 
 TEMPLATE = "template"
 INT_TEXT, NUMBER_TEXT, BOOL_TEXT = "integer-text", "number-text", "boolean-text"
-CONFIG_PREFIX = "config."        # a satellite's Config model and the models it nests
-PRESET_PREFIX = "configured."    # a configured satellite's config (its open fields)
+CONFIG_PREFIX = "config."  # a satellite's Config model and the models it nests
+PRESET_PREFIX = "configured."  # a configured satellite's config (its open fields)
 
 _ANNOTATIONS = ("title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly")
 _BOOL_WORDS = ("0", "off", "f", "false", "n", "no", "1", "on", "t", "true", "y", "yes")  # pydantic's, any case
 
 # The spec models' fields carry comments, not descriptions: what editors show on hover.
 SPEC_DOCS = {
-    "ClusterFile": {"version": "The spec version; `0.0.1b`.", "cluster": "The cluster: its identity, trigger, settings and satellites."},
+    "ClusterFile": {
+        "version": "The spec version; `0.0.1b`.",
+        "cluster": "The cluster: its identity, trigger, settings and satellites.",
+    },
     "ClusterBody": {
         "identifier": "`project/name` (optionally `cluster/project/name`): the job and asset group `project__name`.",
-        "title": "Shown in the UI.", "description": "What the cluster does.",
+        "title": "Shown in the UI.",
+        "description": "What the cluster does.",
         "sla": "The longest a run may take: any duration (6h, 90m, 30s, or seconds); enforced.",
         "concurrency": "At most this many runs of the cluster at once (1 or more); the rest wait in the run queue.",
         "trigger": "What starts a run: `cron`, `files` or `after` (one of them), or a list of such triggers; `none`/`manual` or absent: launched by hand or API.",
         "inputs": "Run inputs, `NAME: {type, default, required, description, values}`, read as `${{ inputs.NAME }}`; given at launch.",
-        "retries": "Default retries of every step.", "retry": "How long to wait between retries (delay, backoff, jitter, max-delay).",
+        "retries": "Default retries of every step.",
+        "retry": "How long to wait between retries (delay, backoff, jitter, max-delay).",
         "execution": "sequential (default: each step follows the one above it) or dataflow (only references and `after:`).",
         "executor": "Where steps run: local (GPU-aware processes, the default), in-process, celery or k8s.",
         "queues": "Celery queue names for GPU and CPU steps (`executor: celery`).",
         "secrets": "Named secrets, each `NAME: ${{ env.VAR }}`; a step sees only what its `config.secrets` maps.",
-        "satellites": "The steps, in order.", "logs": "Satellites that receive the run's logs.",
+        "satellites": "The steps, in order.",
+        "logs": "Satellites that receive the run's logs.",
         "failure": "Satellites run when a step (from `from:` onward) fails.",
     },
     "Step": {
-        "name": "Shown in the UI; the identifier's default.", "uses": "The satellite: `satellite/<project>/<name>`, optionally `@<version>` (`exo satellites` lists them).",
+        "name": "Shown in the UI; the identifier's default.",
+        "uses": "The satellite: `satellite/<project>/<name>`, optionally `@<version>` (`exo satellites` lists them).",
         "identifier": "How other steps refer to this one (`${{ satellites.ID.output }}`); default: the name, slugified.",
-        "description": "What the step does.", "retries": "Overrides the cluster's `retries`.", "retry": "Overrides the cluster's `retry`.",
+        "description": "What the step does.",
+        "retries": "Overrides the cluster's `retries`.",
+        "retry": "Overrides the cluster's `retry`.",
         "config": "The satellite's settings, checked against its Config model; values may be `${{ }}` templates; `secrets:` maps its secrets.",
         "input": "The data, templated from upstream outputs (`$${{ satellites.X.output.col }}`: once per row).",
-        "resources": "What the step needs: gpu, gpu-type, cpu, memory.", "after": "Extra upstream identifiers (dataflow mode).",
-        "concurrency": "Rows in flight at once (1 to 4096).", "on-row-error": "collect: a failed row gets `_error`; fail: the step fails.",
-        "cache": "Reuse finished rows across runs (the per-row cache).", "fan-out": "Split the per-row input into chunks of `chunk-rows`.",
+        "resources": "What the step needs: gpu, gpu-type, cpu, memory.",
+        "after": "Extra upstream identifiers (dataflow mode).",
+        "concurrency": "Rows in flight at once (1 to 4096).",
+        "on-row-error": "collect: a failed row gets `_error`; fail: the step fails.",
+        "cache": "Reuse finished rows across runs (the per-row cache).",
+        "fan-out": "Split the per-row input into chunks of `chunk-rows`.",
         "timeout": "The longest one attempt may run (a duration); then it fails and is retried.",
         "skip-when-empty": "true: when the step's input has no rows, the step and what depends on it are skipped (not materialized).",
     },
-    "Trigger": {"cron": "Five-field cron, e.g. \"0 * * * *\" (quote it).", "timezone": "An IANA name; default UTC.",
-                "files": "Run when files arrive in a folder.", "after": "Run after another cluster's run succeeds: `cluster/<project>/<name>`.",
-                "inputs": "The run inputs of the runs this trigger launches (`NAME: value`); declared inputs not given take their defaults."},
-    "RunInput": {"type": "string, int, float, bool, date (YYYY-MM-DD), datetime (ISO 8601), list or enum.",
-                 "default": "The value when none is given at launch.", "required": "A launch must give it (no default).",
-                 "description": "Shown in the launchpad and `exo run` errors.", "values": "The choices of an `enum`."},
-    "FilesTrigger": {"path": "The folder watched.", "pattern": "Glob of file names; default `*`.",
-                     "min-age": "Files younger than this are left for a later tick.", "interval": "How often the folder is looked at."},
-    "RetrySettings": {"delay": "The first wait (a duration).", "backoff": "How the wait grows.", "jitter": "Randomise the wait.",
-                      "max-delay": "The longest wait."},
+    "Trigger": {
+        "cron": 'Five-field cron, e.g. "0 * * * *" (quote it).',
+        "timezone": "An IANA name; default UTC.",
+        "files": "Run when files arrive in a folder.",
+        "after": "Run after another cluster's run succeeds: `cluster/<project>/<name>`.",
+        "inputs": "The run inputs of the runs this trigger launches (`NAME: value`); declared inputs not given take their defaults.",
+    },
+    "RunInput": {
+        "type": "string, int, float, bool, date (YYYY-MM-DD), datetime (ISO 8601), list or enum.",
+        "default": "The value when none is given at launch.",
+        "required": "A launch must give it (no default).",
+        "description": "Shown in the launchpad and `exo run` errors.",
+        "values": "The choices of an `enum`.",
+    },
+    "FilesTrigger": {
+        "path": "The folder watched.",
+        "pattern": "Glob of file names; default `*`.",
+        "min-age": "Files younger than this are left for a later tick.",
+        "interval": "How often the folder is looked at.",
+    },
+    "RetrySettings": {
+        "delay": "The first wait (a duration).",
+        "backoff": "How the wait grows.",
+        "jitter": "Randomise the wait.",
+        "max-delay": "The longest wait.",
+    },
     "Queues": {"gpu": "The queue GPU steps are sent to.", "cpu": "The queue CPU steps are sent to."},
     "FanOut": {"chunk-rows": "Rows per chunk."},
     "LogsSection": {"level": "The lowest level forwarded.", "satellites": "Satellites that receive the logs."},
-    "FailureSection": {"from": "Only failures from this step (an identifier) onward.", "satellites": "Satellites run on failure."},
-    "Resources": {"gpu": "GPUs leased for the step (0 to 64).", "gpu-type": "A GPU type hint (Celery/Kubernetes).",
-                  "cpu": "CPUs (a hint for Celery/Kubernetes).", "memory": "Memory, e.g. 16Gi."},
+    "FailureSection": {
+        "from": "Only failures from this step (an identifier) onward.",
+        "satellites": "Satellites run on failure.",
+    },
+    "Resources": {
+        "gpu": "GPUs leased for the step (0 to 64).",
+        "gpu-type": "A GPU type hint (Celery/Kubernetes).",
+        "cpu": "CPUs (a hint for Celery/Kubernetes).",
+        "memory": "Memory, e.g. 16Gi.",
+    },
     "PresetFile": {"version": "The spec version; `0.0.1b`.", "satellite": "The configured satellite."},
-    "PresetBody": {"id": "The new id, `satellite/<project>/<name>` (no version).", "version": "Its version; default 1.0.0.",
-                   "uses": "The base satellite, written in Python (optionally `@version`).", "docs": "What it does.",
-                   "config": "Fixed config, checked against the base's Config model; may use `${{ env.* }}` and `${{ cluster.* }}`.",
-                   "open": "The only config fields a cluster may set (`secrets` always may)."},
+    "PresetBody": {
+        "id": "The new id, `satellite/<project>/<name>` (no version).",
+        "version": "Its version; default 1.0.0.",
+        "uses": "The base satellite, written in Python (optionally `@version`).",
+        "docs": "What it does.",
+        "config": "Fixed config, checked against the base's Config model; may use `${{ env.* }}` and `${{ cluster.* }}`.",
+        "open": "The only config fields a cluster may set (`secrets` always may).",
+    },
 }
 
 
@@ -117,10 +157,15 @@ def cluster_schema(registry: Registry) -> dict[str, Any]:
     step = defs["Step"]
     step["properties"]["uses"] = _uses_schema(SPEC_DOCS["Step"]["uses"], reference.definitions(registry))
     step["allOf"] = [_step_rule(d, _step_config(d, config_refs, defs)) for d in reference.definitions(registry)]
-    return {"$schema": DIALECT, "$id": CLUSTER_ID, "title": "exo-dagster cluster file",
-            "description": f"A cluster file (`version: {SUPPORTED_VERSIONS[-1]}`). Generated by `exo schema`; "
-                           "regenerate after installing satellites. See README.md, Spec reference.",
-            **{k: v for k, v in body.items() if k not in ("title", "description")}, "$defs": _sorted(defs, roots[ClusterFile])}
+    return {
+        "$schema": DIALECT,
+        "$id": CLUSTER_ID,
+        "title": "exo-dagster cluster file",
+        "description": f"A cluster file (`version: {SUPPORTED_VERSIONS[-1]}`). Generated by `exo schema`; "
+        "regenerate after installing satellites. See README.md, Spec reference.",
+        **{k: v for k, v in body.items() if k not in ("title", "description")},
+        "$defs": _sorted(defs, roots[ClusterFile]),
+    }
 
 
 def satellite_file_schema(registry: Registry) -> dict[str, Any]:
@@ -130,26 +175,40 @@ def satellite_file_schema(registry: Registry) -> dict[str, Any]:
     _version(defs["PresetFile"])
     body = defs["PresetBody"]
     props = body["properties"]
-    props["id"] = {"description": SPEC_DOCS["PresetBody"]["id"], "type": "string",
-                   "pattern": r"^satellite/[a-z0-9][a-z0-9_.-]*/[a-z0-9][a-z0-9_.-]*$"}
+    props["id"] = {
+        "description": SPEC_DOCS["PresetBody"]["id"],
+        "type": "string",
+        "pattern": r"^satellite/[a-z0-9][a-z0-9_.-]*/[a-z0-9][a-z0-9_.-]*$",
+    }
     bases = [d for d in reference.definitions(registry) if d.fixed_config is None]
     props["uses"] = _uses_schema(SPEC_DOCS["PresetBody"]["uses"], bases)
     props["config"] = _nullable({"type": "object"}, props["config"].get("description"))
-    props["open"] = _nullable({"type": "array", "items": {"type": "string", "not": {"const": "secrets"}}},
-                              props["open"].get("description"))
+    props["open"] = _nullable(
+        {"type": "array", "items": {"type": "string", "not": {"const": "secrets"}}}, props["open"].get("description")
+    )
     rules = []
     for definition in bases:
         ref = config_refs[definition.config_model]
         keys = _keys(definition.config_model)
-        rule = _step_rule(definition, {"config": _nullable({"$ref": _ref(ref)}, reference.summary(definition) or None),
-                                       "open": _nullable({"type": "array", "items": {"enum": keys}})})
+        rule = _step_rule(
+            definition,
+            {
+                "config": _nullable({"$ref": _ref(ref)}, reference.summary(definition) or None),
+                "open": _nullable({"type": "array", "items": {"enum": keys}}),
+            },
+        )
         rules.append(rule)
     body["allOf"] = rules
     root = defs[roots[PresetFile]]
-    return {"$schema": DIALECT, "$id": SATELLITE_FILE_ID, "title": "exo-dagster configured satellite (*.satellite.yaml)",
-            "description": "A configured satellite: a new id for a fixed setup of a satellite written in Python. "
-                           "Generated by `exo schema --satellite-file`. See README.md, configured satellites.",
-            **{k: v for k, v in root.items() if k not in ("title", "description")}, "$defs": _sorted(defs, roots[PresetFile])}
+    return {
+        "$schema": DIALECT,
+        "$id": SATELLITE_FILE_ID,
+        "title": "exo-dagster configured satellite (*.satellite.yaml)",
+        "description": "A configured satellite: a new id for a fixed setup of a satellite written in Python. "
+        "Generated by `exo schema --satellite-file`. See README.md, configured satellites.",
+        **{k: v for k, v in root.items() if k not in ("title", "description")},
+        "$defs": _sorted(defs, roots[PresetFile]),
+    }
 
 
 def dumps(schema: dict[str, Any]) -> str:
@@ -250,14 +309,32 @@ def _case_free(word: str) -> str:
 
 def _shared_defs() -> dict[str, dict]:
     return {
-        TEMPLATE: {"description": "A `${{ ... }}` template, filled in at run time.", "type": "string", "pattern": r"\$\{\{"},
-        INT_TEXT: {"description": "A whole number written as text.", "type": "string",
-                   "pattern": r"^\s*[+-]?[0-9][0-9_]*(\.0*)?\s*$"},
-        NUMBER_TEXT: {"description": "A number written as text.", "type": "string",
-                      "pattern": r"^\s*[+-]?(([0-9][0-9_]*(\.[0-9_]*)?|\.[0-9][0-9_]*)([eE][+-]?[0-9]+)?|"
-                                 + _case_free("inf") + "(" + _case_free("inity") + ")?|" + _case_free("nan") + r")\s*$"},
-        BOOL_TEXT: {"description": "true or false written as text (yes/no, on/off, ...).", "type": "string",
-                    "pattern": "^(" + "|".join(_case_free(w) for w in _BOOL_WORDS) + ")$"},
+        TEMPLATE: {
+            "description": "A `${{ ... }}` template, filled in at run time.",
+            "type": "string",
+            "pattern": r"\$\{\{",
+        },
+        INT_TEXT: {
+            "description": "A whole number written as text.",
+            "type": "string",
+            "pattern": r"^\s*[+-]?[0-9][0-9_]*(\.0*)?\s*$",
+        },
+        NUMBER_TEXT: {
+            "description": "A number written as text.",
+            "type": "string",
+            "pattern": r"^\s*[+-]?(([0-9][0-9_]*(\.[0-9_]*)?|\.[0-9][0-9_]*)([eE][+-]?[0-9]+)?|"
+            + _case_free("inf")
+            + "("
+            + _case_free("inity")
+            + ")?|"
+            + _case_free("nan")
+            + r")\s*$",
+        },
+        BOOL_TEXT: {
+            "description": "true or false written as text (yes/no, on/off, ...).",
+            "type": "string",
+            "pattern": "^(" + "|".join(_case_free(w) for w in _BOOL_WORDS) + ")$",
+        },
     }
 
 
@@ -267,8 +344,11 @@ def _lax(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     if isinstance(node.get("anyOf"), list):  # a lax branch inside an anyOf: one flat list
-        node["anyOf"] = [b for branch in node["anyOf"]
-                         for b in (branch["anyOf"] if isinstance(branch, dict) and list(branch) == ["anyOf"] else [branch])]
+        node["anyOf"] = [
+            b
+            for branch in node["anyOf"]
+            for b in (branch["anyOf"] if isinstance(branch, dict) and list(branch) == ["anyOf"] else [branch])
+        ]
     kind = node.get("type")
     if kind not in ("integer", "number", "boolean") or "enum" in node or "const" in node:
         return node
@@ -313,7 +393,9 @@ def _templated(node: Any) -> Any:
 
 def _or_template(node: Any) -> Any:
     node = _templated(node)
-    if not isinstance(node, dict) or _takes_any_string(node) or "/properties/" in node.get("$ref", ""):  # a Python spelling
+    if (
+        not isinstance(node, dict) or _takes_any_string(node) or "/properties/" in node.get("$ref", "")
+    ):  # a Python spelling
         return node
     annotations = {k: node[k] for k in _ANNOTATIONS if k in node}
     shape = {k: v for k, v in node.items() if k not in _ANNOTATIONS}
@@ -326,8 +408,10 @@ def _clean_titles(node: Any) -> Any:
     """Drop pydantic's per-property titles (`Folder-Path`): editors show the key itself."""
     node = _map_schemas(node, _clean_titles)
     if isinstance(node, dict) and isinstance(node.get("properties"), dict):
-        node["properties"] = {k: ({kk: vv for kk, vv in v.items() if kk != "title"} if isinstance(v, dict) else v)
-                              for k, v in node["properties"].items()}
+        node["properties"] = {
+            k: ({kk: vv for kk, vv in v.items() if kk != "title"} if isinstance(v, dict) else v)
+            for k, v in node["properties"].items()
+        }
     return node
 
 
@@ -381,7 +465,8 @@ def _config_defs(registry: Registry, defs: dict[str, dict], *, fixed: bool = Fal
         defs[name] = d
     if not fixed:
         defs["step-secrets"] = _secrets_schema(
-            "The secrets this satellite sees: `- NAME: ${{ secrets.CLUSTER_SECRET }}` (or `${{ env.VAR }}`).")
+            "The secrets this satellite sees: `- NAME: ${{ secrets.CLUSTER_SECRET }}` (or `${{ env.VAR }}`)."
+        )
     return {m: names[m] for m in models}
 
 
@@ -391,8 +476,11 @@ def _secrets_schema(description: str) -> dict:
 
 
 def _version(definition: dict) -> None:
-    definition["properties"]["version"] = {"description": SPEC_DOCS["ClusterFile"]["version"], "type": "string",
-                                           "enum": list(SUPPORTED_VERSIONS)}
+    definition["properties"]["version"] = {
+        "description": SPEC_DOCS["ClusterFile"]["version"],
+        "type": "string",
+        "enum": list(SUPPORTED_VERSIONS),
+    }
 
 
 def _nullable(schema: dict, description: str | None = None) -> dict:
@@ -404,15 +492,23 @@ def _adapt_cluster(defs: dict[str, dict]) -> None:
     """What the spec's `before` validators accept, said precisely (they were made permissive above)."""
     _version(defs["ClusterFile"])
     body = defs["ClusterBody"]["properties"]
-    body["trigger"] = {"description": SPEC_DOCS["ClusterBody"]["trigger"],
-                       "anyOf": [{"$ref": _ref("Trigger")}, {"type": "array", "items": {"$ref": _ref("Trigger")}},
-                                 {"type": "null"}, {"enum": ["none", "None", "manual"]}]}
+    body["trigger"] = {
+        "description": SPEC_DOCS["ClusterBody"]["trigger"],
+        "anyOf": [
+            {"$ref": _ref("Trigger")},
+            {"type": "array", "items": {"$ref": _ref("Trigger")}},
+            {"type": "null"},
+            {"enum": ["none", "None", "manual"]},
+        ],
+    }
     body["secrets"] = _secrets_schema(SPEC_DOCS["ClusterBody"]["secrets"])
     step = defs["Step"]["properties"]
     step["config"] = _nullable({"type": "object"}, SPEC_DOCS["Step"]["config"])
     step["input"] = _nullable({"type": "object"}, SPEC_DOCS["Step"]["input"])
-    step["identifier"] = {"description": SPEC_DOCS["Step"]["identifier"],
-                          "anyOf": [{"type": "string", "pattern": STEP_ID.pattern}, {"type": "null"}]}
+    step["identifier"] = {
+        "description": SPEC_DOCS["Step"]["identifier"],
+        "anyOf": [{"type": "string", "pattern": STEP_ID.pattern}, {"type": "null"}],
+    }
 
 
 _SATELLITE_ID_PATTERN = r"^satellite/[a-z0-9][a-z0-9_.-]*/[a-z0-9][a-z0-9_.-]*(@[A-Za-z0-9_.+-]+)?$"
@@ -421,7 +517,10 @@ _SATELLITE_ID_PATTERN = r"^satellite/[a-z0-9][a-z0-9_.-]*/[a-z0-9][a-z0-9_.-]*(@
 def _uses_schema(description: str, definitions: list[SatelliteDef]) -> dict:
     """A satellite id: the known ones offered (editors complete an enum), any well-formed one accepted."""
     known = sorted({n for d in definitions for n in (d.id, *d.aliases)})
-    return {"description": description, "anyOf": [{"enum": known}, {"type": "string", "pattern": _SATELLITE_ID_PATTERN}]}
+    return {
+        "description": description,
+        "anyOf": [{"enum": known}, {"type": "string", "pattern": _SATELLITE_ID_PATTERN}],
+    }
 
 
 def _step_rule(definition: SatelliteDef, then: dict[str, dict]) -> dict:
@@ -433,8 +532,13 @@ def _step_rule(definition: SatelliteDef, then: dict[str, dict]) -> dict:
     uses = {"enum": accepted}
     if summary:
         uses["description"] = summary
-    return {"if": {"properties": {"uses": {"type": "string", "pattern": f"^({alternatives})(@.*)?$"}}, "required": ["uses"]},
-            "then": {"properties": {"uses": uses, **then}}}
+    return {
+        "if": {
+            "properties": {"uses": {"type": "string", "pattern": f"^({alternatives})(@.*)?$"}},
+            "required": ["uses"],
+        },
+        "then": {"properties": {"uses": uses, **then}},
+    }
 
 
 def _step_config(definition: SatelliteDef, config_refs: dict, defs: dict[str, dict]) -> dict[str, dict]:
@@ -444,14 +548,27 @@ def _step_config(definition: SatelliteDef, config_refs: dict, defs: dict[str, di
         target = PRESET_PREFIX + definition.id.removeprefix("satellite/").replace("/", ".")
         base = defs[ref]
         keep = set(definition.open_config) | {"secrets"}
-        props = {k: v for k, v in base.get("properties", {}).items()
-                 if k in keep or ("/properties/" in v.get("$ref", "") and v["$ref"].rsplit("/", 1)[-1] in keep)}
-        required = [k for k in base.get("required", []) if k in definition.open_config and k not in definition.fixed_config]
-        defs[target] = {k: v for k, v in {
-            "description": f"`{definition.id}`, configured from `{definition.based_on}`: only its open fields "
-                           + (", ".join(definition.open_config) or "(none)") + " may be set.",
-            "type": "object", "properties": props,
-            "required": required or None, "additionalProperties": False}.items() if v is not None}
+        props = {
+            k: v
+            for k, v in base.get("properties", {}).items()
+            if k in keep or ("/properties/" in v.get("$ref", "") and v["$ref"].rsplit("/", 1)[-1] in keep)
+        }
+        required = [
+            k for k in base.get("required", []) if k in definition.open_config and k not in definition.fixed_config
+        ]
+        defs[target] = {
+            k: v
+            for k, v in {
+                "description": f"`{definition.id}`, configured from `{definition.based_on}`: only its open fields "
+                + (", ".join(definition.open_config) or "(none)")
+                + " may be set.",
+                "type": "object",
+                "properties": props,
+                "required": required or None,
+                "additionalProperties": False,
+            }.items()
+            if v is not None
+        }
     summary = reference.summary(definition)
     schema: dict = {"$ref": _ref(target)}
     if summary:

@@ -9,39 +9,40 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import dagster as dg
 
-from exo_dagster.sdk.sql_text import sql_name
-from exo_dagster.execution import tags as backend_tags
-from exo_dagster.execution.device_leases import gpu_lease
-from exo_dagster.execution.executor_choice import executor_for, resolve_executor_name
 from exo_dagster.compile import failure_section as failure
+from exo_dagster.compile import fan_out as chunked
+from exo_dagster.compile import inputs_resource, partitions, run_end, skip_gate, sla, triggers
 from exo_dagster.compile import logs_section as log_forwarding
 from exo_dagster.compile import retry_policy as retry
 from exo_dagster.execution import launch_paths, run_executor, run_slots
-from exo_dagster.compile import run_end, sla
-from exo_dagster.compile import inputs_resource, triggers
-from exo_dagster.spec.ir import Cluster, ParsedStep, op_name
-from exo_dagster.compile import fan_out as chunked
-from exo_dagster.compile import partitions
-from exo_dagster.compile import skip_gate
+from exo_dagster.execution import tags as backend_tags
+from exo_dagster.execution.device_leases import gpu_lease
+from exo_dagster.execution.executor_choice import executor_for, resolve_executor_name
 from exo_dagster.runtime import empty_input
-from exo_dagster.spec.models import Resources
-from exo_dagster.spec.untrusted_text import markdown_text, terminal
 from exo_dagster.runtime.step_compute import count_rows, make_compute
 from exo_dagster.sdk.hashing import short_hash
+from exo_dagster.sdk.sql_text import sql_name
+from exo_dagster.spec.ir import Cluster, ParsedStep, op_name
+from exo_dagster.spec.models import Resources
+from exo_dagster.spec.untrusted_text import markdown_text, terminal
 
 IO_MANAGER_KEY = "exo_io"
 MAX_KINDS = 3  # Dagster shows at most three kind badges per asset
 
 
-def compile_clusters(clusters: Iterable[Cluster], *, resources: dict[str, Any] | None = None,
-                     executor: str | None = None) -> dg.Definitions:
+def compile_clusters(
+    clusters: Iterable[Cluster], *, resources: dict[str, Any] | None = None, executor: str | None = None
+) -> dg.Definitions:
     """Definitions for many clusters, sharing one IO manager."""
-    return definitions_with_resources([compile_cluster(c, with_resources=False, executor=executor) for c in clusters], resources)
+    return definitions_with_resources(
+        [compile_cluster(c, with_resources=False, executor=executor) for c in clusters], resources
+    )
 
 
 def definitions_with_resources(parts: list[dg.Definitions], resources: dict[str, Any] | None = None) -> dg.Definitions:
@@ -51,21 +52,39 @@ def definitions_with_resources(parts: list[dg.Definitions], resources: dict[str,
 
     merged = dg.Definitions.merge(*parts) if parts else dg.Definitions()
     # Dagster's implicit asset job (the UI's Materialize, asset backfills) runs like the clusters' jobs
-    compiled = [guard for part in parts for job in part.jobs or []
-                if (guard := getattr(getattr(job, "executor_def", None), "exo_cluster", None)) is not None]
+    compiled = [
+        guard
+        for part in parts
+        for job in part.jobs or []
+        if (guard := getattr(getattr(job, "executor_def", None), "exo_cluster", None)) is not None
+    ]
     asset_executor = run_executor.asset_job_executor(
-        [cluster for cluster, _ in compiled], {cluster.job_name: name for cluster, name in compiled},
-        lambda chosen: run_executor.asset_run_tags(chosen, run_tags), run_end.claim)
-    return dg.Definitions.merge(merged, dg.Definitions(resources={
-        IO_MANAGER_KEY: ExoParquetIOManager(), "io_manager": ExoIntermediatesIOManager(), **(resources or {})},
-                                                       executor=asset_executor))
+        [cluster for cluster, _ in compiled],
+        {cluster.job_name: name for cluster, name in compiled},
+        lambda chosen: run_executor.asset_run_tags(chosen, run_tags),
+        run_end.claim,
+    )
+    return dg.Definitions.merge(
+        merged,
+        dg.Definitions(
+            resources={
+                IO_MANAGER_KEY: ExoParquetIOManager(),
+                "io_manager": ExoIntermediatesIOManager(),
+                **(resources or {}),
+            },
+            executor=asset_executor,
+        ),
+    )
 
 
 def executor_name(cluster: Cluster, default: str | None = None) -> str:
     """The executor a cluster's job runs on: `local`, `in-process`, `celery` or `k8s`."""
     spec = cluster.spec
-    return resolve_executor_name(spec.executor or default, chain_on_cpu=spec.execution == "sequential" and not any(
-        _resources(s).gpu or s.spec.fan_out for s in cluster.steps))
+    return resolve_executor_name(
+        spec.executor or default,
+        chain_on_cpu=spec.execution == "sequential"
+        and not any(_resources(s).gpu or s.spec.fan_out for s in cluster.steps),
+    )
 
 
 def run_tags(cluster: Cluster) -> dict[str, str]:
@@ -112,7 +131,9 @@ def compile_cluster(cluster: Cluster, *, with_resources: bool = True, executor: 
 
         resources[IO_MANAGER_KEY] = ExoParquetIOManager()
         resources["io_manager"] = ExoIntermediatesIOManager()
-    return dg.Definitions(assets=assets, jobs=[job, *section_jobs], schedules=schedules, sensors=sensors, resources=resources)
+    return dg.Definitions(
+        assets=assets, jobs=[job, *section_jobs], schedules=schedules, sensors=sensors, resources=resources
+    )
 
 
 def asset_key(cluster: Cluster, identifier: str) -> dg.AssetKey:
@@ -164,11 +185,17 @@ def _code_reference(cluster: Cluster, step: ParsedStep) -> dg.CodeReferencesMeta
     """Links the asset in the UI to the step's line in the cluster YAML."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
-        return dg.CodeReferencesMetadataValue(code_references=[
-            dg.LocalFileCodeReference(file_path=cluster.source_path, line_number=step.location.line,
-                                      label=terminal(f"{step.spec.name} ({Path(cluster.file).name}:"
-                                                     f"{step.location.line})", newlines=False)),
-        ])
+        return dg.CodeReferencesMetadataValue(
+            code_references=[
+                dg.LocalFileCodeReference(
+                    file_path=cluster.source_path,
+                    line_number=step.location.line,
+                    label=terminal(
+                        f"{step.spec.name} ({Path(cluster.file).name}:{step.location.line})", newlines=False
+                    ),
+                ),
+            ]
+        )
 
 
 def _deps(cluster: Cluster, step: ParsedStep) -> list[str]:
@@ -185,13 +212,26 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, Pars
     upstream = _deps(cluster, step)
     ins = {f"in_{by_id[u].asset_name}": dg.AssetIn(key=asset_key(cluster, u)) for u in upstream}
     arg_to_id = {f"in_{by_id[u].asset_name}": u for u in upstream}
-    previous = cluster.steps[step.index - 1].identifier if step.index > 0 and cluster.spec.execution == "sequential" else None
+    previous = (
+        cluster.steps[step.index - 1].identifier if step.index > 0 and cluster.spec.execution == "sequential" else None
+    )
     if previous is None and len(step.references) == 1:
         previous = step.references[0]
     resources = _resources(step)
     kinds = list(dict.fromkeys((["gpu"] if resources.gpu else []) + list(step.satellite.kinds)))[:MAX_KINDS]
-    shown_config = {**step.config, **({"secrets": {k: f"<secret from {v.kind} {v.name if v.kind != 'literal' else ''}>".replace(" >", ">")
-                                                   for k, v in step.secrets.items()}} if step.secrets else {})}
+    shown_config = {
+        **step.config,
+        **(
+            {
+                "secrets": {
+                    k: f"<secret from {v.kind} {v.name if v.kind != 'literal' else ''}>".replace(" >", ">")
+                    for k, v in step.secrets.items()
+                }
+            }
+            if step.secrets
+            else {}
+        ),
+    }
     metadata = {
         "exo/satellite": f"{step.satellite.id}@{step.satellite.version}",
         "exo/view": f"{sql_name(cluster.spec.short_name)}.{sql_name(step.identifier)}",
@@ -203,14 +243,17 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, Pars
     tags = {"exo/satellite": step.satellite.name, **backend_tags.step_tags(resources, cluster.spec.queues)}
     text = description(step)
     key = asset_key(cluster, step.identifier)
-    fingerprint = json.dumps([step.satellite.id, step.satellite.version, step.config, step.spec.input], sort_keys=True, default=str)
+    fingerprint = json.dumps(
+        [step.satellite.id, step.satellite.version, step.config, step.spec.input], sort_keys=True, default=str
+    )
 
     compute = make_compute(cluster, step, previous, roots=partitions.template_roots(cluster))
     partitioned = partitions.partitions_def(cluster)
     if resources.gpu:
         compute = _leased(compute)
     graph_kwargs = dict(  # a graph-backed asset (fan-out, skip-when-empty) shows as the single-op one does
-        group_name=group, descriptions_by_output_name={"result": text},
+        group_name=group,
+        descriptions_by_output_name={"result": text},
         metadata_by_output_name={"result": metadata},
         tags_by_output_name={"result": {**asset_tags(cluster, step), **{f"dagster/kind/{k}": "" for k in kinds}}},
         owners_by_output_name={"result": owners(cluster, step)},
@@ -219,31 +262,62 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, Pars
     )
     skip = _skip_message(step, arg_to_id) if step.spec.skip_when_empty else None
     if step.spec.fan_out:
-        return sla.with_freshness(chunked.graph_asset(
-            key=key, name=op_name(cluster, step), ins=ins, chunk_rows=step.spec.fan_out.chunk_rows,
-            count_rows=lambda context, upstream: count_rows(step, {arg_to_id[k]: v for k, v in upstream.items()}),
-            compute=lambda context, upstream, chunk: compute(context, {arg_to_id[k]: v for k, v in upstream.items()}, chunk),
-            op_tags=tags, io_manager_key=IO_MANAGER_KEY, retry_policy=retry.retry_policy(cluster.spec, step.spec),
-            required_resource_keys=inputs_resource.required_keys(cluster),
-            asset_kwargs=graph_kwargs, skip_message=skip,
-        ), cluster.spec)
+        return sla.with_freshness(
+            chunked.graph_asset(
+                key=key,
+                name=op_name(cluster, step),
+                ins=ins,
+                chunk_rows=step.spec.fan_out.chunk_rows,
+                count_rows=lambda context, upstream: count_rows(step, {arg_to_id[k]: v for k, v in upstream.items()}),
+                compute=lambda context, upstream, chunk: compute(
+                    context, {arg_to_id[k]: v for k, v in upstream.items()}, chunk
+                ),
+                op_tags=tags,
+                io_manager_key=IO_MANAGER_KEY,
+                retry_policy=retry.retry_policy(cluster.spec, step.spec),
+                required_resource_keys=inputs_resource.required_keys(cluster),
+                asset_kwargs=graph_kwargs,
+                skip_message=skip,
+            ),
+            cluster.spec,
+        )
     if skip is not None:
-        return sla.with_freshness(skip_gate.graph_asset(
-            key=key, name=op_name(cluster, step), ins=ins, skip_message=skip,
-            compute=lambda context, upstream: compute(context, {arg_to_id[k]: v for k, v in upstream.items()}),
-            op_tags=tags, gate_tags={"exo/satellite": step.satellite.name, **backend_tags.step_tags(Resources(), cluster.spec.queues)},
-            pool=backend_tags.pool_for(resources), io_manager_key=IO_MANAGER_KEY,
-            retry_policy=retry.retry_policy(cluster.spec, step.spec), asset_kwargs=graph_kwargs,
-            required_resource_keys=inputs_resource.required_keys(cluster),
-        ), cluster.spec)
+        return sla.with_freshness(
+            skip_gate.graph_asset(
+                key=key,
+                name=op_name(cluster, step),
+                ins=ins,
+                skip_message=skip,
+                compute=lambda context, upstream: compute(context, {arg_to_id[k]: v for k, v in upstream.items()}),
+                op_tags=tags,
+                gate_tags={
+                    "exo/satellite": step.satellite.name,
+                    **backend_tags.step_tags(Resources(), cluster.spec.queues),
+                },
+                pool=backend_tags.pool_for(resources),
+                io_manager_key=IO_MANAGER_KEY,
+                retry_policy=retry.retry_policy(cluster.spec, step.spec),
+                asset_kwargs=graph_kwargs,
+                required_resource_keys=inputs_resource.required_keys(cluster),
+            ),
+            cluster.spec,
+        )
 
     @dg.multi_asset(
         name=op_name(cluster, step),  # the op: identifier first (spec/ir.py), the key stays [project, cluster, id]
-        outs={"result": dg.AssetOut(
-            key=key, group_name=group, description=text, metadata=metadata, kinds=set(kinds),
-            owners=owners(cluster, step), tags=asset_tags(cluster, step), io_manager_key=IO_MANAGER_KEY,
-            code_version=short_hash(fingerprint, 16),
-        )},
+        outs={
+            "result": dg.AssetOut(
+                key=key,
+                group_name=group,
+                description=text,
+                metadata=metadata,
+                kinds=set(kinds),
+                owners=owners(cluster, step),
+                tags=asset_tags(cluster, step),
+                io_manager_key=IO_MANAGER_KEY,
+                code_version=short_hash(fingerprint, 16),
+            )
+        },
         ins=ins,
         op_tags=tags,
         required_resource_keys=inputs_resource.required_keys(cluster),

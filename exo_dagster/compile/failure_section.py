@@ -23,8 +23,8 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from exo_dagster.spec.ir import Cluster, ParsedStep, step_of  # noqa: F401  (step_of re-exported)
 from exo_dagster.compile.section_job import build_section_job, view_metadata
+from exo_dagster.spec.ir import Cluster, ParsedStep, step_of  # noqa: F401  (step_of re-exported)
 
 RUN_ID_TAG = "exo/failure-run-id"
 STEP_TAG = "exo/failure-step"
@@ -41,7 +41,9 @@ def context_op_name(cluster: Cluster) -> str:
     return f"{cluster.job_name}__{CONTEXT_NODE}"
 
 
-def definitions(cluster: Cluster, job: Any, io_manager_key: str) -> tuple[list[dg.JobDefinition], list[dg.SensorDefinition]]:
+def definitions(
+    cluster: Cluster, job: Any, io_manager_key: str
+) -> tuple[list[dg.JobDefinition], list[dg.SensorDefinition]]:
     """The failure job and its sensor, or nothing when the cluster has no failure satellites."""
     if not cluster.failure_steps:
         return [], []
@@ -50,6 +52,7 @@ def definitions(cluster: Cluster, job: Any, io_manager_key: str) -> tuple[list[d
 
 
 # -- what failed ------------------------------------------------------------------------------
+
 
 def error_text(data: Any) -> str:
     """The readable root cause of a STEP_FAILURE: a Failure's description, else the user exception's
@@ -69,8 +72,11 @@ def root_message(error: Any) -> str:
 
 
 def _is_wrapper(error: Any) -> bool:
-    return (error.cls_name or "").startswith("Dagster") or error.message.startswith("Exceeded max_retries") or \
-        error.cls_name is None
+    return (
+        (error.cls_name or "").startswith("Dagster")
+        or error.message.startswith("Exceeded max_retries")
+        or error.cls_name is None
+    )
 
 
 SLA_MARKERS = ("SLA exceeded", "Exceeded maximum runtime", "exceeding maximum runtime")
@@ -85,8 +91,10 @@ def run_failure_text(instance: dg.DagsterInstance, run_id: str) -> str:
     error = getattr(event.event_specific_data, "error", None)
     text = root_message(error) if error is not None else (event.message or "")
     if "SLA exceeded" in text:  # exo's guard (run_executor.SlaExceeded)
-        return text[text.index("SLA exceeded"):]
-    if any(marker in text for marker in SLA_MARKERS):  # Dagster's run monitoring: "Exceeded maximum runtime of N seconds."
+        return text[text.index("SLA exceeded") :]
+    if any(
+        marker in text for marker in SLA_MARKERS
+    ):  # Dagster's run monitoring: "Exceeded maximum runtime of N seconds."
         return f"SLA exceeded: {text}"
     return text
 
@@ -119,7 +127,9 @@ def build_sensor(cluster: Cluster, failure_job: dg.JobDefinition) -> dg.SensorDe
     # No monitored_jobs: every job of this code location, so runs launched from the UI's
     # "Materialize" (Dagster's implicit asset job) count too; steps not ours are ignored.
     @dg.run_failure_sensor(
-        name=f"{cluster.job_name}__on_failure", request_job=failure_job, minimum_interval_seconds=5,
+        name=f"{cluster.job_name}__on_failure",
+        request_job=failure_job,
+        minimum_interval_seconds=5,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"failure section of cluster/{cluster.spec.identifier}: when {where} fails, runs {failure_job.name}",
         tags={"exo/cluster": cluster.spec.identifier, "exo/trigger": "failure"},
@@ -131,8 +141,10 @@ def build_sensor(cluster: Cluster, failure_job: dg.JobDefinition) -> dg.SensorDe
         picked = pick_failure(cluster, run.job_name, list(context.get_step_failure_events()))
         if picked is None:
             return dg.SkipReason(f"run {run.run_id} of {run.job_name} failed outside the failure section's steps")
-        return dg.RunRequest(run_key=f"failure:{run.run_id}", tags={
-            "exo/cluster": cluster.spec.identifier, RUN_ID_TAG: run.run_id, STEP_TAG: picked["step"]})
+        return dg.RunRequest(
+            run_key=f"failure:{run.run_id}",
+            tags={"exo/cluster": cluster.spec.identifier, RUN_ID_TAG: run.run_id, STEP_TAG: picked["step"]},
+        )
 
     return _on_failure
 
@@ -161,34 +173,62 @@ def failure_fields(instance: dg.DagsterInstance, cluster: Cluster, run_id: str, 
 
 # -- the failure job --------------------------------------------------------------------------
 
+
 def _fields_from_tags(context, cluster: Cluster) -> dict[str, Any]:
     tags = context.run.tags
     if RUN_ID_TAG not in tags:
-        raise dg.Failure(description=f"this job runs from its sensor; launch it with tag {RUN_ID_TAG}=<failed run id>",
-                         allow_retries=False)
+        raise dg.Failure(
+            description=f"this job runs from its sensor; launch it with tag {RUN_ID_TAG}=<failed run id>",
+            allow_retries=False,
+        )
     return failure_fields(context.instance, cluster, tags[RUN_ID_TAG], tags.get(STEP_TAG, ""))
 
 
 def _context_op(cluster: Cluster, io_manager_key: str) -> dg.OpDefinition:
-    @dg.op(name=context_op_name(cluster), out=dg.Out(io_manager_key=io_manager_key,
-                                         metadata=view_metadata(cluster, "on_failure", "failure")),
-           description="The failed run's context as a one-row table (cluster, job, run_id, step, error, rows).")
+    @dg.op(
+        name=context_op_name(cluster),
+        out=dg.Out(io_manager_key=io_manager_key, metadata=view_metadata(cluster, "on_failure", "failure")),
+        description="The failed run's context as a one-row table (cluster, job, run_id, step, error, rows).",
+    )
     def _failure_context(context) -> pl.DataFrame:
         fields = _fields_from_tags(context, cluster)
-        context.log.info(f"cluster/{cluster.spec.identifier} failed in run {fields['run-id']}"
-                         + (f" at step `{fields['step']}`" if fields["step"] else ""))
-        return pl.DataFrame([{"cluster": cluster.spec.identifier, "job": cluster.job_name, "run_id": fields["run-id"],
-                              "step": fields["step"], "error": fields["error"], "rows": fields["rows"]}],
-                            schema={"cluster": pl.Utf8, "job": pl.Utf8, "run_id": pl.Utf8, "step": pl.Utf8,
-                                    "error": pl.Utf8, "rows": pl.List(pl.Utf8)})
+        context.log.info(
+            f"cluster/{cluster.spec.identifier} failed in run {fields['run-id']}"
+            + (f" at step `{fields['step']}`" if fields["step"] else "")
+        )
+        return pl.DataFrame(
+            [
+                {
+                    "cluster": cluster.spec.identifier,
+                    "job": cluster.job_name,
+                    "run_id": fields["run-id"],
+                    "step": fields["step"],
+                    "error": fields["error"],
+                    "rows": fields["rows"],
+                }
+            ],
+            schema={
+                "cluster": pl.Utf8,
+                "job": pl.Utf8,
+                "run_id": pl.Utf8,
+                "step": pl.Utf8,
+                "error": pl.Utf8,
+                "rows": pl.List(pl.Utf8),
+            },
+        )
 
     return _failure_context
 
 
 def build_job(cluster: Cluster, io_manager_key: str) -> dg.JobDefinition:
     return build_section_job(
-        cluster, name=failure_job_name(cluster), section="on_failure", steps=cluster.failure_steps,
-        first=_context_op(cluster, io_manager_key), first_table=CONTEXT_TABLE, io_manager_key=io_manager_key,
+        cluster,
+        name=failure_job_name(cluster),
+        section="on_failure",
+        steps=cluster.failure_steps,
+        first=_context_op(cluster, io_manager_key),
+        first_table=CONTEXT_TABLE,
+        io_manager_key=io_manager_key,
         roots=lambda context: {"failure": _fields_from_tags(context, cluster)},
         description=f"failure satellites of cluster/{cluster.spec.identifier}",
         about_run_tag=RUN_ID_TAG,

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import dagster as dg
 from upath import UPath
 
-from exo_dagster.sdk import leak_guard
-from exo_dagster.sdk import paths
+from exo_dagster.sdk import leak_guard, paths
+from exo_dagster.sdk.table import StoredTable
 from exo_dagster.storage import chunk_folders
 from exo_dagster.storage.io_manager import to_frame, write_parquet_atomic
-from exo_dagster.sdk.table import StoredTable
 
 
 def chunk_folder(manager: Any, key: dg.AssetKey, run_id: str) -> tuple[UPath, dict | None]:
@@ -67,8 +67,13 @@ def graph_asset(
         for index, (offset, length) in enumerate(chunk_bounds(total, chunk_rows)):
             yield dg.DynamicOutput({"index": index, "offset": offset, "length": length}, mapping_key=f"c{index}")
 
-    @dg.op(name=f"{name}__chunk", ins={"chunk": dg.In(), **op_ins}, tags=op_tags, retry_policy=retry_policy,
-           required_resource_keys={*required_resource_keys, io_manager_key})
+    @dg.op(
+        name=f"{name}__chunk",
+        ins={"chunk": dg.In(), **op_ins},
+        tags=op_tags,
+        retry_policy=retry_policy,
+        required_resource_keys={*required_resource_keys, io_manager_key},
+    )
     def run_chunk(context, chunk: dict, **upstream):
         value = compute(context, upstream, chunk=(chunk["offset"], chunk["length"]))
         value = value.value if isinstance(value, dg.Output) else value
@@ -81,8 +86,12 @@ def graph_asset(
             write_parquet_atomic(to_frame(value), target)  # an object store's PUT is atomic: no half-written chunk
         return str(target)
 
-    @dg.op(name=f"{name}__merge", out=dg.Out(io_manager_key=io_manager_key), tags=op_tags,
-           required_resource_keys={io_manager_key})
+    @dg.op(
+        name=f"{name}__merge",
+        out=dg.Out(io_manager_key=io_manager_key),
+        tags=op_tags,
+        required_resource_keys={io_manager_key},
+    )
     def merge(context, parts: list[str]) -> StoredTable:
         ordered = tuple(sorted(parts))
         context.add_output_metadata({"exo/chunks": len(ordered)})

@@ -40,15 +40,27 @@ def _config_type(cluster: Cluster, name: str, declared: Any) -> Any:
 
 
 def _field(cluster: Cluster, name: str, declared: Any) -> dg.Field:
-    kind = f"{declared.type} ({', '.join(map(choice_text, declared.values))})" if declared.type == "enum" else declared.type
-    kind += " YYYY-MM-DD" if declared.type == "date" else " ISO 8601, e.g. 2026-11-01T08:00:00" if declared.type == "datetime" else ""
+    kind = (
+        f"{declared.type} ({', '.join(map(choice_text, declared.values))})"
+        if declared.type == "enum"
+        else declared.type
+    )
+    kind += (
+        " YYYY-MM-DD"
+        if declared.type == "date"
+        else " ISO 8601, e.g. 2026-11-01T08:00:00"
+        if declared.type == "datetime"
+        else ""
+    )
     text = terminal(f"{declared.description} [{kind}]" if declared.description else kind)  # the Launchpad's text
     config_type = _config_type(cluster, name, declared)
     if declared.required:
         return dg.Field(config_type, is_required=True, description=text)
     if declared.default is not None:
         default = resolve_values({name: declared}, {})[name]
-        return dg.Field(config_type, default_value=choice_text(default) if declared.type == "enum" else default, description=text)
+        return dg.Field(
+            config_type, default_value=choice_text(default) if declared.type == "enum" else default, description=text
+        )
     return dg.Field(dg.Noneable(config_type), is_required=False, description=text)
 
 
@@ -81,5 +93,8 @@ def config_values(cluster: Cluster, given: dict[str, Any]) -> dict[str, Any]:
     """Given values in the form the config schema takes (an enum by its text, a date as YYYY-MM-DD)."""
     declared = cluster.spec.inputs
     values = resolve_values(declared, given)
-    return {name: (choice_text(value) if declared[name].type == "enum" else value)
-            for name, value in values.items() if name in given and value is not None}
+    return {
+        name: (choice_text(value) if declared[name].type == "enum" else value)
+        for name, value in values.items()
+        if name in given and value is not None
+    }

@@ -16,19 +16,27 @@ the sink is down (re-execute the logs run). Secret values are already masked in 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
-from exo_dagster.spec.ir import Cluster
 from exo_dagster.compile.section_job import build_section_job, view_metadata
+from exo_dagster.spec.ir import Cluster
 
 RUN_ID_TAG = "exo/logs-run-id"
 LOGS_TABLE = "_logs"
-SCHEMA = {"timestamp": pl.Utf8, "level": pl.Utf8, "message": pl.Utf8, "step": pl.Utf8, "event_type": pl.Utf8,
-          "run_id": pl.Utf8, "cluster": pl.Utf8, "job": pl.Utf8}
+SCHEMA = {
+    "timestamp": pl.Utf8,
+    "level": pl.Utf8,
+    "message": pl.Utf8,
+    "step": pl.Utf8,
+    "event_type": pl.Utf8,
+    "run_id": pl.Utf8,
+    "cluster": pl.Utf8,
+    "job": pl.Utf8,
+}
 WATCHED = {"success": dg.DagsterRunStatus.SUCCESS, "failure": dg.DagsterRunStatus.FAILURE}
 
 
@@ -36,7 +44,9 @@ def logs_job_name(cluster: Cluster) -> str:
     return f"{cluster.job_name}__logs"
 
 
-def definitions(cluster: Cluster, job: Any, io_manager_key: str) -> tuple[list[dg.JobDefinition], list[dg.SensorDefinition]]:
+def definitions(
+    cluster: Cluster, job: Any, io_manager_key: str
+) -> tuple[list[dg.JobDefinition], list[dg.SensorDefinition]]:
     if not cluster.logs_steps:
         return [], []
     logs_job = build_job(cluster, io_manager_key)
@@ -55,10 +65,15 @@ def is_ours(cluster: Cluster, run: dg.DagsterRun) -> bool:
     return bool(run.asset_selection and set(run.asset_selection) & keys)
 
 
-def build_sensor(cluster: Cluster, logs_job: dg.JobDefinition, label: str, status: dg.DagsterRunStatus) -> dg.SensorDefinition:
+def build_sensor(
+    cluster: Cluster, logs_job: dg.JobDefinition, label: str, status: dg.DagsterRunStatus
+) -> dg.SensorDefinition:
     @dg.run_status_sensor(
-        name=f"{cluster.job_name}__logs_on_{label}", run_status=status, request_job=logs_job,
-        minimum_interval_seconds=5, default_status=dg.DefaultSensorStatus.RUNNING,
+        name=f"{cluster.job_name}__logs_on_{label}",
+        run_status=status,
+        request_job=logs_job,
+        minimum_interval_seconds=5,
+        default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"logs section of cluster/{cluster.spec.identifier}: forwards the logs of each run that ended in {label}",
         tags={"exo/cluster": cluster.spec.identifier, "exo/trigger": "logs"},
     )
@@ -68,8 +83,9 @@ def build_sensor(cluster: Cluster, logs_job: dg.JobDefinition, label: str, statu
             return dg.SkipReason(f"run {run.run_id} ({run.job_name}) is not a run of cluster/{cluster.spec.identifier}")
         if run.tags.get("exo/sections") == "in-run":  # the run forwarded its logs itself (run_end.py)
             return dg.SkipReason(f"run {run.run_id} forwarded its logs itself")
-        return dg.RunRequest(run_key=f"logs:{run.run_id}",
-                             tags={"exo/cluster": cluster.spec.identifier, RUN_ID_TAG: run.run_id})
+        return dg.RunRequest(
+            run_key=f"logs:{run.run_id}", tags={"exo/cluster": cluster.spec.identifier, RUN_ID_TAG: run.run_id}
+        )
 
     return _forward
 
@@ -86,8 +102,11 @@ def entry_message(entry: Any) -> str:
     text = text or (event.message or "").strip()
     data = event.event_specific_data
     if event.event_type in (dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_UP_FOR_RETRY):
-        error = error_text(data) if event.event_type == dg.DagsterEventType.STEP_FAILURE else \
-            (root_message(data.error) if getattr(data, "error", None) is not None else "")
+        error = (
+            error_text(data)
+            if event.event_type == dg.DagsterEventType.STEP_FAILURE
+            else (root_message(data.error) if getattr(data, "error", None) is not None else "")
+        )
         if error and error not in text:
             text = f"{text} {error}".strip()
     elif getattr(data, "error", None) is not None:
@@ -109,29 +128,38 @@ def log_records(instance: dg.DagsterInstance, cluster: Cluster, run_id: str, lev
             continue
         event = entry.dagster_event
         message = mask(entry_message(entry), hidden)
-        rows.append({
-            "timestamp": datetime.fromtimestamp(entry.timestamp, timezone.utc).isoformat(),
-            "level": logging.getLevelName(entry.level),
-            "message": message,
-            "step": entry.step_key,
-            "event_type": event.event_type.name if event is not None else None,  # RUN_START, not the legacy PIPELINE_START
-            "run_id": run_id,
-            "cluster": cluster.spec.identifier,
-            "job": entry.job_name,
-        })
+        rows.append(
+            {
+                "timestamp": datetime.fromtimestamp(entry.timestamp, UTC).isoformat(),
+                "level": logging.getLevelName(entry.level),
+                "message": message,
+                "step": entry.step_key,
+                "event_type": event.event_type.name
+                if event is not None
+                else None,  # RUN_START, not the legacy PIPELINE_START
+                "run_id": run_id,
+                "cluster": cluster.spec.identifier,
+                "job": entry.job_name,
+            }
+        )
     return pl.DataFrame(rows, schema=SCHEMA)
 
 
 def _records_op(cluster: Cluster, io_manager_key: str) -> dg.OpDefinition:
     level = cluster.spec.logs.level if cluster.spec.logs else "INFO"
 
-    @dg.op(name=f"{cluster.job_name}__run_logs", out=dg.Out(io_manager_key=io_manager_key, metadata=view_metadata(cluster, "logs", "run_logs")),
-           description=f"The finished run's log records at {level} and above, as a table.")
+    @dg.op(
+        name=f"{cluster.job_name}__run_logs",
+        out=dg.Out(io_manager_key=io_manager_key, metadata=view_metadata(cluster, "logs", "run_logs")),
+        description=f"The finished run's log records at {level} and above, as a table.",
+    )
     def _run_logs(context) -> pl.DataFrame:
         run_id = context.run.tags.get(RUN_ID_TAG)
         if not run_id:
-            raise dg.Failure(description=f"this job runs from its sensor; launch it with tag {RUN_ID_TAG}=<run id>",
-                             allow_retries=False)
+            raise dg.Failure(
+                description=f"this job runs from its sensor; launch it with tag {RUN_ID_TAG}=<run id>",
+                allow_retries=False,
+            )
         table = log_records(context.instance, cluster, run_id, level)
         context.log.info(f"{table.height} log record(s) of run {run_id} at {level} and above")
         return table
@@ -141,8 +169,13 @@ def _records_op(cluster: Cluster, io_manager_key: str) -> dg.OpDefinition:
 
 def build_job(cluster: Cluster, io_manager_key: str) -> dg.JobDefinition:
     return build_section_job(
-        cluster, name=logs_job_name(cluster), section="logs", steps=cluster.logs_steps,
-        first=_records_op(cluster, io_manager_key), first_table=LOGS_TABLE, io_manager_key=io_manager_key,
+        cluster,
+        name=logs_job_name(cluster),
+        section="logs",
+        steps=cluster.logs_steps,
+        first=_records_op(cluster, io_manager_key),
+        first_table=LOGS_TABLE,
+        io_manager_key=io_manager_key,
         description=f"log satellites of cluster/{cluster.spec.identifier}",
         about_run_tag=RUN_ID_TAG,
     )

@@ -10,19 +10,26 @@ daily/weekly/monthly, an ISO datetime with offset for hourly; `end` is the (excl
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import dagster as dg
 
-from exo_dagster.spec.untrusted_text import terminal
 from exo_dagster.spec.ir import Cluster
 from exo_dagster.spec.models import as_datetime
 from exo_dagster.spec.partition_checks import KEY_HINT, partition_key_problem
+from exo_dagster.spec.untrusted_text import terminal
 
-TIME_DEFINITIONS = {"hourly": dg.HourlyPartitionsDefinition, "daily": dg.DailyPartitionsDefinition,
-                    "weekly": dg.WeeklyPartitionsDefinition, "monthly": dg.MonthlyPartitionsDefinition}
-NO_PARTITION_HINT = ("launch it with a partition key: `exo run FILE --partition KEY`, "
-                     "`dagster job execute ... --tags '{\"dagster/partition\": \"KEY\"}'`, or a backfill in the UI")
+TIME_DEFINITIONS = {
+    "hourly": dg.HourlyPartitionsDefinition,
+    "daily": dg.DailyPartitionsDefinition,
+    "weekly": dg.WeeklyPartitionsDefinition,
+    "monthly": dg.MonthlyPartitionsDefinition,
+}
+NO_PARTITION_HINT = (
+    "launch it with a partition key: `exo run FILE --partition KEY`, "
+    '`dagster job execute ... --tags \'{"dagster/partition": "KEY"}\'`, or a backfill in the UI'
+)
 
 
 def partitions_def(cluster: Cluster) -> dg.PartitionsDefinition | None:
@@ -60,14 +67,21 @@ def template_roots(cluster: Cluster) -> Callable[[Any], dict[str, dict[str, Any]
     def roots(context) -> dict[str, dict[str, Any]]:
         key = run_partition_key(context)
         if key is None:
-            raise dg.Failure(description=f"cluster/{cluster.spec.identifier} is partitioned "
-                                         f"({cluster.spec.partitions.kind}) and this run has no partition key; "
-                                         + NO_PARTITION_HINT, allow_retries=False)
+            raise dg.Failure(
+                description=f"cluster/{cluster.spec.identifier} is partitioned "
+                f"({cluster.spec.partitions.kind}) and this run has no partition key; " + NO_PARTITION_HINT,
+                allow_retries=False,
+            )
         problem = partition_key_problem(key)  # a key a run brings (a run tag) meets the rule static keys met
         if problem:
-            raise dg.Failure(description=terminal(f"cluster/{cluster.spec.identifier}: this run's partition key cannot "
-                                                  f"be stored: {problem}; {KEY_HINT}", newlines=False),
-                             allow_retries=False)
+            raise dg.Failure(
+                description=terminal(
+                    f"cluster/{cluster.spec.identifier}: this run's partition key cannot "
+                    f"be stored: {problem}; {KEY_HINT}",
+                    newlines=False,
+                ),
+                allow_retries=False,
+            )
         return {"partition": partition_fields(cluster, definition, key)}
 
     return roots
@@ -81,6 +95,7 @@ def run_partition_key(context) -> str | None:
 
 
 # -- keys ---------------------------------------------------------------------------------------
+
 
 class UnknownPartition(ValueError):
     """A partition key or range that the cluster does not have."""
@@ -97,9 +112,10 @@ def keys_for(cluster: Cluster, wanted: list[str]) -> list[str]:
         if "..." in item:
             first, last = item.split("...", 1)
             if first not in known or last not in known or known.index(first) > known.index(last):
-                raise UnknownPartition(f"`{item}` is not a range of partitions of cluster/{cluster.spec.identifier}; "
-                                       + _looks(known))
-            out += known[known.index(first):known.index(last) + 1]
+                raise UnknownPartition(
+                    f"`{item}` is not a range of partitions of cluster/{cluster.spec.identifier}; " + _looks(known)
+                )
+            out += known[known.index(first) : known.index(last) + 1]
         elif item in known:
             out.append(item)
         else:
@@ -117,9 +133,18 @@ def _looks(known: list[str]) -> str:
 
 # -- schedules ----------------------------------------------------------------------------------
 
-def partitioned_schedule(cluster: Cluster, job: Any, *, name: str, cron: str, timezone: str,
-                         run_config: dict | None = None, tags: dict[str, str] | None = None,
-                         description: str | None = None) -> dg.ScheduleDefinition:
+
+def partitioned_schedule(
+    cluster: Cluster,
+    job: Any,
+    *,
+    name: str,
+    cron: str,
+    timezone: str,
+    run_config: dict | None = None,
+    tags: dict[str, str] | None = None,
+    description: str | None = None,
+) -> dg.ScheduleDefinition:
     """A cron schedule of a partitioned cluster. Time partitions: each tick runs the latest partition complete
     at the tick's time (Dagster's build_schedule_from_partitioned_job convention); static: one run per key per
     tick (run_key `<key>@<tick>`)."""
@@ -131,13 +156,28 @@ def partitioned_schedule(cluster: Cluster, job: Any, *, name: str, cron: str, ti
             complete = definition.get_partition_keys(current_time=tick)
             key = complete[-1] if complete else None
             if key is None:
-                return dg.SkipReason(f"no partition of cluster/{cluster.spec.identifier} is complete at {tick.isoformat()}")
+                return dg.SkipReason(
+                    f"no partition of cluster/{cluster.spec.identifier} is complete at {tick.isoformat()}"
+                )
             keys = [key]
         else:
             keys = definition.get_partition_keys()
-        return [dg.RunRequest(run_key=f"{key}@{tick.isoformat()}", partition_key=key, run_config=run_config or {},
-                              tags=dict(tags or {})) for key in keys]
+        return [
+            dg.RunRequest(
+                run_key=f"{key}@{tick.isoformat()}",
+                partition_key=key,
+                run_config=run_config or {},
+                tags=dict(tags or {}),
+            )
+            for key in keys
+        ]
 
-    return dg.schedule(name=name, job=job, cron_schedule=cron, execution_timezone=timezone,
-                       default_status=dg.DefaultScheduleStatus.RUNNING, tags=tags,
-                       description=description or f"trigger.cron of partitioned cluster/{cluster.spec.identifier}")(_tick)
+    return dg.schedule(
+        name=name,
+        job=job,
+        cron_schedule=cron,
+        execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        tags=tags,
+        description=description or f"trigger.cron of partitioned cluster/{cluster.spec.identifier}",
+    )(_tick)

@@ -12,8 +12,13 @@ import dagster as dg
 from exo_dagster.spec.models import ClusterBody, RetrySettings, Step, duration_seconds
 
 BACKOFF = {"exponential": dg.Backoff.EXPONENTIAL, "linear": dg.Backoff.LINEAR, "fixed": None}
-JITTER = {True: dg.Jitter.PLUS_MINUS, False: None, "plus-minus": dg.Jitter.PLUS_MINUS, "full": dg.Jitter.FULL,
-          "none": None}
+JITTER = {
+    True: dg.Jitter.PLUS_MINUS,
+    False: None,
+    "plus-minus": dg.Jitter.PLUS_MINUS,
+    "full": dg.Jitter.FULL,
+    "none": None,
+}
 
 
 class CappedRetryPolicy(dg.RetryPolicy):
@@ -31,8 +36,10 @@ class CappedRetryPolicy(dg.RetryPolicy):
         return min(wait, self.max_delay) if self.max_delay is not None else wait
 
     def __repr__(self) -> str:
-        return (f"CappedRetryPolicy(max_retries={self.max_retries}, delay={self.delay}, backoff={self.backoff}, "
-                f"jitter={self.jitter}, max_delay={self.max_delay})")
+        return (
+            f"CappedRetryPolicy(max_retries={self.max_retries}, delay={self.delay}, backoff={self.backoff}, "
+            f"jitter={self.jitter}, max_delay={self.max_delay})"
+        )
 
 
 def settings_for(cluster: ClusterBody, step: Step) -> RetrySettings:

@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 import dagster as dg
 
@@ -91,7 +91,9 @@ def run_pending() -> None:
             with dg.DagsterInstance.from_ref(ref) as instance:
                 run = _final(instance, run_id)
                 if run is None:
-                    _log.warning("run %s did not finish within %ss; its sections were not run", run_id, FINAL_STATUS_TIMEOUT_S)
+                    _log.warning(
+                        "run %s did not finish within %ss; its sections were not run", run_id, FINAL_STATUS_TIMEOUT_S
+                    )
                     continue
                 for cluster in clusters:
                     run_sections(instance, cluster, run)
@@ -117,19 +119,38 @@ def run_sections(instance: dg.DagsterInstance, cluster: Cluster, run: dg.Dagster
     results = []
     base = {"exo/cluster": cluster.spec.identifier}
     if cluster.failure_steps and run.status == dg.DagsterRunStatus.FAILURE:
-        events = [r.event_log_entry.dagster_event for r in instance.get_records_for_run(
-            run_id=run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1000).records]
+        events = [
+            r.event_log_entry.dagster_event
+            for r in instance.get_records_for_run(
+                run_id=run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1000
+            ).records
+        ]
         # an asset-selection run of the cluster's steps counts as the cluster's run (run-level failures too)
         job_name = cluster.job_name if log_forwarding.is_ours(cluster, run) else run.job_name
         picked = failure.pick_failure(cluster, job_name, [e for e in events if e is not None])
         if picked is not None:
             job = failure.build_job(cluster, IO_MANAGER_KEY)
-            results.append(job.execute_in_process(
-                instance=instance, raise_on_error=False, resources={IO_MANAGER_KEY: ExoParquetIOManager()},
-                tags={**base, failure.RUN_ID_TAG: run.run_id, failure.STEP_TAG: picked["step"], "exo/trigger": "failure"}))
+            results.append(
+                job.execute_in_process(
+                    instance=instance,
+                    raise_on_error=False,
+                    resources={IO_MANAGER_KEY: ExoParquetIOManager()},
+                    tags={
+                        **base,
+                        failure.RUN_ID_TAG: run.run_id,
+                        failure.STEP_TAG: picked["step"],
+                        "exo/trigger": "failure",
+                    },
+                )
+            )
     if cluster.logs_steps and run.status in log_forwarding.WATCHED.values() and log_forwarding.is_ours(cluster, run):
         job = log_forwarding.build_job(cluster, IO_MANAGER_KEY)
-        results.append(job.execute_in_process(
-            instance=instance, raise_on_error=False, resources={IO_MANAGER_KEY: ExoParquetIOManager()},
-            tags={**base, log_forwarding.RUN_ID_TAG: run.run_id, "exo/trigger": "logs"}))
+        results.append(
+            job.execute_in_process(
+                instance=instance,
+                raise_on_error=False,
+                resources={IO_MANAGER_KEY: ExoParquetIOManager()},
+                tags={**base, log_forwarding.RUN_ID_TAG: run.run_id, "exo/trigger": "logs"},
+            )
+        )
     return results

@@ -8,15 +8,16 @@ stored by the exo IO manager, and may also read the cluster's stored outputs
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import dagster as dg
-from exo_dagster.dagster_private import resolve_dagster_type
 
+from exo_dagster.compile.partitions import partitions_def
+from exo_dagster.dagster_private import resolve_dagster_type
+from exo_dagster.runtime.step_compute import make_compute
 from exo_dagster.spec.ir import Cluster, ParsedStep
 from exo_dagster.spec.untrusted_text import markdown_text
-from exo_dagster.runtime.step_compute import make_compute
-from exo_dagster.compile.partitions import partitions_def
 
 FIRST_NODE_OUTPUT = "result"
 
@@ -51,16 +52,28 @@ def build_section_job(
     for step in steps:
         op_def, wired = _step_op(cluster, section, step, main, previous, io_manager_key, roots, about_run_tag)
         nodes.append(op_def)
-        deps[op_def.name] = {arg: dg.DependencyDefinition(node_of[ident], FIRST_NODE_OUTPUT) for arg, ident in wired.items()}
+        deps[op_def.name] = {
+            arg: dg.DependencyDefinition(node_of[ident], FIRST_NODE_OUTPUT) for arg, ident in wired.items()
+        }
         node_of[step.identifier] = op_def.name
         previous = step.identifier
     graph = dg.GraphDefinition(name=name, node_defs=nodes, dependencies=deps, description=description)
     # in-process: a few ops in a row, started right after the run they are about (not the code location's default executor)
-    return graph.to_job(tags={"exo/cluster": cluster.spec.identifier, "exo/role": section}, executor_def=dg.in_process_executor)
+    return graph.to_job(
+        tags={"exo/cluster": cluster.spec.identifier, "exo/role": section}, executor_def=dg.in_process_executor
+    )
 
 
-def _step_op(cluster: Cluster, section: str, step: ParsedStep, main: dict[str, ParsedStep], previous: str,
-             io_manager_key: str, roots, about_run_tag: str | None = None) -> tuple[dg.OpDefinition, dict[str, str]]:
+def _step_op(
+    cluster: Cluster,
+    section: str,
+    step: ParsedStep,
+    main: dict[str, ParsedStep],
+    previous: str,
+    io_manager_key: str,
+    roots,
+    about_run_tag: str | None = None,
+) -> tuple[dg.OpDefinition, dict[str, str]]:
     """One satellite as an op; returns it and {input name: upstream identifier} for op-to-op inputs.
 
     Outputs of the cluster's own steps are not op inputs (Dagster loads asset inputs only in asset
@@ -81,30 +94,48 @@ def _step_op(cluster: Cluster, section: str, step: ParsedStep, main: dict[str, P
     compute = make_compute(cluster, step, previous, roots=roots)
     partitioned = partitions_def(cluster)
 
-    @dg.op(name=f"{cluster.job_name}__{section}__{step.asset_name}", ins=ins,  # op names are location-wide required_resource_keys={io_manager_key},
-           out=dg.Out(io_manager_key=io_manager_key, metadata=view_metadata(cluster, section, step.identifier)),
-           description=markdown_text(step.spec.name + (f"\n\n{step.spec.description}" if step.spec.description
-                                                       else "")),
-           tags={"exo/satellite": step.satellite.name}, retry_policy=_retry(cluster, step))
+    @dg.op(
+        name=f"{cluster.job_name}__{section}__{step.asset_name}",
+        ins=ins,  # op names are location-wide required_resource_keys={io_manager_key},
+        out=dg.Out(io_manager_key=io_manager_key, metadata=view_metadata(cluster, section, step.identifier)),
+        description=markdown_text(step.spec.name + (f"\n\n{step.spec.description}" if step.spec.description else "")),
+        tags={"exo/satellite": step.satellite.name},
+        retry_policy=_retry(cluster, step),
+    )
     def _section_step(context, **tables):
         given = {arg_to_id[k]: v for k, v in tables.items()}
         manager = getattr(context.resources, io_manager_key)
         partition = about_partition(context, about_run_tag) if partitioned is not None and from_cluster else None
         for ident in from_cluster:
-            given[ident] = load_asset(context, manager, dg.AssetKey(cluster.asset_key_path(ident)), partition, partitioned)
+            given[ident] = load_asset(
+                context, manager, dg.AssetKey(cluster.asset_key_path(ident)), partition, partitioned
+            )
         return compute(context, given)
 
     return _section_step, dict(arg_to_id)
 
 
-def load_asset(context, manager: dg.IOManager, key: dg.AssetKey, partition: str | None = None,
-               partitioned: dg.PartitionsDefinition | None = None):
+def load_asset(
+    context,
+    manager: dg.IOManager,
+    key: dg.AssetKey,
+    partition: str | None = None,
+    partitioned: dg.PartitionsDefinition | None = None,
+):
     """A cluster step's stored output, read by the IO manager exactly as a downstream asset would
     (for a partitioned cluster: the partition of the run the section is about)."""
     where = dict(partition_key=partition, asset_partitions_def=partitioned) if partition is not None else {}
     output = dg.build_output_context(asset_key=key, name=key.path[-1], step_key="none", **where)
-    return manager.load_input(dg.build_input_context(asset_key=key, upstream_output=output, instance=context.instance,
-                                                     name=key.path[-1], dagster_type=resolve_dagster_type(dg.Any), **where))
+    return manager.load_input(
+        dg.build_input_context(
+            asset_key=key,
+            upstream_output=output,
+            instance=context.instance,
+            name=key.path[-1],
+            dagster_type=resolve_dagster_type(dg.Any),
+            **where,
+        )
+    )
 
 
 def about_partition(context, about_run_tag: str | None) -> str:
@@ -113,8 +144,11 @@ def about_partition(context, about_run_tag: str | None) -> str:
     run = context.instance.get_run_by_id(run_id) if run_id else None
     key = run.tags.get("dagster/partition") if run is not None else None
     if key is None:
-        raise dg.Failure(description=f"run {run_id} of partitioned cluster/{context.run.tags.get('exo/cluster')} had no "
-                                     "partition key: there is no stored output of it to read", allow_retries=False)
+        raise dg.Failure(
+            description=f"run {run_id} of partitioned cluster/{context.run.tags.get('exo/cluster')} had no "
+            "partition key: there is no stored output of it to read",
+            allow_retries=False,
+        )
     return key
 
 

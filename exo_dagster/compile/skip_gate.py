@@ -11,7 +11,8 @@ would show as a success.) A fanned-out step needs no gate: its `split` op yields
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import dagster as dg
 
@@ -36,8 +37,13 @@ def graph_asset(
     """`skip_message(context, upstream_kwargs)`: why to skip (logged), or None to run `compute(context, upstream_kwargs)`."""
     op_ins = {arg: dg.In() for arg in ins}
 
-    @dg.op(name=f"{name}__gate", ins=op_ins, out={GATE_OUTPUT: dg.Out(dg.Nothing, is_required=False)},
-           tags=gate_tags, retry_policy=retry_policy)
+    @dg.op(
+        name=f"{name}__gate",
+        ins=op_ins,
+        out={GATE_OUTPUT: dg.Out(dg.Nothing, is_required=False)},
+        tags=gate_tags,
+        retry_policy=retry_policy,
+    )
     def gate(context, **upstream):
         message = skip_message(context, upstream)
         if message:
@@ -46,9 +52,15 @@ def graph_asset(
         yield dg.Output(None, GATE_OUTPUT)
 
     # The op's definition needs its own name (the graph has `name`); the node keeps `name` through its alias.
-    @dg.op(name=f"{name}__step", ins={GATE_OUTPUT: dg.In(dg.Nothing), **op_ins},
-           out=dg.Out(io_manager_key=io_manager_key), tags=op_tags, pool=pool, retry_policy=retry_policy,
-           required_resource_keys=set(required_resource_keys))
+    @dg.op(
+        name=f"{name}__step",
+        ins={GATE_OUTPUT: dg.In(dg.Nothing), **op_ins},
+        out=dg.Out(io_manager_key=io_manager_key),
+        tags=op_tags,
+        pool=pool,
+        retry_policy=retry_policy,
+        required_resource_keys=set(required_resource_keys),
+    )
     def step(context, **upstream):
         return compute(context, upstream)
 

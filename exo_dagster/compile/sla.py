@@ -12,7 +12,7 @@ daemon evaluates it; a breach turns the asset's freshness to FAIL):
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -21,7 +21,7 @@ from exo_dagster.spec.models import ClusterBody
 
 _TICKS_CHECKED = 400  # enough to see weekends and month ends in common crons
 MIN_FRESHNESS_WINDOW = timedelta(minutes=1)  # Dagster refuses shorter freshness windows
-_EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)  # fixed, so compiling stays pure and repeatable
+_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)  # fixed, so compiling stays pure and repeatable
 
 
 def longest_cron_gap(cron: str, tz: str = "UTC") -> timedelta:
@@ -50,7 +50,9 @@ def freshness_policy(spec: ClusterBody) -> dg.FreshnessPolicy | None:
         return None
     window = max(window, MIN_FRESHNESS_WINDOW)  # Dagster's floor; a seconds-long SLA still bounds the run itself
     warn = window - timedelta(seconds=spec.sla_seconds) if any(t.cron for t in spec.triggers) else None
-    return dg.FreshnessPolicy.time_window(fail_window=window, warn_window=warn if warn and warn >= timedelta(minutes=1) else None)
+    return dg.FreshnessPolicy.time_window(
+        fail_window=window, warn_window=warn if warn and warn >= timedelta(minutes=1) else None
+    )
 
 
 def with_freshness(assets_def: dg.AssetsDefinition, spec: ClusterBody) -> dg.AssetsDefinition:
@@ -60,5 +62,3 @@ def with_freshness(assets_def: dg.AssetsDefinition, spec: ClusterBody) -> dg.Ass
     if policy is None:
         return assets_def
     return assets_def.map_asset_specs(lambda asset_spec: dg.apply_freshness_policy(asset_spec, policy))
-
-

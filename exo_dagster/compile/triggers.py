@@ -30,10 +30,9 @@ from typing import Any
 
 import dagster as dg
 
-from exo_dagster.sdk import hashing
-from exo_dagster.sdk import paths
-from exo_dagster.spec.ir import Cluster, asset_name
 from exo_dagster.compile import inputs_resource
+from exo_dagster.sdk import hashing, paths
+from exo_dagster.spec.ir import Cluster, asset_name
 from exo_dagster.spec.models import CLUSTER_ID, Trigger, duration_seconds
 from exo_dagster.spec.untrusted_text import markdown_text
 
@@ -72,34 +71,52 @@ def _tags(cluster: Cluster, kind: str) -> dict[str, str]:
 def cron_schedule(cluster: Cluster, job: Any, trigger: Trigger, name: str) -> dg.ScheduleDefinition:
     spec = cluster.spec
     given = ", ".join(f"{k}={v}" for k, v in trigger.inputs.items())
-    description = f"trigger.cron of cluster/{spec.identifier}" + (f" with inputs {markdown_text(given)}"
-                                                                  if given else "")
+    description = f"trigger.cron of cluster/{spec.identifier}" + (
+        f" with inputs {markdown_text(given)}" if given else ""
+    )
     if spec.partitions is not None:  # a run per tick for the tick's partition (compile/partitions.py)
         from exo_dagster.compile.partitions import partitioned_schedule
 
-        return partitioned_schedule(cluster, job, name=name, cron=trigger.cron, timezone=trigger.timezone,
-                                    run_config=trigger_run_config(cluster, trigger) or None,
-                                    tags={"exo/trigger": "cron"}, description=description)
+        return partitioned_schedule(
+            cluster,
+            job,
+            name=name,
+            cron=trigger.cron,
+            timezone=trigger.timezone,
+            run_config=trigger_run_config(cluster, trigger) or None,
+            tags={"exo/trigger": "cron"},
+            description=description,
+        )
     return dg.ScheduleDefinition(
-        name=name, job=job, cron_schedule=trigger.cron,
-        execution_timezone=trigger.timezone, default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=description, tags={"exo/trigger": "cron"}, run_config=trigger_run_config(cluster, trigger) or None,
+        name=name,
+        job=job,
+        cron_schedule=trigger.cron,
+        execution_timezone=trigger.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=description,
+        tags={"exo/trigger": "cron"},
+        run_config=trigger_run_config(cluster, trigger) or None,
     )
 
 
 # -- files --------------------------------------------------------------------------------------
 
+
 def _matches(folder: Path, pattern: str) -> list[Path]:
     """Files under `folder` matching `pattern` (a glob relative to the folder; `**/` descends)."""
     if not folder.is_dir():
         return []
-    found = folder.glob(pattern) if ("/" in pattern or "**" in pattern) else \
-        (p for p in folder.iterdir() if fnmatch.fnmatchcase(p.name, pattern))
+    found = (
+        folder.glob(pattern)
+        if ("/" in pattern or "**" in pattern)
+        else (p for p in folder.iterdir() if fnmatch.fnmatchcase(p.name, pattern))
+    )
     return sorted(p for p in found if p.is_file() and not p.name.startswith("."))
 
 
-def scan(folder: str | os.PathLike, pattern: str, min_age_s: float, seen: dict[str, list],
-         now: float | None = None) -> tuple[dict[str, str], dict[str, list]]:
+def scan(
+    folder: str | os.PathLike, pattern: str, min_age_s: float, seen: dict[str, list], now: float | None = None
+) -> tuple[dict[str, str], dict[str, list]]:
     """Compare the folder with the cursor `seen` ({relative path: [size, mtime_ns, sha256]}).
 
     Returns (batch, state): `batch` holds the new or changed files that are old enough, as
@@ -147,14 +164,19 @@ def files_sensor(cluster: Cluster, job: Any, trigger: Trigger, name: str) -> dg.
     interval = max(1, int(round(duration_seconds(files.interval))))
 
     @dg.sensor(
-        name=name, job=job, minimum_interval_seconds=interval,
-        default_status=dg.DefaultSensorStatus.RUNNING, tags=_tags(cluster, "files"),
+        name=name,
+        job=job,
+        minimum_interval_seconds=interval,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        tags=_tags(cluster, "files"),
         description=f"trigger.files of cluster/{cluster.spec.identifier}: one run per batch of new or changed "
-                    f"`{pattern}` files in {folder} (older than {files.min_age}), looked at every {interval}s",
+        f"`{pattern}` files in {folder} (older than {files.min_age}), looked at every {interval}s",
     )
     def _watch(context: dg.SensorEvaluationContext):
         if not Path(folder).is_dir():
-            return dg.SkipReason(f"folder {folder} does not exist (trigger.files.path of cluster/{cluster.spec.identifier})")
+            return dg.SkipReason(
+                f"folder {folder} does not exist (trigger.files.path of cluster/{cluster.spec.identifier})"
+            )
         seen = json.loads(context.cursor) if context.cursor else {}
         batch, state = scan(folder, pattern, min_age, seen)
         if not batch:
@@ -166,13 +188,16 @@ def files_sensor(cluster: Cluster, job: Any, trigger: Trigger, name: str) -> dg.
         tags = {**_tags(cluster, "files"), "exo/files-hash": key, "exo/files-count": str(len(batch))}
         if len(listed) <= FILES_TAG_LIMIT:
             tags["exo/files"] = listed
-        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=key, tags=tags, run_config=run_config)],
-                               cursor=json.dumps(state, sort_keys=True))
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(run_key=key, tags=tags, run_config=run_config)],
+            cursor=json.dumps(state, sort_keys=True),
+        )
 
     return _watch
 
 
 # -- after --------------------------------------------------------------------------------------
+
 
 def upstream_group(reference: str) -> str:
     """`cluster/<project>/<name>` -> that cluster's asset group (and job) name."""
@@ -204,16 +229,21 @@ def after_sensor(cluster: Cluster, job: Any, trigger: Trigger, name: str) -> dg.
             return dg.SkipReason(f"the runs that materialized {reference} did not succeed: {', '.join(run_ids)}")
         consumed = sorted((key.to_user_string(), record.storage_id) for key, record in latest.items())
         key = hashing.sha256_text(json.dumps(consumed))
-        return dg.RunRequest(run_key=key, tags={**_tags(cluster, "after"), "exo/after-runs": ",".join(succeeded)},
-                             run_config=run_config)
+        return dg.RunRequest(
+            run_key=key, tags={**_tags(cluster, "after"), "exo/after-runs": ",".join(succeeded)}, run_config=run_config
+        )
 
     # Dagster steers asset-to-asset automation to Declarative Automation; a sensor that launches a
     # whole job of another cluster is the case it keeps multi-asset sensors for.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.SupersessionWarning)
         return dg.multi_asset_sensor(
-            name=name, monitored_assets=dg.AssetSelection.groups(group), job=job,
-            minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING, tags=_tags(cluster, "after"),
+            name=name,
+            monitored_assets=dg.AssetSelection.groups(group),
+            job=job,
+            minimum_interval_seconds=10,
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            tags=_tags(cluster, "after"),
             description=f"trigger.after of cluster/{cluster.spec.identifier}: runs once each time a run that "
-                        f"materialized the assets of {reference} has succeeded",
+            f"materialized the assets of {reference} has succeeded",
         )(_after)

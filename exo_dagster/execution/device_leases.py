@@ -12,9 +12,14 @@ import collections
 import contextlib
 import os
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from exo_dagster.dagster_private import DagsterExecutionInterruptedError, DagsterUnmetExecutorRequirementsError, ExecutionStep
+from exo_dagster.dagster_private import (
+    DagsterExecutionInterruptedError,
+    DagsterUnmetExecutorRequirementsError,
+    ExecutionStep,
+)
 from exo_dagster.execution import gpus
 from exo_dagster.execution.tags import GPU_TAG
 
@@ -30,13 +35,14 @@ def gpus_needed(step: ExecutionStep) -> int:
     try:
         return max(int(raw), 0)
     except ValueError:
-        raise NotEnoughGpus(f"step `{step.key}` has op tag {GPU_TAG}={raw!r}; it must be a whole number of GPUs") from None
-
+        raise NotEnoughGpus(
+            f"step `{step.key}` has op tag {GPU_TAG}={raw!r}; it must be a whole number of GPUs"
+        ) from None
 
 
 # --------------------------------------------------------------------------- inside a step process
 
-_CHILD_LEASE: "ChildLease | None" = None
+_CHILD_LEASE: ChildLease | None = None
 
 
 class ChildLease:

@@ -28,8 +28,9 @@ import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
-from typing import Any, Iterator
+from typing import Any
 
 import dagster as dg
 
@@ -69,7 +70,9 @@ IDLE_SLEEP = 0.003  # seconds the orchestrator sleeps when no child had news (Da
 class GpuAwareExecutor(MultiprocessExecutor):
     """See the module docstring."""
 
-    def __init__(self, *, devices: gpus.Devices, cpu_fallback: bool = False, gpu_lookahead: int = LOOKAHEAD, **kwargs: Any):
+    def __init__(
+        self, *, devices: gpus.Devices, cpu_fallback: bool = False, gpu_lookahead: int = LOOKAHEAD, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self.devices = devices
         self.cpu_fallback = cpu_fallback
@@ -79,8 +82,11 @@ class GpuAwareExecutor(MultiprocessExecutor):
         """Fail before anything runs when some step can never get its GPUs."""
         if self.cpu_fallback and not self.devices.ids:
             return
-        too_big = [(s.key, gpus_needed(s)) for s in execution_plan.get_steps_to_execute_in_topo_order()
-                   if gpus_needed(s) > len(self.devices)]
+        too_big = [
+            (s.key, gpus_needed(s))
+            for s in execution_plan.get_steps_to_execute_in_topo_order()
+            if gpus_needed(s) > len(self.devices)
+        ]
         if too_big:
             asks = ", ".join(f"`{key}` asks for {n}" for key, n in too_big)
             raise NotEnoughGpus(
@@ -88,7 +94,8 @@ class GpuAwareExecutor(MultiprocessExecutor):
                 f"fix: lower the step's `resources: {{gpu: N}}`, run on a machine with more GPUs, "
                 f"list devices in {gpus.GPUS_ENV} (e.g. {gpus.GPUS_ENV}=0,1) or the executor's `gpus` config, "
                 f"or, to run GPU steps on CPU where there is no GPU at all, set {CPU_FALLBACK_ENV}=1 "
-                f"(or the executor's `cpu_fallback: true`)")
+                f"(or the executor's `cpu_fallback: true`)"
+            )
 
     def execute(self, plan_context: PlanOrchestrationContext, execution_plan: ExecutionPlan) -> Iterator[DagsterEvent]:
         check.inst_param(plan_context, "plan_context", PlanOrchestrationContext)
@@ -98,38 +105,67 @@ class GpuAwareExecutor(MultiprocessExecutor):
         if self._start_method == "forkserver":
             module = job.get_module()
             preload = self._explicit_forkserver_preload or ([module] if module else ["dagster"])
-            multiproc_ctx.set_forkserver_preload(list(dict.fromkeys([
-                dagster_private.MULTIPROCESS_MODULE, __name__, "exo_dagster.execution.step_process",
-                *instance_modules(plan_context.instance.get_ref()), *preload])))
+            multiproc_ctx.set_forkserver_preload(
+                list(
+                    dict.fromkeys(
+                        [
+                            dagster_private.MULTIPROCESS_MODULE,
+                            __name__,
+                            "exo_dagster.execution.step_process",
+                            *instance_modules(plan_context.instance.get_ref()),
+                            *preload,
+                        ]
+                    )
+                )
+            )
 
         yield DagsterEvent.engine_event(
             plan_context,
             f"Executing steps using exo's GPU-aware local executor: {self.devices.describe()}"
             f"{' (GPU steps fall back to CPU)' if self.cpu_fallback and not self.devices.ids else ''}, "
             f"up to {self._max_concurrent} CPU step(s) at once (pid: {os.getpid()})",
-            event_specific_data=EngineEventData.multiprocess(os.getpid(), step_keys_to_execute=execution_plan.step_keys_to_execute),
+            event_specific_data=EngineEventData.multiprocess(
+                os.getpid(), step_keys_to_execute=execution_plan.step_keys_to_execute
+            ),
         )
         leases = DevicePool(self.devices, self.cpu_fallback, self.gpu_lookahead)
         with ExitStack() as stack:
-            concurrency = stack.enter_context(InstanceConcurrencyContext(plan_context.instance, plan_context.dagster_run))
-            active = stack.enter_context(DeviceScheduler(
-                execution_plan, retry_mode=self.retries, max_concurrent=self._max_concurrent,
-                tag_concurrency_limits=self._tag_concurrency_limits, instance_concurrency_context=concurrency,
-                step_dependency_config=self.step_dependency_config, leases=leases,
-            ))
+            concurrency = stack.enter_context(
+                InstanceConcurrencyContext(plan_context.instance, plan_context.dagster_run)
+            )
+            active = stack.enter_context(
+                DeviceScheduler(
+                    execution_plan,
+                    retry_mode=self.retries,
+                    max_concurrent=self._max_concurrent,
+                    tag_concurrency_limits=self._tag_concurrency_limits,
+                    instance_concurrency_context=concurrency,
+                    step_dependency_config=self.step_dependency_config,
+                    leases=leases,
+                )
+            )
             yield from self._loop(plan_context, execution_plan, active, leases, multiproc_ctx)
 
-    def _lease_event(self, plan_context, active, key: str, what: str, devices: tuple[str, ...], when: float) -> DagsterEvent:
+    def _lease_event(
+        self, plan_context, active, key: str, what: str, devices: tuple[str, ...], when: float
+    ) -> DagsterEvent:
         shown = ",".join(devices) or "none"
         verb = {"acquired": "holds", "released": "released"}[what]
         return DagsterEvent.engine_event(
             plan_context.for_step(active.get_step_by_key(key)),
             f'Step "{key}" {verb} GPU device(s) {shown}.',
-            EngineEventData(metadata={DEVICES_METADATA: dg.MetadataValue.text(shown), LEASE_METADATA: dg.MetadataValue.text(what),
-                                      "at": dg.MetadataValue.float(when)}),
+            EngineEventData(
+                metadata={
+                    DEVICES_METADATA: dg.MetadataValue.text(shown),
+                    LEASE_METADATA: dg.MetadataValue.text(what),
+                    "at": dg.MetadataValue.float(when),
+                }
+            ),
         )
 
-    def _loop(self, plan_context, execution_plan, active: DeviceScheduler, leases: DevicePool, multiproc_ctx) -> Iterator[DagsterEvent]:
+    def _loop(
+        self, plan_context, execution_plan, active: DeviceScheduler, leases: DevicePool, multiproc_ctx
+    ) -> Iterator[DagsterEvent]:
         """Dagster's multiprocess loop (dagster/_core/executor/multiprocess.py), plus device leases."""
         job = plan_context.reconstructable_job
         active_iters: dict[str, Iterator[Any]] = {}
@@ -141,8 +177,10 @@ class GpuAwareExecutor(MultiprocessExecutor):
             while (not stopping and not active.is_complete) or active_iters:
                 if active.check_for_interrupts():
                     yield DagsterEvent.engine_event(
-                        plan_context, "exo local executor: received termination signal - forwarding to active child processes",
-                        EngineEventData.interrupted(list(active_iters.keys())))
+                        plan_context,
+                        "exo local executor: received termination signal - forwarding to active child processes",
+                        EngineEventData.interrupted(list(active_iters.keys())),
+                    )
                     stopping = True
                     active.mark_interrupted()
                     for key, term_event in term_events.items():
@@ -162,10 +200,19 @@ class GpuAwareExecutor(MultiprocessExecutor):
                         if leases.needs(step):  # registered now, so the next pick already counts it as waiting
                             parent_conn, child_conn = multiproc_ctx.Pipe()
                             leases.started(step.key, leases.needs(step), parent_conn)
-                        active_iters[step.key] = self._launch(multiproc_ctx, job, plan_context.for_step(step), step, errors,
-                                                              processes, term_events, active.get_known_state(),
-                                                              execution_plan.repository_load_data, leases.needs(step),
-                                                              child_conn)
+                        active_iters[step.key] = self._launch(
+                            multiproc_ctx,
+                            job,
+                            plan_context.for_step(step),
+                            step,
+                            errors,
+                            processes,
+                            term_events,
+                            active.get_known_state(),
+                            execution_plan.repository_load_data,
+                            leases.needs(step),
+                            child_conn,
+                        )
 
                 busy = False
                 for key, what, devices, when in leases.poll():
@@ -186,7 +233,8 @@ class GpuAwareExecutor(MultiprocessExecutor):
                         if event.is_resource_init_failure:
                             step_context = plan_context.for_step(active.get_step_by_key(key))
                             failure = self.log_failure_or_retry_event_after_error(
-                                step_context, event.engine_event_data.error, active.get_known_state())
+                                step_context, event.engine_event_data.error, active.get_known_state()
+                            )
                             yield failure
                             active.handle_event(failure)
                     except ChildProcessCrashException as crash:
@@ -194,10 +242,14 @@ class GpuAwareExecutor(MultiprocessExecutor):
                         step_context = plan_context.for_step(active.get_step_by_key(key))
                         yield DagsterEvent.engine_event(
                             step_context,
-                            get_run_crash_explanation(prefix=f"exo local executor: child process for step {key}",
-                                                      exit_code=crash.exit_code),
-                            EngineEventData.engine_error(error))
-                        failure = self.log_failure_or_retry_event_after_error(step_context, error, active.get_known_state())
+                            get_run_crash_explanation(
+                                prefix=f"exo local executor: child process for step {key}", exit_code=crash.exit_code
+                            ),
+                            EngineEventData.engine_error(error),
+                        )
+                        failure = self.log_failure_or_retry_event_after_error(
+                            step_context, error, active.get_known_state()
+                        )
                         active.handle_event(failure)
                         yield failure
                         finished.append(key)
@@ -222,10 +274,13 @@ class GpuAwareExecutor(MultiprocessExecutor):
         except Exception:
             if not stopping and active_iters:
                 yield DagsterEvent.engine_event(
-                    plan_context, "Unexpected exception while steps were still in-progress - terminating running steps:",
+                    plan_context,
+                    "Unexpected exception while steps were still in-progress - terminating running steps:",
                     event_specific_data=EngineEventData(
                         metadata={"steps_interrupted": dg.MetadataValue.text(str(list(active_iters.keys())))},
-                        error=serializable_error_info_from_exc_info(sys.exc_info())))
+                        error=serializable_error_info_from_exc_info(sys.exc_info()),
+                    ),
+                )
                 for key, term_event in term_events.items():
                     if key in processes:
                         if processes[key].is_alive():
@@ -234,29 +289,57 @@ class GpuAwareExecutor(MultiprocessExecutor):
             raise
 
         errs = {pid: err for pid, err in errors.items() if err}
-        if stopping and not active_iters and all(
-                e.cls_name in {"DagsterExecutionInterruptedError", "KeyboardInterrupt"} for e in errs.values()):
-            yield DagsterEvent.engine_event(plan_context, "exo local executor: interrupted all active child processes",
-                                            event_specific_data=EngineEventData())
+        if (
+            stopping
+            and not active_iters
+            and all(e.cls_name in {"DagsterExecutionInterruptedError", "KeyboardInterrupt"} for e in errs.values())
+        ):
+            yield DagsterEvent.engine_event(
+                plan_context,
+                "exo local executor: interrupted all active child processes",
+                event_specific_data=EngineEventData(),
+            )
             raise DagsterExecutionInterruptedError()
         if errs:
             raise DagsterSubprocessError(
                 "During multiprocess execution errors occurred in child processes:\n"
                 + "\n".join(f"In process {pid}: {err.to_string()}" for pid, err in errs.items()),
-                subprocess_error_infos=list(errs.values()))
+                subprocess_error_infos=list(errs.values()),
+            )
 
-    def _launch(self, multiproc_ctx, recon_job, step_context, step, errors, processes, term_events, known_state,
-                repository_load_data, need: int, child_conn: Any) -> Iterator[Any]:
+    def _launch(
+        self,
+        multiproc_ctx,
+        recon_job,
+        step_context,
+        step,
+        errors,
+        processes,
+        term_events,
+        known_state,
+        repository_load_data,
+        need: int,
+        child_conn: Any,
+    ) -> Iterator[Any]:
         """Dagster's `execute_step_out_of_process`, with a lease channel for GPU steps."""
         command = StepCommand(
-            run_config=step_context.run_config, dagster_run=step_context.dagster_run, step_key=step.key,
-            instance_ref=step_context.instance.get_ref(), term_event=term_events[step.key], recon_pipeline=recon_job,
-            retry_mode=self.retries, known_state=known_state, repository_load_data=repository_load_data,
-            lease_conn=child_conn, need=need, env=os.environ,
+            run_config=step_context.run_config,
+            dagster_run=step_context.dagster_run,
+            step_key=step.key,
+            instance_ref=step_context.instance.get_ref(),
+            term_event=term_events[step.key],
+            recon_pipeline=recon_job,
+            retry_mode=self.retries,
+            known_state=known_state,
+            repository_load_data=repository_load_data,
+            lease_conn=child_conn,
+            need=need,
+            env=os.environ,
         )
         what = f"a lease on {need} GPU device(s)" if need else "no GPU"
         yield DagsterEvent.step_worker_starting(
-            step_context, f'Launching subprocess for "{step.key}" with {what}.',
+            step_context,
+            f'Launching subprocess for "{step.key}" with {what}.',
             metadata={"exo/gpu": dg.MetadataValue.int(need)},
         )
         try:
@@ -278,21 +361,36 @@ class GpuAwareExecutor(MultiprocessExecutor):
 
 _fields = MULTI_PROC_CONFIG.config_type.fields
 EXO_LOCAL_CONFIG = {
-    "max_concurrent": dg.Field(dg.Noneable(dg.Int), default_value=None,
-                               description="CPU steps that may run at once (GPU steps are limited by devices instead). "
-                                           "Default: the number of CPU cores."),
-    "gpus": dg.Field(dg.Noneable([str]), default_value=None,
-                     description=f"GPU device ids to hand out; default: {gpus.GPUS_ENV}, else CUDA_VISIBLE_DEVICES, else nvidia-smi."),
-    "cpu_fallback": dg.Field(dg.Noneable(bool), default_value=None,
-                             description="On a machine with no GPU at all, run GPU steps on CPU instead of failing the run. "
-                                         f"Default: on (the embedded default needs no GPU); {CPU_FALLBACK_ENV}=0 turns it off. "
-                                         "Where GPUs exist, a step asking for more than there are always fails at launch."),
-    "gpu_lookahead": dg.Field(dg.Int, default_value=LOOKAHEAD,
-                              description="GPU step processes started ahead, per device, so Dagster's per-step set-up "
-                                          "overlaps other steps' GPU work (1 = one waiting step per device)."),
-    "start_method": dg.Field(_fields["start_method"].config_type, is_required=False,
-                             description="spawn or forkserver (default: forkserver, preloading the job's module and the "
-                                         "instance's storage modules, so a step process starts in a fraction of a second)."),
+    "max_concurrent": dg.Field(
+        dg.Noneable(dg.Int),
+        default_value=None,
+        description="CPU steps that may run at once (GPU steps are limited by devices instead). "
+        "Default: the number of CPU cores.",
+    ),
+    "gpus": dg.Field(
+        dg.Noneable([str]),
+        default_value=None,
+        description=f"GPU device ids to hand out; default: {gpus.GPUS_ENV}, else CUDA_VISIBLE_DEVICES, else nvidia-smi.",
+    ),
+    "cpu_fallback": dg.Field(
+        dg.Noneable(bool),
+        default_value=None,
+        description="On a machine with no GPU at all, run GPU steps on CPU instead of failing the run. "
+        f"Default: on (the embedded default needs no GPU); {CPU_FALLBACK_ENV}=0 turns it off. "
+        "Where GPUs exist, a step asking for more than there are always fails at launch.",
+    ),
+    "gpu_lookahead": dg.Field(
+        dg.Int,
+        default_value=LOOKAHEAD,
+        description="GPU step processes started ahead, per device, so Dagster's per-step set-up "
+        "overlaps other steps' GPU work (1 = one waiting step per device).",
+    ),
+    "start_method": dg.Field(
+        _fields["start_method"].config_type,
+        is_required=False,
+        description="spawn or forkserver (default: forkserver, preloading the job's module and the "
+        "instance's storage modules, so a step process starts in a fraction of a second).",
+    ),
     "tag_concurrency_limits": _fields["tag_concurrency_limits"],
     "retries": _fields["retries"],
     "step_dependency_config": _fields["step_dependency_config"],

@@ -15,8 +15,8 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 GPUS_ENV = "EXO_GPUS"
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -67,8 +67,13 @@ def nvidia_smi_ids(timeout: float = 10.0) -> tuple[str, ...] | None:
     if not exe:
         return None
     try:
-        out = subprocess.run([exe, "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=timeout, check=True).stdout
+        out = subprocess.run(
+            [exe, "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return tuple(line.strip() for line in out.splitlines() if line.strip())

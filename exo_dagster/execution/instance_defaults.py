@@ -55,16 +55,20 @@ def write_instance_config(home: str | os.PathLike | None = None) -> tuple[Path |
     return path, True
 
 
-RESTART = ("restart it to pick them up (`dagster dev` / `dg dev`, or `dagster-webserver` and `dagster-daemon run`); "
-           "`exo init` writes this file before anything opens the home")
+RESTART = (
+    "restart it to pick them up (`dagster dev` / `dg dev`, or `dagster-webserver` and `dagster-daemon run`); "
+    "`exo init` writes this file before anything opens the home"
+)
 
 
 def late_warning(path: Path) -> str:
     """What a code location says when it wrote the defaults: processes that opened the home before keep Dagster's."""
-    return (f"{path}: exo wrote its instance defaults here (run monitoring, which enforces `sla:` from the daemon; "
-            f"exo's run queue, which holds `concurrency:`) because DAGSTER_HOME had no dagster.yaml. A Dagster process "
-            f"that opened this home before now (a running `dagster dev`, `dg dev`, webserver or daemon) keeps "
-            f"Dagster's defaults: {RESTART}")
+    return (
+        f"{path}: exo wrote its instance defaults here (run monitoring, which enforces `sla:` from the daemon; "
+        f"exo's run queue, which holds `concurrency:`) because DAGSTER_HOME had no dagster.yaml. A Dagster process "
+        f"that opened this home before now (a running `dagster dev`, `dg dev`, webserver or daemon) keeps "
+        f"Dagster's defaults: {RESTART}"
+    )
 
 
 def stale_instance(instance) -> str | None:
@@ -92,5 +96,7 @@ def stale_instance(instance) -> str | None:
             missing.append(f"run coordinator {coordinator['class']} (it runs {running.__name__})")
     if not missing:
         return None
-    return (f"{path}: the webserver or daemon that launched this run opened DAGSTER_HOME before exo wrote this file, "
-            f"so it runs without {', '.join(missing)}: {RESTART}")
+    return (
+        f"{path}: the webserver or daemon that launched this run opened DAGSTER_HOME before exo wrote this file, "
+        f"so it runs without {', '.join(missing)}: {RESTART}"
+    )

@@ -89,14 +89,17 @@ def _create_storages(home: str) -> None:
     instance is built: a dagster.yaml's launcher or coordinator is not ours to start here)."""
     from exo_dagster.dagster_private import SqliteEventLogStorage, SqliteRunStorage, SqliteScheduleStorage
 
-    for storage in (SqliteRunStorage.from_local(os.path.join(home, "history")),
-                    SqliteEventLogStorage(os.path.join(home, "history", "runs")),
-                    SqliteScheduleStorage.from_local(os.path.join(home, "schedules"))):
+    for storage in (
+        SqliteRunStorage.from_local(os.path.join(home, "history")),
+        SqliteEventLogStorage(os.path.join(home, "history", "runs")),
+        SqliteScheduleStorage.from_local(os.path.join(home, "schedules")),
+    ):
         storage.dispose()
 
 
 def _alembic_head() -> str | None:
     from alembic.script import ScriptDirectory
+
     from exo_dagster.dagster_private import get_alembic_config, sqlite_run_storage_module
 
     return ScriptDirectory.from_config(get_alembic_config(sqlite_run_storage_module.__file__)).get_current_head()

@@ -59,12 +59,16 @@ def launched_by_another_process() -> bool:
 
 # -- `--partition-range` ----------------------------------------------------------------------------
 
+
 def explain_partition_ranges() -> None:
     """Under Dagster's one-run CLI commands, have their refusal of a partition range for exo's jobs end in a
     one-line error with what to run instead (Python's hook for uncaught exceptions; any other error passes on)."""
     global _hooked
-    if _hooked or one_run_entry_point(sys._getframe(1)) not in ("dg launch", "dagster asset materialize",
-                                                                   "dagster job execute"):
+    if _hooked or one_run_entry_point(sys._getframe(1)) not in (
+        "dg launch",
+        "dagster asset materialize",
+        "dagster job execute",
+    ):
         return
     previous = sys.excepthook
 
@@ -96,9 +100,11 @@ def partition_range_hint(exc: BaseException, tb: TracebackType | None) -> str | 
     names = ", ".join(f"cluster/{c.spec.identifier}" for c in clusters)
     fixes = [f"`exo run {_shown(c.source_path)} --partition {span}`" for c in clusters if _runnable(c.source_path)]
     fixes += [f"`dg launch --job {c.job_name} --partition KEY` for each key" for c in clusters]
-    return (f"error: --partition-range {span}: exo runs one partition per run, and Dagster's CLI runs a range only "
-            f"as one run ({names}); run the partitions one run each instead: {' or '.join(fixes)}, "
-            f"or a backfill from the UI (`dg dev` / `dagster dev`, then Materialize -> partitions)")
+    return (
+        f"error: --partition-range {span}: exo runs one partition per run, and Dagster's CLI runs a range only "
+        f"as one run ({names}); run the partitions one run each instead: {' or '.join(fixes)}, "
+        f"or a backfill from the UI (`dg dev` / `dagster dev`, then Materialize -> partitions)"
+    )
 
 
 def _clusters(local: dict) -> list:

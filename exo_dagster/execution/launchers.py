@@ -22,11 +22,13 @@ in-process and never reaches a launcher; `dagster job launch`, the UI, schedules
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 from dagster import Array, Field, Permissive, Shape, StringSource
+
 from exo_dagster.dagster_private import (
     CheckRunHealthResult,
     ConfigurableClass,
@@ -37,17 +39,18 @@ from exo_dagster.dagster_private import (
     RunLauncher,
     WorkerStatus,
 )
-
 from exo_dagster.execution.tags import COMPUTE_TAG, GPU_TAG
 
 LAUNCHER_TAG = "exo/launcher"
 DEFAULT_ROUTE = "default"
 
-_LAUNCHER_SCHEMA = Shape({
-    "module": Field(StringSource, description="Python module of the run launcher class, e.g. dagster_k8s"),
-    "class": Field(StringSource, description="Run launcher class name, e.g. K8sRunLauncher"),
-    "config": Field(Permissive(), is_required=False, default_value={}, description="That launcher's own config"),
-})
+_LAUNCHER_SCHEMA = Shape(
+    {
+        "module": Field(StringSource, description="Python module of the run launcher class, e.g. dagster_k8s"),
+        "class": Field(StringSource, description="Run launcher class name, e.g. K8sRunLauncher"),
+        "config": Field(Permissive(), is_required=False, default_value={}, description="That launcher's own config"),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -72,16 +75,21 @@ def _load(spec: Mapping[str, Any], where: str) -> RunLauncher:
     try:
         launcher = data.rehydrate(as_type=RunLauncher)
     except Exception as exc:
-        raise ValueError(f"RoutingRunLauncher: cannot load the run launcher of {where} "
-                         f"({spec['module']}.{spec['class']}): {exc}") from exc
+        raise ValueError(
+            f"RoutingRunLauncher: cannot load the run launcher of {where} ({spec['module']}.{spec['class']}): {exc}"
+        ) from exc
     return launcher
 
 
 class RoutingRunLauncher(RunLauncher, ConfigurableClass):
     """Delegates each run to the launcher of the first route its run tags match (see module docs)."""
 
-    def __init__(self, default: Mapping[str, Any] | None = None, routes: list[Mapping[str, Any]] | None = None,
-                 inst_data: ConfigurableClassData | None = None):
+    def __init__(
+        self,
+        default: Mapping[str, Any] | None = None,
+        routes: list[Mapping[str, Any]] | None = None,
+        inst_data: ConfigurableClassData | None = None,
+    ):
         self._inst_data = inst_data
         self.default = _load(default or {"module": "dagster", "class": "DefaultRunLauncher"}, "`default`")
         self.routes: list[Route] = []
@@ -89,7 +97,9 @@ class RoutingRunLauncher(RunLauncher, ConfigurableClass):
         for i, raw in enumerate(routes or []):
             name = raw.get("name") or f"route-{i + 1}"
             if name in names:
-                raise ValueError(f"RoutingRunLauncher: route name {name!r} is used twice; give each route its own `name`")
+                raise ValueError(
+                    f"RoutingRunLauncher: route name {name!r} is used twice; give each route its own `name`"
+                )
             names.add(name)
             if not raw["match"]:
                 raise ValueError(f"RoutingRunLauncher: route {name!r} has an empty `match`; it would take every run")
@@ -105,17 +115,31 @@ class RoutingRunLauncher(RunLauncher, ConfigurableClass):
     @classmethod
     def config_type(cls) -> dict:
         return {
-            "default": Field(_LAUNCHER_SCHEMA, is_required=False,
-                             description="Launcher for runs no route matches (default: dagster.DefaultRunLauncher)"),
-            "routes": Field(Array(Shape({
-                "name": Field(str, is_required=False, description=f"Shown in the run tag {LAUNCHER_TAG}"),
-                "match": Field(Permissive(), description="Run tags that must all be equal, e.g. {exo/compute: gpu}"),
-                "launcher": Field(_LAUNCHER_SCHEMA),
-            })), is_required=False, default_value=[], description="Checked in order; the first match wins"),
+            "default": Field(
+                _LAUNCHER_SCHEMA,
+                is_required=False,
+                description="Launcher for runs no route matches (default: dagster.DefaultRunLauncher)",
+            ),
+            "routes": Field(
+                Array(
+                    Shape(
+                        {
+                            "name": Field(str, is_required=False, description=f"Shown in the run tag {LAUNCHER_TAG}"),
+                            "match": Field(
+                                Permissive(), description="Run tags that must all be equal, e.g. {exo/compute: gpu}"
+                            ),
+                            "launcher": Field(_LAUNCHER_SCHEMA),
+                        }
+                    )
+                ),
+                is_required=False,
+                default_value=[],
+                description="Checked in order; the first match wins",
+            ),
         }
 
     @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> "RoutingRunLauncher":
+    def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> RoutingRunLauncher:
         return cls(default=config_value.get("default"), routes=config_value.get("routes"), inst_data=inst_data)
 
     # -- routing
@@ -143,7 +167,9 @@ class RoutingRunLauncher(RunLauncher, ConfigurableClass):
         name = self.route_for({**run.tags, **extra})
         self._instance.add_run_tags(run.run_id, {**extra, LAUNCHER_TAG: name})
         if extra:  # the chosen launcher sees the run as tagged now
-            context = LaunchRunContext(dagster_run=self._instance.get_run_by_id(run.run_id) or run, workspace=context.workspace)
+            context = LaunchRunContext(
+                dagster_run=self._instance.get_run_by_id(run.run_id) or run, workspace=context.workspace
+            )
         self.launchers[name].launch_run(context)
 
     def asset_run_tags(self, run: DagsterRun) -> dict[str, str]:
@@ -168,8 +194,10 @@ class RoutingRunLauncher(RunLauncher, ConfigurableClass):
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
         launcher = self.launcher_for(run)
         if not launcher.supports_check_run_worker_health:
-            return CheckRunHealthResult(WorkerStatus.UNKNOWN,
-                                        f"{type(launcher).__name__} (route {self.route_for(run.tags)!r}) has no health check")
+            return CheckRunHealthResult(
+                WorkerStatus.UNKNOWN,
+                f"{type(launcher).__name__} (route {self.route_for(run.tags)!r}) has no health check",
+            )
         return launcher.check_run_worker_health(run)
 
     def get_run_worker_debug_info(self, run: DagsterRun, include_container_logs: bool | None = True) -> str | None:

@@ -33,7 +33,7 @@ def overlapping(intervals: list[tuple[str, str, float, float]]) -> list[str]:
     """(step, devices, start, end) pairs that used one device at the same time; empty when none did."""
     bad = []
     for i, (s1, d1, a1, b1) in enumerate(intervals):
-        for s2, d2, a2, b2 in intervals[i + 1:]:
+        for s2, d2, a2, b2 in intervals[i + 1 :]:
             common = set(d1.split(",")) & set(d2.split(","))
             if common and a1 < b2 and a2 < b1:
                 bad.append(f"{s1} and {s2} on {sorted(common)}")

@@ -19,9 +19,11 @@ So it is where exo:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import dagster as dg
+
 from exo_dagster.dagster_private import (
     DagsterEvent,
     DagsterExecutionInterruptedError,
@@ -31,7 +33,6 @@ from exo_dagster.dagster_private import (
     RetryMode,
     StepDependencyConfig,
 )
-
 from exo_dagster.execution import instance_defaults, launch_paths, run_slots
 from exo_dagster.execution import sla_guard as sla
 from exo_dagster.runtime import run_inputs
@@ -59,8 +60,15 @@ def clusters_in_plan(clusters: Sequence[Cluster], step_keys: Sequence[str]) -> l
 class GuardedExecutor(Executor):
     """Runs the chosen executor, with exo's run tags, SLA and sections around it."""
 
-    def __init__(self, clusters: Sequence[Cluster], choose, retries: RetryMode,
-                 step_dependency_config: StepDependencyConfig, run_tags, at_end: RunEnd):
+    def __init__(
+        self,
+        clusters: Sequence[Cluster],
+        choose,
+        retries: RetryMode,
+        step_dependency_config: StepDependencyConfig,
+        run_tags,
+        at_end: RunEnd,
+    ):
         self._clusters, self._choose, self._retries, self._at_end = list(clusters), choose, retries, at_end
         self._step_dependency_config, self._run_tags = step_dependency_config, run_tags
         self._inner: Executor | None = None
@@ -142,23 +150,32 @@ def _started(instance: dg.DagsterInstance, run_id: str) -> float | None:
     return record.start_time if record is not None else None
 
 
-def guarded(executor_def: dg.ExecutorDefinition, name: str, clusters: Sequence[Cluster], run_tags,
-            at_end: RunEnd) -> dg.ExecutorDefinition:
+def guarded(
+    executor_def: dg.ExecutorDefinition, name: str, clusters: Sequence[Cluster], run_tags, at_end: RunEnd
+) -> dg.ExecutorDefinition:
     """`executor_def` (a cluster job's) with exo's run tags, SLA guard and sections around every run."""
 
     def create(init_context) -> Executor:
         inner = executor_def.executor_creation_fn(init_context)
-        return GuardedExecutor(clusters, lambda _mine: (name, inner), inner.retries, inner.step_dependency_config, run_tags, at_end)
+        return GuardedExecutor(
+            clusters, lambda _mine: (name, inner), inner.retries, inner.step_dependency_config, run_tags, at_end
+        )
 
-    wrapped = dg.ExecutorDefinition(name=executor_def.name, config_schema=executor_def.config_schema,
-                                    requirements=executor_def.get_requirements, executor_creation_fn=create,
-                                    description=executor_def.description)
+    wrapped = dg.ExecutorDefinition(
+        name=executor_def.name,
+        config_schema=executor_def.config_schema,
+        requirements=executor_def.get_requirements,
+        executor_creation_fn=create,
+        description=executor_def.description,
+    )
     if len(clusters) == 1:  # how the code location finds the cluster and its executor choice from a compiled job
         wrapped.exo_cluster = (clusters[0], name)
     return wrapped
 
 
-def asset_job_executor(clusters: Sequence[Cluster], names: dict[str, str], run_tags, at_end: RunEnd) -> dg.ExecutorDefinition:
+def asset_job_executor(
+    clusters: Sequence[Cluster], names: dict[str, str], run_tags, at_end: RunEnd
+) -> dg.ExecutorDefinition:
     """The default executor of Dagster's implicit asset job: the selected steps run on the executor their
     cluster's job uses (`names`: job name -> executor name); steps of clusters that disagree, or of a
     cluster on Celery/Kubernetes (whose config the asset job does not carry), run on exo's local executor."""
@@ -177,9 +194,13 @@ def asset_job_executor(clusters: Sequence[Cluster], names: dict[str, str], run_t
 
         return GuardedExecutor(clusters, choose, retries, dependency, run_tags, at_end)
 
-    return dg.ExecutorDefinition(name="exo", config_schema=EXO_LOCAL_CONFIG, requirements=dg.multiple_process_executor_requirements(),
-                                 executor_creation_fn=create,
-                                 description="exo: each selection runs on its cluster's executor (in-process or exo's local GPU-aware one)")
+    return dg.ExecutorDefinition(
+        name="exo",
+        config_schema=EXO_LOCAL_CONFIG,
+        requirements=dg.multiple_process_executor_requirements(),
+        executor_creation_fn=create,
+        description="exo: each selection runs on its cluster's executor (in-process or exo's local GPU-aware one)",
+    )
 
 
 def asset_run_tags(clusters: Sequence[Cluster], tags_of) -> dict[str, Any]:

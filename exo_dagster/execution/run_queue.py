@@ -47,8 +47,9 @@ def definition_value(instance: dg.DagsterInstance, run: dg.DagsterRun, workspace
     repo = workspace.get_code_location(origin.location_name).get_repository(origin.repository_origin.repository_name)
     selected = run.asset_selection
     jobs = {name for node in repo.get_asset_node_snaps() if node.asset_key in selected for name in node.job_names}
-    return run_slots.strictest(repo.get_full_job(name).run_tags.get(CONCURRENCY_TAG)
-                               for name in sorted(jobs) if repo.has_job(name))
+    return run_slots.strictest(
+        repo.get_full_job(name).run_tags.get(CONCURRENCY_TAG) for name in sorted(jobs) if repo.has_job(name)
+    )
 
 
 class ExoRunCoordinator(dg.QueuedRunCoordinator):
@@ -78,4 +79,6 @@ class ExoRunCoordinator(dg.QueuedRunCoordinator):
         own = list(config.tag_concurrency_limits or [])
         taken = {(r.get("key"), r.get("value")) for r in own if isinstance(r.get("value"), str)}
         extra = [r for r in cluster_limits(self._instance) if (r["key"], r["value"]) not in taken]
-        return config.with_concurrency_settings({"runs": {"tag_concurrency_limits": [*own, *extra]}}) if extra else config
+        return (
+            config.with_concurrency_settings({"runs": {"tag_concurrency_limits": [*own, *extra]}}) if extra else config
+        )

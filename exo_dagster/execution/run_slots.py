@@ -32,9 +32,9 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
 
 import dagster as dg
 
@@ -100,8 +100,10 @@ def machine() -> str:
     """Where a pid names the same process: the host name plus its boot and pid namespace (containers
     sharing a host name or a kernel do not share pids)."""
     marks = []
-    for read in (lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
-                 lambda: os.readlink("/proc/self/ns/pid")):
+    for read in (
+        lambda: Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+        lambda: os.readlink("/proc/self/ns/pid"),
+    ):
         try:
             marks.append(read())
         except OSError:
@@ -115,7 +117,7 @@ def _stat(pid: int) -> tuple[str, str] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return (fields[0], fields[19]) if len(fields) > 19 else None
 
 
@@ -157,8 +159,15 @@ class Claim:
     since: str | None
 
     def value(self) -> str:
-        data = {"run": self.run_id, "started": self.started, "clusters": list(self.clusters), "ticket": self.ticket,
-                "host": self.host, "pid": self.pid, "since": self.since}
+        data = {
+            "run": self.run_id,
+            "started": self.started,
+            "clusters": list(self.clusters),
+            "ticket": self.ticket,
+            "host": self.host,
+            "pid": self.pid,
+            "since": self.since,
+        }
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -171,15 +180,27 @@ class Claim:
             if len(raw) > _MAX_CLAIM:  # a launcher's tag: never parse a bomb
                 return None
             data = json.loads(raw)
-            claim = cls(data["run"], data["started"], tuple(data["clusters"]), data["ticket"], data["host"],
-                        data["pid"], data["since"])
+            claim = cls(
+                data["run"],
+                data["started"],
+                tuple(data["clusters"]),
+                data["ticket"],
+                data["host"],
+                data["pid"],
+                data["since"],
+            )
         except (ValueError, TypeError, KeyError, RecursionError):
             return None
-        valid = (claim.run_id == run.run_id and claim.started == record.start_time
-                 and all(isinstance(c, str) for c in claim.clusters) and isinstance(claim.host, str)
-                 and (claim.ticket is None or (type(claim.ticket) is int and 0 <= claim.ticket < _MAX_PID))
-                 and type(claim.pid) is int and 0 < claim.pid < _MAX_PID
-                 and (claim.since is None or isinstance(claim.since, str)))
+        valid = (
+            claim.run_id == run.run_id
+            and claim.started == record.start_time
+            and all(isinstance(c, str) for c in claim.clusters)
+            and isinstance(claim.host, str)
+            and (claim.ticket is None or (type(claim.ticket) is int and 0 <= claim.ticket < _MAX_PID))
+            and type(claim.pid) is int
+            and 0 < claim.pid < _MAX_PID
+            and (claim.since is None or isinstance(claim.since, str))
+        )
         return claim if valid else None
 
     def alive(self) -> bool:
@@ -214,16 +235,19 @@ def _release(instance: dg.DagsterInstance, claim: Claim) -> None:
     if record is None or record.dagster_run.status not in RUNNING or Claim.of(record) != claim:  # ended meanwhile
         return
     run = record.dagster_run
-    message = (f"exo: the process running this run (pid {claim.pid} on {claim.host.split('/')[0]}) is gone; "
-               f"its slot of {', '.join(f'cluster/{c}' for c in claim.clusters)} is released")
+    message = (
+        f"exo: the process running this run (pid {claim.pid} on {claim.host.split('/')[0]}) is gone; "
+        f"its slot of {', '.join(f'cluster/{c}' for c in claim.clusters)} is released"
+    )
     if run.status == dg.DagsterRunStatus.CANCELING:
         instance.report_run_canceled(run, message=message)
     else:
         instance.report_run_failed(run, message=message)
 
 
-def wait_for_slot(instance: dg.DagsterInstance, run_id: str, limits: Mapping[str, int],
-                  sleep: Callable[[float], None] = time.sleep) -> Iterator[str]:
+def wait_for_slot(
+    instance: dg.DagsterInstance, run_id: str, limits: Mapping[str, int], sleep: Callable[[float], None] = time.sleep
+) -> Iterator[str]:
     """Return once the run holds a slot of each cluster in `limits` (identifier -> its definition's
     `concurrency:`); yield a message to log whenever it (still) waits. Raise SlotWaitCancelled when the
     run is cancelled meanwhile. The claim stays on the run: it counts until the run ends."""
@@ -253,6 +277,9 @@ def wait_for_slot(instance: dg.DagsterInstance, run_id: str, limits: Mapping[str
         now = time.monotonic()
         if full and now - reported >= REPORT_EVERY_SECONDS:
             reported = now
-            yield "; ".join(f"waiting for a slot ({len(held)} of cluster/{k} running, `concurrency: {limits[k]}`): "
-                            f"{', '.join(c.run_id[:8] for c in held)}" for k, held in full.items())
+            yield "; ".join(
+                f"waiting for a slot ({len(held)} of cluster/{k} running, `concurrency: {limits[k]}`): "
+                f"{', '.join(c.run_id[:8] for c in held)}"
+                for k, held in full.items()
+            )
         sleep(POLL_SECONDS if full else CHOOSING_POLL_SECONDS)

@@ -38,7 +38,7 @@ class SlaGuard:
     def message(self) -> str:
         return f"SLA exceeded: the run took longer than its sla of {self.seconds:g}s and was stopped"
 
-    def __enter__(self) -> "SlaGuard":
+    def __enter__(self) -> SlaGuard:
         # SIGINT reaches the main thread only: elsewhere the executor wrapper stops the run at its next event
         self._signal = threading.current_thread() is threading.main_thread()
         if self.seconds is not None:

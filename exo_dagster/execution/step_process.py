@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import queue
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from exo_dagster.dagster_private import (
     ChildProcessCrashException,
@@ -27,7 +28,9 @@ class StepCommand(MultiprocessExecutorChildProcessCommand):
     environment of whichever run started the forkserver (DAGSTER_HOME, EXO_DATA_DIR, secrets...).
     """
 
-    def __init__(self, *args: Any, lease_conn: Any = None, need: int = 0, env: Mapping[str, str] | None = None, **kwargs: Any):
+    def __init__(
+        self, *args: Any, lease_conn: Any = None, need: int = 0, env: Mapping[str, str] | None = None, **kwargs: Any
+    ):
         super().__init__(*args, **kwargs)
         self.lease_conn, self.need, self.env = lease_conn, need, dict(env) if env is not None else None
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from exo_dagster.dagster_private import (
     PRIORITY_TAG,
@@ -26,8 +27,13 @@ class DeviceScheduler(ActiveExecution):
         check.invariant(self._context_guard, "ActiveExecution must be used as a context manager")
         self._update()
         steps = sorted((self.get_step_by_key(k) for k in self._executable), key=self._sort_key_fn)
-        counter = (TagConcurrencyLimitsCounter(self._tag_concurrency_limits, [self.get_step_by_key(k) for k in self._in_flight])
-                   if self._tag_concurrency_limits else None)
+        counter = (
+            TagConcurrencyLimitsCounter(
+                self._tag_concurrency_limits, [self.get_step_by_key(k) for k in self._in_flight]
+            )
+            if self._tag_concurrency_limits
+            else None
+        )
         cpu_running = sum(1 for k in self._in_flight if not self.leases.needs(self.get_step_by_key(k)))
         batch: list[ExecutionStep] = []
         planned: dict[str, int] = {}

@@ -12,7 +12,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from exo_dagster.spec.models import Queues, Resources
 
@@ -59,8 +60,9 @@ def k8s_config(resources: Resources) -> dict[str, Any]:
         pod: dict[str, Any] = {"tolerations": [dict(K8S_GPU_TOLERATION)]}
         if resources.gpu_type:
             pod["node_selector"] = {K8S_GPU_TYPE_LABEL: resources.gpu_type}
-            pod["tolerations"].append({"key": K8S_GPU_TYPE_LABEL, "operator": "Equal",
-                                       "value": resources.gpu_type, "effect": "NoSchedule"})
+            pod["tolerations"].append(
+                {"key": K8S_GPU_TYPE_LABEL, "operator": "Equal", "value": resources.gpu_type, "effect": "NoSchedule"}
+            )
         config["pod_spec_config"] = pod
     if container:
         config["container_config"] = container

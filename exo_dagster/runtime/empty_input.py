@@ -7,7 +7,7 @@ The step is skipped only when every one of them has no rows.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import polars as pl
 

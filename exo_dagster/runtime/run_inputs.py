@@ -6,7 +6,8 @@ steps need, below the compiler.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from exo_dagster.spec.ir import Cluster
 from exo_dagster.spec.run_inputs import InputValueError, resolve_values

@@ -15,12 +15,25 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from exo_dagster.sdk.masking import (  # noqa: F401  (re-exported: the runtime masks through this module)
-    FRAGMENT, MASK, MIN_MASKED_LENGTH, MaskedError, Masker, MaskingLog, encoded_forms, leaks, mask, mask_exception,
-    mask_output, mask_value, masked_failure, masker,
+    FRAGMENT,
+    MASK,
+    MIN_MASKED_LENGTH,
+    MaskedError,
+    Masker,
+    MaskingLog,
+    encoded_forms,
+    leaks,
+    mask,
+    mask_exception,
+    mask_output,
+    mask_value,
+    masked_failure,
+    masker,
 )
 from exo_dagster.spec.ir import SecretSource
 
@@ -98,7 +111,7 @@ def backend_from_spec(spec: str | None, environ: Mapping[str, str] | None = None
         if part == "env":
             backends.append(EnvBackend(environ))
         elif part.startswith("file:"):
-            backends.append(FileBackend(part[len("file:"):]))
+            backends.append(FileBackend(part[len("file:") :]))
         elif ":" in part:
             module, _, attr = part.partition(":")
             try:
@@ -109,7 +122,9 @@ def backend_from_spec(spec: str | None, environ: Mapping[str, str] | None = None
                 raise BackendError(f"{BACKEND_ENV}: `{part}` has no `get(name)` method")
             backends.append(backend)
         else:
-            raise BackendError(f"{BACKEND_ENV}: unknown secrets backend `{part}`; use env, file:/folder or module:Class")
+            raise BackendError(
+                f"{BACKEND_ENV}: unknown secrets backend `{part}`; use env, file:/folder or module:Class"
+            )
     return backends[0] if len(backends) == 1 else ChainBackend(backends)
 
 
@@ -118,22 +133,27 @@ def default_backend(environ: Mapping[str, str] | None = None) -> SecretBackend:
     return backend_from_spec(env.get(BACKEND_ENV), environ)
 
 
-def secret_value(name: str, source: SecretSource, environ: Mapping[str, str] | None = None,
-                 backend: SecretBackend | None = None) -> str:
+def secret_value(
+    name: str, source: SecretSource, environ: Mapping[str, str] | None = None, backend: SecretBackend | None = None
+) -> str:
     if source.kind == "literal":
         return source.literal or ""
     backend = backend or default_backend(environ)
     value = backend.get(source.name)
     if value is None:
         where = getattr(backend, "describe", lambda n: f"`{n}`")(source.name)
-        hint = f"export {source.name}=... before launching the run" if isinstance(backend, EnvBackend) else \
-            f"store `{source.name}` in the secrets backend ({BACKEND_ENV})"
+        hint = (
+            f"export {source.name}=... before launching the run"
+            if isinstance(backend, EnvBackend)
+            else f"store `{source.name}` in the secrets backend ({BACKEND_ENV})"
+        )
         raise MissingSecret(f"secret `{name}` reads {where}, which is not set; {hint}")
     return value
 
 
-def resolve_all(sources: Mapping[str, SecretSource], environ: Mapping[str, str] | None = None,
-                backend: SecretBackend | None = None) -> dict[str, str]:
+def resolve_all(
+    sources: Mapping[str, SecretSource], environ: Mapping[str, str] | None = None, backend: SecretBackend | None = None
+) -> dict[str, str]:
     backend = backend or default_backend(environ)
     return {name: secret_value(name, source, environ, backend) for name, source in sources.items()}
 
@@ -166,12 +186,15 @@ def visible_sources(cluster: Any, step: Any) -> list[SecretSource]:
                 refs = templates.parse(text).references
             except templates.TemplateSyntaxError:
                 continue
-            sources += [cluster.secrets[r.parts[0]] for r in refs if r.root == "secrets" and r.parts[0] in cluster.secrets]
+            sources += [
+                cluster.secrets[r.parts[0]] for r in refs if r.root == "secrets" and r.parts[0] in cluster.secrets
+            ]
     return sources
 
 
-def visible_values(cluster: Any, step: Any, environ: Mapping[str, str] | None = None,
-                   sources: list[SecretSource] | None = None) -> list[str]:
+def visible_values(
+    cluster: Any, step: Any, environ: Mapping[str, str] | None = None, sources: list[SecretSource] | None = None
+) -> list[str]:
     """The values of `visible_sources` that can be read now: what this step's logs, errors and output must not show.
     `sources`: `visible_sources(cluster, step)` found once (it depends on the spec only; the values are read each time)."""
     if sources is None:

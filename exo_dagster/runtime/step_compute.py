@@ -5,26 +5,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import polars as pl
 from dagster import Failure, Output
 from pydantic import ValidationError
 
-from exo_dagster.sdk import allowed_paths
-from exo_dagster.sdk import leak_guard
-from exo_dagster.sdk import row_cache
-from exo_dagster.sdk import sql_text
-from exo_dagster.sdk import step_errors
 from exo_dagster.runtime import run_inputs, step_failure, step_timeout
 from exo_dagster.runtime import secrets as secret_values
-from exo_dagster.sdk import templates
+from exo_dagster.sdk import allowed_paths, leak_guard, row_cache, sql_text, step_errors, templates
 from exo_dagster.sdk.context import StepContext
+from exo_dagster.sdk.durations import duration_seconds
 from exo_dagster.sdk.row_map import RowFailed
+from exo_dagster.sdk.table import StoredTable
 from exo_dagster.spec import preset_rules
 from exo_dagster.spec.ir import Cluster, ParsedStep
-from exo_dagster.sdk.durations import duration_seconds
-from exo_dagster.sdk.table import StoredTable
 from exo_dagster.storage.metadata import column_schema
 
 
@@ -36,14 +32,26 @@ def cluster_fields(cluster: Cluster) -> dict[str, Any]:
     spec = cluster.spec
     dumped = [t.model_dump(exclude_none=True, exclude_defaults=True, by_alias=True) for t in spec.triggers]
     trigger = (dumped if isinstance(spec.trigger, list) else dumped[0]) if dumped else None
-    return {"identifier": spec.identifier, "title": spec.title, "description": spec.description,
-            "trigger": trigger, "sla": spec.sla, "project": spec.project, "name": spec.short_name}
+    return {
+        "identifier": spec.identifier,
+        "title": spec.title,
+        "description": spec.description,
+        "trigger": trigger,
+        "sla": spec.sla,
+        "project": spec.project,
+        "name": spec.short_name,
+    }
 
 
-def make_resolver(cluster: Cluster, step: ParsedStep, tables: dict[str, StoredTable],
-                  step_secrets: dict[str, str], environ=os.environ,
-                  roots: dict[str, dict[str, Any]] | None = None,
-                  inputs: dict[str, Any] | None = None) -> Callable[[templates.Reference], Any]:
+def make_resolver(
+    cluster: Cluster,
+    step: ParsedStep,
+    tables: dict[str, StoredTable],
+    step_secrets: dict[str, str],
+    environ=os.environ,
+    roots: dict[str, dict[str, Any]] | None = None,
+    inputs: dict[str, Any] | None = None,
+) -> Callable[[templates.Reference], Any]:
     """`roots` adds template roots known only at run time (`failure.*` in a cluster's failure satellites);
     `inputs` are the run's input values (runtime/run_inputs.py)."""
     fields = cluster_fields(cluster)
@@ -57,7 +65,9 @@ def make_resolver(cluster: Cluster, step: ParsedStep, tables: dict[str, StoredTa
             return secret_values.secret_value(ref.parts[0], source, environ)
         if ref.root == "env":
             if ref.parts[0] not in environ:
-                raise StepInputError(f"step `{step.identifier}` reads environment variable `{ref.parts[0]}`, which is not set")
+                raise StepInputError(
+                    f"step `{step.identifier}` reads environment variable `{ref.parts[0]}`, which is not set"
+                )
             return environ[ref.parts[0]]
         if ref.root == "cluster":
             return fields[ref.parts[0]]
@@ -106,8 +116,10 @@ def _row_expr(raw: Any, resolve, names: list[str], embedding=None) -> pl.Expr:
             pieces.append(pl.lit(piece))
         elif piece.per_row:
             if piece.column not in names:
-                missing = StepInputError(f"`{piece.text}`: column `{piece.column}` is not in `{piece.satellite}`'s "
-                                         f"output (it has: {', '.join(names)})")
+                missing = StepInputError(
+                    f"`{piece.text}`: column `{piece.column}` is not in `{piece.satellite}`'s "
+                    f"output (it has: {', '.join(names)})"
+                )
                 missing.template = piece.text
                 raise missing
             column = pl.col(piece.column)
@@ -179,12 +191,17 @@ def validate_config(step: ParsedStep, resolve, cluster_dir: str, hidden: list[st
     def placeholder(ref: templates.Reference) -> Any:
         return SECRET_PLACEHOLDER if ref.root == "secrets" else resolve(ref)
 
-    secret_fields = {path for path, text in templates.walk_strings(step.config)
-                     if templates.has_template(text) and "secrets." in text}
+    secret_fields = {
+        path
+        for path, text in templates.walk_strings(step.config)
+        if templates.has_template(text) and "secrets." in text
+    }
     try:
         checked = model.model_validate(render_section(step, step.config, placeholder), context=context)
     except ValidationError as exc:
-        problems = [e for e in exc.errors(include_url=False) if not any(tuple(e["loc"])[:len(p)] == p for p in secret_fields)]
+        problems = [
+            e for e in exc.errors(include_url=False) if not any(tuple(e["loc"])[: len(p)] == p for p in secret_fields)
+        ]
         if problems:
             raise _at_first(step, StepInputError(_invalid(step, problems, hidden)), problems) from None
     else:
@@ -193,8 +210,10 @@ def validate_config(step: ParsedStep, resolve, cluster_dir: str, hidden: list[st
     try:
         return model.model_validate(render_section(step, step.config, resolve), context=context)
     except ValidationError as exc:
-        problems = [{**e, "msg": f"the value (from a secret, not shown) is invalid: {e['type']}"}
-                    for e in exc.errors(include_url=False, include_input=False)]
+        problems = [
+            {**e, "msg": f"the value (from a secret, not shown) is invalid: {e['type']}"}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
         raise _at_first(step, StepInputError(_invalid(step, problems, hidden)), problems) from None
 
 
@@ -213,7 +232,9 @@ def _at_first(step: ParsedStep, exc: StepInputError, problems: list[dict]) -> St
 
 
 def _invalid(step: ParsedStep, errors: list[dict], hidden: list[str]) -> str:
-    lines = [f"  {'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg'].removeprefix('Value error, ')}" for e in errors]
+    lines = [
+        f"  {'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg'].removeprefix('Value error, ')}" for e in errors
+    ]
     text = f"config of step `{step.identifier}` is invalid after resolving templates:\n" + "\n".join(lines)
     return secret_values.mask(text, hidden)
 
@@ -225,8 +246,12 @@ def row_identity(config: dict[str, Any], roots: dict[str, dict[str, Any]] | None
     return config if partition is None else {**config, "exo/partition": partition}
 
 
-def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
-                 roots: Callable[[Any], dict[str, dict[str, Any]]] | None = None):
+def make_compute(
+    cluster: Cluster,
+    step: ParsedStep,
+    previous: str | None,
+    roots: Callable[[Any], dict[str, dict[str, Any]]] | None = None,
+):
     """The function a compiled asset calls with its upstream StoredTables.
 
     `roots(context)` gives extra template roots at run time (the failure job's `failure.*`).
@@ -251,29 +276,40 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
                 ctx.rows = ctx.rows.slice(*chunk)
         except (StepInputError, secret_values.MissingSecret, sql_text.SqlTemplateError) as exc:
             # A user mistake, not a crash: a plain message, and no automatic retry (it cannot heal itself).
-            raise Failure(description=secret_values.mask(step_failure.described(step, exc, str(exc)), hidden),
-                          metadata={**step_failure.location_metadata(step, exc), "exo/cause": step_errors.BAD_VALUE},
-                          allow_retries=False) from None
+            raise Failure(
+                description=secret_values.mask(step_failure.described(step, exc, str(exc)), hidden),
+                metadata={**step_failure.location_metadata(step, exc), "exo/cause": step_errors.BAD_VALUE},
+                allow_retries=False,
+            ) from None
         try:
             # masking a lazy result computes it: within the step's time limit too
-            value = step_timeout.call(lambda: secret_values.mask_output(step.satellite.fn(ctx, config), hidden),
-                                      timeout_s, step)
+            value = step_timeout.call(
+                lambda: secret_values.mask_output(step.satellite.fn(ctx, config), hidden), timeout_s, step
+            )
         except allowed_paths.PathOutside as exc:
             # A path outside the allowed roots is a user mistake: a plain message, never retried.
-            raise Failure(description=secret_values.mask(step_failure.described(step, exc, str(exc)), hidden),
-                          metadata={**step_failure.location_metadata(step, exc), "exo/cause": step_errors.PERMISSION},
-                          allow_retries=False) from None
+            raise Failure(
+                description=secret_values.mask(step_failure.described(step, exc, str(exc)), hidden),
+                metadata={**step_failure.location_metadata(step, exc), "exo/cause": step_errors.PERMISSION},
+                allow_retries=False,
+            ) from None
         except RowFailed as exc:
-            raise Failure(description=secret_values.mask(str(exc), hidden),
-                          metadata={**step_failure.location_metadata(step),
-                                    **secret_values.mask_value(ctx.metadata, hidden)}) from None
+            raise Failure(
+                description=secret_values.mask(str(exc), hidden),
+                metadata={**step_failure.location_metadata(step), **secret_values.mask_value(ctx.metadata, hidden)},
+            ) from None
         except Failure:
             raise  # the satellite chose its words and whether to retry (masked on the way out)
         except Exception as exc:
             error_kind = step_errors.kind(exc)
             if error_kind != step_errors.BUG:  # the satellite's message first, no stack trace, retried only if worth it
-                raise step_failure.step_failure(exc, error_kind, step, lambda text: secret_values.mask(text, hidden),
-                                               secret_values.mask_value(ctx.metadata, hidden) or None) from None
+                raise step_failure.step_failure(
+                    exc,
+                    error_kind,
+                    step,
+                    lambda text: secret_values.mask(text, hidden),
+                    secret_values.mask_value(ctx.metadata, hidden) or None,
+                ) from None
             if secret_values.leaks(exc, hidden):
                 raise secret_values.masked_failure(exc, hidden) from None
             raise
@@ -285,16 +321,18 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
     def prepare(context, tables: dict[str, StoredTable], hidden: list[str]) -> tuple[StepContext, Any]:
         broken = preset_rules.step_problems(step.satellite, step.config, step.spec.input)
         if broken:  # the checker refuses these; a step built some other way is refused here, before any call
-            raise StepInputError(f"step `{step.identifier}` changes what `{step.satellite.id}` fixes: "
-                                 + "; ".join(broken))
+            raise StepInputError(
+                f"step `{step.identifier}` changes what `{step.satellite.id}` fixes: " + "; ".join(broken)
+            )
         tables = {ident: dataclasses.replace(t, name=ident) for ident, t in tables.items()}
         given = secret_values.resolve_all(step.secrets)
         values = run_inputs.step_values(cluster, context) if step.role == "main" else None
         extra = roots(context) if roots else None
         resolve = _memo(make_resolver(cluster, step, tables, given, roots=extra, inputs=values))
         config = validate_config(step, resolve, cluster.base_dir, hidden)
-        plain_input = render_section(step, {k: v for k, v in step.spec.input.items() if not is_per_row(v)}, resolve,
-                                     "input")
+        plain_input = render_section(
+            step, {k: v for k, v in step.spec.input.items() if not is_per_row(v)}, resolve, "input"
+        )
         ctx = StepContext(
             cluster=cluster.spec.identifier,
             step=step.identifier,
@@ -307,8 +345,11 @@ def make_compute(cluster: Cluster, step: ParsedStep, previous: str | None,
             secrets=given,
             base_dir=cluster.base_dir,
             log=secret_values.MaskingLog(context.log, hidden),
-            identity=(step.satellite.id, step.satellite.version,
-                      row_identity(config.model_dump(mode="json", by_alias=True), extra)),
+            identity=(
+                step.satellite.id,
+                step.satellite.version,
+                row_identity(config.model_dump(mode="json", by_alias=True), extra),
+            ),
             concurrency=step.spec.concurrency or 8,
             on_row_error=step.spec.on_row_error,
             cache_path=row_cache.cache_file(cluster.job_name) if step.spec.cache else None,

@@ -47,10 +47,17 @@ def described(step: Any, exc: BaseException, text: str) -> str:
     return f"{text} (from {key} at {where})" if key else text
 
 
-def step_failure(exc: BaseException, error_kind: str, step: Any, mask=lambda text: text,
-                 metadata: dict[str, Any] | None = None) -> dg.Failure:
+def step_failure(
+    exc: BaseException, error_kind: str, step: Any, mask=lambda text: text, metadata: dict[str, Any] | None = None
+) -> dg.Failure:
     """A Failure that leads with the satellite's message, points to the YAML, and retries only if worth it."""
-    meta = {**location_metadata(step, exc), "exo/error": type(exc).__name__, "exo/error-kind": error_kind,
-            "exo/cause": cause(exc), **(metadata or {})}
-    return dg.Failure(description=mask(described(step, exc, message(exc))), metadata=meta,
-                      allow_retries=error_kind != PERMANENT)
+    meta = {
+        **location_metadata(step, exc),
+        "exo/error": type(exc).__name__,
+        "exo/error-kind": error_kind,
+        "exo/cause": cause(exc),
+        **(metadata or {}),
+    }
+    return dg.Failure(
+        description=mask(described(step, exc, message(exc))), metadata=meta, allow_retries=error_kind != PERMANENT
+    )

@@ -16,15 +16,18 @@ import contextlib
 import contextvars
 import signal
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from exo_dagster.sdk import step_limit
-from exo_dagster.sdk.step_limit import StepTimeout  # noqa: F401  (re-exported)
+from exo_dagster.sdk.step_limit import StepTimeout
 
 
 def _text(step: Any, seconds: float) -> str:
-    return (f"step `{step.identifier}` ({step.spec.name}) timed out after {seconds:g}s "
-            f"(its `timeout:` is {step.spec.timeout})")
+    return (
+        f"step `{step.identifier}` ({step.spec.name}) timed out after {seconds:g}s "
+        f"(its `timeout:` is {step.spec.timeout})"
+    )
 
 
 @contextlib.contextmanager
@@ -70,8 +73,9 @@ def _bounded(fn: Callable[[], Any], seconds: float | None, text: str, step: Any)
             box["error"] = exc
 
     # in the step's context: the connections the helper thread opens are the step's (step_limit.register)
-    worker = threading.Thread(target=contextvars.copy_context().run, args=(run,), name=f"exo-step-{step.identifier}",
-                              daemon=True)
+    worker = threading.Thread(
+        target=contextvars.copy_context().run, args=(run,), name=f"exo-step-{step.identifier}", daemon=True
+    )
     worker.start()
     worker.join(seconds)
     if worker.is_alive():

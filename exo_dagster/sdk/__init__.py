@@ -10,10 +10,19 @@ Nothing here imports the compiler, an executor or another satellite.
 """
 
 from exo_dagster.sdk.context import StepContext
+from exo_dagster.sdk.durations import duration_seconds
 from exo_dagster.sdk.satellite import DECLARED, SatelliteConfig, SatelliteDef, satellite
 from exo_dagster.sdk.step_errors import PermanentError, TransientError
 from exo_dagster.sdk.table import StoredTable
-from exo_dagster.sdk.durations import duration_seconds
 
-__all__ = ["DECLARED", "PermanentError", "SatelliteConfig", "SatelliteDef", "StepContext", "StoredTable",
-           "TransientError", "duration_seconds", "satellite"]
+__all__ = [
+    "DECLARED",
+    "PermanentError",
+    "SatelliteConfig",
+    "SatelliteDef",
+    "StepContext",
+    "StoredTable",
+    "TransientError",
+    "duration_seconds",
+    "satellite",
+]

@@ -10,10 +10,9 @@ are governed by the credentials the operator hands a step, not by these roots.
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
-from exo_dagster.sdk import paths
-from exo_dagster.sdk import templates
+from exo_dagster.sdk import paths, templates
 
 ENV = "EXO_ALLOWED_PATHS"
 
@@ -39,7 +38,7 @@ def is_local(path: str) -> bool:
 
 def _real(path: str) -> str:
     if path.startswith("file://"):
-        path = path[len("file://"):]
+        path = path[len("file://") :]
     return os.path.realpath(os.path.expanduser(path))
 
 
@@ -54,8 +53,10 @@ def check(path: str, allowed: Iterable[str], what: str) -> str:
         return path
     allowed = list(allowed)
     if path.startswith("~") or not inside(path, allowed):
-        raise PathOutside(f"{what} `{path}` is outside the allowed folders ({', '.join(allowed)}); "
-                          f"write inside the data folder, or have the operator add the folder to {ENV}")
+        raise PathOutside(
+            f"{what} `{path}` is outside the allowed folders ({', '.join(allowed)}); "
+            f"write inside the data folder, or have the operator add the folder to {ENV}"
+        )
     return path
 
 
@@ -68,7 +69,7 @@ def literal_problem(value: str, base: str, allowed: list[str] | None) -> str | N
     """
     if templates.has_template(value) or not is_local(value):
         return None
-    raw = value[len("file://"):] if value.startswith("file://") else value
+    raw = value[len("file://") :] if value.startswith("file://") else value
     if raw.startswith("~"):
         return f"`{value}` starts with `~` (a home folder); use a path relative to the data folder"
     if not os.path.isabs(raw):
@@ -78,7 +79,9 @@ def literal_problem(value: str, base: str, allowed: list[str] | None) -> str | N
     if allowed is None:
         return None
     if not inside(paths.resolve(raw, base), allowed):
-        return f"`{value}` is outside the allowed folders ({', '.join(allowed)}); the operator may add folders with {ENV}"
+        return (
+            f"`{value}` is outside the allowed folders ({', '.join(allowed)}); the operator may add folders with {ENV}"
+        )
     return None
 
 
@@ -90,7 +93,9 @@ def config_problem(value: str | None, info, *, with_cluster_folder: bool) -> Non
         return
     context = info.context if info is not None and isinstance(info.context, dict) else {}
     cluster_dir = context.get("cluster_dir")
-    allowed = None if with_cluster_folder and not cluster_dir else roots(None, cluster_dir if with_cluster_folder else None)
+    allowed = (
+        None if with_cluster_folder and not cluster_dir else roots(None, cluster_dir if with_cluster_folder else None)
+    )
     problem = literal_problem(value, paths.data_dir(), allowed)
     if problem:
         raise ValueError(problem)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from typing import IO, Any, Iterator
+from collections.abc import Iterator
+from typing import IO, Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -54,8 +55,14 @@ def atomic_path(target: Any, fs: fsspec.AbstractFileSystem | None = None, *, swe
 
 
 @contextlib.contextmanager
-def atomic_write(target: Any, mode: str = "wb", fs: fsspec.AbstractFileSystem | None = None, *,
-                 encoding: str | None = None, sweep: bool = True) -> Iterator[IO]:
+def atomic_write(
+    target: Any,
+    mode: str = "wb",
+    fs: fsspec.AbstractFileSystem | None = None,
+    *,
+    encoding: str | None = None,
+    sweep: bool = True,
+) -> Iterator[IO]:
     """A handle on a temporary file beside `target` (`mode` "wb" or "w"); closed and moved onto `target`
     when the block ends without error. See `atomic_path` for what `target` may be."""
     if not mode.startswith("w"):
@@ -63,7 +70,7 @@ def atomic_write(target: Any, mode: str = "wb", fs: fsspec.AbstractFileSystem | 
     remote, path = _resolve(target, fs)
     text = {} if "b" in mode else {"encoding": encoding}
     with _into_place(remote, path, sweep) as tmp:
-        with (open(tmp, mode, **text) if remote is None else remote.open(tmp, mode, **text)) as fh:
+        with open(tmp, mode, **text) if remote is None else remote.open(tmp, mode, **text) as fh:
             yield fh
 
 

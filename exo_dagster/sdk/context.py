@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import polars as pl
 
@@ -43,22 +44,39 @@ class StepContext:
     # the run this one re-executes (Dagster's root run; else run_id): a batch delivered in it is not sent again
     root_run_id: str | None = None
 
-    def map_rows(self, fn: Callable[[dict, str], Any], rows: pl.DataFrame | pl.LazyFrame | None = None, *,
-                 concurrency: int | None = None, batch_size: int | None = None) -> pl.DataFrame:
+    def map_rows(
+        self,
+        fn: Callable[[dict, str], Any],
+        rows: pl.DataFrame | pl.LazyFrame | None = None,
+        *,
+        concurrency: int | None = None,
+        batch_size: int | None = None,
+    ) -> pl.DataFrame:
         """Run `fn(row, idempotency_key)` once per row (default: the step's per-row input), concurrently,
         skipping rows the cache already holds; per-row failures land in `_error`. See fanout.map_rows."""
-        from exo_dagster.sdk.row_map import RowStats, map_rows
         from exo_dagster.sdk.row_cache import open_cache
+        from exo_dagster.sdk.row_map import RowStats, map_rows
 
         rows = self.rows if rows is None else rows
         if rows is None:
-            raise ValueError(f"step `{self.step}` has no per-row input; use `$${{{{ satellites.X.output.col }}}}` in `input:`")
+            raise ValueError(
+                f"step `{self.step}` has no per-row input; use `$${{{{ satellites.X.output.col }}}}` in `input:`"
+            )
         stats = RowStats()
         cache = open_cache(self.cache_path) if self.cache_path else None
         try:
-            return map_rows(fn, rows, identity=self.identity, step=self.step, cache=cache,
-                            concurrency=concurrency or self.concurrency, on_row_error=self.on_row_error,
-                            batch_size=batch_size, stats=stats, mask=self._mask_result)
+            return map_rows(
+                fn,
+                rows,
+                identity=self.identity,
+                step=self.step,
+                cache=cache,
+                concurrency=concurrency or self.concurrency,
+                on_row_error=self.on_row_error,
+                batch_size=batch_size,
+                stats=stats,
+                mask=self._mask_result,
+            )
         finally:
             if cache is not None:
                 cache.close()
@@ -67,8 +85,9 @@ class StepContext:
                 self.metadata["exo/row_errors"] = "\n".join(stats.errors)
                 self.log.warning(f"{stats.failed} row(s) failed in step `{self.step}`; see the `_error` column")
 
-    def describe_output(self, rows: int, columns: Mapping[str, Any], *, uri: str | None = None,
-                        table_name: str | None = None) -> None:
+    def describe_output(
+        self, rows: int, columns: Mapping[str, Any], *, uri: str | None = None, table_name: str | None = None
+    ) -> None:
         """Report the table this step made elsewhere (write-table's target) as the asset's metadata, by
         Dagster's conventions: `dagster/row_count`, `dagster/column_schema` ({column: type}), and
         `dagster/uri` (a file or URL) or `dagster/table_name` (a database table). The IO manager then
@@ -100,8 +119,10 @@ class StepContext:
 
     def table(self, identifier: str) -> StoredTable:
         if identifier not in self.tables:
-            raise KeyError(f"step `{self.step}` does not read `{identifier}`; reference it with "
-                           f"${{{{ satellites.{identifier}.output }}}}")
+            raise KeyError(
+                f"step `{self.step}` does not read `{identifier}`; reference it with "
+                f"${{{{ satellites.{identifier}.output }}}}"
+            )
         return self.tables[identifier]
 
     def input_table(self, key: str = "table") -> StoredTable | None:

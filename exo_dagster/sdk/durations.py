@@ -21,7 +21,9 @@ def duration_seconds(value: Any) -> float:
     else:
         match = _DURATION.match(str(value))
         if not match:
-            raise ValueError(f"{str(value)[:40]!r} is not a duration; write seconds (30) or a number with a unit: 500ms, 10s, 5m, 1h, 1d")
+            raise ValueError(
+                f"{str(value)[:40]!r} is not a duration; write seconds (30) or a number with a unit: 500ms, 10s, 5m, 1h, 1d"
+            )
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     if not seconds <= MAX_DURATION_SECONDS:
         raise ValueError(f"a duration may be at most 366 days ({MAX_DURATION_SECONDS} s)")

@@ -7,8 +7,9 @@ language's own rules instead of pasting values in as raw text, so data can never
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import polars as pl
 
@@ -37,8 +38,10 @@ def _escaped_render(escape: Callable[[str], str]):
     def render(text: str, resolve) -> str:
         if not templates.has_template(text):
             return text
-        return "".join(p if isinstance(p, str) else escape(templates.as_text(resolve(p)))
-                       for p in templates.parse(text).pieces)
+        return "".join(
+            p if isinstance(p, str) else escape(templates.as_text(resolve(p))) for p in templates.parse(text).pieces
+        )
+
     return render
 
 
@@ -48,6 +51,7 @@ def _replacing_column(pairs: tuple[tuple[str, str], ...]) -> Callable[[pl.Expr],
         for raw, escaped in pairs:
             out = out.str.replace_all(raw, escaped, literal=True)
         return out
+
     return column
 
 
@@ -56,6 +60,7 @@ def _replacing(pairs: tuple[tuple[str, str], ...]) -> Callable[[str], str]:
         for raw, escaped in pairs:
             text = text.replace(raw, escaped)
         return text
+
     return escape
 
 
@@ -66,14 +71,22 @@ SLACK_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"))
 
 def html_when(flag: str) -> Embedding:
     """HTML text, when the step's config sets `flag` (send-email's `html: true`)."""
-    return Embedding("html", _escaped_render(lambda v: html.escape(v, quote=True)), _replacing_column(HTML_ESCAPES),
-                     lambda config: config.get(flag) is True)
+    return Embedding(
+        "html",
+        _escaped_render(lambda v: html.escape(v, quote=True)),
+        _replacing_column(HTML_ESCAPES),
+        lambda config: config.get(flag) is True,
+    )
 
 
 def slack_when(key: str, value: str) -> Embedding:
     """Slack mrkdwn text, when the step's config sets `key: value` (send-alert's `format: slack`)."""
-    return Embedding("slack-mrkdwn", _escaped_render(slack_escape), _replacing_column(SLACK_ESCAPES),
-                     lambda config: config.get(key) == value)
+    return Embedding(
+        "slack-mrkdwn",
+        _escaped_render(slack_escape),
+        _replacing_column(SLACK_ESCAPES),
+        lambda config: config.get(key) == value,
+    )
 
 
 slack_escape = _replacing(SLACK_ESCAPES)

@@ -14,9 +14,8 @@ from typing import Any
 import fsspec
 import polars as pl
 
+from exo_dagster.sdk import allowed_paths, step_errors
 from exo_dagster.sdk.context import StepContext
-from exo_dagster.sdk import allowed_paths
-from exo_dagster.sdk import step_errors
 from exo_dagster.sdk.paths import is_url
 from exo_dagster.sdk.storage_options import version_stamp
 
@@ -31,15 +30,18 @@ def path_rows(ctx: StepContext, column: str, satellite: str) -> pl.DataFrame:
         given = ctx.input["paths"]
         values = [given] if isinstance(given, str) else list(given or [])
         if not all(isinstance(v, str) for v in values):
-            raise step_errors.PermanentError(f"{satellite}: `input.paths` must be a path or a list of paths, "
-                                             f"got {given!r}", config_key="input.paths")
+            raise step_errors.PermanentError(
+                f"{satellite}: `input.paths` must be a path or a list of paths, got {given!r}", config_key="input.paths"
+            )
         return pl.DataFrame({"path": values}, schema={"path": pl.Utf8})
     if ctx.rows is not None:
         return _select(ctx.rows, column, satellite, "the per-row input", fallbacks=("path", "paths"))
     if ctx.previous is not None:
         return _select(ctx.previous.lazy(), column, satellite, "the previous step's output", fallbacks=())
-    raise ValueError(f"{satellite} needs paths: `input.paths: ${{{{ satellites.files.output.path }}}}`, a per-row "
-                     f"`$${{{{ satellites.files.output.path }}}}`, or a previous step with a `{column}` column")
+    raise ValueError(
+        f"{satellite} needs paths: `input.paths: ${{{{ satellites.files.output.path }}}}`, a per-row "
+        f"`$${{{{ satellites.files.output.path }}}}`, or a previous step with a `{column}` column"
+    )
 
 
 def _select(frame: pl.LazyFrame, column: str, satellite: str, where: str, fallbacks: tuple[str, ...]) -> pl.DataFrame:
@@ -48,9 +50,11 @@ def _select(frame: pl.LazyFrame, column: str, satellite: str, where: str, fallba
     if found is None and fallbacks and len(names) == 1:
         found = names[0]
     if found is None:
-        raise step_errors.PermanentError(f"{satellite}: {where} has no `{column}` column (it has: "
-                                         f"{', '.join(names) or 'no columns'}); set `column:` in the config",
-                                         config_key="column")
+        raise step_errors.PermanentError(
+            f"{satellite}: {where} has no `{column}` column (it has: "
+            f"{', '.join(names) or 'no columns'}); set `column:` in the config",
+            config_key="column",
+        )
     extra = [c for c in FINGERPRINT_COLUMNS if c in names and c != found]
     out = frame.select(pl.col(found).cast(pl.Utf8).alias("path"), *[pl.col(c).cast(pl.Utf8) for c in extra])
     return out.collect(engine="streaming")
@@ -84,13 +88,17 @@ def resolve(ctx: StepContext, path: str) -> str:
 def check_inside(ctx: StepContext, rows: pl.DataFrame, allowed: list[str], satellite: str) -> None:
     """Every local path must lie inside the allowed folders, checked before any file is touched: one path
     outside fails the whole step (nothing moved or deleted), naming the path."""
-    outside = [p for p in rows["path"].to_list() if p and allowed_paths.is_local(p)
-               and not allowed_paths.inside(resolve(ctx, p), allowed)]
+    outside = [
+        p
+        for p in rows["path"].to_list()
+        if p and allowed_paths.is_local(p) and not allowed_paths.inside(resolve(ctx, p), allowed)
+    ]
     if outside:
         more = f" (and {len(outside) - 1} more)" if len(outside) > 1 else ""
         refused = allowed_paths.PathOutside(
             f"{satellite}: `{outside[0]}`{more} is outside the allowed folders ({', '.join(allowed)}): the data folder "
-            f"and the cluster's folder; the operator may add folders with {allowed_paths.ENV}")
+            f"and the cluster's folder; the operator may add folders with {allowed_paths.ENV}"
+        )
         raise step_errors.at_key(refused, "input.paths") if "paths" in ctx.input else refused  # points at the key
 
 

@@ -13,7 +13,8 @@ import logging
 import sys
 import threading
 import traceback
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from exo_dagster.sdk.masking import Masker, mask_exception, masker
 
@@ -62,7 +63,7 @@ def _masking_factory(previous, masking: Masker):
         record = previous(*args, **kwargs)
         try:
             message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a bad format string is the caller's; keep the raw text
+        except Exception:
             message = str(record.msg)
         record.msg, record.args = masking(message), None
         if record.exc_info and record.exc_info[0] is not None:
@@ -71,6 +72,7 @@ def _masking_factory(previous, masking: Masker):
         if record.stack_info:
             record.stack_info = masking(record.stack_info)
         return record
+
     return factory
 
 

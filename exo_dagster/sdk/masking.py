@@ -12,7 +12,8 @@ import logging
 import re
 import traceback
 import urllib.parse
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 MASK = "********"
 MIN_MASKED_LENGTH = 4  # shorter values would mask ordinary words; such secrets are refused by no one, but not masked
@@ -30,8 +31,15 @@ def encoded_forms(value: str) -> set[str]:
     base64 (standard and URL-safe, at each of the three byte alignments inside a longer payload, such
     as `user:secret` in a Basic auth header) and hex."""
     raw = value.encode("utf-8")
-    forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value, safe=""),
-             urllib.parse.quote(value), json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1], raw.hex()}
+    forms = {
+        value,
+        urllib.parse.quote(value, safe=""),
+        urllib.parse.quote_plus(value, safe=""),
+        urllib.parse.quote(value),
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        raw.hex(),
+    }
     for encode in (base64.b64encode, base64.urlsafe_b64encode):
         for shift in range(3):
             text = encode(b"\0" * shift + raw).decode("ascii").rstrip("=")
@@ -54,7 +62,7 @@ class Masker:
             forms |= encoded_forms(value) if len(value) >= FRAGMENT else {value}
         self.forms = sorted(forms, key=len, reverse=True)
         short = [f for f in self.forms if len(f) < FRAGMENT]
-        windows = {f[i:i + FRAGMENT] for f in self.forms if len(f) >= FRAGMENT for i in range(len(f) - FRAGMENT + 1)}
+        windows = {f[i : i + FRAGMENT] for f in self.forms if len(f) >= FRAGMENT for i in range(len(f) - FRAGMENT + 1)}
         self._short = re.compile("|".join(map(re.escape, short))) if short else None
         self._windows = re.compile("(?=(" + "|".join(map(re.escape, sorted(windows))) + "))") if windows else None
         self._window_set = frozenset(windows)
@@ -82,7 +90,7 @@ class Masker:
         if len(text) > 512 or (self._short is not None and self._short.search(text)):
             return False
         windows = self._window_set
-        return not any(text[i:i + FRAGMENT] in windows for i in range(len(text) - FRAGMENT + 1))
+        return not any(text[i : i + FRAGMENT] in windows for i in range(len(text) - FRAGMENT + 1))
 
     def __call__(self, text: str) -> str:
         if not self.values or not text or self._clean(text):
@@ -154,8 +162,13 @@ def value_masker(values: Iterable[str]) -> Callable[[Any], Any]:
     return walk
 
 
-_REBUILT = {"TextMetadataValue": "text", "MarkdownMetadataValue": "md", "PathMetadataValue": "path",
-            "UrlMetadataValue": "url", "NotebookMetadataValue": "notebook"}
+_REBUILT = {
+    "TextMetadataValue": "text",
+    "MarkdownMetadataValue": "md",
+    "PathMetadataValue": "path",
+    "UrlMetadataValue": "url",
+    "NotebookMetadataValue": "notebook",
+}
 
 
 def _is_dagster(value: Any) -> bool:
@@ -177,7 +190,7 @@ def _masked_object(value: Any, masking: Masker, walk: Callable[[Any], Any]) -> A
         return value if masked == inner else MetadataValue.json(masked)
     try:
         text = serialize_value(value)
-    except Exception:  # noqa: BLE001 - not a serializable Dagster value: judge it by its text
+    except Exception:
         text = str(value)
     return MetadataValue.text(masking(str(value if inner is None else inner))) if masking.contains(text) else value
 
@@ -283,8 +296,11 @@ def _mask_chain(exc: BaseException, masking: Masker, seen: dict[int, BaseExcepti
     if _is_failure(exc):
         from dagster import Failure
 
-        replacement: BaseException = Failure(description=masking(_text(exc)), allow_retries=exc.allow_retries,
-                                             metadata=mask_value(dict(exc.metadata or {}), masking.values))
+        replacement: BaseException = Failure(
+            description=masking(_text(exc)),
+            allow_retries=exc.allow_retries,
+            metadata=mask_value(dict(exc.metadata or {}), masking.values),
+        )
     else:
         replacement = MaskedError(text)
     replacement.__cause__, replacement.__context__ = exc.__cause__, exc.__context__
@@ -296,7 +312,7 @@ def _mask_chain(exc: BaseException, masking: Masker, seen: dict[int, BaseExcepti
 def _text(exc: BaseException) -> str:
     try:
         return str(exc)
-    except Exception:  # noqa: BLE001 - an exception whose str() fails shows no text
+    except Exception:
         return ""
 
 
@@ -317,6 +333,7 @@ def _shows_secret(exc: BaseException, masking: Masker) -> bool:
 
 def _mask_in_place(exc: BaseException, masking: Masker) -> None:
     """Mask the exception's arguments, string attributes, notes and (a Failure's) description and metadata."""
+
     def clean(value: Any) -> Any:
         if isinstance(value, str):
             return masking(value)
@@ -379,8 +396,10 @@ def mask_output(value: Any, values: Iterable[str]) -> Any:
     if not text_columns and not other_columns:
         return value
     # Rust's regex finds the candidate cells vectorised; only those go through the Python masker.
-    pattern = "|".join(re.escape(f[:FRAGMENT]) if len(f) >= FRAGMENT else re.escape(f)
-                       for f in {w for form in masking.forms for w in _windows_of(form)})
+    pattern = "|".join(
+        re.escape(f[:FRAGMENT]) if len(f) >= FRAGMENT else re.escape(f)
+        for f in {w for form in masking.forms for w in _windows_of(form)}
+    )
 
     def mask_series(series: pl.Series) -> pl.Series:
         hits = series.str.contains(pattern).fill_null(False)
@@ -399,8 +418,10 @@ def mask_output(value: Any, values: Iterable[str]) -> Any:
         return pl.Series(series.name, [_mask_cell(c, masking) for c in series.to_list()], dtype=series.dtype)
 
     exprs = [pl.col(name).map_batches(mask_series, return_dtype=pl.Utf8).alias(name) for name in text_columns]
-    exprs += [pl.col(name).map_batches(mask_other, return_dtype=pl.Utf8 if isinstance(dtype, pl.Enum) else dtype)
-              .alias(name) for name, dtype in other_columns.items()]
+    exprs += [
+        pl.col(name).map_batches(mask_other, return_dtype=pl.Utf8 if isinstance(dtype, pl.Enum) else dtype).alias(name)
+        for name, dtype in other_columns.items()
+    ]
     return value.with_columns(exprs)
 
 
@@ -446,4 +467,4 @@ def _mask_cell(value: Any, masking: Masker) -> Any:
 def _windows_of(form: str) -> list[str]:
     if len(form) < FRAGMENT:
         return [form]
-    return [form[i:i + FRAGMENT] for i in range(len(form) - FRAGMENT + 1)]
+    return [form[i : i + FRAGMENT] for i in range(len(form) - FRAGMENT + 1)]

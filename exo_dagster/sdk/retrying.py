@@ -19,8 +19,9 @@ import asyncio
 import math
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 ErrorTest = Any  # an exception type, a tuple of them, or a predicate on the exception
@@ -43,7 +44,7 @@ class Retry:
         if retry_after is not None:
             return min(max(0.0, retry_after), self.max_retry_after) * random.uniform(*self.retry_after_jitter)
         try:
-            grown = self.delay * self.factor ** attempt
+            grown = self.delay * self.factor**attempt
         except OverflowError:
             grown = math.inf
         return min(self.max_delay, grown) * random.uniform(*self.jitter)
@@ -58,15 +59,26 @@ def _error_test(retry_on: ErrorTest) -> Callable[[BaseException], bool]:
 class _Attempts:
     """The bookkeeping shared by `call` and `acall`: after a failure, how long to wait, or None to stop."""
 
-    def __init__(self, policy: Retry, retry_on: ErrorTest, retry_result: Callable[[Any], bool] | None,
-                 retry_after: Callable[[Any], float | None] | None, deadline: float | None,
-                 on_retry: Callable[[int, Any, float], None] | None):
+    def __init__(
+        self,
+        policy: Retry,
+        retry_on: ErrorTest,
+        retry_result: Callable[[Any], bool] | None,
+        retry_after: Callable[[Any], float | None] | None,
+        deadline: float | None,
+        on_retry: Callable[[int, Any, float], None] | None,
+    ):
         if policy.attempts is None and deadline is None:
             raise ValueError("a retry needs `attempts` or a `deadline`")
         if policy.attempts is not None and policy.attempts < 1:
             raise ValueError("a retry needs at least one attempt")
         self.policy, self.retryable = policy, _error_test(retry_on)
-        self.retry_result, self.retry_after, self.deadline, self.on_retry = retry_result, retry_after, deadline, on_retry
+        self.retry_result, self.retry_after, self.deadline, self.on_retry = (
+            retry_result,
+            retry_after,
+            deadline,
+            on_retry,
+        )
         self.number = 0
 
     def after_error(self, exc: BaseException) -> float | None:
@@ -87,10 +99,16 @@ class _Attempts:
         return wait
 
 
-def call(fn: Callable[[], T], policy: Retry, *, retry_on: ErrorTest = Exception,
-         retry_result: Callable[[T], bool] | None = None,
-         retry_after: Callable[[Any], float | None] | None = None, deadline: float | None = None,
-         on_retry: Callable[[int, Any, float], None] | None = None) -> T:
+def call(
+    fn: Callable[[], T],
+    policy: Retry,
+    *,
+    retry_on: ErrorTest = Exception,
+    retry_result: Callable[[T], bool] | None = None,
+    retry_after: Callable[[Any], float | None] | None = None,
+    deadline: float | None = None,
+    on_retry: Callable[[int, Any, float], None] | None = None,
+) -> T:
     """`fn()`, again after a wait while it raises an error `retry_on` accepts (an exception type, a tuple of
     them, or a predicate) or returns a result `retry_result` accepts. `retry_after(error or result)` may
     name the wait the other side asked for; `on_retry(attempt, error or result, wait)` runs before each wait."""
@@ -109,10 +127,16 @@ def call(fn: Callable[[], T], policy: Retry, *, retry_on: ErrorTest = Exception,
         time.sleep(wait)
 
 
-async def acall(fn: Callable[[], Awaitable[T]], policy: Retry, *, retry_on: ErrorTest = Exception,
-                retry_result: Callable[[T], bool] | None = None,
-                retry_after: Callable[[Any], float | None] | None = None, deadline: float | None = None,
-                on_retry: Callable[[int, Any, float], None] | None = None) -> T:
+async def acall(
+    fn: Callable[[], Awaitable[T]],
+    policy: Retry,
+    *,
+    retry_on: ErrorTest = Exception,
+    retry_result: Callable[[T], bool] | None = None,
+    retry_after: Callable[[Any], float | None] | None = None,
+    deadline: float | None = None,
+    on_retry: Callable[[int, Any, float], None] | None = None,
+) -> T:
     """`call` for a coroutine function: awaits `fn()` and waits with `asyncio.sleep`."""
     tries = _Attempts(policy, retry_on, retry_result, retry_after, deadline, on_retry)
     while True:

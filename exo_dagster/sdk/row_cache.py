@@ -21,7 +21,8 @@ import json
 import os
 import sqlite3
 import threading
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from exo_dagster.sdk import paths
 from exo_dagster.sdk.hashing import sha256_text
@@ -109,7 +110,7 @@ class RowCache:
         found: dict[str, dict] = {}
         with self._lock:
             for start in range(0, len(keys), 900):
-                chunk = keys[start:start + 900]
+                chunk = keys[start : start + 900]
                 marks = ",".join("?" * len(chunk))
                 for key, result in self._con.execute(f"select key, result from rows where key in ({marks})", chunk):
                     found[key] = json.loads(result)
@@ -131,9 +132,14 @@ class RowCache:
         with self._lock:
             if self._con.execute("select 1 from pending limit 1").fetchone() is None:
                 return
-        self._transaction(lambda: (
-            self._con.execute("insert or replace into rows select key, step, result from pending order by key, rowid"),
-            self._con.execute("delete from pending")))
+        self._transaction(
+            lambda: (
+                self._con.execute(
+                    "insert or replace into rows select key, step, result from pending order by key, rowid"
+                ),
+                self._con.execute("delete from pending"),
+            )
+        )
 
     def _transaction(self, work) -> None:
         with self._lock:
@@ -149,8 +155,9 @@ class RowCache:
         """Distinct finished rows, merged or not."""
         where, args = ("", ()) if step is None else (" where step = ?", (step,))
         with self._lock:
-            return self._con.execute(f"select count(*) from (select key from rows{where} union select key from pending{where})",
-                                     args * 2).fetchone()[0]
+            return self._con.execute(
+                f"select count(*) from (select key from rows{where} union select key from pending{where})", args * 2
+            ).fetchone()[0]
 
     def clear(self, step: str | None = None) -> int:
         where, args = ("", ()) if step is None else (" where step = ?", (step,))
@@ -162,7 +169,7 @@ class RowCache:
         with self._lock:
             self._con.close()
 
-    def __enter__(self) -> "RowCache":
+    def __enter__(self) -> RowCache:
         return self
 
     def __exit__(self, *exc) -> None:

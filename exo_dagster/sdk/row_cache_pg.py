@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from exo_dagster.sdk.row_cache import result_text
 
@@ -49,8 +50,10 @@ class PostgresRowCache:
             if cur.fetchone()[0] is None:
                 self._con.autocommit = False
                 cur.execute("select pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
-                cur.execute(f"create table if not exists {TABLE} (cluster text not null, key text not null, "
-                            "step text, result text not null, primary key (cluster, key))")
+                cur.execute(
+                    f"create table if not exists {TABLE} (cluster text not null, key text not null, "
+                    "step text, result text not null, primary key (cluster, key))"
+                )
                 cur.execute(f"create index if not exists {TABLE}_step on {TABLE} (cluster, step)")
                 self._con.commit()
                 self._con.autocommit = True
@@ -60,8 +63,10 @@ class PostgresRowCache:
         found: dict[str, dict] = {}
         with self._lock, self._con.cursor() as cur:
             for start in range(0, len(keys), _BATCH):
-                cur.execute(f"select key, result from {TABLE} where cluster = %s and key = any(%s)",
-                            (self.cluster, keys[start:start + _BATCH]))
+                cur.execute(
+                    f"select key, result from {TABLE} where cluster = %s and key = any(%s)",
+                    (self.cluster, keys[start : start + _BATCH]),
+                )
                 for key, result in cur.fetchall():
                     found[key] = json.loads(result)
         return found
@@ -69,9 +74,11 @@ class PostgresRowCache:
     def put(self, key: str, step: str, result: Mapping[str, Any]) -> None:
         """Commit one finished row now (autocommit): a worker killed a moment later loses nothing finished."""
         with self._lock, self._con.cursor() as cur:
-            cur.execute(f"insert into {TABLE} values (%s, %s, %s, %s) on conflict (cluster, key) "
-                        "do update set step = excluded.step, result = excluded.result",
-                        (self.cluster, key, step, result_text(result)))
+            cur.execute(
+                f"insert into {TABLE} values (%s, %s, %s, %s) on conflict (cluster, key) "
+                "do update set step = excluded.step, result = excluded.result",
+                (self.cluster, key, step, result_text(result)),
+            )
 
     def put_many(self, items: list[tuple[str, str, str]]) -> None:
         """Commit (key, step, result JSON) rows in one transaction (sdk/row_writer.py's group commits)."""
@@ -82,9 +89,12 @@ class PostgresRowCache:
         with self._lock, self._con.cursor() as cur:
             self._con.autocommit = False
             try:
-                execute_values(cur, f"insert into {TABLE} values %s on conflict (cluster, key) "
-                                    "do update set step = excluded.step, result = excluded.result",
-                               [(self.cluster, key, step, result) for key, step, result in items])
+                execute_values(
+                    cur,
+                    f"insert into {TABLE} values %s on conflict (cluster, key) "
+                    "do update set step = excluded.step, result = excluded.result",
+                    [(self.cluster, key, step, result) for key, step, result in items],
+                )
                 self._con.commit()
             except BaseException:
                 self._con.rollback()
@@ -115,7 +125,7 @@ class PostgresRowCache:
         with self._lock:
             self._con.close()
 
-    def __enter__(self) -> "PostgresRowCache":
+    def __enter__(self) -> PostgresRowCache:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -13,9 +13,10 @@ import asyncio
 import inspect
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import polars as pl
 
@@ -40,8 +41,13 @@ class RowStats:
     errors: list[str] = field(default_factory=list)
 
     def metadata(self) -> dict[str, Any]:
-        return {"exo/rows": self.rows, "exo/rows_cached": self.cached, "exo/rows_computed": self.computed,
-                "exo/rows_failed": self.failed, "exo/rows_per_second": round(self.computed / self.seconds, 1) if self.seconds else 0.0}
+        return {
+            "exo/rows": self.rows,
+            "exo/rows_cached": self.cached,
+            "exo/rows_computed": self.computed,
+            "exo/rows_failed": self.failed,
+            "exo/rows_per_second": round(self.computed / self.seconds, 1) if self.seconds else 0.0,
+        }
 
 
 class _Failed:
@@ -126,7 +132,9 @@ def map_rows(
             if on_row_error == "fail" and stats.failed:
                 if writer is not None:
                     writer.flush()
-                raise RowFailed(f"{stats.failed} row(s) failed in step `{step}` (on-row-error: fail); first: {stats.errors[0]}")
+                raise RowFailed(
+                    f"{stats.failed} row(s) failed in step `{step}` (on-row-error: fail); first: {stats.errors[0]}"
+                )
     finally:
         try:
             runner.close()
@@ -135,7 +143,11 @@ def map_rows(
                 writer.close()  # finished rows are committed even when the step is going down
             stats.seconds += time.perf_counter() - started
     frames = [f for f in frames if f.height]
-    frame = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame({KEY_COLUMN: []}, schema={KEY_COLUMN: pl.Utf8})
+    frame = (
+        pl.concat(frames, how="diagonal_relaxed")
+        if frames
+        else pl.DataFrame({KEY_COLUMN: []}, schema={KEY_COLUMN: pl.Utf8})
+    )
     if ERROR_COLUMN not in frame.columns:
         frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias(ERROR_COLUMN))
     return frame
@@ -161,16 +173,19 @@ def _committing(fn, writer: RowWriter | None, is_async: bool, mask: Callable[[An
     clean = mask or (lambda value: value)
     put = writer.put if writer is not None else (lambda key, result: None)
     if is_async:
+
         async def run_async(row, key):
             result = clean(_as_result(await fn(row, key)))
             put(key, result)
             return result
+
         return run_async
 
     def run(row, key):
         result = clean(_as_result(fn(row, key)))
         put(key, result)
         return result
+
     return run
 
 
@@ -199,7 +214,7 @@ class _ThreadRunner:
                     return
                 try:
                     results[i] = work(row, key)
-                except Exception as exc:  # noqa: BLE001 - a row's failure is data, not a crash
+                except Exception as exc:
                     results[i] = _Failed(_describe(exc))
                 except BaseException:
                     stop.set()  # KeyboardInterrupt, SystemExit: a crash, not a row's failure
@@ -240,7 +255,7 @@ class _AsyncRunner:
                     return
                 try:
                     results[i] = await work(row, key)
-                except Exception as exc:  # noqa: BLE001 - a row's failure is data, not a crash
+                except Exception as exc:
                     results[i] = _Failed(_describe(exc))
 
         async def main() -> None:

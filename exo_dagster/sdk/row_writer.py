@@ -10,7 +10,8 @@ redoes a row the cache holds; a crash costs at most the rows finished since the 
 from __future__ import annotations
 
 import threading
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from exo_dagster.sdk.row_cache import RowCache, result_text
 
@@ -49,7 +50,7 @@ class RowWriter:
             if self._pending:
                 try:
                     self.flush()
-                except BaseException as exc:  # noqa: BLE001 - surfaced by close(), the step's thread
+                except BaseException as exc:
                     self._error = exc
                     return
 
@@ -63,7 +64,7 @@ class RowWriter:
             raise self._error
         self.cache.merge()
 
-    def __enter__(self) -> "RowWriter":
+    def __enter__(self) -> RowWriter:
         return self
 
     def __exit__(self, *exc) -> None:

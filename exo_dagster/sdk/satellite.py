@@ -8,8 +8,9 @@ entry-point group `exo_dagster.satellites` names.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -86,10 +87,18 @@ def satellite(
             if not SATELLITE_ID.match(name) or "@" in name:
                 raise ValueError(f"satellite id must look like satellite/<project>/<name>, got {name!r}")
         definition = SatelliteDef(
-            id=id, fn=fn, config_model=config, version=version, docs=(fn.__doc__ or "").strip(),
-            inputs=dict(inputs or {}), outputs=dict(outputs or {}),
-            resources=Resources.model_validate(resources or {}), kinds=tuple(kinds),
-            aliases=tuple(aliases), table_references=table_references, embeds=dict(embeds or {}),
+            id=id,
+            fn=fn,
+            config_model=config,
+            version=version,
+            docs=(fn.__doc__ or "").strip(),
+            inputs=dict(inputs or {}),
+            outputs=dict(outputs or {}),
+            resources=Resources.model_validate(resources or {}),
+            kinds=tuple(kinds),
+            aliases=tuple(aliases),
+            table_references=table_references,
+            embeds=dict(embeds or {}),
             overrides=None if overrides is None else tuple(overrides),
         )
         if registry is not None:

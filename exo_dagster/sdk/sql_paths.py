@@ -14,15 +14,34 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 # DuckDB table functions whose first positional argument is a file, a glob or a list of them.
-FILE_FUNCTIONS = frozenset({
-    "read_csv", "read_csv_auto", "sniff_csv", "read_parquet", "parquet_scan", "parquet_metadata", "parquet_schema",
-    "parquet_file_metadata", "parquet_kv_metadata", "read_json", "read_json_auto", "read_ndjson", "read_ndjson_auto",
-    "read_json_objects", "read_json_objects_auto", "read_ndjson_objects", "read_text", "read_blob", "glob",
-    "read_xlsx",
-})
+FILE_FUNCTIONS = frozenset(
+    {
+        "read_csv",
+        "read_csv_auto",
+        "sniff_csv",
+        "read_parquet",
+        "parquet_scan",
+        "parquet_metadata",
+        "parquet_schema",
+        "parquet_file_metadata",
+        "parquet_kv_metadata",
+        "read_json",
+        "read_json_auto",
+        "read_ndjson",
+        "read_ndjson_auto",
+        "read_json_objects",
+        "read_json_objects_auto",
+        "read_ndjson_objects",
+        "read_text",
+        "read_blob",
+        "glob",
+        "read_xlsx",
+    }
+)
 _FILE_SUFFIXES = (".csv", ".tsv", ".parquet", ".json", ".jsonl", ".ndjson", ".txt", ".gz", ".zst", ".xlsx")
 
 
@@ -113,17 +132,17 @@ def _location(node: dict) -> Iterator[int]:
 
 def _quoted_at(raw: bytes, start: int) -> tuple[str, str, int] | None:
     """The `'...'` string or `"..."` identifier starting at byte `start`: (quote, its value, end offset)."""
-    if start >= len(raw) or raw[start:start + 1] not in (b"'", b'"'):
+    if start >= len(raw) or raw[start : start + 1] not in (b"'", b'"'):
         return None
-    quote = raw[start:start + 1]
+    quote = raw[start : start + 1]
     i, out = start + 1, bytearray()
     while i < len(raw):
-        if raw[i:i + 1] == quote:
-            if raw[i + 1:i + 2] == quote:
+        if raw[i : i + 1] == quote:
+            if raw[i + 1 : i + 2] == quote:
                 out += quote
                 i += 2
                 continue
             return quote.decode(), out.decode("utf-8", errors="replace"), i + 1
-        out += raw[i:i + 1]
+        out += raw[i : i + 1]
         i += 1
     return None

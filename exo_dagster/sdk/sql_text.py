@@ -22,8 +22,9 @@ import functools
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from exo_dagster.sdk import templates
 from exo_dagster.sdk.embedding import Embedding
@@ -39,14 +40,41 @@ class SqlTemplateError(ValueError):
 
 
 # Keywords after which a value can stand as a whole operand (after any other word, `(` would make it a call).
-VALUE_AFTER_KEYWORDS = frozenset({
-    "select", "distinct", "where", "and", "or", "not", "case", "when", "then", "else", "having", "qualify", "on",
-    "limit", "offset", "between", "like", "ilike", "glob", "escape", "interval", "from", "join", "to"})
+VALUE_AFTER_KEYWORDS = frozenset(
+    {
+        "select",
+        "distinct",
+        "where",
+        "and",
+        "or",
+        "not",
+        "case",
+        "when",
+        "then",
+        "else",
+        "having",
+        "qualify",
+        "on",
+        "limit",
+        "offset",
+        "between",
+        "like",
+        "ilike",
+        "glob",
+        "escape",
+        "interval",
+        "from",
+        "join",
+        "to",
+    }
+)
 # Operators after which a value cannot stand: a name, a subscript, a cast's type or a parameter would follow.
 _NOT_AFTER_OPERATORS = frozenset({")", "]", ".", "::", "$", "?"})
 _CODE, _IN_LIST, _STRING, _IDENT, _COMMENT = "code", "in-list", "string", "identifier", "comment"
-_WHERE_INSTEAD = ("put the template after an operator, a comma, `(` or a keyword such as SELECT, WHERE or THEN, "
-                  "or inside a plain '...' string for text")
+_WHERE_INSTEAD = (
+    "put the template after an operator, a comma, `(` or a keyword such as SELECT, WHERE or THEN, "
+    "or inside a plain '...' string for text"
+)
 
 
 @dataclass(frozen=True)
@@ -174,8 +202,9 @@ def _encode(text: str, what: str) -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        raise SqlTemplateError(f"{what} holds a character that is not valid text (a lone surrogate)",
-                               "remove it") from None
+        raise SqlTemplateError(
+            f"{what} holds a character that is not valid text (a lone surrogate)", "remove it"
+        ) from None
 
 
 _KIND_NAMES: dict[Any, str] = {}
@@ -231,8 +260,10 @@ def _plan(text: str) -> tuple[str, tuple[str, ...], tuple[_Token, ...], tuple[_S
 def _where(tokens: list[_Token], k: int | None, at: int, mark: str, ref, enclosing) -> tuple[str, tuple | None]:
     t = ref.text
     if ref.per_row:  # a per-row value would be pasted into the text row by row, past this placement
-        return "", (f"`{t}` is a per-row value, which cannot be placed in SQL text",
-                    "read the column in the query instead (`select ... from ID`), or use `${{ }}` for one value")
+        return "", (
+            f"`{t}` is a per-row value, which cannot be placed in SQL text",
+            "read the column in the query instead (`select ... from ID`), or use `${{ }}` for one value",
+        )
     if k is None:
         return "", (f"`{t}` stands where DuckDB reads no token", _WHERE_INSTEAD)
     token = tokens[k]
@@ -242,33 +273,47 @@ def _where(tokens: list[_Token], k: int | None, at: int, mark: str, ref, enclosi
         if token.text.startswith("'"):
             return _STRING, None
         if token.text.startswith("$"):
-            return "", (f"`{t}` is inside a $-quoted string, where a value cannot be quoted safely",
-                        "use a '...' string or put the template outside quotes")
+            return "", (
+                f"`{t}` is inside a $-quoted string, where a value cannot be quoted safely",
+                "use a '...' string or put the template outside quotes",
+            )
         prefix = token.text.split("'", 1)[0]
-        return "", (f"`{t}` is inside a `{prefix}'...'` string, which DuckDB reads by its own rules "
-                    f"(escapes, hex, bits)",
-                    "use a plain '...' string (no prefix) or put the template outside quotes")
+        return "", (
+            f"`{t}` is inside a `{prefix}'...'` string, which DuckDB reads by its own rules (escapes, hex, bits)",
+            "use a plain '...' string (no prefix) or put the template outside quotes",
+        )
     if token.kind == "identifier" and token.text.startswith('"'):
         return _IDENT, None
     if token.kind != "identifier" or token.start != at or token.text != mark:
-        return "", (f"`{t}` is glued to other text (`{token.text}`), so a value would merge with it",
-                    "put a space, an operator or a comma around the template, or put it inside quotes")
+        return "", (
+            f"`{t}` is glued to other text (`{token.text}`), so a value would merge with it",
+            "put a space, an operator or a comma around the template, or put it inside quotes",
+        )
     before = _neighbour(tokens, k, -1)
     after = _neighbour(tokens, k, +1)
     if before is not None and not _value_may_follow(before):
-        return "", (f"`{t}` follows `{before.text}`, where a value is not an operand (it could become a call, a name, "
-                    f"a type or a column number)",
-                    _WHERE_INSTEAD)
+        return "", (
+            f"`{t}` follows `{before.text}`, where a value is not an operand (it could become a call, a name, "
+            f"a type or a column number)",
+            _WHERE_INSTEAD,
+        )
     if after is not None and after.text == "(":
-        return "", (f"`{t}` is followed by `(`, so a value would be called like a function",
-                    "put an operator or a comma after the template")
+        return "", (
+            f"`{t}` is followed by `(`, so a value would be called like a function",
+            "put an operator or a comma after the template",
+        )
     for other in (before, after):
         if other is not None and other.kind != "operator" and (other.end == at or other.start == at + len(mark)):
-            return "", (f"`{t}` touches `{other.text}`, so a value would merge with it",
-                        "put a space between them")
+            return "", (f"`{t}` touches `{other.text}`, so a value would merge with it", "put a space between them")
     opener = enclosing[k]
-    if (opener is not None and tokens[opener].text == "(" and before is not None and before.text in ("(", ",")
-            and after is not None and after.text in (")", ",")):
+    if (
+        opener is not None
+        and tokens[opener].text == "("
+        and before is not None
+        and before.text in ("(", ",")
+        and after is not None
+        and after.text in (")", ",")
+    ):
         keyword = _neighbour(tokens, opener, -1)
         if keyword is not None and keyword.kind == "keyword" and keyword.text.lower() == "in":
             return _IN_LIST, None
@@ -309,8 +354,9 @@ def _enclosing_brackets(tokens: list[_Token]) -> list[int | None]:
     return out
 
 
-def _verified(skeleton: str, tokens: tuple[_Token, ...], slots: tuple[_Slot, ...], placed: list[str],
-              marks: tuple[str, ...]) -> str:
+def _verified(
+    skeleton: str, tokens: tuple[_Token, ...], slots: tuple[_Slot, ...], placed: list[str], marks: tuple[str, ...]
+) -> str:
     """The rendered query, after checking DuckDB lexes it into exactly the tokens the placements should give."""
     raw = _encode(skeleton, "the query")
     mark_at = {slot.at: (slot, value) for slot, value in zip(slots, placed)}
@@ -341,8 +387,12 @@ def _verified(skeleton: str, tokens: tuple[_Token, ...], slots: tuple[_Slot, ...
             slot, value = code[i]
             own = _lex(value, f"the value of `{slot.ref.text}`")
             if not _complete(value, own, slot.where == _IN_LIST):
-                raise SqlTemplateError(f"the value of `{slot.ref.text}` would change how DuckDB reads the query "
-                                       f"(`{value}` is not one complete value)", _WHERE_INSTEAD, slot.ref.start)
+                raise SqlTemplateError(
+                    f"the value of `{slot.ref.text}` would change how DuckDB reads the query "
+                    f"(`{value}` is not one complete value)",
+                    _WHERE_INSTEAD,
+                    slot.ref.start,
+                )
             expected += [(start + at, kind) for at, kind in own]
         else:
             expected.append((start, token.kind))
@@ -350,8 +400,11 @@ def _verified(skeleton: str, tokens: tuple[_Token, ...], slots: tuple[_Slot, ...
     if actual != expected:
         diverge = next((a for a, b in zip(actual, expected) if a != b), (actual or expected)[-1])[0]
         culprit = [slot for slot in slots if slot.at + moved(slot.at) <= diverge] or slots
-        raise SqlTemplateError(f"the value of `{culprit[-1].ref.text}` would change how DuckDB reads the query",
-                               _WHERE_INSTEAD, culprit[-1].ref.start)
+        raise SqlTemplateError(
+            f"the value of `{culprit[-1].ref.text}` would change how DuckDB reads the query",
+            _WHERE_INSTEAD,
+            culprit[-1].ref.start,
+        )
     return rendered
 
 
@@ -381,8 +434,12 @@ def _complete(value: str, lexed: list[tuple[int, str]], in_list: bool) -> bool:
 def _unit(part: list[tuple[str, str, int]]) -> bool:
     if len(part) == 1:
         kind, text, _ = part[0]
-        return (kind == "numeric_const" or (kind == "string_const" and text.startswith("'"))
-                or (kind == "identifier" and text.startswith('"')) or text.upper() in ("NULL", "TRUE", "FALSE"))
+        return (
+            kind == "numeric_const"
+            or (kind == "string_const" and text.startswith("'"))
+            or (kind == "identifier" and text.startswith('"'))
+            or text.upper() in ("NULL", "TRUE", "FALSE")
+        )
     head = 1 if len(part) > 1 and part[0][0] in ("identifier", "keyword") and part[1][1] == "(" else 0
     if len(part) < head + 2 or part[head][1] not in ("(", "["):
         return False

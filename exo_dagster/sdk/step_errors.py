@@ -94,16 +94,38 @@ def kind(exc: BaseException) -> str:
     if status is not None:
         return TRANSIENT if status >= 500 or status in _TRANSIENT_STATUS else PERMANENT
     if isinstance(exc, (TimeoutError, ConnectionError)) or _named(
-            exc, "TransportError", "TimeoutException", "URLError", "HTTPException", "RemoteDisconnected"):
+        exc, "TransportError", "TimeoutException", "URLError", "HTTPException", "RemoteDisconnected"
+    ):
         return TRANSIENT
-    if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, FileExistsError,
-                        UnicodeError, ValueError, LookupError)):
+    if isinstance(
+        exc,
+        (
+            FileNotFoundError,
+            NotADirectoryError,
+            IsADirectoryError,
+            PermissionError,
+            FileExistsError,
+            UnicodeError,
+            ValueError,
+            LookupError,
+        ),
+    ):
         return PERMANENT  # also pydantic's ValidationError (a ValueError) and read errors of satellites
-    if _module(exc).lstrip("_").startswith("duckdb") and not _named(exc, "InternalException", "FatalException", "HTTPException"):
+    if _module(exc).lstrip("_").startswith("duckdb") and not _named(
+        exc, "InternalException", "FatalException", "HTTPException"
+    ):
         return PERMANENT  # Binder/Catalog/Parser/Conversion/InvalidInput/IO: the query or the data is wrong
     if _module(exc).startswith("polars") and _named(
-            exc, "ColumnNotFoundError", "SchemaError", "SchemaFieldNotFoundError", "ShapeError", "InvalidOperationError",
-            "ComputeError", "NoDataError", "DuplicateError"):
+        exc,
+        "ColumnNotFoundError",
+        "SchemaError",
+        "SchemaFieldNotFoundError",
+        "ShapeError",
+        "InvalidOperationError",
+        "ComputeError",
+        "NoDataError",
+        "DuplicateError",
+    ):
         return PERMANENT
     return BUG
 
@@ -111,14 +133,19 @@ def kind(exc: BaseException) -> str:
 def cause(exc: BaseException) -> str:
     """What went wrong, in words a user can act on: MISSING_FILE, PERMISSION, REMOTE (an HTTP status, the
     network, a timeout, the mail server), BAD_VALUE (the config or the data) or BUG."""
-    duckdb_missing = _module(exc).lstrip("_").startswith("duckdb") and _named(exc, "IOException") \
-        and "No files found" in str(exc)
+    duckdb_missing = (
+        _module(exc).lstrip("_").startswith("duckdb") and _named(exc, "IOException") and "No files found" in str(exc)
+    )
     if isinstance(exc, FileNotFoundError) or duckdb_missing:
         return MISSING_FILE
     if isinstance(exc, PermissionError):
         return PERMISSION
-    if isinstance(exc, TransientError) or _http_status(exc) is not None or _module(exc) == "smtplib" \
-            or (kind(exc) == TRANSIENT and not isinstance(exc, PermanentError)):
+    if (
+        isinstance(exc, TransientError)
+        or _http_status(exc) is not None
+        or _module(exc) == "smtplib"
+        or (kind(exc) == TRANSIENT and not isinstance(exc, PermanentError))
+    ):
         return REMOTE
     return BUG if kind(exc) == BUG else BAD_VALUE
 
@@ -139,7 +166,10 @@ def message(exc: BaseException) -> str:
     text = str(exc).strip()
     if not text:
         return type(exc).__name__
-    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)) and exc.filename \
-            and str(exc.filename) not in text:
+    if (
+        isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError))
+        and exc.filename
+        and str(exc.filename) not in text
+    ):
         text = f"{text}: {exc.filename}"
     return text

@@ -17,7 +17,8 @@ import contextlib
 import contextvars
 import signal
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 REPEAT_S = 0.25  # how often an expired limit interrupts its connections again ...
 REPEAT_FOR_S = 60.0  # ... and for how long at most (a step that never lets go does not keep a thread forever)
@@ -117,7 +118,7 @@ _SIGNALS = {getattr(signal, name) for name in ("SIGALRM", "SIGINT", "SIGTERM", "
 def _interrupt(con: Any) -> None:
     try:
         con.interrupt()
-    except Exception:  # noqa: BLE001 - a closed connection has nothing left to stop
+    except Exception:
         pass
 
 

@@ -7,10 +7,16 @@ spelling and are translated for Polars here.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-_S3_TO_POLARS = {"key": "aws_access_key_id", "secret": "aws_secret_access_key", "token": "aws_session_token",
-                 "endpoint_url": "aws_endpoint_url", "region_name": "aws_region"}
+_S3_TO_POLARS = {
+    "key": "aws_access_key_id",
+    "secret": "aws_secret_access_key",
+    "token": "aws_session_token",
+    "endpoint_url": "aws_endpoint_url",
+    "region_name": "aws_region",
+}
 
 
 def polars_options(options: Mapping[str, Any] | None, url: str) -> dict[str, str] | None:

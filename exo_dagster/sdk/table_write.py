@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import sys
+from typing import Any
 
 import polars as pl
 from upath import UPath
@@ -34,7 +33,9 @@ def to_frame(obj: Any) -> Any:
         return pl.DataFrame([obj])
     if isinstance(obj, list):
         return pl.DataFrame(obj)
-    raise TypeError(f"a satellite must return a table (polars DataFrame/LazyFrame, DuckDB relation or list of dicts), got {type(obj).__name__}")
+    raise TypeError(
+        f"a satellite must return a table (polars DataFrame/LazyFrame, DuckDB relation or list of dicts), got {type(obj).__name__}"
+    )
 
 
 def write_parquet_atomic(obj: Any, path: UPath) -> None:
@@ -51,8 +52,11 @@ def _write_parquet_atomic(obj: Any, path: UPath) -> None:
             frame.write_parquet(tmp)  # polars DataFrame and DuckDB relation alike
         return
     if paths.is_url(str(path)):
-        frame = frame.collect(engine="streaming") if isinstance(frame, pl.LazyFrame) else (
-            frame.pl() if is_relation(frame) else frame)
+        frame = (
+            frame.collect(engine="streaming")
+            if isinstance(frame, pl.LazyFrame)
+            else (frame.pl() if is_relation(frame) else frame)
+        )
     with atomic_write(path, "wb") as fh:
         if isinstance(frame, pl.LazyFrame):
             # Into a handle we own: given a path, Polars may still create the file after an error is raised.
@@ -62,6 +66,7 @@ def _write_parquet_atomic(obj: Any, path: UPath) -> None:
 
 
 # --- What append and upsert may do to a stored table (write-table's semantics) ---------------------------
+
 
 class WriteRefused(PermanentError):
     """A write that would break the target's key or retype its stored columns; the target is left as it was."""
@@ -80,14 +85,18 @@ def key_problem(frame: pl.DataFrame, key: list[str], where: str, *, repeats: boo
     nulls = frame.select(pl.col(k).null_count() for k in key).row(0)
     for k, count in zip(key, nulls):
         if count:
-            return (f"upsert key column `{k}` is null in {count} row(s) of {where}; every row needs a key: "
-                    f"fill it, or filter those rows out first (e.g. `where {k} is not null` in a sql step)")
+            return (
+                f"upsert key column `{k}` is null in {count} row(s) of {where}; every row needs a key: "
+                f"fill it, or filter those rows out first (e.g. `where {k} is not null` in a sql step)"
+            )
     repeated = frame.group_by(key).len(name="_times").filter(pl.col("_times") > 1) if repeats else frame.head(0)
     if repeated.height:
         sample = repeated.sort(key).row(0, named=True)
         value = ", ".join(f"{k}={_value(sample[k])}" for k in key)
-        return f"upsert key ({', '.join(key)}) repeats in {where}: {value} appears {sample['_times']} times " \
-               f"({repeated.height} key value(s) repeat)"
+        return (
+            f"upsert key ({', '.join(key)}) repeats in {where}: {value} appears {sample['_times']} times "
+            f"({repeated.height} key value(s) repeat)"
+        )
     return None
 
 
@@ -104,7 +113,7 @@ def _fits(column: pl.Series, stored: pl.DataType) -> bool:
         return True  # an entirely null (or empty) column holds nothing to lose
     if have.is_integer() and stored.is_integer():  # every value within the stored type's range
         bits = _bits(stored)
-        low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if stored.is_signed_integer() else (0, 2 ** bits - 1)
+        low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if stored.is_signed_integer() else (0, 2**bits - 1)
         return low <= column.min() and column.max() <= high
     if have.is_integer() and stored.is_float():
         exact = 2 ** (53 if stored == pl.Float64 else 24)  # integers a float holds exactly
@@ -116,12 +125,14 @@ def _fits(column: pl.Series, stored: pl.DataType) -> bool:
         return stored.scale >= have.scale and digits[0] >= digits[1]
     if isinstance(have, pl.Datetime) and isinstance(stored, pl.Datetime):  # another zone or a finer unit: same instants
         units = ["ms", "us", "ns"]
-        return (have.time_zone is None) == (stored.time_zone is None) and \
-            units.index(stored.time_unit) >= units.index(have.time_unit)
+        return (have.time_zone is None) == (stored.time_zone is None) and units.index(stored.time_unit) >= units.index(
+            have.time_unit
+        )
     if have == pl.Date and isinstance(stored, pl.Datetime):
         return stored.time_zone is None
-    return (isinstance(have, (pl.Categorical, pl.Enum)) and stored == pl.String) or \
-        (have == pl.String and isinstance(stored, pl.Categorical))
+    return (isinstance(have, (pl.Categorical, pl.Enum)) and stored == pl.String) or (
+        have == pl.String and isinstance(stored, pl.Categorical)
+    )
 
 
 def _wider(a: pl.DataType, b: pl.DataType) -> pl.DataType | None:
@@ -134,8 +145,14 @@ def _wider(a: pl.DataType, b: pl.DataType) -> pl.DataType | None:
         return None
 
 
-def reconcile(stored: dict[str, pl.DataType], incoming: pl.DataFrame, *, evolve: bool, target: str,
-              empty: frozenset[str] = frozenset()) -> tuple[dict[str, pl.DataType], dict[str, pl.DataType]]:
+def reconcile(
+    stored: dict[str, pl.DataType],
+    incoming: pl.DataFrame,
+    *,
+    evolve: bool,
+    target: str,
+    empty: frozenset[str] = frozenset(),
+) -> tuple[dict[str, pl.DataType], dict[str, pl.DataType]]:
     """The casts that make `incoming` fit the stored columns: (for the incoming rows, for the stored rows).
 
     Same type, or incoming values that fit unchanged (`_fits`): the stored type stays. Otherwise the stored
@@ -158,9 +175,14 @@ def reconcile(stored: dict[str, pl.DataType], incoming: pl.DataFrame, *, evolve:
         else:
             refused.append(f"`{name}` is {stored[name]} in the target and {have} in the input")
     if refused:
-        fix = ("these types have no common type to widen to: cast the input column in a sql step" if evolve else
-               "cast the input column to the stored type in a sql step (e.g. `cast(col as BIGINT)`), or set "
-               "`schema: evolve` to widen the stored column (old rows converted)")
-        raise WriteRefused(f"write-table refused to change the type of a stored column of {target}: "
-                           f"{'; '.join(refused)}. Nothing was written; {fix}")
+        fix = (
+            "these types have no common type to widen to: cast the input column in a sql step"
+            if evolve
+            else "cast the input column to the stored type in a sql step (e.g. `cast(col as BIGINT)`), or set "
+            "`schema: evolve` to widen the stored column (old rows converted)"
+        )
+        raise WriteRefused(
+            f"write-table refused to change the type of a stored column of {target}: "
+            f"{'; '.join(refused)}. Nothing was written; {fix}"
+        )
     return {k: v for k, v in into_new.items() if incoming.schema[k] != v}, into_old

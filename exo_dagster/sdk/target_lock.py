@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 from filelock import FileLock, Timeout
 
@@ -30,7 +30,7 @@ def lock_path(target: str, data_dir: str | None = None) -> str:
     """`<data folder>/locks/<sha256 of the target>.lock`: the target's own folder stays clean, and every
     run of one deployment (one data folder) meets at the same file, whatever spelling of the path it used."""
     if not paths.is_url(target) or target.startswith("file://"):
-        target = os.path.realpath(target[len("file://"):] if target.startswith("file://") else target)
+        target = os.path.realpath(target[len("file://") :] if target.startswith("file://") else target)
     folder = os.path.join(data_dir or paths.data_dir(), "locks")
     os.makedirs(folder, exist_ok=True)
     return os.path.join(folder, short_hash(target, 32) + ".lock")
@@ -48,5 +48,7 @@ def locked(target: str, timeout: float | None = None, data_dir: str | None = Non
         with FileLock(path, timeout=wait):
             yield
     except Timeout:
-        raise TargetBusy(f"`{target}` is being written by another run and stayed locked for {wait:g}s ({path}); "
-                         f"run again later, or raise {ENV}") from None
+        raise TargetBusy(
+            f"`{target}` is being written by another run and stayed locked for {wait:g}s ({path}); "
+            f"run again later, or raise {ENV}"
+        ) from None

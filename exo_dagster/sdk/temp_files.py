@@ -49,7 +49,9 @@ def sweep(target: str, *, now: float | None = None) -> list[str]:
     entries = [e for e in entries if e.startswith(("." + name + ".", name + "."))]  # the few that can match
     if not entries:
         return []
-    pattern = re.compile(r"^\.?" + re.escape(name) + r"\.(?:(\d+)-)?[0-9a-f]{32}\.tmp$|^" + re.escape(name) + r"\.tmp-(\d+)$")
+    pattern = re.compile(
+        r"^\.?" + re.escape(name) + r"\.(?:(\d+)-)?[0-9a-f]{32}\.tmp$|^" + re.escape(name) + r"\.tmp-(\d+)$"
+    )
     now = time.time() if now is None else now
     removed = []
     for entry in entries:

@@ -1,19 +1,20 @@
 """The `${{ ... }}` template grammar: a tiny parser and evaluator, never eval or Jinja.
 
-    template  := text* (ref text*)*
-    ref       := '${{' path '}}'        a value, resolved once per step
-               | '$${{' path '}}'       "this row's" value: the step runs once per row
-    path      := secrets.NAME | env.NAME | cluster.FIELD | inputs.NAME
-               | satellites.ID.output | satellites.ID.output.COLUMN
-               | failure.FIELD          (only in a cluster's `failure` satellites)
-               | partition.key | partition.start | partition.end   (partitioned clusters; the run's partition)
+template  := text* (ref text*)*
+ref       := '${{' path '}}'        a value, resolved once per step
+           | '$${{' path '}}'       "this row's" value: the step runs once per row
+path      := secrets.NAME | env.NAME | cluster.FIELD | inputs.NAME
+           | satellites.ID.output | satellites.ID.output.COLUMN
+           | failure.FIELD          (only in a cluster's `failure` satellites)
+           | partition.key | partition.start | partition.end   (partitioned clusters; the run's partition)
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 CLUSTER_FIELDS = ("identifier", "title", "description", "trigger", "sla", "project", "name")
 FAILURE_FIELDS = ("step", "error", "run-id", "rows")
@@ -77,11 +78,13 @@ def parse(text: str) -> Template:
         if match.start() < pos:
             continue
         if match.start() > pos:
-            pieces.append(text[pos:match.start()])
+            pieces.append(text[pos : match.start()])
         close = text.find("}}", match.end())
         if close < 0:
-            raise TemplateSyntaxError("unclosed template `${{`", match.start(), "close it with `}}`, e.g. `${{ env.NAME }}`")
-        inner = text[match.end():close]
+            raise TemplateSyntaxError(
+                "unclosed template `${{`", match.start(), "close it with `}}`, e.g. `${{ env.NAME }}`"
+            )
+        inner = text[match.end() : close]
         pieces.append(_reference(inner, bool(match.group(1)), match.start(), close + 2, match.end()))
         pos = close + 2
     if pos < len(text):
@@ -94,43 +97,67 @@ def _reference(inner: str, per_row: bool, start: int, end: int, inner_at: int) -
     offset = inner_at + (len(inner) - len(inner.lstrip()))
     text = ("$" if per_row else "") + "${{ " + body + " }}"
     if not body:
-        raise TemplateSyntaxError("empty template `${{ }}`", start, "put a reference inside, e.g. `${{ satellites.ID.output }}`")
+        raise TemplateSyntaxError(
+            "empty template `${{ }}`", start, "put a reference inside, e.g. `${{ satellites.ID.output }}`"
+        )
     parts = body.split(".")
     # `satellites.x.output.a.b` is not allowed, but column names may hold dots in the future: keep it strict.
     for part in parts:
         if not _NAME.match(part):
-            raise TemplateSyntaxError(f"`{body}` is not a valid reference", offset,
-                                      "references are dotted names such as `satellites.ID.output.column`, "
-                                      "`secrets.NAME`, `env.NAME` or `cluster.identifier`")
+            raise TemplateSyntaxError(
+                f"`{body}` is not a valid reference",
+                offset,
+                "references are dotted names such as `satellites.ID.output.column`, "
+                "`secrets.NAME`, `env.NAME` or `cluster.identifier`",
+            )
     root, rest = parts[0], tuple(parts[1:])
     if root == "satellites":
         if len(rest) not in (2, 3) or rest[1] != "output":
-            raise TemplateSyntaxError(f"`{body}` is not a valid satellite reference", offset,
-                                      "write `satellites.ID.output` for a whole table or `satellites.ID.output.COLUMN` for one column")
+            raise TemplateSyntaxError(
+                f"`{body}` is not a valid satellite reference",
+                offset,
+                "write `satellites.ID.output` for a whole table or `satellites.ID.output.COLUMN` for one column",
+            )
         if per_row and len(rest) != 3:
-            raise TemplateSyntaxError("a per-row reference `$${{ }}` needs a column", offset,
-                                      "write `$${{ satellites.ID.output.COLUMN }}`")
+            raise TemplateSyntaxError(
+                "a per-row reference `$${{ }}` needs a column", offset, "write `$${{ satellites.ID.output.COLUMN }}`"
+            )
     elif root in ("secrets", "env", "inputs"):
         if len(rest) != 1:
             raise TemplateSyntaxError(f"`{body}` is not a valid {root} reference", offset, f"write `{root}.NAME`")
     elif root == "cluster":
         if len(rest) != 1 or rest[0] not in CLUSTER_FIELDS:
-            raise TemplateSyntaxError(f"`{body}` is not a cluster field", offset,
-                                      "use one of: " + ", ".join(f"cluster.{f}" for f in CLUSTER_FIELDS))
+            raise TemplateSyntaxError(
+                f"`{body}` is not a cluster field",
+                offset,
+                "use one of: " + ", ".join(f"cluster.{f}" for f in CLUSTER_FIELDS),
+            )
     elif root == "failure":
         if len(rest) != 1 or rest[0] not in FAILURE_FIELDS:
-            raise TemplateSyntaxError(f"`{body}` is not a failure field", offset,
-                                      "use one of: " + ", ".join(f"failure.{f}" for f in FAILURE_FIELDS))
+            raise TemplateSyntaxError(
+                f"`{body}` is not a failure field",
+                offset,
+                "use one of: " + ", ".join(f"failure.{f}" for f in FAILURE_FIELDS),
+            )
     elif root == "partition":
         if len(rest) != 1 or rest[0] not in PARTITION_FIELDS:
-            raise TemplateSyntaxError(f"`{body}` is not a partition field", offset,
-                                      "use one of: " + ", ".join(f"partition.{f}" for f in PARTITION_FIELDS))
+            raise TemplateSyntaxError(
+                f"`{body}` is not a partition field",
+                offset,
+                "use one of: " + ", ".join(f"partition.{f}" for f in PARTITION_FIELDS),
+            )
     else:
-        raise TemplateSyntaxError(f"unknown template root `{root}`", offset,
-                                  "a template starts with satellites., inputs., secrets., env., cluster., failure. or partition.")
+        raise TemplateSyntaxError(
+            f"unknown template root `{root}`",
+            offset,
+            "a template starts with satellites., inputs., secrets., env., cluster., failure. or partition.",
+        )
     if per_row and root != "satellites":
-        raise TemplateSyntaxError("only satellite columns can be per-row (`$${{ }}`)", start,
-                                  "use `${{ ... }}` (one dollar) for inputs, secrets, env, cluster and partition values")
+        raise TemplateSyntaxError(
+            "only satellite columns can be per-row (`$${{ }}`)",
+            start,
+            "use `${{ ... }}` (one dollar) for inputs, secrets, env, cluster and partition values",
+        )
     return Reference(root, rest, per_row, start, end, text)
 
 

@@ -42,7 +42,11 @@ class Diagnostic:
         parts = [f"{self.location}: {self.severity}: {self.message}"]
         parts += _quoted(self.location, source_lines)
         for note in self.notes:
-            where = f"{note.location.line}:{note.location.column}" if note.location.file == self.location.file else str(note.location)
+            where = (
+                f"{note.location.line}:{note.location.column}"
+                if note.location.file == self.location.file
+                else str(note.location)
+            )
             parts.append(f"  {where}: note: {note.message}")
             parts += _quoted(note.location, source_lines if note.location.file == self.location.file else None)
         if self.hint:
@@ -55,7 +59,9 @@ def _quoted(location: Location, source_lines: list[str] | None) -> list[str]:
     if not source_lines or not 1 <= location.line <= len(source_lines):
         return []
     text = source_lines[location.line - 1].rstrip("\n")
-    pad = "".join(c if c == "\t" else " " for c in text[:max(location.column - 1, 0)])  # a tab stays a tab: the caret lines up
+    pad = "".join(
+        c if c == "\t" else " " for c in text[: max(location.column - 1, 0)]
+    )  # a tab stays a tab: the caret lines up
     return [f"    {text}", f"    {pad}" + " " * max(location.column - 1 - len(text), 0) + "^"]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from exo_dagster.spec.errors import Diagnostic, Location
 from exo_dagster.spec.models import ClusterBody, Step
 
+
 @dataclass(frozen=True)
 class SecretSource:
     """Where a secret's value comes from at run time: an env var, or (discouraged) the file itself."""

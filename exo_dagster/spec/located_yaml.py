@@ -25,8 +25,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from yaml.events import (AliasEvent, DocumentEndEvent, DocumentStartEvent, MappingEndEvent, MappingStartEvent,
-                         ScalarEvent, SequenceEndEvent, SequenceStartEvent, StreamEndEvent, StreamStartEvent)
+from yaml.events import (
+    AliasEvent,
+    DocumentEndEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from exo_dagster.spec.errors import Diagnostic, Location, Note
@@ -37,14 +46,14 @@ KEY = "<key>"  # path suffix for the location of a mapping key rather than its v
 
 MAX_ALIAS_VALUES = 100_000  # values that aliases may add by copying (a 1,000-step file has ~20,000 values)
 MAX_FILE_BYTES = 16 * 1024 * 1024
-INT64 = (-(2 ** 63), 2 ** 63 - 1)
+INT64 = (-(2**63), 2**63 - 1)
 
 _TAG = "tag:yaml.org,2002:"
 _PLAIN_TAGS = {_TAG + t for t in ("str", "int", "float", "bool", "null")}
 _AS_TEXT_TAGS = {_TAG + "timestamp"}  # a date is kept as the text it was written as
 _MERGE = _TAG + "merge"
 # What YAML 1.1 forbids in a stream (PyYAML's reader.NON_PRINTABLE), found before the parser sees it.
-_NON_PRINTABLE = re.compile("[^\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010ffff]")
+_NON_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _QUOTE_HINT = QUOTE_HINT
 
 
@@ -89,19 +98,34 @@ def _loc(file: str, mark: yaml.Mark | None) -> Location:
 def decode(data: bytes, file: str) -> tuple[str | None, list[Diagnostic]]:
     """Bytes of a cluster file as text; a located error for bytes that are not UTF-8."""
     if len(data) > MAX_FILE_BYTES:
-        return None, [Diagnostic(Location(file, 1, 1), f"the file is {len(data):,} bytes; a cluster file may have at most {MAX_FILE_BYTES:,}",
-                                 "split it into several cluster files")]
+        return None, [
+            Diagnostic(
+                Location(file, 1, 1),
+                f"the file is {len(data):,} bytes; a cluster file may have at most {MAX_FILE_BYTES:,}",
+                "split it into several cluster files",
+            )
+        ]
     if data.startswith(b"\xff\xfe") or data.startswith(b"\xfe\xff"):
-        return None, [Diagnostic(Location(file, 1, 1), "the file is UTF-16 text; cluster files are UTF-8",
-                                 "save the file as UTF-8 (your editor's encoding setting)")]
+        return None, [
+            Diagnostic(
+                Location(file, 1, 1),
+                "the file is UTF-16 text; cluster files are UTF-8",
+                "save the file as UTF-8 (your editor's encoding setting)",
+            )
+        ]
     try:
         return data.decode("utf-8-sig"), []
     except UnicodeDecodeError as exc:
-        good = data[:exc.start].decode("utf-8", errors="replace")
+        good = data[: exc.start].decode("utf-8", errors="replace")
         line = good.count("\n") + 1
         column = len(good) - (good.rfind("\n") + 1) + 1
-        return None, [Diagnostic(Location(file, line, column), f"byte 0x{data[exc.start]:02x} is not UTF-8 text",
-                                 "save the file as UTF-8, or remove the stray byte")]
+        return None, [
+            Diagnostic(
+                Location(file, line, column),
+                f"byte 0x{data[exc.start]:02x} is not UTF-8 text",
+                "save the file as UTF-8, or remove the stray byte",
+            )
+        ]
 
 
 def load_located(text: str | bytes, file: str) -> tuple[LocatedDocument, list[Diagnostic]]:
@@ -109,15 +133,22 @@ def load_located(text: str | bytes, file: str) -> tuple[LocatedDocument, list[Di
     if isinstance(text, bytes):
         decoded, problems = decode(text, file)
         if decoded is None:  # the lines as best we can read them, so the error quotes its line
-            return LocatedDocument(file=file, data=None, lines=text[:MAX_FILE_BYTES].decode("utf-8", "replace").splitlines()), problems
+            return LocatedDocument(
+                file=file, data=None, lines=text[:MAX_FILE_BYTES].decode("utf-8", "replace").splitlines()
+            ), problems
         text = decoded
     doc = LocatedDocument(file=file, data=None, lines=text.splitlines())
     bad = _NON_PRINTABLE.search(text)
     if bad:
         line = text.count("\n", 0, bad.start()) + 1
         column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
-        return doc, [Diagnostic(Location(file, line, column), f"control character U+{ord(bad.group()):04X} is not allowed in YAML",
-                                "remove it (in a quoted string write it as an escape such as \\t or \\u0007)")]
+        return doc, [
+            Diagnostic(
+                Location(file, line, column),
+                f"control character U+{ord(bad.group()):04X} is not allowed in YAML",
+                "remove it (in a quoted string write it as an escape such as \\t or \\u0007)",
+            )
+        ]
     loader = _Loader(text)
     errors: list[Diagnostic] = []
     try:
@@ -130,8 +161,11 @@ def load_located(text: str | bytes, file: str) -> tuple[LocatedDocument, list[Di
         errors.append(syntax_diagnostic(exc, file, text, doc.lines, _Loader))
     except yaml.YAMLError as exc:  # a reader error (bad character) carries a position, not a mark
         position = getattr(exc, "position", None)
-        location = Location(file, text.count("\n", 0, position) + 1, position - (text.rfind("\n", 0, position) + 1) + 1) \
-            if isinstance(position, int) else Location(file, 1, 1)
+        location = (
+            Location(file, text.count("\n", 0, position) + 1, position - (text.rfind("\n", 0, position) + 1) + 1)
+            if isinstance(position, int)
+            else Location(file, 1, 1)
+        )
         errors.append(Diagnostic(location, f"YAML error: {exc}", _QUOTE_HINT))
     finally:
         loader.dispose()
@@ -141,6 +175,7 @@ def load_located(text: str | bytes, file: str) -> tuple[LocatedDocument, list[Di
 
 
 # -- composition: events to nodes, iteratively, with bounds -------------------------------------
+
 
 class _Frame:
     __slots__ = ("node", "anchor", "size", "key")
@@ -181,16 +216,31 @@ def _compose(loader: _Loader, file: str) -> Node | None:
         event = loader.get_event()
         if isinstance(event, AliasEvent):
             if event.anchor not in anchors:
-                raise _Stop(Diagnostic(_loc(file, event.start_mark), f"alias `*{event.anchor}` names no anchor above it",
-                                       f"define `&{event.anchor}` on a value before using `*{event.anchor}`"))
+                raise _Stop(
+                    Diagnostic(
+                        _loc(file, event.start_mark),
+                        f"alias `*{event.anchor}` names no anchor above it",
+                        f"define `&{event.anchor}` on a value before using `*{event.anchor}`",
+                    )
+                )
             node, size = anchors[event.anchor]
             if size is None:
-                raise _Stop(Diagnostic(_loc(file, event.start_mark), f"alias `*{event.anchor}` is inside the value it names (a loop)",
-                                       "an alias can only copy a value that is complete; remove the self-reference"))
+                raise _Stop(
+                    Diagnostic(
+                        _loc(file, event.start_mark),
+                        f"alias `*{event.anchor}` is inside the value it names (a loop)",
+                        "an alias can only copy a value that is complete; remove the self-reference",
+                    )
+                )
             copied += size
             if copied > MAX_ALIAS_VALUES:
-                raise _Stop(Diagnostic(_loc(file, event.start_mark), f"aliases expand to more than {MAX_ALIAS_VALUES:,} values",
-                                       "every `*alias` copies its whole value; use fewer nested aliases"))
+                raise _Stop(
+                    Diagnostic(
+                        _loc(file, event.start_mark),
+                        f"aliases expand to more than {MAX_ALIAS_VALUES:,} values",
+                        "every `*alias` copies its whole value; use fewer nested aliases",
+                    )
+                )
             add(node, size)
         elif isinstance(event, ScalarEvent):
             tag = event.tag
@@ -221,15 +271,23 @@ def _compose(loader: _Loader, file: str) -> Node | None:
             raise _Stop(Diagnostic(_loc(file, event.start_mark), "YAML syntax error: unexpected event", _QUOTE_HINT))
     end = loader.get_event()
     if not isinstance(end, DocumentEndEvent):  # pragma: no cover
-        raise _Stop(Diagnostic(_loc(file, end.start_mark), "YAML syntax error: expected the end of the document", _QUOTE_HINT))
+        raise _Stop(
+            Diagnostic(_loc(file, end.start_mark), "YAML syntax error: expected the end of the document", _QUOTE_HINT)
+        )
     if not loader.check_event(StreamEndEvent):
         extra = loader.get_event()
-        raise _Stop(Diagnostic(_loc(file, extra.start_mark), "a cluster file holds one YAML document; found a second one",
-                               "remove the `---` line and what follows, or split it into its own file"))
+        raise _Stop(
+            Diagnostic(
+                _loc(file, extra.start_mark),
+                "a cluster file holds one YAML document; found a second one",
+                "remove the `---` line and what follows, or split it into its own file",
+            )
+        )
     return root[0]
 
 
 # -- building: nodes to plain JSON data with locations -----------------------------------------
+
 
 class _Builder:
     def __init__(self, doc: LocatedDocument, loader: _Loader, errors: list[Diagnostic]):
@@ -244,13 +302,21 @@ class _Builder:
             return self._mapping(node, path)
         if isinstance(node, SequenceNode):
             if node.tag != _TAG + "seq":
-                self.fail(node, f"YAML tag `{_short(node.tag)}` on a list is not supported", "remove the tag; a list is written plainly")
+                self.fail(
+                    node,
+                    f"YAML tag `{_short(node.tag)}` on a list is not supported",
+                    "remove the tag; a list is written plainly",
+                )
             return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
         return self.scalar(node)
 
     def _mapping(self, node: MappingNode, path: Path) -> dict[str, Any]:
         if node.tag != _TAG + "map":
-            self.fail(node, f"YAML tag `{_short(node.tag)}` on a mapping is not supported", "remove the tag; a mapping is written plainly")
+            self.fail(
+                node,
+                f"YAML tag `{_short(node.tag)}` on a mapping is not supported",
+                "remove the tag; a mapping is written plainly",
+            )
         explicit = sum(1 for key, _ in node.value if key.tag != _MERGE)
         self.loader.flatten_mapping(node)  # `<<: *base` merge keys; explicit keys after them override
         merged = len(node.value) - explicit
@@ -258,16 +324,22 @@ class _Builder:
         explicit_seen: dict[str, Node] = {}
         for index, (key_node, value_node) in enumerate(node.value):
             if not isinstance(key_node, ScalarNode):
-                self.fail(key_node, "a mapping key must be a plain value", "write the key as a plain word, e.g. `name:`")
+                self.fail(
+                    key_node, "a mapping key must be a plain value", "write the key as a plain word, e.g. `name:`"
+                )
                 continue
             key = key_node.value  # the text as written: `on:` is "on", `1:` is "1"
             if index >= merged:
                 if key in explicit_seen:
                     first = _loc(self.doc.file, explicit_seen[key].start_mark)
-                    self.errors.append(Diagnostic(_loc(self.doc.file, key_node.start_mark),
-                                                  f"duplicate key `{key}` (first at {first.line}:{first.column})",
-                                                  "remove one of the two entries with this key, or merge them",
-                                                  notes=(Note(first, f"`{key}` is first set here"),)))
+                    self.errors.append(
+                        Diagnostic(
+                            _loc(self.doc.file, key_node.start_mark),
+                            f"duplicate key `{key}` (first at {first.line}:{first.column})",
+                            "remove one of the two entries with this key, or merge them",
+                            notes=(Note(first, f"`{key}` is first set here"),),
+                        )
+                    )
                 else:
                     explicit_seen[key] = key_node
             self.doc.locations[path + (key, KEY)] = _loc(self.doc.file, key_node.start_mark)
@@ -279,8 +351,11 @@ class _Builder:
         if tag in _AS_TEXT_TAGS:
             return node.value
         if tag not in _PLAIN_TAGS:
-            self.fail(node, f"YAML tag `{_short(tag)}` is not supported",
-                      "remove the tag; values are plain strings, numbers, booleans, lists and mappings")
+            self.fail(
+                node,
+                f"YAML tag `{_short(tag)}` is not supported",
+                "remove the tag; values are plain strings, numbers, booleans, lists and mappings",
+            )
             return None
         try:
             value = self.loader.construct_object(node, deep=True)
@@ -288,13 +363,19 @@ class _Builder:
             self.fail(node, f"`{node.value}` is not a valid {_short(tag)[2:]}", "quote it to make it a string")
             return None
         if isinstance(value, float) and not math.isfinite(value):
-            self.fail(node, f"`{node.value}` is not a finite number", "write a finite number, or quote it to make it a string")
+            self.fail(
+                node, f"`{node.value}` is not a finite number", "write a finite number, or quote it to make it a string"
+            )
             return None
         if isinstance(value, int) and not isinstance(value, bool) and not INT64[0] <= value <= INT64[1]:
-            self.fail(node, f"`{node.value[:40]}` does not fit a 64-bit integer", "use a smaller number, or quote it to make it a string")
+            self.fail(
+                node,
+                f"`{node.value[:40]}` does not fit a 64-bit integer",
+                "use a smaller number, or quote it to make it a string",
+            )
             return None
         return value
 
 
 def _short(tag: str | None) -> str:
-    return "!!" + tag[len(_TAG):] if tag and tag.startswith(_TAG) else str(tag)
+    return "!!" + tag[len(_TAG) :] if tag and tag.startswith(_TAG) else str(tag)

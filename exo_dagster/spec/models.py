@@ -5,8 +5,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, ValidationInfo, field_validator, model_validator
-from pydantic import WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from exo_dagster.sdk.durations import MAX_DURATION_SECONDS, duration_seconds  # noqa: F401  (re-exported)
 from exo_dagster.sdk.resources import Resources, StrictModel, kebab  # noqa: F401  (re-exported)
@@ -50,14 +59,18 @@ def _check_tag_key(value: str) -> str:
     if value.startswith(RESERVED_TAG_PREFIXES):
         raise ValueError(f"tag key {value!r} uses a reserved prefix ({', '.join(RESERVED_TAG_PREFIXES)}); pick another")
     if not TAG_KEY.match(value):
-        raise ValueError(f"tag key {value!r} must be letters, digits, `_`, `-`, `.` (at most 63), optionally "
-                         "after one `namespace/` (Dagster's tag rule)")
+        raise ValueError(
+            f"tag key {value!r} must be letters, digits, `_`, `-`, `.` (at most 63), optionally "
+            "after one `namespace/` (Dagster's tag rule)"
+        )
     return value
 
 
 def _check_tag_value(value: str) -> str:
     if not TAG_VALUE.match(value):
-        raise ValueError(f"tag value {value!r} must be at most 63 letters, digits, `_`, `-` or `.` (Dagster's tag rule)")
+        raise ValueError(
+            f"tag value {value!r} must be at most 63 letters, digits, `_`, `-` or `.` (Dagster's tag rule)"
+        )
     return value
 
 
@@ -104,13 +117,18 @@ INPUT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a Dagster config key and
 
 def _check_input_name(value: str) -> str:
     if not INPUT_NAME.match(value):
-        raise ValueError(f"input name `{value}` must be letters, digits and `_`, not starting with a digit "
-                         "(it is a run-config key and `--input NAME=VALUE`), e.g. `{}`".format(
-                             re.sub(r"[^A-Za-z0-9_]", "_", value) if value[:1].isalpha() else "since"))
+        raise ValueError(
+            f"input name `{value}` must be letters, digits and `_`, not starting with a digit "
+            "(it is a run-config key and `--input NAME=VALUE`), e.g. `{}`".format(
+                re.sub(r"[^A-Za-z0-9_]", "_", value) if value[:1].isalpha() else "since"
+            )
+        )
     return value
 
 
-InputName = Annotated[str, AfterValidator(_check_input_name), WithJsonSchema({"type": "string", "pattern": INPUT_NAME.pattern})]
+InputName = Annotated[
+    str, AfterValidator(_check_input_name), WithJsonSchema({"type": "string", "pattern": INPUT_NAME.pattern})
+]
 INPUT_TYPES = ("string", "int", "float", "bool", "date", "datetime", "list", "enum")
 
 
@@ -124,7 +142,7 @@ class RunInput(SpecModel):
     values: list[str | int | float | bool] | None = None  # the choices of an `enum`
 
     @model_validator(mode="after")
-    def _consistent(self) -> "RunInput":
+    def _consistent(self) -> RunInput:
         if self.type == "enum" and not self.values:
             raise ValueError("an `enum` input needs `values: [...]`, the choices it accepts")
         if self.type != "enum" and self.values is not None:
@@ -154,10 +172,12 @@ class Trigger(SpecModel):
         return {} if value is None else value
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "Trigger":
+    def _one_kind(self) -> Trigger:
         kinds = [k for k in ("cron", "files", "after") if getattr(self, k) is not None]
         if len(kinds) > 1:
-            raise ValueError(f"a trigger has one kind, got {', '.join(kinds)}; make `trigger:` a list with one entry each")
+            raise ValueError(
+                f"a trigger has one kind, got {', '.join(kinds)}; make `trigger:` a list with one entry each"
+            )
         return self
 
     @property
@@ -222,7 +242,17 @@ class Step(SpecModel):
 
 
 PARTITION_KINDS = ("hourly", "daily", "weekly", "monthly")
-INVALID_PARTITION_SUBSTRINGS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")  # Dagster's (partitions/utils/base.py)
+INVALID_PARTITION_SUBSTRINGS = (
+    "...",
+    "\a",
+    "\b",
+    "\f",
+    "\n",
+    "\r",
+    "\t",
+    "\v",
+    "\0",
+)  # Dagster's (partitions/utils/base.py)
 
 
 def parse_start(value: Any) -> Any:
@@ -237,8 +267,11 @@ def parse_start(value: Any) -> Any:
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a date; write one as `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM`")
     try:
-        return dt.datetime.fromisoformat(value).isoformat() if "T" in value or " " in value.strip() \
+        return (
+            dt.datetime.fromisoformat(value).isoformat()
+            if "T" in value or " " in value.strip()
             else dt.date.fromisoformat(value).isoformat()
+        )
     except ValueError:
         raise ValueError(f"{value!r} is not a date; write one as `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM`") from None
 
@@ -267,7 +300,7 @@ class TimePartitions(SpecModel):
     end: Annotated[str | None, BeforeValidator(lambda v: None if v is None else parse_start(v))] = None
 
     @model_validator(mode="after")
-    def _end_after_start(self) -> "TimePartitions":
+    def _end_after_start(self) -> TimePartitions:
         if self.end is not None and as_datetime(self.end) <= as_datetime(self.start):
             raise ValueError(f"`end` ({self.end}) must be after `start` ({self.start})")
         return self
@@ -322,7 +355,9 @@ class ClusterBody(SpecModel):
     description: str | None = None
     owners: list[Owner] = Field(default_factory=list)  # every asset's owners (a step's `owners:` replaces them)
     tags: dict[TagKey, TagValue] = Field(default_factory=dict)  # on every asset (steps add/override) and the job
-    sla: str | int | float | None = None  # any duration (the seed's 6h/12h/24h, or 90m, 5s...): the longest a run may take
+    sla: str | int | float | None = (
+        None  # any duration (the seed's 6h/12h/24h, or 90m, 5s...): the longest a run may take
+    )
     # At most this many runs of the cluster at once; the rest wait (execution/run_queue.py, run_slots.py).
     concurrency: int | None = Field(None, ge=1)
     trigger: Triggers | None = None  # one trigger (the seed's form) or a list of them

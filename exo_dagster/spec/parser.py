@@ -17,33 +17,45 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from exo_dagster.sdk import templates
+from exo_dagster.spec import partition_checks, preset_rules
 from exo_dagster.spec.errors import Diagnostic, Location, Note, SpecError
+from exo_dagster.spec.ir import Cluster, ParsedStep, SecretSource, asset_name
 from exo_dagster.spec.located_yaml import KEY, LocatedDocument, load_located
-from exo_dagster.spec.ir import Cluster, ParsedStep, SecretSource, asset_name  # noqa: F401  (re-exported)
 from exo_dagster.spec.lookup import SatelliteLookup, UnknownSatellite
 from exo_dagster.spec.models import UNION_TAGS, ClusterFile, RunInput, Step
 from exo_dagster.spec.run_inputs import InputValueError, choice_text
 from exo_dagster.spec.run_inputs import coerce as coerce_input
-from exo_dagster.spec import partition_checks, preset_rules
 
 STEPS_PATH = ("cluster", "satellites")
 CronCheck = typing.Callable[[str], bool]
 
 
-def load_cluster_file(path: str | os.PathLike, *, registry: SatelliteLookup, strict: bool = False,
-                      cron_check: CronCheck | None = None) -> Cluster:
+def load_cluster_file(
+    path: str | os.PathLike, *, registry: SatelliteLookup, strict: bool = False, cron_check: CronCheck | None = None
+) -> Cluster:
     """Load one cluster file; raises SpecError with every located problem."""
     file = str(path)
     try:
         text = Path(file).read_bytes()
     except OSError as exc:
-        raise SpecError([Diagnostic(Location(file, 1, 1), f"cannot read cluster file: {exc.strerror}",
-                                    "check the path and permissions")]) from None
+        raise SpecError(
+            [
+                Diagnostic(
+                    Location(file, 1, 1), f"cannot read cluster file: {exc.strerror}", "check the path and permissions"
+                )
+            ]
+        ) from None
     return parse_cluster(text, file, registry=registry, strict=strict, cron_check=cron_check)
 
 
-def parse_cluster(text: str | bytes, file: str = "<string>", *, registry: SatelliteLookup, strict: bool = False,
-                  cron_check: CronCheck | None = None) -> Cluster:
+def parse_cluster(
+    text: str | bytes,
+    file: str = "<string>",
+    *,
+    registry: SatelliteLookup,
+    strict: bool = False,
+    cron_check: CronCheck | None = None,
+) -> Cluster:
     """Check one cluster file's text (or raw bytes); raises SpecError with every located problem.
 
     `registry` answers for `uses:`; `cron_check` says whether Dagster accepts a cron string (the spec
@@ -71,7 +83,9 @@ class _Checker:
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.severity == "error"]
 
-    def error(self, path: tuple, message: str, hint: str = "", *, key: bool = False, location: Location | None = None) -> None:
+    def error(
+        self, path: tuple, message: str, hint: str = "", *, key: bool = False, location: Location | None = None
+    ) -> None:
         self.diagnostics.append(Diagnostic(location or self.doc.at(path, key=key), message, hint))
 
     def warn(self, path: tuple, message: str, hint: str = "") -> None:
@@ -81,8 +95,11 @@ class _Checker:
     def check(self) -> Cluster | None:
         data = self.doc.data
         if not isinstance(data, dict):
-            self.error((), "a cluster file must be a mapping with `version:` and `cluster:`",
-                       "start the file with `version: 0.0.1b` and a `cluster:` section")
+            self.error(
+                (),
+                "a cluster file must be a mapping with `version:` and `cluster:`",
+                "start the file with `version: 0.0.1b` and a `cluster:` section",
+            )
             return None
         spec: ClusterFile | None = None
         try:
@@ -104,15 +121,28 @@ class _Checker:
         section = body.get("failure")
         from_ = section.get("from") if isinstance(section, dict) else None
         if isinstance(from_, str) and from_ not in main_ids:
-            self.error(("cluster", "failure", "from"), f"`from: {from_}` is not a satellite identifier of this cluster",
-                       did_you_mean(from_, main_ids))
+            self.error(
+                ("cluster", "failure", "from"),
+                f"`from: {from_}` is not a satellite identifier of this cluster",
+                did_you_mean(from_, main_ids),
+            )
         if spec is None or self.errors:
             return None
-        return Cluster(file=self.doc.file, spec=spec.cluster, steps=steps, logs_steps=logs, failure_steps=failure,
-                       secrets=secrets, warnings=[d for d in self.diagnostics if d.severity == "warning"],
-                       location=self.doc.at(("cluster",), key=True), identifier_location=self.doc.at(("cluster", "identifier")))
+        return Cluster(
+            file=self.doc.file,
+            spec=spec.cluster,
+            steps=steps,
+            logs_steps=logs,
+            failure_steps=failure,
+            secrets=secrets,
+            warnings=[d for d in self.diagnostics if d.severity == "warning"],
+            location=self.doc.at(("cluster",), key=True),
+            identifier_location=self.doc.at(("cluster", "identifier")),
+        )
 
-    def _pydantic_errors(self, exc: ValidationError, prefix: tuple, model: type[BaseModel], skip: set[tuple] = frozenset()) -> None:
+    def _pydantic_errors(
+        self, exc: ValidationError, prefix: tuple, model: type[BaseModel], skip: set[tuple] = frozenset()
+    ) -> None:
         self.diagnostics += validation_diagnostics(self.doc, exc.errors(), prefix, model, skip)
 
     # -- secrets ----------------------------------------------------------------------------
@@ -135,7 +165,9 @@ class _Checker:
 
     def _secret_source(self, path: tuple, name: str, value: Any, *, allow_secrets: bool) -> SecretSource | None:
         if not isinstance(value, str) or not value:
-            self.error(path, f"secret `{name}` needs a value", "write `NAME: ${{ env.VAR }}` to read it from the environment")
+            self.error(
+                path, f"secret `{name}` needs a value", "write `NAME: ${{ env.VAR }}` to read it from the environment"
+            )
             return None
         if templates.has_template(value):
             try:
@@ -146,8 +178,12 @@ class _Checker:
             ref = template.whole
             ok_roots = ("env", "secrets") if allow_secrets else ("env",)
             if ref is None or ref.root not in ok_roots:
-                self.error(path, f"secret `{name}` must be a single `${{{{ env.VAR }}}}`" + (" or `${{ secrets.NAME }}`" if allow_secrets else ""),
-                           "write the value as exactly one reference, e.g. `${{ env.OPENAI_API_KEY }}`")
+                self.error(
+                    path,
+                    f"secret `{name}` must be a single `${{{{ env.VAR }}}}`"
+                    + (" or `${{ secrets.NAME }}`" if allow_secrets else ""),
+                    "write the value as exactly one reference, e.g. `${{ env.OPENAI_API_KEY }}`",
+                )
                 return None
             return SecretSource(ref.root if ref.root == "env" else "secret", ref.parts[0])
         message = f"secret `{name}` has a literal value in the file"
@@ -163,7 +199,9 @@ class _Checker:
         raw = body.get(section)
         if not isinstance(raw, dict):
             return []
-        return self._steps(raw.get("satellites"), ("cluster", section, "satellites"), section, secrets, known=list(main_ids))
+        return self._steps(
+            raw.get("satellites"), ("cluster", section, "satellites"), section, secrets, known=list(main_ids)
+        )
 
     def _steps(self, raw_steps: Any, base: tuple, role: str, secrets: dict, known: list[str]) -> list[ParsedStep]:
         out: list[ParsedStep] = []
@@ -179,10 +217,14 @@ class _Checker:
             norm = templates_key(key)
             duplicate = norm in taken
             if duplicate:  # reported, and the step is still checked
-                self.error(path + ("identifier",) if isinstance(raw, dict) and isinstance(raw.get("identifier"), str) else path + ("name",),
-                           f"duplicate identifier `{key}`",
-                           "give each satellite its own `identifier:` (case, hyphens and underscores do not count: "
-                           "`rows`, `Rows` and `ro-ws` would all be one DuckDB view)")
+                self.error(
+                    path + ("identifier",)
+                    if isinstance(raw, dict) and isinstance(raw.get("identifier"), str)
+                    else path + ("name",),
+                    f"duplicate identifier `{key}`",
+                    "give each satellite its own `identifier:` (case, hyphens and underscores do not count: "
+                    "`rows`, `Rows` and `ro-ws` would all be one DuckDB view)",
+                )
             taken.add(norm)
             parsed = self._step(step, path, index, role, secrets, earlier=earlier, check_config="config" not in bad)
             if not duplicate:
@@ -191,8 +233,16 @@ class _Checker:
                 out.append(parsed)
         return out
 
-    def _step(self, step: Step, path: tuple, index: int, role: str, cluster_secrets: dict, earlier: list[str],
-              check_config: bool = True) -> ParsedStep | None:
+    def _step(
+        self,
+        step: Step,
+        path: tuple,
+        index: int,
+        role: str,
+        cluster_secrets: dict,
+        earlier: list[str],
+        check_config: bool = True,
+    ) -> ParsedStep | None:
         ok = True
         try:
             definition = self.registry.get(step.uses)
@@ -221,29 +271,50 @@ class _Checker:
                     refs.append(name)
         for i, name in enumerate(step.after):
             if name not in earlier:
-                self.error(path + ("after", i), f"`after: {name}` does not name an earlier satellite",
-                           did_you_mean(name, earlier) or "list identifiers of satellites above this one")
+                self.error(
+                    path + ("after", i),
+                    f"`after: {name}` does not name an earlier satellite",
+                    did_you_mean(name, earlier) or "list identifiers of satellites above this one",
+                )
                 ok = False
             elif name not in refs:
                 refs.append(name)
         if len(per_row) > 1:
-            self.error(path + ("input",), "per-row templates read from more than one satellite: " + ", ".join(sorted(per_row)),
-                       "a step fans out over the rows of one table; join the tables first with a `sql` satellite")
+            self.error(
+                path + ("input",),
+                "per-row templates read from more than one satellite: " + ", ".join(sorted(per_row)),
+                "a step fans out over the rows of one table; join the tables first with a `sql` satellite",
+            )
             ok = False
         if definition is not None and check_config and (fixed is None or ok):
             ok &= self._check_config(definition, config, path + ("config",))
         if step.fan_out and not per_row:
-            self.error(path + ("fan-out",), "`fan-out` splits a step's rows, but this step has no per-row input",
-                       "give it an input such as `text: $${{ satellites.X.output.text }}`, or remove `fan-out`", key=True)
+            self.error(
+                path + ("fan-out",),
+                "`fan-out` splits a step's rows, but this step has no per-row input",
+                "give it an input such as `text: $${{ satellites.X.output.text }}`, or remove `fan-out`",
+                key=True,
+            )
             ok = False
         if step.skip_when_empty:
             self._check_skip_when_empty(path, index, role, refs)
         if not ok:
             return None
         keys, template_at = self._key_locations(path, config, step.input)
-        return ParsedStep(spec=step, index=index, role=role, identifier=step.key, satellite=definition, config=config,
-                          secrets=step_secrets, references=tuple(refs), per_row_source=next(iter(per_row), None),
-                          location=self.doc.at(path), key_locations=keys, template_locations=template_at)
+        return ParsedStep(
+            spec=step,
+            index=index,
+            role=role,
+            identifier=step.key,
+            satellite=definition,
+            config=config,
+            secrets=step_secrets,
+            references=tuple(refs),
+            per_row_source=next(iter(per_row), None),
+            location=self.doc.at(path),
+            key_locations=keys,
+            template_locations=template_at,
+        )
 
     def _key_locations(self, path: tuple, config: dict, given: Any) -> tuple[dict, dict]:
         """Where each config/input key (dotted: `config.path`) and each template in their values is written;
@@ -285,40 +356,63 @@ class _Checker:
         """`skip-when-empty` needs a table to look at: a reference, `after:`, or (sequential) the step above."""
         where = path + ("skip-when-empty",)
         if role != "main":
-            self.error(where, f"`skip-when-empty` applies to the cluster's satellites, not to its `{role}:` section",
-                       "remove `skip-when-empty` here", key=True)
+            self.error(
+                where,
+                f"`skip-when-empty` applies to the cluster's satellites, not to its `{role}:` section",
+                "remove `skip-when-empty` here",
+                key=True,
+            )
             return
         body = self.doc.data.get("cluster") if isinstance(self.doc.data, dict) else None
         dataflow = isinstance(body, dict) and body.get("execution") == "dataflow"
         if refs or (index > 0 and not dataflow):
             return
-        why = "it is the first satellite and references no other" if not dataflow else \
-            "with `execution: dataflow` it reads only what it references or lists in `after:`, and it has none"
-        self.error(where, f"`skip-when-empty` skips a step whose input has no rows, but this step reads no table: {why}",
-                   "reference an upstream output (e.g. `${{ satellites.X.output }}`) or add `after: [X]`, "
-                   "or remove `skip-when-empty`", key=True)
+        why = (
+            "it is the first satellite and references no other"
+            if not dataflow
+            else "with `execution: dataflow` it reads only what it references or lists in `after:`, and it has none"
+        )
+        self.error(
+            where,
+            f"`skip-when-empty` skips a step whose input has no rows, but this step reads no table: {why}",
+            "reference an upstream output (e.g. `${{ satellites.X.output }}`) or add `after: [X]`, "
+            "or remove `skip-when-empty`",
+            key=True,
+        )
 
     def _preset_config(self, definition: Any, fixed: dict, config: dict, path: tuple) -> dict | None:
         """The step's config on top of a preset's fixed config; a located error per key the preset does not leave open."""
         model, open_fields = definition.config_model, tuple(definition.open_config)
-        opened = ("clusters may set only its open fields: " + ", ".join(f"`{f}`" for f in open_fields)) if open_fields \
+        opened = (
+            ("clusters may set only its open fields: " + ", ".join(f"`{f}`" for f in open_fields))
+            if open_fields
             else "it leaves no config field open: remove the key"
+        )
         about = f"`{definition.id}` is a configured satellite (of `{definition.based_on}`)"
         overridden, ok = set(), True
         for key in config:
             canonical = config_key(model, key)
             near = preset_rules.field_for(model, key)  # the field it names in another case or spelling
             if canonical is None and near is not None and near not in open_fields:
-                self._preset_error(path, key, f"`{key}` names `{near}`, which is fixed by `{definition.id}`, a "
-                                              f"configured satellite of `{definition.based_on}`", opened)
+                self._preset_error(
+                    path,
+                    key,
+                    f"`{key}` names `{near}`, which is fixed by `{definition.id}`, a "
+                    f"configured satellite of `{definition.based_on}`",
+                    opened,
+                )
                 ok = False
             elif canonical is None:
                 close = did_you_mean(str(key), list(open_fields))
                 self._preset_error(path, key, f"unknown key `{key}`: {about}", close or opened)
                 ok = False
             elif canonical not in open_fields:
-                self._preset_error(path, key, f"`{key}` is fixed by `{definition.id}`, a configured satellite of "
-                                              f"`{definition.based_on}`", opened)
+                self._preset_error(
+                    path,
+                    key,
+                    f"`{key}` is fixed by `{definition.id}`, a configured satellite of `{definition.based_on}`",
+                    opened,
+                )
                 ok = False
             elif canonical in overridden:
                 self._preset_error(path, key, f"`{key}` sets `{canonical}` a second time", "write each field once")
@@ -334,10 +428,14 @@ class _Checker:
         field the preset fixes: per row or not, in any case or spelling, written or merged in (`<<:`)."""
         problems = preset_rules.fixed_by_input(definition, given)
         for key, field in problems:
-            self._preset_error(path, key, f"`input.{key}` would set `{field}`, which is fixed by `{definition.id}`, a "
-                                          f"configured satellite of `{definition.based_on}`",
-                               f"a fixed field cannot be set from `input:` either: give the input another name, or "
-                               f"have the preset list `{field}` in `open:`")
+            self._preset_error(
+                path,
+                key,
+                f"`input.{key}` would set `{field}`, which is fixed by `{definition.id}`, a "
+                f"configured satellite of `{definition.based_on}`",
+                f"a fixed field cannot be set from `input:` either: give the input another name, or "
+                f"have the preset list `{field}` in `open:`",
+            )
         return not problems
 
     def _preset_error(self, section: tuple, key: Any, message: str, hint: str) -> None:
@@ -352,18 +450,28 @@ class _Checker:
             return out
         items = [{k: v} for k, v in raw.items()] if isinstance(raw, dict) else raw
         if not isinstance(items, list):
-            self.error(path, "`config.secrets` must be a list of `NAME: ${{ secrets.NAME }}` entries",
-                       "write `secrets:` followed by `- API_KEY: ${{ secrets.OPENAI_API_KEY }}`")
+            self.error(
+                path,
+                "`config.secrets` must be a list of `NAME: ${{ secrets.NAME }}` entries",
+                "write `secrets:` followed by `- API_KEY: ${{ secrets.OPENAI_API_KEY }}`",
+            )
             return out
         for i, item in enumerate(items):
             if not isinstance(item, dict):
-                self.error(path + (i,), "each secret entry must be `NAME: ${{ secrets.NAME }}`", "write `- API_KEY: ${{ secrets.OPENAI_API_KEY }}`")
+                self.error(
+                    path + (i,),
+                    "each secret entry must be `NAME: ${{ secrets.NAME }}`",
+                    "write `- API_KEY: ${{ secrets.OPENAI_API_KEY }}`",
+                )
                 continue
             for name, value in item.items():
                 source = self._secret_source(path + (i, name), str(name), value, allow_secrets=True)
                 if source and source.kind == "secret" and source.name not in cluster_secrets:
-                    self.error(path + (i, name), f"secret `{source.name}` is used but not declared",
-                               f"declare it in the cluster's `secrets:` list, e.g. `- {source.name}: ${{{{ env.{source.name} }}}}`")
+                    self.error(
+                        path + (i, name),
+                        f"secret `{source.name}` is used but not declared",
+                        f"declare it in the cluster's `secrets:` list, e.g. `- {source.name}: ${{{{ env.{source.name} }}}}`",
+                    )
                 elif source:
                     out[str(name)] = cluster_secrets.get(source.name, source) if source.kind == "secret" else source
         return out
@@ -383,24 +491,37 @@ class _Checker:
                 name = ref.satellite
                 if name not in earlier:
                     later = name in self._all_main_ids()
-                    self.error(path, f"`{ref.text}` refers to " + ("a later satellite" if later else "an unknown satellite") + f" `{name}`",
-                               ("a step can only read satellites listed above it; move this step below `" + name + "`") if later
-                               else (did_you_mean(name, earlier) or "use the `identifier:` of a satellite above this one"),
-                               location=location)
+                    self.error(
+                        path,
+                        f"`{ref.text}` refers to "
+                        + ("a later satellite" if later else "an unknown satellite")
+                        + f" `{name}`",
+                        ("a step can only read satellites listed above it; move this step below `" + name + "`")
+                        if later
+                        else (did_you_mean(name, earlier) or "use the `identifier:` of a satellite above this one"),
+                        location=location,
+                    )
                     ok = False
                     continue
                 if name not in refs:
                     refs.append(name)
                 if ref.per_row:
                     if section == "config":
-                        self.error(path, "per-row templates (`$${{ }}`) belong in `input:`, not `config:`",
-                                   "move this value to the step's `input:` section", location=location)
+                        self.error(
+                            path,
+                            "per-row templates (`$${{ }}`) belong in `input:`, not `config:`",
+                            "move this value to the step's `input:` section",
+                            location=location,
+                        )
                         ok = False
                     per_row.add(name)
             elif ref.root == "secrets" and ref.parts[0] not in cluster_secrets:
-                self.error(path, f"secret `{ref.parts[0]}` is used but not declared",
-                           f"declare it in the cluster's `secrets:` list, e.g. `- {ref.parts[0]}: ${{{{ env.{ref.parts[0]} }}}}`",
-                           location=location)
+                self.error(
+                    path,
+                    f"secret `{ref.parts[0]}` is used but not declared",
+                    f"declare it in the cluster's `secrets:` list, e.g. `- {ref.parts[0]}: ${{{{ env.{ref.parts[0]} }}}}`",
+                    location=location,
+                )
                 ok = False
             elif ref.root == "inputs":
                 ok &= self._input_reference(path, ref, role, location)
@@ -408,28 +529,42 @@ class _Checker:
                 self.error(path, *problem, location=location)
                 ok = False
             elif ref.root == "failure" and role != "failure":
-                self.error(path, f"`{ref.text}` is only available in the cluster's `failure:` satellites",
-                           "use it inside `failure: {satellites: [...]}`", location=location)
+                self.error(
+                    path,
+                    f"`{ref.text}` is only available in the cluster's `failure:` satellites",
+                    "use it inside `failure: {satellites: [...]}`",
+                    location=location,
+                )
                 ok = False
         return ok
 
     def _partition_reference(self, ref: templates.Reference, role: str) -> tuple[str, str] | None:
         if role != "main":
-            return (f"`{ref.text}` is only available in the cluster's `satellites`",
-                    "the `logs:` and `failure:` sections run outside any partition")
+            return (
+                f"`{ref.text}` is only available in the cluster's `satellites`",
+                "the `logs:` and `failure:` sections run outside any partition",
+            )
         return partition_checks.check_partition_reference(self.partition_kind, ref.parts[0], ref.text)
 
     def _input_reference(self, path: tuple, ref: templates.Reference, role: str, location: Location) -> bool:
         name = ref.parts[0]
         if role != "main":
-            self.error(path, f"`{ref.text}`: run inputs are read by the cluster's satellites, not by its `{role}:` section",
-                       "pass what the section needs through a satellite's output, or use `${{ cluster.FIELD }}`", location=location)
+            self.error(
+                path,
+                f"`{ref.text}`: run inputs are read by the cluster's satellites, not by its `{role}:` section",
+                "pass what the section needs through a satellite's output, or use `${{ cluster.FIELD }}`",
+                location=location,
+            )
             return False
         if name not in self.inputs.names:
             declared = list(self.inputs.names)
-            self.error(path, f"`{ref.text}` reads input `{name}`, which is not declared",
-                       did_you_mean(name, declared) or f"declare it under the cluster's `inputs:`, e.g. `{name}: {{type: string}}`",
-                       location=location)
+            self.error(
+                path,
+                f"`{ref.text}` reads input `{name}`, which is not declared",
+                did_you_mean(name, declared)
+                or f"declare it under the cluster's `inputs:`, e.g. `{name}: {{type: string}}`",
+                location=location,
+            )
             return False
         return True
 
@@ -450,24 +585,34 @@ class _Checker:
         for section, fields in (("config", config), ("input", given)):
             for key, text in fields.items() if isinstance(fields, dict) else ():
                 embedding = getattr(definition, "embeds", {}).get(str(key))
-                if embedding is None or embedding.check is None or not isinstance(text, str) \
-                        or not embedding.applies(config):
+                if (
+                    embedding is None
+                    or embedding.check is None
+                    or not isinstance(text, str)
+                    or not embedding.applies(config)
+                ):
                     continue
                 for problem in embedding.check(text):
                     where = path + (section, key)
-                    self.error(where, problem.problem, problem.hint,
-                               location=self._template_location(where, text, problem.offset))
+                    self.error(
+                        where,
+                        problem.problem,
+                        problem.hint,
+                        location=self._template_location(where, text, problem.offset),
+                    )
                     ok = False
         return ok
 
     def _template_error(self, path: tuple, text: str, exc: templates.TemplateSyntaxError) -> None:
-        self.error(path, f"bad template: {exc.message}", exc.hint, location=self._template_location(path, text, exc.offset))
+        self.error(
+            path, f"bad template: {exc.message}", exc.hint, location=self._template_location(path, text, exc.offset)
+        )
 
     def _template_location(self, path: tuple, text: str, offset: int) -> Location:
         base = self.doc.at(path)
         if 1 <= base.line <= len(self.doc.lines):
             line = self.doc.lines[base.line - 1]
-            snippet = text[offset:offset + 12]
+            snippet = text[offset : offset + 12]
             found = line.find(snippet, base.column - 1)
             if snippet and found >= 0:
                 return Location(base.file, base.line, found + 1)
@@ -476,7 +621,9 @@ class _Checker:
     def _check_config(self, definition: Any, config: dict, path: tuple) -> bool:
         try:
             # context: the cluster's folder, for path rules (allowed_paths) that depend on it
-            definition.config_model.model_validate(config, context={"cluster_dir": os.path.dirname(os.path.abspath(self.doc.file))})
+            definition.config_model.model_validate(
+                config, context={"cluster_dir": os.path.dirname(os.path.abspath(self.doc.file))}
+            )
         except ValidationError as exc:
             templated = {path + sub for sub, text in templates.walk_strings(config) if templates.has_template(text)}
             before = len(self.errors)
@@ -500,15 +647,26 @@ class _Checker:
             return
         cron = trigger.get("cron")
         if isinstance(cron, str) and self.cron_check is not None and not _accepts(self.cron_check, cron):
-            self.error(path + ("cron",), f"`{cron}` is not a valid cron expression",
-                       "use five fields: minute hour day-of-month month day-of-week, e.g. \"0 * * * *\" (quote it)")
+            self.error(
+                path + ("cron",),
+                f"`{cron}` is not a valid cron expression",
+                'use five fields: minute hour day-of-month month day-of-week, e.g. "0 * * * *" (quote it)',
+            )
         timezone = trigger.get("timezone", "UTC")
         if isinstance(timezone, str):
             try:
                 zoneinfo.ZoneInfo(timezone)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError, UnicodeError):  # OSError: a folder such as `America`
-                self.error(path + ("timezone",), f"unknown timezone `{timezone}`",
-                           "use an IANA name such as `UTC` or `Europe/Berlin`")
+            except (
+                zoneinfo.ZoneInfoNotFoundError,
+                ValueError,
+                OSError,
+                UnicodeError,
+            ):  # OSError: a folder such as `America`
+                self.error(
+                    path + ("timezone",),
+                    f"unknown timezone `{timezone}`",
+                    "use an IANA name such as `UTC` or `Europe/Berlin`",
+                )
         self._trigger_inputs(trigger.get("inputs"), path)
 
     def _trigger_inputs(self, given: Any, path: tuple) -> None:
@@ -517,19 +675,30 @@ class _Checker:
         for name, value in given.items():
             spec = self.inputs.valid.get(name)
             if name not in self.inputs.names:
-                self.error(path + ("inputs", name), f"the trigger gives input `{name}`, which is not declared",
-                           did_you_mean(str(name), list(self.inputs.names)) or "declare it under the cluster's `inputs:`", key=True)
+                self.error(
+                    path + ("inputs", name),
+                    f"the trigger gives input `{name}`, which is not declared",
+                    did_you_mean(str(name), list(self.inputs.names)) or "declare it under the cluster's `inputs:`",
+                    key=True,
+                )
             elif spec is not None:
                 try:
                     coerce_input(spec, value)
                 except InputValueError as exc:
-                    self.error(path + ("inputs", name), f"input `{name}` {exc}", f"give a {spec.type}" + (
-                        f": one of {', '.join(map(choice_text, spec.values))}" if spec.values else ""))
+                    self.error(
+                        path + ("inputs", name),
+                        f"input `{name}` {exc}",
+                        f"give a {spec.type}"
+                        + (f": one of {', '.join(map(choice_text, spec.values))}" if spec.values else ""),
+                    )
         for name, spec in self.inputs.valid.items():
             if spec.required and given.get(name) is None:
-                self.error(path, f"this trigger launches runs without the required input `{name}`",
-                           f"give it under the trigger's `inputs:` (`inputs: {{{name}: ...}}`), or give the input a `default:`",
-                           key=True)
+                self.error(
+                    path,
+                    f"this trigger launches runs without the required input `{name}`",
+                    f"give it under the trigger's `inputs:` (`inputs: {{{name}: ...}}`), or give the input a `default:`",
+                    key=True,
+                )
 
 
 class _DeclaredInputs:
@@ -554,7 +723,7 @@ def _declared_inputs(raw: Any) -> _DeclaredInputs:
 def _accepts(cron_check: CronCheck, cron: str) -> bool:
     try:
         return bool(cron_check(cron))
-    except Exception:  # noqa: BLE001 - a checker that chokes on a string has not accepted it
+    except Exception:
         return False
 
 
@@ -580,8 +749,13 @@ def lenient_step(raw: Any) -> tuple[Step | None, str, frozenset]:
         return step, written if "identifier" in bad and isinstance(written, str) and written else step.key, bad
 
 
-def validation_diagnostics(doc: LocatedDocument, errors: list[dict], prefix: tuple, model: type[BaseModel],
-                           skip: set[tuple] | frozenset = frozenset()) -> list[Diagnostic]:
+def validation_diagnostics(
+    doc: LocatedDocument,
+    errors: list[dict],
+    prefix: tuple,
+    model: type[BaseModel],
+    skip: set[tuple] | frozenset = frozenset(),
+) -> list[Diagnostic]:
     """Pydantic errors (`ValidationError.errors()`) of data found at `prefix` in `doc`, located in the file.
     Errors at or under a path in `skip` are left out (e.g. templated values, checked at run time), except
     unknown keys: a misspelled key is a mistake whatever its value."""
@@ -591,17 +765,29 @@ def validation_diagnostics(doc: LocatedDocument, errors: list[dict], prefix: tup
         real = _existing_path(doc, loc)
         kind, field_name = err["type"], _last_name(err["loc"])
         if err["loc"] and err["loc"][-1] == "[key]":  # a mapping key that is not allowed: point at the key
-            out.append(Diagnostic(doc.at(_existing_path(doc, loc[:-1]), key=True), err["msg"].removeprefix("Value error, "),
-                                  _hint_for(kind, field_name, err)))
+            out.append(
+                Diagnostic(
+                    doc.at(_existing_path(doc, loc[:-1]), key=True),
+                    err["msg"].removeprefix("Value error, "),
+                    _hint_for(kind, field_name, err),
+                )
+            )
             continue
-        if kind != "extra_forbidden" and any(real[:len(s)] == s for s in skip):
+        if kind != "extra_forbidden" and any(real[: len(s)] == s for s in skip):
             continue
         if kind == "missing":
-            out.append(Diagnostic(doc.at(real), f"missing required field `{field_name}`", f"add `{field_name}: ...` here"))
+            out.append(
+                Diagnostic(doc.at(real), f"missing required field `{field_name}`", f"add `{field_name}: ...` here")
+            )
         elif kind == "extra_forbidden":
             allowed = _allowed_keys(model, err["loc"][:-1])
-            out.append(Diagnostic(doc.at(real, key=True), f"unknown key `{field_name}`",
-                                  did_you_mean(str(field_name), allowed) or ("allowed keys here: " + ", ".join(allowed))))
+            out.append(
+                Diagnostic(
+                    doc.at(real, key=True),
+                    f"unknown key `{field_name}`",
+                    did_you_mean(str(field_name), allowed) or ("allowed keys here: " + ", ".join(allowed)),
+                )
+            )
         else:
             where = f"`{field_name}`: " if field_name is not None else ""
             message = err["msg"].removeprefix("Value error, ")
@@ -621,8 +807,11 @@ def unknown_satellite_hint(exc: UnknownSatellite) -> str:
     """Close ids, else where to look; plus the catalog's note (what did not load, who else declares it)."""
     if exc.note and exc.reason != "unknown satellite":
         return exc.note
-    hint = ("did you mean " + " or ".join(f"`{s}`" for s in exc.suggestions) + "?") if exc.suggestions else \
-        "run `exo satellites` to list the known satellites"
+    hint = (
+        ("did you mean " + " or ".join(f"`{s}`" for s in exc.suggestions) + "?")
+        if exc.suggestions
+        else "run `exo satellites` to list the known satellites"
+    )
     return f"{hint}; it may come from what did not load: {exc.note}" if exc.note else hint
 
 
@@ -688,7 +877,7 @@ def _unwrap(annotation: Any) -> Any:
         args = [_unwrap(a) for a in typing.get_args(annotation) if a is not type(None)]
         models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
         return models[0] if models else (args[0] if args else annotation)
-    if origin in (list, typing.List):
+    if origin in (list, list):
         return _unwrap(typing.get_args(annotation)[0])
     return annotation
 
@@ -709,8 +898,10 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
 def _hint_for(kind: str, field_name: Any, err: dict) -> str:
     loc = tuple(err.get("loc", ()))
     if loc[:2] == ("cluster", "inputs"):
-        return ("an input is a name (letters, digits, _) with `type:` (string, int, float, bool, date, datetime, list, "
-                "enum with `values: [...]`) and optionally `default:`, `required: true`, `description:`")
+        return (
+            "an input is a name (letters, digits, _) with `type:` (string, int, float, bool, date, datetime, list, "
+            "enum with `values: [...]`) and optionally `default:`, `required: true`, `description:`"
+        )
     if field_name == "identifier" and kind == "string_pattern_mismatch":
         return "a cluster identifier is `project/name` (e.g. `acme/ticket-triage`); a satellite identifier is a word of letters, digits, - and _"
     if field_name == "concurrency" and len(err.get("loc", ())) == 2:  # the cluster's, not a step's
@@ -732,9 +923,15 @@ def _hint_for(kind: str, field_name: Any, err: dict) -> str:
         return "write `version: 0.0.1b` at the top of the file"
     if kind.endswith("_type") or kind.endswith("_parsing"):
         expected = kind.split("_")[0]
-        names = {"int": "a whole number", "float": "a number", "bool": "true or false", "string": "a string",
-                 "list": "a list (`- item` lines or `[a, b]`)", "dict": "a mapping (`key: value` lines)",
-                 "model": "a mapping (`key: value` lines)"}
+        names = {
+            "int": "a whole number",
+            "float": "a number",
+            "bool": "true or false",
+            "string": "a string",
+            "list": "a list (`- item` lines or `[a, b]`)",
+            "dict": "a mapping (`key: value` lines)",
+            "model": "a mapping (`key: value` lines)",
+        }
         return f"change it to {names.get(expected, expected)}"
     if kind == "literal_error":
         return "use one of the values listed"

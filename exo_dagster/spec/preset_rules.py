@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 def spelling(key: Any) -> str:
@@ -78,8 +79,12 @@ def step_problems(definition: Any, config: dict, given: dict) -> list[str]:
     if not is_preset(definition):
         return []
     model, fixed, opened = definition.config_model, definition.fixed_config, set(definition.open_config)
-    exact = {written: info.alias or name for name, info in model.model_fields.items()
-             for written in (name, info.alias) if written}
+    exact = {
+        written: info.alias or name
+        for name, info in model.model_fields.items()
+        for written in (name, info.alias)
+        if written
+    }
     problems, seen = [], set()
     for key, value in config.items():
         canonical = exact.get(key) if isinstance(key, str) else None
@@ -87,14 +92,16 @@ def step_problems(definition: Any, config: dict, given: dict) -> list[str]:
             problems.append(f"config key `{key}` is not a field of `{definition.based_on}`")
         elif canonical in seen:
             problems.append(f"config field `{canonical}` is set twice (as `{key}` too)")
-        elif canonical not in opened and (key != canonical or canonical not in fixed
-                                          or not _same(value, fixed[canonical])):
+        elif canonical not in opened and (
+            key != canonical or canonical not in fixed or not _same(value, fixed[canonical])
+        ):
             problems.append(f"config field `{canonical}` differs from the value the preset fixes")
         if canonical is not None:
             seen.add(canonical)
     for canonical in fixed:
         if canonical not in opened and canonical not in seen:
             problems.append(f"config field `{canonical}`, fixed by the preset, is missing")
-    problems += [f"`input.{key}` would set `{field}`, which the preset fixes"
-                 for key, field in fixed_by_input(definition, given)]
+    problems += [
+        f"`input.{key}` would set `{field}`, which the preset fixes" for key, field in fixed_by_input(definition, given)
+    ]
     return problems

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
@@ -67,7 +68,9 @@ def coerce(declared: Any, value: Any) -> Any:
         try:
             return dt.datetime.fromisoformat(str(value).strip()).isoformat()
         except ValueError:
-            raise InputValueError(f"must be a date and time written like 2026-11-01T08:00:00, got {_shown(value)}") from None
+            raise InputValueError(
+                f"must be a date and time written like 2026-11-01T08:00:00, got {_shown(value)}"
+            ) from None
     if kind == "list":
         if isinstance(value, str):
             text = value.strip()
@@ -75,7 +78,9 @@ def coerce(declared: Any, value: Any) -> Any:
                 try:
                     value = json.loads(text)
                 except json.JSONDecodeError:
-                    raise InputValueError(f"must be a list: a JSON list such as [\"a\", \"b\"] or a, b; got {_shown(value)}") from None
+                    raise InputValueError(
+                        f'must be a list: a JSON list such as ["a", "b"] or a, b; got {_shown(value)}'
+                    ) from None
             else:
                 value = [part.strip() for part in text.split(",")] if text else []
         if not isinstance(value, (list, tuple)) or any(isinstance(v, (dict, list, tuple)) for v in value):
@@ -84,23 +89,34 @@ def coerce(declared: Any, value: Any) -> Any:
     if kind == "enum":
         for choice in declared.values or ():
             if (value == choice and isinstance(value, bool) == isinstance(choice, bool)) or (
-                    isinstance(value, str) and value.strip() == choice_text(choice)):
+                isinstance(value, str) and value.strip() == choice_text(choice)
+            ):
                 return choice
-        raise InputValueError(f"must be one of {', '.join(map(choice_text, declared.values or ()))}; got {_shown(value)}")
+        raise InputValueError(
+            f"must be one of {', '.join(map(choice_text, declared.values or ()))}; got {_shown(value)}"
+        )
     raise InputValueError(f"has an unknown type {kind!r}")
 
 
 def resolve_values(declared: Mapping[str, Any], given: Mapping[str, Any], *, where: str = "") -> dict[str, Any]:
     """Every declared input's value: given (coerced), else its default, else None; every problem at once."""
-    problems = [f"input `{name}` is not declared" + (f" ({where})" if where else "") +
-                (f"; declared: {', '.join(declared)}" if declared else "; this cluster declares no `inputs:`")
-                for name in given if name not in declared]
+    problems = [
+        f"input `{name}` is not declared"
+        + (f" ({where})" if where else "")
+        + (f"; declared: {', '.join(declared)}" if declared else "; this cluster declares no `inputs:`")
+        for name in given
+        if name not in declared
+    ]
     values: dict[str, Any] = {}
     for name, spec in declared.items():
         raw = given.get(name)
         if raw is None:
             if spec.required:
-                problems.append(f"input `{name}` is required ({spec.type}" + (f": {spec.description}" if spec.description else "") + ")")
+                problems.append(
+                    f"input `{name}` is required ({spec.type}"
+                    + (f": {spec.description}" if spec.description else "")
+                    + ")"
+                )
                 continue
             values[name] = None if spec.default is None else coerce(spec, spec.default)
             continue

@@ -16,9 +16,13 @@ import re
 # C0 controls -> U+2400..U+241F (Control Pictures), DEL -> U+2421; C1 controls, bidi controls, line/paragraph
 # separators and lone surrogates (which no terminal can encode) -> U+FFFD
 _C0 = {code: chr(0x2400 + code) for code in range(0x20)}
-_OTHER = {0x7F: "\u2421", **{code: "\ufffd" for code in (*range(0x80, 0xA0), 0x061C, 0x200E, 0x200F, 0x2028, 0x2029,
-                                                           *range(0x202A, 0x202F), *range(0x2066, 0x206A),
-                                                           *range(0xD800, 0xE000))}}
+_OTHER = {
+    0x7F: "\u2421",
+    **dict.fromkeys(
+        (*range(128, 160), 1564, 8206, 8207, 8232, 8233, *range(8234, 8239), *range(8294, 8298), *range(55296, 57344)),
+        "�",
+    ),
+}
 _TERMINAL = {**_C0, **_OTHER}
 _TERMINAL.pop(0x09)  # a tab stays a tab (a quoted line's caret lines up with it)
 _TERMINAL_LINES = dict(_TERMINAL)
@@ -31,8 +35,19 @@ def terminal(text: object, *, newlines: bool = True) -> str:
     return str(text).translate(_TERMINAL_LINES if newlines else _TERMINAL)
 
 
-_ALWAYS = {"\\": "\\\\", "`": "\\`", "*": "\\*", "~": "\\~", "[": "\\[", "]": "\\]", "|": "\\|", "@": "\\@",
-           "&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_ALWAYS = {
+    "\\": "\\\\",
+    "`": "\\`",
+    "*": "\\*",
+    "~": "\\~",
+    "[": "\\[",
+    "]": "\\]",
+    "|": "\\|",
+    "@": "\\@",
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+}
 _LINE_START = re.compile(r"^(\d{1,9})([.)])|^([#+\-=])")
 _AUTOLINK = re.compile(r"(?<=:)//|(?i:(?<=www))\.")
 
@@ -49,8 +64,9 @@ def _markdown_line(line: str) -> str:
     escaped = "".join(out)
     escaped = _AUTOLINK.sub(lambda m: "\\/\\/" if m.group() == "//" else "\\.", escaped)  # http://, www.
     # a heading, list item, setext underline or thematic break starts at the line's first character
-    return _LINE_START.sub(lambda m: f"{m.group(1)}\\{m.group(2)}" if m.group(1) else f"\\{m.group(3)}", escaped,
-                           count=1)
+    return _LINE_START.sub(
+        lambda m: f"{m.group(1)}\\{m.group(2)}" if m.group(1) else f"\\{m.group(3)}", escaped, count=1
+    )
 
 
 def markdown_text(text: object) -> str:

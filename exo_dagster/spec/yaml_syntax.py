@@ -23,8 +23,10 @@ MAX_DEPTH = 64  # a cluster file nests about 8 deep; anything far deeper is a mi
 NESTING_TOO_DEEP = f"values nest more than {MAX_DEPTH} levels deep"
 NESTING_HINT = "flatten this value; a cluster file needs only a few levels"
 
-QUOTE_HINT = ("check indentation and quoting here; values containing `: ` or starting "
-              "with `{`, `[`, `*`, `&` or `!` must be quoted")
+QUOTE_HINT = (
+    "check indentation and quoting here; values containing `: ` or starting "
+    "with `{`, `[`, `*`, `&` or `!` must be quoted"
+)
 _CLOSE = {"{": "}", "[": "]"}
 _KIND = {"{": "mapping", "[": "list"}
 _EXAMPLE = {"{": "{a: 1, b: 2}", "[": "[a, b]"}
@@ -32,11 +34,13 @@ _EXAMPLE = {"{": "{a: 1, b: 2}", "[": "[a, b]"}
 _LOOKS_LIKE_YAML = re.compile(r"^\s*(?:-\s+)?[A-Za-z_][\w.-]*:(?:\s|$)|^\s*-\s")
 
 
-def syntax_diagnostic(exc: yaml.MarkedYAMLError, file: str, text: str, lines: list[str], loader_class: type) -> Diagnostic:
+def syntax_diagnostic(
+    exc: yaml.MarkedYAMLError, file: str, text: str, lines: list[str], loader_class: type
+) -> Diagnostic:
     """One diagnostic for a libyaml error, at the place the problem starts."""
     try:
         return _classify(exc, file, text, lines, loader_class)
-    except Exception:  # noqa: BLE001 - a classification bug must not hide the error itself
+    except Exception:
         return _plain(exc, file, lines)
 
 
@@ -54,65 +58,107 @@ def _classify(exc: yaml.MarkedYAMLError, file: str, text: str, lines: list[str],
         line, column, char = quote
         start = Location(file, line + 1, column + 1)
         told = f"{problem}" + (f", {context} that started at {_pos(cm)}" if context and cm is not None else "")
-        return Diagnostic(start, f"unclosed quote: the {char}...{char} string started here is never closed",
-                          f"close it with {char} at the end of the value" +
-                          (" (write \\\" for a quote inside it)" if char == '"' else " (write '' for a quote inside it)"),
-                          notes=(Note(where, f"YAML stopped here: {told}"),))
+        return Diagnostic(
+            start,
+            f"unclosed quote: the {char}...{char} string started here is never closed",
+            f"close it with {char} at the end of the value"
+            + (' (write \\" for a quote inside it)' if char == '"' else " (write '' for a quote inside it)"),
+            notes=(Note(where, f"YAML stopped here: {told}"),),
+        )
 
     if open_brackets and (context.startswith("while parsing a flow") or pm is None or pm.line >= len(lines)):
         line, column, bracket = open_brackets[-1]  # the innermost `{`/`[` still open where YAML stopped
         close, kind = _CLOSE[bracket], _KIND[bracket]
         found = _char(lines, pm.line, pm.column) if pm is not None else ""
         if pm is None or pm.line != line or found in ("", "}", "]") and found != close:
-            return Diagnostic(Location(file, line + 1, column + 1), f"unclosed `{bracket}`: the {kind} started here has no matching `{close}`",
-                              f"close it with `{close}` (e.g. `{_EXAMPLE[bracket]}`), or separate its entries with `,`",
-                              notes=(Note(where, f"YAML stopped here: {problem}"),))
+            return Diagnostic(
+                Location(file, line + 1, column + 1),
+                f"unclosed `{bracket}`: the {kind} started here has no matching `{close}`",
+                f"close it with `{close}` (e.g. `{_EXAMPLE[bracket]}`), or separate its entries with `,`",
+                notes=(Note(where, f"YAML stopped here: {problem}"),),
+            )
         after_quote = _after_closing_quote(file, lines, pm)
         if after_quote is not None:
             return after_quote
         hint = "separate entries with `, `; quote a value that contains `,`, `:`, `{`, `}`, `[` or `]`"
         if "${{" in _line(lines, pm.line):
-            hint = "quote a `${{ }}` template inside `{...}` or `[...]`, e.g. `{paths: \"${{ satellites.x.output.path }}\"}`; " + hint
-        return Diagnostic(where, f"YAML syntax error: {problem} in the `{bracket}...{close}` {kind} started at {line + 1}:{column + 1}", hint)
+            hint = (
+                'quote a `${{ }}` template inside `{...}` or `[...]`, e.g. `{paths: "${{ satellites.x.output.path }}"}`; '
+                + hint
+            )
+        return Diagnostic(
+            where,
+            f"YAML syntax error: {problem} in the `{bracket}...{close}` {kind} started at {line + 1}:{column + 1}",
+            hint,
+        )
 
     char = _char(lines, pm.line, pm.column) if pm is not None else ""
     if problem.startswith("found unknown escape character") and pm is not None:
-        escape = _line(lines, pm.line)[pm.column:pm.column + 2]
-        return Diagnostic(where, f"unknown escape `{escape}` in a double-quoted string" if escape.startswith("\\")
-                          else "unknown escape in a double-quoted string",
-                          "write `\\\\` for a backslash, or use single quotes ('...'), where a backslash is plain text")
-    if pm is not None and (char == "\t" or "found character that cannot start any token" in problem
-                           and "\t" in _line(lines, pm.line)[:pm.column + 1] and not _line(lines, pm.line)[:pm.column].strip()):
-        return Diagnostic(where, "a tab is used for indentation; YAML indents with spaces only",
-                          "replace the tab(s) at the start of this line with spaces")
+        escape = _line(lines, pm.line)[pm.column : pm.column + 2]
+        return Diagnostic(
+            where,
+            f"unknown escape `{escape}` in a double-quoted string"
+            if escape.startswith("\\")
+            else "unknown escape in a double-quoted string",
+            "write `\\\\` for a backslash, or use single quotes ('...'), where a backslash is plain text",
+        )
+    if pm is not None and (
+        char == "\t"
+        or "found character that cannot start any token" in problem
+        and "\t" in _line(lines, pm.line)[: pm.column + 1]
+        and not _line(lines, pm.line)[: pm.column].strip()
+    ):
+        return Diagnostic(
+            where,
+            "a tab is used for indentation; YAML indents with spaces only",
+            "replace the tab(s) at the start of this line with spaces",
+        )
     if "found character that cannot start any token" in problem and char:
-        return Diagnostic(where, f"`{char}` cannot start an unquoted value", "quote the value, e.g. `key: \"" + char + "...\"`")
+        return Diagnostic(
+            where, f"`{char}` cannot start an unquoted value", 'quote the value, e.g. `key: "' + char + '..."`'
+        )
 
     if problem.startswith("could not find expected ':'") and cm is not None:
         start = _at(file, lines, cm)
-        words = _line(lines, cm.line)[cm.column:].strip()
-        return Diagnostic(start, f"`{_short(words)}` is neither `key: value` nor a `- item`: expected `:` after a key",
-                          "add `: ` after the key (a space after the colon), or join this line to the value above it",
-                          notes=(Note(where, f"YAML stopped here: {problem}"),) if pm is not None and pm.line != cm.line else ())
+        words = _line(lines, cm.line)[cm.column :].strip()
+        return Diagnostic(
+            start,
+            f"`{_short(words)}` is neither `key: value` nor a `- item`: expected `:` after a key",
+            "add `: ` after the key (a space after the colon), or join this line to the value above it",
+            notes=(Note(where, f"YAML stopped here: {problem}"),) if pm is not None and pm.line != cm.line else (),
+        )
 
     if problem.startswith("mapping values are not allowed") and pm is not None:
         under = _under_a_value(file, lines, pm.line)
         if under is not None:
             return under
-        return Diagnostic(where, "`: ` inside an unquoted value", "quote the whole value, e.g. `key: \"a: b\"`")
+        return Diagnostic(where, "`: ` inside an unquoted value", 'quote the whole value, e.g. `key: "a: b"`')
 
-    if (problem.startswith("did not find expected key") or problem.startswith("expected <block end>")
-            or problem.startswith("did not find expected '-'")) and pm is not None and cm is not None:
+    if (
+        (
+            problem.startswith("did not find expected key")
+            or problem.startswith("expected <block end>")
+            or problem.startswith("did not find expected '-'")
+        )
+        and pm is not None
+        and cm is not None
+    ):
         if char in ("]", "}"):
-            return Diagnostic(where, f"`{char}` closes nothing: no `{'[' if char == ']' else '{'}` is open here",
-                              f"remove the extra `{char}`")
+            return Diagnostic(
+                where,
+                f"`{char}` closes nothing: no `{'[' if char == ']' else '{'}` is open here",
+                f"remove the extra `{char}`",
+            )
         after_quote = _after_closing_quote(file, lines, pm)
         if after_quote is not None:
             return after_quote
         stripped = _line(lines, pm.line).lstrip()
         if pm.column == _indent(_line(lines, pm.line)) and re.match(r"-[^\s-]", stripped):
-            return Diagnostic(where, f"`{_short(stripped.split(':')[0])}` is not a list item: `-` needs a space after it",
-                              f"write `- {stripped[1:]}`")
+            return Diagnostic(
+                where,
+                f"`{_short(stripped.split(':')[0])}` is not a list item: `-` needs a space after it",
+                f"write `- {stripped[1:]}`",
+            )
         line_indent = _indent(_line(lines, pm.line))
         if pm.column == line_indent:
             under = _under_a_value(file, lines, pm.line)
@@ -122,16 +168,29 @@ def _classify(exc: yaml.MarkedYAMLError, file: str, text: str, lines: list[str],
             if levels and line_indent not in levels:
                 above = _line_above(lines, pm.line)
                 columns = ", ".join(str(c + 1) for c in levels)
-                return Diagnostic(where, f"bad indentation: column {line_indent + 1} lines up with no level above it "
-                                         f"(the lines above start their keys and items at columns {columns})",
-                                  "indent it with spaces to one of those columns" +
-                                  (f" (column {_content_column(lines[above]) + 1} lines it up with line {above + 1})" if above is not None else ""))
+                return Diagnostic(
+                    where,
+                    f"bad indentation: column {line_indent + 1} lines up with no level above it "
+                    f"(the lines above start their keys and items at columns {columns})",
+                    "indent it with spaces to one of those columns"
+                    + (
+                        f" (column {_content_column(lines[above]) + 1} lines it up with line {above + 1})"
+                        if above is not None
+                        else ""
+                    ),
+                )
         if char == "-" and not context.endswith("block collection"):
-            return Diagnostic(where, f"a `- ` list item where the mapping started at {_pos(cm)} expects a `key:`",
-                              "put the list under a key (`key:` then `- item` lines, indented), or make this line a `key: value`")
+            return Diagnostic(
+                where,
+                f"a `- ` list item where the mapping started at {_pos(cm)} expects a `key:`",
+                "put the list under a key (`key:` then `- item` lines, indented), or make this line a `key: value`",
+            )
         if context.endswith("block collection") and pm.column == cm.column:
-            return Diagnostic(where, f"a `key:` where the list started at {_pos(cm)} expects a `- ` item",
-                              "start the line with `- `, or indent it under the item above")
+            return Diagnostic(
+                where,
+                f"a `key:` where the list started at {_pos(cm)} expects a `- ` item",
+                "start the line with `- `, or indent it under the item above",
+            )
     return _plain(exc, file, lines)
 
 
@@ -147,7 +206,10 @@ def _plain(exc: yaml.MarkedYAMLError, file: str, lines: list[str]) -> Diagnostic
 
 # -- unclosed quotes --------------------------------------------------------------------------
 
-def _unclosed_quote(exc: yaml.MarkedYAMLError, lines: list[str], swallowed: list[tuple[int, int, str]]) -> tuple[int, int, str] | None:
+
+def _unclosed_quote(
+    exc: yaml.MarkedYAMLError, lines: list[str], swallowed: list[tuple[int, int, str]]
+) -> tuple[int, int, str] | None:
     """(line, column, quote char) of the quote that was never closed, 0-based; None when the error is not one.
 
     Two shapes: the quoted string runs to the end of the file (or a `---`), libyaml says so with the
@@ -159,15 +221,20 @@ def _unclosed_quote(exc: yaml.MarkedYAMLError, lines: list[str], swallowed: list
     if swallowed:
         return swallowed[0]
     context = exc.context or ""
-    if "quoted scalar" in context and exc.context_mark is not None and \
-            (exc.problem or "").startswith(("found unexpected end of stream", "found unexpected document")):
+    if (
+        "quoted scalar" in context
+        and exc.context_mark is not None
+        and (exc.problem or "").startswith(("found unexpected end of stream", "found unexpected document"))
+    ):
         cm = exc.context_mark
         char = _char(lines, cm.line, cm.column)
         return cm.line, cm.column, char if char in "\"'" and char else '"'
     return None
 
 
-def _scan(text: str, stop: tuple[int, int] | None, loader_class: type) -> tuple[list[tuple[int, int, str]], list[tuple[int, int, str]]]:
+def _scan(
+    text: str, stop: tuple[int, int] | None, loader_class: type
+) -> tuple[list[tuple[int, int, str]], list[tuple[int, int, str]]]:
     """The tokens before `stop` (all, when None): quoted scalars that span lines and swallowed lines that look like
     YAML keys or items, and the `{`/`[` still open, as (line, column, char), 0-based."""
     out: list[tuple[int, int, str]] = []
@@ -179,12 +246,25 @@ def _scan(text: str, stop: tuple[int, int] | None, loader_class: type) -> tuple[
             if token is None or stop is not None and (token.start_mark.line, token.start_mark.column) >= stop:
                 break
             if isinstance(token, (yaml.FlowMappingStartToken, yaml.FlowSequenceStartToken)):
-                brackets.append((token.start_mark.line, token.start_mark.column,
-                                 "{" if isinstance(token, yaml.FlowMappingStartToken) else "["))
+                brackets.append(
+                    (
+                        token.start_mark.line,
+                        token.start_mark.column,
+                        "{" if isinstance(token, yaml.FlowMappingStartToken) else "[",
+                    )
+                )
             elif isinstance(token, (yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)) and brackets:
                 brackets.pop()
-            elif isinstance(token, yaml.ScalarToken) and token.style in ('"', "'") and token.end_mark.line > token.start_mark.line:
-                inner = text[token.start_mark.index + 1:token.end_mark.index - 1] if _index_ok(text, token) else token.value
+            elif (
+                isinstance(token, yaml.ScalarToken)
+                and token.style in ('"', "'")
+                and token.end_mark.line > token.start_mark.line
+            ):
+                inner = (
+                    text[token.start_mark.index + 1 : token.end_mark.index - 1]
+                    if _index_ok(text, token)
+                    else token.value
+                )
                 if any(_LOOKS_LIKE_YAML.match(piece) for piece in inner.splitlines()[1:]):
                     out.append((token.start_mark.line, token.start_mark.column, token.style))
     except yaml.YAMLError:
@@ -200,6 +280,7 @@ def _index_ok(text: str, token: yaml.ScalarToken) -> bool:
 
 
 # -- small helpers ----------------------------------------------------------------------------
+
 
 def _pos(mark: yaml.Mark | None) -> str:
     return f"{mark.line + 1}:{mark.column + 1}" if mark is not None else "?"
@@ -224,25 +305,37 @@ def _strip_comment(line: str) -> str:
 
 def _after_closing_quote(file: str, lines: list[str], mark: yaml.Mark) -> Diagnostic | None:
     """Text right after a quoted value's closing quote, on its line (often a quote inside the value)."""
-    before = _line(lines, mark.line)[:mark.column].rstrip()
+    before = _line(lines, mark.line)[: mark.column].rstrip()
     if not before or before[-1] not in "\"'" or mark.column >= len(_line(lines, mark.line)):
         return None
-    inner = ("to put a ' inside a '...' value, write it twice (`'it''s'`), or use double quotes" if before[-1] == "'"
-             else 'to put a " inside a "..." value, write \\", or use single quotes')
-    return Diagnostic(Location(file, mark.line + 1, mark.column + 1), "text after the closing quote of a quoted value",
-                      f"quote the whole value, or remove what follows the closing quote; {inner}")
+    inner = (
+        "to put a ' inside a '...' value, write it twice (`'it''s'`), or use double quotes"
+        if before[-1] == "'"
+        else 'to put a " inside a "..." value, write \\", or use single quotes'
+    )
+    return Diagnostic(
+        Location(file, mark.line + 1, mark.column + 1),
+        "text after the closing quote of a quoted value",
+        f"quote the whole value, or remove what follows the closing quote; {inner}",
+    )
 
 
 def _under_a_value(file: str, lines: list[str], index: int) -> Diagnostic | None:
     """A line indented deeper than the line above it, which already has a value: nothing can nest there."""
     above = _line_above(lines, index)
     indent = _indent(_line(lines, index))
-    if above is None or indent <= _indent(lines[above]) or not re.search(r"(?::|^\s*-)\s+\S", _strip_comment(lines[above])):
+    if (
+        above is None
+        or indent <= _indent(lines[above])
+        or not re.search(r"(?::|^\s*-)\s+\S", _strip_comment(lines[above]))
+    ):
         return None
-    return Diagnostic(Location(file, index + 1, indent + 1),
-                      f"bad indentation: this line is indented under line {above + 1}, which already has a value",
-                      f"line it up with line {above + 1} (column {_content_column(lines[above]) + 1}), "
-                      "or, to nest it, leave nothing after that line's `:`")
+    return Diagnostic(
+        Location(file, index + 1, indent + 1),
+        f"bad indentation: this line is indented under line {above + 1}, which already has a value",
+        f"line it up with line {above + 1} (column {_content_column(lines[above]) + 1}), "
+        "or, to nest it, leave nothing after that line's `:`",
+    )
 
 
 def _content_column(line: str) -> int:
@@ -276,7 +369,7 @@ def _line_above(lines: list[str], index: int) -> int | None:
 
 
 def _short(text: str, n: int = 40) -> str:
-    return text if len(text) <= n else text[:n - 3] + "..."
+    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def _at(file: str, lines: list[str], mark: yaml.Mark | None) -> Location:

@@ -59,8 +59,10 @@ def query(sql: str, path: str | None = None) -> QueryResult:
         raise QueryError(f"the query holds {len(statements)} statements; `exo query` runs one")
     kind = statements[0].type
     if kind not in READING:  # for a clear message only: the connection below cannot write whatever it runs
-        raise QueryError(f"`exo query` is read-only: {kind.name} statements are refused "
-                         "(it runs select, with, from, show, describe, summarize and explain)")
+        raise QueryError(
+            f"`exo query` is read-only: {kind.name} statements are refused "
+            "(it runs select, with, from, show, describe, summarize and explain)"
+        )
     broken: dict[str, str] = {}
     con = read_only_connection(path, sql, broken)
     try:
@@ -82,21 +84,32 @@ def query(sql: str, path: str | None = None) -> QueryResult:
         con.close()
 
 
-def read_only_connection(path: str, sql: str | None = None, broken: dict[str, str] | None = None,
-                         ) -> duckdb.DuckDBPyConnection:
+def read_only_connection(
+    path: str,
+    sql: str | None = None,
+    broken: dict[str, str] | None = None,
+) -> duckdb.DuckDBPyConnection:
     """A private in-memory database with the catalog's views over read-only files; sandboxed and locked.
     Making a view reads its files' footers, so only the views `sql` names are made (all when it names none:
     `show all tables`). `broken` gets `schema.view: why` for each view that cannot be read now."""
     views = _catalog_views(path)
     named = [v for v in views if sql is not None and v[1].lower() in sql.lower()]
     views = named or views
-    con = duckdb.connect(":memory:", config={  # no spilling: DuckDB lets SQL write its temp folder, sandbox or not
-        "autoinstall_known_extensions": False, "autoload_known_extensions": False, "allow_community_extensions": False,
-        "allow_persistent_secrets": False, "temp_directory": ""})
+    con = duckdb.connect(
+        ":memory:",
+        config={  # no spilling: DuckDB lets SQL write its temp folder, sandbox or not
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "allow_community_extensions": False,
+            "allow_persistent_secrets": False,
+            "temp_directory": "",
+        },
+    )
     try:
         statements, local_files, local_folders, remote = _over_read_only_files(views)
-        con.register_filesystem(read_only_files.ReadOnlyFiles(read_only_files.PROTOCOL, LocalFileSystem(),
-                                                              local_files, local_folders))
+        con.register_filesystem(
+            read_only_files.ReadOnlyFiles(read_only_files.PROTOCOL, LocalFileSystem(), local_files, local_folders)
+        )
         for protocol, (files, folders) in sorted(remote.items()):
             try:
                 inner = fsspec.filesystem(protocol)
@@ -115,10 +128,13 @@ def read_only_connection(path: str, sql: str | None = None, broken: dict[str, st
         # bare view names resolve too (the first schema that has one wins; `schema.view` is always exact)
         con.execute("set search_path = ?", [",".join(["main", *[s for s in schemas if s != "main"]])])
         # only these URLs, each served read-only by its filesystem: not one local path
-        duck.restrict(con, paths=[read_only_files.local_url(f) for f in local_files]
-                      + [f for files, _ in remote.values() for f in files],
-                      directories=[read_only_files.local_url(f) + "/" for f in local_folders]
-                      + [f + "/" for _, folders in remote.values() for f in folders])
+        duck.restrict(
+            con,
+            paths=[read_only_files.local_url(f) for f in local_files]
+            + [f for files, _ in remote.values() for f in files],
+            directories=[read_only_files.local_url(f) + "/" for f in local_folders]
+            + [f + "/" for _, folders in remote.values() for f in folders],
+        )
         return con
     except BaseException:
         con.close()
@@ -132,20 +148,20 @@ def _over_read_only_files(views: list[tuple[str, str, str]]):
     for _, _, text in views:
         pieces, last = [], 0
         for start, end, value in _string_literals(text):
-            target = value[len("file://"):] if value.startswith("file://") else value
+            target = value[len("file://") :] if value.startswith("file://") else value
             if target.startswith(read_only_files.PREFIX):  # not written by exo: left as it is, and not allowed
                 continue
             if "://" in target:  # a remote output (s3://...): read through fsspec, that file or folder only
                 files, folders = remote.setdefault(target.split("://", 1)[0], (set(), set()))
                 if target.endswith(PARTITION_GLOB):
-                    folders.add(target[:-len(PARTITION_GLOB)])
+                    folders.add(target[: -len(PARTITION_GLOB)])
                 else:
                     files.add(target)
                 continue
             if not os.path.isabs(target):
                 continue
             if target.endswith(PARTITION_GLOB):  # a partitioned output: the Parquet files of its folder
-                local_folders.add(os.path.normpath(target[:-len(PARTITION_GLOB)]))
+                local_folders.add(os.path.normpath(target[: -len(PARTITION_GLOB)]))
             else:
                 local_files.add(os.path.normpath(target))
             pieces += [text[last:start], _quote(read_only_files.local_url(target))]
@@ -157,10 +173,12 @@ def _over_read_only_files(views: list[tuple[str, str, str]]):
 def _catalog_views(path: str) -> list[tuple[str, str, str]]:
     """(schema, view, CREATE VIEW text) of every view in the catalog, opened READ_ONLY and closed again."""
     try:
-        with duckdb.connect(path, read_only=True, config={"autoinstall_known_extensions": False,
-                                                          "autoload_known_extensions": False}) as catalog:
-            return catalog.execute("select schema_name, view_name, sql from duckdb_views() where not internal "
-                                   "order by 1, 2").fetchall()
+        with duckdb.connect(
+            path, read_only=True, config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+        ) as catalog:
+            return catalog.execute(
+                "select schema_name, view_name, sql from duckdb_views() where not internal order by 1, 2"
+            ).fetchall()
     except duckdb.Error as exc:
         busy = " (a step may be writing it; try again)" if isinstance(exc, duckdb.IOException) else ""
         raise QueryError(f"cannot open the catalog {path} read-only: {_message(exc)}{busy}") from None
@@ -170,17 +188,17 @@ def _string_literals(text: str) -> list[tuple[int, int, str]]:
     """(start, end, value) of each '...' string constant in SQL text, as DuckDB's own tokenizer finds them."""
     found = []
     for start, kind in duckdb.tokenize(text):
-        if kind != duckdb.token_type.string_const or text[start:start + 1] != "'":
+        if kind != duckdb.token_type.string_const or text[start : start + 1] != "'":
             continue
         i = start + 1
         while i < len(text):
             if text[i] == "'":
-                if text[i + 1:i + 2] == "'":
+                if text[i + 1 : i + 2] == "'":
                     i += 2
                     continue
                 break
             i += 1
-        found.append((start, i + 1, text[start + 1:i].replace("''", "'")))
+        found.append((start, i + 1, text[start + 1 : i].replace("''", "'")))
     return found
 
 

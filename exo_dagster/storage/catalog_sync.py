@@ -40,12 +40,12 @@ def sync(base: str | None = None, *, catalog_file: str | None = None) -> list[st
             if entry["type"] == "directory":
                 view, files, source = leaf, [url(path)], catalog.partitions_source(url(path))
             elif leaf.endswith(REF_SUFFIX):
-                view = leaf[:-len(REF_SUFFIX)]
+                view = leaf[: -len(REF_SUFFIX)]
                 with fs.open(path, "r") as fh:
                     files = list(json.load(fh)["paths"])
                 source = StoredTable(files[0] if len(files) == 1 else tuple(files)).duckdb_source()
             elif leaf.endswith(".parquet") and not fs.exists(path + ".ref.json"):
-                view, files = leaf[:-len(".parquet")], [url(path)]
+                view, files = leaf[: -len(".parquet")], [url(path)]
                 source = StoredTable(files[0]).duckdb_source()
             else:
                 continue

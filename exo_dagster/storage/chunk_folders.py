@@ -15,7 +15,8 @@ import json
 import os
 import re
 import stat
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
 from upath import UPath
@@ -93,8 +94,16 @@ def show(value: Any) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def drop_superseded(fs: Any, base_path: Any, key_path: Sequence[str], old: list, new: list, *,
-                    run_over: Callable[[str], bool], warn: Callable[[str], None]) -> list[str]:
+def drop_superseded(
+    fs: Any,
+    base_path: Any,
+    key_path: Sequence[str],
+    old: list,
+    new: list,
+    *,
+    run_over: Callable[[str], bool],
+    warn: Callable[[str], None],
+) -> list[str]:
     """Delete the chunk folders `old` (the replaced reference's paths) names and `new` does not, of runs that
     are over (`run_over(run id)`); paths that are not this asset's chunk files are refused with a warning.
     Returns the folders cleared."""
@@ -108,15 +117,17 @@ def drop_superseded(fs: Any, base_path: Any, key_path: Sequence[str], old: list,
         elif owned[0] not in keep:
             folders[owned[0]] = owned[1]
     if refused:
-        warn(f"the replaced reference names {len(refused)} path(s) that are not chunk files of this asset's fan-out "
-             f"(e.g. {show(refused[0])}): not followed, nothing there deleted")
+        warn(
+            f"the replaced reference names {len(refused)} path(s) that are not chunk files of this asset's fan-out "
+            f"(e.g. {show(refused[0])}): not followed, nothing there deleted"
+        )
     cleared = []
     for folder, run_id in sorted(folders.items()):
         if not run_over(run_id):  # in progress (its downstream steps may read it) or unknown here: kept
             continue
         try:
             why = _remove(fs, base_path, key_path, folder, run_id)
-        except Exception as exc:  # noqa: BLE001 - garbage left behind is logged, never a failed step
+        except Exception as exc:
             why = f"{type(exc).__name__}: {exc}"
         if why:
             warn(f"kept the superseded chunk folder {show(folder)}: {why}")
@@ -150,8 +161,11 @@ def _remove_local(folder: str, root: str, expected: dict) -> str | None:
         if _local_marker(fd) != expected:
             return f"it holds no marker ({MARKER}) the fan-out wrote for this asset and run"
         names = os.listdir(fd)
-        ours = [n for n in names
-                if _OURS.fullmatch(n) and stat.S_ISREG(os.stat(n, dir_fd=fd, follow_symlinks=False).st_mode)]
+        ours = [
+            n
+            for n in names
+            if _OURS.fullmatch(n) and stat.S_ISREG(os.stat(n, dir_fd=fd, follow_symlinks=False).st_mode)
+        ]
         for name in sorted(ours, key=lambda n: n == MARKER):  # the marker last
             os.unlink(name, dir_fd=fd)
     finally:
@@ -186,8 +200,11 @@ def _remove_remote(fs: Any, folder: str, expected: dict) -> str | None:
     if not entries:  # gone already (an object store has no empty folders)
         return None
     prefix = fs._strip_protocol(folder).rstrip("/") + "/"
-    sizes = {e["name"][len(prefix):]: e.get("size") or 0 for e in entries
-             if e.get("type") == "file" and e["name"].startswith(prefix) and "/" not in e["name"][len(prefix):]}
+    sizes = {
+        e["name"][len(prefix) :]: e.get("size") or 0
+        for e in entries
+        if e.get("type") == "file" and e["name"].startswith(prefix) and "/" not in e["name"][len(prefix) :]
+    }
     ours = [n for n in sizes if _OURS.fullmatch(n)]
     try:
         marker = json.loads(fs.cat_file(prefix + MARKER)) if 0 < sizes.get(MARKER, 0) <= _MARKER_MAX else None

@@ -16,10 +16,9 @@ import os
 import time
 from contextlib import contextmanager
 
-from exo_dagster.sdk import paths
-from exo_dagster.sdk import retrying
+from exo_dagster.sdk import paths, retrying
 from exo_dagster.sdk.atomic_write import atomic_write
-from exo_dagster.sdk.sql_text import sql_name  # noqa: F401  (re-exported)
+from exo_dagster.sdk.sql_text import sql_name
 
 CATALOG_FILE = "catalog.duckdb"
 BUSY_RETRY = retrying.Retry(attempts=None, delay=0.02, max_delay=0.5, jitter=(0.5, 1.5))
@@ -73,8 +72,15 @@ def _current_index(path: str) -> dict[str, str]:
     return index
 
 
-def register_view(schema: str, view: str, source_sql: str, *, path: str | None = None, wait_s: float = 30.0,
-                  urls: tuple[str, ...] | list[str] = ()) -> bool:
+def register_view(
+    schema: str,
+    view: str,
+    source_sql: str,
+    *,
+    path: str | None = None,
+    wait_s: float = 30.0,
+    urls: tuple[str, ...] | list[str] = (),
+) -> bool:
     """Create or replace `schema.view` as `select * from <source_sql>`; False if the catalog stayed locked.
     `urls`: the remote files the view reads (`s3://...`), whose fsspec filesystems DuckDB needs to bind it."""
     path = path or catalog_path()

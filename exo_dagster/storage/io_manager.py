@@ -15,14 +15,12 @@ import os
 from typing import Any
 from urllib.parse import quote
 
-import polars as pl
 import dagster as dg
+import polars as pl
 from dagster import ConfigurableIOManagerFactory, InputContext, OutputContext, UPathIOManager
 from upath import UPath
 
-from exo_dagster.storage.metadata import column_schema, table_metadata  # noqa: F401  (re-exported)
-from exo_dagster.sdk import paths
-from exo_dagster.sdk import leak_guard
+from exo_dagster.sdk import leak_guard, paths
 from exo_dagster.sdk.atomic_write import atomic_write
 from exo_dagster.sdk.masking import mask_value, masker
 from exo_dagster.sdk.storage_options import version_stamp
@@ -30,6 +28,7 @@ from exo_dagster.sdk.table import RECENT, StoredTable
 from exo_dagster.sdk.table_write import to_frame, write_parquet_atomic  # noqa: F401  (re-exported)
 from exo_dagster.storage import chunk_folders
 from exo_dagster.storage.chunk_folders import CHUNKS_DIR, LOCAL_CHUNKS_DIR  # noqa: F401  (re-exported)
+from exo_dagster.storage.metadata import column_schema, table_metadata  # noqa: F401  (re-exported)
 
 REF_SUFFIX = ".ref.json"
 
@@ -55,8 +54,11 @@ def _write_classified(context: OutputContext, obj: Any, path: UPath) -> None:
             raise
         meta = context.definition_metadata or {}
         where = {k: getattr(meta[k], "value", meta[k]) for k in ("exo/source", "exo/satellite") if k in meta}
-        raise dg.Failure(description=step_errors.message(exc), allow_retries=kind != step_errors.PERMANENT,
-                         metadata={**where, "exo/error": type(exc).__name__, "exo/error-kind": kind}) from None
+        raise dg.Failure(
+            description=step_errors.message(exc),
+            allow_retries=kind != step_errors.PERMANENT,
+            metadata={**where, "exo/error": type(exc).__name__, "exo/error-kind": kind},
+        ) from None
 
 
 def _run_secrets(context: InputContext | OutputContext) -> list[str]:
@@ -64,7 +66,7 @@ def _run_secrets(context: InputContext | OutputContext) -> list[str]:
     shows."""
     try:
         run_id = context.step_context.run_id
-    except Exception:  # noqa: BLE001 - no run around this context (a test's build_output_context)
+    except Exception:
         run_id = getattr(context, "_run_id", None)
     return leak_guard.run_values(run_id)
 
@@ -160,14 +162,19 @@ class ParquetTableIOManager(UPathIOManager):
         # a partition is always a Parquet file of its own, so the catalog view's glob covers every partition
         # a reference stores its sources' paths as they are: one holding a secret (a signed URL) is copied instead
         secret_path = isinstance(obj, StoredTable) and masker(_run_secrets(context)).contains("\n".join(obj.paths))
-        if isinstance(obj, StoredTable) and obj.name is None and self._is_source(obj, path) and not context.has_asset_partitions \
-                and not secret_path:
+        if (
+            isinstance(obj, StoredTable)
+            and obj.name is None
+            and self._is_source(obj, path)
+            and not context.has_asset_partitions
+            and not secret_path
+        ):
             table = StoredTable(obj.path, obj.storage_options)
             record = {"paths": table.paths, "fingerprint": fingerprint(self.fs, table.paths)}
             try:  # read the sources' footers before publishing a reference to them: never a ref to a broken file
                 scan = table.lazy()
                 counted = int(scan.select(pl.len()).collect().item()), scan.collect_schema()
-            except Exception as exc:  # noqa: BLE001 - name the files, keep the reason
+            except Exception as exc:
                 raise ValueError(f"cannot reference {', '.join(table.paths)}: {exc}") from None
             # a fan-out merge replaces its previous run's chunks (a source file's reference has nothing to drop)
             chunked = context.has_asset_key and any(self._own_chunk(p, context) for p in table.paths)
@@ -194,8 +201,12 @@ class ParquetTableIOManager(UPathIOManager):
         else:
             scan = stored.lazy()
             rows, schema = int(scan.select(pl.len()).collect().item()), scan.collect_schema()
-        context.add_output_metadata(_masked(context, {**table_metadata(context.output_metadata, rows, schema,
-                                                                       list(stored.paths)), "exo/storage": kind}))
+        context.add_output_metadata(
+            _masked(
+                context,
+                {**table_metadata(context.output_metadata, rows, schema, list(stored.paths)), "exo/storage": kind},
+            )
+        )
         self._register(context, stored, path, schema)
 
     def _referenced(self, ref: UPath) -> list[str]:
@@ -218,11 +229,17 @@ class ParquetTableIOManager(UPathIOManager):
             return
         try:
             instance = context.step_context.instance
-        except Exception:  # noqa: BLE001 - no run around this output (a test's build_output_context): keep everything
+        except Exception:
             return
-        chunk_folders.drop_superseded(self.fs, self._base_path, list(context.asset_key.path), old, new,
-                                      run_over=lambda run_id: chunk_folders.run_is_over(instance, run_id),
-                                      warn=context.log.warning)
+        chunk_folders.drop_superseded(
+            self.fs,
+            self._base_path,
+            list(context.asset_key.path),
+            old,
+            new,
+            run_over=lambda run_id: chunk_folders.run_is_over(instance, run_id),
+            warn=context.log.warning,
+        )
 
     def _is_source(self, table: StoredTable, path: UPath) -> bool:
         """A pass-through of files outside our own storage (never a reference to another output)."""
@@ -231,27 +248,42 @@ class ParquetTableIOManager(UPathIOManager):
         return all(not p.startswith(base) or p.startswith(chunks) for p in table.paths)
 
     def _register(self, context: OutputContext, table: StoredTable, path: UPath, schema: Any) -> None:
-        from exo_dagster.storage import duckdb_catalog as catalog  # DuckDB loads with the first view written, not the location
+        from exo_dagster.storage import (
+            duckdb_catalog as catalog,
+        )  # DuckDB loads with the first view written, not the location
 
         view = (context.definition_metadata or {}).get("exo/view")
         view = getattr(view, "value", view)
         columns = schema
-        schema, name = (str(view).split(".", 1) if view else ("_".join(context.asset_key.path[:-1]) or "main", context.asset_key.path[-1]))
-        source = catalog.partitions_source(str(path.parent), "partition" not in columns) \
-            if context.has_asset_partitions else table.duckdb_source()
+        schema, name = (
+            str(view).split(".", 1)
+            if view
+            else ("_".join(context.asset_key.path[:-1]) or "main", context.asset_key.path[-1])
+        )
+        source = (
+            catalog.partitions_source(str(path.parent), "partition" not in columns)
+            if context.has_asset_partitions
+            else table.duckdb_source()
+        )
         # remote outputs (s3://...) are read through fsspec (sdk/duck.py), never DuckDB's httpfs download
         urls = [str(path.parent)] if context.has_asset_partitions else list(table.paths)
         if not catalog.register_view(schema, name, source, urls=urls):
-            context.log.warning(f"DuckDB catalog {catalog.catalog_path()} stayed locked; view {schema}.{name} not refreshed")
+            context.log.warning(
+                f"DuckDB catalog {catalog.catalog_path()} stayed locked; view {schema}.{name} not refreshed"
+            )
 
     def load_from_path(self, context: InputContext, path: UPath) -> Any:
         ref = self._ref_path(path)
         if not path.exists() and ref.exists():
             record = json.loads(ref.read_text())
             if fingerprint(self.fs, record["paths"]) != record["fingerprint"]:
-                raise SourceChanged(f"source files of {context.upstream_output.asset_key.to_user_string()} changed after it ran "
-                                    f"({', '.join(record['paths'])}); re-run that step")
-            table = StoredTable(tuple(record["paths"]) if len(record["paths"]) > 1 else record["paths"][0], self.storage_options or None)
+                raise SourceChanged(
+                    f"source files of {context.upstream_output.asset_key.to_user_string()} changed after it ran "
+                    f"({', '.join(record['paths'])}); re-run that step"
+                )
+            table = StoredTable(
+                tuple(record["paths"]) if len(record["paths"]) > 1 else record["paths"][0], self.storage_options or None
+            )
         else:
             table = StoredTable(str(path), self.storage_options or None)
         wanted = getattr(context.dagster_type, "typing_type", None)

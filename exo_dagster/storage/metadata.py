@@ -10,7 +10,9 @@ import dagster as dg
 
 def column_schema(schema: Any) -> dg.TableSchema:
     """Dagster's column table (`dagster/column_schema`) from {column: type} (a Polars schema or plain dict)."""
-    return dg.TableSchema(columns=[dg.TableColumn(name=str(name), type=str(dtype)) for name, dtype in dict(schema).items()])
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name=str(name), type=str(dtype)) for name, dtype in dict(schema).items()]
+    )
 
 
 def table_metadata(given: Any, rows: int, schema: Any, paths_: list[str]) -> dict[str, Any]:

@@ -23,11 +23,17 @@ def render(result: QueryResult, fmt: str, *, max_rows: int = 1000) -> str:
 
 def as_table(result: QueryResult, *, max_rows: int = 1000) -> str:
     """Columns padded to their widest value, numbers right-aligned, NULL for missing values; then the row count."""
-    shown = result.rows[:max(max_rows, 0)]
+    shown = result.rows[: max(max_rows, 0)]
     cells = [[_text(v) for v in row] for row in shown]
-    numeric = [all(isinstance(row[i], (int, float, decimal.Decimal)) and not isinstance(row[i], bool)
-                   for row in shown if row[i] is not None) and any(row[i] is not None for row in shown)
-               for i in range(len(result.columns))]
+    numeric = [
+        all(
+            isinstance(row[i], (int, float, decimal.Decimal)) and not isinstance(row[i], bool)
+            for row in shown
+            if row[i] is not None
+        )
+        and any(row[i] is not None for row in shown)
+        for i in range(len(result.columns))
+    ]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(result.columns)]
 
     def line(values: list[str]) -> str:

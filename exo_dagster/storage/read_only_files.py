@@ -15,7 +15,8 @@ import io
 import os
 import posixpath
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from fsspec import AbstractFileSystem
 
@@ -53,7 +54,7 @@ class ReadOnlyFiles(AbstractFileSystem):
         """The normalised form that is compared with what was allowed (`..` resolved, no protocol for local)."""
         path = str(path)
         if path.startswith(PREFIX):
-            path = path[len(PREFIX):]
+            path = path[len(PREFIX) :]
         if "://" in path:
             scheme, rest = path.split("://", 1)
             return f"{scheme}://{posixpath.normpath(rest)}"
@@ -85,11 +86,13 @@ class ReadOnlyFiles(AbstractFileSystem):
         target = self._check(path)
         if self.local:
             fd = os.open(target, os.O_RDONLY)
-            return _PositionalFile(lambda start, n: os.pread(fd, n, start), os.fstat(fd).st_size, path,
-                                   lambda: os.close(fd))
+            return _PositionalFile(
+                lambda start, n: os.pread(fd, n, start), os.fstat(fd).st_size, path, lambda: os.close(fd)
+            )
         size = self.inner.size(target)
-        return _PositionalFile(lambda start, n: self.inner.cat_file(target, start=start, end=min(start + n, size)),
-                               size, path)
+        return _PositionalFile(
+            lambda start, n: self.inner.cat_file(target, start=start, end=min(start + n, size)), size, path
+        )
 
     def glob(self, path: str, **kwargs: Any) -> list[str]:
         key = self._key(path)
@@ -109,8 +112,7 @@ class ReadOnlyFiles(AbstractFileSystem):
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list:
         if self._key(path) not in self.folders:
             raise ReadOnly(f"`exo query` reads only the step outputs: {path} is not one")
-        entries = [e for e in self.inner.ls(self._target(path), detail=True)
-                   if self._allowed(self._name(e["name"]))]
+        entries = [e for e in self.inner.ls(self._target(path), detail=True) if self._allowed(self._name(e["name"]))]
         entries = [{**e, "name": self._name(e["name"])} for e in entries]
         return entries if detail else [e["name"] for e in entries]
 
@@ -173,7 +175,7 @@ class _PositionalFile(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)
 
     def readall(self) -> bytes:

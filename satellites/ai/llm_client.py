@@ -17,8 +17,9 @@ import asyncio
 import email.utils
 import json
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import aiohttp
 
@@ -129,8 +130,10 @@ class ChatClient:
         if current is None or current.loop is not loop:
             headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
             session = aiohttp.ClientSession(
-                headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout),
-                connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=self.max_connections))
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=self.max_connections),
+            )
             current = self._current = _LoopSession(loop, session)
             current.closer = self._close_with_loop(session)
             await current.closer.__anext__()  # asyncio.run() finalizes async generators: the pool closes there
@@ -160,8 +163,14 @@ class ChatClient:
         return self._retry
 
     def _make_policy(self) -> Retry:
-        return Retry(attempts=self.max_retries + 1, delay=self.backoff, max_delay=self.max_backoff, jitter=(0.5, 1.0),
-                     max_retry_after=self.max_retry_after, retry_after_jitter=(1.0, 1.1))
+        return Retry(
+            attempts=self.max_retries + 1,
+            delay=self.backoff,
+            max_delay=self.max_backoff,
+            jitter=(0.5, 1.0),
+            max_retry_after=self.max_retry_after,
+            retry_after_jitter=(1.0, 1.1),
+        )
 
     def _safe(self, text: str) -> str:
         return mask(text, self._secrets)
@@ -174,9 +183,13 @@ class ChatClient:
         estimate = estimate_tokens(body) if self._tpm else 0
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         try:
-            return await retrying.acall(lambda: self._attempt(body, headers, estimate), self._policy(),
-                                        retry_on=_Retryable, retry_after=lambda exc: exc.retry_after,
-                                        on_retry=self._count_retry)
+            return await retrying.acall(
+                lambda: self._attempt(body, headers, estimate),
+                self._policy(),
+                retry_on=_Retryable,
+                retry_after=lambda exc: exc.retry_after,
+                on_retry=self._count_retry,
+            )
         except _Retryable as exc:
             raise LlmError(self._safe(f"gave up after {self.max_retries + 1} attempts; last: {exc}")) from None
 
@@ -191,7 +204,7 @@ class ChatClient:
         try:
             async with session.post(self.url, json=body, headers=headers) as response:
                 status, raw, response_headers = response.status, await response.read(), response.headers
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             self.stats.timeouts += 1
             raise _Retryable(f"timed out after {self.timeout:g} s") from None
         except aiohttp.ClientError as exc:
@@ -237,10 +250,13 @@ def parse_completion(payload: Any, requested_model: str) -> Completion:
     if content is None:
         raise ValueError("the reply has no message content")
     usage = payload.get("usage") or {}
-    return Completion(text=str(content), model=str(payload.get("model") or requested_model),
-                      prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                      completion_tokens=int(usage.get("completion_tokens") or 0),
-                      finish_reason=choice.get("finish_reason"))
+    return Completion(
+        text=str(content),
+        model=str(payload.get("model") or requested_model),
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        finish_reason=choice.get("finish_reason"),
+    )
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

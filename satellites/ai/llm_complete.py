@@ -21,74 +21,110 @@ from dagster import Failure
 from pydantic import Field, field_validator, model_validator
 
 from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
-from satellites.ai import llm_output
 from exo_dagster.sdk.atomic_write import atomic_write
 from exo_dagster.sdk.row_cache import open_cache, row_key
+from satellites.ai import llm_output
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 REQUEST_COLUMNS = ("prompt", "messages", "system")
 USAGE_COLUMNS = {"model": pl.Utf8, "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64, "total_tokens": pl.Int64}
 # List prices, USD per million tokens (input, output); `input-cost-per-million` / `output-cost-per-million` override.
 PRICES = {
-    "gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00),
-    "gpt-4.1": (2.00, 8.00), "gpt-4.1-mini": (0.40, 1.60), "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
 }
-REASK = ("Your previous reply was rejected: {error}. Reply again with only one JSON object{schema_hint}, "
-         "no prose and no code fence.")
+REASK = (
+    "Your previous reply was rejected: {error}. Reply again with only one JSON object{schema_hint}, "
+    "no prose and no code fence."
+)
 _DTYPES = {"string": pl.Utf8, "integer": pl.Int64, "number": pl.Float64, "boolean": pl.Boolean}
 
 
 class LlmCompleteConfig(SatelliteConfig):
     model: str = Field(description="The model name the server knows (e.g. gpt-4o-mini).")
     base_url: str | None = Field(
-        None, description="The OpenAI-compatible API's base URL; default: $OPENAI_BASE_URL, else OpenAI.")
-    system: str | None = Field(
-        None, description="A system message for every row (a per-row `system` input wins).")
+        None, description="The OpenAI-compatible API's base URL; default: $OPENAI_BASE_URL, else OpenAI."
+    )
+    system: str | None = Field(None, description="A system message for every row (a per-row `system` input wins).")
     temperature: float | None = Field(
-        None, ge=0, le=2, description="Sampling temperature, 0 to 2; default: the server's.")
+        None, ge=0, le=2, description="Sampling temperature, 0 to 2; default: the server's."
+    )
     max_tokens: int | None = Field(
-        None, ge=1, description="The most tokens one answer may have; default: the server's.")
+        None, ge=1, description="The most tokens one answer may have; default: the server's."
+    )
     output_format: Literal["text", "json"] = Field(
-        "text", description="text: the answer in a `text` column; json: a JSON object whose fields become columns.")
+        "text", description="text: the answer in a `text` column; json: a JSON object whose fields become columns."
+    )
     output_schema: dict[str, Any] | None = Field(
-        None, description="The answer's shape: a JSON Schema, or `{field: type}` with string, integer, number, "
-                          "boolean, array, object, any, a list of allowed values, `[type]` or a nested map; "
-                          "implies output-format json.")
+        None,
+        description="The answer's shape: a JSON Schema, or `{field: type}` with string, integer, number, "
+        "boolean, array, object, any, a list of allowed values, `[type]` or a nested map; "
+        "implies output-format json.",
+    )
     response_format: Literal["auto", "json_schema", "json_object", "none"] = Field(
-        "auto", description="The `response_format` sent for json output; auto: json_schema when the schema names "
-                            "fields, else json_object; none: send none.")
+        "auto",
+        description="The `response_format` sent for json output; auto: json_schema when the schema names "
+        "fields, else json_object; none: send none.",
+    )
     max_reasks: int = Field(
-        2, ge=0, le=10, description="Invalid JSON or a schema mismatch: ask again this many times (0 to 10), then "
-                                    "the row's `_error`.")
+        2,
+        ge=0,
+        le=10,
+        description="Invalid JSON or a schema mismatch: ask again this many times (0 to 10), then the row's `_error`.",
+    )
     strip_reasoning: bool = Field(True, description="Drop `<think>...</think>` reasoning before reading the answer.")
     extra_body: dict[str, Any] = Field(
-        default_factory=dict, description="More request fields sent as they are (seed, top_p, ...).")
+        default_factory=dict, description="More request fields sent as they are (seed, top_p, ...)."
+    )
     concurrency: int | None = Field(
-        None, ge=1, le=1024, description="Requests in flight at once (1 to 1024); default: the step's `concurrency` (8).")
+        None,
+        ge=1,
+        le=1024,
+        description="Requests in flight at once (1 to 1024); default: the step's `concurrency` (8).",
+    )
     requests_per_minute: float | None = Field(None, gt=0, description="Rate limit on requests; default: none.")
     tokens_per_minute: float | None = Field(None, gt=0, description="Rate limit on tokens; default: none.")
     timeout: float = Field(60.0, gt=0, description="Seconds to wait for one request.")
     max_retries: int = Field(
-        6, ge=0, le=50, description="Retries of a request after 429, 5xx, a timeout or a broken connection (0 to 50).")
+        6, ge=0, le=50, description="Retries of a request after 429, 5xx, a timeout or a broken connection (0 to 50)."
+    )
     backoff: float = Field(
-        0.5, ge=0, description="The first retry's delay in seconds, doubled each time, with jitter "
-                               "(a `Retry-After` answer is honoured).")
+        0.5,
+        ge=0,
+        description="The first retry's delay in seconds, doubled each time, with jitter "
+        "(a `Retry-After` answer is honoured).",
+    )
     max_backoff: float = Field(30.0, ge=0, description="The longest delay between retries, in seconds.")
     input_cost_per_million: float | None = Field(
-        None, ge=0, description="USD per million prompt tokens, for the cost estimate; default: the list price "
-                                "of known OpenAI models.")
+        None,
+        ge=0,
+        description="USD per million prompt tokens, for the cost estimate; default: the list price "
+        "of known OpenAI models.",
+    )
     output_cost_per_million: float | None = Field(
-        None, ge=0, description="USD per million completion tokens, for the cost estimate; default: the list "
-                                "price of known OpenAI models.")
+        None,
+        ge=0,
+        description="USD per million completion tokens, for the cost estimate; default: the list "
+        "price of known OpenAI models.",
+    )
     mode: Literal["online", "batch"] = Field(
-        "online", description="online: call the API; batch: write the uncached rows as OpenAI Batch JSONL (or read "
-                              "`batch-results` back).")
+        "online",
+        description="online: call the API; batch: write the uncached rows as OpenAI Batch JSONL (or read "
+        "`batch-results` back).",
+    )
     batch_path: str | None = Field(
-        None, description="Batch mode: the JSONL file to write (relative to the data folder); default: "
-                          "`batches/<step>.jsonl`.")
+        None,
+        description="Batch mode: the JSONL file to write (relative to the data folder); default: "
+        "`batches/<step>.jsonl`.",
+    )
     batch_results: str | None = Field(
-        None, description="Batch mode: an OpenAI Batch output file (relative to the cluster file's folder) to read "
-                          "back into the same columns and the row cache.")
+        None,
+        description="Batch mode: an OpenAI Batch output file (relative to the cluster file's folder) to read "
+        "back into the same columns and the row cache.",
+    )
 
     @field_validator("output_schema")
     @classmethod
@@ -98,7 +134,7 @@ class LlmCompleteConfig(SatelliteConfig):
         return value
 
     @model_validator(mode="after")
-    def _json_when_schema(self) -> "LlmCompleteConfig":
+    def _json_when_schema(self) -> LlmCompleteConfig:
         if self.output_schema is not None and self.output_format != "json":
             if "output_format" in self.model_fields_set:
                 raise ValueError("output-schema needs output-format: json (or leave output-format out)")
@@ -114,31 +150,56 @@ class DeepSeekR1Config(LlmCompleteConfig):
 
     model: str = Field(
         "deepseek-r1-distill-llama-70b",
-        description="The model name the server knows; default: $EXO_DEEPSEEK_MODEL, else deepseek-r1-distill-llama-70b.")
+        description="The model name the server knows; default: $EXO_DEEPSEEK_MODEL, else deepseek-r1-distill-llama-70b.",
+    )
 
 
-INPUTS = {"prompt": "the user message, per row", "messages": "a chat ([{role, content}] or its JSON), per row",
-          "system": "a system message, per row", "*": "any other key passes through as a column"}
+INPUTS = {
+    "prompt": "the user message, per row",
+    "messages": "a chat ([{role, content}] or its JSON), per row",
+    "system": "a system message, per row",
+    "*": "any other key passes through as a column",
+}
 OVERRIDES = ("system",)  # config fields an input of the same name replaces (per row or for every row)
-OUTPUTS = {"<field>": "each output-schema field (json), or `text`", "model": "the model that answered",
-           "prompt_tokens": "", "completion_tokens": "", "total_tokens": "", "_error": "why the row failed"}
+OUTPUTS = {
+    "<field>": "each output-schema field (json), or `text`",
+    "model": "the model that answered",
+    "prompt_tokens": "",
+    "completion_tokens": "",
+    "total_tokens": "",
+    "_error": "why the row failed",
+}
 
 
-@satellite("satellite/exospherehost/llm-complete", config=LlmCompleteConfig, inputs=INPUTS, outputs=OUTPUTS,
-           resources={"cpu": 1}, overrides=OVERRIDES)
+@satellite(
+    "satellite/exospherehost/llm-complete",
+    config=LlmCompleteConfig,
+    inputs=INPUTS,
+    outputs=OUTPUTS,
+    resources={"cpu": 1},
+    overrides=OVERRIDES,
+)
 def llm_complete(ctx: StepContext, config: LlmCompleteConfig) -> pl.DataFrame:
     """OpenAI-compatible chat completion per row: JSON validated against output-schema, rate-limited, retried, cached."""
     return run(ctx, config, base_url=config.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL)
 
 
-@satellite("satellite/exospherehost/deepseek-r1-distrill-llama-70b", config=DeepSeekR1Config, inputs=INPUTS,
-           outputs=OUTPUTS, resources={"cpu": 1}, overrides=OVERRIDES)
+@satellite(
+    "satellite/exospherehost/deepseek-r1-distrill-llama-70b",
+    config=DeepSeekR1Config,
+    inputs=INPUTS,
+    outputs=OUTPUTS,
+    resources={"cpu": 1},
+    overrides=OVERRIDES,
+)
 def deepseek_r1(ctx: StepContext, config: DeepSeekR1Config) -> pl.DataFrame:
     """llm-complete for DeepSeek-R1-Distill-Llama-70B on an OpenAI-compatible endpoint (base-url or $EXO_DEEPSEEK_BASE_URL)."""
     base_url = config.base_url or os.environ.get("EXO_DEEPSEEK_BASE_URL")
     if not base_url:
-        raise _user_error("deepseek-r1-distrill-llama-70b needs the endpoint that serves the model: set config "
-                          "`base-url` (e.g. http://vllm:8000/v1) or the EXO_DEEPSEEK_BASE_URL environment variable")
+        raise _user_error(
+            "deepseek-r1-distrill-llama-70b needs the endpoint that serves the model: set config "
+            "`base-url` (e.g. http://vllm:8000/v1) or the EXO_DEEPSEEK_BASE_URL environment variable"
+        )
     if "model" not in config.model_fields_set and os.environ.get("EXO_DEEPSEEK_MODEL"):
         config = config.model_copy(update={"model": os.environ["EXO_DEEPSEEK_MODEL"]})
     return run(ctx, config, base_url=base_url)
@@ -156,9 +217,21 @@ def run(ctx: StepContext, config: LlmCompleteConfig, *, base_url: str) -> pl.Dat
     request_cols = [c for c in REQUEST_COLUMNS if c in rows.columns]
     # The cache identity is what decides the answer, not how fast it is fetched: changing
     # concurrency, rate limits or timeouts must not make a re-run pay again.
-    semantic = config.model_dump(mode="json", by_alias=True, include={
-        "model", "system", "temperature", "max_tokens", "output_format", "output_schema", "response_format",
-        "strip_reasoning", "extra_body"})
+    semantic = config.model_dump(
+        mode="json",
+        by_alias=True,
+        include={
+            "model",
+            "system",
+            "temperature",
+            "max_tokens",
+            "output_format",
+            "output_schema",
+            "response_format",
+            "strip_reasoning",
+            "extra_body",
+        },
+    )
     semantic["base-url"] = base_url
     step_ctx = dataclasses.replace(ctx, identity=(ctx.identity[0], ctx.identity[1], semantic))
     if config.mode == "batch" and not config.batch_results:
@@ -171,14 +244,22 @@ def run(ctx: StepContext, config: LlmCompleteConfig, *, base_url: str) -> pl.Dat
 
     concurrency = config.concurrency or ctx.concurrency
     client = ChatClient(
-        base_url=base_url, api_key=ctx.secrets.get("API_KEY"), timeout=config.timeout,
-        max_retries=config.max_retries, backoff=config.backoff, max_backoff=config.max_backoff,
-        requests_per_minute=config.requests_per_minute, tokens_per_minute=config.tokens_per_minute,
-        max_connections=concurrency, mask_values=list(ctx.secrets.values()),
+        base_url=base_url,
+        api_key=ctx.secrets.get("API_KEY"),
+        timeout=config.timeout,
+        max_retries=config.max_retries,
+        backoff=config.backoff,
+        max_backoff=config.max_backoff,
+        requests_per_minute=config.requests_per_minute,
+        tokens_per_minute=config.tokens_per_minute,
+        max_connections=concurrency,
+        mask_values=list(ctx.secrets.values()),
     )
     if not client.api_key and base_url.rstrip("/") == OPENAI_BASE_URL:
-        raise _user_error("llm-complete calls OpenAI but was given no key: map one in the step's config, "
-                          "`secrets: [API_KEY: ${{ secrets.OPENAI_API_KEY }}]`")
+        raise _user_error(
+            "llm-complete calls OpenAI but was given no key: map one in the step's config, "
+            "`secrets: [API_KEY: ${{ secrets.OPENAI_API_KEY }}]`"
+        )
     reasks = [0]
 
     async def one(row: dict, key: str) -> dict:
@@ -188,8 +269,12 @@ def run(ctx: StepContext, config: LlmCompleteConfig, *, base_url: str) -> pl.Dat
             completion = await client.complete(body, idempotency_key=key if attempt == 0 else f"{key}-{attempt}")
             prompt_tokens += completion.prompt_tokens
             completion_tokens += completion.completion_tokens
-            usage = {"model": completion.model, "prompt_tokens": prompt_tokens,
-                     "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+            usage = {
+                "model": completion.model,
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
             try:
                 return {**answer(completion.text, config, schema), **usage}
             except llm_output.InvalidOutput as exc:
@@ -197,25 +282,37 @@ def run(ctx: StepContext, config: LlmCompleteConfig, *, base_url: str) -> pl.Dat
                     raise llm_output.InvalidOutput(f"{exc} (asked {attempt + 1} time(s))") from None
                 reasks[0] += 1
                 hint = " matching the JSON Schema given before" if llm_output.fields(schema) else ""
-                body = {**body, "messages": [*body["messages"], {"role": "assistant", "content": completion.text},
-                                             {"role": "user", "content": REASK.format(error=exc, schema_hint=hint)}]}
+                body = {
+                    **body,
+                    "messages": [
+                        *body["messages"],
+                        {"role": "assistant", "content": completion.text},
+                        {"role": "user", "content": REASK.format(error=exc, schema_hint=hint)},
+                    ],
+                }
         raise AssertionError("unreachable")
 
     try:
         # Big batches: the map drains its in-flight requests at every batch end (one event loop and
         # connection pool serve every batch); finished rows are committed to the cache as they go anyway.
-        result = step_ctx.map_rows(one, rows.select(request_cols), concurrency=concurrency,
-                                   batch_size=max(concurrency * 256, 16384))
+        result = step_ctx.map_rows(
+            one, rows.select(request_cols), concurrency=concurrency, batch_size=max(concurrency * 256, 16384)
+        )
     finally:
         _report(ctx, config, client.stats, reasks[0])
     out = _output(rows, request_cols, result, schema)
     failed = out["_error"].drop_nulls().len()
     ctx.metadata["exo/llm/rows_failed"] = failed
     if client._fatal is not None:
-        raise Failure(description=f"step `{ctx.step}` stopped calling {base_url}: {client._fatal}",
-                      metadata=dict(ctx.metadata), allow_retries=False)
-    ctx.log.info(f"llm-complete `{ctx.step}`: {out.height} row(s), {client.stats.requests} request(s), "
-                 f"{failed} failed, {ctx.metadata.get('exo/rows_cached', 0)} from the row cache")
+        raise Failure(
+            description=f"step `{ctx.step}` stopped calling {base_url}: {client._fatal}",
+            metadata=dict(ctx.metadata),
+            allow_retries=False,
+        )
+    ctx.log.info(
+        f"llm-complete `{ctx.step}`: {out.height} row(s), {client.stats.requests} request(s), "
+        f"{failed} failed, {ctx.metadata.get('exo/rows_cached', 0)} from the row cache"
+    )
     return out
 
 
@@ -228,14 +325,17 @@ def request_rows(ctx: StepContext) -> pl.DataFrame:
         if "prompt" in given and isinstance(given["prompt"], list):
             rows = pl.DataFrame({"prompt": [None if p is None else str(p) for p in given["prompt"]]})
         elif given:
-            rows = pl.DataFrame({k: [json.dumps(v) if k == "messages" and not isinstance(v, str) else v]
-                                 for k, v in given.items()})
+            rows = pl.DataFrame(
+                {k: [json.dumps(v) if k == "messages" and not isinstance(v, str) else v] for k, v in given.items()}
+            )
         else:
             rows = pl.DataFrame()
     if "prompt" not in rows.columns and "messages" not in rows.columns:
         have = ", ".join(rows.columns) or "nothing"
-        raise _user_error(f"step `{ctx.step}` needs `input.prompt` or `input.messages` (it has: {have}); e.g. "
-                          "`prompt: \"Label this ticket: $${{ satellites.tickets.output.text }}\"`")
+        raise _user_error(
+            f"step `{ctx.step}` needs `input.prompt` or `input.messages` (it has: {have}); e.g. "
+            '`prompt: "Label this ticket: $${{ satellites.tickets.output.text }}"`'
+        )
     return rows
 
 
@@ -256,7 +356,11 @@ def build_messages(row: dict, config: LlmCompleteConfig, schema: dict | None) ->
         except json.JSONDecodeError:
             raise ValueError("input `messages` is not JSON; give a list of {role, content}") from None
     for m in chat or []:
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "developer") or m.get("content") is None:
+        if (
+            not isinstance(m, dict)
+            or m.get("role") not in ("system", "user", "assistant", "developer")
+            or m.get("content") is None
+        ):
             raise ValueError(f"each message needs a role (system/user/assistant) and content, got {m!r}"[:300])
         messages.append({"role": m["role"], "content": m["content"]})
     if row.get("prompt") is not None:
@@ -276,8 +380,11 @@ def request_body(config: LlmCompleteConfig, messages: list[dict], schema: dict |
         kind = config.response_format
         if kind == "auto":
             kind = "json_schema" if llm_output.fields(schema) else "json_object"
-        body["response_format"] = ({"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
-                                   if kind == "json_schema" else {"type": "json_object"})
+        body["response_format"] = (
+            {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+            if kind == "json_schema"
+            else {"type": "json_object"}
+        )
     return body
 
 
@@ -299,7 +406,10 @@ def _output(rows: pl.DataFrame, request_cols: list[str], result: pl.DataFrame, s
     else:
         answer_types = {"json": pl.Utf8}
     typed = {**answer_types, **USAGE_COLUMNS, "_error": pl.Utf8, "_row_key": pl.Utf8}
-    cols = [(pl.col(n).cast(t, strict=False) if n in result.columns else pl.lit(None, dtype=t)).alias(n) for n, t in typed.items()]
+    cols = [
+        (pl.col(n).cast(t, strict=False) if n in result.columns else pl.lit(None, dtype=t)).alias(n)
+        for n, t in typed.items()
+    ]
     answers = result.select(cols)
     keep = [c for c in rows.columns if c not in typed]
     return pl.concat([rows.select(keep), answers], how="horizontal")
@@ -314,34 +424,48 @@ def _dtype(spec: dict) -> pl.DataType:
 
 def _report(ctx: StepContext, config: LlmCompleteConfig, stats, reasks: int) -> None:
     meta = ctx.metadata
-    meta.update({
-        "exo/llm/model": config.model, "exo/llm/requests": stats.requests, "exo/llm/retries": stats.retries,
-        "exo/llm/rate_limited": stats.rate_limited, "exo/llm/server_errors": stats.server_errors,
-        "exo/llm/timeouts": stats.timeouts, "exo/llm/reasks": reasks,
-        "exo/llm/prompt_tokens": stats.prompt_tokens, "exo/llm/completion_tokens": stats.completion_tokens,
-        "exo/llm/total_tokens": stats.prompt_tokens + stats.completion_tokens,
-    })
+    meta.update(
+        {
+            "exo/llm/model": config.model,
+            "exo/llm/requests": stats.requests,
+            "exo/llm/retries": stats.retries,
+            "exo/llm/rate_limited": stats.rate_limited,
+            "exo/llm/server_errors": stats.server_errors,
+            "exo/llm/timeouts": stats.timeouts,
+            "exo/llm/reasks": reasks,
+            "exo/llm/prompt_tokens": stats.prompt_tokens,
+            "exo/llm/completion_tokens": stats.completion_tokens,
+            "exo/llm/total_tokens": stats.prompt_tokens + stats.completion_tokens,
+        }
+    )
     cost = estimated_cost(config, stats.prompt_tokens, stats.completion_tokens)
     if cost is not None:
         meta["exo/llm/estimated_cost_usd"] = round(cost, 6)
     else:
-        meta["exo/llm/cost_note"] = (f"no price known for `{config.model}`; set input-cost-per-million and "
-                                     "output-cost-per-million to estimate cost")
+        meta["exo/llm/cost_note"] = (
+            f"no price known for `{config.model}`; set input-cost-per-million and "
+            "output-cost-per-million to estimate cost"
+        )
 
 
 def estimated_cost(config: LlmCompleteConfig, prompt_tokens: int, completion_tokens: int) -> float | None:
     """This run's spend (rows from the cache cost nothing), from list prices or the configured ones."""
     listed = PRICES.get(config.model)
-    price_in = config.input_cost_per_million if config.input_cost_per_million is not None else (listed or (None, None))[0]
-    price_out = config.output_cost_per_million if config.output_cost_per_million is not None else (listed or (None, None))[1]
+    price_in = (
+        config.input_cost_per_million if config.input_cost_per_million is not None else (listed or (None, None))[0]
+    )
+    price_out = (
+        config.output_cost_per_million if config.output_cost_per_million is not None else (listed or (None, None))[1]
+    )
     if price_in is None or price_out is None:
         return None
     return (prompt_tokens * price_in + completion_tokens * price_out) / 1e6
 
 
 # -- batch mode (OpenAI Batch API files) ----------------------------------------------------------
-def write_batch(ctx: StepContext, config: LlmCompleteConfig, rows: pl.DataFrame, request_cols: list[str],
-                schema: dict | None) -> pl.DataFrame:
+def write_batch(
+    ctx: StepContext, config: LlmCompleteConfig, rows: pl.DataFrame, request_cols: list[str], schema: dict | None
+) -> pl.DataFrame:
     """One `{custom_id, method, url, body}` line per row not already in the row cache; custom_id = row key."""
     path = ctx.output_path(config.batch_path or f"batches/{ctx.step}.jsonl")
     records = rows.select(request_cols).to_dicts()
@@ -357,15 +481,27 @@ def write_batch(ctx: StepContext, config: LlmCompleteConfig, rows: pl.DataFrame,
             if key in done:
                 continue
             body = request_body(config, build_messages(record, config, schema), schema)
-            fh.write(json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body},
-                                ensure_ascii=False) + "\n")
+            fh.write(
+                json.dumps(
+                    {"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body},
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
             written += 1
-    ctx.metadata.update({"exo/llm/batch_file": path, "exo/llm/batch_requests": written,
-                         "exo/llm/batch_already_done": len(records) - written})
+    ctx.metadata.update(
+        {
+            "exo/llm/batch_file": path,
+            "exo/llm/batch_requests": written,
+            "exo/llm/batch_already_done": len(records) - written,
+        }
+    )
     ctx.log.info(f"llm-complete `{ctx.step}`: wrote {written} request(s) to {path} (OpenAI Batch JSONL)")
-    return rows.with_columns(pl.Series("_row_key", keys, dtype=pl.Utf8),
-                             pl.Series("batched", [k not in done for k in keys], dtype=pl.Boolean),
-                             pl.lit(path).alias("batch_file"))
+    return rows.with_columns(
+        pl.Series("_row_key", keys, dtype=pl.Utf8),
+        pl.Series("batched", [k not in done for k in keys], dtype=pl.Boolean),
+        pl.lit(path).alias("batch_file"),
+    )
 
 
 def read_batch(ctx: StepContext, config: LlmCompleteConfig, rows: pl.DataFrame, schema: dict | None) -> pl.DataFrame:
@@ -394,14 +530,24 @@ def read_batch(ctx: StepContext, config: LlmCompleteConfig, rows: pl.DataFrame, 
         completion = parse_completion(response.get("body") or {}, config.model)
         tokens[0] += completion.prompt_tokens
         tokens[1] += completion.completion_tokens
-        return {**answer(completion.text, config, schema), "model": completion.model,
-                "prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens,
-                "total_tokens": completion.prompt_tokens + completion.completion_tokens}
+        return {
+            **answer(completion.text, config, schema),
+            "model": completion.model,
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.completion_tokens,
+            "total_tokens": completion.prompt_tokens + completion.completion_tokens,
+        }
 
     result = ctx.map_rows(one, rows, concurrency=1)
-    ctx.metadata.update({"exo/llm/batch_results": path, "exo/llm/prompt_tokens": tokens[0],
-                         "exo/llm/completion_tokens": tokens[1], "exo/llm/total_tokens": sum(tokens),
-                         "exo/llm/rows_failed": result["_error"].drop_nulls().len()})
+    ctx.metadata.update(
+        {
+            "exo/llm/batch_results": path,
+            "exo/llm/prompt_tokens": tokens[0],
+            "exo/llm/completion_tokens": tokens[1],
+            "exo/llm/total_tokens": sum(tokens),
+            "exo/llm/rows_failed": result["_error"].drop_nulls().len(),
+        }
+    )
     cost = estimated_cost(config, *tokens)
     if cost is not None:
         ctx.metadata["exo/llm/estimated_cost_usd"] = round(cost, 6)

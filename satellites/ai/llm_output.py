@@ -11,12 +11,19 @@ import re
 from typing import Any
 
 TYPE_NAMES = {
-    "string": "string", "str": "string", "text": "string",
-    "integer": "integer", "int": "integer",
-    "number": "number", "float": "number",
-    "boolean": "boolean", "bool": "boolean",
-    "object": "object", "dict": "object",
-    "array": "array", "list": "array",
+    "string": "string",
+    "str": "string",
+    "text": "string",
+    "integer": "integer",
+    "int": "integer",
+    "number": "number",
+    "float": "number",
+    "boolean": "boolean",
+    "bool": "boolean",
+    "object": "object",
+    "dict": "object",
+    "array": "array",
+    "list": "array",
     "any": None,
 }
 PLACEHOLDER = "..."  # `output-schema: {...}` in the seed: an object, fields not spelled out
@@ -37,7 +44,9 @@ def to_json_schema(spec: dict | None) -> dict:
     if spec is None:
         return {"type": "object"}
     if not isinstance(spec, dict):
-        raise ValueError("output-schema must be a mapping: JSON Schema, or {field: type} such as {label: string, urgent: boolean}")
+        raise ValueError(
+            "output-schema must be a mapping: JSON Schema, or {field: type} such as {label: string, urgent: boolean}"
+        )
     if is_json_schema(spec):
         try:
             import jsonschema
@@ -68,8 +77,10 @@ def _loose(value: Any, path: str) -> dict:
     if isinstance(value, str):
         key = value.strip().lower()
         if key not in TYPE_NAMES:
-            raise ValueError(f"output-schema field `{path}` has unknown type `{value}`; use one of "
-                             "string, integer, number, boolean, array, object, any (or a list of allowed values)")
+            raise ValueError(
+                f"output-schema field `{path}` has unknown type `{value}`; use one of "
+                "string, integer, number, boolean, array, object, any (or a list of allowed values)"
+            )
         kind = TYPE_NAMES[key]
         return {"type": kind} if kind else {}
     if isinstance(value, dict):
@@ -77,11 +88,15 @@ def _loose(value: Any, path: str) -> dict:
     if isinstance(value, list):
         if not value:
             return {"type": "array"}
-        if len(value) == 1 and (isinstance(value[0], dict) or (isinstance(value[0], str) and value[0].lower() in TYPE_NAMES)):
+        if len(value) == 1 and (
+            isinstance(value[0], dict) or (isinstance(value[0], str) and value[0].lower() in TYPE_NAMES)
+        ):
             return {"type": "array", "items": _loose(value[0], path + "[]")}
         return {"enum": list(value)}  # a list of literals: the allowed values
-    raise ValueError(f"output-schema field `{path}`: write a type name (string, integer, ...), a list of allowed values, "
-                     f"or a nested mapping, not {value!r}")
+    raise ValueError(
+        f"output-schema field `{path}`: write a type name (string, integer, ...), a list of allowed values, "
+        f"or a nested mapping, not {value!r}"
+    )
 
 
 def fields(schema: dict) -> dict[str, dict]:
@@ -110,7 +125,7 @@ def extract_json(text: str) -> Any:
         if start < 0 or end <= start:
             raise InvalidOutput(f"the reply is not JSON ({first.msg} at character {first.pos})") from None
         try:
-            value = json.loads(body[start:end + 1])
+            value = json.loads(body[start : end + 1])
         except json.JSONDecodeError as exc:
             raise InvalidOutput(f"the reply is not valid JSON ({exc.msg} at character {start + exc.pos})") from None
     if not isinstance(value, dict):
@@ -125,7 +140,9 @@ def validate(value: dict, schema: dict) -> None:
     error = jsonschema.exceptions.best_match(validator.iter_errors(value))
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path)
-        raise InvalidOutput(f"the reply does not match the output schema{f' at `{where}`' if where else ''}: {error.message}")
+        raise InvalidOutput(
+            f"the reply does not match the output schema{f' at `{where}`' if where else ''}: {error.message}"
+        )
 
 
 def parse(text: str, schema: dict) -> dict[str, Any]:

@@ -30,16 +30,18 @@ LOOKAHEAD = 64
 class ChunkTextConfig(SatelliteConfig):
     column: str = Field("text", description="The text column to split; it is replaced by the chunk columns.")
     chunk_size: int = Field(1000, gt=0, description="The most a chunk holds, in `unit`s.")
-    overlap: int = Field(100, ge=0, description="About how much consecutive chunks share, in `unit`s; "
-                                                "smaller than `chunk-size`.")
+    overlap: int = Field(
+        100, ge=0, description="About how much consecutive chunks share, in `unit`s; smaller than `chunk-size`."
+    )
     unit: Literal["chars", "words"] = Field("chars", description="What `chunk-size` and `overlap` count.")
     separators: list[str] = Field(
         ["paragraph", "line", "sentence", "word"],
         description="Where to break, most preferred first: paragraph, line, sentence, word, or literal strings; "
-                    "`[]`: exact windows.")
+        "`[]`: exact windows.",
+    )
 
     @model_validator(mode="after")
-    def _overlap_below_size(self) -> "ChunkTextConfig":
+    def _overlap_below_size(self) -> ChunkTextConfig:
         if self.overlap >= self.chunk_size:
             raise ValueError(f"`overlap` ({self.overlap}) must be smaller than `chunk-size` ({self.chunk_size})")
         return self
@@ -53,9 +55,13 @@ class ChunkTextConfig(SatelliteConfig):
     "satellite/exospherehost/chunk-text",
     config=ChunkTextConfig,
     inputs={"table": "a table with a text column (${{ satellites.X.output }}); default: the previous step's output"},
-    outputs={"*": "the source row's other columns", "chunk_index": "0, 1, ... within the source row",
-             "chunk": "the chunk's text", "start": "its first character's offset in the source text",
-             "end": "the offset just past its last character"},
+    outputs={
+        "*": "the source row's other columns",
+        "chunk_index": "0, 1, ... within the source row",
+        "chunk": "the chunk's text",
+        "start": "its first character's offset in the source text",
+        "end": "the offset just past its last character",
+    },
 )
 def chunk_text(ctx: StepContext, config: ChunkTextConfig) -> pl.DataFrame:
     """Splits a text column into chunks of at most `chunk-size` characters (or words, `unit: words`) that overlap
@@ -67,14 +73,18 @@ def chunk_text(ctx: StepContext, config: ChunkTextConfig) -> pl.DataFrame:
     frame = table.lazy()
     names = frame.collect_schema().names()
     if config.column not in names:
-        raise ValueError(f"chunk-text: the input has no `{config.column}` column (it has: {', '.join(names)}); "
-                         f"set `column:` in the config")
+        raise ValueError(
+            f"chunk-text: the input has no `{config.column}` column (it has: {', '.join(names)}); "
+            f"set `column:` in the config"
+        )
     keep = [c for c in names if c != config.column and c not in CHUNK_COLUMNS]
     frame = frame.with_columns(pl.col(config.column).cast(pl.Utf8))
     patterns = config.patterns()
     if config.unit == "chars" and not patterns:
         return _fixed_windows(frame, keep, config).collect(engine="streaming")
-    parts = [_chunk_slice(part, keep, config, patterns) for part in frame.collect(engine="streaming").iter_slices(SLICE_ROWS)]
+    parts = [
+        _chunk_slice(part, keep, config, patterns) for part in frame.collect(engine="streaming").iter_slices(SLICE_ROWS)
+    ]
     return pl.concat(parts) if parts else _fixed_windows(frame, keep, config).collect()
 
 
@@ -89,13 +99,23 @@ def _fixed_windows(frame: pl.LazyFrame, keep: list[str], config: ChunkTextConfig
         .with_columns(chunk_index=pl.int_ranges(0, pl.col("start").list.len(), dtype=pl.Int64))
         .explode(["start", "chunk_index"])
         .with_columns(end=pl.min_horizontal(pl.col("start") + config.chunk_size, length))
-        .select(*keep, "chunk_index", pl.col(config.column).str.slice(pl.col("start"), pl.col("end") - pl.col("start")).alias("chunk"),
-                "start", "end")
+        .select(
+            *keep,
+            "chunk_index",
+            pl.col(config.column).str.slice(pl.col("start"), pl.col("end") - pl.col("start")).alias("chunk"),
+            "start",
+            "end",
+        )
     )
 
 
-def _chunk_slice(frame: pl.DataFrame, keep: list[str], config: ChunkTextConfig, patterns: list[re.Pattern]) -> pl.DataFrame:
-    spans = [chunk_spans(t, config.chunk_size, config.overlap, config.unit, patterns) if t else [] for t in frame[config.column]]
+def _chunk_slice(
+    frame: pl.DataFrame, keep: list[str], config: ChunkTextConfig, patterns: list[re.Pattern]
+) -> pl.DataFrame:
+    spans = [
+        chunk_spans(t, config.chunk_size, config.overlap, config.unit, patterns) if t else []
+        for t in frame[config.column]
+    ]
     return (
         frame.with_columns(
             pl.Series("start", [[s for s, _ in sp] for sp in spans], dtype=pl.List(pl.Int64)),
@@ -104,8 +124,13 @@ def _chunk_slice(frame: pl.DataFrame, keep: list[str], config: ChunkTextConfig, 
         .filter(pl.col("start").list.len() > 0)
         .with_columns(chunk_index=pl.int_ranges(0, pl.col("start").list.len(), dtype=pl.Int64))
         .explode(["start", "end", "chunk_index"])
-        .select(*keep, "chunk_index", pl.col(config.column).str.slice(pl.col("start"), pl.col("end") - pl.col("start")).alias("chunk"),
-                "start", "end")
+        .select(
+            *keep,
+            "chunk_index",
+            pl.col(config.column).str.slice(pl.col("start"), pl.col("end") - pl.col("start")).alias("chunk"),
+            "start",
+            "end",
+        )
     )
 
 
@@ -128,7 +153,7 @@ def chunk_spans(text: str, size: int, overlap: int, unit: str, patterns: list[re
                 spans.append((starts[first], stop))
                 break
             end = _best_break(text, patterns, ends[first + max(size // 2, 1) - 1], ends[last]) or ends[last]
-            end = starts[first] + len(text[starts[first]:end].rstrip())
+            end = starts[first] + len(text[starts[first] : end].rstrip())
             spans.append((starts[first], end))
             inside = bisect_left(starts, end) - 1  # the chunk's last word
             first = max(inside + 1 - overlap, first + 1)

@@ -17,28 +17,50 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field
 
-from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
-from exo_dagster.sdk import step_errors
-
+from exo_dagster.sdk import SatelliteConfig, StepContext, satellite, step_errors
 from exo_dagster.sdk import file_ops as _files
 
-FORMATS = {"pdf": "pdf", "docx": "docx", "html": "html", "htm": "html", "xhtml": "html",
-           "txt": "text", "text": "text", "md": "markdown", "markdown": "markdown", "rst": "text", "log": "text"}
-OUTPUT_SCHEMA = {"path": pl.Utf8, "format": pl.Utf8, "text": pl.Utf8, "pages": pl.Int64, "chars": pl.Int64, "_error": pl.Utf8}
+FORMATS = {
+    "pdf": "pdf",
+    "docx": "docx",
+    "html": "html",
+    "htm": "html",
+    "xhtml": "html",
+    "txt": "text",
+    "text": "text",
+    "md": "markdown",
+    "markdown": "markdown",
+    "rst": "text",
+    "log": "text",
+}
+OUTPUT_SCHEMA = {
+    "path": pl.Utf8,
+    "format": pl.Utf8,
+    "text": pl.Utf8,
+    "pages": pl.Int64,
+    "chars": pl.Int64,
+    "_error": pl.Utf8,
+}
 
 
 class ParseDocumentConfig(SatelliteConfig):
     output_format: Literal["text", "markdown"] = Field(
-        "text", description="What the `text` column holds: plain text, or markdown (headings, lists and tables kept).")
+        "text", description="What the `text` column holds: plain text, or markdown (headings, lists and tables kept)."
+    )
     backend: Literal["builtin", "docling"] = Field(
-        "builtin", description="builtin: pypdf, python-docx and an HTML parser (the `documents` extra); docling: "
-                               "layout-aware conversion (the `docling` extra).")
+        "builtin",
+        description="builtin: pypdf, python-docx and an HTML parser (the `documents` extra); docling: "
+        "layout-aware conversion (the `docling` extra).",
+    )
     format: Literal["auto", "pdf", "docx", "html", "text", "markdown"] = Field(
-        "auto", description="The files' format; auto: from the extension, else from the first bytes.")
+        "auto", description="The files' format; auto: from the extension, else from the first bytes."
+    )
     column: str = Field(
-        "path", description="The column holding the file paths or URLs (of the per-row input or the previous step).")
+        "path", description="The column holding the file paths or URLs (of the per-row input or the previous step)."
+    )
     storage_options: dict = Field(
-        {}, description="fsspec options for remote files (the step's secrets are added, names lower-cased).")
+        {}, description="fsspec options for remote files (the step's secrets are added, names lower-cased)."
+    )
 
 
 class DocumentError(ValueError):
@@ -49,11 +71,18 @@ class DocumentError(ValueError):
     "satellite/exospherehost/parse-document",
     config=ParseDocumentConfig,
     aliases=["satellite/exospherehost/parse-with-docling"],
-    inputs={"paths": "file paths or URLs (${{ satellites.files.output.path }}, or per row $${{ ... }}); "
-                     "default: the previous step's `path` column"},
-    outputs={"path": "the file, as given", "format": "pdf, docx, html, text or markdown", "text": "the extracted text or markdown",
-             "pages": "page count (PDF; docling: any paged format)", "chars": "length of `text`",
-             "_error": "why this file could not be parsed (null when it was)"},
+    inputs={
+        "paths": "file paths or URLs (${{ satellites.files.output.path }}, or per row $${{ ... }}); "
+        "default: the previous step's `path` column"
+    },
+    outputs={
+        "path": "the file, as given",
+        "format": "pdf, docx, html, text or markdown",
+        "text": "the extracted text or markdown",
+        "pages": "page count (PDF; docling: any paged format)",
+        "chars": "length of `text`",
+        "_error": "why this file could not be parsed (null when it was)",
+    },
     kinds=("polars", "pdf"),
 )
 def parse_document(ctx: StepContext, config: ParseDocumentConfig) -> pl.DataFrame:
@@ -108,7 +137,9 @@ def _format_of(path: str, data: bytes, wanted: str) -> str:
     try:
         data[:65536].decode("utf-8")
     except UnicodeDecodeError:
-        raise DocumentError(f"`{path}`: cannot tell its format (not PDF, DOCX, HTML or UTF-8 text); set `format:`") from None
+        raise DocumentError(
+            f"`{path}`: cannot tell its format (not PDF, DOCX, HTML or UTF-8 text); set `format:`"
+        ) from None
     return "text"
 
 
@@ -124,7 +155,7 @@ def _parse_pdf(data: bytes, path: str, markdown: bool) -> tuple[str, int]:
         pages = [(page.extract_text() or "").strip() for page in reader.pages]
     except DocumentError:
         raise
-    except Exception as exc:  # noqa: BLE001 - pypdf raises many kinds on broken files; name the file either way
+    except Exception as exc:
         raise DocumentError(f"`{path}`: not a readable PDF ({type(exc).__name__}: {exc})") from None
     return "\n\n".join(p for p in pages if p), len(pages)
 
@@ -142,7 +173,7 @@ def _parse_docx(data: bytes, path: str, markdown: bool) -> tuple[str, None]:
             block = _docx_table(item, markdown) if isinstance(item, Table) else _docx_paragraph(item, markdown)
             if block:
                 blocks.append(block)
-    except Exception as exc:  # noqa: BLE001 - python-docx raises anything from zipfile, lxml and its own parts
+    except Exception as exc:
         raise DocumentError(f"`{path}`: not a readable DOCX ({type(exc).__name__}: {exc})") from None
     return _join(blocks), None
 
@@ -183,7 +214,9 @@ PARSERS = {"pdf": _parse_pdf, "docx": _parse_docx, "html": _parse_html, "text": 
 
 def _decode(data: bytes) -> str:
     """UTF-8 (with or without BOM) unless an HTML meta tag or XML header names another charset."""
-    declared = re.search(rb"""charset=["']?([A-Za-z0-9_.:-]+)""", data[:4096]) or re.search(rb"""encoding=["']([A-Za-z0-9_.:-]+)""", data[:200])
+    declared = re.search(rb"""charset=["']?([A-Za-z0-9_.:-]+)""", data[:4096]) or re.search(
+        rb"""encoding=["']([A-Za-z0-9_.:-]+)""", data[:200]
+    )
     encoding = declared.group(1).decode() if declared else "utf-8-sig"
     try:
         return data.decode(encoding, errors="replace")
@@ -214,9 +247,37 @@ def _table(rows: list[list[str]], markdown: bool) -> str:
 class _HtmlText(HTMLParser):
     """Readable text (or markdown) from HTML: block structure kept, scripts/styles/head dropped."""
 
-    BLOCKS = {"p", "div", "section", "article", "main", "header", "footer", "nav", "aside", "li", "ul", "ol",
-              "blockquote", "dl", "dt", "dd", "figure", "figcaption", "form", "address", "table", "h1", "h2",
-              "h3", "h4", "h5", "h6", "hr", "body"}
+    BLOCKS = {
+        "p",
+        "div",
+        "section",
+        "article",
+        "main",
+        "header",
+        "footer",
+        "nav",
+        "aside",
+        "li",
+        "ul",
+        "ol",
+        "blockquote",
+        "dl",
+        "dt",
+        "dd",
+        "figure",
+        "figcaption",
+        "form",
+        "address",
+        "table",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "hr",
+        "body",
+    }
     SKIP = {"script", "style", "head", "noscript", "template", "svg", "iframe", "object"}
     INLINE_MD = {"strong": "**", "b": "**", "em": "*", "i": "*", "code": "`"}
 
@@ -307,7 +368,7 @@ class _HtmlText(HTMLParser):
             inner = "".join(self.buf[start:])
             core = inner.strip()
             if core:
-                lead, trail = inner[: len(inner) - len(inner.lstrip())], inner[len(inner.rstrip()):]
+                lead, trail = inner[: len(inner) - len(inner.lstrip())], inner[len(inner.rstrip()) :]
                 if tag == "a":
                     wrapped = f"[{core}]({href})" if href and not href.startswith(("javascript:", "#")) else core
                 else:
@@ -341,8 +402,10 @@ def _collapse(text: str) -> str:
 
 
 def _missing_extra(package: str, extra: str) -> str:
-    return (f"parse-document needs `{package}`, part of the optional `{extra}` extra, which is not installed: "
-            f"pip install 'exo-dagster[{extra}]'")
+    return (
+        f"parse-document needs `{package}`, part of the optional `{extra}` extra, which is not installed: "
+        f"pip install 'exo-dagster[{extra}]'"
+    )
 
 
 def _docling_converter(output_format: str):
@@ -351,8 +414,10 @@ def _docling_converter(output_format: str):
         from docling.datamodel.base_models import DocumentStream
         from docling.document_converter import DocumentConverter
     except ImportError:
-        raise ImportError("parse-document: `backend: docling` needs the optional `docling` extra, which is not "
-                          "installed: pip install 'exo-dagster[docling]' (or use `backend: builtin`)") from None
+        raise ImportError(
+            "parse-document: `backend: docling` needs the optional `docling` extra, which is not "
+            "installed: pip install 'exo-dagster[docling]' (or use `backend: builtin`)"
+        ) from None
     converter = DocumentConverter()
     lock = threading.Lock()  # one conversion at a time: docling parallelises inside, and its models are shared
 
@@ -360,7 +425,7 @@ def _docling_converter(output_format: str):
         try:
             with lock:
                 document = converter.convert(DocumentStream(name=name, stream=io.BytesIO(data))).document
-        except Exception as exc:  # noqa: BLE001 - docling raises many kinds; one file's failure is data
+        except Exception as exc:
             raise DocumentError(f"`{path}`: docling could not convert it ({type(exc).__name__}: {exc})") from None
         text = document.export_to_markdown() if output_format == "markdown" else document.export_to_text()
         return text, (len(document.pages) or None)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field
 
-from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
-from exo_dagster.sdk import allowed_paths
-
+from exo_dagster.sdk import SatelliteConfig, StepContext, allowed_paths, satellite
 from exo_dagster.sdk import file_ops as _files
 
 OUTPUT_SCHEMA = {"path": pl.Utf8, "status": pl.Utf8, "_error": pl.Utf8}
@@ -20,18 +18,28 @@ OUTPUT_SCHEMA = {"path": pl.Utf8, "status": pl.Utf8, "_error": pl.Utf8}
 
 class DeleteFileConfig(SatelliteConfig):
     missing_ok: bool = Field(
-        True, description="A file that is already gone counts as done (`missing`); false: that row's `_error`.")
-    column: str = Field("path", description="The column holding the file paths or URLs (of the per-row input or the previous step).")
-    storage_options: dict = Field({}, description="fsspec options for remote storage (the step's secrets are added, names lower-cased).")
+        True, description="A file that is already gone counts as done (`missing`); false: that row's `_error`."
+    )
+    column: str = Field(
+        "path", description="The column holding the file paths or URLs (of the per-row input or the previous step)."
+    )
+    storage_options: dict = Field(
+        {}, description="fsspec options for remote storage (the step's secrets are added, names lower-cased)."
+    )
 
 
 @satellite(
     "satellite/exospherehost/delete-file",
     config=DeleteFileConfig,
-    inputs={"paths": "file paths or URLs (${{ satellites.files.output.path }}, or per row $${{ ... }}); "
-                     "default: the previous step's `path` column"},
-    outputs={"path": "the file, as given", "status": "deleted, or missing (it was already gone)",
-             "_error": "why this file could not be deleted (null when it was)"},
+    inputs={
+        "paths": "file paths or URLs (${{ satellites.files.output.path }}, or per row $${{ ... }}); "
+        "default: the previous step's `path` column"
+    },
+    outputs={
+        "path": "the file, as given",
+        "status": "deleted, or missing (it was already gone)",
+        "_error": "why this file could not be deleted (null when it was)",
+    },
     kinds=("polars", "file"),
 )
 def delete_file(ctx: StepContext, config: DeleteFileConfig) -> pl.DataFrame:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import posixpath
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 import fsspec
 import polars as pl
 from pydantic import Field
 
-from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
-from exo_dagster.sdk import step_errors
+from exo_dagster.sdk import SatelliteConfig, StepContext, satellite, step_errors
 from exo_dagster.sdk.hashing import sha256_file
 
 PROTOCOLS = {"local": "file", "s3": "s3", "gcs": "gcs", "azure": "az", "sftp": "sftp"}
@@ -19,23 +18,30 @@ PROTOCOLS = {"local": "file", "s3": "s3", "gcs": "gcs", "azure": "az", "sftp": "
 
 class GetFilesConfig(SatelliteConfig):
     provider: Literal["local", "s3", "gcs", "azure", "sftp"] = Field(
-        "local", description="Where the files are: local disk, or S3, GCS, Azure or SFTP through fsspec.")
+        "local", description="Where the files are: local disk, or S3, GCS, Azure or SFTP through fsspec."
+    )
     folder_path: str | None = Field(
-        None, description="The folder to list (local: relative to the cluster file's folder; remote: bucket/prefix). "
-                          "Give this or `file-path`.")
-    file_path: str | None = Field(
-        None, description="One file to list instead of a folder (wins over `folder-path`).")
+        None,
+        description="The folder to list (local: relative to the cluster file's folder; remote: bucket/prefix). "
+        "Give this or `file-path`.",
+    )
+    file_path: str | None = Field(None, description="One file to list instead of a folder (wins over `folder-path`).")
     recursive: bool = Field(False, description="Also list the files in subfolders.")
     allowed_extensions: list[str] = Field(
-        [], description="Keep only files with these extensions (case-insensitive, with or without the dot); "
-                        "empty: any extension.")
+        [],
+        description="Keep only files with these extensions (case-insensitive, with or without the dot); "
+        "empty: any extension.",
+    )
     blocked_extensions: list[str] = Field(
-        [], description="Drop files with these extensions (case-insensitive, with or without the dot).")
+        [], description="Drop files with these extensions (case-insensitive, with or without the dot)."
+    )
     exclude_files: list[str] = Field([], description="File names to leave out (exact names, not paths).")
     exclude_folders: list[str] = Field(
-        [], description="Folder names to leave out, at any depth below the listed folder.")
+        [], description="Folder names to leave out, at any depth below the listed folder."
+    )
     storage_options: dict = Field(
-        {}, description="fsspec options for a remote provider (the step's secrets are added, names lower-cased).")
+        {}, description="fsspec options for a remote provider (the step's secrets are added, names lower-cased)."
+    )
 
 
 def _ext(name: str) -> str:
@@ -49,8 +55,13 @@ def _norm_exts(exts: list[str]) -> set[str]:
 @satellite(
     "satellite/exospherehost/get-files",
     config=GetFilesConfig,
-    outputs={"path": "full path or URL", "name": "file name", "size": "bytes", "modified": "last modified (UTC)",
-             "hash": "sha256 of the content"},
+    outputs={
+        "path": "full path or URL",
+        "name": "file name",
+        "size": "bytes",
+        "modified": "last modified (UTC)",
+        "hash": "sha256 of the content",
+    },
     kinds=("polars", "file"),
 )
 def get_files(ctx: StepContext, config: GetFilesConfig) -> pl.DataFrame:
@@ -77,16 +88,23 @@ def get_files(ctx: StepContext, config: GetFilesConfig) -> pl.DataFrame:
     for info in sorted(entries, key=lambda i: i["name"]):
         path = info["name"]
         name = posixpath.basename(path)
-        rel_dirs = posixpath.dirname(path)[len(str(root)):].strip("/").split("/")
+        rel_dirs = posixpath.dirname(path)[len(str(root)) :].strip("/").split("/")
         if allowed and _ext(name) not in allowed or _ext(name) in blocked:
             continue
         if name in config.exclude_files or any(d in config.exclude_folders for d in rel_dirs if d):
             continue
         modified = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
         if isinstance(modified, (int, float)):
-            modified = datetime.fromtimestamp(modified, tz=timezone.utc)
+            modified = datetime.fromtimestamp(modified, tz=UTC)
         url = path if protocol == "file" else f"{protocol}://{path}"
-        rows.append({"path": url, "name": name, "size": int(info.get("size") or 0), "modified": modified,
-                     "hash": sha256_file(path, fs)})
+        rows.append(
+            {
+                "path": url,
+                "name": name,
+                "size": int(info.get("size") or 0),
+                "modified": modified,
+                "hash": sha256_file(path, fs),
+            }
+        )
     schema = {"path": pl.Utf8, "name": pl.Utf8, "size": pl.Int64, "modified": pl.Datetime("us", "UTC"), "hash": pl.Utf8}
     return pl.DataFrame(rows, schema=schema)

@@ -12,14 +12,11 @@ from typing import Literal
 import polars as pl
 from pydantic import Field, ValidationInfo, field_validator
 
-from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
-from exo_dagster.sdk import allowed_paths
-from exo_dagster.sdk import step_errors
+from exo_dagster.sdk import SatelliteConfig, StepContext, allowed_paths, satellite, step_errors
+from exo_dagster.sdk import file_ops as _files
 from exo_dagster.sdk.atomic_write import atomic_write
 from exo_dagster.sdk.hashing import sha256_file
 from exo_dagster.sdk.paths import is_url
-
-from exo_dagster.sdk import file_ops as _files
 
 OUTPUT_SCHEMA = {"path": pl.Utf8, "destination": pl.Utf8, "status": pl.Utf8, "_error": pl.Utf8}
 
@@ -27,13 +24,20 @@ OUTPUT_SCHEMA = {"path": pl.Utf8, "destination": pl.Utf8, "status": pl.Utf8, "_e
 class MoveFileConfig(SatelliteConfig):
     destination: str = Field(
         description="The folder to move the files into, keeping their names: a local folder (relative to the data "
-                    "folder) or any fsspec URL.")
+        "folder) or any fsspec URL."
+    )
     overwrite: Literal["error", "replace", "skip"] = Field(
-        "error", description="When a different file is already at the destination: fail that row (error), "
-                             "replace it, or leave both and report `skipped`.")
+        "error",
+        description="When a different file is already at the destination: fail that row (error), "
+        "replace it, or leave both and report `skipped`.",
+    )
     create_folders: bool = Field(True, description="Create the destination folder (and its parents) when missing.")
-    column: str = Field("path", description="The column holding the file paths or URLs (of the per-row input or the previous step).")
-    storage_options: dict = Field({}, description="fsspec options for remote storage (the step's secrets are added, names lower-cased).")
+    column: str = Field(
+        "path", description="The column holding the file paths or URLs (of the per-row input or the previous step)."
+    )
+    storage_options: dict = Field(
+        {}, description="fsspec options for remote storage (the step's secrets are added, names lower-cased)."
+    )
 
     @field_validator("destination")
     @classmethod
@@ -45,11 +49,16 @@ class MoveFileConfig(SatelliteConfig):
 @satellite(
     "satellite/exospherehost/move-file",
     config=MoveFileConfig,
-    inputs={"paths": "file paths or URLs (${{ satellites.files.output.path }}, or per row $${{ ... }}); "
-                     "default: the previous step's `path` column"},
-    outputs={"path": "the source, as given", "destination": "where the file is now",
-             "status": "moved, already-moved or skipped (destination exists, `overwrite: skip`)",
-             "_error": "why this file could not be moved (null when it was)"},
+    inputs={
+        "paths": "file paths or URLs (${{ satellites.files.output.path }}, or per row $${{ ... }}); "
+        "default: the previous step's `path` column"
+    },
+    outputs={
+        "path": "the source, as given",
+        "destination": "where the file is now",
+        "status": "moved, already-moved or skipped (destination exists, `overwrite: skip`)",
+        "_error": "why this file could not be moved (null when it was)",
+    },
     kinds=("polars", "file"),
 )
 def move_file(ctx: StepContext, config: MoveFileConfig) -> pl.DataFrame:
@@ -86,8 +95,10 @@ def move_file(ctx: StepContext, config: MoveFileConfig) -> pl.DataFrame:
             if config.overwrite == "skip":
                 return {"destination": destination, "status": "skipped"}
             if config.overwrite == "error":
-                raise FileExistsError(f"`{destination}` already exists and differs from `{path}`; "
-                                      f"set `overwrite: replace` or `overwrite: skip`")
+                raise FileExistsError(
+                    f"`{destination}` already exists and differs from `{path}`; "
+                    f"set `overwrite: replace` or `overwrite: skip`"
+                )
         if config.create_folders:
             dfs.makedirs(dpath.rsplit("/", 1)[0] if "/" in dpath else dpath, exist_ok=True)
         if type(sfs) is type(dfs) and sfs.storage_options == dfs.storage_options:

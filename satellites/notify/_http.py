@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import ssl
-from typing import Any, Callable, Iterator, Literal
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 import polars as pl
 from pydantic import Field, field_validator
 
-from exo_dagster.sdk import SatelliteConfig, StepContext
-from exo_dagster.sdk import duration_seconds
+from exo_dagster.sdk import SatelliteConfig, StepContext, duration_seconds
 from exo_dagster.sdk.hashing import sha256_text
 from exo_dagster.sdk.tls import tls_context as _tls_context
 
@@ -27,18 +27,24 @@ class HttpConfig(SatelliteConfig):
 
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers sent with every request.")
     timeout: float | str = Field(
-        30.0, description="How long to wait for a response: seconds, or a duration such as `10s` or `2m`.")
+        30.0, description="How long to wait for a response: seconds, or a duration such as `10s` or `2m`."
+    )
     follow_redirects: bool = Field(True, description="Follow HTTP redirects.")
     max_redirects: int = Field(5, ge=0, le=50, description="The most redirects followed for one request (0 to 50).")
     verify_tls: bool = Field(
-        True, description="Check the server's TLS certificate; false only for a test server you trust.")
+        True, description="Check the server's TLS certificate; false only for a test server you trust."
+    )
     ca_bundle: str | None = Field(
-        None, description="A PEM file of extra CA certificates to trust (relative to the cluster file's folder).")
+        None, description="A PEM file of extra CA certificates to trust (relative to the cluster file's folder)."
+    )
     client_cert: str | None = Field(
-        None, description="A PEM file with a client certificate and its key, for mutual TLS (relative to the "
-                          "cluster file's folder).")
+        None,
+        description="A PEM file with a client certificate and its key, for mutual TLS (relative to the "
+        "cluster file's folder).",
+    )
     idempotency_header: str | None = Field(
-        IDEMPOTENCY_HEADER, description="The header that carries each request's idempotency key; null: send none.")
+        IDEMPOTENCY_HEADER, description="The header that carries each request's idempotency key; null: send none."
+    )
 
     @field_validator("timeout")
     @classmethod
@@ -67,8 +73,11 @@ def tls_context(ctx: StepContext, config: HttpConfig) -> ssl.SSLContext | bool:
     """True (system CAs), False (no checks), or a context with the extra CA bundle / client certificate."""
     if not config.ca_bundle and not config.client_cert:
         return config.verify_tls
-    return _tls_context(ctx.path(config.ca_bundle) if config.ca_bundle else None, verify=config.verify_tls,
-                        client_cert=ctx.path(config.client_cert) if config.client_cert else None)
+    return _tls_context(
+        ctx.path(config.ca_bundle) if config.ca_bundle else None,
+        verify=config.verify_tls,
+        client_cert=ctx.path(config.client_cert) if config.client_cert else None,
+    )
 
 
 class HttpStatusError(RuntimeError):
@@ -79,8 +88,10 @@ def check(response, expect: list[int] | None = None) -> None:
     ok = response.status_code in expect if expect else 200 <= response.status_code < 300
     if not ok:
         body = response.text[:500]
-        raise HttpStatusError(f"{response.request.method} {_safe_url(str(response.request.url))} answered "
-                              f"{response.status_code} {response.reason_phrase}: {body}")
+        raise HttpStatusError(
+            f"{response.request.method} {_safe_url(str(response.request.url))} answered "
+            f"{response.status_code} {response.reason_phrase}: {body}"
+        )
 
 
 def _safe_url(url: str) -> str:
@@ -141,8 +152,9 @@ def dumps(value: Any) -> bytes:
     return json.dumps(plain(value), default=str, ensure_ascii=False).encode()
 
 
-def map_each_row(ctx: StepContext, satellite: str, example: str, fn: Callable[[dict, str], dict],
-                 concurrency: int | None) -> pl.DataFrame:
+def map_each_row(
+    ctx: StepContext, satellite: str, example: str, fn: Callable[[dict, str], dict], concurrency: int | None
+) -> pl.DataFrame:
     """Per-row mode: `fn(row, row key)` for each input row (finished rows come from the row cache), the
     rows beside their results; `example` shows the per-row `input:` the satellite wants."""
     if ctx.rows is None:
@@ -151,8 +163,9 @@ def map_each_row(ctx: StepContext, satellite: str, example: str, fn: Callable[[d
     return with_results(rows, ctx.map_rows(fn, rows, concurrency=concurrency))
 
 
-def send_once(ctx: StepContext, value: Any, fn: Callable[[Any, str], dict],
-              schema: dict[str, pl.DataType]) -> tuple[dict, pl.DataFrame]:
+def send_once(
+    ctx: StepContext, value: Any, fn: Callable[[Any, str], dict], schema: dict[str, pl.DataType]
+) -> tuple[dict, pl.DataFrame]:
     """Batch mode: `fn(value, key)` once, keyed by the satellite and the value; its result and the one-row
     output table (`schema` plus `idempotency_key`)."""
     key = batch_key(ctx, value)
@@ -174,7 +187,7 @@ class Deliveries:
         self.scope = f"partition:{partition}" if partition is not None else f"run:{ctx.root_run_id or ctx.run_id}"
         self.cache = None
 
-    def __enter__(self) -> "Deliveries":
+    def __enter__(self) -> Deliveries:
         if self.ctx.cache_path:
             from exo_dagster.sdk.row_cache import open_cache
 

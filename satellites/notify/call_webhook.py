@@ -19,9 +19,20 @@ from pydantic import Field
 
 from exo_dagster.sdk import StepContext, retrying, satellite
 from exo_dagster.sdk.retrying import Retry
-
-from satellites.notify._http import (Deliveries, HttpConfig, Mode, batch_key, check, chunks, client, input_table,
-                                    map_each_row, per_row, plain, response_text)
+from satellites.notify._http import (
+    Deliveries,
+    HttpConfig,
+    Mode,
+    batch_key,
+    check,
+    chunks,
+    client,
+    input_table,
+    map_each_row,
+    per_row,
+    plain,
+    response_text,
+)
 
 ROW_KEYS = ("url", "method", "body")
 NO_BODY = ("GET", "HEAD", "DELETE", "OPTIONS")
@@ -30,20 +41,28 @@ NO_BODY = ("GET", "HEAD", "DELETE", "OPTIONS")
 class CallWebhookConfig(HttpConfig):
     url: str = Field(description="The endpoint to call (a row's `url` input overrides it).")
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = Field(
-        "POST", description="The HTTP method (a row's `method` input overrides it); GET, HEAD, DELETE and OPTIONS "
-                            "send a mapping body as query parameters.")
+        "POST",
+        description="The HTTP method (a row's `method` input overrides it); GET, HEAD, DELETE and OPTIONS "
+        "send a mapping body as query parameters.",
+    )
     body: Any = Field(
-        None, description="A fixed JSON body (a string is sent as text); per batch it is sent once instead of the "
-                          "rows; default: the row's other columns, or the rows.")
+        None,
+        description="A fixed JSON body (a string is sent as text); per batch it is sent once instead of the "
+        "rows; default: the row's other columns, or the rows.",
+    )
     mode: Mode = Field(
-        "auto", description="per-row: one request per input row; per-batch: the rows as JSON arrays; auto: per row "
-                            "when the step has per-row (`$${{ }}`) input.")
+        "auto",
+        description="per-row: one request per input row; per-batch: the rows as JSON arrays; auto: per row "
+        "when the step has per-row (`$${{ }}`) input.",
+    )
     batch_size: int = Field(100, ge=1, description="Rows per request in per-batch mode.")
-    expect: list[int] | None = Field(
-        None, description="The HTTP statuses that count as success; default: any 2xx.")
+    expect: list[int] | None = Field(None, description="The HTTP statuses that count as success; default: any 2xx.")
     concurrency: int | None = Field(
-        None, ge=1, le=1024, description="Per row: requests in flight at once (1 to 1024); default: the step's "
-                                         "`concurrency`.")
+        None,
+        ge=1,
+        le=1024,
+        description="Per row: requests in flight at once (1 to 1024); default: the step's `concurrency`.",
+    )
 
 
 def send(http, method: str, url: str, body: Any, key: str | None, config: CallWebhookConfig):
@@ -68,16 +87,25 @@ def send_retrying(http, method: str, url: str, body: Any, key: str | None, confi
     the request carries its idempotency key, so the receiver can tell a repeat from a new call."""
     import httpx
 
-    return retrying.call(lambda: send(http, method, url, body, key, config), TRANSPORT_RETRY, retry_on=httpx.TransportError)
+    return retrying.call(
+        lambda: send(http, method, url, body, key, config), TRANSPORT_RETRY, retry_on=httpx.TransportError
+    )
 
 
 @satellite(
     "satellite/exospherehost/call-webhook",
     config=CallWebhookConfig,
-    inputs={"*": "per row: the JSON body's fields (`url`, `method`, `body` override the config)",
-            "table": "per batch: the rows to send (default: the previous step's output)"},
-    outputs={"status": "HTTP status", "response": "response body (first 64 KiB)",
-             "batch": "per batch: batch number", "rows": "per batch: rows sent", "idempotency_key": "key sent"},
+    inputs={
+        "*": "per row: the JSON body's fields (`url`, `method`, `body` override the config)",
+        "table": "per batch: the rows to send (default: the previous step's output)",
+    },
+    outputs={
+        "status": "HTTP status",
+        "response": "response body (first 64 KiB)",
+        "batch": "per batch: batch number",
+        "rows": "per batch: rows sent",
+        "idempotency_key": "key sent",
+    },
     kinds=("http",),
     overrides=ROW_KEYS,  # a row's url/method/body replace the config's (a preset's fixed ones cannot be given)
 )
@@ -94,9 +122,14 @@ def call_webhook(ctx: StepContext, config: CallWebhookConfig) -> pl.DataFrame:
 
 def _per_row(ctx: StepContext, config: CallWebhookConfig, http) -> pl.DataFrame:
     def one(row: dict, key: str) -> dict:
-        body = row["body"] if "body" in row else (
-            config.body if config.body is not None else {k: v for k, v in row.items() if k not in ROW_KEYS})
-        response = send_retrying(http, row.get("method") or config.method, row.get("url") or config.url, body, key, config)
+        body = (
+            row["body"]
+            if "body" in row
+            else (config.body if config.body is not None else {k: v for k, v in row.items() if k not in ROW_KEYS})
+        )
+        response = send_retrying(
+            http, row.get("method") or config.method, row.get("url") or config.url, body, key, config
+        )
         check(response, config.expect)
         return {"status": response.status_code, "response": response_text(response)}
 
@@ -117,8 +150,17 @@ def _per_batch(ctx: StepContext, config: CallWebhookConfig, http) -> pl.DataFram
         for number, body in enumerate(bodies):
             key = batch_key(ctx, plain(body))
             result = deliveries.once(key, lambda: deliver(body, key))
-            out.append({"batch": number, "rows": len(body) if isinstance(body, list) else 1, **result,
-                        "idempotency_key": key})
+            out.append(
+                {"batch": number, "rows": len(body) if isinstance(body, list) else 1, **result, "idempotency_key": key}
+            )
             ctx.log.info(f"call-webhook: batch {number} -> {result['status']}")
-    return pl.DataFrame(out, schema={"batch": pl.Int64, "rows": pl.Int64, "status": pl.Int64, "response": pl.Utf8,
-                                     "idempotency_key": pl.Utf8})
+    return pl.DataFrame(
+        out,
+        schema={
+            "batch": pl.Int64,
+            "rows": pl.Int64,
+            "status": pl.Int64,
+            "response": pl.Utf8,
+            "idempotency_key": pl.Utf8,
+        },
+    )

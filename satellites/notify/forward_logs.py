@@ -17,7 +17,6 @@ import polars as pl
 from pydantic import Field
 
 from exo_dagster.sdk import StepContext, satellite
-
 from satellites.notify._http import Deliveries, HttpConfig, batch_key, check, chunks, client, input_table, plain
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -26,20 +25,28 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 class ForwardLogsConfig(HttpConfig):
     url: str = Field(description="The HTTP log sink's URL (e.g. a Vector, Fluent Bit or Logstash HTTP input).")
     format: Literal["json-array", "json-lines"] = Field(
-        "json-lines", description="How a batch is sent: JSON lines (NDJSON) or one JSON array.")
+        "json-lines", description="How a batch is sent: JSON lines (NDJSON) or one JSON array."
+    )
     batch_size: int = Field(500, ge=1, le=100_000, description="Records per request (1 to 100000).")
     min_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None = Field(
-        None, description="Drop records below this level (on top of the `logs:` section's own `level`); "
-                          "default: send all.")
+        None,
+        description="Drop records below this level (on top of the `logs:` section's own `level`); default: send all.",
+    )
     labels: dict[str, str] = Field(
-        default_factory=dict, description="Fields added to every record (e.g. service, env).")
+        default_factory=dict, description="Fields added to every record (e.g. service, env)."
+    )
 
 
 @satellite(
     "satellite/exospherehost/forward-logs",
     config=ForwardLogsConfig,
     inputs={"table": "log records (default: the previous step, i.e. the run's logs in a `logs:` section)"},
-    outputs={"batch": "batch number", "records": "records sent", "status": "HTTP status", "idempotency_key": "key sent"},
+    outputs={
+        "batch": "batch number",
+        "records": "records sent",
+        "status": "HTTP status",
+        "idempotency_key": "key sent",
+    },
     kinds=("http",),
 )
 def forward_logs(ctx: StepContext, config: ForwardLogsConfig) -> pl.DataFrame:
@@ -75,4 +82,6 @@ def forward_logs(ctx: StepContext, config: ForwardLogsConfig) -> pl.DataFrame:
             status = deliveries.once(key, lambda: deliver(http, records, key))["status"]
             out.append({"batch": number, "records": len(records), "status": status, "idempotency_key": key})
     ctx.log.info(f"forward-logs: {sum(r['records'] for r in out)} record(s) in {len(out)} batch(es) to the log sink")
-    return pl.DataFrame(out, schema={"batch": pl.Int64, "records": pl.Int64, "status": pl.Int64, "idempotency_key": pl.Utf8})
+    return pl.DataFrame(
+        out, schema={"batch": pl.Int64, "records": pl.Int64, "status": pl.Int64, "idempotency_key": pl.Utf8}
+    )

@@ -18,11 +18,8 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field, field_validator
 
-from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
-from exo_dagster.sdk import embedding
-from exo_dagster.sdk import duration_seconds
+from exo_dagster.sdk import SatelliteConfig, StepContext, duration_seconds, embedding, satellite
 from exo_dagster.sdk.tls import tls_context as _tls_context
-
 from satellites.notify._http import Mode, map_each_row, per_row, send_once
 
 DEFAULT_PORT = {"starttls": 587, "ssl": 465, "none": 25}
@@ -32,31 +29,44 @@ ROW_KEYS = ("to", "cc", "bcc", "subject", "body")
 class SendEmailConfig(SatelliteConfig):
     host: str = Field(description="The SMTP server's host name.")
     port: int | None = Field(
-        None, ge=1, le=65535, description="The SMTP port; default: 587 for starttls, 465 for ssl, 25 for none.")
+        None, ge=1, le=65535, description="The SMTP port; default: 587 for starttls, 465 for ssl, 25 for none."
+    )
     security: Literal["starttls", "ssl", "none"] = Field(
-        "starttls", description="starttls: upgrade a plain connection; ssl: implicit TLS; none: no encryption.")
+        "starttls", description="starttls: upgrade a plain connection; ssl: implicit TLS; none: no encryption."
+    )
     verify_tls: bool = Field(
-        True, description="Check the server's TLS certificate; false only for a test server you trust.")
+        True, description="Check the server's TLS certificate; false only for a test server you trust."
+    )
     ca_bundle: str | None = Field(
-        None, description="A PEM file of extra CA certificates to trust (relative to the cluster file's folder).")
+        None, description="A PEM file of extra CA certificates to trust (relative to the cluster file's folder)."
+    )
     username: str | None = Field(
-        None, description="The login name; the password is the step's secret PASSWORD (no login without both).")
+        None, description="The login name; the password is the step's secret PASSWORD (no login without both)."
+    )
     from_: str = Field(description="The sender address (YAML key `from`).")
     to: list[str] = Field(
-        default_factory=list, description="Recipient address(es), one or a list; a row's `to` overrides it.")
-    cc: list[str] = Field(default_factory=list, description="Copy address(es), one or a list; a row's `cc` overrides it.")
+        default_factory=list, description="Recipient address(es), one or a list; a row's `to` overrides it."
+    )
+    cc: list[str] = Field(
+        default_factory=list, description="Copy address(es), one or a list; a row's `cc` overrides it."
+    )
     bcc: list[str] = Field(
-        default_factory=list, description="Blind-copy address(es), one or a list; a row's `bcc` overrides it.")
+        default_factory=list, description="Blind-copy address(es), one or a list; a row's `bcc` overrides it."
+    )
     reply_to: str | None = Field(None, description="The Reply-To address.")
     subject: str = Field("", description="The subject (a row's `subject` overrides it).")
     body: str = Field("", description="The message body (a row's `body` overrides it).")
     html: bool = Field(
-        False, description="The body is HTML (templated values are escaped; a plain-text part is added).")
+        False, description="The body is HTML (templated values are escaped; a plain-text part is added)."
+    )
     mode: Mode = Field(
-        "auto", description="per-batch: one message; per-row: one message per input row; auto: per row when the "
-                            "step has per-row (`$${{ }}`) input.")
+        "auto",
+        description="per-batch: one message; per-row: one message per input row; auto: per row when the "
+        "step has per-row (`$${{ }}`) input.",
+    )
     timeout: float | str = Field(
-        30.0, description="How long to wait on the SMTP server: seconds, or a duration such as `10s` or `2m`.")
+        30.0, description="How long to wait on the SMTP server: seconds, or a duration such as `10s` or `2m`."
+    )
 
     @field_validator("to", "cc", "bcc", mode="before")
     @classmethod
@@ -116,9 +126,13 @@ def _fields(config: SendEmailConfig, row: dict | None = None) -> dict:
             return list(getattr(config, name))
         return [value] if isinstance(value, str) else [str(v) for v in value]
 
-    fields = {"to": many("to"), "cc": many("cc"), "bcc": many("bcc"),
-              "subject": str(row.get("subject") if row.get("subject") is not None else config.subject),
-              "body": str(row.get("body") if row.get("body") is not None else config.body)}
+    fields = {
+        "to": many("to"),
+        "cc": many("cc"),
+        "bcc": many("bcc"),
+        "subject": str(row.get("subject") if row.get("subject") is not None else config.subject),
+        "body": str(row.get("body") if row.get("body") is not None else config.body),
+    }
     if not (fields["to"] or fields["cc"] or fields["bcc"]):
         raise ValueError("send-email has no recipient: set `to:` in the config or a per-row `to` input")
     return fields
@@ -140,6 +154,7 @@ def send_email(ctx: StepContext, config: SendEmailConfig) -> pl.DataFrame:
     the same Message-ID for the receiving side to drop."""
     smtp = connect(ctx, config)
     try:
+
         def send(fields: dict, key: str) -> dict:
             msg = message(ctx, config, fields, key)
             refused = smtp.send_message(msg, to_addrs=fields["to"] + fields["cc"] + fields["bcc"])
@@ -149,8 +164,13 @@ def send_email(ctx: StepContext, config: SendEmailConfig) -> pl.DataFrame:
 
         if per_row(ctx, config.mode):
             # one SMTP connection is one conversation: rows go through it one at a time
-            return map_each_row(ctx, "send-email", "{to: $${{ satellites.X.output.email }}}",
-                                lambda row, key: send(_fields(config, row), key), 1)
+            return map_each_row(
+                ctx,
+                "send-email",
+                "{to: $${{ satellites.X.output.email }}}",
+                lambda row, key: send(_fields(config, row), key),
+                1,
+            )
         out, table = send_once(ctx, _fields(config), send, {"to": pl.Utf8, "message_id": pl.Utf8})
         ctx.log.info(f"send-email: sent to {out['to']}")
         return table

@@ -15,39 +15,57 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 import polars as pl
-
 from pydantic import Field, field_validator
 
-from exo_dagster.sdk import SatelliteConfig, StepContext, StoredTable, satellite
-from exo_dagster.sdk import step_errors
+from exo_dagster.sdk import SatelliteConfig, StepContext, StoredTable, satellite, step_errors
 
-EXTENSIONS = {"csv": "csv", "tsv": "csv", "jsonl": "jsonl", "ndjson": "jsonl", "json": "jsonl",
-              "parquet": "parquet", "pq": "parquet", "xlsx": "excel", "xls": "excel"}
+EXTENSIONS = {
+    "csv": "csv",
+    "tsv": "csv",
+    "jsonl": "jsonl",
+    "ndjson": "jsonl",
+    "json": "jsonl",
+    "parquet": "parquet",
+    "pq": "parquet",
+    "xlsx": "excel",
+    "xls": "excel",
+}
 
 
 class ReadTableConfig(SatelliteConfig):
     format: Literal["auto", "csv", "jsonl", "parquet", "excel"] = Field(
-        "auto", description="The files' format; auto: from each file's extension (.csv/.tsv, .jsonl/.ndjson/.json, "
-                            ".parquet/.pq, .xlsx/.xls).")
+        "auto",
+        description="The files' format; auto: from each file's extension (.csv/.tsv, .jsonl/.ndjson/.json, "
+        ".parquet/.pq, .xlsx/.xls).",
+    )
     path: str | None = Field(
-        None, description="One file to read (relative to the cluster file's folder, or a URL); default: "
-                          "`input.paths`, else the previous step's `path` column.")
+        None,
+        description="One file to read (relative to the cluster file's folder, or a URL); default: "
+        "`input.paths`, else the previous step's `path` column.",
+    )
     separator: str = Field(",", description="The CSV field separator (.tsv files always use a tab).")
     sheet: str | None = Field(None, description="The Excel sheet to read by name; default: the first sheet.")
     source_column: str | None = Field(
-        None, description="Add a column of this name holding each row's source file (Parquet is then read, "
-                          "not referenced).")
+        None,
+        description="Add a column of this name holding each row's source file (Parquet is then read, not referenced).",
+    )
     copy_: bool = Field(
-        False, description="Copy Parquet sources into the step's output instead of referencing them in place.")
+        False, description="Copy Parquet sources into the step's output instead of referencing them in place."
+    )
     encoding: str = Field(
-        "utf-8", description="The character encoding of CSV and JSONL files: any Python codec name "
-                             "(utf-8, utf-16, latin-1, cp1252, ...).")
+        "utf-8",
+        description="The character encoding of CSV and JSONL files: any Python codec name "
+        "(utf-8, utf-16, latin-1, cp1252, ...).",
+    )
     union_by_name: bool = Field(
-        False, description="CSV files with different columns: match columns by name (missing ones null, types "
-                           "widened) instead of an error naming the file and column.")
+        False,
+        description="CSV files with different columns: match columns by name (missing ones null, types "
+        "widened) instead of an error naming the file and column.",
+    )
 
     @field_validator("encoding")
     @classmethod
@@ -55,7 +73,9 @@ class ReadTableConfig(SatelliteConfig):
         try:
             codecs.lookup(value)
         except LookupError:
-            raise ValueError(f"unknown encoding `{value}`; use a name such as utf-8, utf-16, latin-1 or cp1252") from None
+            raise ValueError(
+                f"unknown encoding `{value}`; use a name such as utf-8, utf-16, latin-1 or cp1252"
+            ) from None
         return value
 
 
@@ -64,7 +84,9 @@ def _format_of(path: str, wanted: str) -> str:
         return wanted
     ext = path.rsplit(".", 1)[-1].lower()
     if ext not in EXTENSIONS:
-        raise ValueError(f"read-table: cannot tell the format of `{path}`; set `format:` to csv, jsonl, parquet or excel")
+        raise ValueError(
+            f"read-table: cannot tell the format of `{path}`; set `format:` to csv, jsonl, parquet or excel"
+        )
     return EXTENSIONS[ext]
 
 
@@ -82,11 +104,16 @@ def _normalised(path: str, encoding: str) -> Iterator[str]:
     copy = os.path.join(folder, os.path.basename(path) or "data")
     try:
         try:
-            with open(path, encoding=encoding, newline=None) as src, open(copy, "w", encoding="utf-8", newline="\n") as dst:
+            with (
+                open(path, encoding=encoding, newline=None) as src,
+                open(copy, "w", encoding="utf-8", newline="\n") as dst,
+            ):
                 shutil.copyfileobj(src, dst, 1 << 20)
         except UnicodeError as exc:
-            raise ValueError(f"read-table: `{path}` is not valid {encoding} ({exc.reason} at byte {getattr(exc, 'start', '?')}); "
-                             f"set `encoding:` to the file's encoding (e.g. utf-8, utf-16, latin-1, cp1252)") from None
+            raise ValueError(
+                f"read-table: `{path}` is not valid {encoding} ({exc.reason} at byte {getattr(exc, 'start', '?')}); "
+                f"set `encoding:` to the file's encoding (e.g. utf-8, utf-16, latin-1, cp1252)"
+            ) from None
         yield copy
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -96,8 +123,10 @@ def _check_bom(path: str, encoding: str) -> None:
     with open(path, "rb") as fh:
         head = fh.read(4)
     if _is_utf8(encoding) and head.startswith(_UTF16_BOMS):
-        raise ValueError(f"read-table: `{path}` starts with a UTF-16 byte order mark but is read as {encoding}; "
-                         f"set `encoding: utf-16`")
+        raise ValueError(
+            f"read-table: `{path}` starts with a UTF-16 byte order mark but is read as {encoding}; "
+            f"set `encoding: utf-16`"
+        )
 
 
 def _read_csv(ctx: StepContext, path: str, config: ReadTableConfig) -> pl.LazyFrame:
@@ -133,21 +162,27 @@ def _read_csv_file(ctx: StepContext, source: str, path: str, sep: str) -> pl.Laz
 
     with duck.connect(urls=[source]) as con:
         quoted = "'" + source.replace("'", "''") + "'"
-        frame = con.sql(f"select * from read_csv({quoted}, header=true, delim=$sep, store_rejects=true)", params={"sep": sep}).to_arrow_table()
+        frame = con.sql(
+            f"select * from read_csv({quoted}, header=true, delim=$sep, store_rejects=true)", params={"sep": sep}
+        ).to_arrow_table()
         rejects = con.execute("select line, error_message from reject_errors order by line").fetchall()
     frame = pl.from_arrow(frame)
     if rejects:
         errors = [f"{path}:{line}: {message}" for line, message in dict(rejects).items()]
         unicode = [e for e in errors if "Invalid unicode" in e]
         if unicode:
-            raise ValueError(f"read-table: `{path}` is not valid utf-8 (first at line {unicode[0].split(':')[-2]}); "
-                             f"set `encoding:` to the file's encoding (e.g. utf-16, latin-1, cp1252)")
+            raise ValueError(
+                f"read-table: `{path}` is not valid utf-8 (first at line {unicode[0].split(':')[-2]}); "
+                f"set `encoding:` to the file's encoding (e.g. utf-16, latin-1, cp1252)"
+            )
         if ctx.on_row_error == "fail":
             raise ValueError(f"read-table: {len(errors)} malformed line(s); first: {errors[0]}")
         ctx.metadata["exo/rows_failed"] = ctx.metadata.get("exo/rows_failed", 0) + len(errors)
         ctx.log.warning(f"read-table: {len(errors)} malformed line(s) in {path}, kept in the `_error` column")
-        frame = pl.concat([frame.with_columns(pl.lit(None, pl.Utf8).alias("_error")), pl.DataFrame({"_error": errors})],
-                          how="diagonal_relaxed")
+        frame = pl.concat(
+            [frame.with_columns(pl.lit(None, pl.Utf8).alias("_error")), pl.DataFrame({"_error": errors})],
+            how="diagonal_relaxed",
+        )
     return frame.lazy()
 
 
@@ -156,16 +191,20 @@ def _read_jsonl(path: str, config: ReadTableConfig) -> pl.LazyFrame:
     if "://" in path:
         return pl.read_ndjson(path).lazy()
     _check_bom(path, config.encoding)
-    with _normalised(path, config.encoding) if not _is_utf8(config.encoding) else contextlib.nullcontext(path) as source:
+    with (
+        _normalised(path, config.encoding) if not _is_utf8(config.encoding) else contextlib.nullcontext(path) as source
+    ):
         try:
             with open(source, encoding="utf-8") as fh:
                 if not any(line.strip() for line in fh):
                     return pl.LazyFrame()  # an empty file: no rows
         except UnicodeDecodeError as exc:
-            raise ValueError(f"read-table: `{path}` is not valid utf-8 (byte {exc.start}); set `encoding:` to the file's encoding") from None
+            raise ValueError(
+                f"read-table: `{path}` is not valid utf-8 (byte {exc.start}); set `encoding:` to the file's encoding"
+            ) from None
         try:
             return pl.read_ndjson(source).lazy()
-        except Exception as exc:  # noqa: BLE001 - find the line, name it
+        except Exception as exc:
             line, reason = _bad_json_line(source)
             where = f"`{path}` line {line}" if line else f"`{path}`"
             raise ValueError(f"read-table: {where} is not valid JSON: {reason or exc}") from None
@@ -201,7 +240,7 @@ def _check_parquet(path: str) -> None:
             pl.read_parquet_schema(path)
     except FileNotFoundError:
         raise step_errors.MissingFile(path, "read-table") from None
-    except Exception as exc:  # noqa: BLE001 - name the file, keep the reason
+    except Exception as exc:
         raise ValueError(f"read-table: `{path}` is not a readable Parquet file: {exc}") from None
 
 
@@ -235,7 +274,7 @@ def _scan(ctx: StepContext, path: str, fmt: str, config: ReadTableConfig) -> pl.
         raise step_errors.MissingFile(path, "read-table") from None
     except PermissionError:
         raise
-    except Exception as exc:  # noqa: BLE001 - name the file, keep the reason
+    except Exception as exc:
         raise ValueError(f"read-table: cannot read `{path}` as {fmt}: {exc}") from exc
 
 
@@ -275,7 +314,9 @@ def _paths(ctx: StepContext, config: ReadTableConfig) -> list[str]:
 @satellite(
     "satellite/exospherehost/read-table",
     config=ReadTableConfig,
-    inputs={"paths": "file paths (a column such as ${{ satellites.files.output.path }}); default: the previous step's `path` column"},
+    inputs={
+        "paths": "file paths (a column such as ${{ satellites.files.output.path }}); default: the previous step's `path` column"
+    },
     outputs={"*": "the columns of the files"},
 )
 def read_table(ctx: StepContext, config: ReadTableConfig) -> pl.LazyFrame | StoredTable:
@@ -307,8 +348,10 @@ def _read(ctx: StepContext, config: ReadTableConfig) -> pl.LazyFrame | StoredTab
     if not config.union_by_name:
         problem = _drift(frames)
         if problem:
-            raise ValueError(f"read-table: the CSV files do not share one schema: {problem}; fix the files, or set "
-                             f"`union-by-name: true` to match columns by name (missing ones null, types widened)")
+            raise ValueError(
+                f"read-table: the CSV files do not share one schema: {problem}; fix the files, or set "
+                f"`union-by-name: true` to match columns by name (missing ones null, types widened)"
+            )
     return pl.concat(_typed_empty_columns(frames), how="diagonal_relaxed")
 
 
@@ -327,7 +370,11 @@ def _typed_empty_columns(frames: list[tuple[str, str, pl.LazyFrame]]) -> list[pl
     for i, (_, _, frame) in enumerate(frames):
         if i in csvs:
             eager = csvs[i]
-            empty = [n for n in eager.columns if n in typed and eager[n].null_count() == eager.height and eager.schema[n] != typed[n]]
+            empty = [
+                n
+                for n in eager.columns
+                if n in typed and eager[n].null_count() == eager.height and eager.schema[n] != typed[n]
+            ]
             frame = eager.with_columns([pl.col(n).cast(typed[n]) for n in empty]).lazy()
         out.append(frame)
     return out

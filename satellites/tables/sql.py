@@ -10,11 +10,17 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 
-from exo_dagster.sdk import SatelliteConfig, StepContext, StoredTable, satellite
+from exo_dagster.sdk import (
+    SatelliteConfig,
+    StepContext,
+    StoredTable,
+    allowed_paths,
+    satellite,
+    sql_paths,
+    sql_text,
+    templates,
+)
 from exo_dagster.sdk.table import RECENT
-from exo_dagster.sdk import allowed_paths
-from exo_dagster.sdk import sql_paths, sql_text
-from exo_dagster.sdk import templates
 
 if TYPE_CHECKING:
     import duckdb
@@ -27,26 +33,34 @@ _FROM = re.compile(r"\b(?:from|join)\s+\"?([A-Za-z_][A-Za-z0-9_-]*)\"?", re.IGNO
 class SqlConfig(SatelliteConfig):
     query: str = Field(
         description="The DuckDB SQL statement; upstream outputs are views named by their identifiers (`input`: "
-                    "the previous step), templated values become SQL literals.")
+        "the previous step), templated values become SQL literals."
+    )
     threads: int | None = Field(
-        None, description="DuckDB's `threads` setting for this query; default: 1 when the step's inputs are local "
-                          "files of under 8 MB in all (starting DuckDB's worker threads costs more than they save "
-                          "there), else DuckDB's own.")
+        None,
+        description="DuckDB's `threads` setting for this query; default: 1 when the step's inputs are local "
+        "files of under 8 MB in all (starting DuckDB's worker threads costs more than they save "
+        "there), else DuckDB's own.",
+    )
     memory_limit: str | None = Field(
-        None, description="DuckDB's `memory_limit` setting (e.g. `4GB`); default: DuckDB's own.")
+        None, description="DuckDB's `memory_limit` setting (e.g. `4GB`); default: DuckDB's own."
+    )
     multiple_statements: bool = Field(
-        False, description="Run every statement of the query and return the last one's result; "
-                           "false: more than one statement is an error.")
+        False,
+        description="Run every statement of the query and return the last one's result; "
+        "false: more than one statement is an error.",
+    )
 
     @model_validator(mode="after")
-    def _one_statement(self) -> "SqlConfig":
+    def _one_statement(self) -> SqlConfig:
         """A literal query with several statements is a located error at validate time (templated ones: at run time)."""
         if self.multiple_statements or templates.has_template(self.query):
             return self
         count = statement_count(self.query)
         if count is not None and count > 1:
-            raise ValueError(f"the query holds {count} statements; a sql step runs one "
-                             f"(set `multiple-statements: true` to run them all and keep the last one's result)")
+            raise ValueError(
+                f"the query holds {count} statements; a sql step runs one "
+                f"(set `multiple-statements: true` to run them all and keep the last one's result)"
+            )
         return self
 
 
@@ -54,8 +68,25 @@ SMALL_INPUT_BYTES = 8 << 20  # inputs under this in all: one DuckDB thread, and 
 SMALL_RESULT_ROWS = 1 << 20  # ... of at most this many rows
 SMALL_RESULT_BYTES = 64 << 20  # ... and bytes
 # DuckDB types whose Arrow and Polars forms are exactly what DuckDB's own Parquet writer stores (others: DuckDB writes)
-_FRAME_TYPES = frozenset({"BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER",
-                          "UBIGINT", "FLOAT", "DOUBLE", "VARCHAR", "DATE", "TIMESTAMP", "BLOB"})
+_FRAME_TYPES = frozenset(
+    {
+        "BOOLEAN",
+        "TINYINT",
+        "SMALLINT",
+        "INTEGER",
+        "BIGINT",
+        "UTINYINT",
+        "USMALLINT",
+        "UINTEGER",
+        "UBIGINT",
+        "FLOAT",
+        "DOUBLE",
+        "VARCHAR",
+        "DATE",
+        "TIMESTAMP",
+        "BLOB",
+    }
+)
 
 _parser_lock = threading.Lock()
 _parser = None  # a DuckDB connection, made on first use (DuckDB loads with the first sql step, not the location)
@@ -130,11 +161,14 @@ def sql(ctx: StepContext, config: SqlConfig) -> duckdb.DuckDBPyRelation | pl.Dat
     if not statements:
         raise ValueError("sql: the query is empty")
     if len(statements) > 1 and not config.multiple_statements:
-        raise ValueError(f"sql: the query holds {len(statements)} statements; a sql step runs one "
-                         f"(set `multiple-statements: true` to run them all and keep the last one's result)")
+        raise ValueError(
+            f"sql: the query holds {len(statements)} statements; a sql step runs one "
+            f"(set `multiple-statements: true` to run them all and keep the last one's result)"
+        )
     # a relative file path means what read-table's `path:` means: under the cluster's folder, whatever the working folder
-    statements = tuple((kind, sql_paths.anchor(text, ctx.base_dir) if kind == "SELECT" else text)
-                       for kind, text in statements)
+    statements = tuple(
+        (kind, sql_paths.anchor(text, ctx.base_dir) if kind == "SELECT" else text) for kind, text in statements
+    )
     # read-only SQL shares a sandboxed database with the process's other steps (a cursor each); anything else gets its own
     small = _small_inputs(urls)
     read_only = all(kind == "SELECT" for kind, _ in statements)
@@ -152,20 +186,23 @@ def sql(ctx: StepContext, config: SqlConfig) -> duckdb.DuckDBPyRelation | pl.Dat
         frame = _small_result(rel) if small and read_only else None
         return frame if frame is not None else rel
     except duckdb.PermissionException as exc:
-        raise PermissionError(f"sql: {exc} (a sql step reads and writes only its inputs, the data folder "
-                              f"`{ctx.data_dir}` and the cluster folder `{ctx.base_dir}`; the operator may add "
-                              f"folders with {allowed_paths.ENV}; a relative path read in a SELECT is looked up "
-                              f"under the cluster folder, one written or attached must be absolute)") from None
+        raise PermissionError(
+            f"sql: {exc} (a sql step reads and writes only its inputs, the data folder "
+            f"`{ctx.data_dir}` and the cluster folder `{ctx.base_dir}`; the operator may add "
+            f"folders with {allowed_paths.ENV}; a relative path read in a SELECT is looked up "
+            f"under the cluster folder, one written or attached must be absolute)"
+        ) from None
 
 
-def _sandbox(ctx: StepContext, config: SqlConfig, urls: list[str], small: bool = False,
-             shared: bool = False) -> duckdb.DuckDBPyConnection:
+def _sandbox(
+    ctx: StepContext, config: SqlConfig, urls: list[str], small: bool = False, shared: bool = False
+) -> duckdb.DuckDBPyConnection:
     from exo_dagster.sdk import duck
 
     # the step's inputs, exactly (remote ones as URLs: DuckDB reads them through the registered fsspec filesystems)
     inputs = []
     for p in urls:
-        local = p[len("file://"):] if p.startswith("file://") else p
+        local = p[len("file://") :] if p.startswith("file://") else p
         inputs += [os.path.abspath(local), os.path.realpath(local)] if allowed_paths.is_local(p) else [p]
     directories = [ctx.data_dir, ctx.base_dir, os.environ.get("EXO_OUTPUTS", ""), *allowed_paths.operator_roots()]
     threads = config.threads if config.threads is not None else (1 if small else None)
@@ -173,8 +210,13 @@ def _sandbox(ctx: StepContext, config: SqlConfig, urls: list[str], small: bool =
     make = duck.sandbox_cursor if shared else duck.sandboxed
     # DuckDB spills inside the data folder (a folder of this database's own), never to `<cwd>/.tmp`
     spill = ctx.data_dir if ctx.data_dir and allowed_paths.is_local(ctx.data_dir) else None
-    return make(directories=[d for d in directories if d and allowed_paths.is_local(d)], paths=inputs, urls=urls,
-                settings=settings, spill=spill)
+    return make(
+        directories=[d for d in directories if d and allowed_paths.is_local(d)],
+        paths=inputs,
+        urls=urls,
+        settings=settings,
+        spill=spill,
+    )
 
 
 def _small_inputs(urls: list[str]) -> bool:
@@ -185,7 +227,7 @@ def _small_inputs(urls: list[str]) -> bool:
     total = 0
     for url in urls:
         try:
-            total += os.stat(url[len("file://"):] if url.startswith("file://") else url).st_size
+            total += os.stat(url[len("file://") :] if url.startswith("file://") else url).st_size
         except OSError:
             return False
         if total >= SMALL_INPUT_BYTES:
@@ -220,8 +262,12 @@ def _integers_stay_integers(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRela
     types = [str(t) for t in rel.types]
     if not any(t in wide for t in types):
         return rel
-    columns = [f'CAST({sql_text.quote_identifier(c)} AS {wide[t]}) AS {sql_text.quote_identifier(c)}' if t in wide
-               else sql_text.quote_identifier(c) for c, t in zip(rel.columns, types)]
+    columns = [
+        f"CAST({sql_text.quote_identifier(c)} AS {wide[t]}) AS {sql_text.quote_identifier(c)}"
+        if t in wide
+        else sql_text.quote_identifier(c)
+        for c, t in zip(rel.columns, types)
+    ]
     return rel.project(", ".join(columns))
 
 
@@ -231,4 +277,6 @@ def _expose(con: duckdb.DuckDBPyConnection, name: str, table: StoredTable) -> No
         con.register(name, recent)
         return
     # Remote URLs are read through the fsspec filesystems duck.connect registered (no httpfs download).
-    con.execute(f"create or replace temp view {sql_text.quote_identifier(name)} as select * from {table.duckdb_source()}")
+    con.execute(
+        f"create or replace temp view {sql_text.quote_identifier(name)} as select * from {table.duckdb_source()}"
+    )

@@ -12,49 +12,74 @@ import polars as pl
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from upath import UPath
 
-from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
-from exo_dagster.sdk import allowed_paths
-from exo_dagster.sdk import retrying
-from exo_dagster.sdk import sql_text
-from exo_dagster.sdk import table_write
-from exo_dagster.sdk import target_lock
+from exo_dagster.sdk import (
+    SatelliteConfig,
+    StepContext,
+    allowed_paths,
+    retrying,
+    satellite,
+    sql_text,
+    table_write,
+    target_lock,
+)
 from exo_dagster.sdk.atomic_write import atomic_write
 from exo_dagster.sdk.row_map import KEY_COLUMN
-from exo_dagster.sdk.table_write import write_parquet_atomic
 from exo_dagster.sdk.table import StoredTable
+from exo_dagster.sdk.table_write import write_parquet_atomic
 
 LOCKED_RETRY = retrying.Retry(attempts=None, delay=0.05, max_delay=1.0, jitter=(1.0, 1.0))
 ROW = "__exo_row"
 INTERNAL_COLUMNS = (KEY_COLUMN,)  # exo's row identity between steps (llm-complete's batch mode), not user data
-FORMATS = {"parquet": "parquet", "pq": "parquet", "csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl", "duckdb": "duckdb", "db": "duckdb"}
+FORMATS = {
+    "parquet": "parquet",
+    "pq": "parquet",
+    "csv": "csv",
+    "jsonl": "jsonl",
+    "ndjson": "jsonl",
+    "duckdb": "duckdb",
+    "db": "duckdb",
+}
 
 
 class WriteTableConfig(SatelliteConfig):
     path: str = Field(
         description="Where to write: a file or DuckDB database inside the data folder (relative paths resolve "
-                    "against it), or a URL.")
+        "against it), or a URL."
+    )
     format: Literal["auto", "parquet", "csv", "jsonl", "duckdb"] = Field(
-        "auto", description="The output format; auto: from the extension (.parquet/.pq, .csv, .jsonl/.ndjson, "
-                            ".duckdb/.db), else Parquet.")
+        "auto",
+        description="The output format; auto: from the extension (.parquet/.pq, .csv, .jsonl/.ndjson, "
+        ".duckdb/.db), else Parquet.",
+    )
     mode: Literal["overwrite", "append", "upsert"] = Field(
-        "overwrite", description="Replace the target (its columns and types too), append the rows to it, or "
-                                 "upsert: replace the target's rows whose `key` matches an input row and add the "
-                                 "others. Append and upsert match columns by name: a new column is added (null in "
-                                 "old rows), a missing one is null in the new rows; an empty input changes nothing.")
-    key: list[str] = Field([], description="The columns that identify a row, for `mode: upsert` (required there): "
-                                          "never null, and unique in the target after every write.")
+        "overwrite",
+        description="Replace the target (its columns and types too), append the rows to it, or "
+        "upsert: replace the target's rows whose `key` matches an input row and add the "
+        "others. Append and upsert match columns by name: a new column is added (null in "
+        "old rows), a missing one is null in the new rows; an empty input changes nothing.",
+    )
+    key: list[str] = Field(
+        [],
+        description="The columns that identify a row, for `mode: upsert` (required there): "
+        "never null, and unique in the target after every write.",
+    )
     on_duplicate: Literal["error", "first", "last"] = Field(
-        "error", description="For `mode: upsert`, an input that holds one key more than once: `error` refuses the "
-                             "write naming the key and a value; `first` / `last` keep that key's first / last row "
-                             "(input order).")
+        "error",
+        description="For `mode: upsert`, an input that holds one key more than once: `error` refuses the "
+        "write naming the key and a value; `first` / `last` keep that key's first / last row "
+        "(input order).",
+    )
     schema_changes: Literal["refuse", "evolve"] = Field(
-        "refuse", alias="schema",
+        "refuse",
+        alias="schema",
         description="For append and upsert, an input column whose type differs from the stored one: `refuse` fails "
-                    "naming the column and both types, unless every value fits unchanged (an integer within the "
-                    "stored range, an integer a float holds exactly, a column all null); `evolve` widens the stored "
-                    "column to the common type (e.g. integer with text: text), old rows converted.")
+        "naming the column and both types, unless every value fits unchanged (an integer within the "
+        "stored range, an integer a float holds exactly, a column all null); `evolve` widens the stored "
+        "column to the common type (e.g. integer with text: text), old rows converted.",
+    )
     table: str | None = Field(
-        None, description="The table name, for format duckdb; default: the input's identifier, else `data`.")
+        None, description="The table name, for format duckdb; default: the input's identifier, else `data`."
+    )
     storage_options: dict = Field({}, description="fsspec options for a remote target.")
 
     @field_validator("path")
@@ -64,7 +89,7 @@ class WriteTableConfig(SatelliteConfig):
         return value
 
     @model_validator(mode="after")
-    def _upsert_needs_key(self) -> "WriteTableConfig":
+    def _upsert_needs_key(self) -> WriteTableConfig:
         if self.mode == "upsert" and not self.key:
             raise ValueError("mode upsert needs `key: [column, ...]` to match rows on")
         if self.mode != "upsert" and "on_duplicate" in self.model_fields_set:
@@ -122,14 +147,17 @@ def _check_stored_keys(stored: pl.DataFrame, config: WriteTableConfig, target: s
         return
     problem = table_write.key_problem(stored, config.key, f"the target {target}")
     if problem and "is not in" not in problem:
-        problem += (" (rows written by an append or another tool); upsert keeps the key unique and non-null: "
-                    "overwrite the target or remove those rows first")
+        problem += (
+            " (rows written by an append or another tool); upsert keeps the key unique and non-null: "
+            "overwrite the target or remove those rows first"
+        )
     if problem:
         raise table_write.WriteRefused(f"write-table refused the upsert: {problem}. Nothing was written.")
 
 
-def _combine(new: pl.DataFrame, data: bytes, fmt: str, config: WriteTableConfig,
-             target: str) -> tuple[pl.DataFrame, dict[str, pl.DataType]]:
+def _combine(
+    new: pl.DataFrame, data: bytes, fmt: str, config: WriteTableConfig, target: str
+) -> tuple[pl.DataFrame, dict[str, pl.DataType]]:
     """The target's new content, and its column types, from the stored file and the (keyed) input rows.
 
     CSV is combined as text: stored fields are written back exactly as they were; the types checked (and
@@ -140,8 +168,9 @@ def _combine(new: pl.DataFrame, data: bytes, fmt: str, config: WriteTableConfig,
         _check_stored_keys(old, config, target)
     # a text file's column with no value has no type of its own
     empty = frozenset(c for c in old.columns if old[c].null_count() == old.height) if fmt != "parquet" else frozenset()
-    into_new, into_old = table_write.reconcile(old.schema, incoming, evolve=config.schema_changes == "evolve",
-                                               target=target, empty=empty)
+    into_new, into_old = table_write.reconcile(
+        old.schema, incoming, evolve=config.schema_changes == "evolve", target=target, empty=empty
+    )
     schema = {**old.schema, **into_old, **{c: t for c, t in incoming.schema.items() if c not in old.schema}}
     old = old.with_columns(pl.col(c).cast(t, strict=True) for c, t in into_old.items())
     incoming = incoming.with_columns(pl.col(c).cast(t, strict=True) for c, t in into_new.items())
@@ -165,23 +194,28 @@ def _write_file(frame: pl.LazyFrame | pl.DataFrame, target: str, fmt: str, optio
         eager.write_csv(fh) if fmt == "csv" else eager.write_ndjson(fh)
 
 
-def _write_duckdb(new: pl.DataFrame, database: str, table: str,
-                  config: WriteTableConfig) -> tuple[int, dict[str, str]]:
+def _write_duckdb(new: pl.DataFrame, database: str, table: str, config: WriteTableConfig) -> tuple[int, dict[str, str]]:
     """Append/upsert check the stored table as files do, then alter (widen, add columns), delete and insert in one
     transaction: an error leaves the table as it was. Returns the table's rows and column types."""
     with _open_duckdb(database) as con:
         _change_duckdb(con, new, database, table, config)
         rows = con.execute(f"select count(*) from {_q(table)}").fetchall()[0][0]
-        columns = {c: t for c, t in con.execute(
-            "select column_name, data_type from information_schema.columns where table_name = ? "
-            "order by ordinal_position", [table]).fetchall()}
+        columns = {
+            c: t
+            for c, t in con.execute(
+                "select column_name, data_type from information_schema.columns where table_name = ? "
+                "order by ordinal_position",
+                [table],
+            ).fetchall()
+        }
     return rows, columns
 
 
 def _change_duckdb(con, new: pl.DataFrame, database: str, table: str, config: WriteTableConfig) -> None:
     name, where = _q(table), f"{database}#{table}"
-    exists = con.execute("select count(*) from information_schema.tables where table_name = ?",
-                         [table]).fetchall()[0][0]
+    exists = con.execute("select count(*) from information_schema.tables where table_name = ?", [table]).fetchall()[0][
+        0
+    ]
     if config.mode == "overwrite" or not exists:
         con.register("arrow", new.to_arrow())
         con.execute(f"create or replace table {name} as select * from arrow")
@@ -191,8 +225,11 @@ def _change_duckdb(con, new: pl.DataFrame, database: str, table: str, config: Wr
     stored = con.sql(f"select * from {name} limit 0").pl().schema
     if config.mode == "upsert":
         present = [_q(k) for k in config.key if k in stored]
-        keys = con.sql(f"select {', '.join(present)} from {name}" if len(present) == len(config.key) else
-                       f"select * from {name} limit 1").pl()  # a key column missing: named if the table has rows
+        keys = con.sql(
+            f"select {', '.join(present)} from {name}"
+            if len(present) == len(config.key)
+            else f"select * from {name} limit 1"
+        ).pl()  # a key column missing: named if the table has rows
         _check_stored_keys(keys, config, where)
     into_new, into_old = table_write.reconcile(stored, new, evolve=config.schema_changes == "evolve", target=where)
     new = new.with_columns(pl.col(c).cast(t, strict=True) for c, t in into_new.items())
@@ -225,9 +262,12 @@ def _open_duckdb(database: str, read_only: bool = False):
 
     from exo_dagster.sdk import duck
 
-    return retrying.call(lambda: duck.connect(database, read_only=read_only), LOCKED_RETRY,
-                         retry_on=lambda exc: isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower(),
-                         deadline=time.monotonic() + target_lock.timeout_s())
+    return retrying.call(
+        lambda: duck.connect(database, read_only=read_only),
+        LOCKED_RETRY,
+        retry_on=lambda exc: isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower(),
+        deadline=time.monotonic() + target_lock.timeout_s(),
+    )
 
 
 @satellite(

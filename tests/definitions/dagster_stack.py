@@ -55,9 +55,12 @@ load_from:
 
 
 def post_graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", method="POST",
-                                     data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        method="POST",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         body = json.load(response)
     assert "errors" not in body, body["errors"]
@@ -117,8 +120,14 @@ class DagsterStack:
     def start(self, name: str, args: list[str]) -> None:
         log = self.root / f"{name}.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen([str(EXE / args[0]), *args[1:]], cwd=self.root, env=self.env(), stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                [str(EXE / args[0]), *args[1:]],
+                cwd=self.root,
+                env=self.env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append((proc, log))
 
     def start_webserver_and_daemon(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
@@ -205,13 +214,17 @@ class DagsterStack:
         return list(reversed(self.instance.get_runs(dg.RunsFilter(job_name=job))))
 
     def finished(self, job: str, count: int) -> list[dg.DagsterRun]:
-        return self.wait(f"{count} finished run(s) of {job}",
-                         lambda: (lambda r: r if len(r) >= count and all(x.is_finished for x in r) else None)(self.runs(job)))
+        return self.wait(
+            f"{count} finished run(s) of {job}",
+            lambda: (lambda r: r if len(r) >= count and all(x.is_finished for x in r) else None)(self.runs(job)),
+        )
 
     def sensor_state(self, name: str):
         from dagster._core.scheduler.instigation import InstigatorType
 
-        states = [s for s in self.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR) if s.name == name]
+        states = [
+            s for s in self.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR) if s.name == name
+        ]
         return states[0] if states else None
 
     def ticks_after(self, sensor: str, after: float) -> list:

@@ -101,10 +101,16 @@ def test_files_sensor_and_cron_schedule_keep_running(stack):
     tmp = stack.drop / ".a.part"
     tmp.write_text("id\n1\n")
     os.replace(tmp, stack.drop / "a.csv")
-    watch = stack.wait("a run of iso__watch", lambda: [r for r in stack.instance.get_runs(dg.RunsFilter(job_name="iso__watch"))
-                                                       if r.is_finished], timeout=TIMEOUT_S)
+    watch = stack.wait(
+        "a run of iso__watch",
+        lambda: [r for r in stack.instance.get_runs(dg.RunsFilter(job_name="iso__watch")) if r.is_finished],
+        timeout=TIMEOUT_S,
+    )
     assert watch[0].status == dg.DagsterRunStatus.SUCCESS, stack.logs()
-    ticker = stack.wait("a cron run of iso__ticker", lambda: [r for r in stack.instance.get_runs(dg.RunsFilter(job_name="iso__ticker"))
-                                                              if r.is_finished], timeout=150)
+    ticker = stack.wait(
+        "a cron run of iso__ticker",
+        lambda: [r for r in stack.instance.get_runs(dg.RunsFilter(job_name="iso__ticker")) if r.is_finished],
+        timeout=150,
+    )
     assert ticker[0].status == dg.DagsterRunStatus.SUCCESS, stack.logs()
     assert ticker[0].tags.get("dagster/schedule_name") == "iso__ticker__cron"

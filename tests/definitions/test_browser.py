@@ -14,8 +14,8 @@ import subprocess
 import sys
 import time
 import urllib.error
-import urllib.request
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -70,14 +70,24 @@ def ui(tmp_path_factory):
     (root / "clusters" / "broken.yaml").write_text(BROKEN)
     (root / "clusters" / "params.yaml").write_text(PARAMS)
     env = {k: v for k, v in os.environ.items() if k not in ("EXO_CLUSTERS", "EXO_STRICT_LOAD", "EXO_SATELLITE_PATH")}
-    env.update(DAGSTER_HOME=str(root / "home"), EXO_DATA_DIR=str(root / "exo"), EXO_CLUSTERS=str(root / "clusters"),
-               PYTHONUNBUFFERED="1")
+    env.update(
+        DAGSTER_HOME=str(root / "home"),
+        EXO_DATA_DIR=str(root / "exo"),
+        EXO_CLUSTERS=str(root / "clusters"),
+        PYTHONUNBUFFERED="1",
+    )
     (root / "home").mkdir()
     port = free_port()
     log = open(root / "dagster-dev.log", "wb")
     started = time.monotonic()
-    proc = subprocess.Popen([str(EXE / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(EXE / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         while True:
@@ -93,7 +103,9 @@ def ui(tmp_path_factory):
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox", "--disable-dev-shm-usage"])
+            browser = playwright.chromium.launch(
+                executable_path=chromium(), args=["--no-sandbox", "--disable-dev-shm-usage"]
+            )
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
             page.set_default_timeout(60_000)
 
@@ -165,7 +177,9 @@ def test_materialize_all_runs_to_success(ui):
         assert time.monotonic() < deadline, f"no finished run after Materialize all (screenshots: {ui.shots})"
         time.sleep(1)
     [run] = runs
-    assert run.status == dg.DagsterRunStatus.SUCCESS, [e.message for e in ui.instance.all_logs(run.run_id) if e.message][-20:]
+    assert run.status == dg.DagsterRunStatus.SUCCESS, [
+        e.message for e in ui.instance.all_logs(run.run_id) if e.message
+    ][-20:]
     ui.goto(f"/runs/{run.run_id}", "run")
     _wait_text(ui.page, "Success")
     # step keys lead with the step's identifier, so the Gantt bars and the log's OP column (which cut
@@ -179,9 +193,11 @@ def test_the_asset_page_shows_its_columns_and_its_yaml_source(ui):
     ui.goto("/assets/exospherehost/orders_report/orders", "asset-orders")
     _wait_text(ui.page, "Columns")
     text = ui.page.locator("body").inner_text()
-    columns = text[text.index("Columns"):]
+    columns = text[text.index("Columns") :]
     for column, kind in (("order_id", "Int64"), ("region", "String"), ("unit_price", "Float64")):
-        assert column in columns and kind in columns, f"column {column} ({kind}) not in the asset's column table (screenshots: {ui.shots})"
+        assert column in columns and kind in columns, (
+            f"column {column} ({kind}) not in the asset's column table (screenshots: {ui.shots})"
+        )
     assert "demo.yaml:" in text, "the asset page does not link the step's YAML (its code reference)"
     assert "Read orders" in text  # the step's name leads its description
 
@@ -189,8 +205,11 @@ def test_the_asset_page_shows_its_columns_and_its_yaml_source(ui):
 def test_a_broken_cluster_file_shows_its_located_error(ui):
     ui.goto("/assets", "catalog")
     _wait_text(ui.page, "exo_errors")
-    errors = [a for a in ui.page.eval_on_selector_all("a", "els => els.map(e => e.getAttribute('href'))")
-              if a and a.startswith("/assets/exo_errors/broken_")]
+    errors = [
+        a
+        for a in ui.page.eval_on_selector_all("a", "els => els.map(e => e.getAttribute('href'))")
+        if a and a.startswith("/assets/exo_errors/broken_")
+    ]
     assert errors, f"no exo_errors asset for the broken file in the catalog (screenshots: {ui.shots})"
     ui.goto(urllib.parse.unquote(errors[0].split("?")[0]), "broken")
     text = ui.page.locator("body").inner_text()

@@ -19,11 +19,15 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-
 from dagster._core.scheduler.instigation import TickStatus
 
 from tests.definitions.dagster_stack import (  # noqa: F401  (EXE, RUN_TIMEOUT_S: test_launch_matrix imports them from here)
-    DAGSTER_YAML, EXE, RUN_TIMEOUT_S, STARTUP_TIMEOUT_S, DagsterStack, workspace_yaml,
+    DAGSTER_YAML,
+    EXE,
+    RUN_TIMEOUT_S,
+    STARTUP_TIMEOUT_S,
+    DagsterStack,
+    workspace_yaml,
 )
 from tests.loopback import http_server
 
@@ -186,9 +190,13 @@ def stack(tmp_path_factory):
             stack.start_webserver_and_daemon()
             # run-status sensors start from "now" at their first tick: wait for it before anything fails
             for sensor in ("t__fragile__on_failure", "t__secret__logs_on_success"):
-                stack.wait(f"the first tick of {sensor}",
-                           lambda s=sensor: (st := stack.sensor_state(s)) is not None and st.instigator_data
-                           and st.instigator_data.cursor, timeout=STARTUP_TIMEOUT_S)
+                stack.wait(
+                    f"the first tick of {sensor}",
+                    lambda s=sensor: (
+                        (st := stack.sensor_state(s)) is not None and st.instigator_data and st.instigator_data.cursor
+                    ),
+                    timeout=STARTUP_TIMEOUT_S,
+                )
             yield stack
         finally:
             stack.stop()
@@ -205,10 +213,16 @@ def test_files_trigger_starts_one_run_per_batch_and_none_without_new_files(stack
     _drop(stack.drops["watch"], "b.csv", "id\n2\n")
     [first] = stack.finished("t__watch", 1)
     assert first.status == dg.DagsterRunStatus.SUCCESS, stack.logs()
-    assert json.loads(first.tags["exo/files"]) == ["a.csv", "b.csv"] and first.tags["dagster/sensor_name"] == "t__watch__files"
+    assert (
+        json.loads(first.tags["exo/files"]) == ["a.csv", "b.csv"]
+        and first.tags["dagster/sensor_name"] == "t__watch__files"
+    )
     quiet_since = time.time()
-    stack.wait("a quiet tick", lambda: [t for t in stack.ticks_after("t__watch__files", quiet_since)
-                                        if t.status == TickStatus.SKIPPED], every=1)
+    stack.wait(
+        "a quiet tick",
+        lambda: [t for t in stack.ticks_after("t__watch__files", quiet_since) if t.status == TickStatus.SKIPPED],
+        every=1,
+    )
     assert len(stack.runs("t__watch")) == 1  # nothing new: no run
     _drop(stack.drops["watch"], "c.csv", "id\n3\n")
     runs = stack.finished("t__watch", 2)
@@ -217,8 +231,13 @@ def test_files_trigger_starts_one_run_per_batch_and_none_without_new_files(stack
     counted = pl.read_parquet(stack.data / "outputs" / "t__watch" / "counted.parquet")
     assert counted["n"].to_list() == [3]
     quiet_since = time.time()
-    stack.wait("two more quiet ticks", lambda: len([t for t in stack.ticks_after("t__watch__files", quiet_since)
-                                                     if t.status == TickStatus.SKIPPED]) >= 2, every=1)
+    stack.wait(
+        "two more quiet ticks",
+        lambda: (
+            len([t for t in stack.ticks_after("t__watch__files", quiet_since) if t.status == TickStatus.SKIPPED]) >= 2
+        ),
+        every=1,
+    )
     assert len(stack.runs("t__watch")) == 2
 
 
@@ -253,8 +272,18 @@ def test_a_failure_while_the_daemon_is_down_alerts_at_once_and_only_once(stack):
     before = len(stack.runs("t__fragile__on_failure"))
     alerts_before = len(stack.server.to("/alert"))
     stack.stop_one("daemon")
-    launched = stack.graphql(LAUNCH, {"params": {"selector": {
-        "repositoryLocationName": "exo_test", "repositoryName": "__repository__", "jobName": "t__fragile"}}})
+    launched = stack.graphql(
+        LAUNCH,
+        {
+            "params": {
+                "selector": {
+                    "repositoryLocationName": "exo_test",
+                    "repositoryName": "__repository__",
+                    "jobName": "t__fragile",
+                }
+            }
+        },
+    )
     assert launched["launchRun"]["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["launchRun"]["run"]["runId"]
     stack.wait("the UI-launched run to fail", lambda: (r := stack.instance.get_run_by_id(run_id)) and r.is_finished)
@@ -266,10 +295,15 @@ def test_a_failure_while_the_daemon_is_down_alerts_at_once_and_only_once(stack):
     assert run_id in alerts[-1].json()["blocks"][1]["text"]["text"]
     restarted = time.time()
     stack.start("daemon", ["dagster-daemon", "run", "-w", "workspace.yaml"])
-    stack.wait("the failure sensor to look at the backlog", lambda: [
-        t for t in stack.ticks_after("t__fragile__on_failure", restarted) if t.status == TickStatus.SKIPPED], every=1)
+    stack.wait(
+        "the failure sensor to look at the backlog",
+        lambda: [t for t in stack.ticks_after("t__fragile__on_failure", restarted) if t.status == TickStatus.SKIPPED],
+        every=1,
+    )
     time.sleep(2)
-    assert len(stack.runs("t__fragile__on_failure")) == before + 1 and len(stack.server.to("/alert")) == alerts_before + 1
+    assert (
+        len(stack.runs("t__fragile__on_failure")) == before + 1 and len(stack.server.to("/alert")) == alerts_before + 1
+    )
 
 
 def test_sla_breach_is_visible_in_the_ui(stack):
@@ -278,15 +312,27 @@ def test_sla_breach_is_visible_in_the_ui(stack):
     from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 
     stack.instance.report_dagster_event(
-        DagsterEvent(event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value, job_name=RUNLESS_JOB_NAME,
-                     event_specific_data=StepMaterializationData(dg.AssetMaterialization(asset_key=key))),
-        run_id=RUNLESS_RUN_ID, log_level=logging.INFO, timestamp=time.time() - 7 * 3600)  # last refreshed 7h ago
+        DagsterEvent(
+            event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value,
+            job_name=RUNLESS_JOB_NAME,
+            event_specific_data=StepMaterializationData(dg.AssetMaterialization(asset_key=key)),
+        ),
+        run_id=RUNLESS_RUN_ID,
+        log_level=logging.INFO,
+        timestamp=time.time() - 7 * 3600,
+    )  # last refreshed 7h ago
     query = """query { assetNodes(assetKeys: [{path: ["t", "stale", "one"]}]) {
         internalFreshnessPolicy { ... on TimeWindowFreshnessPolicy { failWindowSeconds warnWindowSeconds } }
         freshnessStatusInfo { freshnessStatus } } }"""
-    node = stack.wait("the freshness daemon to mark t/stale late", lambda: (
-        lambda n: n if n["freshnessStatusInfo"] and n["freshnessStatusInfo"]["freshnessStatus"] == "DEGRADED" else None)(
-        stack.graphql(query)["assetNodes"][0]), every=2)
+    node = stack.wait(
+        "the freshness daemon to mark t/stale late",
+        lambda: (
+            lambda n: (
+                n if n["freshnessStatusInfo"] and n["freshnessStatusInfo"]["freshnessStatus"] == "DEGRADED" else None
+            )
+        )(stack.graphql(query)["assetNodes"][0]),
+        every=2,
+    )
     assert node["internalFreshnessPolicy"] == {"failWindowSeconds": 6 * 3600, "warnWindowSeconds": None}
 
 
@@ -425,6 +471,11 @@ def test_triggers_are_listed_with_their_cluster_in_the_ui(stack):
     jobs = {j["name"]: j for repo in stack.graphql(query)["repositoriesOrError"]["nodes"] for j in repo["jobs"]}
     watch = jobs["t__watch"]["sensors"]
     assert [s["name"] for s in watch] == ["t__watch__files"]
-    assert {"key": "exo/cluster", "value": "t/watch"} in watch[0]["tags"] and "cluster/t/watch" in watch[0]["description"]
+    assert {"key": "exo/cluster", "value": "t/watch"} in watch[0]["tags"] and "cluster/t/watch" in watch[0][
+        "description"
+    ]
     assert [s["name"] for s in jobs["t__fragile__on_failure"]["sensors"]] == ["t__fragile__on_failure"]
-    assert [s["name"] for s in jobs["t__secret__logs"]["sensors"]] == ["t__secret__logs_on_failure", "t__secret__logs_on_success"]
+    assert [s["name"] for s in jobs["t__secret__logs"]["sensors"]] == [
+        "t__secret__logs_on_failure",
+        "t__secret__logs_on_success",
+    ]

@@ -45,9 +45,15 @@ def test_demo_job_runs_end_to_end(tmp_path):
     dagster = Path(sys.executable).parent / "dagster"
     proc = subprocess.run(
         [str(dagster), "job", "execute", "-m", "definitions", "-j", JOB],
-        cwd=REPO, env=child_env(home), capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        env=child_env(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-5000:]}\nstderr:\n{proc.stderr[-5000:]}"
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\nstdout:\n{proc.stdout[-5000:]}\nstderr:\n{proc.stderr[-5000:]}"
+    )
 
     # the report: one row per region, the aggregates the demo's SQL promises
     report_path = home / "exo" / "reports" / "orders-by-region.parquet"
@@ -78,9 +84,7 @@ def test_demo_job_runs_end_to_end(tmp_path):
         assert len(runs) == 1, [r.run_id for r in runs]
         run = runs[0]
         assert run.status == dg.DagsterRunStatus.SUCCESS
-        records = instance.get_records_for_run(
-            run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-        ).records
+        records = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
         keys = sorted(r.event_log_entry.dagster_event.asset_key.path for r in records)
         assert keys == sorted(["exospherehost", "orders_report", step] for step in STEPS)  # [project, cluster, step]
 
@@ -93,13 +97,29 @@ def test_ai_demo_runs_offline_through_dagster_job_execute(tmp_path):
     home.mkdir()
     env = {**child_env(home), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "definitions", "-j", "exospherehost__ticket_dedupe"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "job",
+            "execute",
+            "-m",
+            "definitions",
+            "-j",
+            "exospherehost__ticket_dedupe",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, f"exit {proc.returncode}\nstderr:\n{proc.stderr[-5000:]}"
     report = pl.read_parquet(home / "exo" / "reports" / "ticket-duplicates.parquet")
-    tickets = [json.loads(line) for f in sorted((REPO / "definitions" / "data" / "tickets").glob("*.jsonl"))
-               for line in f.read_text().splitlines() if line.strip()]
+    tickets = [
+        json.loads(line)
+        for f in sorted((REPO / "definitions" / "data" / "tickets").glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+        if line.strip()
+    ]
     texts = {t["id"]: t["text"] for t in tickets}
     assert report.height >= 1
     assert (report["similarity"] >= 0.75).all()
@@ -118,21 +138,36 @@ def test_daily_orders_backfills_by_day_with_a_region_input_and_skips_a_day_witho
     exo = Path(sys.executable).parent / "exo"
     proc = subprocess.run(
         [str(exo), "run", "daily_orders.yaml", "--partition", "2026-11-01...2026-11-04", "--input", "region=north"],
-        cwd=REPO / "definitions", env=child_env(home), capture_output=True, text=True, timeout=600,
+        cwd=REPO / "definitions",
+        env=child_env(home),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "4 of 4 partition runs succeeded" in proc.stdout
     folder = home / "exo" / "outputs" / "exospherehost__daily_orders" / "revenue"
-    assert sorted(p.name for p in folder.iterdir()) == ["2026-11-01.parquet", "2026-11-02.parquet", "2026-11-03.parquet"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "2026-11-01.parquet",
+        "2026-11-02.parquet",
+        "2026-11-03.parquet",
+    ]
     orders = pl.concat([pl.read_csv(f) for f in sorted(ORDERS_DIR.glob("*.csv"))]).filter(pl.col("region") == "north")
     expected = orders.group_by("day").agg(pl.len().alias("orders")).sort("day")
     from exo_dagster.storage.catalog_query import query
 
-    rows = query("select day, region, orders from daily_orders.revenue order by day", str(home / "exo" / "catalog.duckdb")).rows
+    rows = query(
+        "select day, region, orders from daily_orders.revenue order by day", str(home / "exo" / "catalog.duckdb")
+    ).rows
     assert rows == [(day, "north", n) for day, n in expected.iter_rows()]
     with dg.DagsterInstance.from_config(str(home)) as instance:
         [skipped_day] = [r for r in instance.get_runs() if r.tags.get("dagster/partition") == "2026-11-04"]
         assert skipped_day.status == dg.DagsterRunStatus.SUCCESS
-        skipped = {e.step_key for e in instance.all_logs(skipped_day.run_id)
-                   if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_SKIPPED}
-        assert any(k.startswith("orders__") for k in skipped) and any(k.startswith("revenue__") for k in skipped), skipped
+        skipped = {
+            e.step_key
+            for e in instance.all_logs(skipped_day.run_id)
+            if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_SKIPPED
+        }
+        assert any(k.startswith("orders__") for k in skipped) and any(k.startswith("revenue__") for k in skipped), (
+            skipped
+        )

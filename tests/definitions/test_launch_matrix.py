@@ -15,8 +15,7 @@ import json
 import re
 import signal
 import subprocess
-import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -34,9 +33,9 @@ SCHEDULE_LEAD_S = 75  # the cron clusters fire once, at a minute this far ahead 
 
 STEP = {
     "ok": '      uses: satellite/exospherehost/sql\n      config: {query: "select 1 as one"}',
-    "fail": '      uses: satellite/exospherehost/sql\n      config: {query: "select error(\'failed on purpose\') as x"}',
+    "fail": "      uses: satellite/exospherehost/sql\n      config: {query: \"select error('failed on purpose') as x\"}",
     "slow": '      uses: satellite/exospherehost/call-webhook\n      config: {url: "SLOW/slow", mode: per-batch, '
-            'body: {wait: 1}, timeout: 600}',
+    "body: {wait: 1}, timeout: 600}",
 }
 
 CLUSTER = """\
@@ -122,10 +121,14 @@ class MatrixStack(Stack):
             self.drops[outcome].mkdir(parents=True)
             executor = "\n  executor: local" if EXECUTOR[outcome] == "local" else ""
             step = STEP[outcome].replace("SLOW", self.slow.url)
-            for path, trigger in (("graphql-job", ""), ("schedule", f'\n  trigger: {{cron: "{self.cron}"}}'),
-                                  ("files-sensor", f'\n  trigger: {{files: {{path: "{self.drops[outcome]}", interval: 1s}}}}')):
-                text = CLUSTER.format(name=_name(outcome, path), sla=SLA_S[outcome], executor=executor, trigger=trigger,
-                                      step=step).replace("URL", self.server.url)
+            for path, trigger in (
+                ("graphql-job", ""),
+                ("schedule", f'\n  trigger: {{cron: "{self.cron}"}}'),
+                ("files-sensor", f'\n  trigger: {{files: {{path: "{self.drops[outcome]}", interval: 1s}}}}'),
+            ):
+                text = CLUSTER.format(
+                    name=_name(outcome, path), sla=SLA_S[outcome], executor=executor, trigger=trigger, step=step
+                ).replace("URL", self.server.url)
                 (clusters / f"{_name(outcome, path)}.yaml").write_text(text)
         (self.root / "defs.py").write_text(DEFS)
         (self.root / "workspace.yaml").write_text(WORKSPACE)
@@ -146,7 +149,7 @@ class MatrixStack(Stack):
 
 
 def _next_cron(lead_s: int) -> tuple[str, datetime]:
-    at = (datetime.now(timezone.utc) + timedelta(seconds=lead_s + 60)).replace(second=0, microsecond=0)
+    at = (datetime.now(UTC) + timedelta(seconds=lead_s + 60)).replace(second=0, microsecond=0)
     return f"{at.minute} {at.hour} * * *", at
 
 
@@ -159,7 +162,9 @@ def launched(tmp_path_factory):
         stack = MatrixStack(tmp_path_factory.mktemp("matrix"), server, slow, cron)
         stack.write()
         stack.init_storage()
-        stack.start("webserver", ["dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(stack.port)])
+        stack.start(
+            "webserver", ["dagster-webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(stack.port)]
+        )
         stack.start("daemon", ["dagster-daemon", "run", "-w", "workspace.yaml"])
         clis: list[tuple[tuple[str, str], subprocess.Popen]] = []
         try:
@@ -169,16 +174,49 @@ def launched(tmp_path_factory):
             for outcome in OUTCOMES:
                 job = _job(outcome, "graphql-job")
                 runs[("graphql-job", outcome)] = _launch(stack, {"jobName": job})
-                runs[("asset-selection", outcome)] = _launch(stack, {"jobName": "__ASSET_JOB",
-                                                                     "assetSelection": [{"path": [*job.split("__", 1), "work"]}]})
+                runs[("asset-selection", outcome)] = _launch(
+                    stack, {"jobName": "__ASSET_JOB", "assetSelection": [{"path": [*job.split("__", 1), "work"]}]}
+                )
                 _drop(stack.drops[outcome], "go.txt", "go")
-                clis.append((("job-execute", outcome), _cli(stack, "job-execute", outcome, [
-                    str(EXE / "dagster"), "job", "execute", "-f", "defs.py", "-j", job, "--tags",
-                    json.dumps({"matrix": "job-execute"})])))
-                clis.append((("dg-launch", outcome), _cli(stack, "dg-launch", outcome, [
-                    str(EXE / "dg"), "launch", "--job", job], cwd=stack.root / "dg_project")))
-                clis.append((("exo-run", outcome), _cli(stack, "exo-run", outcome, [
-                    str(EXE / "exo"), "run", f"clusters/{outcome}.yaml"])))
+                clis.append(
+                    (
+                        ("job-execute", outcome),
+                        _cli(
+                            stack,
+                            "job-execute",
+                            outcome,
+                            [
+                                str(EXE / "dagster"),
+                                "job",
+                                "execute",
+                                "-f",
+                                "defs.py",
+                                "-j",
+                                job,
+                                "--tags",
+                                json.dumps({"matrix": "job-execute"}),
+                            ],
+                        ),
+                    )
+                )
+                clis.append(
+                    (
+                        ("dg-launch", outcome),
+                        _cli(
+                            stack,
+                            "dg-launch",
+                            outcome,
+                            [str(EXE / "dg"), "launch", "--job", job],
+                            cwd=stack.root / "dg_project",
+                        ),
+                    )
+                )
+                clis.append(
+                    (
+                        ("exo-run", outcome),
+                        _cli(stack, "exo-run", outcome, [str(EXE / "exo"), "run", f"clusters/{outcome}.yaml"]),
+                    )
+                )
             for (path, outcome), proc in clis:
                 log = stack.root / f"{path}-{outcome}.log"
                 try:
@@ -211,8 +249,14 @@ def _cli(stack, path: str, outcome: str, argv: list[str], cwd: Path | None = Non
 
 
 def _launch(stack, selector: dict) -> str:
-    launched = stack.graphql(LAUNCH, {"params": {"selector": {
-        "repositoryLocationName": "exo_test", "repositoryName": "__repository__", **selector}}})
+    launched = stack.graphql(
+        LAUNCH,
+        {
+            "params": {
+                "selector": {"repositoryLocationName": "exo_test", "repositoryName": "__repository__", **selector}
+            }
+        },
+    )
     assert launched["launchRun"]["__typename"] == "LaunchRunSuccess", launched
     return launched["launchRun"]["run"]["runId"]
 
@@ -221,7 +265,7 @@ def _run_id(stack, runs, fires_at, path: str, outcome: str) -> str:
     if (path, outcome) in runs:
         return runs[(path, outcome)]
     job = _job(outcome, path)
-    timeout = RUN_TIMEOUT_S + max(0.0, (fires_at - datetime.now(timezone.utc)).total_seconds())
+    timeout = RUN_TIMEOUT_S + max(0.0, (fires_at - datetime.now(UTC)).total_seconds())
     [run] = stack.wait(f"the {path} run of {job}", lambda: stack.runs(job) or None, timeout=timeout)
     trigger = "dagster/schedule_name" if path == "schedule" else "dagster/sensor_name"
     assert run.tags[trigger] == f"{job}__{'cron' if path == 'schedule' else 'files'}"
@@ -230,9 +274,16 @@ def _run_id(stack, runs, fires_at, path: str, outcome: str) -> str:
 
 def _step_pids(stack, run_id: str) -> tuple[int, set[int]]:
     logs = stack.instance.all_logs(run_id)
-    [run_pid] = {e.dagster_event.pid for e in logs if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.RUN_START}
-    return run_pid, {e.dagster_event.pid for e in logs
-                     if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_START}
+    [run_pid] = {
+        e.dagster_event.pid
+        for e in logs
+        if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.RUN_START
+    }
+    return run_pid, {
+        e.dagster_event.pid
+        for e in logs
+        if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.STEP_START
+    }
 
 
 @pytest.mark.parametrize("outcome", OUTCOMES)
@@ -240,7 +291,10 @@ def _step_pids(stack, run_id: str) -> tuple[int, set[int]]:
 def test_every_launch_path_alerts_tags_and_runs_on_the_clusters_executor(launched, path, outcome):
     stack, runs, fires_at = launched
     run_id = _run_id(stack, runs, fires_at, path, outcome)
-    run = stack.wait(f"{path}/{outcome} run {run_id} to end", lambda: (r := stack.instance.get_run_by_id(run_id)) and r.is_finished and r)
+    run = stack.wait(
+        f"{path}/{outcome} run {run_id} to end",
+        lambda: (r := stack.instance.get_run_by_id(run_id)) and r.is_finished and r,
+    )
     record = stack.instance.get_run_record_by_id(run_id)
     cluster = f"m/{_name(outcome, path)}"
     # the run's tags: the cluster's, however launched (an asset-selection run of __ASSET_JOB too)
@@ -252,8 +306,10 @@ def test_every_launch_path_alerts_tags_and_runs_on_the_clusters_executor(launche
     assert step_pids, "no step started"
     assert (run_pid not in step_pids) if EXECUTOR[outcome] == "local" else (step_pids == {run_pid})
     # what reached the receivers
-    shipped = stack.wait(f"the logs of {run_id}", lambda: [
-        line for r in stack.server.to("/sink") for line in r.lines() if line["run_id"] == run_id])
+    shipped = stack.wait(
+        f"the logs of {run_id}",
+        lambda: [line for r in stack.server.to("/sink") for line in r.lines() if line["run_id"] == run_id],
+    )
     assert all(line["message"] for line in shipped) and {line["cluster"] for line in shipped} == {cluster}
     alerts = [r.json()["blocks"][1]["text"]["text"] for r in stack.server.to("/alert")]
     if outcome == "ok":
@@ -261,8 +317,12 @@ def test_every_launch_path_alerts_tags_and_runs_on_the_clusters_executor(launche
         assert not [a for a in alerts if a.startswith(run_id)]
         return
     assert run.status == dg.DagsterRunStatus.FAILURE
-    [alert] = stack.wait(f"the alert of {run_id}", lambda: [
-        a for r in stack.server.to("/alert") if (a := r.json()["blocks"][1]["text"]["text"]).startswith(run_id)])
+    [alert] = stack.wait(
+        f"the alert of {run_id}",
+        lambda: [
+            a for r in stack.server.to("/alert") if (a := r.json()["blocks"][1]["text"]["text"]).startswith(run_id)
+        ],
+    )
     if outcome == "fail":
         assert alert.startswith(f"{run_id} :: Work (`work`): ") and "failed on purpose" in alert
     else:

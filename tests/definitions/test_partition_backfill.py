@@ -38,8 +38,11 @@ def stack(tmp_path_factory):
 
 
 def test_an_asset_backfill_runs_each_partition_into_its_own_files(stack):
-    params = {"assetSelection": [{"path": ["t", "days", "day"]}, {"path": ["t", "days", "total"]}],
-              "partitionNames": DAYS, "fromFailure": False}
+    params = {
+        "assetSelection": [{"path": ["t", "days", "day"]}, {"path": ["t", "days", "total"]}],
+        "partitionNames": DAYS,
+        "fromFailure": False,
+    }
     answer = stack.graphql(LAUNCH, {"params": params})["launchPartitionBackfill"]
     assert answer["__typename"] == "LaunchBackfillSuccess", answer
     backfill = answer["backfillId"]
@@ -49,7 +52,9 @@ def test_an_asset_backfill_runs_each_partition_into_its_own_files(stack):
         return runs if len(runs) == len(DAYS) and all(r.is_finished for r in runs) else None
 
     runs = stack.wait(f"the {len(DAYS)} runs of backfill {backfill}", done)
-    assert sorted((r.tags["dagster/partition"], r.status.value) for r in runs) == [(d, "SUCCESS") for d in DAYS], stack.logs()
+    assert sorted((r.tags["dagster/partition"], r.status.value) for r in runs) == [(d, "SUCCESS") for d in DAYS], (
+        stack.logs()
+    )
     folder = stack.data / "outputs" / "t__days" / "total"
     assert sorted(p.name for p in folder.iterdir()) == [f"{d}.parquet" for d in DAYS]
 

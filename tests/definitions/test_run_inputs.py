@@ -69,23 +69,61 @@ def _cli(stack, argv: list[str]) -> subprocess.CompletedProcess:
 def test_every_launch_path_gives_the_steps_its_inputs(stack):
     launched = {
         "graphql-job": stack.launch({"jobName": JOB}, _config(via="graphql-job", since="2026-11-01", top=7)),
-        "asset-selection": stack.launch({"jobName": "__ASSET_JOB", "assetSelection": [{"path": ["t", "params", "ping"]}]},
-                                   _config(via="asset-selection", since="2026-11-03", tier="gold")),
+        "asset-selection": stack.launch(
+            {"jobName": "__ASSET_JOB", "assetSelection": [{"path": ["t", "params", "ping"]}]},
+            _config(via="asset-selection", since="2026-11-03", tier="gold"),
+        ),
     }
     assert all(r["__typename"] == "LaunchRunSuccess" for r in launched.values()), launched
     _drop(stack.drop, "go.txt", "go")
     executed = _cli(stack, [str(EXE / "dagster"), "job", "execute", "-f", "defs.py", "-j", JOB, "-c", "run.yaml"])
     assert executed.returncode == 0, executed.stdout[-3000:] + executed.stderr[-3000:]
-    ran = _cli(stack, [str(EXE / "exo"), "run", "clusters/params.yaml", "--input", "via=exo-run",
-                       "--input", "since=2026-11-05", "--input", "top=11"])
+    ran = _cli(
+        stack,
+        [
+            str(EXE / "exo"),
+            "run",
+            "clusters/params.yaml",
+            "--input",
+            "via=exo-run",
+            "--input",
+            "since=2026-11-05",
+            "--input",
+            "top=11",
+        ],
+    )
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     seen = {body["via"]: body for body in (r.json() for r in stack.server.wait_for("/seen", 5, timeout=300))}
     # what each step resolved: the launch's values, the declared defaults for the rest, typed (top is an int)
     assert seen == {
-        "graphql-job": {"via": "graphql-job", "since": "2026-11-01", "top": 7, "tier": "silver", "text": "since 2026-11-01"},
-        "asset-selection": {"via": "asset-selection", "since": "2026-11-03", "top": 3, "tier": "gold", "text": "since 2026-11-03"},
-        "files-sensor": {"via": "files-sensor", "since": "2026-11-02", "top": 3, "tier": "gold", "text": "since 2026-11-02"},
-        "job-execute": {"via": "job-execute", "since": "2026-11-04", "top": 3, "tier": "silver", "text": "since 2026-11-04"},
+        "graphql-job": {
+            "via": "graphql-job",
+            "since": "2026-11-01",
+            "top": 7,
+            "tier": "silver",
+            "text": "since 2026-11-01",
+        },
+        "asset-selection": {
+            "via": "asset-selection",
+            "since": "2026-11-03",
+            "top": 3,
+            "tier": "gold",
+            "text": "since 2026-11-03",
+        },
+        "files-sensor": {
+            "via": "files-sensor",
+            "since": "2026-11-02",
+            "top": 3,
+            "tier": "gold",
+            "text": "since 2026-11-02",
+        },
+        "job-execute": {
+            "via": "job-execute",
+            "since": "2026-11-04",
+            "top": 3,
+            "tier": "silver",
+            "text": "since 2026-11-04",
+        },
         "exo-run": {"via": "exo-run", "since": "2026-11-05", "top": 11, "tier": "silver", "text": "since 2026-11-05"},
     }
     for name in ("graphql-job", "asset-selection"):
@@ -104,7 +142,9 @@ def test_a_missing_required_input_is_refused_at_launch(stack):
     not_a_choice = stack.launch({"jobName": JOB}, _config(since="2026-11-01", tier="bronze"))
     assert not_a_choice["__typename"] == "RunConfigValidationInvalid", not_a_choice
     ran = _cli(stack, [str(EXE / "exo"), "run", "clusters/params.yaml", "--input", "via=x"])
-    assert ran.returncode == 1 and "input `since` is required" in ran.stderr and "Traceback" not in ran.stderr, ran.stderr
+    assert ran.returncode == 1 and "input `since` is required" in ran.stderr and "Traceback" not in ran.stderr, (
+        ran.stderr
+    )
 
 
 def test_an_ill_typed_date_fails_the_run_before_any_step(stack):

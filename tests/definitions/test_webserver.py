@@ -87,7 +87,10 @@ def webserver(tmp_path: Path, extra_env: dict[str, str] | None = None):
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [str(exe), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so teardown reaches the code server too
         )
     try:
@@ -102,7 +105,9 @@ def webserver(tmp_path: Path, extra_env: dict[str, str] | None = None):
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             if time.monotonic() > deadline:
-                raise AssertionError(f"webserver did not answer in {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()[-5000:]}")
+                raise AssertionError(
+                    f"webserver did not answer in {STARTUP_TIMEOUT_S}s:\n{log_path.read_text()[-5000:]}"
+                )
             time.sleep(0.5)
         yield port
     finally:
@@ -191,7 +196,9 @@ def test_a_broken_cluster_file_is_an_error_asset_and_the_rest_loads(tmp_path):
 def test_broken_cluster_with_strict_load_fails_the_location_with_a_located_error(tmp_path):
     bad, where = _broken_file(tmp_path)
     # a folder and the file inside it: two entries, one cluster file (they are de-duplicated)
-    with webserver(tmp_path, {"EXO_CLUSTERS": os.pathsep.join([str(bad.parent), str(bad)]), "EXO_STRICT_LOAD": "1"}) as port:
+    with webserver(
+        tmp_path, {"EXO_CLUSTERS": os.pathsep.join([str(bad.parent), str(bad)]), "EXO_STRICT_LOAD": "1"}
+    ) as port:
         entry = location_entry(port)
     error = entry["locationOrLoadError"]
     assert error["__typename"] == "PythonError", error

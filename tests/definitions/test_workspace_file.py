@@ -24,8 +24,14 @@ def test_the_workspace_file_loads_the_code_location_from_another_folder(tmp_path
     (tmp_path / "exo_only").mkdir()
     for package in ("exo_dagster", "satellites"):
         (tmp_path / "exo_only" / package).symlink_to(REPO / package)
-    result = subprocess.run([str(EXE / "dagster"), "job", "list", "-w", str(REPO / "workspace.yaml")], cwd=elsewhere,
-                            env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(EXE / "dagster"), "job", "list", "-w", str(REPO / "workspace.yaml")],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     text = result.stdout + result.stderr
     assert result.returncode == 0, text[-6000:]
     assert "exospherehost__orders_report" in text and "exospherehost__ticket_dedupe" in text, text[-6000:]

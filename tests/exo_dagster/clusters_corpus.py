@@ -7,10 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-TRIGGERS = ["", '  trigger: {{cron: "0 * * * *", timezone: Europe/Berlin}}\n', "  trigger: {{files: {{path: inbox{i}, pattern: '*.csv'}}}}\n",
-            "  trigger: {{after: cluster/team{prev_team}/c{prev}}}\n"]
-EXECUTORS = ["", "  executor: local\n", "  executor: in-process\n", "  executor: celery\n  queues: {{gpu: gpu{i}, cpu: cpu{i}}}\n",
-             "  executor: k8s\n"]
+TRIGGERS = [
+    "",
+    '  trigger: {{cron: "0 * * * *", timezone: Europe/Berlin}}\n',
+    "  trigger: {{files: {{path: inbox{i}, pattern: '*.csv'}}}}\n",
+    "  trigger: {{after: cluster/team{prev_team}/c{prev}}}\n",
+]
+EXECUTORS = [
+    "",
+    "  executor: local\n",
+    "  executor: in-process\n",
+    "  executor: celery\n  queues: {{gpu: gpu{i}, cpu: cpu{i}}}\n",
+    "  executor: k8s\n",
+]
 
 CLUSTER = """\
 version: 0.0.1b
@@ -66,7 +75,9 @@ def cluster_text(i: int) -> str:
     trigger = TRIGGERS[i % len(TRIGGERS)]
     sections = (FAILURE if i % 2 == 0 else "") + (LOGS if i % 3 != 1 else "")
     return CLUSTER.format(
-        team=team, i=i, retries=i % 4,
+        team=team,
+        i=i,
+        retries=i % 4,
         trigger=trigger.format(i=i, prev=prev, prev_team=prev % 5),
         executor=EXECUTORS[i % len(EXECUTORS)].format(i=i),
         execution="  execution: dataflow\n" if i % 7 == 3 else "",

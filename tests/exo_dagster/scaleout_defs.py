@@ -39,14 +39,22 @@ def _probe(ctx: StepContext, config: ProbeConfig) -> pl.DataFrame:
         worker = current_task.request.hostname if current_task else None
     except ImportError:
         pass
-    record = {"step": ctx.step, "devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid(),
-              "celery_worker": worker, "worker_env": os.environ.get("EXO_TEST_WORKER"),
-              "start": start, "end": time.time()}
+    record = {
+        "step": ctx.step,
+        "devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "pid": os.getpid(),
+        "celery_worker": worker,
+        "worker_env": os.environ.get("EXO_TEST_WORKER"),
+        "start": start,
+        "end": time.time(),
+    }
     ctx.log.info(PROBE + json.dumps(record))
     return pl.DataFrame({k: [v] for k, v in record.items()})
 
 
-satellite("satellite/exotest/gpu-probe", config=ProbeConfig, resources={"gpu": 1}, kinds=("torch",), registry=REGISTRY)(_probe)
+satellite("satellite/exotest/gpu-probe", config=ProbeConfig, resources={"gpu": 1}, kinds=("torch",), registry=REGISTRY)(
+    _probe
+)
 satellite("satellite/exotest/cpu-probe", config=ProbeConfig, registry=REGISTRY)(_probe)
 
 FILES = [p for p in os.environ.get("EXO_TEST_CLUSTERS", "").split(os.pathsep) if p]

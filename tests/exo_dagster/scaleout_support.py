@@ -28,8 +28,12 @@ def cluster_yaml(identifier: str, steps: list[dict[str, Any]], **cluster: Any) -
     lines.append("  satellites:")
     for s in steps:
         config = {"seconds": s.get("seconds", 0.0), **({"fail": True} if s.get("fail") else {})}
-        lines += [f"    - name: {s['id']}", f"      uses: satellite/exotest/{s['kind']}-probe",
-                  f"      identifier: {s['id']}", f"      config: {json.dumps(config)}"]
+        lines += [
+            f"    - name: {s['id']}",
+            f"      uses: satellite/exotest/{s['kind']}-probe",
+            f"      identifier: {s['id']}",
+            f"      config: {json.dumps(config)}",
+        ]
         if s.get("resources") is not None:
             lines.append(f"      resources: {json.dumps(s['resources'])}")
     return "\n".join(lines) + "\n"
@@ -76,7 +80,7 @@ def probes(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
     for record in instance.all_logs(run_id):
         message = record.user_message or ""
         if PROBE in message and not record.dagster_event:
-            data = json.loads(message[message.index(PROBE) + len(PROBE):])
+            data = json.loads(message[message.index(PROBE) + len(PROBE) :])
             out[data["step"]] = data
     return out
 
@@ -125,8 +129,10 @@ def pg_database(prefix: str = "exo_test"):
         yield name
     finally:
         with admin.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                        (name,))
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
             cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
         admin.close()
 
@@ -141,6 +147,11 @@ def pg_query(db: str, sql: str, *params) -> list[tuple]:
 
 def use_pg(monkeypatch, db: str, password: str) -> None:
     """The EXO_PG_* environment the deploy/ dagster.yaml files read."""
-    for key, value in {"EXO_PG_HOST": PG["host"], "EXO_PG_PORT": str(PG["port"]), "EXO_PG_DB": db,
-                       "EXO_PG_USER": PG["user"], "EXO_PG_PASSWORD": password}.items():
+    for key, value in {
+        "EXO_PG_HOST": PG["host"],
+        "EXO_PG_PORT": str(PG["port"]),
+        "EXO_PG_DB": db,
+        "EXO_PG_USER": PG["user"],
+        "EXO_PG_PASSWORD": password,
+    }.items():
         monkeypatch.setenv(key, value)

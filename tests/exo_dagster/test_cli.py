@@ -101,7 +101,9 @@ def test_cache_clear_forgets_a_clusters_rows(tmp_path):
         rows.put("k1", "labels", {"a": 1})
         rows.put("k2", "tickets", {"a": 2})
     exo = str(Path(sys.executable).parent / "exo")
-    step = subprocess.run([exo, "cache", "clear", "acme/ticket-triage", "--step", "labels"], env=env, capture_output=True, text=True)
+    step = subprocess.run(
+        [exo, "cache", "clear", "acme/ticket-triage", "--step", "labels"], env=env, capture_output=True, text=True
+    )
     assert step.returncode == 0 and "cleared 1 cached row(s) of acme__ticket_triage step labels" in step.stdout
     whole = subprocess.run([exo, "cache", "clear", "acme__ticket_triage"], env=env, capture_output=True, text=True)
     assert "cleared 1 cached row(s)" in whole.stdout

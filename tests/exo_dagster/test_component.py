@@ -27,8 +27,15 @@ from tests.loopback import free_port
 ROOT = Path(__file__).resolve().parents[2]
 EXE = Path(sys.executable).parent
 PACKAGE = "exo_dg_demo"
-CLEARED_ENV = ("EXO_DATA_DIR", "EXO_CLUSTERS", "EXO_SECRETS_BACKEND", "EXO_STRICT_LOAD", "EXO_SATELLITE_PATH",
-               "DAGSTER_IS_DEFS_VALIDATION_CLI", "PYTHONPATH")
+CLEARED_ENV = (
+    "EXO_DATA_DIR",
+    "EXO_CLUSTERS",
+    "EXO_SECRETS_BACKEND",
+    "EXO_STRICT_LOAD",
+    "EXO_SATELLITE_PATH",
+    "DAGSTER_IS_DEFS_VALIDATION_CLI",
+    "PYTHONPATH",
+)
 
 PYPROJECT = f"""\
 [project]
@@ -138,28 +145,38 @@ def write_project(root: Path, *, broken: bool = False, inline_typo: bool = False
 def registry_dist(folder: Path) -> Path:
     """A distribution on PYTHONPATH declaring pyproject's `dagster_dg_cli.registry_modules` entry points, as the
     installed exo-dagster does once reinstalled (the shared environment may predate the entry)."""
-    table = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["dagster_dg_cli.registry_modules"]
+    table = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"][
+        "dagster_dg_cli.registry_modules"
+    ]
     dist = folder / "exo_dagster_dg_registry_test-0.0.0.dist-info"
     dist.mkdir(parents=True, exist_ok=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: exo-dagster-dg-registry-test\nVersion: 0.0.0\n")
-    (dist / "entry_points.txt").write_text("[dagster_dg_cli.registry_modules]\n" +
-                                           "".join(f"{name} = {value}\n" for name, value in table.items()))
+    (dist / "entry_points.txt").write_text(
+        "[dagster_dg_cli.registry_modules]\n" + "".join(f"{name} = {value}\n" for name, value in table.items())
+    )
     return folder
 
 
 def project_env(project: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in CLEARED_ENV}
     # this checkout's exo_dagster (not whichever the environment installed), and the registry entry point
-    env.update(PATH=f"{EXE}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=sys.prefix,
-               PYTHONPATH=os.pathsep.join([str(ROOT), str(registry_dist(project / "registry"))]),
-               DAGSTER_HOME=str(project / "home"), EXO_DATA_DIR=str(project / "exo"), PYTHONUNBUFFERED="1",
-               NO_COLOR="1", COLUMNS="200")
+    env.update(
+        PATH=f"{EXE}{os.pathsep}{env.get('PATH', '')}",
+        VIRTUAL_ENV=sys.prefix,
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(registry_dist(project / "registry"))]),
+        DAGSTER_HOME=str(project / "home"),
+        EXO_DATA_DIR=str(project / "exo"),
+        PYTHONUNBUFFERED="1",
+        NO_COLOR="1",
+        COLUMNS="200",
+    )
     return env
 
 
 def dg(project: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([str(EXE / "dg"), *args], cwd=project, env=project_env(project), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [str(EXE / "dg"), *args], cwd=project, env=project_env(project), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def output(result: subprocess.CompletedProcess) -> str:
@@ -203,7 +220,9 @@ def test_dg_launch_runs_a_cluster_job_to_success(project):
 def test_dg_list_components_finds_the_cluster_component(project):
     result = dg(project, "list", "components", "--json")
     assert result.returncode == 0, output(result)
-    assert "exo_dagster.ClusterComponent" in {item["key"] for item in json.loads(result.stdout)["items"]}, output(result)
+    assert "exo_dagster.ClusterComponent" in {item["key"] for item in json.loads(result.stdout)["items"]}, output(
+        result
+    )
 
 
 def test_a_broken_cluster_file_is_an_error_asset_and_fails_dg_check_defs_located(tmp_path):
@@ -216,7 +235,10 @@ def test_a_broken_cluster_file_is_an_error_asset_and_fails_dg_check_defs_located
     checked = dg(project, "check", "defs")
     assert checked.returncode != 0, output(checked)
     broken = project / PACKAGE / "defs" / "clusters" / "yaml" / "broken.yaml"
-    assert f"{broken}:6:13: error: unknown satellite `satellite/exospherehost/read-tabel`" in checked.stdout + checked.stderr, output(checked)
+    assert (
+        f"{broken}:6:13: error: unknown satellite `satellite/exospherehost/read-tabel`"
+        in checked.stdout + checked.stderr
+    ), output(checked)
 
 
 def test_an_inline_cluster_error_points_at_its_line_in_defs_yaml(tmp_path):
@@ -238,8 +260,14 @@ def test_dg_dev_serves_the_cluster_jobs(project):
     port = free_port()
     log = project / "dg_dev.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(EXE / "dg"), "dev", "-p", str(port), "-h", "127.0.0.1"], cwd=project,
-                                env=project_env(project), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(EXE / "dg"), "dev", "-p", str(port), "-h", "127.0.0.1"],
+            cwd=project,
+            env=project_env(project),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline, jobs = time.monotonic() + 180, set()
         while time.monotonic() < deadline and not {"acme__orders", "acme__inline"} <= jobs:
@@ -259,9 +287,12 @@ def test_dg_dev_serves_the_cluster_jobs(project):
 
 
 def _jobs(port: int) -> set[str]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", method="POST",
-                                     data=json.dumps({"query": JOBS_QUERY}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        method="POST",
+        data=json.dumps({"query": JOBS_QUERY}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             body = json.load(response)
@@ -272,6 +303,7 @@ def _jobs(port: int) -> set[str]:
 
 
 # -- in process: the pieces ------------------------------------------------------------------------
+
 
 def test_located_text_keeps_lines_and_columns_of_the_inline_value():
     from exo_dagster.component import located_text
@@ -293,8 +325,13 @@ def test_a_python_built_inline_cluster_is_located_in_a_named_pseudo_file(tmp_pat
 
     monkeypatch.setenv("EXO_STRICT_LOAD", "1")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    data = {"version": "0.0.1b", "cluster": {"identifier": "acme/py", "satellites": [
-        {"name": "Read", "uses": "satellite/exospherehost/read-tabel"}]}}
+    data = {
+        "version": "0.0.1b",
+        "cluster": {
+            "identifier": "acme/py",
+            "satellites": [{"name": "Read", "uses": "satellite/exospherehost/read-tabel"}],
+        },
+    }
     context = ComponentTree.for_test().load_context
     with pytest.raises(SpecError) as caught:
         ClusterComponent(cluster=data).build_defs(context)

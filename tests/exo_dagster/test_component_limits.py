@@ -31,8 +31,15 @@ root_module = "{PACKAGE}"
 
 def bomb_defs(levels: int, width: int = 10) -> str:
     """An inline cluster whose aliases expand to width**levels values (the YAML is ~65 bytes a level)."""
-    lines = ["type: exo_dagster.ClusterComponent", "attributes:", "  cluster:", "    version: 0.0.1b", "    cluster:",
-             "      identifier: acme/bomb", f"      l0: &l0 [{', '.join(['lol'] * width)}]"]
+    lines = [
+        "type: exo_dagster.ClusterComponent",
+        "attributes:",
+        "  cluster:",
+        "    version: 0.0.1b",
+        "    cluster:",
+        "      identifier: acme/bomb",
+        f"      l0: &l0 [{', '.join(['lol'] * width)}]",
+    ]
     lines += [f"      l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
     step = "      satellites: [{name: Q, uses: satellite/exospherehost/sql, config: {query: select 1}}]"
     return "\n".join(lines + [step]) + "\n"
@@ -68,8 +75,9 @@ def test_an_inline_alias_bomb_is_a_located_broken_cluster_and_the_project_loads(
     defs = dg.load_from_defs_folder(path_within_project=package)
     assert time.monotonic() - started < 60
     assert defs.resolve_job_def("acme__fine") is not None  # the healthy component loads
-    broken = [spec for asset in defs.assets or [] for key, spec in asset.specs_by_key.items()
-              if key.path[0] == ERRORS_GROUP]
+    broken = [
+        spec for asset in defs.assets or [] for key, spec in asset.specs_by_key.items() if key.path[0] == ERRORS_GROUP
+    ]
     assert len(broken) == 1, [s.key for s in broken]
     defs_yaml = package / "defs" / "bomb" / "defs.yaml"
     assert f"{defs_yaml}:11:51: error: aliases expand to more than 100,000 values" in broken[0].description

@@ -21,22 +21,43 @@ def test_every_private_name_resolves(name):
     try:
         loaded = importlib.import_module(module)
     except ImportError as exc:
-        pytest.fail(f"Dagster {dagster.__version__} has no module {module} (exo's `{name}`): {exc}; "
-                    f"update exo_dagster/dagster_private.py")
+        pytest.fail(
+            f"Dagster {dagster.__version__} has no module {module} (exo's `{name}`): {exc}; "
+            f"update exo_dagster/dagster_private.py"
+        )
     if attribute is not None:
-        assert hasattr(loaded, attribute), (f"Dagster {dagster.__version__} moved {module}.{attribute} (exo's `{name}`); "
-                                            f"update exo_dagster/dagster_private.py")
+        assert hasattr(loaded, attribute), (
+            f"Dagster {dagster.__version__} moved {module}.{attribute} (exo's `{name}`); "
+            f"update exo_dagster/dagster_private.py"
+        )
     assert getattr(dagster_private, name) is dagster_private.resolve(name)
 
 
 # What exo's subclasses override or call: a rename inside these classes breaks the executor quietly.
 MEMBERS = {
-    "ActiveExecution": ["get_steps_to_execute", "_update", "get_step_by_key", "_prep_for_dynamic_outputs",
-                        "handle_event", "verify_complete", "plan_events_iterator", "concurrency_event_iterator",
-                        "check_for_interrupts", "mark_interrupted", "get_known_state", "is_complete"],
+    "ActiveExecution": [
+        "get_steps_to_execute",
+        "_update",
+        "get_step_by_key",
+        "_prep_for_dynamic_outputs",
+        "handle_event",
+        "verify_complete",
+        "plan_events_iterator",
+        "concurrency_event_iterator",
+        "check_for_interrupts",
+        "mark_interrupted",
+        "get_known_state",
+        "is_complete",
+    ],
     "MultiprocessExecutor": ["execute", "log_failure_or_retry_event_after_error", "retries", "step_dependency_config"],
     "MultiprocessExecutorChildProcessCommand": ["execute"],
-    "RunLauncher": ["launch_run", "terminate", "check_run_worker_health", "resume_run", "supports_check_run_worker_health"],
+    "RunLauncher": [
+        "launch_run",
+        "terminate",
+        "check_run_worker_health",
+        "resume_run",
+        "supports_check_run_worker_health",
+    ],
     "DagsterEvent": ["engine_event", "step_worker_starting"],
     "EngineEventData": ["multiprocess", "interrupted", "engine_error"],
 }
@@ -52,15 +73,31 @@ def test_the_members_exo_uses_are_there(name):
 def test_the_scheduler_state_exo_reads_is_still_set_up():
     """DeviceScheduler (execution/step_scheduler.py) reads ActiveExecution's private state."""
     source = inspect.getsource(dagster_private.ActiveExecution.__init__)
-    for attribute in ("_context_guard", "_executable", "_in_flight", "_sort_key_fn", "_max_concurrent",
-                      "_tag_concurrency_limits", "_instance_concurrency_context"):
+    for attribute in (
+        "_context_guard",
+        "_executable",
+        "_in_flight",
+        "_sort_key_fn",
+        "_max_concurrent",
+        "_tag_concurrency_limits",
+        "_instance_concurrency_context",
+    ):
         assert f"self.{attribute}" in source, f"ActiveExecution no longer sets {attribute}; DeviceScheduler reads it"
 
 
 def test_the_child_command_still_takes_what_exo_passes():
     params = inspect.signature(dagster_private.MultiprocessExecutorChildProcessCommand.__init__).parameters
-    for expected in ("run_config", "dagster_run", "step_key", "instance_ref", "term_event", "recon_pipeline",
-                     "retry_mode", "known_state", "repository_load_data"):
+    for expected in (
+        "run_config",
+        "dagster_run",
+        "step_key",
+        "instance_ref",
+        "term_event",
+        "recon_pipeline",
+        "retry_mode",
+        "known_state",
+        "repository_load_data",
+    ):
         assert expected in params, f"MultiprocessExecutorChildProcessCommand no longer takes {expected}"
 
 

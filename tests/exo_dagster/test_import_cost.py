@@ -33,7 +33,8 @@ def test_a_location_without_sql_steps_loads_neither_duckdb_nor_pyarrow(tmp_path)
     folder = tmp_path / "clusters"
     folder.mkdir()
     (folder / "one.yaml").write_text(CLUSTER.format(data=data))
-    out = subprocess.run([sys.executable, "-c", PROBE.format(folder=str(folder))], capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(folder=str(folder))], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -28,8 +28,11 @@ def _package_of(module: str) -> str | None:
 
 def _imports(path: Path, module_level_only: bool = False):
     tree = ast.parse(path.read_text(), str(path))
-    lazy = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-            for n in ast.walk(f)} if module_level_only else set()
+    lazy = (
+        {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in ast.walk(f)}
+        if module_level_only
+        else set()
+    )
     for node in (n for n in ast.walk(tree) if id(n) not in lazy):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -71,8 +74,12 @@ def test_satellites_import_only_the_sdk():
     for path in sorted((ROOT / "satellites").rglob("*.py")):
         domain = path.relative_to(ROOT / "satellites").parts[0]
         for line, module in _imports(path):
-            if module.startswith("exo_dagster") and not (module == "exo_dagster.sdk" or module.startswith("exo_dagster.sdk.")):
-                problems.append(f"{path.relative_to(ROOT)}:{line}: imports {module}; satellites import only exo_dagster.sdk")
+            if module.startswith("exo_dagster") and not (
+                module == "exo_dagster.sdk" or module.startswith("exo_dagster.sdk.")
+            ):
+                problems.append(
+                    f"{path.relative_to(ROOT)}:{line}: imports {module}; satellites import only exo_dagster.sdk"
+                )
             if module.startswith("satellites.") and module.split(".")[1] not in (domain,):
                 problems.append(f"{path.relative_to(ROOT)}:{line}: imports another domain's satellite ({module})")
     assert not problems, "\n".join(problems)
@@ -80,24 +87,36 @@ def test_satellites_import_only_the_sdk():
 
 def test_the_sdk_and_spec_layers_import_no_dagster_at_module_level():
     """(A function may import Dagster lazily, e.g. to raise its Failure; importing the layer must not.)"""
-    problems = [f"{path.relative_to(ROOT)}:{line}: {module}"
-                for path in sorted([*(ROOT / "exo_dagster" / "spec").rglob("*.py"), *(ROOT / "exo_dagster" / "sdk").rglob("*.py")])
-                for line, module in _imports(path, module_level_only=True) if module.split(".")[0] in ("dagster", "dagster_shared")]
+    problems = [
+        f"{path.relative_to(ROOT)}:{line}: {module}"
+        for path in sorted(
+            [*(ROOT / "exo_dagster" / "spec").rglob("*.py"), *(ROOT / "exo_dagster" / "sdk").rglob("*.py")]
+        )
+        for line, module in _imports(path, module_level_only=True)
+        if module.split(".")[0] in ("dagster", "dagster_shared")
+    ]
     assert not problems, "\n".join(problems)
 
 
 def test_private_dagster_names_are_imported_only_through_the_adapter():
-    problems = [f"{path.relative_to(ROOT)}:{line}: {module}"
-                for path in sorted([*(ROOT / "exo_dagster").rglob("*.py"), *(ROOT / "satellites").rglob("*.py")])
-                if path.name != "dagster_private.py"
-                for line, module in _imports(path)
-                if module.startswith(("dagster._", "dagster_shared._")) or module == "dagster._check"]
+    problems = [
+        f"{path.relative_to(ROOT)}:{line}: {module}"
+        for path in sorted([*(ROOT / "exo_dagster").rglob("*.py"), *(ROOT / "satellites").rglob("*.py")])
+        if path.name != "dagster_private.py"
+        for line, module in _imports(path)
+        if module.startswith(("dagster._", "dagster_shared._")) or module == "dagster._check"
+    ]
     assert not problems, "import these through exo_dagster.dagster_private:\n" + "\n".join(problems)
 
 
 def _loaded_after(code: str) -> list[str]:
-    out = subprocess.run([sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -113,7 +132,9 @@ def test_the_sdk_and_one_satellite_load_no_compiler_executor_or_other_satellite(
     assert not other_satellites, f"other domains' satellites were imported: {other_satellites}"
     # the domain package imports its modules (how it registers); a satellite module itself needs no sibling
     assert set(siblings) <= {"satellites.tables.read_table", "satellites.tables.write_table"}, siblings
-    assert not [m for m in loaded if m.startswith("dagster._core.execution")], "the SDK loaded Dagster's execution machinery"
+    assert not [m for m in loaded if m.startswith("dagster._core.execution")], (
+        "the SDK loaded Dagster's execution machinery"
+    )
 
 
 def test_the_spec_layer_alone_loads_no_dagster():

@@ -40,25 +40,39 @@ def test_fifty_clusters_with_every_feature_share_one_location(tmp_path):
     assert sum(name.endswith("__logs") for name in jobs) == sum(i % 3 != 1 for i in range(50))
     kinds = {c.spec.executor for c in built.clusters}
     assert kinds == {None, "local", "in-process", "celery", "k8s"}
-    assert {type(c.spec.trigger.files if c.spec.trigger and c.spec.trigger.files else c.spec.trigger) .__name__
-            for c in built.clusters} >= {"NoneType", "FilesTrigger", "Trigger"}
+    assert {
+        type(c.spec.trigger.files if c.spec.trigger and c.spec.trigger.files else c.spec.trigger).__name__
+        for c in built.clusters
+    } >= {"NoneType", "FilesTrigger", "Trigger"}
     # Dagster's own check of the location, in a fresh process, as a deploy gate would run it
-    (tmp_path / "defs.py").write_text("from exo_dagster.location import definitions_for\n\ndefs = definitions_for('clusters')\n")
+    (tmp_path / "defs.py").write_text(
+        "from exo_dagster.location import definitions_for\n\ndefs = definitions_for('clusters')\n"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("EXO_CLUSTERS",)}
     env.update(DAGSTER_HOME=str(tmp_path), EXO_STRICT_LOAD="1")
-    out = subprocess.run([str(EXE / "dagster"), "definitions", "validate", "-f", "defs.py"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [str(EXE / "dagster"), "definitions", "validate", "-f", "defs.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Validation successful" in out.stdout + out.stderr
 
 
 BROKEN = {
     "bad_yaml.yaml": "version: 0.0.1b\ncluster:\n  identifier: bad/yaml\n  satellites: [\n",
-    "unknown_sat.yaml": cluster_text(1).replace("team1/c1", "bad/unknown").replace("exospherehost/sql", "exospherehost/sqll", 1),
+    "unknown_sat.yaml": cluster_text(1)
+    .replace("team1/c1", "bad/unknown")
+    .replace("exospherehost/sql", "exospherehost/sqll", 1),
     "same_id.yaml": cluster_text(2),  # cluster/team2/c2 is already defined by c02.yaml
     "case_clash.yaml": cluster_text(3).replace("team3/c3", "TEAM3/C3"),
-    "name_clash.yaml": cluster_text(5).replace("team0/c5", "team0/c0__on_failure").replace("  failure:", "  failurex:")
-                       .split("  failurex:")[0],  # its job is cluster c0's failure job name
+    "name_clash.yaml": cluster_text(5)
+    .replace("team0/c5", "team0/c0__on_failure")
+    .replace("  failure:", "  failurex:")
+    .split("  failurex:")[0],  # its job is cluster c0's failure job name
     "inf.yaml": cluster_text(9).replace("team4/c9", "bad/inf").replace("cpu: 2", "cpu: .inf"),
 }
 
@@ -98,8 +112,11 @@ def test_location_isolates_by_default_and_strict_load_fails_it(location, monkeyp
     assert sum("did not load" in r.getMessage() for r in caplog.records) == len(BROKEN)
     repo = defs.get_repository_def()
     assert "team0__c0" in repo.job_names
-    broken_asset = next(a for a in repo.assets_defs_by_key.values() if a.key.path[0] == ERRORS_GROUP
-                        and a.key.path[1].startswith("unknown_sat_"))
+    broken_asset = next(
+        a
+        for a in repo.assets_defs_by_key.values()
+        if a.key.path[0] == ERRORS_GROUP and a.key.path[1].startswith("unknown_sat_")
+    )
     description = broken_asset.specs_by_key[broken_asset.key].description
     assert "unknown_sat.yaml:" in description and "unknown satellite" in description
     result = dg.materialize([broken_asset], raise_on_error=False)  # materializing it shows the error in a run
@@ -144,7 +161,9 @@ def test_a_cluster_that_fails_only_in_dagster_resolution_is_dropped_alone(tmp_pa
     def compile_with_a_defect(cluster, **kwargs):
         defs = real(cluster, **kwargs)
         if cluster.spec.identifier == "team2/c2":
-            bad = dg.define_asset_job("team2__c2__bad", selection=dg.AssetSelection.assets(dg.AssetKey(["team2", "c2", "nope"])))
+            bad = dg.define_asset_job(
+                "team2__c2__bad", selection=dg.AssetSelection.assets(dg.AssetKey(["team2", "c2", "nope"]))
+            )
             defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[bad]))
         return defs
 

@@ -80,7 +80,7 @@ def test_no_copies_of_the_atomic_write_hashing_and_tls_helpers():
     for rel, tree in _files():
         aliases = _imported_names(tree)
         for node, name in _calls(tree):
-            name = aliases.get(name.split(".")[0], name.split(".")[0]) + name[len(name.split(".")[0]):]
+            name = aliases.get(name.split(".")[0], name.split(".")[0]) + name[len(name.split(".")[0]) :]
             helper = CALLS.get(name)
             if helper and rel != helper[0]:
                 problems.append(f"{rel}:{node.lineno}: {name}(...); use {helper[1]}")
@@ -95,15 +95,23 @@ def test_no_temporary_file_names_outside_the_atomic_write_helper():
             continue
         docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
         for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and ".tmp" in node.value \
-                    and id(node) not in docstrings:
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and ".tmp" in node.value
+                and id(node) not in docstrings
+            ):
                 problems.append(f"{rel}:{node.lineno}: {node.value!r}; use exo_dagster.sdk.atomic_write")
     assert not problems, "\n".join(problems)
 
 
 def test_no_hand_written_retry_loops():
-    problems = [f"{rel}:{line}: {what}; use exo_dagster.sdk.retrying"
-                for rel, tree in _files() if rel != RETRY_HELPER for line, what in _retry_loops(tree)]
+    problems = [
+        f"{rel}:{line}: {what}; use exo_dagster.sdk.retrying"
+        for rel, tree in _files()
+        if rel != RETRY_HELPER
+        for line, what in _retry_loops(tree)
+    ]
     assert not problems, "\n".join(sorted(set(problems)))
 
 
@@ -128,7 +136,8 @@ def test_the_scan_finds_what_it_forbids():
         "    while True:\n"
         "        if done():\n"
         "            return\n"
-        "        time.sleep(1)\n")
+        "        time.sleep(1)\n"
+    )
     assert sorted(line for line, _ in _retry_loops(copy)) == [7, 7, 14]
     names = {name for _, name in _calls(ast.parse("import os, hashlib\nos.replace(a, b)\nhashlib.sha256(b'')\n"))}
     assert {"os.replace", "hashlib.sha256"} <= names

@@ -31,30 +31,54 @@ EXE = Path(sys.executable).parent
 FOLDER = "my-clusters"
 JOB = "my_clusters__orders_report"
 # the README's `exo init` block, as the tests below run it
-README_COMMANDS = [["exo", "init", FOLDER], ["cd", FOLDER], ["dg", "list", "defs"], ["dg", "check", "defs"],
-                   ["dg", "launch", "--job", JOB], ["exo", "validate", "clusters"],
-                   ["exo", "run", "clusters/orders.yaml"], ["dg", "dev"]]
+README_COMMANDS = [
+    ["exo", "init", FOLDER],
+    ["cd", FOLDER],
+    ["dg", "list", "defs"],
+    ["dg", "check", "defs"],
+    ["dg", "launch", "--job", JOB],
+    ["exo", "validate", "clusters"],
+    ["exo", "run", "clusters/orders.yaml"],
+    ["dg", "dev"],
+]
 # the generated project's README block
-PROJECT_COMMANDS = [["dg", "list", "defs"], ["dg", "check", "defs"], ["dg", "launch", "--job", JOB],
-                    ["exo", "validate", "clusters"], ["exo", "run", "clusters/orders.yaml"],
-                    ["exo", "query", "select * from orders_report.revenue"], ["dg", "dev"]]
+PROJECT_COMMANDS = [
+    ["dg", "list", "defs"],
+    ["dg", "check", "defs"],
+    ["dg", "launch", "--job", JOB],
+    ["exo", "validate", "clusters"],
+    ["exo", "run", "clusters/orders.yaml"],
+    ["exo", "query", "select * from orders_report.revenue"],
+    ["dg", "dev"],
+]
 SECONDS: dict[str, float] = {}  # exo init, then dg dev to its first page: printed by the dg dev test
 REVENUE = [("east", 1, 5, 6.25), ("north", 2, 5, 31.0), ("south", 1, 1, 20.0)]
 
 
 def env() -> dict[str, str]:
     """No DAGSTER_HOME or exo settings from outside; EXO_CLUSTERS names the repository's demos, which must stay out."""
-    cleared = {k: v for k, v in os.environ.items()
-               if not k.startswith(("EXO_", "DAGSTER_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    cleared = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("EXO_", "DAGSTER_")) and k not in ("PYTHONPATH", "VIRTUAL_ENV")
+    }
     # this checkout's exo_dagster, as tests/exo_dagster/test_component.py runs it
-    return {**cleared, "PATH": f"{EXE}{os.pathsep}{cleared.get('PATH', '')}", "PYTHONPATH": str(ROOT),
-            "EXO_CLUSTERS": str(ROOT / "definitions"), "NO_COLOR": "1", "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+    return {
+        **cleared,
+        "PATH": f"{EXE}{os.pathsep}{cleared.get('PATH', '')}",
+        "PYTHONPATH": str(ROOT),
+        "EXO_CLUSTERS": str(ROOT / "definitions"),
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def run(cwd: Path, args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
     assert args[0] in ("exo", "dg"), args
-    return subprocess.run([str(EXE / args[0]), *args[1:]], cwd=cwd, env=env(), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [str(EXE / args[0]), *args[1:]], cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def output(result: subprocess.CompletedProcess) -> str:
@@ -71,7 +95,7 @@ def bash_block(text: str, containing: str) -> list[list[str]]:
                 while words:
                     cut = words.index("&&") if "&&" in words else len(words)
                     commands.append(words[:cut])
-                    words = words[cut + 1:]
+                    words = words[cut + 1 :]
             return commands
     raise AssertionError(f"no ```bash block with {containing!r}")
 
@@ -111,8 +135,10 @@ def test_init_writes_a_dg_project_with_its_instance_named_in_dotenv(project):
     assert {".dagster/", ".env"} <= set((project / ".gitignore").read_text().splitlines())
 
 
-UI_QUERY = ("query { repositoriesOrError { ... on RepositoryConnection { nodes { location { name } jobs { name } } } }"
-              " instance { daemonHealth { allDaemonStatuses { daemonType required } } } }")
+UI_QUERY = (
+    "query { repositoriesOrError { ... on RepositoryConnection { nodes { location { name } jobs { name } } } }"
+    " instance { daemonHealth { allDaemonStatuses { daemonType required } } } }"
+)
 
 
 def test_dg_dev_first_start_serves_only_the_projects_jobs_with_exos_instance_defaults(project, capsys):
@@ -122,8 +148,14 @@ def test_dg_dev_first_start_serves_only_the_projects_jobs_with_exos_instance_def
     log = project.parent / "dg_dev.log"
     started = time.monotonic()
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(EXE / "dg"), "dev", "-p", str(port), "-h", "127.0.0.1"], cwd=project, env=env(),
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(EXE / "dg"), "dev", "-p", str(port), "-h", "127.0.0.1"],
+            cwd=project,
+            env=env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         page, page_seconds, locations, instance = None, None, {}, {}
         deadline = time.monotonic() + 150
@@ -166,9 +198,12 @@ def _get(port: int, path: str) -> str | None:
 
 def _graphql(port: int) -> tuple[dict[str, set[str]], dict]:
     """The jobs of each code location, and the instance's daemons and queue, as the UI's server reports them."""
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", method="POST",
-                                     data=json.dumps({"query": UI_QUERY}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        method="POST",
+        data=json.dumps({"query": UI_QUERY}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             body = json.load(response)
@@ -185,7 +220,7 @@ def test_dg_list_defs_shows_only_the_projects_cluster(project):
     assert result.returncode == 0, output(result)
     sections = re.findall(r"^│ (\w[\w ]*?) +│", result.stdout, re.M)
     assert sections == ["Assets", "Jobs", "Resources"], output(result)  # no schedule: the demo's cron is not here
-    jobs = result.stdout[result.stdout.index("│ Jobs"):result.stdout.index("│ Resources")]
+    jobs = result.stdout[result.stdout.index("│ Jobs") : result.stdout.index("│ Resources")]
     assert re.findall(r"│ │ (\w+) ", jobs) == [JOB], output(result)
     assets = re.findall(r"│ │ ([\w/]+/[\w/]+) ", result.stdout)
     assert sorted(assets) == [f"my_clusters/orders_report/{step}" for step in ("orders", "report", "revenue")]
@@ -215,7 +250,8 @@ def test_exo_validate_checks_the_projects_clusters(project):
     result = run(project, PROJECT_COMMANDS[3])
     assert result.returncode == 0, output(result)
     assert result.stdout.splitlines() == [
-        f"ok  {project / 'clusters' / 'orders.yaml'}: cluster/my-clusters/orders-report -> job {JOB} (3 steps)"]
+        f"ok  {project / 'clusters' / 'orders.yaml'}: cluster/my-clusters/orders-report -> job {JOB} (3 steps)"
+    ]
 
 
 def test_init_refuses_a_non_empty_folder_in_one_line(project):
@@ -225,6 +261,7 @@ def test_init_refuses_a_non_empty_folder_in_one_line(project):
 
 
 # -- in process: names and refusals ----------------------------------------------------------------
+
 
 def test_names_come_from_the_folder_and_refuse_what_would_not_import(tmp_path):
     from exo_dagster.project_init import InitError, init_project, names_for
@@ -270,7 +307,7 @@ def test_the_dotenv_value_reads_back_as_the_exact_path_or_init_refuses():
 
     from exo_dagster.project_init import InitError, _dotenv_value
 
-    for path in ("/srv/a b/#not a comment", "/srv/$HOME/x", "/srv/it's", '/srv/"q"\\x', "/srv/it's \"both\""):
+    for path in ("/srv/a b/#not a comment", "/srv/$HOME/x", "/srv/it's", '/srv/"q"\\x', '/srv/it\'s "both"'):
         line = f"DAGSTER_HOME={_dotenv_value(Path(path))}\n"
         assert dotenv_values(stream=io.StringIO(line)) == {"DAGSTER_HOME": path}, line
     for path in ("/srv/${HOME}", "/srv/a\nb"):  # python-dotenv expands ${...} even in quotes

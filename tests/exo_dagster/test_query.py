@@ -22,11 +22,19 @@ ORDERS = sorted((REPO / "definitions" / "data" / "orders").glob("*.csv"))
 
 
 def exo(*args: str, dagster_home: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("EXO_DATA_DIR", "EXO_CLUSTERS", "EXO_CATALOG", "DAGSTER_HOME")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("EXO_DATA_DIR", "EXO_CLUSTERS", "EXO_CATALOG", "DAGSTER_HOME")
+    }
     env["DAGSTER_HOME"] = str(dagster_home)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")  # this checkout's exo_dagster
-    return subprocess.run([sys.executable, "-m", "exo_dagster.cli", *args], cwd=cwd or dagster_home, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "exo_dagster.cli", *args],
+        cwd=cwd or dagster_home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +50,11 @@ def home(tmp_path_factory) -> Path:
 
 def fingerprint(folder: Path) -> dict[str, tuple[str, int]]:
     """Every file under `folder`: content hash and mtime."""
-    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_count_of_a_view(home):
@@ -56,12 +67,16 @@ def test_count_of_a_view(home):
     bare = exo("query", "select count(*) as n from orders", dagster_home=home)
     assert bare.returncode == 0 and bare.stdout == result.stdout, bare.stderr
     described = exo("query", "describe orders_report.revenue", dagster_home=home)
-    assert described.returncode == 0 and "region" in described.stdout and "VARCHAR" in described.stdout, described.stderr
+    assert described.returncode == 0 and "region" in described.stdout and "VARCHAR" in described.stdout, (
+        described.stderr
+    )
 
 
 def test_table_csv_and_json(home):
     sql = "select region, orders, revenue from orders_report.revenue order by region"
-    expected = pl.read_parquet(home / "exo" / "outputs" / "exospherehost__orders_report" / "revenue.parquet").sort("region")
+    expected = pl.read_parquet(home / "exo" / "outputs" / "exospherehost__orders_report" / "revenue.parquet").sort(
+        "region"
+    )
     table = exo("query", sql, dagster_home=home)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
@@ -81,20 +96,23 @@ def test_table_csv_and_json(home):
     assert [r["revenue"] for r in records] == pytest.approx(expected["revenue"].to_list())
 
 
-@pytest.mark.parametrize("sql, kind", [
-    ("create table copy_of as select * from orders_report.orders", "CREATE"),
-    ("create view main.v as select 1", "CREATE"),
-    ("insert into orders_report.orders select * from orders_report.orders", "INSERT"),
-    ("drop view orders_report.orders", "DROP"),
-    ("copy (select * from orders_report.orders) to 'stolen.csv'", "COPY"),
-    ("attach 'other.duckdb' as other", "ATTACH"),
-    ("install httpfs", "LOAD"),
-    ("load httpfs", "LOAD"),
-    ("export database 'dump'", "EXPORT"),
-    ("set enable_external_access = true", "SET"),
-    ("pragma enable_profiling", "PRAGMA"),
-    ("checkpoint", "CALL"),
-])
+@pytest.mark.parametrize(
+    "sql, kind",
+    [
+        ("create table copy_of as select * from orders_report.orders", "CREATE"),
+        ("create view main.v as select 1", "CREATE"),
+        ("insert into orders_report.orders select * from orders_report.orders", "INSERT"),
+        ("drop view orders_report.orders", "DROP"),
+        ("copy (select * from orders_report.orders) to 'stolen.csv'", "COPY"),
+        ("attach 'other.duckdb' as other", "ATTACH"),
+        ("install httpfs", "LOAD"),
+        ("load httpfs", "LOAD"),
+        ("export database 'dump'", "EXPORT"),
+        ("set enable_external_access = true", "SET"),
+        ("pragma enable_profiling", "PRAGMA"),
+        ("checkpoint", "CALL"),
+    ],
+)
 def test_writes_are_refused_and_the_catalog_is_unchanged(home, sql, kind):
     before = fingerprint(home / "exo")
     result = exo("query", sql, dagster_home=home)
@@ -112,8 +130,9 @@ def test_explain_analyze_copy_cannot_overwrite_an_output_or_add_a_file(home, tar
     target = target.format(revenue=folder / "revenue.parquet", folder=folder)
     (home / ".tmp").mkdir(exist_ok=True)  # DuckDB's default spill folder in the working folder: not writable either
     before = fingerprint(home)
-    result = exo("query", f"explain analyze copy (select 1 as forged) to '{target}' (use_tmp_file false)",
-                 dagster_home=home)
+    result = exo(
+        "query", f"explain analyze copy (select 1 as forged) to '{target}' (use_tmp_file false)", dagster_home=home
+    )
     assert result.returncode == 1 and "read-only" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert fingerprint(home) == before
@@ -130,7 +149,7 @@ def test_files_outside_the_outputs_cannot_be_read(home, tmp_path):
 def test_bad_sql_exits_1_with_duckdbs_message(home):
     result = exo("query", "selec count(*) from orders", dagster_home=home)
     assert result.returncode == 1
-    assert "bad SQL: Parser Error: syntax error at or near \"selec\"" in result.stderr
+    assert 'bad SQL: Parser Error: syntax error at or near "selec"' in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
     unknown = exo("query", "select * from orders_report.nope", dagster_home=home)
     assert unknown.returncode == 1 and "Catalog Error" in unknown.stderr
@@ -148,16 +167,18 @@ def test_no_catalog_yet(tmp_path):
 
 
 def test_table_text_alignment():
-    result = QueryResult(["name", "n", "note"], ["VARCHAR", "BIGINT", "VARCHAR"],
-                         [("a", 1, None), ("bbb", 100, "x"), ("cc", None, "long note")])
+    result = QueryResult(
+        ["name", "n", "note"],
+        ["VARCHAR", "BIGINT", "VARCHAR"],
+        [("a", 1, None), ("bbb", 100, "x"), ("cc", None, "long note")],
+    )
     assert as_table(result) == (
-        "name     n  note\n"
-        "----  ----  ---------\n"
-        "a        1  NULL\n"
-        "bbb    100  x\n"
-        "cc    NULL  long note\n"
-        "(3 rows)\n")
-    assert as_table(result, max_rows=1).splitlines()[-1] == "(3 rows, the first 1 shown; add `limit`, or use --format csv for all)"
+        "name     n  note\n----  ----  ---------\na        1  NULL\nbbb    100  x\ncc    NULL  long note\n(3 rows)\n"
+    )
+    assert (
+        as_table(result, max_rows=1).splitlines()[-1]
+        == "(3 rows, the first 1 shown; add `limit`, or use --format csv for all)"
+    )
 
 
 def test_catalog_sync_gives_another_host_the_same_views(home, tmp_path):

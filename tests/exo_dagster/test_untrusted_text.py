@@ -34,9 +34,11 @@ cluster:
       uses: "satellite/<script>alert(1)</script>[link](http://x)![i](http://x/p.png)````\\n# heading\\r"
 """
 # raw ESC and CR bytes in the file: a located error that quotes the line
-ESCAPE_FILE = ("version: 0.0.1b\ncluster:\n  identifier: evil/escapes\n  satellites:\n"
-               "    - name: Read \x1b[31mRED\x1b[0m\r\x1b[2K\x9b31m\u202eexe.yaml\n"
-               "      uses: satellite/exospherehost/read-table\n")
+ESCAPE_FILE = (
+    "version: 0.0.1b\ncluster:\n  identifier: evil/escapes\n  satellites:\n"
+    "    - name: Read \x1b[31mRED\x1b[0m\r\x1b[2K\x9b31m\u202eexe.yaml\n"
+    "      uses: satellite/exospherehost/read-table\n"
+)
 HEALTHY_FILE = """\
 version: 0.0.1b
 cluster:
@@ -78,8 +80,12 @@ def _shows_as_text(markdown: str) -> str:
 
 
 def test_broken_files_show_their_text_escaped_in_the_exo_errors_assets(built):
-    specs = {key.path[-1]: spec for asset in built.definitions.assets
-             for key, spec in asset.specs_by_key.items() if key.path[0] == ERRORS_GROUP}
+    specs = {
+        key.path[-1]: spec
+        for asset in built.definitions.assets
+        for key, spec in asset.specs_by_key.items()
+        if key.path[0] == ERRORS_GROUP
+    }
     assert len(specs) == 4 and any(name.startswith("na_ve_") for name in specs), sorted(specs)  # an ASCII name
     markup = next(spec for name, spec in specs.items() if name.startswith("markup_"))
     html = _shows_as_text(markup.description)

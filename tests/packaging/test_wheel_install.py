@@ -27,7 +27,12 @@ _CHECKOUT_ENTRIES = ("exo_dagster", "__editable__", "satellites", "exo-dagster",
 
 def _tracked_copy(dest: Path) -> Path:
     """The files git tracks or would track (a clean clone once committed): a local build folder cannot change the wheel."""
-    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, check=True).stdout
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout
     for name in filter(None, listing.decode().split("\0")):
         src, dst = REPO / name, dest / name
         if src.is_file():
@@ -40,8 +45,13 @@ def _tracked_copy(dest: Path) -> Path:
 def wheel(tmp_path_factory) -> Path:
     src = _tracked_copy(tmp_path_factory.mktemp("src"))
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                    str(src)], check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     (built,) = out.glob("exo_dagster-*.whl")
     return built
 
@@ -51,8 +61,14 @@ def fresh_venv(tmp_path_factory, wheel) -> Path:
     venv = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               capture_output=True, text=True, check=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     deps = venv / "deps"
     deps.mkdir()
     for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
@@ -60,8 +76,13 @@ def fresh_venv(tmp_path_factory, wheel) -> Path:
             continue
         (deps / entry.name).symlink_to(entry)
     (site / "zz_test_deps.pth").write_text(f"{deps}\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
-                   check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return venv
 
 
@@ -85,7 +106,8 @@ def test_a_cluster_runs_from_an_empty_folder(fresh_venv, tmp_path):
     project = tmp_path / "my-project"
     (project / "clusters" / "data").mkdir(parents=True)
     (project / "clusters" / "data" / "orders.csv").write_text("region,amount\neast,10\nwest,5\neast,7\n")
-    (project / "clusters" / "orders.yaml").write_text(textwrap.dedent("""\
+    (project / "clusters" / "orders.yaml").write_text(
+        textwrap.dedent("""\
         version: 0.0.1b
         cluster:
           identifier: acme/orders
@@ -97,23 +119,35 @@ def test_a_cluster_runs_from_an_empty_folder(fresh_venv, tmp_path):
               identifier: totals
               config:
                 query: select region, sum(amount) as total from ${{ satellites.orders.output }} group by region
-    """))
+    """)
+    )
     home = tmp_path / "home"
     home.mkdir()
     exo = str(fresh_venv / "bin" / "exo")
-    where = subprocess.run([str(fresh_venv / "bin" / "python"), "-c", "import exo_dagster, satellites; "
-                            "print(exo_dagster.__file__); print(satellites.__file__)"],
-                           cwd=project, env=_env(home), capture_output=True, text=True, check=True)
+    where = subprocess.run(
+        [
+            str(fresh_venv / "bin" / "python"),
+            "-c",
+            "import exo_dagster, satellites; print(exo_dagster.__file__); print(satellites.__file__)",
+        ],
+        cwd=project,
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert all(line.startswith(str(fresh_venv)) for line in where.stdout.split()), where.stdout
 
-    check = subprocess.run([exo, "validate", "clusters"], cwd=project, env=_env(home), capture_output=True,
-                           text=True, timeout=300)
+    check = subprocess.run(
+        [exo, "validate", "clusters"], cwd=project, env=_env(home), capture_output=True, text=True, timeout=300
+    )
     assert check.returncode == 0, check.stderr
     assert "cluster/acme/orders -> job acme__orders (2 steps)" in check.stdout
     assert "exospherehost" not in check.stdout  # none of the repository's demo clusters
 
-    run = subprocess.run([exo, "run", "clusters/orders.yaml"], cwd=project, env=_env(home), capture_output=True,
-                         text=True, timeout=600)
+    run = subprocess.run(
+        [exo, "run", "clusters/orders.yaml"], cwd=project, env=_env(home), capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "success" in run.stdout
     outputs = list((home / "exo" / "outputs").rglob("totals.parquet"))
@@ -121,8 +155,9 @@ def test_a_cluster_runs_from_an_empty_folder(fresh_venv, tmp_path):
     totals = dict(pl.read_parquet(outputs[0]).select("region", "total").iter_rows())
     assert totals == {"east": 17, "west": 5}
 
-    listing = subprocess.run([exo, "satellites"], cwd=project, env=_env(home), capture_output=True, text=True,
-                             timeout=300)
+    listing = subprocess.run(
+        [exo, "satellites"], cwd=project, env=_env(home), capture_output=True, text=True, timeout=300
+    )
     assert listing.returncode == 0, listing.stderr
     ids = [line.split("@")[0] for line in listing.stdout.splitlines() if line.startswith("satellite/")]
     assert "satellite/exospherehost/sql" in ids and len(ids) >= 16
@@ -131,12 +166,14 @@ def test_a_cluster_runs_from_an_empty_folder(fresh_venv, tmp_path):
 def test_exo_init_from_the_wheel_makes_a_project_of_its_own(fresh_venv, tmp_path):
     home_unset = {k: v for k, v in _env(tmp_path).items() if k != "DAGSTER_HOME"}
     exo = str(fresh_venv / "bin" / "exo")
-    made = subprocess.run([exo, "init", "team-pipelines"], cwd=tmp_path, env=home_unset, capture_output=True,
-                          text=True, timeout=300)
+    made = subprocess.run(
+        [exo, "init", "team-pipelines"], cwd=tmp_path, env=home_unset, capture_output=True, text=True, timeout=300
+    )
     assert made.returncode == 0, made.stdout + made.stderr
     project = tmp_path / "team-pipelines"
-    check = subprocess.run([exo, "validate", "clusters"], cwd=project, env=home_unset, capture_output=True,
-                           text=True, timeout=300)
+    check = subprocess.run(
+        [exo, "validate", "clusters"], cwd=project, env=home_unset, capture_output=True, text=True, timeout=300
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     oks = [line for line in check.stdout.splitlines() if line.startswith("ok ")]
     assert len(oks) == 1 and "exospherehost" not in check.stdout, check.stdout

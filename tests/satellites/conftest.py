@@ -11,9 +11,19 @@ from exo_dagster import StepContext, StoredTable
 @pytest.fixture
 def make_ctx(tmp_path):
     def make(*, input=None, tables=None, previous=None, secrets=None) -> StepContext:
-        return StepContext(cluster="t/sat", step="s", run_id="r", input=input or {}, rows=None,
-                           tables=tables or {}, previous=previous, secrets=secrets or {},
-                           base_dir=str(tmp_path), data_dir=str(tmp_path / "data"))
+        return StepContext(
+            cluster="t/sat",
+            step="s",
+            run_id="r",
+            input=input or {},
+            rows=None,
+            tables=tables or {},
+            previous=previous,
+            secrets=secrets or {},
+            base_dir=str(tmp_path),
+            data_dir=str(tmp_path / "data"),
+        )
+
     return make
 
 
@@ -23,4 +33,5 @@ def stored(tmp_path):
         path = tmp_path / f"{name}.parquet"
         frame.write_parquet(path)
         return StoredTable(str(path), name=name)
+
     return store

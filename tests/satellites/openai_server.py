@@ -34,15 +34,33 @@ from collections import Counter, defaultdict
 from typing import Any
 
 DIRECTIVE = re.compile(r"\[\[(\w+)(?::([^\]:]*))?(?::([^\]]*))?\]\]")
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 COUNTED = ("429", "500", "503", "hang", "malformed", "badschema", "badbody")
 
 
 class OpenAIServer:
-    def __init__(self, *, latency: float = 0.0, rate_429: float = 0.0, retry_after: str | None = "1",
-                 retry_after_ms: str | None = None, api_key: str | None = None, seed: int = 0,
-                 host: str = "127.0.0.1", port: int = 0, record: bool = True):
+    def __init__(
+        self,
+        *,
+        latency: float = 0.0,
+        rate_429: float = 0.0,
+        retry_after: str | None = "1",
+        retry_after_ms: str | None = None,
+        api_key: str | None = None,
+        seed: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        record: bool = True,
+    ):
         self.latency, self.rate_429 = latency, rate_429
         self.retry_after, self.retry_after_ms = retry_after, retry_after_ms
         self.api_key, self.host, self.port = api_key, host, port
@@ -55,12 +73,12 @@ class OpenAIServer:
         self._tasks: set[asyncio.Task] = set()
 
     def reset(self) -> None:
-        self.requests: Counter[str] = Counter()   # every request, per prompt
-        self.answered: Counter[str] = Counter()   # 200 answers with a completion, per prompt
+        self.requests: Counter[str] = Counter()  # every request, per prompt
+        self.answered: Counter[str] = Counter()  # 200 answers with a completion, per prompt
         self.times: dict[str, list[float]] = defaultdict(list)
         self.bodies: dict[str, list[dict]] = defaultdict(list)
         self.headers: list[dict[str, str]] = []  # every request's headers, in arrival order
-        self.all_bodies: list[dict] = []           # every request's body, in the same order
+        self.all_bodies: list[dict] = []  # every request's body, in the same order
         self.total = 0
 
     @property
@@ -72,7 +90,7 @@ class OpenAIServer:
         self._server = await asyncio.start_server(self._connection, self.host, self.port, backlog=1024)
         self.port = self._server.sockets[0].getsockname()[1]
 
-    def start(self) -> "OpenAIServer":
+    def start(self) -> OpenAIServer:
         """Serve from a background thread; returns once the port is bound."""
         ready = threading.Event()
 
@@ -105,7 +123,7 @@ class OpenAIServer:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._server.wait_closed()
 
-    def __enter__(self) -> "OpenAIServer":
+    def __enter__(self) -> OpenAIServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -130,8 +148,12 @@ class OpenAIServer:
                     headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length") or 0))
                 status, extra, payload = await self._route(method, path, headers, body)
-                head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}", "content-type: application/json",
-                        f"content-length: {len(payload)}", *(f"{k}: {v}" for k, v in extra.items())]
+                head = [
+                    f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}",
+                    "content-type: application/json",
+                    f"content-length: {len(payload)}",
+                    *(f"{k}: {v}" for k, v in extra.items()),
+                ]
                 writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)
                 await writer.drain()
                 if headers.get("connection", "").lower() == "close":
@@ -197,13 +219,19 @@ class OpenAIServer:
         if "think" in flags:
             content = f"<think>Let me think about {prompt[:20]!r}. {{not json}}</think>\n{content}"
         self.answered[prompt] += 1
-        usage = {"prompt_tokens": sum(len(str(m.get("content", "")).split()) for m in messages),
-                 "completion_tokens": len(content.split())}
+        usage = {
+            "prompt_tokens": sum(len(str(m.get("content", "")).split()) for m in messages),
+            "completion_tokens": len(content.split()),
+        }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        payload = {"id": f"chatcmpl-{self.total}", "object": "chat.completion", "created": int(time.time()),
-                   "model": request.get("model", "test-model"),
-                   "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-                   "usage": usage}
+        payload = {
+            "id": f"chatcmpl-{self.total}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.get("model", "test-model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": usage,
+        }
         return 200, {}, json.dumps(payload).encode()
 
     def _answer(self, prompt: str, messages: list[dict], request: dict, behaviour: str) -> str:
@@ -265,8 +293,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--record", action="store_true", help="keep every body, header and arrival time (memory grows)")
     args = parser.parse_args(argv)
-    server = OpenAIServer(latency=args.latency, rate_429=args.rate_429, retry_after=args.retry_after,
-                          retry_after_ms=args.retry_after_ms, seed=args.seed, port=args.port, record=args.record)
+    server = OpenAIServer(
+        latency=args.latency,
+        rate_429=args.rate_429,
+        retry_after=args.retry_after,
+        retry_after_ms=args.retry_after_ms,
+        seed=args.seed,
+        port=args.port,
+        record=args.record,
+    )
 
     async def run() -> None:
         gc.freeze()  # the long-lived start-up objects stay out of every later collection

@@ -187,8 +187,11 @@ class Mailbox:
 
 def _snapshot(folder: Path) -> dict[str, pl.DataFrame | bytes]:
     """Every stored step output: Parquet as a frame (compared by value), anything else as bytes."""
-    return {p.name: pl.read_parquet(p) if p.suffix == ".parquet" else p.read_bytes()
-            for p in sorted(folder.iterdir()) if p.is_file()}
+    return {
+        p.name: pl.read_parquet(p) if p.suffix == ".parquet" else p.read_bytes()
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+    }
 
 
 def _files(root: Path) -> list[str]:
@@ -199,8 +202,11 @@ def _execute(instance, path: Path, parent: str | None = None):
     job = dg.build_reconstructable_job("exo_dagster.cli", "cluster_job", reconstructable_args=(str(path),))
     options = dg.ReexecutionOptions(parent_run_id=parent) if parent else None
     with dg.execute_job(job, instance=instance, raise_on_error=False, reexecution_options=options) as result:
-        retried = {e.step_key.split("__", 1)[0] for e in result.all_events
-                   if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY}
+        retried = {
+            e.step_key.split("__", 1)[0]
+            for e in result.all_events
+            if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+        }
         return result.run_id, result.success, retried
 
 
@@ -228,9 +234,12 @@ EXPECTED = {
 
 def test_every_satellite_retried_and_re_executed_has_its_effects_once(tmp_path, monkeypatch):
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
-    for folder, files in {"inbox": {"orders.csv": ORDERS}, "docs": {"readme.md": "# Orders\n\nLoaded daily.\n",
-                                                                    "notes.html": "<p>Re-runs are safe.</p>"},
-                          "outbox": {"a.txt": "a", "b.txt": "b"}, "trash": {"old.tmp": "old"}}.items():
+    for folder, files in {
+        "inbox": {"orders.csv": ORDERS},
+        "docs": {"readme.md": "# Orders\n\nLoaded daily.\n", "notes.html": "<p>Re-runs are safe.</p>"},
+        "outbox": {"a.txt": "a", "b.txt": "b"},
+        "trash": {"old.tmp": "old"},
+    }.items():
         (tmp_path / folder).mkdir()
         for name, text in files.items():
             (tmp_path / folder / name).write_text(text)
@@ -257,8 +266,11 @@ def test_every_satellite_retried_and_re_executed_has_its_effects_once(tmp_path, 
         llm.stop()
 
     registry = builtin_registry()
-    shipped = [name for name in registry.ids()  # the built-ins: not satellites other test modules declared in-process
-               if getattr(registry.get(name).fn, "__module__", "").startswith("satellites.")]
+    shipped = [
+        name
+        for name in registry.ids()  # the built-ins: not satellites other test modules declared in-process
+        if getattr(registry.get(name).fn, "__module__", "").startswith("satellites.")
+    ]
     covered = {registry.get(name).id.rsplit("/", 1)[1] for name in shipped}  # an alias is its satellite
     assert covered == {name.split(" ")[0] for name in EXPECTED}, covered ^ {name.split(" ")[0] for name in EXPECTED}
     table = _table(after_first, after_again, effects_first, effects_again)
@@ -269,16 +281,24 @@ def test_every_satellite_retried_and_re_executed_has_its_effects_once(tmp_path, 
 def _effects(sink: Sink, mailbox: Mailbox, llm: OpenAIServer, data: Path, cluster_dir: Path) -> dict:
     stores = {name: pl.read_parquet(data / "idem" / f"{name}.parquet") for name in ("orders", "logbook")}
     return {
-        "hook": sink.counts("/hook"), "batch": sink.counts("/batch"), "alert": sink.counts("/alert"),
-        "logs": sink.counts("/logs"), "mail": mailbox.counts(),
-        "labels": (sum(n for p, n in llm.requests.items() if "label order" in p),
-                   sum(n for p, n in llm.answered.items() if "label order" in p)),
-        "reason": (sum(n for p, n in llm.requests.items() if "[[think]]" in p),
-                   sum(n for p, n in llm.answered.items() if "[[think]]" in p)),
+        "hook": sink.counts("/hook"),
+        "batch": sink.counts("/batch"),
+        "alert": sink.counts("/alert"),
+        "logs": sink.counts("/logs"),
+        "mail": mailbox.counts(),
+        "labels": (
+            sum(n for p, n in llm.requests.items() if "label order" in p),
+            sum(n for p, n in llm.answered.items() if "label order" in p),
+        ),
+        "reason": (
+            sum(n for p, n in llm.requests.items() if "[[think]]" in p),
+            sum(n for p, n in llm.answered.items() if "[[think]]" in p),
+        ),
         "store": (stores["orders"].height, hashlib.sha256((data / "idem" / "orders.parquet").read_bytes()).hexdigest()),
         "logbook": stores["logbook"].height,
         "archive": _files(data / "archive") if (data / "archive").exists() else [],
-        "outbox": _files(cluster_dir / "outbox"), "trash": _files(cluster_dir / "trash"),
+        "outbox": _files(cluster_dir / "outbox"),
+        "trash": _files(cluster_dir / "trash"),
     }
 
 
@@ -309,10 +329,16 @@ def _table(first: dict, again: dict, one: dict, two: dict) -> dict[str, tuple[st
         "get-files": (same("files"), "-", "-"),
         "read-table": (same("orders"), "-", "-"),
         "sql": (same("totals"), "-", "-"),
-        "write-table upsert": (same("store"), f"target: {one['store'][0]} rows",
-                               "target: same bytes" if one["store"] == two["store"] else "target: changed"),
-        "write-table append": (logbook, f"target: {one['logbook']} rows",
-                               f"target: +{two['logbook'] - one['logbook']} rows (by design)"),
+        "write-table upsert": (
+            same("store"),
+            f"target: {one['store'][0]} rows",
+            "target: same bytes" if one["store"] == two["store"] else "target: changed",
+        ),
+        "write-table append": (
+            logbook,
+            f"target: {one['logbook']} rows",
+            f"target: +{two['logbook'] - one['logbook']} rows (by design)",
+        ),
         "call-webhook per-row": effect("hook", "hook"),
         "call-webhook per-batch": effect("batchhook", "batch"),
         "send-alert": effect("alert", "alert"),
@@ -323,8 +349,11 @@ def _table(first: dict, again: dict, one: dict, two: dict) -> dict[str, tuple[st
         "parse-document": (same("docs"), "-", "-"),
         "chunk-text": (same("chunks"), "-", "-"),
         "embed-text": (same("vectors"), "-", "-"),
-        "move-file": ("status already-moved", f"{len(one['archive'])} moved",
-                      f"{len(two['archive']) - len(one['archive'])}"),
+        "move-file": (
+            "status already-moved",
+            f"{len(one['archive'])} moved",
+            f"{len(two['archive']) - len(one['archive'])}",
+        ),
         "delete-file": ("status missing", "1 deleted", "0"),
     }
 
@@ -362,5 +391,8 @@ def test_a_batch_is_delivered_once_per_run_or_partition(tmp_path):
             return len(server.to("/batch"))
 
         assert [run("a"), run("a"), run("b", root="a"), run("c")] == [1, 1, 1, 2]  # retry, re-execution, new run
-        assert [run("d", partition="2024-01-01"), run("e", partition="2024-01-01"),
-                run("f", partition="2024-01-02")] == [3, 3, 4]
+        assert [
+            run("d", partition="2024-01-01"),
+            run("e", partition="2024-01-01"),
+            run("f", partition="2024-01-02"),
+        ] == [3, 3, 4]

@@ -46,8 +46,11 @@ def _dist(site: Path, name: str, groups: dict[str, dict[str, str]], modules: dic
     info = site / f"{name.replace('-', '_')}-0.1.0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text("".join(f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) + "\n"
-                                                   for group, eps in groups.items()))
+    (info / "entry_points.txt").write_text(
+        "".join(
+            f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) + "\n" for group, eps in groups.items()
+        )
+    )
     for module, source in (modules or {}).items():
         (site / f"{module}.py").write_text(textwrap.dedent(source))
     return site
@@ -60,12 +63,21 @@ def _exo(site: Path) -> Path:
 
 def _run(code: str, *sites: Path, cwd: Path = REPO, **env: str) -> list:
     """Run `code` in a fresh interpreter; what it passes to `out(value)` is returned, in order."""
-    environ = {k: v for k, v in os.environ.items()
-               if k not in ("EXO_DATA_DIR", "EXO_CLUSTERS", "DAGSTER_HOME", "EXO_SATELLITE_PATH", "PYTHONPATH")}
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("EXO_DATA_DIR", "EXO_CLUSTERS", "DAGSTER_HOME", "EXO_SATELLITE_PATH", "PYTHONPATH")
+    }
     environ.update(env, PYTHONPATH=os.pathsep.join([*map(str, sites), str(REPO)]))
     prelude = "import json, sys\ndef out(value):\n    print('@@' + json.dumps(value), flush=True)\n"
-    out = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], cwd=cwd, env=environ,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-5000:]
     return [json.loads(line[2:]) for line in out.stdout.splitlines() if line.startswith("@@")]
 
@@ -166,7 +178,8 @@ def test_the_index_lists_exactly_what_each_builtin_package_declares():
     assert all(any(m == p or m.startswith(p + ".") for p in PACKAGES.values()) for m in INDEX.values())
 
 
-ACME = {"acme_hello": """
+ACME = {
+    "acme_hello": """
     from exo_dagster.sdk import SatelliteConfig, satellite
 
     class Config(SatelliteConfig):
@@ -175,7 +188,8 @@ ACME = {"acme_hello": """
     @satellite("satellite/acme/hello", config=Config)
     def hello(ctx, config):
         return None
-"""}
+"""
+}
 
 
 def test_a_plugin_without_an_index_loads_eagerly(tmp_path):
@@ -190,10 +204,15 @@ def test_a_plugin_without_an_index_loads_eagerly(tmp_path):
 
 
 def test_an_indexed_plugin_that_fails_to_import_is_named_as_before(tmp_path):
-    site = _dist(_exo(tmp_path / "site"), "acme-broken",
-                 {"exo_dagster.satellites": {"broken": "acme_broken"},
-                  "exo_dagster.satellite_index": {"satellite/acme/boom": "acme_broken"}},
-                 {"acme_broken": "raise RuntimeError('acme needs the ACME_LICENSE variable')\n"})
+    site = _dist(
+        _exo(tmp_path / "site"),
+        "acme-broken",
+        {
+            "exo_dagster.satellites": {"broken": "acme_broken"},
+            "exo_dagster.satellite_index": {"satellite/acme/boom": "acme_broken"},
+        },
+        {"acme_broken": "raise RuntimeError('acme needs the ACME_LICENSE variable')\n"},
+    )
     code = """
     from exo_dagster.catalog.registry import default_registry
     from exo_dagster.spec.lookup import UnknownSatellite
@@ -206,17 +225,25 @@ def test_an_indexed_plugin_that_fails_to_import_is_named_as_before(tmp_path):
     out(r.problems())
     """
     (imported, early), (error, note), problems = _run(code, site)
-    named = ("plugin `acme-broken` (entry point `broken = acme_broken`) failed to load: "
-             "RuntimeError: acme needs the ACME_LICENSE variable")
+    named = (
+        "plugin `acme-broken` (entry point `broken = acme_broken`) failed to load: "
+        "RuntimeError: acme needs the ACME_LICENSE variable"
+    )
     assert not imported and early == []  # not imported until a cluster uses its id
     assert error == "unknown satellite `satellite/acme/boom`" and note == named
     assert problems == [named]
 
 
 def test_an_index_that_names_the_wrong_module_still_resolves_and_is_named(tmp_path):
-    site = _dist(_exo(tmp_path / "site"), "acme",
-                 {"exo_dagster.satellites": {"acme": "acme_hello"},
-                  "exo_dagster.satellite_index": {"satellite/acme/ghost": "acme_hello"}}, ACME)
+    site = _dist(
+        _exo(tmp_path / "site"),
+        "acme",
+        {
+            "exo_dagster.satellites": {"acme": "acme_hello"},
+            "exo_dagster.satellite_index": {"satellite/acme/ghost": "acme_hello"},
+        },
+        ACME,
+    )
     code = f"""
     from exo_dagster.catalog.registry import default_registry
     from exo_dagster.spec.lookup import UnknownSatellite
@@ -230,15 +257,27 @@ def test_an_index_that_names_the_wrong_module_still_resolves_and_is_named(tmp_pa
     """
     (source, loaded), note, problems = _run(code, site)
     assert source == "acme" and loaded == ["ai", "documents", "files", "notify", "tables"]  # not indexed: everything
-    assert "the satellite index of `acme` names `satellite/acme/ghost` in `acme_hello`, which does not declare it" in note
-    assert len(problems) == 2 and "`satellite/acme/hello` is declared by `acme` but missing from its satellite index" in problems[1]
+    assert (
+        "the satellite index of `acme` names `satellite/acme/ghost` in `acme_hello`, which does not declare it" in note
+    )
+    assert (
+        len(problems) == 2
+        and "`satellite/acme/hello` is declared by `acme` but missing from its satellite index" in problems[1]
+    )
 
 
 def test_an_id_of_an_eager_and_an_indexed_distribution_is_ambiguous(tmp_path):
     site = _dist(_exo(tmp_path / "site"), "acme", {"exo_dagster.satellites": {"acme": "acme_hello"}}, ACME)
     fork = {"acme_fork": ACME["acme_hello"]}
-    site = _dist(site, "acme-fork", {"exo_dagster.satellites": {"fork": "acme_fork"},
-                                     "exo_dagster.satellite_index": {"satellite/acme/hello": "acme_fork"}}, fork)
+    site = _dist(
+        site,
+        "acme-fork",
+        {
+            "exo_dagster.satellites": {"fork": "acme_fork"},
+            "exo_dagster.satellite_index": {"satellite/acme/hello": "acme_fork"},
+        },
+        fork,
+    )
     code = """
     from exo_dagster.catalog.registry import default_registry
     from exo_dagster.spec.lookup import UnknownSatellite

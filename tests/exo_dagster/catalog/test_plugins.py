@@ -55,8 +55,23 @@ def _install(source: Path, tmp: Path) -> Path:
     work = tmp / "src" / source.name
     shutil.copytree(source, work)  # setuptools builds in the source tree: keep the repository clean
     site = tmp / "site" / source.name
-    out = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-                          "--target", str(site), str(work)], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(site),
+            str(work),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert list(site.glob("*.dist-info/entry_points.txt")), f"no entry points installed in {site}"
     return site
@@ -71,17 +86,22 @@ def sites(tmp_path_factory) -> dict[str, Path]:
     shutil.copytree(PLUGINS / "exo-acme-satellites", fork)
     (fork / "exo_acme_satellites").rename(fork / "exo_acme_fork")
     pyproject = (fork / "pyproject.toml").read_text()
-    (fork / "pyproject.toml").write_text(pyproject.replace('name = "exo-acme-satellites"', 'name = "exo-acme-fork"')
-                                         .replace('acme = "exo_acme_satellites"', 'acme-fork = "exo_acme_fork"')
-                                         .replace('"satellite/acme/shout" = "exo_acme_satellites"', '"satellite/acme/shout" = "exo_acme_fork"')
-                                         .replace('packages = ["exo_acme_satellites"]', 'packages = ["exo_acme_fork"]'))
+    (fork / "pyproject.toml").write_text(
+        pyproject.replace('name = "exo-acme-satellites"', 'name = "exo-acme-fork"')
+        .replace('acme = "exo_acme_satellites"', 'acme-fork = "exo_acme_fork"')
+        .replace('"satellite/acme/shout" = "exo_acme_satellites"', '"satellite/acme/shout" = "exo_acme_fork"')
+        .replace('packages = ["exo_acme_satellites"]', 'packages = ["exo_acme_fork"]')
+    )
     out["exo-acme-fork"] = _install(fork, tmp)
     return out
 
 
 def _env(*sites: Path, dagster_home: Path | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("EXO_DATA_DIR", "EXO_CLUSTERS", "DAGSTER_HOME", "EXO_SATELLITE_PATH", "PYTHONPATH")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("EXO_DATA_DIR", "EXO_CLUSTERS", "DAGSTER_HOME", "EXO_SATELLITE_PATH", "PYTHONPATH")
+    }
     env["PYTHONPATH"] = os.pathsep.join([*map(str, sites), str(REPO)])
     if dagster_home is not None:
         env["DAGSTER_HOME"] = str(dagster_home)
@@ -89,8 +109,14 @@ def _env(*sites: Path, dagster_home: Path | None = None) -> dict[str, str]:
 
 
 def exo(*args: str, sites: tuple[Path, ...] = (), dagster_home: Path | None = None, cwd: Path = REPO):
-    return subprocess.run([str(EXO), *args], cwd=cwd, env=_env(*sites, dagster_home=dagster_home),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(EXO), *args],
+        cwd=cwd,
+        env=_env(*sites, dagster_home=dagster_home),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _cluster(folder: Path, text: str = CLUSTER, name: str = "shouting.yaml") -> Path:
@@ -106,10 +132,14 @@ def test_a_plugin_satellite_is_listed_with_its_distribution(sites):
     result = exo("satellites", sites=(acme,))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "satellite/acme/shout@0.1.0" in [line.split()[0] for line in result.stdout.splitlines() if line.strip()]
-    code = ("import sys; from exo_dagster.catalog.registry import default_registry as d; r = d(); "
-            "deferred = 'exo_acme_satellites' not in sys.modules; "  # it has an index: imported on first use
-            "print(deferred, r.source('satellite/acme/shout'), r.source('satellite/exospherehost/sql'), r.problems())")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(acme), capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys; from exo_dagster.catalog.registry import default_registry as d; r = d(); "
+        "deferred = 'exo_acme_satellites' not in sys.modules; "  # it has an index: imported on first use
+        "print(deferred, r.source('satellite/acme/shout'), r.source('satellite/exospherehost/sql'), r.problems())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=_env(acme), capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "exo-acme-satellites", "exo-dagster", "[]"]
 
@@ -151,19 +181,25 @@ def test_a_plugin_that_fails_to_import_is_named_and_the_rest_loads(sites, tmp_pa
     assert result.returncode == 1, output
     assert "ok  " in result.stdout and "acme__healthy" in result.stdout
     assert f"{cluster}:" in output and "unknown satellite `satellite/acme/shout@0.1.0`" in output
-    named = ("plugin `exo-broken-satellites` (entry point `broken = exo_broken_satellites`) failed to load: "
-             "RuntimeError: exo-broken-satellites needs the ACME_LICENSE environment variable")
+    named = (
+        "plugin `exo-broken-satellites` (entry point `broken = exo_broken_satellites`) failed to load: "
+        "RuntimeError: exo-broken-satellites needs the ACME_LICENSE environment variable"
+    )
     assert named in output  # in the cluster's hint, and as a warning of its own
     assert f"warning: {named}" in result.stderr
     assert "Traceback" not in output
 
     # the code location: the healthy cluster's job loads; the other file is an exo_errors asset naming the plugin
-    code = ("import sys; from exo_dagster.location import definitions_for; d = definitions_for(sys.argv[1]); "
-            "r = d.get_repository_def(); print(sorted(r.job_names)); "
-            "print([a.descriptions_by_key for a in r.assets_defs_by_key.values() if 'exo_errors' in a.group_names_by_key.values()])")
+    code = (
+        "import sys; from exo_dagster.location import definitions_for; d = definitions_for(sys.argv[1]); "
+        "r = d.get_repository_def(); print(sorted(r.job_names)); "
+        "print([a.descriptions_by_key for a in r.assets_defs_by_key.values() if 'exo_errors' in a.group_names_by_key.values()])"
+    )
     env = _env(broken)
     env["DAGSTER_HOME"] = str(tmp_path / "home")
-    out = subprocess.run([sys.executable, "-c", code, str(folder)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(folder)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-5000:]
     assert "acme__healthy" in out.stdout.splitlines()[0] and "acme__shouting" not in out.stdout.splitlines()[0]
     assert "exo-broken-satellites" in out.stdout.splitlines()[1] and "ACME_LICENSE" in out.stdout.splitlines()[1]

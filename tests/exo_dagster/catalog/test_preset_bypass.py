@@ -78,34 +78,91 @@ ID = 'id: "$${{ satellites.rows.output.id }}"'
 
 # name: (the Call step's body, the line marker and the text on it where the error is, the message)
 ATTEMPTS = {
-    "config, as written": (f'      config: {{url: "{ATTACKER}"}}', "config: {url:", "url",
-                           "`url` is fixed by `satellite/acme/hook`"),
-    "config, upper case": (f'      config: {{URL: "{ATTACKER}"}}', "config: {URL:", "URL",
-                           "`URL` names `url`, which is fixed by `satellite/acme/hook`"),
-    "config, Python spelling": ("      config: {follow_redirects: false}", "follow_redirects", None,
-                                "`follow_redirects` is fixed by `satellite/acme/hook`"),
-    "config, mixed case and hyphen": ("      config: {Verify-TLS: false}", "Verify-TLS", None,
-                                      "`Verify-TLS` names `verify-tls`, which is fixed by"),
-    "config, YAML merge key": ("      config: {<<: *evil, timeout: 5}", "config: &evil {url:", "url",
-                               "`url` is fixed by `satellite/acme/hook`"),
-    "config, YAML alias": ("      config: *evil", "config: &evil {url:", "url",
-                           "`url` is fixed by `satellite/acme/hook`"),
-    "config, one field twice": ("      config: {max-redirects: 1, max_redirects: 9}", "max_redirects", None,
-                                "`max_redirects` sets `max-redirects` a second time"),
-    "input, per row": (f"      input: {{url: {ROW}}}", "input: {url:", "url",
-                       "`input.url` would set `url`, which is fixed by `satellite/acme/hook`"),
-    "input, one value for every row": (f'      input: {{url: "{ATTACKER}", {ID}}}', "input: {url:", "url",
-                                       "`input.url` would set `url`, which is fixed by"),
-    "input, from a run input": (f'      input: {{url: "${{{{ inputs.target }}}}", {ID}}}', "input: {url:", "url",
-                                "`input.url` would set `url`, which is fixed by"),
+    "config, as written": (
+        f'      config: {{url: "{ATTACKER}"}}',
+        "config: {url:",
+        "url",
+        "`url` is fixed by `satellite/acme/hook`",
+    ),
+    "config, upper case": (
+        f'      config: {{URL: "{ATTACKER}"}}',
+        "config: {URL:",
+        "URL",
+        "`URL` names `url`, which is fixed by `satellite/acme/hook`",
+    ),
+    "config, Python spelling": (
+        "      config: {follow_redirects: false}",
+        "follow_redirects",
+        None,
+        "`follow_redirects` is fixed by `satellite/acme/hook`",
+    ),
+    "config, mixed case and hyphen": (
+        "      config: {Verify-TLS: false}",
+        "Verify-TLS",
+        None,
+        "`Verify-TLS` names `verify-tls`, which is fixed by",
+    ),
+    "config, YAML merge key": (
+        "      config: {<<: *evil, timeout: 5}",
+        "config: &evil {url:",
+        "url",
+        "`url` is fixed by `satellite/acme/hook`",
+    ),
+    "config, YAML alias": (
+        "      config: *evil",
+        "config: &evil {url:",
+        "url",
+        "`url` is fixed by `satellite/acme/hook`",
+    ),
+    "config, one field twice": (
+        "      config: {max-redirects: 1, max_redirects: 9}",
+        "max_redirects",
+        None,
+        "`max_redirects` sets `max-redirects` a second time",
+    ),
+    "input, per row": (
+        f"      input: {{url: {ROW}}}",
+        "input: {url:",
+        "url",
+        "`input.url` would set `url`, which is fixed by `satellite/acme/hook`",
+    ),
+    "input, one value for every row": (
+        f'      input: {{url: "{ATTACKER}", {ID}}}',
+        "input: {url:",
+        "url",
+        "`input.url` would set `url`, which is fixed by",
+    ),
+    "input, from a run input": (
+        f'      input: {{url: "${{{{ inputs.target }}}}", {ID}}}',
+        "input: {url:",
+        "url",
+        "`input.url` would set `url`, which is fixed by",
+    ),
     "input, upper case": (f"      input: {{URL: {ROW}}}", "input: {URL:", "URL", "`input.URL` would set `url`"),
-    "input, full-width letters": (f"      input: {{ｕｒｌ: {ROW}}}", "input: {ｕｒｌ:", "ｕｒｌ", "`input.ｕｒｌ` would set `url`"),
-    "input, trailing hyphen": (f"      input: {{Method-: GET, {ID}}}", "Method-", None,
-                               "`input.Method-` would set `method`, which is fixed by"),
-    "input, YAML merge key": (f"      input: {{<<: *evilrow, {ID}}}", "input: &evilrow {url:", "url",
-                              "`input.url` would set `url`, which is fixed by"),
-    "input, a field fixed at its default": (f"      input: {{body: {ROW}}}", "input: {body:", "body",
-                                            "`input.body` would set `body`, which is fixed by"),
+    "input, full-width letters": (
+        f"      input: {{ｕｒｌ: {ROW}}}",
+        "input: {ｕｒｌ:",
+        "ｕｒｌ",
+        "`input.ｕｒｌ` would set `url`",
+    ),
+    "input, trailing hyphen": (
+        f"      input: {{Method-: GET, {ID}}}",
+        "Method-",
+        None,
+        "`input.Method-` would set `method`, which is fixed by",
+    ),
+    "input, YAML merge key": (
+        f"      input: {{<<: *evilrow, {ID}}}",
+        "input: &evilrow {url:",
+        "url",
+        "`input.url` would set `url`, which is fixed by",
+    ),
+    "input, a field fixed at its default": (
+        f"      input: {{body: {ROW}}}",
+        "input: {body:",
+        "body",
+        "`input.body` would set `body`, which is fixed by",
+    ),
 }
 
 
@@ -165,8 +222,9 @@ def test_exo_validate_and_the_code_location_refuse_a_per_row_url(tmp_path):
     dropped = ("EXO_DATA_DIR", "EXO_CLUSTERS", "DAGSTER_HOME", presets.PATH_ENV)
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["PYTHONPATH"] = str(REPO)
-    result = subprocess.run([str(EXO), "validate", str(folder)], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [str(EXO), "validate", str(folder)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert f"{file}:{line}:{column}: error: {message}" in output
@@ -187,8 +245,9 @@ satellite:
   config: {path: out/sink.parquet, table: events}
 """
     registry = presets.load_presets([_write(tmp_path / "s.satellite.yaml", sink)], default_registry()).registry
-    text = CLUSTER.format(attacker=ATTACKER, call='      input: {table: "${{ satellites.rows.output }}"}') \
-        .replace("uses: satellite/acme/hook", "uses: satellite/acme/sink")
+    text = CLUSTER.format(attacker=ATTACKER, call='      input: {table: "${{ satellites.rows.output }}"}').replace(
+        "uses: satellite/acme/hook", "uses: satellite/acme/sink"
+    )
     step = parse_cluster(text, "c.yaml", registry=registry).step("call")  # write-table declares no overrides
     assert step.config["table"] == "events"
 
@@ -211,8 +270,10 @@ def test_a_satellite_that_does_not_declare_its_overrides_is_taken_to_let_any_inp
     merged = default_registry().merged(registry)
     files = []
     for name in ("undeclared", "declared"):
-        text = f"version: 0.0.1b\nsatellite:\n  id: satellite/acme/q-{name}\n  uses: satellite/acme/{name}\n" \
-               "  config: {level: warn}\n"
+        text = (
+            f"version: 0.0.1b\nsatellite:\n  id: satellite/acme/q-{name}\n  uses: satellite/acme/{name}\n"
+            "  config: {level: warn}\n"
+        )
         files.append(_write(tmp_path / f"{name}.satellite.yaml", text))
     loaded = presets.load_presets(files, merged)
     assert not loaded.broken, loaded.broken
@@ -237,8 +298,9 @@ def _variants(name: str, rng: random.Random) -> str:
 def test_no_spelling_of_a_fixed_field_gets_through_config_or_input(tmp_path):
     """Property: every generated spelling of every fixed call-webhook field is refused, in `input:` by the
     shared rule and in `config:` by the checker (or by pydantic, as an unknown key)."""
-    registry = presets.load_presets([_write(tmp_path / "h.satellite.yaml", HOOK.format(url="http://127.0.0.1:9/p"))],
-                                    default_registry()).registry
+    registry = presets.load_presets(
+        [_write(tmp_path / "h.satellite.yaml", HOOK.format(url="http://127.0.0.1:9/p"))], default_registry()
+    ).registry
     definition = registry.get(HOOK_ID)
     overridable = set(preset_rules.input_targets(definition).values())
     assert overridable == {"url", "method", "body"}
@@ -264,8 +326,13 @@ def test_no_spelling_of_a_fixed_field_gets_through_config_or_input(tmp_path):
 def test_the_runtime_rule_refuses_a_step_that_changes_a_fixed_field():
     registry = presets.load_presets([], default_registry()).registry
     base = registry.get("satellite/exospherehost/call-webhook")
-    definition = dataclasses.replace(base, id=HOOK_ID, fixed_config={"url": "http://p", "mode": "per-row"},
-                                     open_config=("timeout",), based_on=f"{base.id}@{base.version}")
+    definition = dataclasses.replace(
+        base,
+        id=HOOK_ID,
+        fixed_config={"url": "http://p", "mode": "per-row"},
+        open_config=("timeout",),
+        based_on=f"{base.id}@{base.version}",
+    )
     kept = {"url": "http://p", "mode": "per-row", "timeout": 3}
     assert preset_rules.step_problems(definition, kept, {"id": "$${{ satellites.r.output.id }}"}) == []
     forged = {
@@ -309,11 +376,18 @@ def test_a_run_sends_only_to_the_presets_url_and_refuses_a_forged_step(tmp_path,
         _write(tmp_path / "hook.satellite.yaml", HOOK.format(url=preset.url + "/preset"))
         cluster = load_cluster_file(_write(tmp_path / "hooks.yaml", E2E.format(attacker=attacker.url + "/stolen")))
         forged_input = {"url": json.loads(ROW), "id": "$${{ satellites.rows.output.id }}"}
-        cluster.steps = [dataclasses.replace(s, spec=s.spec.model_copy(update={"input": forged_input}))
-                         if s.identifier == "forged" else s for s in cluster.steps]
+        cluster.steps = [
+            dataclasses.replace(s, spec=s.spec.model_copy(update={"input": forged_input}))
+            if s.identifier == "forged"
+            else s
+            for s in cluster.steps
+        ]
 
-        result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(
-            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+        result = (
+            compile_cluster(cluster)
+            .resolve_job_def(cluster.job_name)
+            .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+        )
 
         [sent] = preset.to("/preset")
         assert sent.headers["Authorization"] == "Bearer tok-preset-only-123456"
@@ -331,5 +405,7 @@ def test_a_preset_that_writes_one_field_twice_is_a_located_error(tmp_path):
     with pytest.raises(SpecError) as info:
         presets.load_preset_file(file, default_registry())
     line, column = _at(text, "max_redirects")
-    assert f"{file}:{line}:{column}: error: `max_redirects` sets `max-redirects` a second time (as `max-redirects` " \
-           "above)" in str(info.value)
+    assert (
+        f"{file}:{line}:{column}: error: `max_redirects` sets `max-redirects` a second time (as `max-redirects` "
+        "above)" in str(info.value)
+    )

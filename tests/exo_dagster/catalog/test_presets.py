@@ -134,13 +134,19 @@ def test_a_preset_compiles_and_runs_with_an_open_field_overridden(tmp_path, monk
     assert more.config == {"format": "csv", "separator": ",", "path": "more.csv"}  # the open field, overridden
 
     defs = compile_cluster(cluster)
-    result = defs.resolve_job_def(cluster.job_name).execute_in_process(instance=dg.DagsterInstance.ephemeral(),
-                                                                       raise_on_error=False)
+    result = defs.resolve_job_def(cluster.job_name).execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
     assert result.success
     out = pl.read_parquet(tmp_path / "data" / "outputs" / "acme__people" / "everyone.parquet")
-    assert out.to_dicts() == [{"name": "ADA", "city": "london"}, {"name": "ALAN", "city": "wilmslow"},
-                              {"name": "GRACE", "city": "arlington"}]
-    spec = defs.resolve_assets_def(dg.AssetKey(["acme", "people", "people"])).specs_by_key[dg.AssetKey(["acme", "people", "people"])]
+    assert out.to_dicts() == [
+        {"name": "ADA", "city": "london"},
+        {"name": "ALAN", "city": "wilmslow"},
+        {"name": "GRACE", "city": "arlington"},
+    ]
+    spec = defs.resolve_assets_def(dg.AssetKey(["acme", "people", "people"])).specs_by_key[
+        dg.AssetKey(["acme", "people", "people"])
+    ]
     assert spec.metadata["exo/satellite"] == "satellite/acme/people-csv@1.2.0"
 
 
@@ -164,8 +170,12 @@ def test_an_llm_preset_validates_and_leaves_only_its_open_fields(tmp_path):
     folder = _write(tmp_path, {"summarize.satellite.yaml": SUMMARIZE, "tickets.yaml": TICKETS})
     cluster = load_cluster_file(folder / "tickets.yaml")
     step = cluster.step("summaries")
-    assert step.config == {"model": "gpt-4o-mini", "system": "Summarize the support ticket in one sentence.",
-                           "max-tokens": 120, "temperature": 0.2}
+    assert step.config == {
+        "model": "gpt-4o-mini",
+        "system": "Summarize the support ticket in one sentence.",
+        "max-tokens": 120,
+        "temperature": 0.2,
+    }
     assert set(step.secrets) == {"API_KEY"}  # secrets are always the cluster's
 
     fixed = TICKETS.replace("        temperature: 0.2\n", "        temperature: 0.2\n        model: gpt-4o\n")
@@ -174,8 +184,10 @@ def test_an_llm_preset_validates_and_leaves_only_its_open_fields(tmp_path):
         load_cluster_file(folder / "tickets.yaml")
     line, column = _at(fixed, "model: gpt-4o", "model")
     text = str(info.value)
-    assert f"{folder / 'tickets.yaml'}:{line}:{column}: error: `model` is fixed by `satellite/acme/summarize`, " \
-           "a configured satellite of `satellite/exospherehost/llm-complete@1.0.0`" in text
+    assert (
+        f"{folder / 'tickets.yaml'}:{line}:{column}: error: `model` is fixed by `satellite/acme/summarize`, "
+        "a configured satellite of `satellite/exospherehost/llm-complete@1.0.0`" in text
+    )
     assert "fix: clusters may set only its open fields: `temperature`, `timeout`" in text
 
     bad_value = TICKETS.replace("temperature: 0.2", "temperature: 7")  # open, but checked by the base's model
@@ -183,33 +195,83 @@ def test_an_llm_preset_validates_and_leaves_only_its_open_fields(tmp_path):
     with pytest.raises(SpecError) as info:
         load_cluster_file(folder / "tickets.yaml")
     line, column = _at(bad_value, "temperature: 7", "7")
-    assert f"tickets.yaml:{line}:{column}: error: `temperature`: Input should be less than or equal to 2" in str(info.value)
+    assert f"tickets.yaml:{line}:{column}: error: `temperature`: Input should be less than or equal to 2" in str(
+        info.value
+    )
 
 
 BAD_PRESETS = {
-    "unknown base": (PRESET.replace("exospherehost/read-table", "exospherehost/read-tabel"),
-                     "uses: satellite", "satellite/", "unknown satellite `satellite/exospherehost/read-tabel`",
-                     "did you mean `satellite/exospherehost/read-table`"),
-    "invalid fixed value": (PRESET.replace("format: csv", "format: xml"), "format: xml", "xml",
-                            "`format`: Input should be 'auto', 'csv', 'jsonl', 'parquet' or 'excel'", ""),
-    "unknown fixed key": (PRESET.replace("separator: \";\"", "seperator: \";\""), "seperator", None,
-                          "unknown key `seperator`", "did you mean `separator`?"),
-    "open names no field": (PRESET.replace("open: [path, separator]", "open: [path, colour]"), "open:", "colour",
-                            "`open`: `colour` is not a config field of `satellite/exospherehost/read-table`", "its fields:"),
-    "bad id": (PRESET.replace("id: satellite/acme/people-csv", "id: acme/people-csv"), "id: acme", "acme",
-               "`id`: `acme/people-csv` is not a satellite id", "satellite/<project>/<name>"),
-    "id taken": (PRESET.replace("id: satellite/acme/people-csv", "id: satellite/exospherehost/sql"), "id: satellite",
-                 "satellite/", "satellite `satellite/exospherehost/sql` already exists (exo-dagster)", ""),
-    "required field neither fixed nor open": (SUMMARIZE.replace("    model: gpt-4o-mini\n", ""), "config:", "config",
-                                              "missing required field `model` of `satellite/exospherehost/llm-complete`",
-                                              "add `model` to `open:`"),
-    "table reference": (PRESET.replace("format: csv", "path: ${{ satellites.files.output.path }}"), "path: $", "$",
-                        "`${{ satellites.files.output.path }}`: a configured satellite's config may use only",
-                        "leave this field `open:`"),
-    "fixed secrets": (SUMMARIZE.replace("    max-tokens: 120\n", "    max-tokens: 120\n    secrets: [{API_KEY: x}]\n"),
-                      "secrets:", None, "a configured satellite cannot fix `secrets`", ""),
+    "unknown base": (
+        PRESET.replace("exospherehost/read-table", "exospherehost/read-tabel"),
+        "uses: satellite",
+        "satellite/",
+        "unknown satellite `satellite/exospherehost/read-tabel`",
+        "did you mean `satellite/exospherehost/read-table`",
+    ),
+    "invalid fixed value": (
+        PRESET.replace("format: csv", "format: xml"),
+        "format: xml",
+        "xml",
+        "`format`: Input should be 'auto', 'csv', 'jsonl', 'parquet' or 'excel'",
+        "",
+    ),
+    "unknown fixed key": (
+        PRESET.replace('separator: ";"', 'seperator: ";"'),
+        "seperator",
+        None,
+        "unknown key `seperator`",
+        "did you mean `separator`?",
+    ),
+    "open names no field": (
+        PRESET.replace("open: [path, separator]", "open: [path, colour]"),
+        "open:",
+        "colour",
+        "`open`: `colour` is not a config field of `satellite/exospherehost/read-table`",
+        "its fields:",
+    ),
+    "bad id": (
+        PRESET.replace("id: satellite/acme/people-csv", "id: acme/people-csv"),
+        "id: acme",
+        "acme",
+        "`id`: `acme/people-csv` is not a satellite id",
+        "satellite/<project>/<name>",
+    ),
+    "id taken": (
+        PRESET.replace("id: satellite/acme/people-csv", "id: satellite/exospherehost/sql"),
+        "id: satellite",
+        "satellite/",
+        "satellite `satellite/exospherehost/sql` already exists (exo-dagster)",
+        "",
+    ),
+    "required field neither fixed nor open": (
+        SUMMARIZE.replace("    model: gpt-4o-mini\n", ""),
+        "config:",
+        "config",
+        "missing required field `model` of `satellite/exospherehost/llm-complete`",
+        "add `model` to `open:`",
+    ),
+    "table reference": (
+        PRESET.replace("format: csv", "path: ${{ satellites.files.output.path }}"),
+        "path: $",
+        "$",
+        "`${{ satellites.files.output.path }}`: a configured satellite's config may use only",
+        "leave this field `open:`",
+    ),
+    "fixed secrets": (
+        SUMMARIZE.replace("    max-tokens: 120\n", "    max-tokens: 120\n    secrets: [{API_KEY: x}]\n"),
+        "secrets:",
+        None,
+        "a configured satellite cannot fix `secrets`",
+        "",
+    ),
     "unknown key": (PRESET.replace("  open:", "  opne:"), "opne:", None, "unknown key `opne`", "did you mean `open`?"),
-    "yaml syntax": (PRESET.replace("format: csv", "format: [csv"), "format: [", "[", "unclosed `[`", "close it with `]`"),
+    "yaml syntax": (
+        PRESET.replace("format: csv", "format: [csv"),
+        "format: [",
+        "[",
+        "unclosed `[`",
+        "close it with `]`",
+    ),
 }
 
 
@@ -232,8 +294,9 @@ def test_each_preset_mistake_is_located_in_the_preset_file(tmp_path, case):
 
 
 def test_a_preset_is_not_based_on_another_preset(tmp_path):
-    other = PRESET.replace("id: satellite/acme/people-csv", "id: satellite/acme/more-csv") \
-                  .replace("uses: satellite/exospherehost/read-table", "uses: satellite/acme/people-csv")
+    other = PRESET.replace("id: satellite/acme/people-csv", "id: satellite/acme/more-csv").replace(
+        "uses: satellite/exospherehost/read-table", "uses: satellite/acme/people-csv"
+    )
     folder = _write(tmp_path, {"a.satellite.yaml": PRESET, "b.satellite.yaml": other})
     loaded = presets.presets_for([folder], default_registry())
     [broken] = loaded.broken
@@ -267,30 +330,45 @@ def test_the_search_path_env_and_the_cluster_folder(tmp_path, monkeypatch):
 
 def test_a_broken_preset_is_isolated_in_the_location(tmp_path):
     broken_preset = PRESET.replace("format: csv", "format: xml")
-    healthy = CLUSTER.replace("identifier: acme/people", "identifier: acme/healthy") \
-                     .replace("uses: satellite/acme/people-csv@1.2.0", "uses: satellite/exospherehost/read-table") \
-                     .replace("uses: satellite/acme/people-csv", "uses: satellite/exospherehost/read-table")
-    folder = _write(tmp_path / "location", {"people.satellite.yaml": broken_preset, "people.yaml": CLUSTER, "healthy.yaml": healthy})
+    healthy = (
+        CLUSTER.replace("identifier: acme/people", "identifier: acme/healthy")
+        .replace("uses: satellite/acme/people-csv@1.2.0", "uses: satellite/exospherehost/read-table")
+        .replace("uses: satellite/acme/people-csv", "uses: satellite/exospherehost/read-table")
+    )
+    folder = _write(
+        tmp_path / "location", {"people.satellite.yaml": broken_preset, "people.yaml": CLUSTER, "healthy.yaml": healthy}
+    )
     _people(folder)
     built = build_location([folder])
-    preset_file, cluster_file = str((folder / "people.satellite.yaml").resolve()), str((folder / "people.yaml").resolve())
+    preset_file, cluster_file = (
+        str((folder / "people.satellite.yaml").resolve()),
+        str((folder / "people.yaml").resolve()),
+    )
     assert set(built.broken) == {preset_file, cluster_file}, built.error()
     assert [c.spec.identifier for c in built.clusters] == ["acme/healthy"]
     line, column = _at(broken_preset, "format: xml", "xml")
     assert f"{preset_file}:{line}:{column}: error: `format`" in str(built.broken[preset_file])
     cluster_report = str(built.broken[cluster_file])
     assert "unknown satellite `satellite/acme/people-csv@1.2.0`" in cluster_report
-    assert f"`satellite/acme/people-csv` is declared by preset file {preset_file}, which did not load " \
-           f"({preset_file}:{line}:{column}:" in cluster_report
+    assert (
+        f"`satellite/acme/people-csv` is declared by preset file {preset_file}, which did not load "
+        f"({preset_file}:{line}:{column}:" in cluster_report
+    )
     keys = {key.to_user_string() for key in built.definitions.resolve_all_asset_keys()}
-    assert f"exo_errors/{error_asset_name(preset_file)}" in keys and f"exo_errors/{error_asset_name(cluster_file)}" in keys
+    assert (
+        f"exo_errors/{error_asset_name(preset_file)}" in keys and f"exo_errors/{error_asset_name(cluster_file)}" in keys
+    )
     assert "acme/healthy/people" in keys
     error_asset = built.definitions.resolve_assets_def(dg.AssetKey(["exo_errors", error_asset_name(preset_file)]))
     assert "Broken configured-satellite file" in next(iter(error_asset.descriptions_by_key.values()))
 
 
 def exo(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("EXO_DATA_DIR", "EXO_CLUSTERS", "DAGSTER_HOME", presets.PATH_ENV)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("EXO_DATA_DIR", "EXO_CLUSTERS", "DAGSTER_HOME", presets.PATH_ENV)
+    }
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run([str(EXO), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
@@ -301,7 +379,10 @@ def test_exo_validate_checks_presets_and_the_clusters_using_them(tmp_path):
     preset_file = (folder / "people.satellite.yaml").resolve()
     result = exo("validate", str(folder))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"ok  {preset_file}: satellite/acme/people-csv@1.2.0 (configured satellite/exospherehost/read-table@1.0.0)" in result.stdout
+    assert (
+        f"ok  {preset_file}: satellite/acme/people-csv@1.2.0 (configured satellite/exospherehost/read-table@1.0.0)"
+        in result.stdout
+    )
     assert "acme__people" in result.stdout
 
     result = exo("validate", str(preset_file))  # a preset file alone
@@ -331,7 +412,10 @@ def test_exo_validate_checks_presets_and_the_clusters_using_them(tmp_path):
 
 
 def test_exo_satellites_lists_presets_and_shows_only_their_open_fields(tmp_path):
-    folder = _write(tmp_path / "location", {"people.satellite.yaml": PRESET, "broken.satellite.yaml": "version: 0.0.1b\nsatellite: {id: nope}\n"})
+    folder = _write(
+        tmp_path / "location",
+        {"people.satellite.yaml": PRESET, "broken.satellite.yaml": "version: 0.0.1b\nsatellite: {id: nope}\n"},
+    )
     listed = exo("satellites", str(folder))
     assert listed.returncode == 0, listed.stderr
     [line] = [x for x in listed.stdout.splitlines() if x.startswith("satellite/acme/people-csv@1.2.0")]
@@ -340,7 +424,12 @@ def test_exo_satellites_lists_presets_and_shows_only_their_open_fields(tmp_path)
     shown = exo("satellites", "--config", "satellite/acme/people-csv", str(folder))
     assert shown.returncode == 0, shown.stderr
     assert "configured from satellite/exospherehost/read-table@" in shown.stdout and "format='csv'" in shown.stdout
-    keys = [x.split()[0] for x in shown.stdout.splitlines()[shown.stdout.splitlines().index(
-        next(x for x in shown.stdout.splitlines() if x.startswith("KEY"))) + 1:] if x and not x.startswith(" ")]
+    keys = [
+        x.split()[0]
+        for x in shown.stdout.splitlines()[
+            shown.stdout.splitlines().index(next(x for x in shown.stdout.splitlines() if x.startswith("KEY"))) + 1 :
+        ]
+        if x and not x.startswith(" ")
+    ]
     assert keys == ["path", "separator"]  # the open fields, in the model's order; fixed ones are not settable
     assert exo("satellites", "--config", "satellite/acme/people-csv").returncode == 1  # not on the search path

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 from pydantic import BaseModel, Field
@@ -27,15 +27,19 @@ def exo(*args: str) -> subprocess.CompletedProcess:
     """`exo ...` from this checkout (`python -m` from the repository root, so its code is what runs)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXO_")}
     env["COLUMNS"] = "100"
-    return subprocess.run([sys.executable, "-m", "exo_dagster.cli", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "exo_dagster.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def catalogued():
     """The satellites the installed distributions catalogue (entry points), not those tests declare."""
     modules = {ep.value.split(":", 1)[0] for ep in entry_points(group=GROUP)}
-    defs = [d for d in reference.definitions(default_registry())
-            if any(d.fn.__module__ == m or d.fn.__module__.startswith(m + ".") for m in modules)]
+    defs = [
+        d
+        for d in reference.definitions(default_registry())
+        if any(d.fn.__module__ == m or d.fn.__module__.startswith(m + ".") for m in modules)
+    ]
     assert any(d.id == READ_TABLE for d in defs), [d.id for d in defs]
     return defs
 
@@ -48,8 +52,11 @@ def test_every_config_field_of_every_catalogued_satellite_has_a_description():
     missing = []
     for definition in catalogued():
         for model in (definition.config_model, *reference.nested_models(definition.config_model)):
-            missing += [f"{definition.id}: `{f.key}` ({model.__module__}.{model.__name__}.{f.name})"
-                        for f in reference.fields(model) if not f.description.strip()]
+            missing += [
+                f"{definition.id}: `{f.key}` ({model.__module__}.{model.__name__}.{f.name})"
+                for f in reference.fields(model)
+                if not f.description.strip()
+            ]
     assert not missing, "Config fields without Field(description=...):\n  " + "\n  ".join(missing)
 
 
@@ -59,18 +66,25 @@ def test_docs_satellites_md_is_the_generated_reference():
     current = (REPO / reference.DOCS_PATH).read_text(encoding="utf-8")
     assert result.stdout == current, (
         f"{reference.DOCS_PATH} is out of date with the satellites' code; regenerate it from the repository root: "
-        f"`{reference.REGENERATE}` (or `python -m exo_dagster.cli satellites --markdown > {reference.DOCS_PATH}`)")
+        f"`{reference.REGENERATE}` (or `python -m exo_dagster.cli satellites --markdown > {reference.DOCS_PATH}`)"
+    )
     assert reference.REGENERATE in current.splitlines()[0]
 
 
 def test_readme_satellite_table_is_the_generated_summary():
-    result = subprocess.run([sys.executable, "-m", "exo_dagster.catalog.reference", "--summary"], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "exo_dagster.catalog.reference", "--summary"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     in_readme = reference.readme_summary((REPO / "README.md").read_text(encoding="utf-8"))
     assert in_readme is not None, "README.md lost its satellite-summary markers"
     assert in_readme == result.stdout, (
-        f"README.md's satellite table is out of date; regenerate it: `{reference.REGENERATE_README}`")
+        f"README.md's satellite table is out of date; regenerate it: `{reference.REGENERATE_README}`"
+    )
 
 
 def test_config_of_read_table_prints_each_fields_key_and_description():
@@ -113,7 +127,7 @@ class Limits(BaseModel):
 
 class DemoConfig(SatelliteConfig):
     mode: Literal["fast", "safe"] = Field("safe", description="How to run.")
-    level: Optional[Literal["low", "high"]] = Field(None, description="A level.")
+    level: Literal["low", "high"] | None = Field(None, description="A level.")
     names: list[str] = Field(default_factory=list, description="Some names.")
     labels: dict[str, str] = Field(default_factory=dict, description="Some labels.")
     limits: Limits | None = Field(None, description="Limits, when wanted.")
@@ -125,8 +139,15 @@ class DemoConfig(SatelliteConfig):
 def demo_registry() -> Registry:
     registry = Registry()
 
-    @satellite("satellite/acme/demo", config=DemoConfig, version="2.1.0", aliases=["satellite/acme/old-demo"],
-               resources={"gpu": 1}, outputs={"x": "an output"}, registry=registry)
+    @satellite(
+        "satellite/acme/demo",
+        config=DemoConfig,
+        version="2.1.0",
+        aliases=["satellite/acme/old-demo"],
+        resources={"gpu": 1},
+        outputs={"x": "an output"},
+        registry=registry,
+    )
     def demo(ctx, config):
         """Does the demo. Then more.
 
@@ -168,7 +189,7 @@ def test_config_table_of_a_satellite(demo_registry):
     assert words("Who it is from.") in words(table)
     header = next(line for line in table.splitlines() if line.startswith("KEY"))
     column = header.index("DESCRIPTION")
-    assert all(len(line) <= column + 40 for line in table.splitlines()[table.splitlines().index(header):])
+    assert all(len(line) <= column + 40 for line in table.splitlines()[table.splitlines().index(header) :])
 
 
 def test_satellites_names_where_each_satellite_comes_from(monkeypatch, demo_registry):
@@ -181,7 +202,9 @@ def test_satellites_names_where_each_satellite_comes_from(monkeypatch, demo_regi
     plain = CliRunner().invoke(cli.main, ["satellites"])
     assert plain.exit_code == 0
     [line] = [x for x in plain.output.splitlines() if x.startswith("satellite/acme/demo@2.1.0")]
-    assert "module tests" in line and line.endswith("Does the demo.")  # declared in this test module, not a distribution
+    assert "module tests" in line and line.endswith(
+        "Does the demo."
+    )  # declared in this test module, not a distribution
     monkeypatch.setattr(Registry, "source", lambda self, satellite_id: "acme-satellites", raising=False)
     named = CliRunner().invoke(cli.main, ["satellites"])
     assert named.exit_code == 0

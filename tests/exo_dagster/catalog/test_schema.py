@@ -21,7 +21,6 @@ from exo_dagster.catalog import presets
 from exo_dagster.catalog import schema as schemas
 from exo_dagster.catalog.registry import default_registry
 from exo_dagster.spec.located_yaml import load_located
-
 from tests.exo_dagster.clusters_corpus import cluster_text, write_corpus
 
 REPO = Path(__file__).resolve().parents[3]
@@ -33,8 +32,9 @@ CHUNK = "satellite/exospherehost/chunk-text"
 
 def exo(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXO_")}
-    return subprocess.run([sys.executable, "-m", "exo_dagster.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "exo_dagster.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -92,17 +92,21 @@ def test_the_schemas_are_valid_draft_2020_12_with_a_stable_id():
     assert "The most a chunk holds" in config["chunk-size"]["description"]  # hover docs from Field(description=...)
 
 
-@pytest.mark.parametrize("args,path,command", [
-    ((), schemas.DOCS_PATH, schemas.REGENERATE),
-    (("--satellite-file",), schemas.SATELLITE_DOCS_PATH, schemas.REGENERATE_SATELLITE),
-])
+@pytest.mark.parametrize(
+    "args,path,command",
+    [
+        ((), schemas.DOCS_PATH, schemas.REGENERATE),
+        (("--satellite-file",), schemas.SATELLITE_DOCS_PATH, schemas.REGENERATE_SATELLITE),
+    ],
+)
 def test_shipped_schema_is_the_generated_one(args, path, command):
     result = exo("schema", *args)
     assert result.returncode == 0, result.stderr
     current = (REPO / path).read_text(encoding="utf-8")
     assert result.stdout == current, (
         f"{path} is out of date with the spec models and the satellites' Config models; regenerate it from the "
-        f"repository root: `{command}` (or `python -m exo_dagster.cli {' '.join(command.split()[1:])}`)")
+        f"repository root: `{command}` (or `python -m exo_dagster.cli {' '.join(command.split()[1:])}`)"
+    )
 
 
 def test_schema_out_writes_the_file(tmp_path):
@@ -124,7 +128,7 @@ def test_shipped_clusters_the_seed_and_the_corpus_validate(tmp_path):
 def assert_rejected(text: str, path: tuple, words: str = ""):
     found = problems(load(text))
     assert found, "the schema accepted it"
-    assert any(p[:len(path)] == path and words in m for p, m in found), found
+    assert any(p[: len(path)] == path and words in m for p, m in found), found
     assert not checker_accepts(text), "the checker accepts it too: not a mistake"
 
 
@@ -134,10 +138,14 @@ def test_unknown_top_level_key():
 
 
 def test_typo_in_a_config_key():
-    assert_rejected(cluster(step(GET_FILES, "folder-pathh: data")), ("cluster", "satellites", 0, "config"), "folder-pathh")
+    assert_rejected(
+        cluster(step(GET_FILES, "folder-pathh: data")), ("cluster", "satellites", 0, "config"), "folder-pathh"
+    )
     # a templated value is checked at run time, but a misspelled key is a mistake whatever its value (the
     # checker used to skip it; this property test found it)
-    assert_rejected(cluster(step(GET_FILES, "folder-pathh: ${{ env.D }}")), ("cluster", "satellites", 0, "config"), "folder-pathh")
+    assert_rejected(
+        cluster(step(GET_FILES, "folder-pathh: ${{ env.D }}")), ("cluster", "satellites", 0, "config"), "folder-pathh"
+    )
 
 
 def test_wrong_type_in_config():
@@ -147,10 +155,17 @@ def test_wrong_type_in_config():
 
 
 def test_missing_required_fields():
-    assert_rejected(cluster(step(SQL, "threads: 2")), ("cluster", "satellites", 0, "config"), "'query' is a required property")
-    assert_rejected("version: 0.0.1b\ncluster:\n  identifier: acme/t\n", ("cluster",), "'satellites' is a required property")
-    assert_rejected(cluster(f"    - {{uses: {SQL}, config: {{query: select 1}}}}\n"),
-                    ("cluster", "satellites", 0), "'name' is a required property")
+    assert_rejected(
+        cluster(step(SQL, "threads: 2")), ("cluster", "satellites", 0, "config"), "'query' is a required property"
+    )
+    assert_rejected(
+        "version: 0.0.1b\ncluster:\n  identifier: acme/t\n", ("cluster",), "'satellites' is a required property"
+    )
+    assert_rejected(
+        cluster(f"    - {{uses: {SQL}, config: {{query: select 1}}}}\n"),
+        ("cluster", "satellites", 0),
+        "'name' is a required property",
+    )
 
 
 def test_bad_version_and_identifier():
@@ -192,7 +207,8 @@ def test_templates_lax_values_and_python_spellings_are_accepted_where_the_checke
 def test_a_configured_satellite_takes_only_its_open_fields(tmp_path):
     (tmp_path / "big.satellite.yaml").write_text(
         "version: 0.0.1b\nsatellite:\n  id: satellite/acme/big-chunks\n  uses: satellite/exospherehost/chunk-text\n"
-        "  config: {chunk-size: 5000}\n  open: [overlap]\n")
+        "  config: {chunk-size: 5000}\n  open: [overlap]\n"
+    )
     found = presets.presets_for([tmp_path], default_registry())
     assert not found.broken
     check = Draft202012Validator(schemas.cluster_schema(found.registry))
@@ -200,7 +216,9 @@ def test_a_configured_satellite_takes_only_its_open_fields(tmp_path):
     fixed = cluster(step("satellite/acme/big-chunks", "chunk-size: 10"))
     assert problems(load(good), check) == []
     found_problems = problems(load(fixed), check)
-    assert any(p == ("cluster", "satellites", 0, "config") and "chunk-size" in m for p, m in found_problems), found_problems
+    assert any(p == ("cluster", "satellites", 0, "config") and "chunk-size" in m for p, m in found_problems), (
+        found_problems
+    )
     (tmp_path / "c.yaml").write_text(fixed)
     result = exo("schema", str(tmp_path))
     assert result.returncode == 0 and "satellite/acme/big-chunks" in result.stdout, result.stderr
@@ -208,8 +226,10 @@ def test_a_configured_satellite_takes_only_its_open_fields(tmp_path):
 
 def test_satellite_file_schema_checks_preset_files():
     check = Draft202012Validator(schemas.satellite_file_schema(default_registry()))
-    good = ("version: 0.0.1b\nsatellite:\n  id: satellite/acme/summ\n  uses: satellite/exospherehost/llm-complete\n"
-            "  config: {model: gpt-4o-mini, temperature: '${{ env.T }}'}\n  open: [system, max_tokens]\n")
+    good = (
+        "version: 0.0.1b\nsatellite:\n  id: satellite/acme/summ\n  uses: satellite/exospherehost/llm-complete\n"
+        "  config: {model: gpt-4o-mini, temperature: '${{ env.T }}'}\n  open: [system, max_tokens]\n"
+    )
     assert problems(load(good), check) == []
     bad = good.replace("model:", "modle:")
     assert any(p == ("satellite", "config") and "modle" in m for p, m in problems(load(bad), check))
@@ -218,8 +238,34 @@ def test_satellite_file_schema_checks_preset_files():
 
 
 # -- the schema never rejects what the checker accepts -------------------------------------------
-LAX = [None, True, False, 0, 1, 3, 2.0, "3", " 4 ", "yes", "off", "1_000", "${{ env.X }}", "$${{ satellites.rows.output.word }}",
-       "", "x", [], {}, ["a"], {"a": 1}, 1e3, -1, "2.0", "1e3", "none", "manual"]
+LAX = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    3,
+    2.0,
+    "3",
+    " 4 ",
+    "yes",
+    "off",
+    "1_000",
+    "${{ env.X }}",
+    "$${{ satellites.rows.output.word }}",
+    "",
+    "x",
+    [],
+    {},
+    ["a"],
+    {"a": 1},
+    1e3,
+    -1,
+    "2.0",
+    "1e3",
+    "none",
+    "manual",
+]
 TEMPLATE = "${{ env.X }}"
 
 
@@ -228,7 +274,9 @@ def lax_twin(value, in_config: bool):
     if isinstance(value, bool):
         options = ["yes", "off", "True", "n", int(value), str(int(value))]
     elif isinstance(value, int):
-        options = [str(value), f" {value} ", float(value), f"{value}.0", f"{value:_}"] + ([bool(value)] if value in (0, 1) else [])
+        options = [str(value), f" {value} ", float(value), f"{value}.0", f"{value:_}"] + (
+            [bool(value)] if value in (0, 1) else []
+        )
     elif isinstance(value, float):
         options = [str(value), f" {value} ", int(value) if value.is_integer() else value]
     else:
@@ -283,7 +331,9 @@ def test_the_schema_accepts_every_file_the_checker_accepts():
         found = problems(doc.data)
         if found:
             wrong.append((name, found[:3], data.decode("utf-8", "replace")[:2000]))
-    print(f"schema property: {len(cases)} files, {accepted} accepted by the checker (all by the schema), "
-          f"{rejected_by_checker} rejected by the checker")
+    print(
+        f"schema property: {len(cases)} files, {accepted} accepted by the checker (all by the schema), "
+        f"{rejected_by_checker} rejected by the checker"
+    )
     assert accepted >= 500, accepted
     assert not wrong, f"{len(wrong)} valid file(s) rejected by the schema; first: {wrong[0]}"

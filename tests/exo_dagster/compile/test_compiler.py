@@ -7,7 +7,6 @@ import json
 import dagster as dg
 
 from exo_dagster import compile_cluster, load_cluster_file, parse_cluster
-
 from tests.exo_dagster.conftest import FIXTURES
 
 
@@ -31,7 +30,11 @@ def test_seed_cluster_compiles_to_golden_graph(seed_registry):
     assert {n.name for n in job.nodes} == {"tickets__acme__ticket_triage", "labels__acme__ticket_triage"}
     [schedule] = defs.schedules
     assert (schedule.name, schedule.cron_schedule, schedule.job_name, schedule.execution_timezone) == (
-        "acme__ticket_triage__cron", "0 * * * *", "acme__ticket_triage", "UTC")
+        "acme__ticket_triage__cron",
+        "0 * * * *",
+        "acme__ticket_triage",
+        "UTC",
+    )
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
     labels = defs.resolve_assets_def(dg.AssetKey(["acme", "ticket_triage", "labels"]))
@@ -45,7 +48,10 @@ def test_seed_cluster_compiles_to_golden_graph(seed_registry):
     assert ref.file_path.endswith("fixtures/seed.yaml") and ref.line_number == 17
     node = labels.node_def
     assert node.retry_policy.max_retries == 5 and node.retry_policy.backoff == dg.Backoff.EXPONENTIAL
-    assert node.tags["exo/satellite"] == "llm-complete" and json.loads(node.tags["exo/resources"]) == {"gpu": 0, "cpu": 1.0}
+    assert node.tags["exo/satellite"] == "llm-complete" and json.loads(node.tags["exo/resources"]) == {
+        "gpu": 0,
+        "cpu": 1.0,
+    }
     tickets = defs.resolve_assets_def(dg.AssetKey(["acme", "ticket_triage", "tickets"]))
     assert tickets.node_def.retry_policy.max_retries == 3  # the cluster default
 
@@ -79,7 +85,12 @@ cluster:
 
 def test_dataflow_waits_only_for_references_and_after():
     defs = compile_cluster(parse_cluster(DATAFLOW.format(mode="dataflow"), "flow.yaml"))
-    assert _graph(defs, "a__flow") == {"a/flow/a": [], "a/flow/b": [], "a/flow/c": ["a/flow/a"], "a/flow/d": ["a/flow/b"]}
+    assert _graph(defs, "a__flow") == {
+        "a/flow/a": [],
+        "a/flow/b": [],
+        "a/flow/c": ["a/flow/a"],
+        "a/flow/d": ["a/flow/b"],
+    }
     job = defs.resolve_job_def("a__flow")
     assert job.tags["exo/compute"] == "gpu" and job.tags["dagster/max_runtime"] == str(24 * 3600)
     d = defs.resolve_assets_def(dg.AssetKey(["a", "flow", "d"]))
@@ -89,15 +100,21 @@ def test_dataflow_waits_only_for_references_and_after():
 
 def test_sequential_is_the_default_order():
     defs = compile_cluster(parse_cluster(DATAFLOW.format(mode="sequential"), "flow.yaml"))
-    assert _graph(defs, "a__flow") == {"a/flow/a": [], "a/flow/b": ["a/flow/a"], "a/flow/c": ["a/flow/a", "a/flow/b"],
-                                       "a/flow/d": ["a/flow/b", "a/flow/c"]}
+    assert _graph(defs, "a__flow") == {
+        "a/flow/a": [],
+        "a/flow/b": ["a/flow/a"],
+        "a/flow/c": ["a/flow/a", "a/flow/b"],
+        "a/flow/d": ["a/flow/b", "a/flow/c"],
+    }
 
 
 def test_a_long_sequential_cluster_resolves_its_job():
     """A 2,500-step chain (fails without exo raising the limit): Dagster walks the graph recursively."""
     steps = ["    - {name: S0, uses: satellite/exospherehost/sql, identifier: s0, config: {query: select 1 as x}}"]
-    steps += [f"    - {{name: S{i}, uses: satellite/exospherehost/sql, identifier: s{i}, config: {{query: select x from s{i - 1}}}}}"
-              for i in range(1, 2500)]
+    steps += [
+        f"    - {{name: S{i}, uses: satellite/exospherehost/sql, identifier: s{i}, config: {{query: select x from s{i - 1}}}}}"
+        for i in range(1, 2500)
+    ]
     text = "version: 0.0.1b\ncluster:\n  identifier: a/long\n  satellites:\n" + "\n".join(steps) + "\n"
     defs = compile_cluster(parse_cluster(text, "long.yaml"))
     job = defs.resolve_job_def("a__long")

@@ -10,7 +10,6 @@ import pytest
 from exo_dagster import compile_cluster, parse_cluster
 from exo_dagster.compile import failure_section as failure
 from exo_dagster.compile.failure_section import RUN_ID_TAG, STEP_TAG, failure_job_name
-
 from tests.loopback import http_server
 
 CLUSTER = """\
@@ -59,8 +58,9 @@ def _failure_tick(defs, cluster, instance, result):
     run = instance.get_run_by_id(result.run_id)
     [event] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
     sensor = next(s for s in defs.sensors if s.name == f"{cluster.job_name}__on_failure")
-    context = dg.build_run_status_sensor_context(sensor_name=sensor.name, dagster_event=event, dagster_instance=instance,
-                                                 dagster_run=run).for_run_failure()
+    context = dg.build_run_status_sensor_context(
+        sensor_name=sensor.name, dagster_event=event, dagster_instance=instance, dagster_run=run
+    ).for_run_failure()
     return sensor(context)
 
 
@@ -118,7 +118,8 @@ def test_failures_before_from_and_other_runs_are_ignored(tmp_path, data_dir):
         assert isinstance(skipped, dg.SkipReason) and "outside the failure section" in skipped.skip_message
         # the failure job's own failure never triggers it again (no loop)
         failing = defs.resolve_job_def(failure_job_name(cluster)).execute_in_process(
-            instance=instance, raise_on_error=False, tags={RUN_ID_TAG: "no-such-run", STEP_TAG: "check"})
+            instance=instance, raise_on_error=False, tags={RUN_ID_TAG: "no-such-run", STEP_TAG: "check"}
+        )
         assert not failing.success
         assert isinstance(_failure_tick(defs, cluster, instance, failing), dg.SkipReason)
         assert server.to("/alert") == []

@@ -54,8 +54,11 @@ def test_chunks_run_as_separate_ops_and_merge_in_order(tmp_path, monkeypatch):
     defs = compile_cluster(cluster)
     result = defs.resolve_job_def(cluster.job_name).execute_in_process(instance=dg.DagsterInstance.ephemeral())
     assert result.success
-    chunk_steps = sorted(e.step_key for e in result.all_events
-                         if e.event_type == dg.DagsterEventType.STEP_SUCCESS and "__chunk[" in e.step_key)
+    chunk_steps = sorted(
+        e.step_key
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.STEP_SUCCESS and "__chunk[" in e.step_key
+    )
     assert chunk_steps == [f"tagged__test__chunks.tagged__test__chunks__chunk[c{i}]" for i in range(4)]
     outputs = tmp_path / "outputs" / "test__chunks"
     assert (outputs / "tagged.parquet.ref.json").exists()  # the merged output references the chunk files
@@ -76,8 +79,9 @@ def test_fan_out_needs_per_row_input(tmp_path):
 
 
 def test_a_fanned_out_step_has_its_owners_tags_and_name_led_description():
-    text = CLUSTER.replace("  satellites:\n", "  owners: [\"team:words\"]\n  tags: {domain: text}\n  satellites:\n", 1) \
-        .replace("      fan-out: {chunk-rows: 3}\n", "      fan-out: {chunk-rows: 3}\n      tags: {tier: gold}\n")
+    text = CLUSTER.replace(
+        "  satellites:\n", '  owners: ["team:words"]\n  tags: {domain: text}\n  satellites:\n', 1
+    ).replace("      fan-out: {chunk-rows: 3}\n", "      fan-out: {chunk-rows: 3}\n      tags: {tier: gold}\n")
     cluster = parse_cluster(text, "c.yaml", registry=_registry())
     key = dg.AssetKey(["test", "chunks", "tagged"])
     spec = compile_cluster(cluster).resolve_assets_def(key).specs_by_key[key]
@@ -99,7 +103,9 @@ def test_a_newer_runs_merge_removes_the_older_runs_chunk_files(tmp_path, monkeyp
         first = job.execute_in_process(instance=instance)
         assert first.success and sorted(p.name for p in chunks.iterdir()) == [first.run_id]
         # a run still going (its downstream steps may read its chunks) and a run this instance never saw
-        busy = instance.add_run(dg.DagsterRun(job_name=cluster.job_name, run_id="busy-run", status=dg.DagsterRunStatus.STARTED))
+        busy = instance.add_run(
+            dg.DagsterRun(job_name=cluster.job_name, run_id="busy-run", status=dg.DagsterRunStatus.STARTED)
+        )
         for kept in (busy.run_id, "unknown-run"):
             (chunks / kept).mkdir()
             pl.DataFrame({"x": [1]}).write_parquet(chunks / kept / "000000.parquet")
@@ -110,4 +116,6 @@ def test_a_newer_runs_merge_removes_the_older_runs_chunk_files(tmp_path, monkeyp
         second = job.execute_in_process(instance=instance)
         assert second.success
         assert sorted(p.name for p in chunks.iterdir()) == sorted([second.run_id, "busy-run", "unknown-run"])
-        assert pl.read_parquet(json.loads(ref.read_text())["paths"])["tagged"].to_list() == [f"w{i}!" for i in range(10)]
+        assert pl.read_parquet(json.loads(ref.read_text())["paths"])["tagged"].to_list() == [
+            f"w{i}!" for i in range(10)
+        ]

@@ -68,11 +68,19 @@ def test_the_launchpad_schema_is_typed_with_defaults_and_descriptions(defs):
 
 def test_steps_resolve_inputs_as_values(defs, tmp_path, monkeypatch):
     hostile = "x'); drop table q; select ('"
-    result, frame = _run(defs, tmp_path, monkeypatch, inputs_resource.run_config(
-        parse_cluster(CLUSTER, "sales.yaml"), {"since": "2026-11-05", "region": hostile, "ids": "2,3", "tier": "silver"}))
+    result, frame = _run(
+        defs,
+        tmp_path,
+        monkeypatch,
+        inputs_resource.run_config(
+            parse_cluster(CLUSTER, "sales.yaml"),
+            {"since": "2026-11-05", "region": hostile, "ids": "2,3", "tier": "silver"},
+        ),
+    )
     assert result.success
-    assert frame.to_dicts() == [{"region": hostile, "since": dt.date(2026, 11, 5), "top1": 11, "tier": "silver",
-                                 "has2": True, "no_note": True}]
+    assert frame.to_dicts() == [
+        {"region": hostile, "since": dt.date(2026, 11, 5), "top1": 11, "tier": "silver", "has2": True, "no_note": True}
+    ]
 
 
 def test_missing_or_ill_typed_inputs_stop_the_run_before_any_step(defs, tmp_path, monkeypatch):
@@ -82,7 +90,7 @@ def test_missing_or_ill_typed_inputs_stop_the_run_before_any_step(defs, tmp_path
     assert not result.success
     assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START]
     [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE]
-    assert "input `since` must be a date written YYYY-MM-DD, got \"soon\"" in str(failure.event_specific_data.error)
+    assert 'input `since` must be a date written YYYY-MM-DD, got "soon"' in str(failure.event_specific_data.error)
 
 
 def test_each_trigger_is_a_schedule_with_its_own_inputs(defs):
@@ -91,34 +99,47 @@ def test_each_trigger_is_a_schedule_with_its_own_inputs(defs):
     assert schedules["acme__sales__cron_2"].execution_timezone == "Europe/Berlin"
     configs = {}
     for name, schedule in schedules.items():
-        with dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 30, 6, tzinfo=dt.timezone.utc)) as context:
+        with dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 30, 6, tzinfo=dt.UTC)) as context:
             [request] = schedule.evaluate_tick(context).run_requests
         configs[name] = request.run_config["resources"]["inputs__acme__sales"]["config"]
-    assert configs == {"acme__sales__cron": {"since": "2026-11-01"},
-                       "acme__sales__cron_2": {"since": "2026-11-02", "region": "east", "tier": "silver"}}
+    assert configs == {
+        "acme__sales__cron": {"since": "2026-11-01"},
+        "acme__sales__cron_2": {"since": "2026-11-02", "region": "east", "tier": "silver"},
+    }
 
 
 def test_a_cluster_without_inputs_needs_no_run_config():
-    defs = compile_cluster(parse_cluster(CLUSTER.split("  inputs:")[0] + """\
+    defs = compile_cluster(
+        parse_cluster(
+            CLUSTER.split("  inputs:")[0]
+            + """\
   trigger: {cron: "0 * * * *"}
   satellites:
     - {name: One, uses: satellite/exospherehost/sql, config: {query: "select 1 as x"}}
-""", "plain.yaml"))
+""",
+            "plain.yaml",
+        )
+    )
     job = defs.resolve_job_def("acme__sales")
     assert "resources" not in job.run_config_schema.config_type.fields or not any(
-        k.startswith("inputs__") for k in job.run_config_schema.config_type.fields["resources"].config_type.fields)
+        k.startswith("inputs__") for k in job.run_config_schema.config_type.fields["resources"].config_type.fields
+    )
     [schedule] = defs.schedules
     assert schedule.name == "acme__sales__cron"
 
 
 def test_enum_choices_of_any_scalar_type_are_offered_by_their_text(tmp_path, monkeypatch):
     """1 and true are two choices (Python counts them equal), text with spaces and quotes is a choice too."""
-    cluster = parse_cluster(CLUSTER.split("  inputs:")[0] + """\
+    cluster = parse_cluster(
+        CLUSTER.split("  inputs:")[0]
+        + """\
   inputs:
     tier: {type: enum, values: [1, true, "north east", "o'x"], default: "north east"}
   satellites:
     - {name: Q, uses: satellite/exospherehost/sql, identifier: q, config: {query: "select ${{ inputs.tier }} as tier"}}
-""", "enum.yaml")
+""",
+        "enum.yaml",
+    )
     defs = compile_cluster(cluster)
     job = defs.resolve_job_def("acme__sales")
     resources = job.run_config_schema.config_type.fields["resources"].config_type.fields

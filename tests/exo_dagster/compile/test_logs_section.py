@@ -6,9 +6,8 @@ import dagster as dg
 import polars as pl
 
 from exo_dagster import Registry, SatelliteConfig, StepContext, compile_cluster, parse_cluster, satellite
-from exo_dagster.compile.logs_section import RUN_ID_TAG, logs_job_name
 from exo_dagster.catalog.registry import builtin_registry
-
+from exo_dagster.compile.logs_section import RUN_ID_TAG, logs_job_name
 from tests.loopback import http_server
 
 
@@ -50,23 +49,34 @@ cluster:
 def _forwarded(tmp_path, monkeypatch, level: str) -> tuple[list[dict], str]:
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
     with http_server() as sink, dg.instance_for_test() as instance:
-        cluster = parse_cluster(CLUSTER.format(level=level, url=sink.url), str(tmp_path / "c.yaml"), registry=_registry())
+        cluster = parse_cluster(
+            CLUSTER.format(level=level, url=sink.url), str(tmp_path / "c.yaml"), registry=_registry()
+        )
         defs = compile_cluster(cluster)
         sensors = {s.name: s for s in defs.sensors}
         assert set(sensors) == {"t__chatty__logs_on_success", "t__chatty__logs_on_failure"}
         result = defs.resolve_job_def(cluster.job_name).execute_in_process(instance=instance)
         [event] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_SUCCESS]
-        context = dg.build_run_status_sensor_context(sensor_name="t__chatty__logs_on_success", dagster_event=event,
-                                                     dagster_instance=instance, dagster_run=instance.get_run_by_id(result.run_id))
+        context = dg.build_run_status_sensor_context(
+            sensor_name="t__chatty__logs_on_success",
+            dagster_event=event,
+            dagster_instance=instance,
+            dagster_run=instance.get_run_by_id(result.run_id),
+        )
         request = sensors["t__chatty__logs_on_success"](context)
         assert request.run_key == f"logs:{result.run_id}" and request.tags[RUN_ID_TAG] == result.run_id
         shipped = defs.resolve_job_def(logs_job_name(cluster)).execute_in_process(instance=instance, tags=request.tags)
         assert shipped.success
         # the logs job's own run is not forwarded again
         [own] = [e for e in shipped.all_events if e.event_type == dg.DagsterEventType.RUN_SUCCESS]
-        again = sensors["t__chatty__logs_on_success"](dg.build_run_status_sensor_context(
-            sensor_name="t__chatty__logs_on_success", dagster_event=own, dagster_instance=instance,
-            dagster_run=instance.get_run_by_id(shipped.run_id)))
+        again = sensors["t__chatty__logs_on_success"](
+            dg.build_run_status_sensor_context(
+                sensor_name="t__chatty__logs_on_success",
+                dagster_event=own,
+                dagster_instance=instance,
+                dagster_run=instance.get_run_by_id(shipped.run_id),
+            )
+        )
         assert isinstance(again, dg.SkipReason)
         return [line for r in sink.to("/ingest") for line in r.lines()], result.run_id
 
@@ -123,10 +133,14 @@ def test_every_forwarded_record_has_its_message_with_the_error_and_no_secret(tmp
         raise ValueError(f"the service refused token {ctx.secrets['TOKEN']}")
 
     with http_server() as sink, dg.instance_for_test() as instance:
-        cluster = parse_cluster(FAILING.replace("URL", sink.url), str(tmp_path / "g.yaml"),
-                                registry=builtin_registry().merged(extra))
-        result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(
-            instance=instance, raise_on_error=False)
+        cluster = parse_cluster(
+            FAILING.replace("URL", sink.url), str(tmp_path / "g.yaml"), registry=builtin_registry().merged(extra)
+        )
+        result = (
+            compile_cluster(cluster)
+            .resolve_job_def(cluster.job_name)
+            .execute_in_process(instance=instance, raise_on_error=False)
+        )
         assert not result.success
         [shipped] = run_sections(instance, cluster, instance.get_run_by_id(result.run_id))
         assert shipped.success

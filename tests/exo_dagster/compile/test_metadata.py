@@ -68,8 +68,15 @@ def test_owners_and_tags_of_cluster_and_step_reach_the_assets_and_job(tmp_path):
     orders, revenue = spec("orders"), spec("revenue")
     assert list(orders.owners) == ["data@acme.com", "team:analytics"]
     assert list(revenue.owners) == ["team:finance"]  # the step's owners replace the cluster's
-    assert {k: v for k, v in orders.tags.items() if not k.startswith("dagster/kind/")} == {"domain": "sales", "tier": "1"}
-    assert {k: v for k, v in revenue.tags.items() if not k.startswith("dagster/kind/")} == {"domain": "sales", "tier": "2", "pii": "false"}
+    assert {k: v for k, v in orders.tags.items() if not k.startswith("dagster/kind/")} == {
+        "domain": "sales",
+        "tier": "1",
+    }
+    assert {k: v for k, v in revenue.tags.items() if not k.startswith("dagster/kind/")} == {
+        "domain": "sales",
+        "tier": "2",
+        "pii": "false",
+    }
     job = defs.resolve_job_def(cluster.job_name)
     assert job.tags["domain"] == "sales" and job.tags["tier"] == "1" and job.tags["exo/cluster"] == "acme/orders-report"
 
@@ -83,10 +90,13 @@ def test_descriptions_lead_with_the_step_name_in_plain_text(tmp_path):
     assert "dagster/code_references" in revenue.metadata  # the link to the step's line in the YAML stays
 
 
-@pytest.mark.parametrize("bad,message", [
-    ("bob", "owner 'bob' is neither an email address nor `team:<name>`"),
-    ("'team:'", "a team owner needs a name after `team:`"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ("bob", "owner 'bob' is neither an email address nor `team:<name>`"),
+        ("'team:'", "a team owner needs a name after `team:`"),
+    ],
+)
 def test_a_bad_owner_is_a_located_error(tmp_path, bad, message):
     text = CLUSTER.format(source="x.csv", target="r.parquet").replace('owners: ["team:finance"]', f"owners: [{bad}]")
     with pytest.raises(SpecError) as caught:
@@ -103,20 +113,24 @@ def test_the_spec_accepts_exactly_the_owners_and_tags_dagster_accepts():
     from exo_dagster.spec import models
 
     for owner in ["a@b.com", "first.last+x@sub.example.org", "team:x", "team:", "bob", "a@b", "@b.com", "Team:x"]:
-        assert (models.OWNER_EMAIL.fullmatch(owner) is not None or (owner.startswith("team:") and len(owner) > 5)) \
-            == is_valid_owner(owner), owner
+        assert (
+            models.OWNER_EMAIL.fullmatch(owner) is not None or (owner.startswith("team:") and len(owner) > 5)
+        ) == is_valid_owner(owner), owner
     for key in ["a", "ns/a", "a/b/c", "a b", "x" * 63, "x" * 64, "ns/" + "x" * 63, "", "a:b"]:
         assert bool(models.TAG_KEY.match(key)) == bool(VALID_TAG_KEY_REGEX.match(key)), key
     for value in ["", "v1.2", "a b", "x" * 63, "x" * 64, "a/b"]:
         assert bool(models.TAG_VALUE.match(value)) == bool(VALID_STRICT_TAG_VALUE_REGEX.match(value)), value
 
 
-@pytest.mark.parametrize("tags,message", [
-    ("{'has space': x}", "tag key 'has space' must be"),
-    ("{exo/satellite: x}", "reserved prefix"),
-    ("{ok: 'a b'}", "tag value 'a b' must be"),
-    ("{ok: " + "v" * 64 + "}", "at most 63"),
-])
+@pytest.mark.parametrize(
+    "tags,message",
+    [
+        ("{'has space': x}", "tag key 'has space' must be"),
+        ("{exo/satellite: x}", "reserved prefix"),
+        ("{ok: 'a b'}", "tag value 'a b' must be"),
+        ("{ok: " + "v" * 64 + "}", "at most 63"),
+    ],
+)
 def test_a_bad_tag_is_a_located_error(tags, message):
     text = CLUSTER.format(source="x.csv", target="r.parquet").replace("tags: {domain: sales, tier: 1}", f"tags: {tags}")
     with pytest.raises(SpecError) as caught:
@@ -160,9 +174,12 @@ def test_materializations_carry_dagsters_column_schema_row_count_and_uri(tmp_pat
 
 def test_write_table_into_duckdb_reports_the_table_name_and_its_rows(tmp_path, monkeypatch):
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
-    cluster = parse_cluster(CLUSTER.format(source=tmp_path / "orders.csv", target="w.duckdb")
-                            .replace("config: {path: w.duckdb}", "config: {path: w.duckdb, table: revenue, mode: append}"),
-                            str(tmp_path / "c.yaml"))
+    cluster = parse_cluster(
+        CLUSTER.format(source=tmp_path / "orders.csv", target="w.duckdb").replace(
+            "config: {path: w.duckdb}", "config: {path: w.duckdb, table: revenue, mode: append}"
+        ),
+        str(tmp_path / "c.yaml"),
+    )
     (tmp_path / "orders.csv").write_text("region,amount\neu,1\neu,2\nus,5\n")
     job = compile_cluster(cluster).resolve_job_def(cluster.job_name)
     instance = dg.DagsterInstance.ephemeral()

@@ -32,9 +32,14 @@ def test_a_stored_key_gives_the_partition_fields(roots):
         assert roots(context) == {"partition": {"key": "eu"}}
 
 
-@pytest.mark.parametrize(("key", "why"), [("k" * 250, "has 250 characters; the most is 100"),
-                                          ("../../storage", "holds '/', a path separator"),
-                                          ("a\x1b[2Jb", "holds '\\x1b', a control character")])
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("k" * 250, "has 250 characters; the most is 100"),
+        ("../../storage", "holds '/', a path separator"),
+        ("a\x1b[2Jb", "holds '\\x1b', a control character"),
+    ],
+)
 def test_a_key_that_cannot_name_a_file_fails_the_step_plainly(roots, key, why):
     with dg.build_op_context(partition_key=key) as context, pytest.raises(dg.Failure) as info:
         roots(context)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import dagster as dg
 import polars as pl
@@ -53,7 +52,9 @@ def instance(tmp_path):
 
 def _run(cluster, instance, key: str) -> dg.ExecuteInProcessResult:
     defs = compile_cluster(cluster)
-    return defs.resolve_job_def(cluster.job_name).execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
+    return defs.resolve_job_def(cluster.job_name).execute_in_process(
+        instance=instance, partition_key=key, raise_on_error=False
+    )
 
 
 def test_every_step_and_the_job_are_partitioned():
@@ -94,7 +95,11 @@ def test_seven_day_backfill_one_view_and_a_rerun_replaces_one_day(data_dir, inst
 def test_a_run_without_a_partition_key_fails_with_a_plain_message(data_dir, instance, monkeypatch):
     monkeypatch.setenv("FACTOR", "1")
     cluster = parse_cluster(DAILY, "days.yaml", registry=builtin_registry())
-    result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(instance=instance, raise_on_error=False)
+    result = (
+        compile_cluster(cluster)
+        .resolve_job_def(cluster.job_name)
+        .execute_in_process(instance=instance, raise_on_error=False)
+    )
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert "is partitioned (daily) and this run has no partition key" in failure.step_failure_data.error.message
@@ -145,7 +150,11 @@ def test_static_partitions_with_a_fanned_out_step_and_safe_file_names(data_dir, 
     cluster = parse_cluster(STATIC, "regions.yaml", registry=_registry())
     defs = compile_cluster(cluster)
     graph = defs.resolve_asset_graph()
-    assert graph.get(dg.AssetKey(["test", "regions", "tagged"])).partitions_def.get_partition_keys() == ["eu", "us", "a:b c.d"]
+    assert graph.get(dg.AssetKey(["test", "regions", "tagged"])).partitions_def.get_partition_keys() == [
+        "eu",
+        "us",
+        "a:b c.d",
+    ]
     for key in ("eu", "a:b c.d"):
         assert _run(cluster, instance, key).success
     folder = data_dir / "outputs" / "test__regions" / "region"
@@ -153,14 +162,17 @@ def test_static_partitions_with_a_fanned_out_step_and_safe_file_names(data_dir, 
     assert partition_file_stem("2026-11-01-05:00") == "2026-11-01-05%3A00"
     rows = query("select region, partition from regions.region order by region", str(data_dir / "catalog.duckdb")).rows
     assert rows == [("a:b c.d", "a:b c.d"), ("eu", "eu")]
-    tagged = query("select tagged, partition from regions.tagged order by partition", str(data_dir / "catalog.duckdb")).rows
+    tagged = query(
+        "select tagged, partition from regions.tagged order by partition", str(data_dir / "catalog.duckdb")
+    ).rows
     assert tagged == [("x!", "a:b c.d"), ("x!", "eu")]
 
 
 def test_row_cache_is_keyed_per_partition(data_dir, instance):
     """The same row in two partitions is computed twice (once each); re-running a partition takes it from the cache."""
-    text = STATIC.replace('select ${{ partition.key }} as region', "select 'same' as region").replace(
-        "      fan-out: {chunk-rows: 1}\n", "")
+    text = STATIC.replace("select ${{ partition.key }} as region", "select 'same' as region").replace(
+        "      fan-out: {chunk-rows: 1}\n", ""
+    )
     cluster = parse_cluster(text, "regions.yaml", registry=_registry())
     CALLS.clear()
     assert _run(cluster, instance, "eu").success and _run(cluster, instance, "us").success
@@ -189,10 +201,13 @@ cluster:
 def test_hourly_keys_and_iso_datetimes(data_dir, instance):
     cluster = parse_cluster(HOURLY, "hours.yaml", registry=builtin_registry())
     definition = partitions.partitions_def(cluster)
-    keys = definition.get_partition_keys(current_time=dt.datetime(2026, 11, 1, 3, 30, tzinfo=dt.timezone.utc))
+    keys = definition.get_partition_keys(current_time=dt.datetime(2026, 11, 1, 3, 30, tzinfo=dt.UTC))
     assert keys[:2] == ["2026-11-01-00:00", "2026-11-01-01:00"]
     assert partitions.partition_fields(cluster, definition, "2026-11-01-05:00") == {
-        "key": "2026-11-01-05:00", "start": "2026-11-01T05:00:00+01:00", "end": "2026-11-01T06:00:00+01:00"}
+        "key": "2026-11-01-05:00",
+        "start": "2026-11-01T05:00:00+01:00",
+        "end": "2026-11-01T06:00:00+01:00",
+    }
     assert _run(cluster, instance, "2026-11-01-05:00").success
     stored = pl.read_parquet(data_dir / "outputs" / "test__hours" / "hour" / "2026-11-01-05%3A00.parquet")
     assert stored.row(0) == ("2026-11-01-05:00", "2026-11-01T05:00:00+01:00", "2026-11-01T06:00:00+01:00")
@@ -215,39 +230,51 @@ def _tick(defs: dg.Definitions, name: str, when: dt.datetime) -> list[dg.RunRequ
 
 
 def test_cron_on_a_daily_cluster_runs_the_latest_complete_day():
-    text = DAILY.replace('end: "2026-11-08", ', "").replace("  partitions:", '  trigger: {cron: "0 6 * * *"}\n  partitions:')
+    text = DAILY.replace('end: "2026-11-08", ', "").replace(
+        "  partitions:", '  trigger: {cron: "0 6 * * *"}\n  partitions:'
+    )
     cluster = parse_cluster(text, "days.yaml", registry=builtin_registry())
     defs = compile_cluster(cluster)
-    [request] = _tick(defs, "test__days__cron", dt.datetime(2026, 11, 5, 6, tzinfo=dt.timezone.utc))
+    [request] = _tick(defs, "test__days__cron", dt.datetime(2026, 11, 5, 6, tzinfo=dt.UTC))
     assert request.partition_key == "2026-11-04"
     assert request.run_key == "2026-11-04@2026-11-05T06:00:00+00:00"
-    assert _tick(defs, "test__days__cron", dt.datetime(2026, 11, 1, 6, tzinfo=dt.timezone.utc)) == []  # nothing complete yet
+    assert _tick(defs, "test__days__cron", dt.datetime(2026, 11, 1, 6, tzinfo=dt.UTC)) == []  # nothing complete yet
 
 
 def test_cron_on_a_static_cluster_runs_every_key_per_tick():
     text = STATIC.replace("  partitions:", '  trigger: {cron: "0 * * * *"}\n  partitions:')
     cluster = parse_cluster(text, "regions.yaml", registry=_registry())
     defs = compile_cluster(cluster)
-    requests = _tick(defs, "test__regions__cron", dt.datetime(2026, 11, 5, 6, tzinfo=dt.timezone.utc))
+    requests = _tick(defs, "test__regions__cron", dt.datetime(2026, 11, 5, 6, tzinfo=dt.UTC))
     assert [r.partition_key for r in requests] == ["eu", "us", "a:b c.d"]
-    assert len({r.run_key for r in requests}) == 3 and all(r.run_key.endswith("@2026-11-05T06:00:00+00:00") for r in requests)
+    assert len({r.run_key for r in requests}) == 3 and all(
+        r.run_key.endswith("@2026-11-05T06:00:00+00:00") for r in requests
+    )
 
 
 def test_each_cron_trigger_of_a_list_runs_the_ticks_partition_with_its_inputs(data_dir, instance):
-    text = DAILY.replace('end: "2026-11-08", ', "").replace("  partitions:", """\
+    text = (
+        DAILY.replace('end: "2026-11-08", ', "")
+        .replace(
+            "  partitions:",
+            """\
   inputs:
     region: {type: string, default: eu}
   trigger:
     - {cron: "0 6 * * *"}
     - {cron: "0 18 * * *", timezone: Europe/Berlin, inputs: {region: us}}
-  partitions:""").replace("cast(${{ env.FACTOR }} as int) as factor", "${{ inputs.region }} as region, 1 as factor")
+  partitions:""",
+        )
+        .replace("cast(${{ env.FACTOR }} as int) as factor", "${{ inputs.region }} as region, 1 as factor")
+    )
     cluster = parse_cluster(text, "days.yaml", registry=builtin_registry())
     defs = compile_cluster(cluster)
-    [morning] = _tick(defs, "test__days__cron", dt.datetime(2026, 11, 5, 6, tzinfo=dt.timezone.utc))
-    [evening] = _tick(defs, "test__days__cron_2", dt.datetime(2026, 11, 5, 17, tzinfo=dt.timezone.utc))
+    [morning] = _tick(defs, "test__days__cron", dt.datetime(2026, 11, 5, 6, tzinfo=dt.UTC))
+    [evening] = _tick(defs, "test__days__cron_2", dt.datetime(2026, 11, 5, 17, tzinfo=dt.UTC))
     assert (morning.partition_key, evening.partition_key) == ("2026-11-04", "2026-11-04")
     result = defs.resolve_job_def(cluster.job_name).execute_in_process(
-        instance=instance, partition_key=evening.partition_key, run_config=evening.run_config)
+        instance=instance, partition_key=evening.partition_key, run_config=evening.run_config
+    )
     assert result.success
     stored = pl.read_parquet(data_dir / "outputs" / "test__days" / "day" / "2026-11-04.parquet")
     assert stored.select("day", "region").row(0) == ("2026-11-04", "us")

@@ -15,10 +15,14 @@ from exo_dagster.spec.models import ClusterBody
 
 
 def _body(cluster_retry: dict | None, step: dict, retries: int = 3) -> tuple[ClusterBody, object]:
-    body = ClusterBody.model_validate({
-        "identifier": "t/retry", "retries": retries, **({"retry": cluster_retry} if cluster_retry else {}),
-        "satellites": [{"name": "A", "uses": "satellite/exospherehost/sql", **step}],
-    })
+    body = ClusterBody.model_validate(
+        {
+            "identifier": "t/retry",
+            "retries": retries,
+            **({"retry": cluster_retry} if cluster_retry else {}),
+            "satellites": [{"name": "A", "uses": "satellite/exospherehost/sql", **step}],
+        }
+    )
     return body, body.satellites[0]
 
 
@@ -28,8 +32,9 @@ def test_step_keys_override_cluster_keys_one_by_one():
     assert (merged.delay, merged.backoff, merged.max_delay, merged.jitter) == ("2s", "fixed", "10s", True)
 
 
-@pytest.mark.parametrize("backoff, expected", [
-    ("exponential", [1, 3, 7, 15]), ("linear", [1, 2, 3, 4]), ("fixed", [1, 1, 1, 1])])
+@pytest.mark.parametrize(
+    "backoff, expected", [("exponential", [1, 3, 7, 15]), ("linear", [1, 2, 3, 4]), ("fixed", [1, 1, 1, 1])]
+)
 def test_backoff_shapes_without_jitter(backoff, expected):
     body, step = _body({"delay": 1, "backoff": backoff, "jitter": False}, {})
     policy = retry_policy(body, step)
@@ -52,7 +57,12 @@ def test_max_delay_caps_the_wait_and_jitter_stays_within_bounds():
 def test_defaults_and_no_retries():
     body, step = _body(None, {})
     policy = retry_policy(body, step)
-    assert (policy.delay, policy.backoff, policy.jitter, policy.max_delay) == (1.0, dg.Backoff.EXPONENTIAL, dg.Jitter.PLUS_MINUS, None)
+    assert (policy.delay, policy.backoff, policy.jitter, policy.max_delay) == (
+        1.0,
+        dg.Backoff.EXPONENTIAL,
+        dg.Jitter.PLUS_MINUS,
+        None,
+    )
     body, step = _body(None, {"retries": 0})
     assert retry_policy(body, step) is None
     body, step = _body({"delay": 0}, {})
@@ -115,7 +125,7 @@ cluster:
     - name: Flaky
       uses: satellite/test/flaky
       retries: 3
-      config: {{marker: "{tmp_path / 'count'}", fail-times: 3}}
+      config: {{marker: "{tmp_path / "count"}", fail-times: 3}}
 """
     cluster = parse_cluster(text, str(tmp_path / "flaky.yaml"), registry=_registry())
     job = compile_cluster(cluster).resolve_job_def(cluster.job_name)
@@ -130,7 +140,12 @@ cluster:
     assert max(gaps) < 3, gaps
     # one retry fewer than needed: the step fails after its last attempt
     (tmp_path / "count").unlink()
-    cluster = parse_cluster(text.replace("retries: 3", "retries: 2"), str(tmp_path / "flaky.yaml"), registry=_registry())
-    result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    cluster = parse_cluster(
+        text.replace("retries: 3", "retries: 2"), str(tmp_path / "flaky.yaml"), registry=_registry()
+    )
+    result = (
+        compile_cluster(cluster)
+        .resolve_job_def(cluster.job_name)
+        .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    )
     assert not result.success and (tmp_path / "count").read_text() == "3"

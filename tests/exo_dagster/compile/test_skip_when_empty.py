@@ -3,9 +3,8 @@ is skipped (Dagster's STEP_SKIPPED, no materialization), so is what depends on i
 
 from __future__ import annotations
 
-import polars as pl
-
 import dagster as dg
+import polars as pl
 
 from exo_dagster import Registry, SatelliteConfig, StepContext, compile_cluster, parse_cluster, satellite
 from exo_dagster.catalog.registry import builtin_registry
@@ -94,7 +93,9 @@ def test_an_empty_input_skips_the_step_and_what_depends_on_it_and_the_run_succee
         keys = {e.step_key for e in events if e.event_type == SKIPPED}
         assert "totals__test__skips.totals__test__skips" in keys  # the step keeps its op name in the run view
         assert any(e.step_key == "totals__test__skips.totals__test__skips__gate" and e.is_step_success for e in events)
-        assert "input `orders` has no rows: skipping step `totals` and what depends on it" in _messages(instance, run_id)
+        assert "input `orders` has no rows: skipping step `totals` and what depends on it" in _messages(
+            instance, run_id
+        )
         assert not (tmp_path / "exo" / "outputs" / "test__skips" / "totals.parquet").exists()
 
         run = instance.get_run_by_id(run_id)
@@ -133,7 +134,10 @@ def test_the_step_op_keeps_its_name_retries_and_tags_and_the_gate_is_a_cpu_op(tm
     assert step_op.definition.retry_policy.max_retries == 2
     assert step_op.definition.tags["exo/gpu"] == "1" and step_op.definition.pool == "gpu"
     assert gate.definition.tags["exo/gpu"] == "0" and gate.definition.pool is None  # counting rows needs no GPU
-    for key in (f"{op_name(cluster, totals)}.{op_name(cluster, totals)}", f"{op_name(cluster, totals)}.{op_name(cluster, totals)}__gate"):
+    for key in (
+        f"{op_name(cluster, totals)}.{op_name(cluster, totals)}",
+        f"{op_name(cluster, totals)}.{op_name(cluster, totals)}__gate",
+    ):
         assert step_of(cluster, key) is totals  # the run guard and the failure section find the cluster step
 
 
@@ -188,8 +192,11 @@ def test_in_dataflow_only_the_empty_branch_is_skipped(tmp_path, monkeypatch):
         assert success, run_failure_text(instance, run_id)
         assert _steps(events, SKIPPED) == {"totals", "report"}
         assert _steps(events, MATERIALIZED) == {"orders", "regions", "listed", "either"}
-        leased = {e.step_key for e in events if e.event_type == dg.DagsterEventType.ENGINE_EVENT
-                  and "holds GPU device(s)" in (e.message or "")}
+        leased = {
+            e.step_key
+            for e in events
+            if e.event_type == dg.DagsterEventType.ENGINE_EVENT and "holds GPU device(s)" in (e.message or "")
+        }
         assert leased == {"listed__test__flow.listed__test__flow"}  # the skipped GPU step never took a device
         assert instance.get_run_by_id(run_id).tags["exo/executor"] == "local"
     either = pl.read_parquet(tmp_path / "exo" / "outputs" / "test__flow" / "either.parquet")
@@ -243,7 +250,9 @@ def test_with_fan_out_the_split_is_the_gate(tmp_path, monkeypatch):
         run_id, success, events = _execute(instance, path, __name__, "tag_job")
         assert success, run_failure_text(instance, run_id)
         assert {e.step_key for e in events if e.event_type == SKIPPED} == {
-            "tagged__test__rows.tagged__test__rows__merge", "counted__test__rows"}
+            "tagged__test__rows.tagged__test__rows__merge",
+            "counted__test__rows",
+        }
         assert not any("__chunk[" in (e.step_key or "") for e in events)  # no chunk ran
         assert _steps(events, MATERIALIZED) == {"words", "other"}
         assert "input `words` has no rows: skipping step `tagged` and what depends on it" in _messages(instance, run_id)
@@ -301,4 +310,6 @@ def test_a_failed_run_with_skipped_steps_blames_the_failure_and_re_executes_from
         options = dg.ReexecutionOptions.from_failure(run_id, instance)
         with dg.execute_job(job, instance=instance, raise_on_error=False, reexecution_options=options) as again:
             assert instance.get_run_by_id(again.run_id).step_keys_to_execute == ["bad__test__refail"]
-            assert [e.step_key for e in again.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE] == ["bad__test__refail"]
+            assert [e.step_key for e in again.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE] == [
+                "bad__test__refail"
+            ]

@@ -59,20 +59,24 @@ def test_no_sla_no_policy(tmp_path):
 
 
 def test_fanned_out_steps_get_the_policy_too(tmp_path):
-    text = CLUSTER.format(sla="sla: 24h", trigger="") + """\
+    text = (
+        CLUSTER.format(sla="sla: 24h", trigger="")
+        + """\
     - name: C
       uses: satellite/exospherehost/call-webhook
       fan-out: {chunk-rows: 10}
       config: {url: "http://127.0.0.1:9/unused"}
       input: {a: "$${{ satellites.a.output.a }}"}
 """
+    )
     cluster = parse_cluster(text, str(tmp_path / "fan.yaml"))
     policies = _policies(compile_cluster(cluster))
     assert policies["t/sla/c"].fail_window.to_timedelta() == timedelta(hours=24)
 
 
-
-@pytest.mark.parametrize("sla, seconds", [("6h", 21600), ("12h", 43200), ("24h", 86400), ("5s", 5), ("90m", 5400), ("45", 45)])
+@pytest.mark.parametrize(
+    "sla, seconds", [("6h", 21600), ("12h", 43200), ("24h", 86400), ("5s", 5), ("90m", 5400), ("45", 45)]
+)
 def test_sla_accepts_any_duration_and_sets_the_max_runtime_tag(tmp_path, sla, seconds):
     cluster = parse_cluster(CLUSTER.format(sla=f"sla: {sla}", trigger=""), str(tmp_path / "c.yaml"))
     assert cluster.spec.sla_seconds == seconds

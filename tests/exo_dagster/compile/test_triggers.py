@@ -90,7 +90,9 @@ def test_files_sensor_one_run_per_batch_with_a_content_hash_run_key(tmp_path):
         [request] = tick.run_requests
         hashes = json.loads(tick.cursor)
         assert request.run_key == batch_key({k: v[2] for k, v in hashes.items()})
-        assert json.loads(request.tags["exo/files"]) == ["1.jsonl", "2.jsonl"] and request.tags["exo/files-count"] == "2"
+        assert (
+            json.loads(request.tags["exo/files"]) == ["1.jsonl", "2.jsonl"] and request.tags["exo/files-count"] == "2"
+        )
         again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=tick.cursor))
         assert again.run_requests == [] and "no new or changed files" in again.skip_message
         _write(folder / "3.jsonl", '{"a": 3}', age=5)
@@ -128,8 +130,12 @@ def test_after_sensor_runs_once_per_successful_upstream_run(tmp_path, monkeypatc
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
 
     def defs_for(query: str) -> dg.Definitions:
-        return compile_clusters([parse_cluster(UPSTREAM.replace("QUERY", query), str(tmp_path / "u.yaml")),
-                                 parse_cluster(DOWNSTREAM, str(tmp_path / "d.yaml"))])
+        return compile_clusters(
+            [
+                parse_cluster(UPSTREAM.replace("QUERY", query), str(tmp_path / "u.yaml")),
+                parse_cluster(DOWNSTREAM, str(tmp_path / "d.yaml")),
+            ]
+        )
 
     defs = defs_for("1")
     [sensor] = [s for s in defs.sensors if s.name == "t__downstream__after"]
@@ -138,7 +144,11 @@ def test_after_sensor_runs_once_per_successful_upstream_run(tmp_path, monkeypatc
 
     def tick(instance, cursor):
         context = dg.build_multi_asset_sensor_context(
-            monitored_assets=dg.AssetSelection.groups("t__upstream"), repository_def=repo, instance=instance, cursor=cursor)
+            monitored_assets=dg.AssetSelection.groups("t__upstream"),
+            repository_def=repo,
+            instance=instance,
+            cursor=cursor,
+        )
         return sensor.evaluate_tick(context)
 
     with dg.instance_for_test() as instance:
@@ -150,7 +160,11 @@ def test_after_sensor_runs_once_per_successful_upstream_run(tmp_path, monkeypatc
         assert request.tags["exo/after-runs"] == run.run_id and request.run_key
         assert tick(instance, first.cursor).run_requests == []  # consumed: no second run
         # a failed upstream run materializes `numbers` only: no downstream run
-        failed = defs_for("error('boom')").resolve_job_def("t__upstream").execute_in_process(instance=instance, raise_on_error=False)
+        failed = (
+            defs_for("error('boom')")
+            .resolve_job_def("t__upstream")
+            .execute_in_process(instance=instance, raise_on_error=False)
+        )
         assert not failed.success
         second = tick(instance, first.cursor)
         assert second.run_requests == []
@@ -160,10 +174,16 @@ def test_after_sensor_runs_once_per_successful_upstream_run(tmp_path, monkeypatc
 
 
 def test_trigger_compile_results_and_errors(tmp_path):
-    cron = parse_cluster(DOWNSTREAM.replace("{after: cluster/t/upstream}", '{cron: "30 6 * * 1-5", timezone: Europe/Berlin}'),
-                         str(tmp_path / "c.yaml"))
+    cron = parse_cluster(
+        DOWNSTREAM.replace("{after: cluster/t/upstream}", '{cron: "30 6 * * 1-5", timezone: Europe/Berlin}'),
+        str(tmp_path / "c.yaml"),
+    )
     [schedule] = compile_cluster(cron).schedules
-    assert (schedule.cron_schedule, schedule.execution_timezone, schedule.job_name) == ("30 6 * * 1-5", "Europe/Berlin", "t__downstream")
+    assert (schedule.cron_schedule, schedule.execution_timezone, schedule.job_name) == (
+        "30 6 * * 1-5",
+        "Europe/Berlin",
+        "t__downstream",
+    )
     manual = parse_cluster(DOWNSTREAM.replace("{after: cluster/t/upstream}", "none"), str(tmp_path / "m.yaml"))
     defs = compile_cluster(manual)
     assert not list(defs.schedules or []) and not list(defs.sensors or [])

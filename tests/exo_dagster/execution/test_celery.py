@@ -18,7 +18,17 @@ import dagster as dg
 import pytest
 import yaml
 
-from tests.exo_dagster.scaleout_support import cluster_yaml, events_of, failure_text, make_home, probes, quiet, recon_job, short, write_clusters
+from tests.exo_dagster.scaleout_support import (
+    cluster_yaml,
+    events_of,
+    failure_text,
+    make_home,
+    probes,
+    quiet,
+    recon_job,
+    short,
+    write_clusters,
+)
 
 REDIS = ("127.0.0.1", 6379)
 BROKER, BACKEND = "redis://127.0.0.1:6379/13", "redis://127.0.0.1:6379/14"  # db numbers of these tests only
@@ -40,9 +50,29 @@ class Worker:
     def __init__(self, name: str, queue: str, config: Path, env: dict[str, str], log: Path, cwd: Path | None = None):
         self.name, self.queue, self.log = name, queue, log
         self.proc = subprocess.Popen(
-            [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-n", name, "-q", queue,
-             "-y", str(config), "--", "--concurrency=1", "--without-gossip", "--without-mingle"],
-            env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
+            [
+                str(BIN / "dagster-celery"),
+                "worker",
+                "start",
+                "-A",
+                "dagster_celery.app",
+                "-n",
+                name,
+                "-q",
+                queue,
+                "-y",
+                str(config),
+                "--",
+                "--concurrency=1",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            env=env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd,
+        )
 
     def wait_ready(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -75,9 +105,13 @@ def celery_setup(tmp_path, monkeypatch):
     _require_redis()
     token = uuid.uuid4().hex[:8]
     queues = {"gpu": f"exo-gpu-{token}", "cpu": f"exo-cpu-{token}"}  # fresh queues: nothing stale can land here
-    steps = [*({"id": f"gpu{i}", "kind": "gpu", "seconds": 0.2} for i in range(3)),
-             *({"id": f"cpu{i}", "kind": "cpu", "seconds": 0.2} for i in range(3))]
-    defs = write_clusters(tmp_path, monkeypatch, mixed=cluster_yaml("exotest/celery-mix", steps, executor="celery", queues=queues))
+    steps = [
+        *({"id": f"gpu{i}", "kind": "gpu", "seconds": 0.2} for i in range(3)),
+        *({"id": f"cpu{i}", "kind": "cpu", "seconds": 0.2} for i in range(3)),
+    ]
+    defs = write_clusters(
+        tmp_path, monkeypatch, mixed=cluster_yaml("exotest/celery-mix", steps, executor="celery", queues=queues)
+    )
     home = make_home(tmp_path / "home")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "data"))
@@ -89,7 +123,11 @@ def celery_setup(tmp_path, monkeypatch):
     workers = []
     try:
         for kind in ("gpu", "cpu"):
-            env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "EXO_TEST_WORKER": f"{kind}-worker"}
+            env = {
+                **os.environ,
+                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                "EXO_TEST_WORKER": f"{kind}-worker",
+            }
             workers.append(Worker(f"{kind}w-{token}", queues[kind], config, env, tmp_path / f"{kind}-worker.log"))
         for worker in workers:
             worker.wait_ready()
@@ -102,8 +140,12 @@ def celery_setup(tmp_path, monkeypatch):
 @pytest.mark.timeout(420)
 def test_each_step_runs_on_the_worker_of_its_queue(celery_setup):
     with dg.DagsterInstance.get() as instance:
-        result = dg.execute_job(recon_job("exotest__celery_mix", celery_setup["defs"]), instance=instance, raise_on_error=False,
-                                run_config=quiet({"execution": {"config": {"broker": BROKER, "backend": BACKEND}}}))
+        result = dg.execute_job(
+            recon_job("exotest__celery_mix", celery_setup["defs"]),
+            instance=instance,
+            raise_on_error=False,
+            run_config=quiet({"execution": {"config": {"broker": BROKER, "backend": BACKEND}}}),
+        )
         assert result.success, failure_text(instance, result.run_id)
         token = celery_setup["token"]
         expected = {f"{kind}{i}": kind for kind in ("gpu", "cpu") for i in range(3)}

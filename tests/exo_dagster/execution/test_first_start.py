@@ -14,10 +14,8 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import dagster as dg
-import pytest
 
 from exo_dagster.execution import launch_paths
 from exo_dagster.execution.instance_defaults import DEFAULT_DAGSTER_YAML, stale_instance
@@ -85,8 +83,9 @@ def test_a_dagster_yaml_that_exo_did_not_write_is_never_judged(tmp_path):
 def test_a_run_launched_by_a_process_that_predates_the_file_warns_in_its_own_log(tmp_path, monkeypatch):
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
     (tmp_path / "quick.yaml").write_text(QUICK)
-    job = dg.build_reconstructable_job("exo_dagster.cli", "cluster_job",
-                                       reconstructable_args=(str(tmp_path / "quick.yaml"),))
+    job = dg.build_reconstructable_job(
+        "exo_dagster.cli", "cluster_job", reconstructable_args=(str(tmp_path / "quick.yaml"),)
+    )
     home = tmp_path / "home"
     home.mkdir()
     with dg.DagsterInstance.from_config(str(home)) as launcher:  # opened before exo's file existed
@@ -100,8 +99,11 @@ def test_a_run_launched_by_a_process_that_predates_the_file_warns_in_its_own_log
         launched, here = scope["start_run_in_subprocess"](), run()
 
         def warned(result) -> list[str]:
-            return [e.message for e in launcher.all_logs(result.run_id)
-                    if e.level == logging.WARNING and "opened DAGSTER_HOME before exo wrote" in (e.message or "")]
+            return [
+                e.message
+                for e in launcher.all_logs(result.run_id)
+                if e.level == logging.WARNING and "opened DAGSTER_HOME before exo wrote" in (e.message or "")
+            ]
 
         assert launched.success and here.success
         [message] = warned(launched)
@@ -121,8 +123,14 @@ def test_a_first_daemon_on_a_fresh_home_prints_the_warning_and_the_next_start_ha
     env["PYTHONPATH"] = os.pathsep.join([str(project), env["PYTHONPATH"]])
     log = tmp_path / "daemon.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(EXE / "dagster-daemon"), "run", "-m", f"{PACKAGE}.definitions"], cwd=project,
-                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(EXE / "dagster-daemon"), "run", "-m", f"{PACKAGE}.definitions"],
+            cwd=project,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 180
         while "Instance is configured with the following daemons" not in log.read_text(errors="replace"):

@@ -8,9 +8,18 @@ import dagster as dg
 import pytest
 
 from exo_dagster.execution import gpus
-
 from tests.exo_dagster.scaleout_support import (
-    cluster_yaml, events_of, failure_text, leases, make_home, overlapping, probes, quiet, recon_job, short, write_clusters,
+    cluster_yaml,
+    events_of,
+    failure_text,
+    leases,
+    make_home,
+    overlapping,
+    probes,
+    quiet,
+    recon_job,
+    short,
+    write_clusters,
 )
 
 JOB = "exotest__gpu_mix"
@@ -26,8 +35,12 @@ def instance(tmp_path, monkeypatch):
 
 
 def run(instance, defs, job: str = JOB, **executor_config):
-    return dg.execute_job(recon_job(job, defs), instance=instance, raise_on_error=False,
-                          run_config=quiet({"execution": {"config": executor_config}} if executor_config else None))
+    return dg.execute_job(
+        recon_job(job, defs),
+        instance=instance,
+        raise_on_error=False,
+        run_config=quiet({"execution": {"config": executor_config}} if executor_config else None),
+    )
 
 
 MIX = [
@@ -61,8 +74,12 @@ def test_each_gpu_step_computes_on_its_own_devices_never_shared(instance, tmp_pa
     assert overlapping(held) == []
     assert overlapping([(s, seen[s]["devices"], seen[s]["start"], seen[s]["end"]) for s in given]) == []
     # and the devices were used in parallel, not one step at a time
-    assert any(a["acquired"] < b["released"] and b["acquired"] < a["released"]
-               for a in given.values() for b in given.values() if a is not b)
+    assert any(
+        a["acquired"] < b["released"] and b["acquired"] < a["released"]
+        for a in given.values()
+        for b in given.values()
+        if a is not b
+    )
     # every GPU step ran in its own process
     assert len({seen[s]["pid"] for s in seen}) == len(seen)
     # each lease is in the run's log, readable by a person
@@ -84,8 +101,11 @@ def test_more_gpus_than_exist_fails_at_launch_with_a_clear_error(instance, tmp_p
 
 
 def test_no_gpu_machine_fails_gpu_steps_unless_cpu_fallback(instance, tmp_path, monkeypatch):
-    defs = write_clusters(tmp_path, monkeypatch, mix=cluster_yaml("exotest/gpu-mix", [
-        {"id": "g0", "kind": "gpu"}, {"id": "c0", "kind": "cpu"}]))
+    defs = write_clusters(
+        tmp_path,
+        monkeypatch,
+        mix=cluster_yaml("exotest/gpu-mix", [{"id": "g0", "kind": "gpu"}, {"id": "c0", "kind": "cpu"}]),
+    )
     monkeypatch.setenv("EXO_GPUS", "none")
     monkeypatch.setenv("EXO_CPU_FALLBACK", "0")  # strict: the default falls back to CPU where there is no GPU
     failed = run(instance, defs)
@@ -111,10 +131,20 @@ def test_bad_device_list_is_a_clear_error(instance, tmp_path, monkeypatch):
 
 
 def test_cpu_steps_respect_max_concurrent_and_gpus_config_wins_over_env(instance, tmp_path, monkeypatch):
-    defs = write_clusters(tmp_path, monkeypatch, mix=cluster_yaml("exotest/gpu-mix", [
-        {"id": "c0", "kind": "cpu", "seconds": 0.3}, {"id": "c1", "kind": "cpu", "seconds": 0.3},
-        {"id": "c2", "kind": "cpu", "seconds": 0.3}, {"id": "g0", "kind": "gpu", "seconds": 0.2},
-        {"id": "g1", "kind": "gpu", "seconds": 0.2}]))
+    defs = write_clusters(
+        tmp_path,
+        monkeypatch,
+        mix=cluster_yaml(
+            "exotest/gpu-mix",
+            [
+                {"id": "c0", "kind": "cpu", "seconds": 0.3},
+                {"id": "c1", "kind": "cpu", "seconds": 0.3},
+                {"id": "c2", "kind": "cpu", "seconds": 0.3},
+                {"id": "g0", "kind": "gpu", "seconds": 0.2},
+                {"id": "g1", "kind": "gpu", "seconds": 0.2},
+            ],
+        ),
+    )
     monkeypatch.setenv("EXO_GPUS", "0,1")
     result = run(instance, defs, max_concurrent=1, gpus=["GPU-7"])
     assert result.success, failure_text(instance, result.run_id)
@@ -126,8 +156,14 @@ def test_cpu_steps_respect_max_concurrent_and_gpus_config_wins_over_env(instance
 
 
 def test_a_failing_gpu_step_gives_its_device_back(instance, tmp_path, monkeypatch):
-    defs = write_clusters(tmp_path, monkeypatch, mix=cluster_yaml("exotest/gpu-mix", [
-        {"id": "bad", "kind": "gpu", "fail": True}, {"id": "good", "kind": "gpu", "seconds": 0.1}]))
+    defs = write_clusters(
+        tmp_path,
+        monkeypatch,
+        mix=cluster_yaml(
+            "exotest/gpu-mix",
+            [{"id": "bad", "kind": "gpu", "fail": True}, {"id": "good", "kind": "gpu", "seconds": 0.1}],
+        ),
+    )
     monkeypatch.setenv("EXO_GPUS", "3")
     result = run(instance, defs)
     assert not result.success

@@ -33,7 +33,7 @@ def _worker(homes: list[tuple[str, str]], barrier, errors) -> None:
             else:  # Dagster alone, no exo: shows the race is real
                 with DagsterInstance.from_config(home) as instance:
                     instance.get_runs(limit=1)
-        except Exception as exc:  # noqa: BLE001 - a racer may lose; what counts is the home afterwards
+        except Exception as exc:
             errors.append(f"{home}: {type(exc).__name__}")
 
 
@@ -62,14 +62,17 @@ def _healthy(home: str) -> bool:
     try:
         with dg.DagsterInstance.from_config(home) as instance:
             instance.get_runs(limit=1)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
     for name in instance_home.STAMPED:
         path = Path(home) / name
         if path.exists():
             with sqlite3.connect(path) as con:
                 tables = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
-                if "alembic_version" in tables and con.execute("select count(*) from alembic_version").fetchone()[0] > 1:
+                if (
+                    "alembic_version" in tables
+                    and con.execute("select count(*) from alembic_version").fetchone()[0] > 1
+                ):
                     return False
     return True
 
@@ -92,8 +95,11 @@ def _state(home: str) -> dict:
         if path.exists():
             with sqlite3.connect(path) as con:
                 tables = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
-                out[name] = [r[0] for r in con.execute("select version_num from alembic_version")] \
-                    if "alembic_version" in tables else sorted(tables)
+                out[name] = (
+                    [r[0] for r in con.execute("select version_num from alembic_version")]
+                    if "alembic_version" in tables
+                    else sorted(tables)
+                )
     out["marker"] = (Path(home) / instance_home.MARKER).exists()
     return out
 

@@ -21,7 +21,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.exo_dagster.scaleout_support import REPO, cluster_yaml, failure_text, make_home, probes, quiet, recon_job, write_clusters
+from tests.exo_dagster.scaleout_support import (
+    REPO,
+    cluster_yaml,
+    failure_text,
+    make_home,
+    probes,
+    quiet,
+    recon_job,
+    write_clusters,
+)
 
 BIN = Path(sys.executable).parent
 NAMESPACE = "exo-test"
@@ -113,12 +122,18 @@ def kubernetes(tmp_path):
 
 
 def kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "test",
-        "clusters": [{"name": "test", "cluster": {"server": server}}],
-        "users": [{"name": "test", "user": {}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": NAMESPACE}}],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "test",
+                "clusters": [{"name": "test", "cluster": {"server": server}}],
+                "users": [{"name": "test", "user": {}}],
+                "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": NAMESPACE}}],
+            }
+        )
+    )
     return path
 
 
@@ -135,24 +150,44 @@ def test_gpu_limits_node_selectors_and_tolerations_land_on_gpu_pods_only(kuberne
     defs = write_clusters(tmp_path, monkeypatch, k8s=cluster_yaml("exotest/k8s-mix", STEPS, executor="k8s"))
     config = kubeconfig(tmp_path / "kubeconfig.json", kubernetes.url)
     # The instance a k8s deployment has: K8sRunLauncher (its settings feed the step pods too).
-    home = make_home(tmp_path / "home", (
-        "run_launcher:\n  module: dagster_k8s\n  class: K8sRunLauncher\n  config:\n"
-        "    service_account_name: dagster\n    instance_config_map: dagster-instance\n"
-        "    dagster_home: /opt/dagster/dagster_home\n    job_image: exo-dagster:test\n"
-        f"    job_namespace: {NAMESPACE}\n    load_incluster_config: false\n    kubeconfig_file: {config}\n"))
+    home = make_home(
+        tmp_path / "home",
+        (
+            "run_launcher:\n  module: dagster_k8s\n  class: K8sRunLauncher\n  config:\n"
+            "    service_account_name: dagster\n    instance_config_map: dagster-instance\n"
+            "    dagster_home: /opt/dagster/dagster_home\n    job_image: exo-dagster:test\n"
+            f"    job_namespace: {NAMESPACE}\n    load_incluster_config: false\n    kubeconfig_file: {config}\n"
+        ),
+    )
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "data"))
 
     with dg.DagsterInstance.get() as instance:
-        result = dg.execute_job(recon_job("exotest__k8s_mix", defs), instance=instance, raise_on_error=False, run_config=quiet(
-            {"execution": {"config": {"job_namespace": NAMESPACE, "load_incluster_config": False, "kubeconfig_file": str(config)}}}))
+        result = dg.execute_job(
+            recon_job("exotest__k8s_mix", defs),
+            instance=instance,
+            raise_on_error=False,
+            run_config=quiet(
+                {
+                    "execution": {
+                        "config": {
+                            "job_namespace": NAMESPACE,
+                            "load_incluster_config": False,
+                            "kubeconfig_file": str(config),
+                        }
+                    }
+                }
+            ),
+        )
         logs = {p.name: p.read_text(errors="replace")[-2000:] for p in tmp_path.glob("dagster-step-*.log")}
         assert result.success, failure_text(instance, result.run_id) + json.dumps(logs, indent=1)
         assert set(probes(instance, result.run_id)) == {s["id"] for s in STEPS}  # every step ran, in its "pod"
         assert instance.get_run_by_id(result.run_id).tags["exo/compute"] == "gpu"
 
-    pods = {job["metadata"]["labels"]["dagster/op"].split("__", 1)[0]: job["spec"]["template"]["spec"]
-            for job in kubernetes.jobs.values()}
+    pods = {
+        job["metadata"]["labels"]["dagster/op"].split("__", 1)[0]: job["spec"]["template"]["spec"]
+        for job in kubernetes.jobs.values()
+    }
     assert set(pods) == {"embed", "train", "clean", "plain"}
     for job in kubernetes.jobs.values():
         assert job["metadata"]["namespace"] == NAMESPACE
@@ -165,7 +200,9 @@ def test_gpu_limits_node_selectors_and_tolerations_land_on_gpu_pods_only(kuberne
     assert resources("embed") == {"limits": {"nvidia.com/gpu": "1"}, "requests": {"memory": "16Gi"}}
     assert pods["embed"]["nodeSelector"] == {"exo/gpu-type": "a100"}
     assert gpu_toleration in pods["embed"]["tolerations"]
-    assert {"key": "exo/gpu-type", "operator": "Equal", "value": "a100", "effect": "NoSchedule"} in pods["embed"]["tolerations"]
+    assert {"key": "exo/gpu-type", "operator": "Equal", "value": "a100", "effect": "NoSchedule"} in pods["embed"][
+        "tolerations"
+    ]
 
     assert resources("train") == {"limits": {"nvidia.com/gpu": "2"}}
     assert pods["train"]["tolerations"] == [gpu_toleration] and not pods["train"].get("nodeSelector")

@@ -11,7 +11,6 @@ import importlib
 import subprocess
 import sys
 import types
-from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -114,8 +113,10 @@ def test_the_outermost_entry_point_names_the_path_and_python_m_counts(monkeypatc
     monkeypatch.setenv(run_end.FORCE_ENV, "0")
     assert exo_run() is False  # EXO_SECTIONS_IN_RUN still forces either way
     worker = _fake("dagster._grpc.impl", "start_run_in_subprocess", launch_paths.launched_by_another_process)
-    assert worker() is True and _fake("dagster._cli.job", "job_execute_command_impl",
-                                      launch_paths.launched_by_another_process)() is False
+    assert (
+        worker() is True
+        and _fake("dagster._cli.job", "job_execute_command_impl", launch_paths.launched_by_another_process)() is False
+    )
 
 
 def test_dagsters_job_execute_function_as_dg_launch_calls_it_is_found_from_inside_the_run(tmp_path, monkeypatch):
@@ -126,9 +127,17 @@ def test_dagsters_job_execute_function_as_dg_launch_calls_it_is_found_from_insid
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "seen.json"
     (tmp_path / "plain_defs.py").write_text(PLAIN_DEFS.replace("{out!r}", repr(str(out))))
-    job_execute_command_impl(job_name="plain", config=(), config_json=None, tags=None, op_selection=None,
-                             partition=None, partition_range=None, repository=None,
-                             **as_dict(PythonPointerOpts(python_file=str(tmp_path / "plain_defs.py"))))
+    job_execute_command_impl(
+        job_name="plain",
+        config=(),
+        config_json=None,
+        tags=None,
+        op_selection=None,
+        partition=None,
+        partition_range=None,
+        repository=None,
+        **as_dict(PythonPointerOpts(python_file=str(tmp_path / "plain_defs.py"))),
+    )
     assert out.read_text() == '["dagster job execute", true]'
 
 
@@ -153,12 +162,25 @@ def test_dagsters_refusal_of_a_partition_range_says_what_to_run_instead(exo_defs
     from dagster._cli.job import execute_execute_command
 
     with dg.instance_for_test() as instance:
-        job = _refusal(lambda: execute_execute_command(
-            instance=instance, python_pointer_opts=exo_defs, job_name="acme__daily",
-            partition_range="2026-11-02...2026-11-04"))
-        assets = _refusal(lambda: execute_materialize_command(
-            instance=instance, select="acme/daily/day", partition=None, partition_range="2026-11-02...2026-11-04",
-            config=(), config_json=None, python_pointer_opts=exo_defs))
+        job = _refusal(
+            lambda: execute_execute_command(
+                instance=instance,
+                python_pointer_opts=exo_defs,
+                job_name="acme__daily",
+                partition_range="2026-11-02...2026-11-04",
+            )
+        )
+        assets = _refusal(
+            lambda: execute_materialize_command(
+                instance=instance,
+                select="acme/daily/day",
+                partition=None,
+                partition_range="2026-11-02...2026-11-04",
+                config=(),
+                config_json=None,
+                python_pointer_opts=exo_defs,
+            )
+        )
     for refused in (job, assets):
         hint = launch_paths.partition_range_hint(refused, refused.__traceback__)
         assert hint is not None, refused
@@ -172,9 +194,17 @@ def test_a_partition_range_refused_for_other_assets_keeps_dagsters_message(tmp_p
 
     (tmp_path / "plain_defs.py").write_text(PLAIN_DEFS.replace("{out!r}", repr(str(tmp_path / "x.json"))))
     with dg.instance_for_test() as instance:
-        refused = _refusal(lambda: execute_materialize_command(
-            instance=instance, select="other", partition=None, partition_range="2026-11-02...2026-11-04", config=(),
-            config_json=None, python_pointer_opts=PythonPointerOpts(python_file=str(tmp_path / "plain_defs.py"))))
+        refused = _refusal(
+            lambda: execute_materialize_command(
+                instance=instance,
+                select="other",
+                partition=None,
+                partition_range="2026-11-02...2026-11-04",
+                config=(),
+                config_json=None,
+                python_pointer_opts=PythonPointerOpts(python_file=str(tmp_path / "plain_defs.py")),
+            )
+        )
     assert "BackfillPolicy.single_run()" in str(refused)
     assert launch_paths.partition_range_hint(refused, refused.__traceback__) is None
     assert launch_paths.partition_range_hint(ValueError("x"), None) is None
@@ -184,8 +214,9 @@ def test_one_partition_runs_as_dg_launch_job_partition_runs_it(exo_defs, tmp_pat
     from dagster._cli.job import execute_execute_command
 
     with dg.instance_for_test() as instance:
-        result = execute_execute_command(instance=instance, python_pointer_opts=exo_defs, job_name="acme__daily",
-                                         partition="2026-11-03")
+        result = execute_execute_command(
+            instance=instance, python_pointer_opts=exo_defs, job_name="acme__daily", partition="2026-11-03"
+        )
         run = instance.get_run_by_id(result.run_id)
     assert result.success and run.tags["dagster/partition"] == "2026-11-03"
     assert (tmp_path / "exo" / "outputs" / "acme__daily" / "day" / "2026-11-03.parquet").exists()
@@ -196,9 +227,14 @@ def test_dg_launch_partition_range_in_a_dg_project_is_a_one_line_error(tmp_path)
 
     project = write_project(tmp_path)
     (project / PACKAGE / "defs" / "clusters" / "yaml" / "daily.yaml").write_text(DAILY)
-    result = subprocess.run([str(EXE / "dg"), "launch", "--job", "acme__daily", "--partition-range",
-                             "2026-11-02...2026-11-04"], cwd=project, env=project_env(project), capture_output=True,
-                            text=True, timeout=240)
+    result = subprocess.run(
+        [str(EXE / "dg"), "launch", "--job", "acme__daily", "--partition-range", "2026-11-02...2026-11-04"],
+        cwd=project,
+        env=project_env(project),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 1, output(result)
     assert "Traceback" not in result.stderr, output(result)
     [line] = [x for x in result.stderr.splitlines() if x.startswith("error: --partition-range")]

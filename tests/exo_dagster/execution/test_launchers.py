@@ -23,9 +23,16 @@ from dagster._core.instance.config import dagster_instance_config
 from dagster._core.launcher.base import WorkerStatus
 
 from exo_dagster.execution.launchers import RoutingRunLauncher
-
 from tests.exo_dagster.scaleout_support import (
-    REPO, cluster_yaml, failure_text, leases, make_home, pg_database, probes, use_pg, write_clusters,
+    REPO,
+    cluster_yaml,
+    failure_text,
+    leases,
+    make_home,
+    pg_database,
+    probes,
+    use_pg,
+    write_clusters,
 )
 
 BIN = Path(sys.executable).parent
@@ -67,9 +74,12 @@ def routed(tmp_path, monkeypatch):
         home = make_home(tmp_path / "home")
         shutil.copyfile(REPO / "deploy" / "routing" / "dagster.yaml", home / "dagster.yaml")
         monkeypatch.setenv("DAGSTER_HOME", str(home))
-        defs = write_clusters(tmp_path, monkeypatch,
-                              gpu=cluster_yaml("exotest/route-gpu", [{"id": "embed", "kind": "gpu"}, {"id": "tidy", "kind": "cpu"}]),
-                              cpu=cluster_yaml("exotest/route-cpu", [{"id": "tidy", "kind": "cpu"}]))
+        defs = write_clusters(
+            tmp_path,
+            monkeypatch,
+            gpu=cluster_yaml("exotest/route-gpu", [{"id": "embed", "kind": "gpu"}, {"id": "tidy", "kind": "cpu"}]),
+            cpu=cluster_yaml("exotest/route-cpu", [{"id": "tidy", "kind": "cpu"}]),
+        )
         with dg.DagsterInstance.get() as instance:
             instance.get_runs(limit=1)  # create the tables before the worker, the daemon and the CLI race to
             worker_yaml = tmp_path / "celery.yaml"
@@ -78,15 +88,42 @@ def routed(tmp_path, monkeypatch):
             worker_log = tmp_path / "gpu-run-worker.log"
             processes = []
             try:
-                processes.append(_start(
-                    [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-n",
-                     f"gpu-runs-{uuid.uuid4().hex[:6]}", "-q", "gpu-runs", "-y", str(worker_yaml), "--",
-                     "--pool=solo", "--without-gossip", "--without-mingle"],
-                    {**os.environ, "PATH": path, "EXO_TEST_WORKER": "gpu-run-worker", "EXO_GPUS": "0"},  # the GPU machine
-                    worker_log))
+                processes.append(
+                    _start(
+                        [
+                            str(BIN / "dagster-celery"),
+                            "worker",
+                            "start",
+                            "-A",
+                            "dagster_celery.app",
+                            "-n",
+                            f"gpu-runs-{uuid.uuid4().hex[:6]}",
+                            "-q",
+                            "gpu-runs",
+                            "-y",
+                            str(worker_yaml),
+                            "--",
+                            "--pool=solo",
+                            "--without-gossip",
+                            "--without-mingle",
+                        ],
+                        {
+                            **os.environ,
+                            "PATH": path,
+                            "EXO_TEST_WORKER": "gpu-run-worker",
+                            "EXO_GPUS": "0",
+                        },  # the GPU machine
+                        worker_log,
+                    )
+                )
                 # the daemon dequeues submitted runs and hands them to the instance's run launcher (ours)
-                processes.append(_start([str(BIN / "dagster-daemon"), "run", "-f", str(defs), "-a", "defs"],
-                                        {**os.environ, "PATH": path}, tmp_path / "daemon.log"))
+                processes.append(
+                    _start(
+                        [str(BIN / "dagster-daemon"), "run", "-f", str(defs), "-a", "defs"],
+                        {**os.environ, "PATH": path},
+                        tmp_path / "daemon.log",
+                    )
+                )
                 _wait_for(worker_log, " ready.", processes[0], "Celery worker")
                 yield instance, defs, db
             finally:
@@ -95,7 +132,9 @@ def routed(tmp_path, monkeypatch):
 
 
 def _start(argv: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(argv, env=env, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        argv, env=env, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def _wait_for(log: Path, text: str, proc: subprocess.Popen, what: str, timeout: float = 180) -> None:
@@ -118,8 +157,14 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _launch(defs: Path, job: str) -> str:
     run_id = str(uuid.uuid4())
-    proc = subprocess.run([str(BIN / "dagster"), "job", "launch", "-f", str(defs), "-a", "defs", "-j", job, "--run-id", run_id],
-                          cwd=REPO, env=os.environ, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [str(BIN / "dagster"), "job", "launch", "-f", str(defs), "-a", "defs", "-j", job, "--run-id", run_id],
+        cwd=REPO,
+        env=os.environ,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, f"dagster job launch failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return run_id
 
@@ -130,7 +175,9 @@ def test_runs_land_on_the_launcher_their_tags_pick(routed):
     router = instance.run_launcher
     assert isinstance(router, RoutingRunLauncher)
     assert {name: type(launcher).__name__ for name, launcher in router.launchers.items()} == {
-        "default": "DefaultRunLauncher", "gpu": "CeleryRunLauncher"}
+        "default": "DefaultRunLauncher",
+        "gpu": "CeleryRunLauncher",
+    }
 
     gpu_id = _launch(defs, "exotest__route_gpu")
     cpu_id = _launch(defs, "exotest__route_cpu")
@@ -159,18 +206,43 @@ def test_runs_land_on_the_launcher_their_tags_pick(routed):
 
 def test_route_config_errors_are_clear():
     with pytest.raises(ValueError, match="route name 'gpu' is used twice"):
-        RoutingRunLauncher(routes=[{"name": "gpu", "match": {"a": "1"}, "launcher": {"module": "dagster", "class": "DefaultRunLauncher"}}] * 2)
+        RoutingRunLauncher(
+            routes=[
+                {"name": "gpu", "match": {"a": "1"}, "launcher": {"module": "dagster", "class": "DefaultRunLauncher"}}
+            ]
+            * 2
+        )
     with pytest.raises(ValueError, match="route 'all' has an empty `match`"):
-        RoutingRunLauncher(routes=[{"name": "all", "match": {}, "launcher": {"module": "dagster", "class": "DefaultRunLauncher"}}])
+        RoutingRunLauncher(
+            routes=[{"name": "all", "match": {}, "launcher": {"module": "dagster", "class": "DefaultRunLauncher"}}]
+        )
     with pytest.raises(ValueError, match=r"cannot load the run launcher of route 'gpu' \(no_such_module.Launcher\)"):
-        RoutingRunLauncher(routes=[{"name": "gpu", "match": {"exo/compute": "gpu"}, "launcher": {"module": "no_such_module", "class": "Launcher"}}])
+        RoutingRunLauncher(
+            routes=[
+                {
+                    "name": "gpu",
+                    "match": {"exo/compute": "gpu"},
+                    "launcher": {"module": "no_such_module", "class": "Launcher"},
+                }
+            ]
+        )
 
 
 def test_routing_picks_the_first_matching_route():
-    router = RoutingRunLauncher(routes=[
-        {"name": "a100", "match": {"exo/compute": "gpu", "team": "vision"}, "launcher": {"module": "dagster", "class": "DefaultRunLauncher"}},
-        {"name": "gpu", "match": {"exo/compute": "gpu"}, "launcher": {"module": "dagster", "class": "DefaultRunLauncher"}},
-    ])
+    router = RoutingRunLauncher(
+        routes=[
+            {
+                "name": "a100",
+                "match": {"exo/compute": "gpu", "team": "vision"},
+                "launcher": {"module": "dagster", "class": "DefaultRunLauncher"},
+            },
+            {
+                "name": "gpu",
+                "match": {"exo/compute": "gpu"},
+                "launcher": {"module": "dagster", "class": "DefaultRunLauncher"},
+            },
+        ]
+    )
     assert router.route_for({"exo/compute": "gpu", "team": "vision"}) == "a100"
     assert router.route_for({"exo/compute": "gpu", "team": "search"}) == "gpu"
     assert router.route_for({"exo/cluster": "acme/x"}) == "default"
@@ -179,15 +251,25 @@ def test_routing_picks_the_first_matching_route():
 
 @pytest.mark.parametrize("folder", ["postgres", "celery", "routing", "k8s"])
 def test_shipped_dagster_yaml_files_are_valid(folder, tmp_path, monkeypatch):
-    for key, value in {"EXO_PG_HOST": "db", "EXO_PG_PORT": "5432", "EXO_PG_DB": "dagster", "EXO_PG_USER": "dagster",
-                       "EXO_PG_PASSWORD": "x", "EXO_CELERY_BROKER": BROKER, "EXO_CELERY_BACKEND": BACKEND}.items():
+    for key, value in {
+        "EXO_PG_HOST": "db",
+        "EXO_PG_PORT": "5432",
+        "EXO_PG_DB": "dagster",
+        "EXO_PG_USER": "dagster",
+        "EXO_PG_PASSWORD": "x",
+        "EXO_CELERY_BROKER": BROKER,
+        "EXO_CELERY_BACKEND": BACKEND,
+    }.items():
         monkeypatch.setenv(key, value)
     shutil.copyfile(REPO / "deploy" / folder / "dagster.yaml", tmp_path / "dagster.yaml")
     config, _ = dagster_instance_config(str(tmp_path))  # Dagster's own validation of the whole file
     assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
     if folder in ("routing", "k8s"):
         launcher = config["run_launcher"]
-        assert (launcher["module"], launcher["class"]) in {("exo_dagster.launchers", "RoutingRunLauncher"), ("dagster_k8s", "K8sRunLauncher")}
+        assert (launcher["module"], launcher["class"]) in {
+            ("exo_dagster.launchers", "RoutingRunLauncher"),
+            ("dagster_k8s", "K8sRunLauncher"),
+        }
 
 
 GPU_CLUSTER = """\
@@ -214,13 +296,26 @@ def test_an_asset_selection_run_with_a_gpu_step_is_routed_as_gpu(tmp_path):
 
     defs = compile_clusters([parse_cluster(GPU_CLUSTER, str(tmp_path / "gpu.yaml"))])
     asset_job = defs.resolve_implicit_global_asset_job_def()
-    route = {"name": "gpu", "match": {"exo/compute": "gpu"}, "launcher": {"module": "dagster", "class": "DefaultRunLauncher"}}
-    with dg.instance_for_test(overrides={"run_launcher": {"module": "exo_dagster.launchers", "class": "RoutingRunLauncher",
-                                                          "config": {"routes": [route]}}}) as instance:
+    route = {
+        "name": "gpu",
+        "match": {"exo/compute": "gpu"},
+        "launcher": {"module": "dagster", "class": "DefaultRunLauncher"},
+    }
+    with dg.instance_for_test(
+        overrides={
+            "run_launcher": {
+                "module": "exo_dagster.launchers",
+                "class": "RoutingRunLauncher",
+                "config": {"routes": [route]},
+            }
+        }
+    ) as instance:
         router = instance.run_launcher
         for selected, expected in (("crunch", {"exo/compute": "gpu"}), ("prep", {})):
             job = asset_job.get_subset(asset_selection={dg.AssetKey(["t", "gpu_route", selected])})
-            run = instance.create_run_for_job(job_def=job, asset_selection=frozenset({dg.AssetKey(["t", "gpu_route", selected])}))
+            run = instance.create_run_for_job(
+                job_def=job, asset_selection=frozenset({dg.AssetKey(["t", "gpu_route", selected])})
+            )
             assert "exo/compute" not in run.tags
             assert router.asset_run_tags(run) == expected
             assert router.route_for({**run.tags, **router.asset_run_tags(run)}) == ("gpu" if expected else "default")

@@ -10,7 +10,17 @@ import dagster as dg
 import pytest
 
 from tests.exo_dagster.scaleout_support import (
-    REPO, cluster_yaml, failure_text, leases, make_home, overlapping, pg_database, pg_query, quiet, recon_job, use_pg,
+    REPO,
+    cluster_yaml,
+    failure_text,
+    leases,
+    make_home,
+    overlapping,
+    pg_database,
+    pg_query,
+    quiet,
+    recon_job,
+    use_pg,
     write_clusters,
 )
 
@@ -29,30 +39,41 @@ def pg_instance(tmp_path, monkeypatch):
             yield instance, db
 
 
-STEPS = [{"id": "g0", "kind": "gpu", "seconds": 0.3}, {"id": "g1", "kind": "gpu", "seconds": 0.3},
-         {"id": "c0", "kind": "cpu", "seconds": 0.1}]
+STEPS = [
+    {"id": "g0", "kind": "gpu", "seconds": 0.3},
+    {"id": "g1", "kind": "gpu", "seconds": 0.3},
+    {"id": "c0", "kind": "cpu", "seconds": 0.1},
+]
 
 
 @pytest.mark.timeout(300)
 def test_cluster_runs_on_a_postgres_instance(pg_instance, tmp_path, monkeypatch):
     instance, db = pg_instance
-    assert {type(s).__name__ for s in (instance.run_storage, instance.event_log_storage, instance.schedule_storage)} == {
-        "PostgresRunStorage", "PostgresEventLogStorage", "PostgresScheduleStorage"}
+    assert {
+        type(s).__name__ for s in (instance.run_storage, instance.event_log_storage, instance.schedule_storage)
+    } == {"PostgresRunStorage", "PostgresEventLogStorage", "PostgresScheduleStorage"}
     defs = write_clusters(tmp_path, monkeypatch, pg=cluster_yaml("exotest/pg-mix", STEPS))
     monkeypatch.setenv("EXO_GPUS", "0,1")
 
-    result = dg.execute_job(recon_job("exotest__pg_mix", defs), instance=instance, raise_on_error=False, run_config=quiet())
+    result = dg.execute_job(
+        recon_job("exotest__pg_mix", defs), instance=instance, raise_on_error=False, run_config=quiet()
+    )
     assert result.success, failure_text(instance, result.run_id)
     assert pg_query(db, "SELECT status FROM runs WHERE run_id = %s", result.run_id) == [("SUCCESS",)]
-    assert pg_query(db, "SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'STEP_SUCCESS'",
-                    result.run_id) == [(3,)]
-    tables = {r[0] for r in pg_query(db, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
+    assert pg_query(
+        db, "SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'STEP_SUCCESS'", result.run_id
+    ) == [(3,)]
+    tables = {
+        r[0] for r in pg_query(db, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+    }
     assert {"runs", "event_logs", "jobs", "job_ticks", "instigators", "concurrency_limits"} <= tables
 
     # the pool `gpu` is global op concurrency, stored in Postgres: with 1 slot, GPU steps take turns
     instance.event_log_storage.set_concurrency_slots("gpu", 1)
-    assert pg_query(db, "SELECT concurrency_key, \"limit\" FROM concurrency_limits") == [("gpu", 1)]
-    capped = dg.execute_job(recon_job("exotest__pg_mix", defs), instance=instance, raise_on_error=False, run_config=quiet())
+    assert pg_query(db, 'SELECT concurrency_key, "limit" FROM concurrency_limits') == [("gpu", 1)]
+    capped = dg.execute_job(
+        recon_job("exotest__pg_mix", defs), instance=instance, raise_on_error=False, run_config=quiet()
+    )
     assert capped.success, failure_text(instance, capped.run_id)
     held = [(g["step"], "pool-gpu", g["acquired"], g["released"]) for g in leases(instance, capped.run_id)]
     assert len(held) == 2 and overlapping(held) == []  # two free devices, one pool slot: one at a time

@@ -8,7 +8,6 @@ import time
 import dagster as dg
 
 from exo_dagster.compile.failure_section import run_failure_text
-
 from tests.loopback import http_server
 
 CLUSTER = """\
@@ -43,8 +42,11 @@ def test_a_local_run_past_its_sla_is_stopped_and_fails_with_sla_exceeded(tmp_pat
         run = instance.get_run_by_id(run_id)
         assert run.tags["exo/executor"] == "local" and run.tags["dagster/max_runtime"] == "3"
         assert run_failure_text(instance, run_id).startswith("SLA exceeded: the run took longer than its sla of 3s")
-        steps = {r.event_log_entry.dagster_event.event_type for r in instance.get_records_for_run(run_id).records
-                 if r.event_log_entry.dagster_event and r.event_log_entry.step_key}
+        steps = {
+            r.event_log_entry.dagster_event.event_type
+            for r in instance.get_records_for_run(run_id).records
+            if r.event_log_entry.dagster_event and r.event_log_entry.step_key
+        }
         assert dg.DagsterEventType.STEP_SUCCESS not in steps and dg.DagsterEventType.STEP_FAILURE in steps
 
 

@@ -32,9 +32,14 @@ SLOW = {"free": 8, "other": 8, "solo": 3}  # seconds the service takes: long eno
 def stack(tmp_path_factory):
     with http_server() as quick, http_server() as slow:
         quick.delay, slow.delay = SLOW["solo"], SLOW["free"]
-        clusters = {name: CLUSTER.format(name=name, url=(slow if SLOW[name] == slow.delay else quick).url,
-                                         concurrency=f"concurrency: {limit}" if limit else "")
-                    for name, limit in LIMITS.items()}
+        clusters = {
+            name: CLUSTER.format(
+                name=name,
+                url=(slow if SLOW[name] == slow.delay else quick).url,
+                concurrency=f"concurrency: {limit}" if limit else "",
+            )
+            for name, limit in LIMITS.items()
+        }
         with serving(tmp_path_factory.mktemp("run_queue"), clusters, dagster_yaml=DAGSTER_YAML) as stack:
             yield stack
 
@@ -47,8 +52,9 @@ def _launch(stack, job: str) -> str:
 
 def _spans(stack, job: str) -> list[tuple[float, float]]:
     records = stack.instance.get_run_records(dg.RunsFilter(job_name=job))
-    assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records), \
-        [(r.dagster_run.run_id, r.dagster_run.status) for r in records]
+    assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in records), [
+        (r.dagster_run.run_id, r.dagster_run.status) for r in records
+    ]
     return sorted((r.start_time, r.end_time) for r in records)
 
 
@@ -79,5 +85,3 @@ def test_the_daemon_starts_a_limited_clusters_runs_one_at_a_time(stack):
         assert not _waited(stack, run.run_id)
     limits = stack.instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
     assert {"key": "exo/concurrency", "value": "1:t/solo", "limit": 1} in limits
-
-

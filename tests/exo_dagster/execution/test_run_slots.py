@@ -14,7 +14,6 @@ import dagster as dg
 
 from exo_dagster.execution.run_executor import asset_run_tags
 from exo_dagster.execution.run_queue import ExoRunCoordinator, cluster_limits
-
 from tests.loopback import http_server
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -40,11 +39,20 @@ def _write(tmp_path: Path, name: str, url: str, limit: int | None) -> Path:
 
 
 def _exo_run(tmp_path: Path, path: Path) -> subprocess.Popen:
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "EXO_DATA_DIR": str(tmp_path / "exo"),
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "EXO_DATA_DIR": str(tmp_path / "exo"),
+        "PYTHONPATH": str(ROOT),
+    }
     log = open(tmp_path / f"{path.stem}-{time.monotonic_ns()}.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "exo_dagster.cli", "run", str(path)], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "exo_dagster.cli", "run", str(path)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _events(instance, run_id: str, kind) -> list:
@@ -59,8 +67,10 @@ def _step_span(instance, run_id: str) -> tuple[float, float]:
 
 
 def _waited(instance, run_id: str) -> bool:
-    return any("waiting for a slot" in (e.dagster_event.message or "")
-               for e in _events(instance, run_id, dg.DagsterEventType.ENGINE_EVENT))
+    return any(
+        "waiting for a slot" in (e.dagster_event.message or "")
+        for e in _events(instance, run_id, dg.DagsterEventType.ENGINE_EVENT)
+    )
 
 
 def _home_instance(tmp_path: Path) -> dg.DagsterInstance:
@@ -104,7 +114,9 @@ def test_a_run_cancelled_while_it_waits_ends_cancelled_without_running_a_step(tm
         with _home_instance(tmp_path) as instance:
             deadline = time.monotonic() + 120
             while True:
-                waiting = [r for r in instance.get_runs(dg.RunsFilter(job_name="t__hold")) if _waited(instance, r.run_id)]
+                waiting = [
+                    r for r in instance.get_runs(dg.RunsFilter(job_name="t__hold")) if _waited(instance, r.run_id)
+                ]
                 if waiting or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
@@ -131,13 +143,22 @@ def _tagged():
 
 
 def test_the_run_queue_holds_one_limit_per_cluster_next_to_the_operators_own():
-    coordinator = {"module": "exo_dagster.execution.run_queue", "class": "ExoRunCoordinator",
-                   "config": {"max_concurrent_runs": 7, "tag_concurrency_limits": [{"key": "team", "value": "a", "limit": 2}]}}
+    coordinator = {
+        "module": "exo_dagster.execution.run_queue",
+        "class": "ExoRunCoordinator",
+        "config": {"max_concurrent_runs": 7, "tag_concurrency_limits": [{"key": "team", "value": "a", "limit": 2}]},
+    }
     with dg.instance_for_test(overrides={"run_coordinator": coordinator}) as instance:
         assert isinstance(instance.run_coordinator, ExoRunCoordinator)
-        assert instance.get_concurrency_config().run_queue_config.tag_concurrency_limits == [{"key": "team", "value": "a", "limit": 2}]
-        for tags in ({"exo/concurrency": "1:t/a"}, {"exo/concurrency": "1:t/a"}, {"exo/concurrency": "3:t/b"},
-                     {"exo/concurrency": "not-exo"}):
+        assert instance.get_concurrency_config().run_queue_config.tag_concurrency_limits == [
+            {"key": "team", "value": "a", "limit": 2}
+        ]
+        for tags in (
+            {"exo/concurrency": "1:t/a"},
+            {"exo/concurrency": "1:t/a"},
+            {"exo/concurrency": "3:t/b"},
+            {"exo/concurrency": "not-exo"},
+        ):
             instance.create_run_for_job(job_def=_tagged, tags=tags)
         config = instance.get_concurrency_config().run_queue_config  # what the daemon reads at each iteration
         assert config.max_concurrent_runs == 7
@@ -150,8 +171,11 @@ def test_the_run_queue_holds_one_limit_per_cluster_next_to_the_operators_own():
 
 
 def test_an_asset_selection_run_over_two_clusters_takes_the_smaller_limit():
-    tags = {"a": {"exo/cluster": "t/a", "exo/concurrency": "4:t/a"}, "b": {"exo/cluster": "t/b", "exo/concurrency": "2:t/b"},
-            "c": {"exo/cluster": "t/c"}}
+    tags = {
+        "a": {"exo/cluster": "t/a", "exo/concurrency": "4:t/a"},
+        "b": {"exo/cluster": "t/b", "exo/concurrency": "2:t/b"},
+        "c": {"exo/cluster": "t/c"},
+    }
     merged = asset_run_tags(["a", "b", "c"], tags.__getitem__)
     assert merged["exo/concurrency"] == "2:t/b" and merged["exo/cluster"] == "t/a,t/b,t/c"
     assert asset_run_tags(["c"], tags.__getitem__).get("exo/concurrency") is None

@@ -23,9 +23,14 @@ import pytest
 from exo_dagster.dagster_private import DagsterEvent
 from exo_dagster.execution import run_slots
 from exo_dagster.execution.run_slots import CONCURRENCY_TAG, SLOT_TAG, Claim, SlotWaitCancelled, wait_for_slot
-
 from tests.exo_dagster.execution.test_run_slots import (
-    CLUSTER, ROOT, _events, _exo_run, _home_instance, _prepare_home, _waited,
+    CLUSTER,
+    ROOT,
+    _events,
+    _exo_run,
+    _home_instance,
+    _prepare_home,
+    _waited,
 )
 from tests.loopback import http_server
 
@@ -85,8 +90,11 @@ def _waits(instance: dg.DagsterInstance, run_id: str, limits: dict[str, int]) ->
 def instance(tmp_path_factory):
     """One instance for the in-process tests (creating one takes seconds), with one event log database for
     all runs (not a database per run); each test has its own cluster."""
-    events = {"module": "dagster._core.storage.event_log", "class": "ConsolidatedSqliteEventLogStorage",
-              "config": {"base_dir": str(tmp_path_factory.mktemp("events"))}}
+    events = {
+        "module": "dagster._core.storage.event_log",
+        "class": "ConsolidatedSqliteEventLogStorage",
+        "config": {"base_dir": str(tmp_path_factory.mktemp("events"))},
+    }
     with dg.instance_for_test(overrides={"event_log_storage": events}) as shared:
         yield shared
 
@@ -251,12 +259,20 @@ SELECTIONS = [("a",), ("b",), ("a", "b")]  # an asset selection over two cluster
 
 def _forged_tags(rng: random.Random, run_id: str, limits: dict[str, int]) -> dict[str, str]:
     """What a launcher could set: any limit, any claim (naming the run, as `--run-id` allows), garbage."""
-    claim = Claim(run_id, rng.choice([None, 0.0, time.time()]), tuple(rng.sample(sorted(limits), rng.randint(0, 2))),
-                  rng.choice([None, 0, 1]), rng.choice([run_slots.machine(), "elsewhere/1"]),
-                  rng.choice([os.getpid(), 1, 2 ** 22]), None)
+    claim = Claim(
+        run_id,
+        rng.choice([None, 0.0, time.time()]),
+        tuple(rng.sample(sorted(limits), rng.randint(0, 2))),
+        rng.choice([None, 0, 1]),
+        rng.choice([run_slots.machine(), "elsewhere/1"]),
+        rng.choice([os.getpid(), 1, 2**22]),
+        None,
+    )
     a = sorted(limits)[0]
-    return {CONCURRENCY_TAG: rng.choice([f"9:{a}", f"100:{a}", "1:t/zzz", "", f"0:{a}", f"-1:{a}"]),
-            SLOT_TAG: rng.choice([claim.value(), "[" * 5000, "{}", json.dumps({"run": run_id}), "null", "x"])}
+    return {
+        CONCURRENCY_TAG: rng.choice([f"9:{a}", f"100:{a}", "1:t/zzz", "", f"0:{a}", f"-1:{a}"]),
+        SLOT_TAG: rng.choice([claim.value(), "[" * 5000, "{}", json.dumps({"run": run_id}), "null", "x"]),
+    }
 
 
 def test_no_interleaving_of_runs_with_forged_tags_holds_more_slots_than_the_limit(instance, c):
@@ -275,8 +291,9 @@ def test_no_interleaving_of_runs_with_forged_tags_holds_more_slots_than_the_limi
                 if forged:
                     with lock:
                         inside["forged"] += 1
-                for _ in wait_for_slot(instance, run_id, {k: limits[k] for k in selection},
-                                       sleep=lambda s: time.sleep(min(s, 0.02))):
+                for _ in wait_for_slot(
+                    instance, run_id, {k: limits[k] for k in selection}, sleep=lambda s: time.sleep(min(s, 0.02))
+                ):
                     pass
                 with lock:
                     inside.update(selection)
@@ -299,8 +316,10 @@ def test_no_interleaving_of_runs_with_forged_tags_holds_more_slots_than_the_limi
     assert not errors, errors
     assert len(done) == WORKERS * RUNS_PER_WORKER, "a run never got its slot (deadlock)"
     assert peak[f"{c}-a"] == 1 and 1 <= peak[f"{c}-b"] <= 2, peak  # never above the definition's limit
-    print(f"{len(done)} runs ({inside['forged']} with forged tags) in {WORKERS} threads, "
-          f"{time.monotonic() - started:.1f}s: peak slots held {dict(peak)}")
+    print(
+        f"{len(done)} runs ({inside['forged']} with forged tags) in {WORKERS} threads, "
+        f"{time.monotonic() - started:.1f}s: peak slots held {dict(peak)}"
+    )
 
 
 WORKERS, RUNS_PER_WORKER = 6, 6
@@ -324,25 +343,37 @@ def test_the_run_queue_takes_the_limit_from_the_definition_not_from_the_launcher
     for name, limit in (("q", "concurrency: 1"), ("free", "")):
         text = CLUSTER.format(name=name, url="http://127.0.0.1:9", concurrency=limit)
         (tmp_path / "clusters" / f"{name}.yaml").write_text(text)
-    (tmp_path / "defs.py").write_text(f"from exo_dagster.location import definitions_for\n\n"
-                                      f"defs = definitions_for({str(tmp_path / 'clusters')!r})\n")
-    origin = LoadableTargetOrigin(python_file=str(tmp_path / "defs.py"), attribute="defs",
-                                  working_directory=str(tmp_path))
-    with dg.instance_for_test(overrides={"run_coordinator": DAGSTER_YAML_QUEUE}) as instance, \
-            in_process_test_workspace(instance, origin) as workspace:
+    (tmp_path / "defs.py").write_text(
+        f"from exo_dagster.location import definitions_for\n\ndefs = definitions_for({str(tmp_path / 'clusters')!r})\n"
+    )
+    origin = LoadableTargetOrigin(
+        python_file=str(tmp_path / "defs.py"), attribute="defs", working_directory=str(tmp_path)
+    )
+    with (
+        dg.instance_for_test(overrides={"run_coordinator": DAGSTER_YAML_QUEUE}) as instance,
+        in_process_test_workspace(instance, origin) as workspace,
+    ):
         location = workspace.code_locations[0]
         repo = location.get_repositories()[next(iter(location.get_repositories()))]
 
         def launch(job: str, tags: dict) -> dg.DagsterRun:
-            run = _create_run(instance=instance, code_location=location, remote_repo=repo,
-                              remote_job=repo.get_full_job(job), run_config={}, tags=tags, op_selection=None,
-                              run_id=None)
+            run = _create_run(
+                instance=instance,
+                code_location=location,
+                remote_repo=repo,
+                remote_job=repo.get_full_job(job),
+                run_config={},
+                tags=tags,
+                op_selection=None,
+                run_id=None,
+            )
             return instance.submit_run(run.run_id, workspace)
 
         holding = launch("t__q", {})
         assert holding.tags[CONCURRENCY_TAG] == "1:t/q"
-        instance.report_dagster_event(DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="t__q"),
-                                      holding.run_id)
+        instance.report_dagster_event(
+            DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="t__q"), holding.run_id
+        )
         forged = launch("t__q", {CONCURRENCY_TAG: "9:t/q", SLOT_TAG: "{}"})
         assert forged.status == dg.DagsterRunStatus.QUEUED
         assert forged.tags[CONCURRENCY_TAG] == "1:t/q"  # the definition's, not the launcher's
@@ -364,16 +395,36 @@ def _materialize(instance, workspace, location, repo, job: str, tags: dict) -> d
     from dagster._core.definitions.selector import JobSubsetSelector
 
     keys = frozenset(node.asset_key for node in repo.get_asset_node_snaps() if job in node.job_names)
-    remote = location.get_job(JobSubsetSelector(location_name=location.name, repository_name=repo.name,
-                                                job_name="__ASSET_JOB", op_selection=None, asset_selection=keys))
+    remote = location.get_job(
+        JobSubsetSelector(
+            location_name=location.name,
+            repository_name=repo.name,
+            job_name="__ASSET_JOB",
+            op_selection=None,
+            asset_selection=keys,
+        )
+    )
     plan = location.get_execution_plan(remote, {}, step_keys_to_execute=None, known_state=None, instance=instance)
     run = instance.create_run(
-        job_name="__ASSET_JOB", run_id=None, run_config={}, status=None, tags={**remote.run_tags, **tags},
-        root_run_id=None, parent_run_id=None, step_keys_to_execute=plan.execution_plan_snapshot.step_keys_to_execute,
-        execution_plan_snapshot=plan.execution_plan_snapshot, job_snapshot=remote.job_snapshot,
-        parent_job_snapshot=remote.parent_job_snapshot, asset_selection=keys, asset_check_selection=None,
-        resolved_op_selection=None, op_selection=None, remote_job_origin=remote.get_remote_origin(),
-        job_code_origin=remote.get_python_origin(), asset_graph=repo.asset_graph)
+        job_name="__ASSET_JOB",
+        run_id=None,
+        run_config={},
+        status=None,
+        tags={**remote.run_tags, **tags},
+        root_run_id=None,
+        parent_run_id=None,
+        step_keys_to_execute=plan.execution_plan_snapshot.step_keys_to_execute,
+        execution_plan_snapshot=plan.execution_plan_snapshot,
+        job_snapshot=remote.job_snapshot,
+        parent_job_snapshot=remote.parent_job_snapshot,
+        asset_selection=keys,
+        asset_check_selection=None,
+        resolved_op_selection=None,
+        op_selection=None,
+        remote_job_origin=remote.get_remote_origin(),
+        job_code_origin=remote.get_python_origin(),
+        asset_graph=repo.asset_graph,
+    )
     return instance.submit_run(run.run_id, workspace)
 
 
@@ -383,10 +434,15 @@ def _materialize(instance, workspace, location, repo, job: str, tags: dict) -> d
 def test_a_forged_run_waits_for_the_holder_and_starts_within_seconds_of_its_sigkill(tmp_path):
     _prepare_home(tmp_path)
     (tmp_path / "clusters").mkdir()
-    (tmp_path / "defs.py").write_text(f"from exo_dagster.location import definitions_for\n\n"
-                                      f"defs = definitions_for({str(tmp_path / 'clusters')!r})\n")
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "EXO_DATA_DIR": str(tmp_path / "exo"),
-           "PYTHONPATH": str(ROOT)}
+    (tmp_path / "defs.py").write_text(
+        f"from exo_dagster.location import definitions_for\n\ndefs = definitions_for({str(tmp_path / 'clusters')!r})\n"
+    )
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "EXO_DATA_DIR": str(tmp_path / "exo"),
+        "PYTHONPATH": str(ROOT),
+    }
     with http_server() as slow, _home_instance(tmp_path) as instance:
         slow.delay = 300  # the holder's step waits on the service until it is killed
         path = tmp_path / "clusters" / "trust.yaml"
@@ -395,9 +451,24 @@ def test_a_forged_run_waits_for_the_holder_and_starts_within_seconds_of_its_sigk
         try:
             slow.wait_for("/slow", 1, timeout=180)  # the holder is in its step: it holds the only slot
             forged = subprocess.Popen(
-                [sys.executable, "-m", "dagster", "job", "execute", "-f", "defs.py", "-j", "t__trust",
-                 "--tags", json.dumps({CONCURRENCY_TAG: "9:t/trust"})],
-                cwd=tmp_path, env=env, stdout=open(tmp_path / "forged.log", "wb"), stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "dagster",
+                    "job",
+                    "execute",
+                    "-f",
+                    "defs.py",
+                    "-j",
+                    "t__trust",
+                    "--tags",
+                    json.dumps({CONCURRENCY_TAG: "9:t/trust"}),
+                ],
+                cwd=tmp_path,
+                env=env,
+                stdout=open(tmp_path / "forged.log", "wb"),
+                stderr=subprocess.STDOUT,
+            )
             deadline = time.monotonic() + 180
             while True:
                 runs = instance.get_runs(dg.RunsFilter(job_name="t__trust"))

@@ -14,9 +14,6 @@ import io
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -27,12 +24,22 @@ import dagster as dg
 import polars as pl
 import pytest
 import yaml
-from tests.loopback import s3_server
 
 from tests.exo_dagster.execution.test_celery import BIN, Worker, _require_redis
 from tests.exo_dagster.scaleout_support import (
-    PG, REPO, events_of, failure_text, make_home, pg_database, pg_query, quiet, recon_job, short, use_pg, write_clusters,
+    PG,
+    REPO,
+    events_of,
+    failure_text,
+    make_home,
+    pg_database,
+    pg_query,
+    quiet,
+    recon_job,
+    use_pg,
+    write_clusters,
 )
+from tests.loopback import s3_server
 from tests.satellites.openai_server import OpenAIServer
 
 BROKER, BACKEND = "redis://127.0.0.1:6379/11", "redis://127.0.0.1:6379/12"  # db numbers of these tests only
@@ -41,13 +48,19 @@ PASSWORD = "exo-nodisk-sentinel"
 # run, so a worker that dies takes nothing with it; Redis hands an unacknowledged task to another worker after the
 # visibility timeout (here 15 s, swept every second, instead of the shipped hour).
 SHIPPED = yaml.safe_load((REPO / "deploy" / "celery" / "celery-no-shared-disk.yaml").read_text())["execution"]["config"]
-CELERY = {**SHIPPED["config_source"],
-          "broker_transport_options": {"visibility_timeout": 15, "unacked_restore_interval": 1, "unacked_restore_throttle": 1}}
-DEFS = '''
+CELERY = {
+    **SHIPPED["config_source"],
+    "broker_transport_options": {
+        "visibility_timeout": 15,
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+    },
+}
+DEFS = """
 import os
 from exo_dagster import compile_clusters, load_cluster_file
 defs = compile_clusters([load_cluster_file(f) for f in os.environ["EXO_TEST_CLUSTERS"].split(os.pathsep) if f])
-'''
+"""
 
 
 def cluster(identifier: str, rows: int, chunk_rows: int, url: str, concurrency: int, queue: str) -> str:
@@ -87,8 +100,14 @@ def nodisk(tmp_path, monkeypatch, s3_endpoint):
     with pg_database("exo_nodisk") as db:
         use_pg(monkeypatch, db, PASSWORD)
         bucket = f"exo-nodisk-{token}"
-        aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-               "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ALLOW_HTTP": "true"}
+        aws = {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": s3_endpoint,
+            "AWS_ALLOW_HTTP": "true",
+        }
         for key, value in aws.items():
             monkeypatch.setenv(key, value)
         boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
@@ -96,12 +115,17 @@ def nodisk(tmp_path, monkeypatch, s3_endpoint):
         monkeypatch.setenv("EXO_ROW_CACHE_URL", f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{db}")
         code = tmp_path / "code"  # the code every host deploys (the same checkout): cluster files and a defs file
         code.mkdir()
-        defs = write_clusters(code, monkeypatch,
-                              spread=cluster("exotest/spread", 96, 24, server.url, 4, queue),
-                              kill=cluster("exotest/kill", 80, 40, server.url, 1, queue))
+        defs = write_clusters(
+            code,
+            monkeypatch,
+            spread=cluster("exotest/spread", 96, 24, server.url, 4, queue),
+            kill=cluster("exotest/kill", 80, 40, server.url, 1, queue),
+        )
         defs.write_text(DEFS)
         config = code / "celery.yaml"
-        config.write_text(yaml.safe_dump({"execution": {"config": {"broker": BROKER, "backend": BACKEND, "config_source": CELERY}}}))
+        config.write_text(
+            yaml.safe_dump({"execution": {"config": {"broker": BROKER, "backend": BACKEND, "config_source": CELERY}}})
+        )
 
         def host(name: str) -> Path:
             """One machine's own folders: nothing below is seen by another host."""
@@ -119,14 +143,27 @@ def nodisk(tmp_path, monkeypatch, s3_endpoint):
         try:
             for name in ("wa", "wb"):
                 root = host(name)
-                env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DAGSTER_HOME": str(root / "home"),
-                       "EXO_DATA_DIR": str(root / "data"), "EXO_TEST_WORKER": name,
-                       "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+                env = {
+                    **os.environ,
+                    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                    "DAGSTER_HOME": str(root / "home"),
+                    "EXO_DATA_DIR": str(root / "data"),
+                    "EXO_TEST_WORKER": name,
+                    "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+                }
                 workers[name] = Worker(f"{name}-{token}", queue, config, env, tmp_path / f"{name}.log", cwd=root)
             for worker in workers.values():
                 worker.wait_ready()
-            yield {"defs": defs, "server": server, "db": db, "bucket": bucket, "workers": workers, "token": token,
-                   "s3": boto3.client("s3", endpoint_url=s3_endpoint), "tmp": tmp_path}
+            yield {
+                "defs": defs,
+                "server": server,
+                "db": db,
+                "bucket": bucket,
+                "workers": workers,
+                "token": token,
+                "s3": boto3.client("s3", endpoint_url=s3_endpoint),
+                "tmp": tmp_path,
+            }
         finally:
             for worker in workers.values():
                 worker.stop()
@@ -162,7 +199,9 @@ def merged_rows(setup, job: str) -> pl.DataFrame:
 def no_local_outputs(setup) -> None:
     for name in ("orchestrator", "wa", "wb"):
         data = setup["tmp"] / name / "data"
-        assert not (data / "outputs").exists() and not (data / "chunks").exists(), f"{name} wrote outputs to its own disk"
+        assert not (data / "outputs").exists() and not (data / "chunks").exists(), (
+            f"{name} wrote outputs to its own disk"
+        )
         values = [p for p in (setup["tmp"] / name / "home").glob("storage/*/*") if p.name != "compute_logs"]
         assert not values, f"{name} kept step values on its own disk: {values}"
 
@@ -171,11 +210,17 @@ def no_local_outputs(setup) -> None:
 def test_chunks_run_on_both_workers_and_merge_from_s3(nodisk):
     server = nodisk["server"]
     with dg.DagsterInstance.get() as instance:
-        result = dg.execute_job(recon_job("exotest__spread", nodisk["defs"]), instance=instance, raise_on_error=False,
-                                run_config=run_config())
+        result = dg.execute_job(
+            recon_job("exotest__spread", nodisk["defs"]),
+            instance=instance,
+            raise_on_error=False,
+            run_config=run_config(),
+        )
         assert result.success, failure_text(instance, result.run_id)
         ran = chunk_workers(instance, result.run_id)
-        starts = {r.step_key: r.dagster_event.pid for r in events_of(instance, result.run_id, dg.DagsterEventType.STEP_START)}
+        starts = {
+            r.step_key: r.dagster_event.pid for r in events_of(instance, result.run_id, dg.DagsterEventType.STEP_START)
+        }
     token = nodisk["token"]
     assert len(ran) == 4 and all(len(w) == 1 for w in ran.values()), ran
     assert {w[0] for w in ran.values()} == {f"wa-{token}", f"wb-{token}"}, ran  # the chunks ran on both workers
@@ -188,7 +233,7 @@ def test_chunks_run_on_both_workers_and_merge_from_s3(nodisk):
     prompts = [f"spread row {i}" for i in range(96)]
     assert out.height == 96 and out["_error"].null_count() == 96
     assert out["text"].to_list() == [f"echo: {p}" for p in prompts]  # every row, merged in order
-    assert dict(server.answered) == {p: 1 for p in prompts}  # each row asked once
+    assert dict(server.answered) == dict.fromkeys(prompts, 1)  # each row asked once
     assert pg_query(nodisk["db"], "select count(*) from exo_row_cache where cluster = 'exotest__spread'") == [(96,)]
     no_local_outputs(nodisk)
 
@@ -200,9 +245,14 @@ def test_a_worker_killed_mid_chunk_its_chunk_finishes_on_the_other_without_redoi
     server.latency = 0.15  # one request at a time: a chunk takes about 6 s, so the kill lands mid-chunk
     outcome: dict = {}
     with dg.DagsterInstance.get() as instance, dg.DagsterInstance.get() as watcher:
+
         def run() -> None:
-            outcome["result"] = dg.execute_job(recon_job("exotest__kill", nodisk["defs"]), instance=instance,
-                                               raise_on_error=False, run_config=run_config())
+            outcome["result"] = dg.execute_job(
+                recon_job("exotest__kill", nodisk["defs"]),
+                instance=instance,
+                raise_on_error=False,
+                run_config=run_config(),
+            )
 
         thread = threading.Thread(target=run)
         thread.start()
@@ -230,10 +280,14 @@ def test_a_worker_killed_mid_chunk_its_chunk_finishes_on_the_other_without_redoi
         assert result.success, failure_text(instance, result.run_id)
         ran = chunk_workers(instance, result.run_id)
         other = "wb" if victim == "wa" else "wa"
-        assert ran[chunk] == [f"{victim}-{token}", f"{other}-{token}"], ran  # started on the victim, finished on the other
+        assert ran[chunk] == [f"{victim}-{token}", f"{other}-{token}"], (
+            ran
+        )  # started on the victim, finished on the other
         starts = [r for r in events_of(instance, result.run_id, dg.DagsterEventType.STEP_START) if r.step_key == chunk]
         assert len(starts) == 2
-        succeeded = [r for r in events_of(instance, result.run_id, dg.DagsterEventType.STEP_SUCCESS) if r.step_key == chunk]
+        succeeded = [
+            r for r in events_of(instance, result.run_id, dg.DagsterEventType.STEP_SUCCESS) if r.step_key == chunk
+        ]
         assert len(succeeded) == 1
         materialized = instance.get_latest_materialization_event(dg.AssetKey(["exotest", "kill", "answers"]))
         assert materialized is not None and materialized.run_id == result.run_id
@@ -241,7 +295,7 @@ def test_a_worker_killed_mid_chunk_its_chunk_finishes_on_the_other_without_redoi
     out = merged_rows(nodisk, "exotest__kill")
     prompts = [f"kill row {i}" for i in range(rows)]
     assert out["text"].to_list() == [f"echo: {p}" for p in prompts] and out["_error"].null_count() == rows
-    assert {p: server.answered[p] for p in finished} == {p: 1 for p in finished}  # no finished row redone
+    assert {p: server.answered[p] for p in finished} == dict.fromkeys(finished, 1)  # no finished row redone
     assert set(server.answered) == set(prompts)
     twice = [p for p in prompts if server.answered[p] > 1]
     assert len(twice) <= 1 and not set(twice) & finished, twice  # at most the one request in flight at the kill

@@ -43,9 +43,10 @@ def test_a_step_process_told_to_stop_interrupts_its_duckdb_work():
     def run():
         step = type("S", (), {"identifier": "runaway", "spec": None})()
         try:
-            step_timeout.call(lambda: duck.sandboxed(directories=[], settings={"threads": 4}).sql(RUNAWAY).fetchall(),
-                              None, step)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            step_timeout.call(
+                lambda: duck.sandboxed(directories=[], settings={"threads": 4}).sql(RUNAWAY).fetchall(), None, step
+            )
+        except BaseException as exc:
             box["error"] = exc
 
     worker = threading.Thread(target=run)

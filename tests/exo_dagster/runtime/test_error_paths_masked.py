@@ -32,13 +32,18 @@ SECRET = 'sk-live/Zq9x+Ab"cd\\ef 0123456789-ABCDEFghij'
 def needles(secret: str) -> dict[str, bytes]:
     """The secret, its encodings (computed here, not with the masker under test) and its 12-char fragments."""
     raw = secret.encode()
-    found = {"raw": raw, "url": urllib.parse.quote(secret, safe="").encode(),
-             "url-path": urllib.parse.quote(secret).encode(),
-             "url-plus": urllib.parse.quote_plus(secret).encode(), "json": json.dumps(secret)[1:-1].encode(),
-             "base64": base64.b64encode(raw).rstrip(b"="), "base64-basic": base64.b64encode(b"user:" + raw)[8:-8],
-             "hex": raw.hex().encode(),
-             "repr": repr(secret)[1:-1].encode()}
-    found.update({f"fragment@{i}": raw[i:i + 12] for i in range(0, len(raw) - 12, 3)})
+    found = {
+        "raw": raw,
+        "url": urllib.parse.quote(secret, safe="").encode(),
+        "url-path": urllib.parse.quote(secret).encode(),
+        "url-plus": urllib.parse.quote_plus(secret).encode(),
+        "json": json.dumps(secret)[1:-1].encode(),
+        "base64": base64.b64encode(raw).rstrip(b"="),
+        "base64-basic": base64.b64encode(b"user:" + raw)[8:-8],
+        "hex": raw.hex().encode(),
+        "repr": repr(secret)[1:-1].encode(),
+    }
+    found.update({f"fragment@{i}": raw[i : i + 12] for i in range(0, len(raw) - 12, 3)})
     return {name: needle for name, needle in found.items() if len(needle) >= 8}
 
 
@@ -49,6 +54,7 @@ def hits(data: bytes | str, secret: str) -> list[str]:
 
 def _cells(frame: pl.DataFrame) -> str:
     """A table's column names and every cell as text (bytes decoded, lists and structs walked)."""
+
     def text(value) -> str:
         if isinstance(value, bytes):
             return value.decode("utf-8", "surrogateescape")
@@ -68,6 +74,7 @@ def _stored(exc: BaseException) -> str:
 
 
 # -- mask_exception: every kind of exception, every place in its chain ----------------------------------------------
+
 
 class _OwnStr(Exception):
     """A library error whose text is computed from a private attribute (in-place masking cannot reach it)."""
@@ -99,13 +106,20 @@ def _polars_error(secret: str) -> BaseException:
 def _raised(exc: BaseException) -> BaseException:
     try:
         raise exc
-    except BaseException as caught:  # noqa: BLE001 - a real traceback on it
+    except BaseException as caught:
         return caught
 
 
 def _make(kind: str, secret: str, rng: random.Random) -> BaseException:
-    text = rng.choice([secret, f"token={secret}", f"GET https://h/x?k={urllib.parse.quote(secret, safe='')}",
-                       json.dumps({"auth": secret}), base64.b64encode(f"user:{secret}".encode()).decode()])
+    text = rng.choice(
+        [
+            secret,
+            f"token={secret}",
+            f"GET https://h/x?k={urllib.parse.quote(secret, safe='')}",
+            json.dumps({"auth": secret}),
+            base64.b64encode(f"user:{secret}".encode()).decode(),
+        ]
+    )
     if kind == "plain":
         return _raised(ValueError(text))
     if kind == "oserror":
@@ -121,10 +135,19 @@ def _make(kind: str, secret: str, rng: random.Random) -> BaseException:
         exc.add_note(f"while calling with {text}")
         return _raised(exc)
     if kind == "failure":
-        return _raised(dg.Failure(description=f"refused: {text}", metadata={
-            "token": text, "url": dg.MetadataValue.url(f"https://h/{secret}"),
-            "json": dg.MetadataValue.json({"a": [text]}),
-            "md": dg.MetadataValue.md(f"`{text}`"), "path": dg.MetadataValue.path(f"/x/{secret}"), "n": 3}))
+        return _raised(
+            dg.Failure(
+                description=f"refused: {text}",
+                metadata={
+                    "token": text,
+                    "url": dg.MetadataValue.url(f"https://h/{secret}"),
+                    "json": dg.MetadataValue.json({"a": [text]}),
+                    "md": dg.MetadataValue.md(f"`{text}`"),
+                    "path": dg.MetadataValue.path(f"/x/{secret}"),
+                    "n": 3,
+                },
+            )
+        )
     if kind == "cause":
         inner = _make(rng.choice(BASE_KINDS), secret, rng)
         try:
@@ -135,9 +158,9 @@ def _make(kind: str, secret: str, rng: random.Random) -> BaseException:
         inner = _make(rng.choice(BASE_KINDS), secret, rng)
         try:
             raise inner
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             try:
-                raise KeyError("while handling it")  # noqa: B904 - the secret rides in __context__
+                raise KeyError("while handling it")
             except KeyError as exc:
                 return exc
     raise AssertionError(kind)
@@ -211,14 +234,23 @@ def test_the_guard_masks_what_leaves_it_and_never_shows_the_raw_exception_as_con
 
 # -- mask_output: every column type that can carry text ----------------------------------------------------------
 
+
 def test_mask_output_masks_nested_binary_categorical_cells_and_column_names():
     rng = random.Random(7)
     for _ in range(15):
         secret = _secret(rng)
-        frame = pl.DataFrame({
-            "s": [secret, "x"], "l": [[secret, "a"], ["b"]], "st": [{"a": f"k={secret}", "n": 1}, {"a": "q", "n": 2}],
-            "b": [secret.encode(), b"zz"], f"col {secret}": [1, 2], "c": pl.Series([secret, "y"], dtype=pl.Categorical),
-            "e": pl.Series(["p", "q"], dtype=pl.Enum(["p", "q", secret])), "n": [1.5, 2.5]})
+        frame = pl.DataFrame(
+            {
+                "s": [secret, "x"],
+                "l": [[secret, "a"], ["b"]],
+                "st": [{"a": f"k={secret}", "n": 1}, {"a": "q", "n": 2}],
+                "b": [secret.encode(), b"zz"],
+                f"col {secret}": [1, 2],
+                "c": pl.Series([secret, "y"], dtype=pl.Categorical),
+                "e": pl.Series(["p", "q"], dtype=pl.Enum(["p", "q", secret])),
+                "n": [1.5, 2.5],
+            }
+        )
         for value in (frame, frame.lazy()):
             out = mask_output(value, [secret])
             out = out.collect() if isinstance(out, pl.LazyFrame) else out
@@ -248,8 +280,9 @@ def manager(tmp_path, monkeypatch):
 
 
 def _output(name: str) -> dg.OutputContext:
-    return dg.build_output_context(run_id="run-with-secrets", name="result", step_key=name,
-                                   asset_key=dg.AssetKey(["test", "io", name]))
+    return dg.build_output_context(
+        run_id="run-with-secrets", name="result", step_key=name, asset_key=dg.AssetKey(["test", "io", name])
+    )
 
 
 def test_an_output_that_fails_while_it_is_written_raises_masked(manager):
@@ -281,6 +314,7 @@ def test_a_reference_whose_source_path_holds_a_secret_is_stored_as_a_copy(manage
 
 # -- one real run: a failure in each place, then every store scanned ---------------------------------------------
 
+
 class FailConfig(SatelliteConfig):
     how: str
 
@@ -292,9 +326,14 @@ def _registry() -> Registry:
     def fails(ctx: StepContext, config: FailConfig):
         token = ctx.secrets["TOKEN"]
         if config.how == "failure":  # a satellite's own Failure: description and metadata
-            raise dg.Failure(description=f"the alert service refused {token}",
-                             metadata={"token": token, "body": dg.MetadataValue.json({"auth": token}),
-                                       "url": dg.MetadataValue.url(f"https://hooks.example/{token}")})
+            raise dg.Failure(
+                description=f"the alert service refused {token}",
+                metadata={
+                    "token": token,
+                    "body": dg.MetadataValue.json({"auth": token}),
+                    "url": dg.MetadataValue.url(f"https://hooks.example/{token}"),
+                },
+            )
         if config.how == "chain":  # a bug whose cause and notes hold it
             try:
                 {}[token]
@@ -318,12 +357,15 @@ def _registry() -> Registry:
 
 
 def _step(name: str, how: str, extra: str = "") -> str:
-    return (f"    - name: {name}\n      uses: satellite/test/fails\n      identifier: {name}\n{extra}"
-            f"      config:\n        how: {how}\n        secrets:\n          - TOKEN: ${{{{ secrets.TOK }}}}\n")
+    return (
+        f"    - name: {name}\n      uses: satellite/test/fails\n      identifier: {name}\n{extra}"
+        f"      config:\n        how: {how}\n        secrets:\n          - TOKEN: ${{{{ secrets.TOK }}}}\n"
+    )
 
 
-FAN_OUT = "      fan-out: {chunk-rows: 1}\n      input: {i: \"$${{ satellites.rows.output.i }}\"}\n"
-CLUSTER = """\
+FAN_OUT = '      fan-out: {chunk-rows: 1}\n      input: {i: "$${{ satellites.rows.output.i }}"}\n'
+CLUSTER = (
+    """\
 version: 0.0.1b
 cluster:
   identifier: test/error-paths
@@ -331,8 +373,12 @@ cluster:
   secrets:
     - TOK: ${{ env.EXO_ERROR_PATHS_TOKEN }}
   satellites:
-""" + _step("own_failure", "failure") + _step("chained", "chain") + _step("lazy", "lazy") \
-    + _step("noisy", "noisy") + """\
+"""
+    + _step("own_failure", "failure")
+    + _step("chained", "chain")
+    + _step("lazy", "lazy")
+    + _step("noisy", "noisy")
+    + """\
     - name: Raise
       uses: satellite/exospherehost/sql
       identifier: raised
@@ -349,10 +395,14 @@ cluster:
       uses: satellite/exospherehost/sql
       identifier: rows
       config: {query: "select 1 as i"}
-""" + _step("chunked", "lazy", FAN_OUT) + """\
+"""
+    + _step("chunked", "lazy", FAN_OUT)
+    + """\
   failure:
     satellites:
-""" + _step("alert", "failure")
+"""
+    + _step("alert", "failure")
+)
 
 FAILING = {"own_failure", "chained", "lazy", "raised", "cast", "chunked"}
 
@@ -381,8 +431,11 @@ def test_no_secret_reaches_any_store_from_any_error_path(home, capfd):
     tmp_path = home
     cluster = parse_cluster(CLUSTER, str(tmp_path / "c.yaml"), registry=_registry())
     with dg.DagsterInstance.get() as instance:
-        result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(
-            instance=instance, raise_on_error=False)
+        result = (
+            compile_cluster(cluster)
+            .resolve_job_def(cluster.job_name)
+            .execute_in_process(instance=instance, raise_on_error=False)
+        )
         assert not result.success
         failures = _failures(instance, result.run_id)
         failed = {key.split("__", 1)[0] for key in failures}
@@ -406,10 +459,12 @@ def test_no_secret_reaches_any_store_from_any_error_path(home, capfd):
     stores.update({"stdout": out.out, "stderr": out.err})
     files = [f for root in (tmp_path / "home", tmp_path / "data") for f in root.rglob("*") if f.is_file()]
     for file in files:
-        store = "compute logs" if "compute_logs" in file.parts else \
-            "outputs" if file.suffix == ".parquet" else file.name
-        data = file.read_bytes() + (_cells(pl.read_parquet(file)).encode("utf-8", "surrogateescape")
-                                    if file.suffix == ".parquet" else b"")
+        store = (
+            "compute logs" if "compute_logs" in file.parts else "outputs" if file.suffix == ".parquet" else file.name
+        )
+        data = file.read_bytes() + (
+            _cells(pl.read_parquet(file)).encode("utf-8", "surrogateescape") if file.suffix == ".parquet" else b""
+        )
         stores[f"{store}: {file.relative_to(tmp_path)}"] = data
     assert any("compute logs" in s for s in stores) and any(s.startswith("outputs") and "cells" in s for s in stores)
     cells = pl.read_parquet(next(f for f in files if f.name == "cells.parquet"))

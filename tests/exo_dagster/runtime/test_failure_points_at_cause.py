@@ -18,7 +18,6 @@ from exo_dagster.runtime.step_failure import failed_key, location_metadata, step
 from exo_dagster.sdk import step_errors
 from exo_dagster.sdk.allowed_paths import PathOutside
 from exo_dagster.sdk.step_errors import BAD_VALUE, BUG, MISSING_FILE, PERMISSION, REMOTE, MissingFile, cause
-
 from tests.loopback import free_port, http_server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -72,21 +71,27 @@ def test_each_config_key_and_template_is_located_also_inside_a_block_value():
 
 def test_every_key_location_in_the_shipped_clusters_is_where_that_key_is_written():
     """Over every cluster file in the repository: the location of each config/input key is that key's text."""
-    files = sorted(glob.glob(os.path.join(ROOT, "definitions", "*.yaml"))
-                   + glob.glob(os.path.join(ROOT, "tests", "**", "*.yaml"), recursive=True))
+    files = sorted(
+        glob.glob(os.path.join(ROOT, "definitions", "*.yaml"))
+        + glob.glob(os.path.join(ROOT, "tests", "**", "*.yaml"), recursive=True)
+    )
     checked = 0
     for path in files:
         try:
             cluster = load_cluster_file(path)
-        except Exception:  # noqa: BLE001 - fixtures that are broken on purpose, or not clusters
+        except Exception:
             continue
         lines = open(path, encoding="utf-8").read().splitlines()
         for step in cluster.steps + cluster.logs_steps + cluster.failure_steps:
             for key, where in step.key_locations.items():
                 name = key.rsplit(".", 1)[-1]
-                written = lines[where.line - 1][where.column - 1:]
-                assert written.startswith(name) or written.lstrip("'\"- ").startswith(name) or name.isdigit(), \
-                    (path, key, where, lines[where.line - 1])
+                written = lines[where.line - 1][where.column - 1 :]
+                assert written.startswith(name) or written.lstrip("'\"- ").startswith(name) or name.isdigit(), (
+                    path,
+                    key,
+                    where,
+                    lines[where.line - 1],
+                )
                 checked += 1
     assert checked >= 20, checked
 
@@ -95,10 +100,13 @@ def test_the_failing_key_is_found_by_its_yaml_name_or_its_field_name_and_unknown
     read, _, archive = parse_cluster(TWO_STEPS, "/c/where.yaml").steps
     path_at = f"/c/where.yaml:{':'.join(map(str, _line_col(TWO_STEPS, 'path:')))}"
     options_at = f"/c/where.yaml:{':'.join(map(str, _line_col(TWO_STEPS, 'storage-options')))}"
-    for step, named, expected in [(read, "path", ("config.path", path_at)),
-                                  (read, "config.path", ("config.path", path_at)),
-                                  (archive, "storage_options", ("config.storage-options", options_at)),
-                                  (read, "sheet", (None, None)), (read, "input.paths", (None, None))]:
+    for step, named, expected in [
+        (read, "path", ("config.path", path_at)),
+        (read, "config.path", ("config.path", path_at)),
+        (archive, "storage_options", ("config.storage-options", options_at)),
+        (read, "sheet", (None, None)),
+        (read, "input.paths", (None, None)),
+    ]:
         key, where = failed_key(step, step_errors.at_key(ValueError("x"), named))
         assert (key, str(where) if where else None) == expected, named
     assert location_metadata(read, ValueError("no key"))["exo/source"] == str(read.location)
@@ -118,22 +126,44 @@ def _raised(fn):
     raise AssertionError("did not raise")
 
 
-@pytest.mark.parametrize("make, expected", [
-    (lambda: _raised(lambda: open("/no/such/file")), MISSING_FILE),
-    (lambda: MissingFile("/abs/x.csv", "read-table"), MISSING_FILE),
-    (lambda: _raised(lambda: duckdb.sql("select * from read_csv('/no/such.csv')")), MISSING_FILE),
-    (lambda: PathOutside("move-file `destination` `/etc` is outside the allowed folders"), PERMISSION),
-    (lambda: PermissionError("read-table: no permission to read /x"), PERMISSION),
-    (lambda: _raised(lambda: duckdb.sql("select nope from range(1)")), BAD_VALUE),
-    (lambda: step_errors.PermanentError("bad input"), BAD_VALUE),
-    (lambda: _raised(lambda: httpx.get(f"http://127.0.0.1:{free_port()}/", timeout=2)), REMOTE),
-    (lambda: _raised(lambda: socket.create_connection(("127.0.0.1", free_port()), timeout=1)), REMOTE),
-    (lambda: httpx.HTTPStatusError("boom", request=httpx.Request("GET", "http://x"),
-                                   response=httpx.Response(404, request=httpx.Request("GET", "http://x"))), REMOTE),
-    (lambda: TimeoutError("read timed out"), REMOTE),
-    (lambda: AttributeError("'NoneType' object has no attribute 'x'"), BUG),
-], ids=["os-missing", "missing-file", "duckdb-missing", "outside", "permission", "duckdb-binder", "permanent",
-        "connect", "refused", "http-404", "timeout", "bug"])
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda: _raised(lambda: open("/no/such/file")), MISSING_FILE),
+        (lambda: MissingFile("/abs/x.csv", "read-table"), MISSING_FILE),
+        (lambda: _raised(lambda: duckdb.sql("select * from read_csv('/no/such.csv')")), MISSING_FILE),
+        (lambda: PathOutside("move-file `destination` `/etc` is outside the allowed folders"), PERMISSION),
+        (lambda: PermissionError("read-table: no permission to read /x"), PERMISSION),
+        (lambda: _raised(lambda: duckdb.sql("select nope from range(1)")), BAD_VALUE),
+        (lambda: step_errors.PermanentError("bad input"), BAD_VALUE),
+        (lambda: _raised(lambda: httpx.get(f"http://127.0.0.1:{free_port()}/", timeout=2)), REMOTE),
+        (lambda: _raised(lambda: socket.create_connection(("127.0.0.1", free_port()), timeout=1)), REMOTE),
+        (
+            lambda: httpx.HTTPStatusError(
+                "boom",
+                request=httpx.Request("GET", "http://x"),
+                response=httpx.Response(404, request=httpx.Request("GET", "http://x")),
+            ),
+            REMOTE,
+        ),
+        (lambda: TimeoutError("read timed out"), REMOTE),
+        (lambda: AttributeError("'NoneType' object has no attribute 'x'"), BUG),
+    ],
+    ids=[
+        "os-missing",
+        "missing-file",
+        "duckdb-missing",
+        "outside",
+        "permission",
+        "duckdb-binder",
+        "permanent",
+        "connect",
+        "refused",
+        "http-404",
+        "timeout",
+        "bug",
+    ],
+)
 def test_the_cause_of_an_error_is_named(make, expected):
     assert cause(make()) == expected
 
@@ -142,8 +172,10 @@ def test_a_missing_file_fails_as_one_with_the_absolute_path_and_the_key():
     read = parse_cluster(TWO_STEPS, "/c/where.yaml").steps[0]
     failure = step_failure(MissingFile("/c/in/x.csv", "read-table", config_key="path"), step_errors.PERMANENT, read)
     line, column = _line_col(TWO_STEPS, "path:")
-    assert failure.description == \
-        f"read-table: missing file: /c/in/x.csv (from config.path at /c/where.yaml:{line}:{column})"
+    assert (
+        failure.description
+        == f"read-table: missing file: /c/in/x.csv (from config.path at /c/where.yaml:{line}:{column})"
+    )
     assert failure.metadata["exo/cause"].value == "missing-file"
     assert failure.metadata["exo/error"].value == "MissingFile"
     assert failure.metadata["exo/config-key"].value == "config.path" and not failure.allow_retries
@@ -214,32 +246,52 @@ def test_one_run_where_each_failure_points_at_the_key_or_template_that_caused_it
         text = CAUSES.format(url=server.url)
         path.write_text(text)
         cluster = load_cluster_file(path)
-        result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(
-            instance=instance, raise_on_error=False)
-    failed = {e.step_key.split("__", 1)[0]: e.step_failure_data.user_failure_data
-              for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE}
+        result = (
+            compile_cluster(cluster)
+            .resolve_job_def(cluster.job_name)
+            .execute_in_process(instance=instance, raise_on_error=False)
+        )
+    failed = {
+        e.step_key.split("__", 1)[0]: e.step_failure_data.user_failure_data
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.STEP_FAILURE
+    }
     assert set(failed) == {"orders", "report", "archive", "rearchive", "rowhook", "notify"}, set(failed)
 
     def at(needle: str, after: str) -> str:
         return f"{path}:{':'.join(map(str, _line_col(text, needle, after)))}"
 
     expected = {  # step: (exo/source, exo/cause, the start of the description)
-        "orders": (at("path:", "Read orders"), "missing-file",
-                   f"read-table: missing file: {tmp_path / 'data' / 'orders-missing.csv'} (from config.path at "),
-        "report": (at("${{ env.EXO_TEST_NOT_SET }}", "Report"), "bad-value",
-                   "step `report` reads environment variable `EXO_TEST_NOT_SET`, which is not set (from config.query"),
-        "archive": (at("${{ env.EXO_TEST_DEST }}", "Archive"), "bad-value",  # refused by the config's own check
-                    "config of step `archive` is invalid after resolving templates:\n"
-                    "  destination: `/etc/exo-not-allowed`"),
-        "rearchive": (at("paths:", "Archive again"), "permission",
-                      "move-file: `/etc/exo-test-elsewhere.txt` is outside"),
-        "rowhook": (at("$${{ satellites.numbers.output.nope }}", "Per row"), "bad-value",
-                    "`$${{ satellites.numbers.output.nope }}`: column `nope` is not in `numbers`'s output"),
+        "orders": (
+            at("path:", "Read orders"),
+            "missing-file",
+            f"read-table: missing file: {tmp_path / 'data' / 'orders-missing.csv'} (from config.path at ",
+        ),
+        "report": (
+            at("${{ env.EXO_TEST_NOT_SET }}", "Report"),
+            "bad-value",
+            "step `report` reads environment variable `EXO_TEST_NOT_SET`, which is not set (from config.query",
+        ),
+        "archive": (
+            at("${{ env.EXO_TEST_DEST }}", "Archive"),
+            "bad-value",  # refused by the config's own check
+            "config of step `archive` is invalid after resolving templates:\n  destination: `/etc/exo-not-allowed`",
+        ),
+        "rearchive": (
+            at("paths:", "Archive again"),
+            "permission",
+            "move-file: `/etc/exo-test-elsewhere.txt` is outside",
+        ),
+        "rowhook": (
+            at("$${{ satellites.numbers.output.nope }}", "Per row"),
+            "bad-value",
+            "`$${{ satellites.numbers.output.nope }}`: column `nope` is not in `numbers`'s output",
+        ),
         "notify": (at("name: Notify", "Per row"), "remote", "POST "),  # a remote error: the step itself
     }
     for step, (source, kind, start) in expected.items():
         user = failed[step]
-        got = (user.metadata["exo/source"].value, user.metadata["exo/cause"].value, user.description[:len(start)])
+        got = (user.metadata["exo/source"].value, user.metadata["exo/cause"].value, user.description[: len(start)])
         assert got == (source, kind, start), step
     assert "answered 404" in failed["notify"].description
     assert f"(from input.paths at {expected['rearchive'][0]})" in failed["rearchive"].description

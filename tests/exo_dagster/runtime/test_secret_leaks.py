@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import sys
 import urllib.parse
 from pathlib import Path
@@ -17,7 +16,6 @@ import pytest
 
 from exo_dagster import Registry, SatelliteConfig, StepContext, compile_cluster, parse_cluster, satellite
 from exo_dagster.catalog.registry import builtin_registry
-
 from tests.loopback import http_server
 
 SECRET = 'sk-live/Zq9x+Ab"cd\\ef 0123456789-ABCDEFghij'
@@ -35,7 +33,7 @@ def needles(secret: str) -> dict[str, bytes]:
         "base64-basic": base64.b64encode(b"user:" + raw)[8:-8],  # the secret's part of a Basic auth header
         "hex": raw.hex().encode(),
     }
-    found.update({f"fragment@{i}": raw[i:i + 12] for i in range(0, len(raw) - 12, 3)})
+    found.update({f"fragment@{i}": raw[i : i + 12] for i in range(0, len(raw) - 12, 3)})
     return found
 
 
@@ -79,21 +77,23 @@ def _registry() -> Registry:
     @satellite("satellite/test/leaky", config=LeakyConfig, registry=extra)
     def leaky(ctx: StepContext, config: LeakyConfig):
         token = ctx.secrets["TOKEN"]
-        print(f"debug: token={token}")                                                  # 1. print
-        sys.stderr.write(f"stderr: {token[:5]}")                                        #    split over writes
+        print(f"debug: token={token}")  # 1. print
+        sys.stderr.write(f"stderr: {token[:5]}")  #    split over writes
         sys.stderr.write(f"{token[5:]}\n")
-        logging.getLogger("leaky").warning("calling the API with %s", token)           # 2. Python logging
+        logging.getLogger("leaky").warning("calling the API with %s", token)  # 2. Python logging
         try:
             raise ValueError(f"bad token {token}")
         except ValueError:
             logging.getLogger("leaky").exception("traceback with the secret")
         basic = base64.b64encode(f"user:{token}".encode()).decode()
-        ctx.log.info(f"Authorization: Basic {basic}")                                   # 3. base64 in a log line
+        ctx.log.info(f"Authorization: Basic {basic}")  # 3. base64 in a log line
         url = "https://api.example.org/v1?key=" + urllib.parse.quote(token, safe="")
         if config.fail:
-            raise RuntimeError(f"GET {url} -> 401")                                     # 4. URL-encoded in an error
-        rows = ctx.map_rows(lambda row, key: {"echo": json.dumps({"token": token}), "basic": basic, "url": url},
-                            pl.DataFrame({"i": list(range(config.count))}))             # 5. JSON/base64/URL in row cache
+            raise RuntimeError(f"GET {url} -> 401")  # 4. URL-encoded in an error
+        rows = ctx.map_rows(
+            lambda row, key: {"echo": json.dumps({"token": token}), "basic": basic, "url": url},
+            pl.DataFrame({"i": list(range(config.count))}),
+        )  # 5. JSON/base64/URL in row cache
         return rows.drop("_row_key")
 
     return builtin_registry().merged(extra)
@@ -155,9 +155,16 @@ def home(tmp_path, monkeypatch):
 
 def _execute(text: str, tmp_path: Path, instance: dg.DagsterInstance) -> tuple[bool, str]:
     cluster = parse_cluster(text, str(tmp_path / "c.yaml"), registry=_registry())
-    result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(instance=instance, raise_on_error=False)
-    errors = "\n".join(str(e.event_specific_data.error.to_string()) for e in result.all_events
-                       if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    result = (
+        compile_cluster(cluster)
+        .resolve_job_def(cluster.job_name)
+        .execute_in_process(instance=instance, raise_on_error=False)
+    )
+    errors = "\n".join(
+        str(e.event_specific_data.error.to_string())
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.STEP_FAILURE
+    )
     return result.success, errors
 
 
@@ -209,10 +216,22 @@ def test_no_secret_reaches_any_store(home, capfd):
     out = capfd.readouterr()
     outputs = tmp_path / "data" / "outputs" / "test__leaks"
     echoed = pl.read_parquet(outputs / "echo.parquet")
-    assert echoed.height == 2 and "********" in echoed["response"][0]          # it did leak, and was masked
+    assert echoed.height == 2 and "********" in echoed["response"][0]  # it did leak, and was masked
     assert (tmp_path / "data" / "cache" / "test__leaks.sqlite").exists()
     assert "debug: token=********" in out.out and "stderr: ********" in out.err
-    hits = scan([tmp_path / "home", tmp_path / "data"],
-                {"stdout": out.out, "stderr": out.err, "event log": logs, "errors": error + config_error, "graphql": answers})
-    assert {"compute_logs", "cache", "outputs", "stdout", "stderr", "catalog", "history", "event log", "graphql"} <= set(hits)
+    hits = scan(
+        [tmp_path / "home", tmp_path / "data"],
+        {"stdout": out.out, "stderr": out.err, "event log": logs, "errors": error + config_error, "graphql": answers},
+    )
+    assert {
+        "compute_logs",
+        "cache",
+        "outputs",
+        "stdout",
+        "stderr",
+        "catalog",
+        "history",
+        "event log",
+        "graphql",
+    } <= set(hits)
     assert {store: found for store, found in hits.items() if found} == {}

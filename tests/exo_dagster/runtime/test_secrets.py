@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-
 import dagster as dg
 import polars as pl
 import pytest
 
 from exo_dagster import Registry, SatelliteConfig, StepContext, compile_cluster, parse_cluster, satellite
+from exo_dagster.catalog.registry import builtin_registry
 from exo_dagster.runtime import secrets as S
 from exo_dagster.spec.parser import SecretSource
-from exo_dagster.catalog.registry import builtin_registry
 
 
 def test_env_file_and_chained_backends(tmp_path):
@@ -112,9 +111,15 @@ cluster:
 
 
 def _run(tmp_path, crash: bool):
-    cluster = parse_cluster(CLUSTER.replace("CRASH", str(crash).lower()), str(tmp_path / "s.yaml"), registry=_registry())
+    cluster = parse_cluster(
+        CLUSTER.replace("CRASH", str(crash).lower()), str(tmp_path / "s.yaml"), registry=_registry()
+    )
     instance = dg.DagsterInstance.ephemeral()
-    result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(instance=instance, raise_on_error=False)
+    result = (
+        compile_cluster(cluster)
+        .resolve_job_def(cluster.job_name)
+        .execute_in_process(instance=instance, raise_on_error=False)
+    )
     return result, instance
 
 
@@ -156,7 +161,7 @@ def test_masks_encoded_forms_and_fragments():
     import json
     import urllib.parse
 
-    secret = "pa55/w0rd+with spaces&\"quotes\"-0123456789"
+    secret = 'pa55/w0rd+with spaces&"quotes"-0123456789'
     texts = {
         "url": "GET /x?key=" + urllib.parse.quote(secret, safe=""),
         "url-plus": "body=" + urllib.parse.quote_plus(secret),
@@ -172,7 +177,7 @@ def test_masks_encoded_forms_and_fragments():
         masked = S.mask(text, [secret])
         assert "********" in masked, name
         for i in range(len(secret) - 7):
-            assert secret[i:i + 8] not in masked, (name, secret[i:i + 8])
+            assert secret[i : i + 8] not in masked, (name, secret[i : i + 8])
     assert S.mask("an ordinary sentence about words", [secret]) == "an ordinary sentence about words"
 
 

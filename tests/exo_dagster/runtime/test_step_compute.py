@@ -67,7 +67,9 @@ def data_dir(tmp_path, monkeypatch):
 def _run(text: str, registry: Registry, **env) -> dg.ExecuteInProcessResult:
     cluster = parse_cluster(text, "runtime.yaml", registry=registry)
     defs = compile_cluster(cluster)
-    return defs.resolve_job_def(cluster.job_name).execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    return defs.resolve_job_def(cluster.job_name).execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
 
 
 def test_templates_per_row_and_secrets(data_dir, monkeypatch):
@@ -110,7 +112,10 @@ def test_config_invalid_after_templates_names_the_step(data_dir, monkeypatch):
 
 def test_downstream_user_asset_gets_a_lazyframe(data_dir):
     """Hand-written Dagster code can read a step's output through the exo IO manager as a LazyFrame."""
-    cluster = parse_cluster(CLUSTER.split("    - name: Greet each")[0].replace("  secrets:\n    - TOKEN: ${{ env.EXO_TEST_TOKEN }}\n", ""), "x.yaml")
+    cluster = parse_cluster(
+        CLUSTER.split("    - name: Greet each")[0].replace("  secrets:\n    - TOKEN: ${{ env.EXO_TEST_TOKEN }}\n", ""),
+        "x.yaml",
+    )
     defs = compile_cluster(cluster)
 
     @dg.asset(ins={"people": dg.AssetIn(key=dg.AssetKey(["test", "runtime", "people"]))}, io_manager_key="exo_io")

@@ -9,10 +9,11 @@ import polars as pl
 import pytest
 
 from exo_dagster import SatelliteConfig, StepContext, compile_cluster, parse_cluster, satellite
-from exo_dagster.compile.failure_section import failure_fields
 from exo_dagster.catalog.registry import default_registry
+from exo_dagster.compile.failure_section import failure_fields
 
 if "satellite/test/nap" not in default_registry().ids():
+
     class NapConfig(SatelliteConfig):
         seconds: float = 0
 
@@ -21,6 +22,7 @@ if "satellite/test/nap" not in default_registry().ids():
         """Sleeps, then returns one row."""
         time.sleep(config.seconds)
         return pl.DataFrame({"slept": [config.seconds]})
+
 
 CLUSTER = """\
 version: 0.0.1b
@@ -97,10 +99,15 @@ def test_a_runaway_sql_query_ends_within_seconds_of_its_timeout(tmp_path, data_d
         result = job.execute_in_process(instance=instance, raise_on_error=False)
         assert not result.success
         fields = failure_fields(instance, cluster, result.run_id, "runaway")
-        assert fields["error"] == ("Runaway (`runaway`): step `runaway` (Runaway) timed out after 2s "
-                                   "(its `timeout:` is 2s)")
-        times = {e.dagster_event.event_type: e.timestamp for e in instance.all_logs(result.run_id) if e.dagster_event
-                 and e.dagster_event.event_type in (dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_FAILURE)}
+        assert fields["error"] == (
+            "Runaway (`runaway`): step `runaway` (Runaway) timed out after 2s (its `timeout:` is 2s)"
+        )
+        times = {
+            e.dagster_event.event_type: e.timestamp
+            for e in instance.all_logs(result.run_id)
+            if e.dagster_event
+            and e.dagster_event.event_type in (dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_FAILURE)
+        }
         late = times[dg.DagsterEventType.STEP_FAILURE] - times[dg.DagsterEventType.STEP_START] - 2.0
         print(f"step failed {late:.2f}s after its 2s timeout")  # the figure for the report (pytest -s)
         assert late < 3.0, f"the step ended {late:.1f}s after its limit"  # measured: about 0.1 s

@@ -49,7 +49,14 @@ cluster:
       config: {path: "PATH"}
 """
 
-ESCAPES = ["../../x.parquet", "../x.parquet", "reports/../../x.parquet", "~/x.parquet", "/tmp/exo-escape/x.parquet", "file:///tmp/exo-escape/x.parquet"]
+ESCAPES = [
+    "../../x.parquet",
+    "../x.parquet",
+    "reports/../../x.parquet",
+    "~/x.parquet",
+    "/tmp/exo-escape/x.parquet",
+    "file:///tmp/exo-escape/x.parquet",
+]
 
 
 @pytest.mark.parametrize("path", ESCAPES)
@@ -63,9 +70,16 @@ def test_literal_write_outside_is_a_located_error(tmp_path, monkeypatch, path):
 
 def _run(tmp_path, text: str):
     cluster = parse_cluster(text, str(tmp_path / "cluster" / "c.yaml"))
-    result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
-    failures = [e.event_specific_data.error.message for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    result = (
+        compile_cluster(cluster)
+        .resolve_job_def(cluster.job_name)
+        .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    )
+    failures = [
+        e.event_specific_data.error.message
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.STEP_FAILURE
+    ]
     return result, failures
 
 
@@ -81,7 +95,12 @@ def test_path_escapes_over_every_satellite_and_way(tmp_path, monkeypatch):
     outside.mkdir()
     victim = outside / "victim.txt"
     attempts, escapes = 0, 0
-    targets = ["../outside/w.parquet", "../../outside/w.parquet", str(outside / "w.parquet"), f"file://{outside}/w.parquet"]
+    targets = [
+        "../outside/w.parquet",
+        "../../outside/w.parquet",
+        str(outside / "w.parquet"),
+        f"file://{outside}/w.parquet",
+    ]
     for target in targets:
         attempts += 1
         monkeypatch.setenv("EXO_TEST_TARGET", target)
@@ -94,7 +113,8 @@ def test_path_escapes_over_every_satellite_and_way(tmp_path, monkeypatch):
             victim.write_text("keep me")
             text = CLUSTER.split("    - name: Write")[0] + (
                 f"    - name: Act\n      uses: satellite/exospherehost/{satellite}\n      identifier: act\n"
-                f"      config: {config}\n      input: {{paths: ['{source}']}}\n")
+                f"      config: {config}\n      input: {{paths: ['{source}']}}\n"
+            )
             result, failures = _run(tmp_path, text)
             assert not result.success and "outside the allowed folders" in failures[0], (satellite, source)
             escapes += not victim.exists()
@@ -105,7 +125,8 @@ def test_path_escapes_over_every_satellite_and_way(tmp_path, monkeypatch):
         inbox.write_text("mine")
         text = CLUSTER.split("    - name: Write")[0] + (
             "    - name: Act\n      uses: satellite/exospherehost/move-file\n      identifier: act\n"
-            f"      config: {{destination: '{destination}'}}\n      input: {{paths: [in.txt]}}\n")
+            f"      config: {{destination: '{destination}'}}\n      input: {{paths: [in.txt]}}\n"
+        )
         try:
             result, failures = _run(tmp_path, text)
             assert not result.success and "outside the allowed folders" in failures[0]
@@ -121,7 +142,8 @@ def test_inside_the_roots_still_works_and_env_widens(tmp_path, monkeypatch):
     (tmp_path / "cluster" / "in.txt").write_text("mine")
     text = CLUSTER.split("    - name: Write")[0] + (
         "    - name: Act\n      uses: satellite/exospherehost/move-file\n      identifier: act\n"
-        "      config: {destination: done}\n      input: {paths: [in.txt]}\n")
+        "      config: {destination: done}\n      input: {paths: [in.txt]}\n"
+    )
     result, failures = _run(tmp_path, text)
     assert result.success, failures
     assert (tmp_path / "data" / "done" / "in.txt").read_text() == "mine"

@@ -30,10 +30,11 @@ def test_names_built_from_hashes_are_unchanged():
     from exo_dagster.location import error_asset_name
     from exo_dagster.sdk.row_cache import row_key
 
-    assert error_asset_name("/srv/clusters/orders.yaml") == \
-        "orders_" + hashlib.sha256(b"/srv/clusters/orders.yaml").hexdigest()[:8]
-    assert row_key("s", "1", {"a": 1}, {"x": 2}) == \
-        hashlib.sha256(b'["s","1",{"a":1},{"x":2}]').hexdigest()
+    assert (
+        error_asset_name("/srv/clusters/orders.yaml")
+        == "orders_" + hashlib.sha256(b"/srv/clusters/orders.yaml").hexdigest()[:8]
+    )
+    assert row_key("s", "1", {"a": 1}, {"x": 2}) == hashlib.sha256(b'["s","1",{"a":1},{"x":2}]').hexdigest()
 
 
 def test_tls_context_switches():

@@ -13,10 +13,23 @@ SECRETS = ["sk-live-0123456789abcdef", "pw12", "hunter22"]
 
 def _texts() -> list[str]:
     long_secret = SECRETS[0]
-    texts = ["", "a", "plain answer", "echo: row 1234", "x" * 600 + long_secret, "ends with pw12", "hunter2",
-             f"key={long_secret}", f"frag {long_secret[3:11]} end", urllib.parse.quote(long_secret),
-             json.dumps({"k": long_secret}), base64.b64encode(b"user:" + long_secret.encode()).decode(),
-             long_secret.encode().hex(), "hunter22!", "no secret here at all, just text " * 3]
+    texts = [
+        "",
+        "a",
+        "plain answer",
+        "echo: row 1234",
+        "x" * 600 + long_secret,
+        "ends with pw12",
+        "hunter2",
+        f"key={long_secret}",
+        f"frag {long_secret[3:11]} end",
+        urllib.parse.quote(long_secret),
+        json.dumps({"k": long_secret}),
+        base64.b64encode(b"user:" + long_secret.encode()).decode(),
+        long_secret.encode().hex(),
+        "hunter22!",
+        "no secret here at all, just text " * 3,
+    ]
     return texts + [t[:i] for t in texts for i in (7, 8, 9, 20)]
 
 

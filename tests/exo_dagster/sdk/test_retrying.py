@@ -99,8 +99,12 @@ def test_retry_after_is_honoured_and_capped():
     retrying.call(fn, policy, retry_on=Busy, retry_after=lambda e: e.retry_after)
     assert 0.15 <= fn.gaps()[0] < 0.25
     capped = Flaky(1, error=lambda: Busy(retry_after=60))
-    retrying.call(capped, Retry(attempts=2, max_retry_after=0.05, retry_after_jitter=NO_JITTER),
-                  retry_on=Busy, retry_after=lambda e: e.retry_after)
+    retrying.call(
+        capped,
+        Retry(attempts=2, max_retry_after=0.05, retry_after_jitter=NO_JITTER),
+        retry_on=Busy,
+        retry_after=lambda e: e.retry_after,
+    )
     assert 0.05 <= capped.gaps()[0] < 0.15
     waits = [Retry().wait(0, retry_after=1.0) for _ in range(200)]  # the default spread over many draws
     assert min(waits) >= 1.0  # never sooner than the server asked
@@ -109,7 +113,9 @@ def test_retry_after_is_honoured_and_capped():
 
 def test_no_retry_after_falls_back_to_backoff():
     fn = Flaky(1, error=lambda: Busy(retry_after=None))
-    retrying.call(fn, Retry(attempts=2, delay=0.03, jitter=NO_JITTER), retry_on=Busy, retry_after=lambda e: e.retry_after)
+    retrying.call(
+        fn, Retry(attempts=2, delay=0.03, jitter=NO_JITTER), retry_on=Busy, retry_after=lambda e: e.retry_after
+    )
     assert 0.03 <= fn.gaps()[0] < 0.1
 
 
@@ -117,8 +123,12 @@ def test_deadline_without_an_attempt_limit():
     fn = Flaky(1000)
     started = time.monotonic()
     with pytest.raises(Busy):
-        retrying.call(fn, Retry(attempts=None, delay=0.01, max_delay=0.02, jitter=NO_JITTER), retry_on=Busy,
-                      deadline=started + 0.15)
+        retrying.call(
+            fn,
+            Retry(attempts=None, delay=0.01, max_delay=0.02, jitter=NO_JITTER),
+            retry_on=Busy,
+            deadline=started + 0.15,
+        )
     elapsed = time.monotonic() - started
     assert 0.15 <= elapsed < 0.4
     assert 5 <= len(fn.stamps) <= 16
@@ -134,8 +144,12 @@ def test_needs_attempts_or_a_deadline():
 def test_retrying_on_results():
     answers = iter([503, 503, 200])
     seen = []
-    result = retrying.call(lambda: next(answers), Retry(attempts=5, delay=0.001), retry_result=lambda s: s == 503,
-                           on_retry=lambda attempt, outcome, wait: seen.append((attempt, outcome)))
+    result = retrying.call(
+        lambda: next(answers),
+        Retry(attempts=5, delay=0.001),
+        retry_result=lambda s: s == 503,
+        on_retry=lambda attempt, outcome, wait: seen.append((attempt, outcome)),
+    )
     assert result == 200 and seen == [(0, 503), (1, 503)]
     always = iter([503] * 10)
     assert retrying.call(lambda: next(always), Retry(attempts=3, delay=0.001), retry_result=lambda s: s == 503) == 503
@@ -144,8 +158,12 @@ def test_retrying_on_results():
 def test_on_retry_sees_each_wait():
     waits = []
     fn = Flaky(2)
-    retrying.call(fn, Retry(attempts=3, delay=0.01, jitter=NO_JITTER), retry_on=Busy,
-                  on_retry=lambda attempt, exc, wait: waits.append((attempt, type(exc).__name__, wait)))
+    retrying.call(
+        fn,
+        Retry(attempts=3, delay=0.01, jitter=NO_JITTER),
+        retry_on=Busy,
+        on_retry=lambda attempt, exc, wait: waits.append((attempt, type(exc).__name__, wait)),
+    )
     assert waits == [(0, "Busy", 0.01), (1, "Busy", 0.02)]
 
 
@@ -168,12 +186,14 @@ def test_async_variant():
 
 def test_async_waits_do_not_block_the_loop():
     """Two retrying coroutines on one loop wait at the same time, not one after the other."""
+
     async def both():
         a, b = Flaky(2), Flaky(2)
         policy = Retry(attempts=3, delay=0.05, jitter=NO_JITTER)  # 0.05 + 0.1 of waiting each
         started = time.monotonic()
-        await asyncio.gather(retrying.acall(a.async_call, policy, retry_on=Busy),
-                             retrying.acall(b.async_call, policy, retry_on=Busy))
+        await asyncio.gather(
+            retrying.acall(a.async_call, policy, retry_on=Busy), retrying.acall(b.async_call, policy, retry_on=Busy)
+        )
         return time.monotonic() - started
 
     assert asyncio.run(both()) < 0.27

@@ -25,7 +25,11 @@ def test_cache_file_names_the_postgres_url_when_set(monkeypatch, tmp_path):
 def test_two_connections_share_rows_per_cluster_and_step():
     with pg_database() as db:
         url = URL.format(db=db)
-        with PostgresRowCache(f"{url}#c1") as a, PostgresRowCache(f"{url}#c1") as b, PostgresRowCache(f"{url}#c2") as other:
+        with (
+            PostgresRowCache(f"{url}#c1") as a,
+            PostgresRowCache(f"{url}#c1") as b,
+            PostgresRowCache(f"{url}#c2") as other,
+        ):
             a.put("k1", "s1", {"v": 1})
             a.put("k2", "s2", {"v": "two"})
             a.put("k1", "s1", {"v": 11})  # replaced, as SQLite's insert or replace
@@ -46,11 +50,22 @@ def test_get_many_batches_past_one_statement_and_map_rows_skips_finished_rows():
             assert len(cache.get_many([f"k{i}" for i in range(3000)])) == 2500
             calls: list[int] = []
             rows = pl.DataFrame({"x": list(range(50))})
-            first = map_rows(lambda r, k: calls.append(r["x"]) or {"y": r["x"] * 2}, rows.head(20),
-                             identity=("s", "1", {}), step="m", cache=cache)
+            first = map_rows(
+                lambda r, k: calls.append(r["x"]) or {"y": r["x"] * 2},
+                rows.head(20),
+                identity=("s", "1", {}),
+                step="m",
+                cache=cache,
+            )
             stats = RowStats()
-            second = map_rows(lambda r, k: calls.append(r["x"]) or {"y": r["x"] * 2}, rows,
-                              identity=("s", "1", {}), step="m", cache=cache, stats=stats)
+            second = map_rows(
+                lambda r, k: calls.append(r["x"]) or {"y": r["x"] * 2},
+                rows,
+                identity=("s", "1", {}),
+                step="m",
+                cache=cache,
+                stats=stats,
+            )
         assert first["y"].to_list() == [2 * i for i in range(20)]
         assert second["y"].to_list() == [2 * i for i in range(50)]
         assert sorted(calls) == list(range(50))  # the 20 finished rows were not computed again
@@ -71,8 +86,12 @@ def test_exo_cache_clear_forgets_rows_in_postgres(tmp_path):
             other.put("k1", "labels", {"a": 3})
         env = {**os.environ, row_cache.ROW_CACHE_URL: url, "EXO_CACHE_DIR": str(tmp_path)}
         exo = str(Path(sys.executable).parent / "exo")
-        step = subprocess.run([exo, "cache", "clear", "acme/ticket-triage", "--step", "labels"], env=env, capture_output=True, text=True)
-        assert step.returncode == 0 and "cleared 1 cached row(s) of acme__ticket_triage step labels" in step.stdout, step.stderr
+        step = subprocess.run(
+            [exo, "cache", "clear", "acme/ticket-triage", "--step", "labels"], env=env, capture_output=True, text=True
+        )
+        assert step.returncode == 0 and "cleared 1 cached row(s) of acme__ticket_triage step labels" in step.stdout, (
+            step.stderr
+        )
         with PostgresRowCache(f"{url}#acme__ticket_triage") as rows, PostgresRowCache(f"{url}#other__one") as other:
             assert rows.get_many(["k1", "k2"]) == {"k2": {"a": 2}} and other.count() == 1  # another cluster's rows stay
         assert not list(tmp_path.iterdir())  # no SQLite file was made

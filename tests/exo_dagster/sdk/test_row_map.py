@@ -9,8 +9,8 @@ import time
 import polars as pl
 import pytest
 
-from exo_dagster.sdk.row_map import RowFailed, RowStats, map_rows
 from exo_dagster.sdk.row_cache import RowCache, row_key
+from exo_dagster.sdk.row_map import RowFailed, RowStats, map_rows
 
 IDENTITY = ("satellite/test/double", "1.0.0", {"factor": 2})
 
@@ -27,8 +27,15 @@ def test_results_in_input_order_with_errors_collected(tmp_path):
 
     stats = RowStats()
     with RowCache(str(tmp_path / "c.sqlite")) as cache:
-        out = map_rows(double, pl.DataFrame({"x": list(range(10))}), identity=IDENTITY, step="s", cache=cache,
-                       concurrency=4, stats=stats)
+        out = map_rows(
+            double,
+            pl.DataFrame({"x": list(range(10))}),
+            identity=IDENTITY,
+            step="s",
+            cache=cache,
+            concurrency=4,
+            stats=stats,
+        )
     assert out["y"].to_list() == [0, 2, 4, None, 8, 10, 12, 14, 16, 18]
     assert out["_error"].to_list()[3] == "ValueError: three is bad" and out["_error"].null_count() == 9
     assert out["_row_key"][0] == row_key(*IDENTITY, {"x": 0})
@@ -84,8 +91,14 @@ def test_crash_halfway_then_rerun_recomputes_no_finished_row(tmp_path):
         assert cache.count("s") == len(finished_before) > 0
     computed.clear()
     with RowCache(path) as cache:
-        map_rows(lambda row, key: (computed.append(row["x"]), {"ok": True})[1], rows, identity=IDENTITY, step="s",
-                 cache=cache, concurrency=4)
+        map_rows(
+            lambda row, key: (computed.append(row["x"]), {"ok": True})[1],
+            rows,
+            identity=IDENTITY,
+            step="s",
+            cache=cache,
+            concurrency=4,
+        )
     assert not finished_before & set(computed)
     assert finished_before | set(computed) == set(range(1000))
 

@@ -61,10 +61,12 @@ def test_crash_then_rerun_redoes_no_finished_row(tmp_path, asynchronous):
         return {"upper": row["text"].upper()}
 
     if asynchronous:
+
         async def crashing(row, key):
             await asyncio.sleep(0)
             return record(row)
     else:
+
         def crashing(row, key):
             return record(row)
 
@@ -113,8 +115,13 @@ KILLED_RUN = textwrap.dedent("""
 
 def test_sigkill_midway_leaves_only_finished_rows_and_rerun_does_the_rest(tmp_path):
     path = str(tmp_path / "c.sqlite")
-    child = subprocess.run([sys.executable, "-c", KILLED_RUN, path, str(ROWS)], capture_output=True, text=True,
-                           env={**os.environ}, timeout=300)
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_RUN, path, str(ROWS)],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        timeout=300,
+    )
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
     cached = _assert_cache_consistent(path)
     # group commits: at most one group (512 rows) finished but not committed, and no row after the kill

@@ -11,32 +11,45 @@ from exo_dagster.sdk.sql_paths import anchor
 BASE = "/clusters/acme"
 
 
-@pytest.mark.parametrize("query, expected", [
-    ("select * from read_csv('data/x.csv', header=true)", "select * from read_csv('/clusters/acme/data/x.csv', header=true)"),
-    ("select * from 'data/y.parquet'", "select * from '/clusters/acme/data/y.parquet'"),
-    ('select * from "data/y.parquet"', 'select * from "/clusters/acme/data/y.parquet"'),
-    ("select * from read_parquet(['p/1.parquet', '/abs/2.parquet', 's3://b/k.parquet'])",
-     "select * from read_parquet(['/clusters/acme/p/1.parquet', '/abs/2.parquet', 's3://b/k.parquet'])"),
-    ("select '€' as e, * from 'dätä/x.csv'", "select '€' as e, * from '/clusters/acme/dätä/x.csv'"),
-    ("select * from read_csv('it''s.csv')", "select * from read_csv('/clusters/acme/it''s.csv')"),
-    ("select * from glob('data/*.csv') where file like 'data/%'",
-     "select * from glob('/clusters/acme/data/*.csv') where file like 'data/%'"),
-    ("select * from read_json('../shared/x.json')", "select * from read_json('/clusters/shared/x.json')"),
-])
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        (
+            "select * from read_csv('data/x.csv', header=true)",
+            "select * from read_csv('/clusters/acme/data/x.csv', header=true)",
+        ),
+        ("select * from 'data/y.parquet'", "select * from '/clusters/acme/data/y.parquet'"),
+        ('select * from "data/y.parquet"', 'select * from "/clusters/acme/data/y.parquet"'),
+        (
+            "select * from read_parquet(['p/1.parquet', '/abs/2.parquet', 's3://b/k.parquet'])",
+            "select * from read_parquet(['/clusters/acme/p/1.parquet', '/abs/2.parquet', 's3://b/k.parquet'])",
+        ),
+        ("select '€' as e, * from 'dätä/x.csv'", "select '€' as e, * from '/clusters/acme/dätä/x.csv'"),
+        ("select * from read_csv('it''s.csv')", "select * from read_csv('/clusters/acme/it''s.csv')"),
+        (
+            "select * from glob('data/*.csv') where file like 'data/%'",
+            "select * from glob('/clusters/acme/data/*.csv') where file like 'data/%'",
+        ),
+        ("select * from read_json('../shared/x.json')", "select * from read_json('/clusters/shared/x.json')"),
+    ],
+)
 def test_file_positions_become_absolute_under_the_cluster_folder(query, expected):
     assert anchor(query, BASE) == expected
 
 
-@pytest.mark.parametrize("query", [
-    "select 'data/x.csv' as p",                                   # a value, not a file
-    "select * from orders where path = 'data/x.csv'",
-    "select * from read_csv('/abs/x.csv')",
-    "select * from read_csv('s3://bucket/x.csv')",
-    "select * from read_csv('~/x.csv')",
-    "select * from orders",
-    "copy (select 1) to 'x.csv'",                                # not a SELECT: left as written, the sandbox decides
-    "select * from read_csv(",                                   # does not parse: left for DuckDB's own message
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "select 'data/x.csv' as p",  # a value, not a file
+        "select * from orders where path = 'data/x.csv'",
+        "select * from read_csv('/abs/x.csv')",
+        "select * from read_csv('s3://bucket/x.csv')",
+        "select * from read_csv('~/x.csv')",
+        "select * from orders",
+        "copy (select 1) to 'x.csv'",  # not a SELECT: left as written, the sandbox decides
+        "select * from read_csv(",  # does not parse: left for DuckDB's own message
+    ],
+)
 def test_everything_else_is_left_as_written(query):
     assert anchor(query, BASE) == query
 

@@ -7,8 +7,7 @@ import datetime as dt
 import duckdb
 import pytest
 
-from exo_dagster.sdk import sql_text
-from exo_dagster.sdk import templates
+from exo_dagster.sdk import sql_text, templates
 from exo_dagster.sdk.table import StoredTable
 
 PAYLOADS = [
@@ -17,7 +16,7 @@ PAYLOADS = [
     "x''; drop table t; --",
     "' or '1'='1",
     "\\'; select 1; --",
-    "x\" , 42 as \"y",
+    'x" , 42 as "y',
     "*/ select 1 /*",
     "x\nselect 1",
     "x $$ ; select 1; $$",
@@ -89,8 +88,12 @@ def test_typed_literals():
     assert con.sql(_render("select ${{ env.V }} as v", None)).fetchall() == [(None,)]
     assert con.sql(_render("select ${{ env.V }} as v", dt.date(2024, 1, 2))).fetchall() == [(dt.date(2024, 1, 2),)]
     # a column (list) is a list of literals, for `in (...)`; the payload is one value among them
-    rows = con.sql(_render("select x from (values ('a'), ('b'), ('INJECTED')) t(x) where x in (${{ env.V }}) order by x",
-                           ["a", "b' ) or (1=1", "c"])).fetchall()
+    rows = con.sql(
+        _render(
+            "select x from (values ('a'), ('b'), ('INJECTED')) t(x) where x in (${{ env.V }}) order by x",
+            ["a", "b' ) or (1=1", "c"],
+        )
+    ).fetchall()
     assert rows == [("a",)]
     # a whole table is its view name, quoted
     assert _render("select * from ${{ env.V }}", StoredTable("/x.parquet", name='we"ird')) == 'select * from "we""ird"'

@@ -90,23 +90,72 @@ REFUSED = [
     f"select 1 as v from (select 1) t {V}",
     f"select $1 {V}",
 ]
-ALPHABET = ["'", "''", '"', "\\", "\\'", "--", "/*", "*/", "$", "$$", "$€$", "$a$", "€", "\n", "\r", "\t", " ", ";",
-            ",", "(", ")", "E'", "x", "1", "-", "-1", "union all select 42", "ｘ’", "\x00", "\u2028", "🙂", "?", "::",
-            "e", "U&'", "\\x27", "%", "}}", "${{ inputs.v }}", "select", "as", "`"]
+ALPHABET = [
+    "'",
+    "''",
+    '"',
+    "\\",
+    "\\'",
+    "--",
+    "/*",
+    "*/",
+    "$",
+    "$$",
+    "$€$",
+    "$a$",
+    "€",
+    "\n",
+    "\r",
+    "\t",
+    " ",
+    ";",
+    ",",
+    "(",
+    ")",
+    "E'",
+    "x",
+    "1",
+    "-",
+    "-1",
+    "union all select 42",
+    "ｘ’",
+    "\x00",
+    "\u2028",
+    "🙂",
+    "?",
+    "::",
+    "e",
+    "U&'",
+    "\\x27",
+    "%",
+    "}}",
+    "${{ inputs.v }}",
+    "select",
+    "as",
+    "`",
+]
 
 
 def _values(rng: random.Random) -> list:
-    ints = [0, 1, -1, 2 ** 63 - 1, -2 ** 63, 10 ** 40, -10 ** 40] + [rng.randint(-10 ** 12, 10 ** 12)
-                                                                      for _ in range(VALUES_PER_KIND)]
-    floats = [math.inf, -math.inf, math.nan, -0.0, 0.0, 1e300, -1e300, 5e-324, -5e-324, 0.1 + 0.2] + \
-        [rng.uniform(-1e6, 1e6) * 10 ** rng.randint(-30, 30) for _ in range(VALUES_PER_KIND)]
+    ints = [0, 1, -1, 2**63 - 1, -(2**63), 10**40, -(10**40)] + [
+        rng.randint(-(10**12), 10**12) for _ in range(VALUES_PER_KIND)
+    ]
+    floats = [math.inf, -math.inf, math.nan, -0.0, 0.0, 1e300, -1e300, 5e-324, -5e-324, 0.1 + 0.2] + [
+        rng.uniform(-1e6, 1e6) * 10 ** rng.randint(-30, 30) for _ in range(VALUES_PER_KIND)
+    ]
     decimals = [decimal.Decimal("-0"), decimal.Decimal("1E+2"), decimal.Decimal("-12.50"), decimal.Decimal("NaN")]
-    strings = ["", "-1", "1e5"] + ["".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 8)))
-                                   for _ in range(VALUES_PER_KIND * 6)]
-    dates = [dt.date(2024, 1, 2), dt.datetime(2024, 1, 2, 3, 4, 5, 6),
-             dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=-5))), dt.time(23, 59, 1)]
-    lists = [[], [1], [-1, 2, -3], ["a'b", "--", "$€$"], [[1, -2], [3]], ("t", "u")] + \
-        [[rng.randint(-9, 9) for _ in range(rng.randint(1, 4))] for _ in range(VALUES_PER_KIND // 4)]
+    strings = ["", "-1", "1e5"] + [
+        "".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 8))) for _ in range(VALUES_PER_KIND * 6)
+    ]
+    dates = [
+        dt.date(2024, 1, 2),
+        dt.datetime(2024, 1, 2, 3, 4, 5, 6),
+        dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+        dt.time(23, 59, 1),
+    ]
+    lists = [[], [1], [-1, 2, -3], ["a'b", "--", "$€$"], [[1, -2], [3]], ("t", "u")] + [
+        [rng.randint(-9, 9) for _ in range(rng.randint(1, 4))] for _ in range(VALUES_PER_KIND // 4)
+    ]
     others = [None, True, False, {"a": "b'c", "n": -1}, b"\x00'\\x", b"", StoredTable("/x.parquet", name='we"ird')]
     return ints + floats + decimals + strings + dates + lists + others
 
@@ -170,8 +219,10 @@ def test_no_generated_value_changes_the_parsed_query():
     assert len(pairs) > 10_000
     # 0 of N values changed the parsed statement; only `""`, an empty name, fails to parse (DuckDB has none)
     assert [c for c in changed if not (c[0] == NAMED[0] and _empty_name(c[1]))] == []
-    print(f"\nfuzz: 0 of {len(pairs)} rendered (value, position) pairs changed the parsed query "
-          f"({len(values)} values x {len(PLACED + NAMED)} positions)")
+    print(
+        f"\nfuzz: 0 of {len(pairs)} rendered (value, position) pairs changed the parsed query "
+        f"({len(values)} values x {len(PLACED + NAMED)} positions)"
+    )
 
 
 def _empty_name(value) -> bool:
@@ -223,7 +274,7 @@ def _same(got, value) -> bool:
         return (math.isnan(value) and math.isnan(got)) or float(got) == value
     if isinstance(value, decimal.Decimal):
         return (value.is_nan() and math.isnan(got)) or decimal.Decimal(got) == value
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2 ** 127:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**127:
         return float(got) == float(value)
     if isinstance(value, (list, tuple)):
         return len(got) == len(value) and all(_same(g, v) for g, v in zip(got, value))

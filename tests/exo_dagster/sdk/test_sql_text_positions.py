@@ -7,8 +7,7 @@ import datetime as dt
 import duckdb
 import pytest
 
-from exo_dagster.sdk import sql_text
-from exo_dagster.sdk import templates
+from exo_dagster.sdk import sql_text, templates
 from exo_dagster.sdk.table import StoredTable
 
 INJECT = "1 as b, 42 as injected --"
@@ -33,15 +32,18 @@ def test_a_negative_number_after_minus_is_a_number_not_a_comment():
     assert _rows("select 1 + ${{ inputs.x }} as v", -0.0)[1] == [(1,)]
 
 
-@pytest.mark.parametrize("query", [
-    # DuckDB reads `$€$...$€$` as a dollar-quoted string: the quote inside it opens nothing
-    "select $€$it's$€$ as a, ${{ inputs.v }} as b",
-    # `a$b$c` is one name to DuckDB, not the start of a `$b$` string
-    "select 'x' as a$b$c, 'y$b$' as z, ${{ inputs.v }} as b",
-    "select 1 as \"it's\", ${{ inputs.v }} as b",
-    "select /* it's */ 1 as a, ${{ inputs.v }} as b",
-    "select 1 as a -- it's\n, ${{ inputs.v }} as b",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        # DuckDB reads `$€$...$€$` as a dollar-quoted string: the quote inside it opens nothing
+        "select $€$it's$€$ as a, ${{ inputs.v }} as b",
+        # `a$b$c` is one name to DuckDB, not the start of a `$b$` string
+        "select 'x' as a$b$c, 'y$b$' as z, ${{ inputs.v }} as b",
+        'select 1 as "it\'s", ${{ inputs.v }} as b',
+        "select /* it's */ 1 as a, ${{ inputs.v }} as b",
+        "select 1 as a -- it's\n, ${{ inputs.v }} as b",
+    ],
+)
 def test_code_after_text_that_looks_like_an_open_quote_is_still_code(query):
     columns, rows = _rows(query, INJECT)
     assert columns[-1] == "b" and "injected" not in columns
@@ -53,20 +55,23 @@ def test_a_value_in_a_string_after_dollar_quotes_and_dollar_names():
     assert columns == ["a", "b", "c$"] and rows == [(" x ", "v: it's", 3)]
 
 
-@pytest.mark.parametrize("query, why", [
-    ("select E'${{ inputs.v }}' as v", "E'...'"),
-    ("select e'a\\n${{ inputs.v }}' as v", "e'...'"),
-    ("select X'${{ inputs.v }}' as v", "X'...'"),
-    ("select $$ ${{ inputs.v }} $$ as v", "\\$-quoted"),
-    ("select $€$ ${{ inputs.v }} $€$ as v", "\\$-quoted"),
-    ("select x${{ inputs.v }} as v", "glued"),
-    ("select ${{ inputs.v }}${{ inputs.w }} as v", "glued"),
-    ("select count ${{ inputs.v }}", "follows `count`"),
-    ("select 1 as v order by ${{ inputs.v }}", "follows `by`"),
-    ("select 1::${{ inputs.v }}", "follows `::`"),
-    ("select t.${{ inputs.v }} from (select 1 as a) t", "follows `.`"),
-    ("select ${{ inputs.v }}(1)", "followed by `\\(`"),
-])
+@pytest.mark.parametrize(
+    "query, why",
+    [
+        ("select E'${{ inputs.v }}' as v", "E'...'"),
+        ("select e'a\\n${{ inputs.v }}' as v", "e'...'"),
+        ("select X'${{ inputs.v }}' as v", "X'...'"),
+        ("select $$ ${{ inputs.v }} $$ as v", "\\$-quoted"),
+        ("select $€$ ${{ inputs.v }} $€$ as v", "\\$-quoted"),
+        ("select x${{ inputs.v }} as v", "glued"),
+        ("select ${{ inputs.v }}${{ inputs.w }} as v", "glued"),
+        ("select count ${{ inputs.v }}", "follows `count`"),
+        ("select 1 as v order by ${{ inputs.v }}", "follows `by`"),
+        ("select 1::${{ inputs.v }}", "follows `::`"),
+        ("select t.${{ inputs.v }} from (select 1 as a) t", "follows `.`"),
+        ("select ${{ inputs.v }}(1)", "followed by `\\(`"),
+    ],
+)
 def test_where_no_value_can_stand_every_value_is_refused(query, why):
     for value in ["a\\' , 42 as x --", -1, 7, None, [1, 2], dt.date(2024, 1, 1)]:
         with pytest.raises(sql_text.SqlTemplateError, match=why) as info:
@@ -77,7 +82,7 @@ def test_where_no_value_can_stand_every_value_is_refused(query, why):
 def test_refusals_are_found_without_values_and_name_the_template_offset():
     query = "select 1 as a,\n  E'${{ inputs.v }}' as b, ${{ inputs.w }} as c, x${{ inputs.y }} as d"
     problems = sql_text.check(query)
-    assert [query[p.offset:p.offset + 15] for p in problems] == ["${{ inputs.v }}", "${{ inputs.y }}"]
+    assert [query[p.offset : p.offset + 15] for p in problems] == ["${{ inputs.v }}", "${{ inputs.y }}"]
     assert all(p.hint for p in problems)
     assert sql_text.check("select ${{ inputs.v }} as v, '${{ inputs.w }}' as w") == []
     assert sql_text.check("select 1") == [] and sql_text.check("select ${{ nope }}") == []

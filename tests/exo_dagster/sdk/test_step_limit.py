@@ -39,7 +39,7 @@ def in_thread(fn):
     def run():
         try:
             box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
+        except BaseException as exc:
             box["error"] = exc
         box["ended"] = time.monotonic()
 
@@ -72,8 +72,9 @@ def test_a_query_inside_the_satellite_is_stopped_in_a_worker_thread():
 
 
 def test_a_stopped_run_interrupts_every_step_running_in_the_process():
-    steps = [in_thread(lambda: step_timeout.call(lambda: runaway_relation().fetchall(), None, step(None)))
-             for _ in range(2)]
+    steps = [
+        in_thread(lambda: step_timeout.call(lambda: runaway_relation().fetchall(), None, step(None))) for _ in range(2)
+    ]
     time.sleep(0.5)
     stopped = time.monotonic()
     assert step_limit.interrupt_all("the run was stopped") >= 2
@@ -102,6 +103,7 @@ def test_an_interrupt_that_lands_between_two_queries_is_not_lost():
 
 def test_the_sla_guard_stops_duckdb_work_in_its_own_process():
     """An in-process run: the guard's SIGINT would reach Python only after DuckDB returned."""
+
     def run():
         with SlaGuard(1.0) as guard:  # not the main thread: the guard sends no signal, only the interrupt
             try:

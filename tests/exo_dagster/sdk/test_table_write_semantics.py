@@ -17,11 +17,13 @@ SAMPLES = 3000
 def _values(rng: random.Random, dtype) -> list:
     """Values of `dtype`, biased to its edges and to the edges of narrower types."""
     if dtype.is_float():
-        return [rng.choice([0.5, -1.25, 1e300 if dtype == pl.Float64 else 3.0e38, float(rng.randint(-99, 99))])
-                for _ in range(3)]
+        return [
+            rng.choice([0.5, -1.25, 1e300 if dtype == pl.Float64 else 3.0e38, float(rng.randint(-99, 99))])
+            for _ in range(3)
+        ]
     bits = int(str(dtype())[-2:].lstrip("t")) if dtype != pl.Int8 and dtype != pl.UInt8 else 8
-    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if dtype.is_signed_integer() else (0, 2 ** bits - 1)
-    edges = [low, high, 0, 1, -1, 2 ** 24 + 1, 2 ** 53 + 1, 127, 128, 255, 256, 32767, 32768, 2 ** 31, 2 ** 32]
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if dtype.is_signed_integer() else (0, 2**bits - 1)
+    edges = [low, high, 0, 1, -1, 2**24 + 1, 2**53 + 1, 127, 128, 255, 256, 32767, 32768, 2**31, 2**32]
     return [v for v in (rng.choice(edges + [rng.randint(low, high)]) for _ in range(3)) if low <= v <= high]
 
 
@@ -64,8 +66,12 @@ def test_reconcile_refuses_naming_every_retyped_column_or_widens_with_evolve():
     with pytest.raises(WriteRefused) as caught:
         reconcile(stored, incoming, evolve=False, target="/t.parquet")
     message = str(caught.value)
-    for part in ("/t.parquet", "`amount` is Int64 in the target and String in the input",
-                 "`day` is Date in the target and Float64 in the input", "schema: evolve"):
+    for part in (
+        "/t.parquet",
+        "`amount` is Int64 in the target and String in the input",
+        "`day` is Date in the target and Float64 in the input",
+        "schema: evolve",
+    ):
         assert part in message, message
     assert "`id`" not in message  # Int32 values fit the stored Int64
     into_new, into_old = reconcile(stored, incoming.drop("day"), evolve=True, target="/t.parquet")
@@ -75,8 +81,13 @@ def test_reconcile_refuses_naming_every_retyped_column_or_widens_with_evolve():
 
 
 def test_reconcile_lets_an_empty_stored_column_take_the_incoming_type():
-    into_new, into_old = reconcile({"a": pl.String, "b": pl.Null}, pl.DataFrame({"a": [1], "b": [2.5]}),
-                                   evolve=False, target="/t.csv", empty=frozenset({"a"}))
+    into_new, into_old = reconcile(
+        {"a": pl.String, "b": pl.Null},
+        pl.DataFrame({"a": [1], "b": [2.5]}),
+        evolve=False,
+        target="/t.csv",
+        empty=frozenset({"a"}),
+    )
     assert into_new == {} and into_old == {"a": pl.Int64, "b": pl.Float64}
 
 

@@ -7,7 +7,6 @@ import pytest
 
 from exo_dagster import load_cluster_file
 from exo_dagster.compile.compiler import run_tags
-
 from tests.exo_dagster.spec.test_parser_errors import FILES, HEAD, assert_error, errors_of
 
 

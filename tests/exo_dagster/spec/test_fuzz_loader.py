@@ -20,7 +20,6 @@ import yaml
 from exo_dagster import SpecError, parse_cluster
 from exo_dagster.compile.compiler import compile_clusters
 from exo_dagster.location import build_location
-
 from tests.exo_dagster.clusters_corpus import cluster_text
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -28,13 +27,71 @@ SEED = 20261129
 MUTANTS = 4000  # byte/line-level mutants
 SEMANTIC_MUTANTS = 800  # valid YAML with hostile values in random places: reaches the spec checker
 HOSTILE = [
-    "&a ", "*a", "!!binary ", "!x ", "!!set ", ".inf", ".nan", "-.inf", "1e999", "9" * 30, "2024-01-01", "12:30:00",
-    "<<: *a", "<<: {x: 1}", "[" * 70, "{", "}", "[", "]", "'", '"', "\t", "\x00", "\x07", "\x1b", "é", "\u2028", "\ufeff",
-    "${{ satellites.x.output }}", "$${{ satellites.rows.output.word }}", "${{", "}}", "${{ secrets.NOPE }}",
-    "${{ env. }}", ": ", "- ", "#", "%YAML 1.1\n", "---\n", "...\n", "? ", "|\n", ">-\n", "~", "null", "true", "-1",
-    "0x1F", "0o17", "1_000", "America", "../../etc/passwd", "\r\n", "\r", "a: &b [*b]", "Rows", "identifier: rows\n",
-    "uses: satellite/exospherehost/sql\n", "retries: 99999999999999999999\n", "sla: 6h\n", "cron: '61 * * * *'\n",
-    "timezone: Europe\n", "gpu: 1\n", "fan-out: {chunk-rows: 0}\n", "executor: celery\n",
+    "&a ",
+    "*a",
+    "!!binary ",
+    "!x ",
+    "!!set ",
+    ".inf",
+    ".nan",
+    "-.inf",
+    "1e999",
+    "9" * 30,
+    "2024-01-01",
+    "12:30:00",
+    "<<: *a",
+    "<<: {x: 1}",
+    "[" * 70,
+    "{",
+    "}",
+    "[",
+    "]",
+    "'",
+    '"',
+    "\t",
+    "\x00",
+    "\x07",
+    "\x1b",
+    "é",
+    "\u2028",
+    "\ufeff",
+    "${{ satellites.x.output }}",
+    "$${{ satellites.rows.output.word }}",
+    "${{",
+    "}}",
+    "${{ secrets.NOPE }}",
+    "${{ env. }}",
+    ": ",
+    "- ",
+    "#",
+    "%YAML 1.1\n",
+    "---\n",
+    "...\n",
+    "? ",
+    "|\n",
+    ">-\n",
+    "~",
+    "null",
+    "true",
+    "-1",
+    "0x1F",
+    "0o17",
+    "1_000",
+    "America",
+    "../../etc/passwd",
+    "\r\n",
+    "\r",
+    "a: &b [*b]",
+    "Rows",
+    "identifier: rows\n",
+    "uses: satellite/exospherehost/sql\n",
+    "retries: 99999999999999999999\n",
+    "sla: 6h\n",
+    "cron: '61 * * * *'\n",
+    "timezone: Europe\n",
+    "gpu: 1\n",
+    "fan-out: {chunk-rows: 0}\n",
+    "executor: celery\n",
 ]
 
 
@@ -55,10 +112,10 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
         if op == 0:  # insert a hostile token
             data = data[:at] + rng.choice(HOSTILE).encode() + data[at:]
         elif op == 1:  # delete a span
-            data = data[:at] + data[at + rng.randint(1, 20):]
+            data = data[:at] + data[at + rng.randint(1, 20) :]
         elif op == 2:  # flip a byte
             if at < len(data):
-                data = data[:at] + bytes([rng.randrange(256)]) + data[at + 1:]
+                data = data[:at] + bytes([rng.randrange(256)]) + data[at + 1 :]
         elif op == 3:  # truncate
             data = data[:at]
         else:  # line-level: duplicate, swap, re-indent, replace a value
@@ -78,12 +135,60 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     return data
 
 
-VALUES = [None, True, 0, -1, 2 ** 63 - 1, 1.5, 1e300, "", "x" * 5000, "${{ satellites.rows.output }}",
-          "$${{ satellites.rows.output.word }}", "${{ env.HOME }}", "${{ secrets.HOOK }}", "${{ failure.error }}", [], {},
-          [1, 2], {"a": 1}, {"uses": "x"}, "satellite/exospherehost/sql", "6h", "0 * * * *", "* * * * * *", "Etc/../../x",
-          "cluster/a/b", "../x", "/etc/passwd", "\u202e", "a\x00b", 10 ** 6, "'; drop table x; --"]
-KEYS = ["identifier", "uses", "config", "input", "after", "resources", "trigger", "retries", "fan-out", "sla", "timezone",
-        "cron", "from", "secrets", "execution", "executor", "queues", "level", "x-extra"]
+VALUES = [
+    None,
+    True,
+    0,
+    -1,
+    2**63 - 1,
+    1.5,
+    1e300,
+    "",
+    "x" * 5000,
+    "${{ satellites.rows.output }}",
+    "$${{ satellites.rows.output.word }}",
+    "${{ env.HOME }}",
+    "${{ secrets.HOOK }}",
+    "${{ failure.error }}",
+    [],
+    {},
+    [1, 2],
+    {"a": 1},
+    {"uses": "x"},
+    "satellite/exospherehost/sql",
+    "6h",
+    "0 * * * *",
+    "* * * * * *",
+    "Etc/../../x",
+    "cluster/a/b",
+    "../x",
+    "/etc/passwd",
+    "\u202e",
+    "a\x00b",
+    10**6,
+    "'; drop table x; --",
+]
+KEYS = [
+    "identifier",
+    "uses",
+    "config",
+    "input",
+    "after",
+    "resources",
+    "trigger",
+    "retries",
+    "fan-out",
+    "sla",
+    "timezone",
+    "cron",
+    "from",
+    "secrets",
+    "execution",
+    "executor",
+    "queues",
+    "level",
+    "x-extra",
+]
 
 
 def semantic_mutate(data: bytes, rng: random.Random) -> bytes:
@@ -115,7 +220,10 @@ def mutants() -> list[tuple[str, bytes]]:
     rng = random.Random(SEED)
     base = corpus()
     out = [(f"m{n}-{name}", mutate(data, rng)) for n, (name, data) in ((n, rng.choice(base)) for n in range(MUTANTS))]
-    out += [(f"s{n}-{name}", semantic_mutate(data, rng)) for n, (name, data) in ((n, rng.choice(base)) for n in range(SEMANTIC_MUTANTS))]
+    out += [
+        (f"s{n}-{name}", semantic_mutate(data, rng))
+        for n, (name, data) in ((n, rng.choice(base)) for n in range(SEMANTIC_MUTANTS))
+    ]
     return out
 
 
@@ -133,14 +241,19 @@ def test_fuzzed_cluster_files_give_data_or_located_errors():
             lines = max(1, data.count(b"\n") + 1)
             assert exc.errors, name
             for d in exc.diagnostics:
-                assert d.location.file == name and 1 <= d.location.line <= lines + 1 and d.location.column >= 1, (name, d)
+                assert d.location.file == name and 1 <= d.location.line <= lines + 1 and d.location.column >= 1, (
+                    name,
+                    d,
+                )
             report = exc.report()
             assert "Traceback" not in report and f"{name}:" in report
             located += 1
         slowest = max(slowest, time.perf_counter() - t0)
     elapsed = time.perf_counter() - started
-    print(f"fuzz: {len(cases)} cases, {loaded} loaded, {located} located errors, 0 tracebacks, 0 hangs; "
-          f"slowest {slowest * 1000:.0f} ms, {elapsed:.1f} s in all")
+    print(
+        f"fuzz: {len(cases)} cases, {loaded} loaded, {located} located errors, 0 tracebacks, 0 hangs; "
+        f"slowest {slowest * 1000:.0f} ms, {elapsed:.1f} s in all"
+    )
     assert len(cases) >= 2000 and loaded + located == len(cases)
     assert located > len(cases) // 2 and loaded > 50  # the mutants reach both outcomes
     assert slowest < 2.0 and elapsed < 60

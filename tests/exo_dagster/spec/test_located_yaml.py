@@ -71,9 +71,11 @@ def test_deep_nesting_is_a_located_error(opener, closer):
 
 def test_very_deep_nesting_does_not_crash_the_process():
     """200,000 levels used to overflow the C stack of libyaml's recursive composer (a segfault)."""
-    code = ("from exo_dagster.spec.located_yaml import load_located\n"
-            "d, e = load_located('x: ' + '[' * 200000 + ']' * 200000, 'f.yaml')\n"
-            "print(e[0].location, e[0].message)\n")
+    code = (
+        "from exo_dagster.spec.located_yaml import load_located\n"
+        "d, e = load_located('x: ' + '[' * 200000 + ']' * 200000, 'f.yaml')\n"
+        "print(e[0].location, e[0].message)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "f.yaml:1:" in out.stdout and "levels deep" in out.stdout
@@ -96,12 +98,21 @@ def test_control_character_is_located():
     assert "U+0007" in error.message
 
 
-@pytest.mark.parametrize("value,needle", [
-    (".inf", "not a finite number"), (".nan", "not a finite number"), ("-.inf", "not a finite number"),
-    ("1.0e+400", "not a finite number"), ("1" * 400, "64-bit integer"), ("!!binary aGVsbG8=", "!!binary"),
-    ("!custom x", "`!custom` is not supported"), ("!!set {a: null}", "on a mapping"), ("!!omap [a: 1]", "on a list"),
-    ("!!python/object:os.system x", "not supported"),
-])
+@pytest.mark.parametrize(
+    "value,needle",
+    [
+        (".inf", "not a finite number"),
+        (".nan", "not a finite number"),
+        ("-.inf", "not a finite number"),
+        ("1.0e+400", "not a finite number"),
+        ("1" * 400, "64-bit integer"),
+        ("!!binary aGVsbG8=", "!!binary"),
+        ("!custom x", "`!custom` is not supported"),
+        ("!!set {a: null}", "on a mapping"),
+        ("!!omap [a: 1]", "on a list"),
+        ("!!python/object:os.system x", "not supported"),
+    ],
+)
 def test_values_a_spec_cannot_take_are_located(value, needle):
     errors = located(f"a:\n  b: {value}\n")
     assert errors[0].location.line == 2, errors
@@ -148,12 +159,15 @@ def test_resources_must_be_finite_and_bounded():
 
 
 def test_identifiers_differing_only_in_case_are_rejected():
-    err = spec_error(HEAD + """\
+    err = spec_error(
+        HEAD
+        + """\
     - name: Other
       uses: satellite/exospherehost/sql
       identifier: Numbers
       config: {query: "select 2 as n"}
-""")
+"""
+    )
     assert "duplicate identifier `Numbers`" in err.errors[0].message and err.errors[0].location.line == 11
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from exo_dagster import load_cluster_file
 from exo_dagster.spec.parser import SecretSource
-
 from tests.exo_dagster.conftest import FIXTURES
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from exo_dagster import load_cluster_file
-
 from tests.exo_dagster.spec.test_parser_errors import assert_error, errors_of
 
 HEAD = """\
@@ -28,7 +27,12 @@ def test_daily_partitions_parse_an_unquoted_date(write_cluster):
     path = write_cluster(HEAD + "  partitions:\n    daily: {start: 2026-11-01, timezone: Europe/Berlin}\n" + step())
     cluster = load_cluster_file(path)
     parts = cluster.spec.partitions
-    assert (parts.kind, parts.time.start, parts.time.timezone, parts.time.end) == ("daily", "2026-11-01", "Europe/Berlin", None)
+    assert (parts.kind, parts.time.start, parts.time.timezone, parts.time.end) == (
+        "daily",
+        "2026-11-01",
+        "Europe/Berlin",
+        None,
+    )
 
 
 def test_static_partitions_parse(write_cluster):
@@ -37,20 +41,29 @@ def test_static_partitions_parse(write_cluster):
 
 
 def test_two_kinds_bad_timezone_and_a_template_error_in_one_report(write_cluster):
-    file, err = errors_of(write_cluster, HEAD + """\
+    file, err = errors_of(
+        write_cluster,
+        HEAD
+        + """\
   partitions:
     daily: {start: "2026-11-01", timezone: Mars/Base}
     static: [eu]
-""" + step("select ${{ partition.nope }}"))
+"""
+        + step("select ${{ partition.nope }}"),
+    )
     assert_error(err, file, 6, 5, "`partitions` has one kind, got daily, static", "keep one of them")
     assert_error(err, file, 5, 44, "unknown timezone `Mars/Base`", "IANA name")
-    assert_error(err, file, 11, 35, "`partition.nope` is not a partition field", "partition.key, partition.start, partition.end")
+    assert_error(
+        err, file, 11, 35, "`partition.nope` is not a partition field", "partition.key, partition.start, partition.end"
+    )
 
 
 def test_bad_start_and_end_before_start(write_cluster):
     file, err = errors_of(write_cluster, HEAD + '  partitions:\n    hourly: {start: "2026-13-01"}\n' + step())
     assert_error(err, file, 5, 21, "`start`: '2026-13-01' is not a date", "YYYY-MM-DD")
-    file, err = errors_of(write_cluster, HEAD + "  partitions:\n    weekly: {start: 2026-11-01, end: 2026-10-01}\n" + step())
+    file, err = errors_of(
+        write_cluster, HEAD + "  partitions:\n    weekly: {start: 2026-11-01, end: 2026-10-01}\n" + step()
+    )
     assert_error(err, file, 5, 13, "`end` (2026-10-01) must be after `start` (2026-11-01)")
 
 
@@ -70,23 +83,38 @@ def test_partition_template_without_partitions(write_cluster):
 
 
 def test_partition_start_in_a_static_cluster(write_cluster):
-    file, err = errors_of(write_cluster, HEAD + "  partitions:\n    static: [eu, us]\n"
-                          + step("select ${{ partition.start }} as s, ${{ partition.key }} as k"))
+    file, err = errors_of(
+        write_cluster,
+        HEAD
+        + "  partitions:\n    static: [eu, us]\n"
+        + step("select ${{ partition.start }} as s, ${{ partition.key }} as k"),
+    )
     assert_error(err, file, 10, 31, "static partitions have no start", "use `${{ partition.key }}`")
     assert len(err.errors) == 1  # partition.key is fine there
 
 
 def test_partition_template_in_a_failure_section(write_cluster):
-    file, err = errors_of(write_cluster, HEAD + "  partitions:\n    static: [eu]\n" + step() + """\
+    file, err = errors_of(
+        write_cluster,
+        HEAD
+        + "  partitions:\n    static: [eu]\n"
+        + step()
+        + """\
   failure:
     satellites:
       - {name: Note, uses: satellite/exospherehost/sql, identifier: note, config: {query: "select ${{ partition.key }}"}}
-""")
+""",
+    )
     assert_error(err, file, 13, 99, "only available in the cluster's `satellites`")
 
 
 def test_a_files_trigger_on_a_partitioned_cluster(write_cluster):
-    file, err = errors_of(write_cluster, HEAD + "  trigger:\n    - {cron: \"0 6 * * *\"}\n    - {files: {path: inbox}}\n"
-                          + "  partitions:\n    static: [eu]\n" + step())
+    file, err = errors_of(
+        write_cluster,
+        HEAD
+        + '  trigger:\n    - {cron: "0 6 * * *"}\n    - {files: {path: inbox}}\n'
+        + "  partitions:\n    static: [eu]\n"
+        + step(),
+    )
     assert_error(err, file, 6, 8, "a `files` trigger cannot start a partitioned cluster", "cron")
     assert len(err.errors) == 1

@@ -15,7 +15,6 @@ import pytest
 from exo_dagster import load_cluster_file
 from exo_dagster.spec.partition_checks import MAX_ENCODED_KEY, MAX_KEY_CHARS, encoded_key, partition_key_problem
 from exo_dagster.storage.io_manager import partition_file_stem
-
 from tests.exo_dagster.spec.test_parser_errors import assert_error, errors_of
 
 HEAD = """\
@@ -30,9 +29,12 @@ cluster:
 
 def test_long_and_unsafe_static_keys_are_located_errors(write_cluster):
     long_key = "k" * 250
-    file, err = errors_of(write_cluster, HEAD + f'    static:\n      - {long_key}\n      - a/b\n      - "a\\\\b"\n'
-                                                 '      - ..\n      - "x\\e[31m"\n      - "rtl\\u202Eexe"\n'
-                                                 f'      - "{"€" * 23}"\n      - ok\n')
+    file, err = errors_of(
+        write_cluster,
+        HEAD + f'    static:\n      - {long_key}\n      - a/b\n      - "a\\\\b"\n'
+        '      - ..\n      - "x\\e[31m"\n      - "rtl\\u202Eexe"\n'
+        f'      - "{"€" * 23}"\n      - ok\n',
+    )
     assert_error(err, file, 8, 9, "has 250 characters; the most is 100", "at most 100 characters")
     assert_error(err, file, 9, 9, "partition key 'a/b' holds '/', a path separator")
     assert_error(err, file, 10, 9, "holds '\\\\', a path separator")

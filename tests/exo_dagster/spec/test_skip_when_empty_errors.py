@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from exo_dagster import load_cluster_file
-
 from tests.exo_dagster.spec.test_parser_errors import assert_error, errors_of
 
 CLUSTER = """\
@@ -40,8 +39,15 @@ def test_valid_uses_load(write_cluster):
 
 def test_the_first_step_reads_no_table(write_cluster):
     file, err = errors_of(write_cluster, _text(first="true"))
-    assert_error(err, file, 8, 7, "`skip-when-empty` skips a step whose input has no rows, but this step reads no table",
-                 "it is the first satellite", "add `after: [X]`")
+    assert_error(
+        err,
+        file,
+        8,
+        7,
+        "`skip-when-empty` skips a step whose input has no rows, but this step reads no table",
+        "it is the first satellite",
+        "add `after: [X]`",
+    )
     assert len(err.errors) == 1
 
 
@@ -52,21 +58,27 @@ def test_in_dataflow_a_step_without_references_reads_no_table(write_cluster):
 
 
 def test_after_gives_a_dataflow_step_its_input(write_cluster):
-    text = _text(execution="dataflow").replace("      skip-when-empty: true\n      config: {query: \"select 'eu'",
-                                               "      skip-when-empty: true\n      after: [orders]\n      config: {query: \"select 'eu'")
+    text = _text(execution="dataflow").replace(
+        "      skip-when-empty: true\n      config: {query: \"select 'eu'",
+        "      skip-when-empty: true\n      after: [orders]\n      config: {query: \"select 'eu'",
+    )
     cluster = load_cluster_file(write_cluster(text))
     assert cluster.step("regions").references == ("orders",)
 
 
 def test_a_non_bool_value_is_reported_with_the_other_errors(write_cluster):
-    file, err = errors_of(write_cluster, _text(first="maybe", second="2").replace("identifier: totals", "identifer: totals"))
+    file, err = errors_of(
+        write_cluster, _text(first="maybe", second="2").replace("identifier: totals", "identifer: totals")
+    )
     assert_error(err, file, 8, 24, "`skip-when-empty`", "change it to true or false")
     assert_error(err, file, 13, 24, "`skip-when-empty`", "change it to true or false")  # 0 and 1 are booleans, 2 is not
     assert_error(err, file, 17, 7, "unknown key `identifer`")
 
 
 def test_not_in_the_failure_or_logs_sections(write_cluster):
-    text = _text() + """\
+    text = (
+        _text()
+        + """\
   failure:
     satellites:
       - name: Note
@@ -74,5 +86,6 @@ def test_not_in_the_failure_or_logs_sections(write_cluster):
         skip-when-empty: true
         config: {query: "select 1 as n"}
 """
+    )
     file, err = errors_of(write_cluster, text)
     assert_error(err, file, 24, 9, "applies to the cluster's satellites, not to its `failure:` section")

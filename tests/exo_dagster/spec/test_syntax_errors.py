@@ -44,18 +44,23 @@ def assert_quotes(report: str, file: str, line: int, col: int, source_line: str)
 
 def test_unclosed_double_quote_in_block_context_points_at_the_quote(write_cluster):
     # the user's report: the quote opened on line 9 was reported at "12:1 found unexpected end of stream", unquoted
-    text = HEAD + """\
+    text = (
+        HEAD
+        + """\
       description: "Reads the files
       retries: 2
       timeout: 5m
 """
+    )
     file, d, report = syntax_error(write_cluster, text)
     assert (d.location.line, d.location.column) == (9, 20)
     assert "unclosed quote" in d.message and 'close it with "' in d.hint
     assert_quotes(report, file, 9, 20, '      description: "Reads the files')
     # libyaml's own words, at the place it stopped (the end of the file: the end of the last line), quoted too
-    assert "11:18: note: YAML stopped here: found unexpected end of stream, while scanning a quoted scalar " \
-           "that started at 9:20" in report
+    assert (
+        "11:18: note: YAML stopped here: found unexpected end of stream, while scanning a quoted scalar "
+        "that started at 9:20" in report
+    )
     assert "          timeout: 5m\n" in report
 
 
@@ -77,13 +82,16 @@ def test_unclosed_quote_in_flow_context(write_cluster, quote):
 
 def test_unclosed_quote_closed_by_a_later_quote_still_points_at_the_first(write_cluster):
     # the next `"` in the file "closes" it and the pairs shift: libyaml stops on line 12, the mistake is on line 9
-    text = HEAD + """\
+    text = (
+        HEAD
+        + """\
       description: "Reads the files
       retries: 2
     - name: Sql
       uses: "satellite/exospherehost/sql"
       config: {query: select 1}
 """
+    )
     file, d, report = syntax_error(write_cluster, text)
     assert (d.location.line, d.location.column) == (9, 20), report
     assert "unclosed quote" in d.message
@@ -91,7 +99,9 @@ def test_unclosed_quote_closed_by_a_later_quote_still_points_at_the_first(write_
 
 
 def test_a_string_that_legitimately_spans_lines_is_not_blamed(write_cluster):
-    text = HEAD + """\
+    text = (
+        HEAD
+        + """\
     - name: Sql
       uses: satellite/exospherehost/sql
       config:
@@ -99,6 +109,7 @@ def test_a_string_that_legitimately_spans_lines_is_not_blamed(write_cluster):
           from files"
         limit: {rows: 3
 """
+    )
     file, d, report = syntax_error(write_cluster, text)
     assert (d.location.line, d.location.column) == (14, 16), report
     assert "unclosed `{`" in d.message
@@ -127,7 +138,9 @@ def test_empty_unclosed_bracket_at_the_end_of_the_file(write_cluster):
 
 
 def test_unclosed_bracket_spanning_lines(write_cluster):
-    file, d, report = syntax_error(write_cluster, HEAD + "      input: {\n        paths: x,\n        sep: y\n      retries: 1\n")
+    file, d, report = syntax_error(
+        write_cluster, HEAD + "      input: {\n        paths: x,\n        sep: y\n      retries: 1\n"
+    )
     assert (d.location.line, d.location.column) == (9, 14)
     assert "unclosed `{`" in d.message and "12:" in report
 
@@ -161,11 +174,14 @@ def test_bad_indentation_under_a_key_that_has_a_value(write_cluster):
 
 
 def test_bad_indentation_in_a_list(write_cluster):
-    text = HEAD + """\
+    text = (
+        HEAD
+        + """\
       after:
         - files
         other: 1
 """
+    )
     file, d, report = syntax_error(write_cluster, text)
     assert (d.location.line, d.location.column) == (11, 9)
     assert "expects a `- ` item" in d.message
@@ -239,7 +255,9 @@ def test_every_syntax_error_quotes_a_source_line_with_a_caret(write_cluster, tai
     for d in info.value.errors:
         # the mistake is in the tail: the error points there, never at the valid lines above it
         assert len(HEAD.splitlines()) < d.location.line <= len(lines), d
-        head = report.index(next(t for t in report if t.startswith(f"{path}:{d.location.line}:{d.location.column}: error:")))
+        head = report.index(
+            next(t for t in report if t.startswith(f"{path}:{d.location.line}:{d.location.column}: error:"))
+        )
         assert report[head + 1] == "    " + lines[d.location.line - 1]
         assert report[head + 2].rstrip().endswith("^")
 

@@ -49,8 +49,11 @@ def _tree(root: Path) -> dict[str, bytes | str]:
     for here, dirs, files in os.walk(root, followlinks=False):
         for name in dirs + files:
             path = os.path.join(here, name)
-            seen[path] = ("link:" + os.readlink(path)) if os.path.islink(path) else \
-                ("dir" if os.path.isdir(path) else Path(path).read_bytes())
+            seen[path] = (
+                ("link:" + os.readlink(path))
+                if os.path.islink(path)
+                else ("dir" if os.path.isdir(path) else Path(path).read_bytes())
+            )
     return seen
 
 
@@ -66,12 +69,29 @@ def env(tmp_path, monkeypatch):
     warnings: list[str] = []
 
     def drop(paths: list) -> list[str]:
-        return drop_superseded(base.fs, base, KEY, [str(legit / f) for f in FILES] + paths,
-                               [str(new / f) for f in FILES],
-                               run_over=lambda r: chunk_folders.run_is_over(instance, r), warn=warnings.append)
+        return drop_superseded(
+            base.fs,
+            base,
+            KEY,
+            [str(legit / f) for f in FILES] + paths,
+            [str(new / f) for f in FILES],
+            run_over=lambda r: chunk_folders.run_is_over(instance, r),
+            warn=warnings.append,
+        )
 
-    return SimpleNamespace(tmp=tmp_path, data=data, root=data / "chunks", base=base, instance=instance, own=own,
-                           legit=legit, new=new, drop=drop, warnings=warnings, done=_run(instance))
+    return SimpleNamespace(
+        tmp=tmp_path,
+        data=data,
+        root=data / "chunks",
+        base=base,
+        instance=instance,
+        own=own,
+        legit=legit,
+        new=new,
+        drop=drop,
+        warnings=warnings,
+        done=_run(instance),
+    )
 
 
 def _dotdot_out_of_the_root(e):
@@ -104,9 +124,11 @@ def _symlinked_run_folder(e):
 
 def _percent_encoded(e):
     victim = _folder(Path(str(run_folder(e.base, OTHER, e.done))), OTHER)
-    return [f"{e.root}/test/chunks/tagged/%2e%2e/other/{e.done}/000000.parquet",
-            f"{e.root}/test/chunks/tagged%2f..%2fother/{e.done}/000000.parquet",
-            f"{e.root}/test/chunks/tagged/%2E%2E/%2E%2E/../other/{e.done}/000000.parquet"], victim
+    return [
+        f"{e.root}/test/chunks/tagged/%2e%2e/other/{e.done}/000000.parquet",
+        f"{e.root}/test/chunks/tagged%2f..%2fother/{e.done}/000000.parquet",
+        f"{e.root}/test/chunks/tagged/%2E%2E/%2E%2E/../other/{e.done}/000000.parquet",
+    ], victim
 
 
 def _url_forms_of_an_own_folder(e):
@@ -117,10 +139,21 @@ def _url_forms_of_an_own_folder(e):
 def _trailing_slash_and_dot_tricks(e):
     victim = _folder(e.own(e.done))
     parent = victim.parent
-    return [f"{victim}/./000000.parquet", f"{parent}//{e.done}/000000.parquet", f"{victim}/", f"{victim}//",
-            f"{victim}/000000.parquet/", f"{victim}/000000.parquet/.", f"{victim}./000000.parquet",
-            f"{parent}/{e.done.upper()}/000000.parquet", f"{victim}/000000.parquet ", f"{victim}/0.parquet",
-            f"{victim}/000000.parquet\x00", f"{victim}\\000000.parquet", f"{parent}/./{e.done}/000000.parquet"], victim
+    return [
+        f"{victim}/./000000.parquet",
+        f"{parent}//{e.done}/000000.parquet",
+        f"{victim}/",
+        f"{victim}//",
+        f"{victim}/000000.parquet/",
+        f"{victim}/000000.parquet/.",
+        f"{victim}./000000.parquet",
+        f"{parent}/{e.done.upper()}/000000.parquet",
+        f"{victim}/000000.parquet ",
+        f"{victim}/0.parquet",
+        f"{victim}/000000.parquet\x00",
+        f"{victim}\\000000.parquet",
+        f"{parent}/./{e.done}/000000.parquet",
+    ], victim
 
 
 def _a_still_running_run(e):
@@ -153,10 +186,22 @@ def _not_strings(e):
     return [None, 5, 1.5, {"path": str(e.legit)}, [str(e.legit)], True], None
 
 
-CRAFTED = [_dotdot_out_of_the_root, _dotdot_inside_the_root, _absolute_path_elsewhere, _another_assets_live_chunks,
-           _symlinked_run_folder, _percent_encoded, _url_forms_of_an_own_folder,
-           _trailing_slash_and_dot_tricks, _a_still_running_run, _a_run_this_instance_never_saw, _not_a_run_id,
-           _no_marker, _a_marker_of_another_run, _not_strings]
+CRAFTED = [
+    _dotdot_out_of_the_root,
+    _dotdot_inside_the_root,
+    _absolute_path_elsewhere,
+    _another_assets_live_chunks,
+    _symlinked_run_folder,
+    _percent_encoded,
+    _url_forms_of_an_own_folder,
+    _trailing_slash_and_dot_tricks,
+    _a_still_running_run,
+    _a_run_this_instance_never_saw,
+    _not_a_run_id,
+    _no_marker,
+    _a_marker_of_another_run,
+    _not_strings,
+]
 
 
 @pytest.mark.parametrize("craft", CRAFTED, ids=[c.__name__.strip("_") for c in CRAFTED])
@@ -244,9 +289,15 @@ def test_fuzz_only_the_exact_spelling_of_this_assets_run_folder_is_owned(env):
             path = mutate(path)
         generated.append(path)
     real_root = os.path.realpath(asset_root)
-    wrong = [p for p in generated if (owned := owned_folder(p, env.base, KEY)) and not (
-        p == str(run_folder(env.base, KEY, owned[1]) / p.rpartition("/")[2])
-        and os.path.dirname(os.path.realpath(owned[0])) == real_root)]
+    wrong = [
+        p
+        for p in generated
+        if (owned := owned_folder(p, env.base, KEY))
+        and not (
+            p == str(run_folder(env.base, KEY, owned[1]) / p.rpartition("/")[2])
+            and os.path.dirname(os.path.realpath(owned[0])) == real_root
+        )
+    ]
     accepted = [p for p in generated if owned_folder(p, env.base, KEY)]
     assert wrong == [] and len(set(generated) - set(accepted)) > 1000, (wrong[:5], len(accepted))
     outside = {p: v for p, v in _tree(env.tmp).items() if not p.startswith(str(asset_root) + "/")}
@@ -273,6 +324,7 @@ def test_the_fan_out_marks_its_folder_before_writing_and_the_marker_names_asset_
 @pytest.fixture(scope="module")
 def s3_endpoint():
     from s3fs import S3FileSystem
+
     from tests.loopback import s3_server
 
     with s3_server() as endpoint:
@@ -285,8 +337,13 @@ def s3_endpoint():
 def s3(s3_endpoint, monkeypatch, tmp_path):
     import boto3
 
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": s3_endpoint}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
     client = boto3.client("s3", endpoint_url=s3_endpoint)
@@ -305,8 +362,11 @@ def test_s3_crafted_references_leave_their_objects_and_the_legitimate_folder_sti
 
     def put(bucket_name: str, prefix: str, run_id: str, key=KEY, marker=True) -> str:
         if marker:
-            client.put_object(Bucket=bucket_name, Key=f"{prefix}/{chunk_folders.MARKER}",
-                              Body=json.dumps(chunk_folders.marker_record(key, run_id)).encode())
+            client.put_object(
+                Bucket=bucket_name,
+                Key=f"{prefix}/{chunk_folders.MARKER}",
+                Body=json.dumps(chunk_folders.marker_record(key, run_id)).encode(),
+            )
         for name in FILES:
             client.put_object(Bucket=bucket_name, Key=f"{prefix}/{name}", Body=b"PAR1")
         return f"s3://{bucket_name}/{prefix}"
@@ -331,17 +391,28 @@ def test_s3_crafted_references_leave_their_objects_and_the_legitimate_folder_sti
         f"s3://{bucket}/outputs/_chunks/test__chunks__other/{done}/000000.parquet",
         f"s3://{bucket}/outputs/test__chunks/{done}/000000.parquet",
         f"s3://{bucket}/outputs/_chunks/{'__'.join(KEY)}/../../test__chunks/{done}/000000.parquet",
-        f"gs://{bucket}/{own}/{spare}/000000.parquet", f"s3a://{bucket}/{own}/{spare}/000000.parquet",
-        f"S3://{bucket}/{own}/{spare}/000000.parquet", f"s3://{bucket}//{own}/{spare}/000000.parquet",
-        f"s3://{bucket}/{own}/{spare}/", f"s3://{bucket}/{own}/{spare}/./000000.parquet",
-        f"s3://{bucket}/{own}//{spare}/000000.parquet", f"s3://{bucket.upper()}/{own}/{spare}/000000.parquet",
-        f"s3://{bucket}/{own}/{running}/000000.parquet", f"s3://{bucket}/{own}/{done}/000000.parquet",
+        f"gs://{bucket}/{own}/{spare}/000000.parquet",
+        f"s3a://{bucket}/{own}/{spare}/000000.parquet",
+        f"S3://{bucket}/{own}/{spare}/000000.parquet",
+        f"s3://{bucket}//{own}/{spare}/000000.parquet",
+        f"s3://{bucket}/{own}/{spare}/",
+        f"s3://{bucket}/{own}/{spare}/./000000.parquet",
+        f"s3://{bucket}/{own}//{spare}/000000.parquet",
+        f"s3://{bucket.upper()}/{own}/{spare}/000000.parquet",
+        f"s3://{bucket}/{own}/{running}/000000.parquet",
+        f"s3://{bucket}/{own}/{done}/000000.parquet",
     ]
     before = {name: keys(name) for name in (bucket, other_bucket)}
     warnings: list[str] = []
-    cleared = drop_superseded(base.fs, base, KEY, [f"{legit}/{f}" for f in FILES] + crafted,
-                              [f"{new}/{f}" for f in FILES],
-                              run_over=lambda r: chunk_folders.run_is_over(instance, r), warn=warnings.append)
+    cleared = drop_superseded(
+        base.fs,
+        base,
+        KEY,
+        [f"{legit}/{f}" for f in FILES] + crafted,
+        [f"{new}/{f}" for f in FILES],
+        run_over=lambda r: chunk_folders.run_is_over(instance, r),
+        warn=warnings.append,
+    )
     after = {name: keys(name) for name in (bucket, other_bucket)}
     assert cleared == [legit]
     assert before[bucket] - after[bucket] == {k for k in before[bucket] if k.startswith(f"{own}/{old}/")}

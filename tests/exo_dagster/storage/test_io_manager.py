@@ -60,7 +60,9 @@ def test_changed_source_is_detected_by_downstream(setup):
     pl.DataFrame({"kind": ["z"], "v": [9]}).write_parquet(source)
     os.utime(source, (1, 1))
     instance = dg.DagsterInstance.ephemeral()
-    result = job.execute_in_process(instance=instance, op_selection=["labels__test__ticket_triage"], raise_on_error=False)
+    result = job.execute_in_process(
+        instance=instance, op_selection=["labels__test__ticket_triage"], raise_on_error=False
+    )
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
     assert "changed after it ran" in failure.event_specific_data.error.to_string()
@@ -105,8 +107,15 @@ def test_catalog_waits_for_a_busy_file_then_gives_up_without_failing(tmp_path):
     import subprocess
     import sys
 
-    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({path!r}); print('ok', flush=True); time.sleep(30)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({path!r}); print('ok', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "ok"
         assert catalog.register_view("c", "t", f"read_parquet('{source}')", path=path, wait_s=0.5) is False
@@ -129,8 +138,10 @@ def test_catalog_sees_a_view_another_writer_changed(tmp_path):
     pl.DataFrame({"x": [2]}).write_parquet(b)
     assert catalog.register_view("c", "t", f"read_parquet('{a}')", path=path)
     assert catalog.register_view("c", "t", f"read_parquet('{a}')", path=path)  # remembered
-    other = ("from exo_dagster.storage import duckdb_catalog as c; "
-             f"assert c.register_view('c', 't', \"read_parquet('{b}')\", path={path!r})")
+    other = (
+        "from exo_dagster.storage import duckdb_catalog as c; "
+        f"assert c.register_view('c', 't', \"read_parquet('{b}')\", path={path!r})"
+    )
     subprocess.run([sys.executable, "-c", other], check=True)  # another step process points the view at b
     assert catalog.register_view("c", "t", f"read_parquet('{a}')", path=path)  # ... so this one must write again
     with duckdb.connect(path, read_only=True) as con:
@@ -149,4 +160,6 @@ def test_outputs_keep_their_path_metadata_and_log_no_file_lines(setup):
     assert [c.name for c in labels.metadata["dagster/column_schema"].value.columns] == ["kind", "n"]
     messages = [r.user_message for r in instance.all_logs(result.run_id)]
     assert len(messages) > 10  # the run's events are there ...
-    assert not any(m.startswith(("Writing file at", "Loading file from")) for m in messages)  # an event-log write each, saved
+    assert not any(
+        m.startswith(("Writing file at", "Loading file from")) for m in messages
+    )  # an event-log write each, saved

@@ -19,8 +19,12 @@ from exo_dagster.storage.catalog_query import QueryError, query, read_only_conne
 
 def fingerprint(folder: Path) -> dict[str, tuple[str, int]]:
     """Every file and folder under `folder`: content hash and mtime (folders: their names only)."""
-    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            if p.is_file() else ("dir", 0) for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        if p.is_file()
+        else ("dir", 0)
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 @pytest.fixture
@@ -38,8 +42,9 @@ def data(tmp_path, monkeypatch) -> Path:
     con.close()
     catalog = str(data / "catalog.duckdb")
     duckdb_catalog.register_view("c", "o", f"read_parquet('{out}')", path=catalog)
-    duckdb_catalog.register_view("c", "p", duckdb_catalog.partitions_source(str(data / "outputs" / "c" / "parts")),
-                                 path=catalog)
+    duckdb_catalog.register_view(
+        "c", "p", duckdb_catalog.partitions_source(str(data / "outputs" / "c" / "parts")), path=catalog
+    )
     cwd = tmp_path / "cwd"
     (cwd / ".tmp").mkdir(parents=True)  # DuckDB's default spill folder exists: still not writable
     monkeypatch.chdir(cwd)
@@ -51,23 +56,46 @@ def write_attempts(data: Path) -> list[str]:
     parts = data / "outputs" / "c" / "parts"
     ro = read_only_files.PREFIX
     row = "(select 9 as a, 'forged' as b)"
-    targets = [f"{out}", f"{ro}{out}", f"{parts}/fake.parquet", f"{ro}{parts}/fake.parquet", f"{parts}/k1.parquet",
-               f"{ro}{parts}/k1.parquet", f"{data}/new.csv", ".tmp/x.csv", "x.csv", f"{ro}{parts}/../out.parquet"]
+    targets = [
+        f"{out}",
+        f"{ro}{out}",
+        f"{parts}/fake.parquet",
+        f"{ro}{parts}/fake.parquet",
+        f"{parts}/k1.parquet",
+        f"{ro}{parts}/k1.parquet",
+        f"{data}/new.csv",
+        ".tmp/x.csv",
+        "x.csv",
+        f"{ro}{parts}/../out.parquet",
+    ]
     attempts = []
     for target in targets:
-        attempts += [f"copy {row} to '{target}'", f"copy {row} to '{target}' (use_tmp_file false)",
-                     f"explain analyze copy {row} to '{target}' (use_tmp_file false)",
-                     f"copy {row} to '{target}' (format csv, overwrite true)"]
+        attempts += [
+            f"copy {row} to '{target}'",
+            f"copy {row} to '{target}' (use_tmp_file false)",
+            f"explain analyze copy {row} to '{target}' (use_tmp_file false)",
+            f"copy {row} to '{target}' (format csv, overwrite true)",
+        ]
     attempts += [
         f"copy {row} to '{ro}{parts}' (format parquet, partition_by (b), overwrite_or_ignore true)",
-        f"export database '{data}/dump'", f"export database '{ro}{parts}/dump'",
-        f"attach '{data}/x.duckdb' as x", f"attach '{ro}{parts}/x.duckdb' as x",
-        f"attach '{data}/catalog.duckdb' as c2", f"attach '{ro}{data}/catalog.duckdb' as c2",
+        f"export database '{data}/dump'",
+        f"export database '{ro}{parts}/dump'",
+        f"attach '{data}/x.duckdb' as x",
+        f"attach '{ro}{parts}/x.duckdb' as x",
+        f"attach '{data}/catalog.duckdb' as c2",
+        f"attach '{ro}{data}/catalog.duckdb' as c2",
         f"attach '{data}/catalog.duckdb' as c3 (read_only)",
-        "install httpfs", "load httpfs", "force install parquet",
-        "set enable_external_access = true", "reset enable_external_access", "set lock_configuration = false",
-        f"set temp_directory = '{data}'", f"set allowed_directories = ['{data}/']", f"set allowed_paths = ['{out}']",
-        f"pragma profiling_output = '{data}/profile.json'", "pragma enable_profiling = 'json'",
+        "install httpfs",
+        "load httpfs",
+        "force install parquet",
+        "set enable_external_access = true",
+        "reset enable_external_access",
+        "set lock_configuration = false",
+        f"set temp_directory = '{data}'",
+        f"set allowed_directories = ['{data}/']",
+        f"set allowed_paths = ['{out}']",
+        f"pragma profiling_output = '{data}/profile.json'",
+        "pragma enable_profiling = 'json'",
         f"call enable_logging(storage = 'file', storage_path = '{data}/logs')",
         "create persistent secret s (type s3, key_id 'a', secret 'b')",
         f"create table t as select * from read_parquet('{ro}{data}/other.parquet')",
@@ -121,11 +149,16 @@ def test_only_the_outputs_can_be_read(data):
     ro = read_only_files.PREFIX
     parts = data / "outputs" / "c" / "parts"
     assert query("select count(*) from p", catalog).rows == [(2,)]
-    for sql in (f"select * from read_csv('{data}/other.csv')", f"select * from read_parquet('{data}/other.parquet')",
-                f"select * from read_parquet('{ro}{data}/other.parquet')",
-                f"select * from read_parquet('{ro}{parts}/../../../other.parquet')",
-                f"select * from read_csv('{ro}/etc/passwd')", f"select * from read_text('{ro}{data}/catalog.duckdb')",
-                f"select * from glob('{ro}{data}/*')", f"select * from read_parquet('{ro}{data}/*/*/*.parquet')"):
+    for sql in (
+        f"select * from read_csv('{data}/other.csv')",
+        f"select * from read_parquet('{data}/other.parquet')",
+        f"select * from read_parquet('{ro}{data}/other.parquet')",
+        f"select * from read_parquet('{ro}{parts}/../../../other.parquet')",
+        f"select * from read_csv('{ro}/etc/passwd')",
+        f"select * from read_text('{ro}{data}/catalog.duckdb')",
+        f"select * from glob('{ro}{data}/*')",
+        f"select * from read_parquet('{ro}{data}/*/*/*.parquet')",
+    ):
         with pytest.raises(QueryError) as error:
             query(sql, catalog)
         assert "secret" not in str(error.value) and "Traceback" not in str(error.value)
@@ -137,8 +170,10 @@ def test_the_catalog_is_opened_read_only_and_closed_before_the_query_runs(data):
     try:
         attached = con.execute("select database_name, path from duckdb_databases() where not internal").fetchall()
         assert attached == [("memory", None)]  # the catalog file is not open at all while the query runs
-        assert con.execute("select current_setting('temp_directory'), current_setting('lock_configuration'), "
-                           "current_setting('enable_external_access')").fetchall() == [("", True, False)]
+        assert con.execute(
+            "select current_setting('temp_directory'), current_setting('lock_configuration'), "
+            "current_setting('enable_external_access')"
+        ).fetchall() == [("", True, False)]
     finally:
         con.close()
     # a writer can take the catalog at once (DuckDB's single-writer lock is not held by a reader)
@@ -162,11 +197,20 @@ def test_the_read_only_filesystem_refuses_every_write(tmp_path):
     fs = read_only_files.ReadOnlyFiles(read_only_files.PROTOCOL, LocalFileSystem(), folders=[str(tmp_path / "parts")])
     target = read_only_files.local_url(str(tmp_path / "parts" / "a.parquet"))
     assert fs.open(target, "rb").read() == b"PAR1"
-    for write in (lambda: fs.open(target, "wb"), lambda: fs.open(target, "ab"), lambda: fs.open(target, "rb+"),
-                  lambda: fs.rm(target), lambda: fs.mv(target, target + ".x"), lambda: fs.touch(target + ".y"),
-                  lambda: fs.mkdir(target + "-dir"), lambda: fs.makedirs(target + "-dir"), lambda: fs.rmdir(target),
-                  lambda: fs.pipe_file(target, b"x"), lambda: fs.put_file(target, target + ".z"),
-                  lambda: fs.cp_file(target, target + ".c")):
+    for write in (
+        lambda: fs.open(target, "wb"),
+        lambda: fs.open(target, "ab"),
+        lambda: fs.open(target, "rb+"),
+        lambda: fs.rm(target),
+        lambda: fs.mv(target, target + ".x"),
+        lambda: fs.touch(target + ".y"),
+        lambda: fs.mkdir(target + "-dir"),
+        lambda: fs.makedirs(target + "-dir"),
+        lambda: fs.rmdir(target),
+        lambda: fs.pipe_file(target, b"x"),
+        lambda: fs.put_file(target, target + ".z"),
+        lambda: fs.cp_file(target, target + ".c"),
+    ):
         with pytest.raises(read_only_files.ReadOnly):
             write()
     assert sorted(p.name for p in (tmp_path / "parts").iterdir()) == ["a.parquet"]

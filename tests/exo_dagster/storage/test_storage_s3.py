@@ -8,9 +8,9 @@ import boto3
 import dagster as dg
 import polars as pl
 import pytest
-from tests.loopback import s3_server
 
 from exo_dagster import compile_cluster, parse_cluster
+from tests.loopback import s3_server
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +21,14 @@ def s3_endpoint():
 
 @pytest.fixture
 def s3(s3_endpoint, monkeypatch, tmp_path):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ALLOW_HTTP": "true"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ALLOW_HTTP": "true",
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
     client = boto3.client("s3", endpoint_url=s3_endpoint)
@@ -62,7 +68,11 @@ def test_cluster_reads_and_writes_s3_with_outputs_stored_in_s3(s3, monkeypatch):
     client.put_object(Bucket=bucket, Key="in/skip.txt", Body=b"x")
     monkeypatch.setenv("EXO_OUTPUTS", f"s3://{bucket}/outputs")
     cluster = parse_cluster(CLUSTER.format(bucket=bucket), "s3.yaml")
-    result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    result = (
+        compile_cluster(cluster)
+        .resolve_job_def(cluster.job_name)
+        .execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    )
     assert result.success
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
     assert {f"outputs/test__s3/{n}.parquet" for n in ("files", "rows", "total", "written")} <= keys
@@ -71,7 +81,9 @@ def test_cluster_reads_and_writes_s3_with_outputs_stored_in_s3(s3, monkeypatch):
     import io
 
     assert pl.read_parquet(io.BytesIO(body)).to_dicts() == [{"total": 42, "rows": 3}]
-    files = pl.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key="outputs/test__s3/files.parquet")["Body"].read()))
+    files = pl.read_parquet(
+        io.BytesIO(client.get_object(Bucket=bucket, Key="outputs/test__s3/files.parquet")["Body"].read())
+    )
     assert files["path"].to_list() == [f"s3://{bucket}/in/a.csv", f"s3://{bucket}/in/b.csv"]
     assert files["size"].to_list() == [6, 5]
 
@@ -118,7 +130,11 @@ def test_fan_out_chunks_live_in_s3_and_catalog_views_read_s3_offline(s3, monkeyp
     client, bucket = s3
     monkeypatch.setenv("EXO_OUTPUTS", f"s3://{bucket}/outputs")
     cluster = parse_cluster(FAN_OUT, "chunks.yaml", registry=_tag_registry())
-    result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    result = (
+        compile_cluster(cluster)
+        .resolve_job_def(cluster.job_name)
+        .execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    )
     assert result.success
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
     chunks = sorted(k for k in keys if k.startswith("outputs/_chunks/test__s3chunks__tagged/"))
@@ -127,7 +143,9 @@ def test_fan_out_chunks_live_in_s3_and_catalog_views_read_s3_offline(s3, monkeyp
     assert "outputs/test__s3chunks/tagged.parquet.ref.json" in keys  # the merge references the chunks, no copy
     assert "outputs/test__s3chunks/tagged.parquet" not in keys
     assert [k for k in keys if k.startswith("outputs/_intermediates/")]  # ops' in-between values beside the outputs
-    counted = pl.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key="outputs/test__s3chunks/counted.parquet")["Body"].read()))
+    counted = pl.read_parquet(
+        io.BytesIO(client.get_object(Bucket=bucket, Key="outputs/test__s3chunks/counted.parquet")["Body"].read())
+    )
     assert counted.to_dicts() == [{"n": 10, "tags": ",".join(sorted(f"w{i}!" for i in range(10)))}]
 
     out = catalog_query.query("select word, tagged from s3chunks.tagged order by word")
@@ -146,7 +164,9 @@ def test_fan_out_chunks_live_in_s3_and_catalog_views_read_s3_offline(s3, monkeyp
     env = {**os.environ, "EXO_DATA_DIR": str(other)}
     exo = str(Path(sys.executable).parent / "exo")
     synced = subprocess.run([exo, "catalog", "sync"], env=env, capture_output=True, text=True)
-    assert synced.returncode == 0 and "3 view(s): s3chunks.counted, s3chunks.tagged, s3chunks.words" in synced.stdout, synced
+    assert synced.returncode == 0 and "3 view(s): s3chunks.counted, s3chunks.tagged, s3chunks.words" in synced.stdout, (
+        synced
+    )
     there = str(other / "catalog.duckdb")
     assert catalog_query.query("select count(*), min(tagged) from s3chunks.tagged", there).rows == [(10, "w0!")]
     assert catalog_query.query("select n from s3chunks.counted", there).rows == [(10,)]
@@ -168,5 +188,7 @@ def test_a_newer_runs_merge_removes_the_older_runs_chunk_objects(s3, monkeypatch
         assert first.success and chunk_runs() == {first.run_id}
         second = job.execute_in_process(instance=instance)
         assert second.success and chunk_runs() == {second.run_id}
-    counted = pl.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key="outputs/test__s3chunks/counted.parquet")["Body"].read()))
+    counted = pl.read_parquet(
+        io.BytesIO(client.get_object(Bucket=bucket, Key="outputs/test__s3chunks/counted.parquet")["Body"].read())
+    )
     assert counted["n"].to_list() == [10]

@@ -16,18 +16,45 @@ from satellites.ai.embed_text import EmbedTextConfig, embed_text, load_model, mo
 
 REPO = Path(__file__).resolve().parents[3]
 TICKETS = REPO / "definitions" / "tickets.yaml"
-DUPLICATES = {("T-026", "T-001"), ("T-027", "T-002"), ("T-028", "T-005"), ("T-029", "T-008"), ("T-030", "T-009"),
-              ("T-031", "T-011"), ("T-032", "T-013"), ("T-033", "T-020")}
+DUPLICATES = {
+    ("T-026", "T-001"),
+    ("T-027", "T-002"),
+    ("T-028", "T-005"),
+    ("T-029", "T-008"),
+    ("T-030", "T-009"),
+    ("T-031", "T-011"),
+    ("T-032", "T-013"),
+    ("T-033", "T-020"),
+}
 
 
 def ctx_for(tmp_path, rows: pl.DataFrame | None = None, previous=None) -> StepContext:
-    return StepContext(cluster="t/embed", step="emb", run_id="r", input={}, rows=rows.lazy() if rows is not None else None,
-                       tables={}, previous=previous, secrets={}, base_dir=str(tmp_path), data_dir=str(tmp_path / "data"))
+    return StepContext(
+        cluster="t/embed",
+        step="emb",
+        run_id="r",
+        input={},
+        rows=rows.lazy() if rows is not None else None,
+        tables={},
+        previous=previous,
+        secrets={},
+        base_dir=str(tmp_path),
+        data_dir=str(tmp_path / "data"),
+    )
 
 
 def test_per_row_text_becomes_unit_vectors_with_meaningful_similarity(tmp_path):
-    rows = pl.DataFrame({"text": ["I was charged twice for my invoice", "My card was billed two times for the invoice",
-                                  "The app crashes when I log in", None], "id": [1, 2, 3, 4]})
+    rows = pl.DataFrame(
+        {
+            "text": [
+                "I was charged twice for my invoice",
+                "My card was billed two times for the invoice",
+                "The app crashes when I log in",
+                None,
+            ],
+            "id": [1, 2, 3, 4],
+        }
+    )
     ctx = ctx_for(tmp_path, rows)
     out = embed_text(ctx, EmbedTextConfig())
     assert out.columns == ["text", "id", "embedding"] and out.schema["embedding"] == pl.Array(pl.Float32, 384)
@@ -43,7 +70,9 @@ def test_same_vectors_as_sentence_transformers_directly(tmp_path, stored):
     texts = [f"support ticket about topic {i}: the export fails" for i in range(70)]
     table = stored("docs", pl.DataFrame({"body": texts, "n": list(range(70))}))
     ctx = ctx_for(tmp_path, previous=table)
-    out = embed_text(ctx, EmbedTextConfig(column="body", output_column="vec", batch_size=16, normalize=False, chunk_rows=32))
+    out = embed_text(
+        ctx, EmbedTextConfig(column="body", output_column="vec", batch_size=16, normalize=False, chunk_rows=32)
+    )
     assert out.columns == ["body", "n", "vec"]
     model = load_model("all-MiniLM-L6-v2", resolve_device("auto"))  # the SentenceTransformer object itself
     direct = model.encode(texts, batch_size=16)
@@ -81,10 +110,14 @@ def test_a_local_model_folder_is_loaded_by_path(tmp_path):
 
 
 def test_similar_pairs_from_a_frame_and_a_parquet_file(tmp_path):
-    frame = pl.DataFrame({"id": [1, 2, 3, 4], "embedding": [[1.0, 0.0], [0.99, 0.1], [0.0, 1.0], None]},
-                         schema={"id": pl.Int64, "embedding": pl.Array(pl.Float32, 2)})
+    frame = pl.DataFrame(
+        {"id": [1, 2, 3, 4], "embedding": [[1.0, 0.0], [0.99, 0.1], [0.0, 1.0], None]},
+        schema={"id": pl.Int64, "embedding": pl.Array(pl.Float32, 2)},
+    )
     pairs = similar_pairs(frame, threshold=0.9)
-    assert pairs.select("left_id", "right_id").rows() == [(1, 2)] and pairs["similarity"][0] == pytest.approx(0.995, abs=1e-3)
+    assert pairs.select("left_id", "right_id").rows() == [(1, 2)] and pairs["similarity"][0] == pytest.approx(
+        0.995, abs=1e-3
+    )
     frame.write_parquet(tmp_path / "e.parquet")
     assert similar_pairs(str(tmp_path / "e.parquet"), threshold=-1.0).height == 3
 
@@ -103,6 +136,8 @@ def test_ticket_dedupe_demo_is_a_gpu_routed_cluster_that_runs_offline(tmp_path, 
     report = pl.read_parquet(tmp_path / "exo" / "reports" / "ticket-duplicates.parquet")
     assert report.columns == ["ticket", "duplicate_of", "similarity", "ticket_text", "duplicate_text"]
     assert set(report.select("ticket", "duplicate_of").rows()) == DUPLICATES
-    assert report["similarity"].min() >= 0.75 and report["similarity"].to_list() == sorted(report["similarity"], reverse=True)
+    assert report["similarity"].min() >= 0.75 and report["similarity"].to_list() == sorted(
+        report["similarity"], reverse=True
+    )
     embeddings = pl.read_parquet(tmp_path / "exo" / "outputs" / cluster.job_name / "embeddings.parquet")
     assert embeddings.height == 50 and embeddings.schema["embedding"] == pl.Array(pl.Float32, 384)

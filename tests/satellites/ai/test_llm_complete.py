@@ -17,9 +17,8 @@ from pydantic import ValidationError
 
 from exo_dagster import StepContext, compile_cluster, parse_cluster
 from satellites.ai.llm_client import TokenBucket, retry_after_seconds
-from satellites.ai.llm_output import InvalidOutput, extract_json, strip_reasoning, to_json_schema
 from satellites.ai.llm_complete import DeepSeekR1Config, LlmCompleteConfig, deepseek_r1, llm_complete
-
+from satellites.ai.llm_output import InvalidOutput, extract_json, strip_reasoning, to_json_schema
 from tests.satellites.openai_server import OpenAIServer
 
 KEY = "sk-test-SECRET-9f8e7d6c"
@@ -36,13 +35,32 @@ def server():
 def run(tmp_path):
     """Call the satellite like a compiled step does: a StepContext over per-row input, a row cache file."""
 
-    def call(rows: pl.DataFrame | None, *, fn=llm_complete, config_class=LlmCompleteConfig, secrets=None,
-             input=None, cache: bool = True, log=None, **config) -> tuple[pl.DataFrame, dict]:
-        ctx = StepContext(cluster="t/llm", step="labels", run_id="r", input=input or {},
-                          rows=rows.lazy() if rows is not None else None, tables={}, previous=None,
-                          secrets=secrets or {}, base_dir=str(tmp_path), data_dir=str(tmp_path / "data"),
-                          identity=LLM_ID, cache_path=str(tmp_path / "cache.sqlite") if cache else None,
-                          **({"log": log} if log else {}))
+    def call(
+        rows: pl.DataFrame | None,
+        *,
+        fn=llm_complete,
+        config_class=LlmCompleteConfig,
+        secrets=None,
+        input=None,
+        cache: bool = True,
+        log=None,
+        **config,
+    ) -> tuple[pl.DataFrame, dict]:
+        ctx = StepContext(
+            cluster="t/llm",
+            step="labels",
+            run_id="r",
+            input=input or {},
+            rows=rows.lazy() if rows is not None else None,
+            tables={},
+            previous=None,
+            secrets=secrets or {},
+            base_dir=str(tmp_path),
+            data_dir=str(tmp_path / "data"),
+            identity=LLM_ID,
+            cache_path=str(tmp_path / "cache.sqlite") if cache else None,
+            **({"log": log} if log else {}),
+        )
         cfg = config_class.model_validate({"backoff": 0.01, **config})
         return fn(ctx, cfg), ctx.metadata
 
@@ -56,8 +74,17 @@ def prompts(*texts: str) -> pl.DataFrame:
 def test_text_completion_per_row_in_order_with_usage_and_passthrough(server, run):
     rows = pl.DataFrame({"prompt": [f"ticket number {i}" for i in range(40)], "ticket_id": list(range(40))})
     out, meta = run(rows, model="gpt-4o-mini", base_url=server.url, concurrency=8)
-    assert out.columns == ["prompt", "ticket_id", "text", "model", "prompt_tokens", "completion_tokens",
-                           "total_tokens", "_error", "_row_key"]
+    assert out.columns == [
+        "prompt",
+        "ticket_id",
+        "text",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "_error",
+        "_row_key",
+    ]
     assert out["text"].to_list() == [f"echo: ticket number {i}" for i in range(40)]
     assert out["ticket_id"].to_list() == list(range(40)) and out["_error"].null_count() == 40
     assert set(out["model"]) == {"gpt-4o-mini"} and out["prompt_tokens"].to_list()[0] == 3
@@ -69,15 +96,28 @@ def test_text_completion_per_row_in_order_with_usage_and_passthrough(server, run
     sent = server.bodies["ticket number 0"][0]
     assert sent["model"] == "gpt-4o-mini" and sent["messages"] == [{"role": "user", "content": "ticket number 0"}]
     assert "temperature" not in sent and "response_format" not in sent
-    first = next(h for h, b in zip(server.headers, server.all_bodies) if b["messages"][0]["content"] == "ticket number 0")
+    first = next(
+        h for h, b in zip(server.headers, server.all_bodies) if b["messages"][0]["content"] == "ticket number 0"
+    )
     assert first["idempotency-key"] == out["_row_key"][0]
 
 
 def test_json_output_loose_schema_gives_typed_columns(server, run):
-    schema = {"label": ["bug", "billing", "question"], "urgent": "boolean", "score": "number", "words": "integer",
-              "tags": ["string"], "details": {"area": "string"}}
-    out, meta = run(prompts("app crashes", "refund me please"), model="gpt-4o-mini", base_url=server.url,
-                    output_schema=schema, system="You triage tickets.")
+    schema = {
+        "label": ["bug", "billing", "question"],
+        "urgent": "boolean",
+        "score": "number",
+        "words": "integer",
+        "tags": ["string"],
+        "details": {"area": "string"},
+    }
+    out, meta = run(
+        prompts("app crashes", "refund me please"),
+        model="gpt-4o-mini",
+        base_url=server.url,
+        output_schema=schema,
+        system="You triage tickets.",
+    )
     assert out.schema["label"] == pl.Utf8 and out.schema["urgent"] == pl.Boolean
     assert out.schema["score"] == pl.Float64 and out.schema["words"] == pl.Int64
     assert out.schema["tags"] == pl.List(pl.Utf8) and out.schema["details"] == pl.Utf8
@@ -101,13 +141,23 @@ def test_json_without_fields_keeps_the_object_and_json_schema_form_is_accepted(s
 
 
 def test_config_accepts_the_seed_and_rejects_bad_schemas():
-    seed = LlmCompleteConfig.model_validate({"model": "gpt-4o-mini", "output-format": "json", "output-schema": {"...": None}})
+    seed = LlmCompleteConfig.model_validate(
+        {"model": "gpt-4o-mini", "output-format": "json", "output-schema": {"...": None}}
+    )
     assert seed.json_schema() == {"type": "object"}
     assert LlmCompleteConfig.model_validate({"model": "m", "output-schema": {"a": "int"}}).output_format == "json"
     assert to_json_schema({"a": "int", "b": ["x", "y"], "c": [{"d": "bool"}]}) == {
-        "type": "object", "required": ["a", "b", "c"], "properties": {
-            "a": {"type": "integer"}, "b": {"enum": ["x", "y"]},
-            "c": {"type": "array", "items": {"type": "object", "properties": {"d": {"type": "boolean"}}, "required": ["d"]}}}}
+        "type": "object",
+        "required": ["a", "b", "c"],
+        "properties": {
+            "a": {"type": "integer"},
+            "b": {"enum": ["x", "y"]},
+            "c": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"d": {"type": "boolean"}}, "required": ["d"]},
+            },
+        },
+    }
     with pytest.raises(ValidationError, match="unknown type `strnig`"):
         LlmCompleteConfig.model_validate({"model": "m", "output-schema": {"label": "strnig"}})
     with pytest.raises(ValidationError, match="not valid JSON Schema"):
@@ -120,7 +170,9 @@ def test_config_accepts_the_seed_and_rejects_bad_schemas():
 
 def test_429_waits_for_retry_after_and_5xx_backs_off_exponentially(run):
     with OpenAIServer(retry_after="1") as server:
-        out, meta = run(prompts("[[429:1]] a", "[[500:2]] b", "[[503:1]] c"), model="m", base_url=server.url, backoff=0.2)
+        out, meta = run(
+            prompts("[[429:1]] a", "[[500:2]] b", "[[503:1]] c"), model="m", base_url=server.url, backoff=0.2
+        )
     assert out["_error"].null_count() == 3 and out["text"].to_list()[0] == "echo: [[429:1]] a"
     assert server.requests == {"[[429:1]] a": 2, "[[500:2]] b": 3, "[[503:1]] c": 2}
     assert all(n == 1 for n in server.answered.values())
@@ -150,8 +202,13 @@ def test_timeouts_and_unreadable_bodies_are_retried(server, run):
 
 
 def test_invalid_json_is_reasked_then_recorded_in_error(server, run):
-    out, meta = run(prompts("[[malformed:1]] once", "[[badschema:2]] twice", "[[malformed:9]] always"), model="m",
-                    base_url=server.url, output_schema={"label": ["bug", "billing"]}, max_reasks=2)
+    out, meta = run(
+        prompts("[[malformed:1]] once", "[[badschema:2]] twice", "[[malformed:9]] always"),
+        model="m",
+        base_url=server.url,
+        output_schema={"label": ["bug", "billing"]},
+        max_reasks=2,
+    )
     assert out["_error"][:2].null_count() == 2 and set(out["label"][:2]) <= {"bug", "billing"}
     assert server.requests == {"[[malformed:1]] once": 2, "[[badschema:2]] twice": 3, "[[malformed:9]] always": 3}
     assert out["_error"][2].startswith("InvalidOutput: the reply is not JSON") and "asked 3 time(s)" in out["_error"][2]
@@ -169,8 +226,13 @@ def test_client_errors_are_not_retried_and_bad_keys_stop_the_step(run):
     assert out["text"][1] == "echo: fine"
     with OpenAIServer(api_key=KEY) as server:
         with pytest.raises(dg.Failure) as failure:
-            run(prompts(*[f"p{i}" for i in range(30)]), model="m", base_url=server.url, secrets={"API_KEY": "sk-wrong-key"},
-                concurrency=2)
+            run(
+                prompts(*[f"p{i}" for i in range(30)]),
+                model="m",
+                base_url=server.url,
+                secrets={"API_KEY": "sk-wrong-key"},
+                concurrency=2,
+            )
     assert "HTTP 401" in failure.value.description and "Incorrect API key" in failure.value.description
     assert server.total <= 3  # the first 401 stops the calls; only what was already in flight went out
     assert "sk-wrong-key" not in failure.value.description
@@ -185,8 +247,13 @@ def test_api_key_is_sent_and_never_shown(tmp_path, run):
     logger.setLevel(logging.DEBUG)
     try:
         with OpenAIServer(api_key=KEY) as server:
-            out, meta = run(prompts("hi", "[[echoauth]] show me"), model="m", base_url=server.url,
-                            secrets={"API_KEY": KEY}, log=logger)
+            out, meta = run(
+                prompts("hi", "[[echoauth]] show me"),
+                model="m",
+                base_url=server.url,
+                secrets={"API_KEY": KEY},
+                log=logger,
+            )
     finally:
         logger.removeHandler(handler)
     assert {h["authorization"] for h in server.headers} == {f"Bearer {KEY}"}
@@ -208,7 +275,9 @@ def test_a_rerun_never_pays_twice(server, run):
     out, meta = run(rows, model="m", base_url=server.url, max_retries=0)
     assert out["_error"].null_count() == 30 and server.total == 31
     # faster settings are the same work: still cached
-    out2, meta2 = run(rows, model="m", base_url=server.url, max_retries=0, concurrency=3, timeout=5, requests_per_minute=10000)
+    out2, meta2 = run(
+        rows, model="m", base_url=server.url, max_retries=0, concurrency=3, timeout=5, requests_per_minute=10000
+    )
     assert server.total == 32 and server.requests["[[500:99]] flaky"] == 2  # only the failed row went out again
     assert meta2["exo/rows_cached"] == 30 and meta2["exo/llm/requests"] == 1
     assert out2["text"].to_list()[:30] == out["text"].to_list()[:30]
@@ -221,7 +290,9 @@ def test_a_rerun_never_pays_twice(server, run):
 def test_requests_and_tokens_per_minute_pace_the_calls(server, run):
     # the server thread records arrivals on this process's monotonic clock: compare with the start
     start = time.monotonic()
-    run(prompts(*[f"r{i}" for i in range(60)]), model="m", base_url=server.url, requests_per_minute=1200, concurrency=16)
+    run(
+        prompts(*[f"r{i}" for i in range(60)]), model="m", base_url=server.url, requests_per_minute=1200, concurrency=16
+    )
     times = sorted(t for ts in server.times.values() for t in ts)
     # 20/s after a burst of one second's worth: the k-th request cannot go out before (k - 20) / 20 s
     assert all(t - start >= (k + 1 - 20) / 20 - 0.01 for k, t in enumerate(times))
@@ -230,8 +301,14 @@ def test_requests_and_tokens_per_minute_pace_the_calls(server, run):
     # each request reserves prompt/4 + max-tokens (100) = 101 tokens, kept (max-tokens set: no refund);
     # 1000 tokens/s with a burst of 1000: 20 requests need (2020 - 1000) / 1000 s
     start = time.monotonic()
-    run(prompts(*[f"t{i}" for i in range(20)]), model="m", base_url=server.url, tokens_per_minute=60000,
-        max_tokens=100, concurrency=16)
+    run(
+        prompts(*[f"t{i}" for i in range(20)]),
+        model="m",
+        base_url=server.url,
+        tokens_per_minute=60000,
+        max_tokens=100,
+        concurrency=16,
+    )
     times = sorted(t for ts in server.times.values() for t in ts)
     assert times[-1] - start >= 1.0
 
@@ -247,7 +324,7 @@ def test_token_bucket_and_retry_after_parsing():
 
 
 def test_reply_parsing_rules():
-    assert strip_reasoning("<think>hmm {x}</think>\n{\"a\": 1}") == '{"a": 1}'
+    assert strip_reasoning('<think>hmm {x}</think>\n{"a": 1}') == '{"a": 1}'
     assert strip_reasoning("still thinking</think>answer") == "answer"
     assert extract_json('```json\n{"a": 1}\n```') == {"a": 1}
     assert extract_json('Sure! Here it is: {"a": [1, 2]} Hope that helps.') == {"a": [1, 2]}
@@ -273,8 +350,12 @@ def test_deepseek_alias_strips_reasoning_and_needs_an_endpoint(server, run, monk
     with pytest.raises(dg.Failure, match="EXO_DEEPSEEK_BASE_URL"):
         run(prompts("x"), fn=deepseek_r1, config_class=DeepSeekR1Config)
     monkeypatch.setenv("EXO_DEEPSEEK_BASE_URL", server.url)
-    out, _ = run(prompts("[[think]] classify"), fn=deepseek_r1, config_class=DeepSeekR1Config,
-                 output_schema={"label": ["bug", "other"]})
+    out, _ = run(
+        prompts("[[think]] classify"),
+        fn=deepseek_r1,
+        config_class=DeepSeekR1Config,
+        output_schema={"label": ["bug", "other"]},
+    )
     assert out["_error"][0] is None and out["label"][0] in ("bug", "other")
     assert out["model"][0] == "deepseek-r1-distill-llama-70b"
     out, _ = run(prompts("[[think]] plain"), fn=deepseek_r1, config_class=DeepSeekR1Config)
@@ -290,16 +371,26 @@ def test_batch_mode_writes_openai_batch_jsonl_and_reads_results_back(tmp_path, r
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["custom_id"] for line in lines] == out["_row_key"].to_list()
     assert {(line["method"], line["url"]) for line in lines} == {("POST", "/v1/chat/completions")}
-    assert lines[0]["body"]["model"] == "gpt-4o-mini" and lines[0]["body"]["messages"][-1] == {"role": "user", "content": "a"}
+    assert lines[0]["body"]["model"] == "gpt-4o-mini" and lines[0]["body"]["messages"][-1] == {
+        "role": "user",
+        "content": "a",
+    }
     results = tmp_path / "results.jsonl"
     answers = {"a": '{"label": "x"}', "b": "not json"}
     with results.open("w") as fh:
         for line, prompt in zip(lines, "abc"):
             if prompt in answers:
-                body = {"model": "gpt-4o-mini-2024", "choices": [{"message": {"content": answers[prompt]}}],
-                        "usage": {"prompt_tokens": 10, "completion_tokens": 3}}
-                fh.write(json.dumps({"custom_id": line["custom_id"], "response": {"status_code": 200, "body": body},
-                                     "error": None}) + "\n")
+                body = {
+                    "model": "gpt-4o-mini-2024",
+                    "choices": [{"message": {"content": answers[prompt]}}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 3},
+                }
+                fh.write(
+                    json.dumps(
+                        {"custom_id": line["custom_id"], "response": {"status_code": 200, "body": body}, "error": None}
+                    )
+                    + "\n"
+                )
     back, meta = run(rows, **cfg, batch_results=str(results))
     assert back["label"].to_list() == ["x", None, None] and back["id"].to_list() == [1, 2, 3]
     assert back["model"][0] == "gpt-4o-mini-2024" and "the reply is not JSON" in back["_error"][1]
@@ -347,8 +438,11 @@ def test_compiled_cluster_templates_rows_keeps_the_key_secret_and_reuses_the_cac
         instance = dg.DagsterInstance.ephemeral()
         result = job.execute_in_process(instance=instance)
         assert result.success
-        assert set(server.requests) == {"Label this ticket: app crashes", "Label this ticket: refund please",
-                                        "Label this ticket: hello"}
+        assert set(server.requests) == {
+            "Label this ticket: app crashes",
+            "Label this ticket: refund please",
+            "Label this ticket: hello",
+        }
         labels = pl.read_parquet(tmp_path / "exo" / "outputs" / "test__triage" / "labels.parquet")
         assert labels["id"].to_list() == [1, 2, 3] and labels["_error"].null_count() == 3
         assert set(labels["label"]) <= {"bug", "billing", "other"} and labels.schema["urgent"] == pl.Boolean
@@ -363,11 +457,13 @@ def test_compiled_cluster_templates_rows_keeps_the_key_secret_and_reuses_the_cac
 
 
 def test_catalog_loads_without_importing_the_ai_stack():
-    code = ("import sys, satellites; from exo_dagster.catalog.registry import builtin_registry; "
-            "ids = builtin_registry().ids(); "
-            "assert 'satellite/exospherehost/llm-complete' in ids and 'satellite/exospherehost/embed-text' in ids; "
-            "assert 'satellite/exospherehost/deepseek-r1-distrill-llama-70b' in ids; "
-            "heavy = [m for m in ('torch', 'sentence_transformers', 'jsonschema', 'satellites.ai.llm_client') if m in sys.modules]; "
-            "print(heavy); assert not heavy")
+    code = (
+        "import sys, satellites; from exo_dagster.catalog.registry import builtin_registry; "
+        "ids = builtin_registry().ids(); "
+        "assert 'satellite/exospherehost/llm-complete' in ids and 'satellite/exospherehost/embed-text' in ids; "
+        "assert 'satellite/exospherehost/deepseek-r1-distrill-llama-70b' in ids; "
+        "heavy = [m for m in ('torch', 'sentence_transformers', 'jsonschema', 'satellites.ai.llm_client') if m in sys.modules]; "
+        "print(heavy); assert not heavy"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

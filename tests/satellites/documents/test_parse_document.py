@@ -17,24 +17,33 @@ from satellites.documents.parse_document import ParseDocumentConfig, parse_docum
 
 def make_pdf(pages: list[str]) -> bytes:
     """A real PDF 1.4 file (Helvetica text, one content stream per page), with a correct xref table."""
+
     def escape(text: str) -> str:
         return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
     n = len(pages)
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
-               f"<< /Type /Pages /Kids [{' '.join(f'{4 + 2 * i} 0 R' for i in range(n))}] /Count {n} >>".encode(),
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        f"<< /Type /Pages /Kids [{' '.join(f'{4 + 2 * i} 0 R' for i in range(n))}] /Count {n} >>".encode(),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
     for i, text in enumerate(pages):
-        stream = "BT /F1 12 Tf 14 TL 72 720 Td " + " ".join(f"({escape(line)}) Tj T*" for line in text.split("\n")) + " ET"
-        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
-                       f"/Contents {5 + 2 * i} 0 R >>".encode())
+        stream = (
+            "BT /F1 12 Tf 14 TL 72 720 Td " + " ".join(f"({escape(line)}) Tj T*" for line in text.split("\n")) + " ET"
+        )
+        objects.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
+            f"/Contents {5 + 2 * i} 0 R >>".encode()
+        )
         objects.append(f"<< /Length {len(stream)} >>\nstream\n{stream}\nendstream".encode())
     out, offsets = b"%PDF-1.4\n", []
     for number, body in enumerate(objects, 1):
         offsets.append(len(out))
         out += f"{number} 0 obj\n".encode() + body + b"\nendobj\n"
     xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode() + b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode() + b"".join(
+        f"{o:010d} 00000 n \n".encode() for o in offsets
+    )
     return out + f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
 
 
@@ -78,27 +87,42 @@ def by_name(frame: pl.DataFrame) -> dict[str, dict]:
 
 
 def test_each_format_to_text(docs, make_ctx):
-    out = parse_document(make_ctx(input={"paths": ["report.pdf", "report.docx", str(docs / "notes.html"), "readme.md"]}),
-                         ParseDocumentConfig())
+    out = parse_document(
+        make_ctx(input={"paths": ["report.pdf", "report.docx", str(docs / "notes.html"), "readme.md"]}),
+        ParseDocumentConfig(),
+    )
     assert out.columns == ["path", "format", "text", "pages", "chars", "_error"]
     rows = by_name(out)
     assert rows["report.pdf"]["text"] == "Hello (world)\nsecond line\n\nPage two text"
     assert rows["report.pdf"]["pages"] == 2 and rows["report.pdf"]["format"] == "pdf"
-    assert rows["report.docx"]["text"] == "Quarterly report\n\nRevenue grew in every region.\n\n- north beat the plan\n\nregion\trevenue\nnorth\t120"
+    assert (
+        rows["report.docx"]["text"]
+        == "Quarterly report\n\nRevenue grew in every region.\n\n- north beat the plan\n\nregion\trevenue\nnorth\t120"
+    )
     assert rows["report.docx"]["pages"] is None
     html = rows["notes.html"]["text"]
-    assert html == "Release notes\n\nVersion 2.0 is out.\nSee the change log.\n\n- faster\n- smaller\n\nx = 1\n  y = 2\n\nname\tqty\nbolts\t12"
+    assert (
+        html
+        == "Release notes\n\nVersion 2.0 is out.\nSee the change log.\n\n- faster\n- smaller\n\nx = 1\n  y = 2\n\nname\tqty\nbolts\t12"
+    )
     assert rows["readme.md"]["text"] == "# Title\n\nSome *markdown* text." and rows["readme.md"]["format"] == "markdown"
     assert all(r["chars"] == len(r["text"]) and r["_error"] is None for r in rows.values())
 
 
 def test_markdown_output_keeps_structure(docs, make_ctx):
-    out = by_name(parse_document(make_ctx(input={"paths": ["report.docx", "notes.html"]}),
-                                 ParseDocumentConfig(output_format="markdown")))
-    assert out["report.docx"]["text"] == ("# Quarterly report\n\nRevenue grew in every region.\n\n- north beat the plan\n\n"
-                                          "| region | revenue |\n| --- | --- |\n| north | 120 |")
-    assert out["notes.html"]["text"] == ("## Release notes\n\nVersion **2.0** is out.\nSee the [change log](https://example.org/changes).\n\n"
-                                         "- faster\n- smaller\n\n```\nx = 1\n  y = 2\n```\n\n| name | qty |\n| --- | --- |\n| bolts | 12 |")
+    out = by_name(
+        parse_document(
+            make_ctx(input={"paths": ["report.docx", "notes.html"]}), ParseDocumentConfig(output_format="markdown")
+        )
+    )
+    assert out["report.docx"]["text"] == (
+        "# Quarterly report\n\nRevenue grew in every region.\n\n- north beat the plan\n\n"
+        "| region | revenue |\n| --- | --- |\n| north | 120 |"
+    )
+    assert out["notes.html"]["text"] == (
+        "## Release notes\n\nVersion **2.0** is out.\nSee the [change log](https://example.org/changes).\n\n"
+        "- faster\n- smaller\n\n```\nx = 1\n  y = 2\n```\n\n| name | qty |\n| --- | --- |\n| bolts | 12 |"
+    )
 
 
 def test_broken_and_missing_files_are_row_errors_naming_the_file(docs, make_ctx):
@@ -119,8 +143,10 @@ def test_broken_and_missing_files_are_row_errors_naming_the_file(docs, make_ctx)
 
 def test_paths_from_per_row_input_or_previous_step_and_rerun_uses_the_cache(docs, make_ctx, stored, tmp_path):
     config = ParseDocumentConfig()
-    cached = dict(cache_path=str(tmp_path / "cache.sqlite"),
-                  identity=("satellite/exospherehost/parse-document", "1.0.0", config.model_dump(mode="json", by_alias=True)))
+    cached = dict(
+        cache_path=str(tmp_path / "cache.sqlite"),
+        identity=("satellite/exospherehost/parse-document", "1.0.0", config.model_dump(mode="json", by_alias=True)),
+    )
     per_row = dataclasses.replace(make_ctx(), rows=pl.LazyFrame({"path": ["report.pdf", "readme.md"]}), **cached)
     first = parse_document(per_row, config)
     assert first["chars"].to_list() == [40, 30] and per_row.metadata["exo/rows_computed"] == 2
@@ -148,12 +174,18 @@ def test_docling_backend_without_the_extra_names_it(docs, make_ctx, monkeypatch)
 
 def test_catalog_loads_without_the_documents_extra_and_says_which_extra_a_pdf_needs(docs, make_ctx, monkeypatch):
     blocked = "import sys; sys.modules['pypdf'] = sys.modules['docx'] = None; import satellites; print('loaded')"
-    assert subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=120).stdout == "loaded\n"
+    assert (
+        subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=120).stdout
+        == "loaded\n"
+    )
     for name in ("pypdf", "docx"):
         monkeypatch.setitem(sys.modules, name, None)
     out = parse_document(make_ctx(input={"paths": ["report.pdf", "readme.md"]}), ParseDocumentConfig())
-    assert out["_error"].to_list() == ["DocumentError: parse-document needs `pypdf`, part of the optional `documents` extra, "
-                                       "which is not installed: pip install 'exo-dagster[documents]'", None]
+    assert out["_error"].to_list() == [
+        "DocumentError: parse-document needs `pypdf`, part of the optional `documents` extra, "
+        "which is not installed: pip install 'exo-dagster[documents]'",
+        None,
+    ]
 
 
 CLUSTER = """\

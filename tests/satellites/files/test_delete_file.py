@@ -23,7 +23,9 @@ def tree(tmp_path):
 
 
 def test_deletes_and_a_rerun_reports_missing(tree, make_ctx, stored):
-    files = stored("files", pl.DataFrame({"path": [str(tree / "a.csv"), str(tree / "b.csv")], "name": ["a.csv", "b.csv"]}))
+    files = stored(
+        "files", pl.DataFrame({"path": [str(tree / "a.csv"), str(tree / "b.csv")], "name": ["a.csv", "b.csv"]})
+    )
     out = delete_file(make_ctx(previous=files), DeleteFileConfig())
     assert out.to_dicts() == [{"path": str(tree / n), "status": "deleted", "_error": None} for n in ("a.csv", "b.csv")]
     assert [p.name for p in tree.iterdir()] == ["sub"]
@@ -37,14 +39,17 @@ def test_missing_not_ok_and_folders_are_row_errors(tree, make_ctx):
     assert out["status"].to_list() == ["deleted", None, None]
     assert out["_error"].to_list()[1:] == [
         "FileNotFoundError: `in/ghost.csv` does not exist (set `missing-ok: true` to accept that)",
-        "IsADirectoryError: `in/sub` is a folder; delete-file deletes files only"]
+        "IsADirectoryError: `in/sub` is a folder; delete-file deletes files only",
+    ]
     assert (tree / "sub").is_dir() and ctx.metadata["exo/rows_failed"] == 2
 
 
 def test_rerun_of_a_listing_is_served_from_the_cache_even_when_missing_is_not_ok(tree, make_ctx, tmp_path):
     config = DeleteFileConfig(missing_ok=False)
-    cached = dict(cache_path=str(tmp_path / "cache.sqlite"),
-                  identity=("satellite/exospherehost/delete-file", "1.0.0", config.model_dump(mode="json", by_alias=True)))
+    cached = dict(
+        cache_path=str(tmp_path / "cache.sqlite"),
+        identity=("satellite/exospherehost/delete-file", "1.0.0", config.model_dump(mode="json", by_alias=True)),
+    )
     listing = pl.DataFrame({"path": [str(tree / "a.csv")], "hash": ["h-a"]})  # as get-files lists it
     for run in range(2):
         ctx = dataclasses.replace(make_ctx(), rows=listing.lazy(), **cached)
@@ -78,7 +83,11 @@ cluster:
       on-row-error: fail
 """
     cluster = parse_cluster(text, str(tmp_path / "cluster.yaml"))
-    result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    result = (
+        compile_cluster(cluster)
+        .resolve_job_def(cluster.job_name)
+        .execute_in_process(instance=dg.DagsterInstance.ephemeral())
+    )
     assert result.success
     out = pl.read_parquet(tmp_path / "exo" / "outputs" / "test__delete" / "deleted.parquet")
     assert out["status"].to_list() == ["deleted", "deleted"] and [p.name for p in tree.iterdir()] == ["sub"]

@@ -10,8 +10,14 @@ from satellites.files.get_files import GetFilesConfig, get_files
 def tree(tmp_path):
     (tmp_path / "in" / "sub").mkdir(parents=True)
     (tmp_path / "in" / "skip").mkdir()
-    files = {"in/a.csv": b"x\n1\n", "in/b.JSONL": b"{}\n", "in/c.txt": b"t", "in/sub/d.csv": b"y\n2\n",
-             "in/skip/e.csv": b"z\n", "in/secret.csv": b"s\n"}
+    files = {
+        "in/a.csv": b"x\n1\n",
+        "in/b.JSONL": b"{}\n",
+        "in/c.txt": b"t",
+        "in/sub/d.csv": b"y\n2\n",
+        "in/skip/e.csv": b"z\n",
+        "in/secret.csv": b"s\n",
+    }
     for rel, data in files.items():
         (tmp_path / rel).write_bytes(data)
     return tmp_path, files
@@ -32,8 +38,15 @@ def test_lists_top_level_with_metadata_and_hash(tree, make_ctx):
 
 
 def test_recursive_extension_and_exclusion_filters(tree, make_ctx):
-    cfg = _cfg(**{"folder-path": "in", "recursive": True, "allowed-extensions": [".CSV", "jsonl"],
-                  "exclude-files": ["secret.csv"], "exclude-folders": ["skip"]})
+    cfg = _cfg(
+        **{
+            "folder-path": "in",
+            "recursive": True,
+            "allowed-extensions": [".CSV", "jsonl"],
+            "exclude-files": ["secret.csv"],
+            "exclude-folders": ["skip"],
+        }
+    )
     assert sorted(get_files(make_ctx(), cfg)["name"].to_list()) == ["a.csv", "b.JSONL", "d.csv"]
     blocked = _cfg(**{"folder-path": "in", "blocked-extensions": ["csv"]})
     assert get_files(make_ctx(), blocked)["name"].to_list() == ["b.JSONL", "c.txt"]

@@ -27,7 +27,9 @@ def test_moves_files_from_the_previous_step_and_a_rerun_is_already_moved(tmp_pat
     out = move_file(make_ctx(previous=files), MoveFileConfig(destination="done"))
     done = tmp_path / "data" / "done"  # a written path: relative to the data folder
     assert out.to_dicts() == [
-        {"path": str(inbox / n), "destination": str(done / n), "status": "moved", "_error": None} for n in ("a.txt", "b.txt")]
+        {"path": str(inbox / n), "destination": str(done / n), "status": "moved", "_error": None}
+        for n in ("a.txt", "b.txt")
+    ]
     assert sorted(p.name for p in done.iterdir()) == ["a.txt", "b.txt"] and not list(inbox.iterdir())
     assert (done / "a.txt").read_text() == "content of a.txt"
 
@@ -44,35 +46,56 @@ def test_overwrite_policies_and_an_interrupted_move(tmp_path, inbox, make_ctx):
 
     out = move_file(make_ctx(input=paths), MoveFileConfig(destination=str(dest)))
     assert out["status"].to_list() == [None, "moved", None]
-    assert out["_error"][0] == f"FileExistsError: `{dest / 'a.txt'}` already exists and differs from `inbox/a.txt`; " \
-                               "set `overwrite: replace` or `overwrite: skip`"
-    assert out["_error"][2] == f"FileNotFoundError: `inbox/nothing.txt` does not exist, and `{dest / 'nothing.txt'}` does not either"
+    assert (
+        out["_error"][0] == f"FileExistsError: `{dest / 'a.txt'}` already exists and differs from `inbox/a.txt`; "
+        "set `overwrite: replace` or `overwrite: skip`"
+    )
+    assert (
+        out["_error"][2]
+        == f"FileNotFoundError: `inbox/nothing.txt` does not exist, and `{dest / 'nothing.txt'}` does not either"
+    )
     assert not (inbox / "b.txt").exists()  # the interrupted move was finished
 
-    skipped = move_file(make_ctx(input={"paths": "inbox/a.txt"}), MoveFileConfig(destination=str(dest), overwrite="skip"))
+    skipped = move_file(
+        make_ctx(input={"paths": "inbox/a.txt"}), MoveFileConfig(destination=str(dest), overwrite="skip")
+    )
     assert skipped["status"].to_list() == ["skipped"] and (inbox / "a.txt").exists()
-    replaced = move_file(make_ctx(input={"paths": "inbox/a.txt"}), MoveFileConfig(destination=str(dest), overwrite="replace"))
+    replaced = move_file(
+        make_ctx(input={"paths": "inbox/a.txt"}), MoveFileConfig(destination=str(dest), overwrite="replace")
+    )
     assert replaced["status"].to_list() == ["moved"] and (dest / "a.txt").read_text() == "content of a.txt"
 
 
 def test_across_filesystems_and_fsspec_urls(tmp_path, make_ctx):
     memory = fsspec.filesystem("memory")
     memory.pipe("/exo-test/inbox/m.bin", b"\x00bytes from memory")
-    out = move_file(make_ctx(input={"paths": ["memory://exo-test/inbox/m.bin"]}), MoveFileConfig(destination=str(tmp_path / "local")))
-    assert out["status"].to_list() == ["moved"] and (tmp_path / "local" / "m.bin").read_bytes() == b"\x00bytes from memory"
+    out = move_file(
+        make_ctx(input={"paths": ["memory://exo-test/inbox/m.bin"]}),
+        MoveFileConfig(destination=str(tmp_path / "local")),
+    )
+    assert (
+        out["status"].to_list() == ["moved"] and (tmp_path / "local" / "m.bin").read_bytes() == b"\x00bytes from memory"
+    )
     assert not memory.exists("/exo-test/inbox/m.bin")
     assert [p.name for p in (tmp_path / "local").iterdir()] == ["m.bin"]  # no temporary file left
 
-    back = move_file(make_ctx(input={"paths": [str(tmp_path / "local" / "m.bin")]}), MoveFileConfig(destination="memory://exo-test/archive"))
-    assert back["destination"].to_list() == ["memory://exo-test/archive/m.bin"] and back["status"].to_list() == ["moved"]
+    back = move_file(
+        make_ctx(input={"paths": [str(tmp_path / "local" / "m.bin")]}),
+        MoveFileConfig(destination="memory://exo-test/archive"),
+    )
+    assert back["destination"].to_list() == ["memory://exo-test/archive/m.bin"] and back["status"].to_list() == [
+        "moved"
+    ]
     assert memory.cat("/exo-test/archive/m.bin") == b"\x00bytes from memory"
     memory.rm("/exo-test", recursive=True)
 
 
 def test_row_cache_skips_done_rows_but_a_new_file_under_an_old_name_is_moved(tmp_path, inbox, make_ctx):
     config = MoveFileConfig(destination=str(tmp_path / "done"), overwrite="replace")
-    cached = dict(cache_path=str(tmp_path / "cache.sqlite"),
-                  identity=("satellite/exospherehost/move-file", "1.0.0", config.model_dump(mode="json", by_alias=True)))
+    cached = dict(
+        cache_path=str(tmp_path / "cache.sqlite"),
+        identity=("satellite/exospherehost/move-file", "1.0.0", config.model_dump(mode="json", by_alias=True)),
+    )
     first = dataclasses.replace(make_ctx(input={"paths": ["inbox/a.txt"]}), **cached)
     assert move_file(first, config)["status"].to_list() == ["moved"]
     (inbox / "a.txt").write_text("a new a.txt arrived")

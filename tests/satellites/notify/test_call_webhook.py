@@ -9,9 +9,8 @@ import polars as pl
 import pytest
 
 from exo_dagster import StoredTable, compile_cluster, parse_cluster
-from satellites.notify.call_webhook import CallWebhookConfig, call_webhook
 from satellites.notify._http import HttpStatusError
-
+from satellites.notify.call_webhook import CallWebhookConfig, call_webhook
 from tests.loopback import certificates, http_server, step_context
 
 
@@ -20,7 +19,9 @@ def _config(**kwargs) -> CallWebhookConfig:
 
 
 def _run(tmp_path, config: CallWebhookConfig, run_id: str = "run-1", **ctx):
-    context = step_context(tmp_path, config=config.model_dump(mode="json"), satellite_id="satellite/exospherehost/call-webhook", **ctx)
+    context = step_context(
+        tmp_path, config=config.model_dump(mode="json"), satellite_id="satellite/exospherehost/call-webhook", **ctx
+    )
     context.run_id = run_id
     return call_webhook(context, config), context
 
@@ -56,7 +57,12 @@ def test_per_row_failure_lands_in_error_and_row_url_overrides(tmp_path):
 
 def test_get_sends_the_row_as_query_parameters(tmp_path):
     with http_server() as server:
-        _run(tmp_path, _config(url=f"{server.url}/lookup", method="GET"), rows=[{"q": "exo dagster", "page": 2}], cache=False)
+        _run(
+            tmp_path,
+            _config(url=f"{server.url}/lookup", method="GET"),
+            rows=[{"q": "exo dagster", "page": 2}],
+            cache=False,
+        )
         [request] = server.to("/lookup")
         assert request.method == "GET" and request.body == b""
         assert request.path == "/lookup?q=exo+dagster&page=2"
@@ -154,7 +160,10 @@ def test_in_a_cluster_rows_come_from_templates_and_the_secret_header_is_sent_but
         result = defs.resolve_job_def(cluster.job_name).execute_in_process(instance=dg.DagsterInstance.ephemeral())
         assert result.success
         got = sorted((r.json() for r in server.to("/tickets")), key=lambda b: b["ticket"])
-        assert got == [{"ticket": 1, "summary": "Ticket 1: printer on fire"}, {"ticket": 2, "summary": "Ticket 2: coffee empty"}]
+        assert got == [
+            {"ticket": 1, "summary": "Ticket 1: printer on fire"},
+            {"ticket": 2, "summary": "Ticket 2: coffee empty"},
+        ]
         assert {r.headers["Authorization"] for r in server.to("/tickets")} == {f"Bearer {token}"}
     stored = pl.read_parquet(tmp_path / "exo" / "outputs" / "test__webhooks" / "notify.parquet")
     assert stored["status"].to_list() == [200, 200]
@@ -183,16 +192,28 @@ def test_a_dropped_connection_is_retried_with_the_same_idempotency_key(tmp_path)
             while b"\r\n\r\n" not in data:
                 data += conn.recv(65536)
             head = data.split(b"\r\n\r\n")[0].decode()
-            seen.append(next(l.split(":", 1)[1].strip() for l in head.split("\r\n") if l.lower().startswith("idempotency-key")))
+            seen.append(
+                next(l.split(":", 1)[1].strip() for l in head.split("\r\n") if l.lower().startswith("idempotency-key"))
+            )
             if n == 1:
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
             conn.close()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    ctx = StepContext(cluster="t/c", step="hook", run_id="r", input={}, rows=pl.LazyFrame({"id": [7]}), tables={},
-                      previous=None, secrets={}, base_dir=str(tmp_path), data_dir=str(tmp_path),
-                      cache_path=str(tmp_path / "cache.sqlite"))
+    ctx = StepContext(
+        cluster="t/c",
+        step="hook",
+        run_id="r",
+        input={},
+        rows=pl.LazyFrame({"id": [7]}),
+        tables={},
+        previous=None,
+        secrets={},
+        base_dir=str(tmp_path),
+        data_dir=str(tmp_path),
+        cache_path=str(tmp_path / "cache.sqlite"),
+    )
     port = listener.getsockname()[1]
     out = call_webhook(ctx, CallWebhookConfig(url=f"http://127.0.0.1:{port}/hook", mode="per-row"))
     thread.join(5)

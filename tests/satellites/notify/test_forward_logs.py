@@ -6,14 +6,18 @@ import polars as pl
 
 from exo_dagster import StoredTable
 from satellites.notify.forward_logs import ForwardLogsConfig, forward_logs
-
 from tests.loopback import http_server, step_context
 
 
 def _records(tmp_path, n: int) -> StoredTable:
     levels = ["DEBUG", "INFO", "WARNING", "ERROR"]
-    frame = pl.DataFrame({"timestamp": [f"2026-01-01T00:00:{i % 60:02d}+00:00" for i in range(n)],
-                          "level": [levels[i % 4] for i in range(n)], "message": [f"line {i}" for i in range(n)]})
+    frame = pl.DataFrame(
+        {
+            "timestamp": [f"2026-01-01T00:00:{i % 60:02d}+00:00" for i in range(n)],
+            "level": [levels[i % 4] for i in range(n)],
+            "message": [f"line {i}" for i in range(n)],
+        }
+    )
     path = tmp_path / "logs.parquet"
     frame.write_parquet(path)
     return StoredTable(str(path), name="_logs")
@@ -21,14 +25,21 @@ def _records(tmp_path, n: int) -> StoredTable:
 
 def _forward(tmp_path, table, **config):
     cfg = ForwardLogsConfig.model_validate(config)
-    ctx = step_context(tmp_path, previous=table, config=cfg.model_dump(mode="json"),
-                       satellite_id="satellite/exospherehost/forward-logs", cache=False)
+    ctx = step_context(
+        tmp_path,
+        previous=table,
+        config=cfg.model_dump(mode="json"),
+        satellite_id="satellite/exospherehost/forward-logs",
+        cache=False,
+    )
     return forward_logs(ctx, cfg)
 
 
 def test_json_lines_in_batches_with_labels(tmp_path):
     with http_server() as sink:
-        out = _forward(tmp_path, _records(tmp_path, 10), url=f"{sink.url}/ingest", batch_size=4, labels={"service": "exo"})
+        out = _forward(
+            tmp_path, _records(tmp_path, 10), url=f"{sink.url}/ingest", batch_size=4, labels={"service": "exo"}
+        )
         got = sink.to("/ingest")
         assert [r.headers["Content-Type"] for r in got] == ["application/x-ndjson"] * 3
         lines = [line for r in got for line in r.lines()]
@@ -44,4 +55,8 @@ def test_json_array_and_min_level(tmp_path):
         [request] = sink.to("/logs")
         assert request.headers["Content-Type"] == "application/json"
         assert [(r["level"], r["message"]) for r in request.json()] == [
-            ("WARNING", "line 2"), ("ERROR", "line 3"), ("WARNING", "line 6"), ("ERROR", "line 7")]
+            ("WARNING", "line 2"),
+            ("ERROR", "line 3"),
+            ("WARNING", "line 6"),
+            ("ERROR", "line 7"),
+        ]

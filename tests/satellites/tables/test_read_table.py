@@ -80,11 +80,16 @@ def test_truncated_parquet_fails_naming_the_file_and_stores_no_reference(tmp_pat
     good = pl.DataFrame({"a": list(range(1000))})
     good.write_parquet(tmp_path / "t.parquet")
     (tmp_path / "t.parquet").write_bytes((tmp_path / "t.parquet").read_bytes()[:-100])  # cut off the footer
-    text = ("version: 0.0.1b\ncluster:\n  identifier: test/bad\n  satellites:\n"
-            "    - {name: Read, uses: satellite/exospherehost/read-table, identifier: read, config: {path: t.parquet}}\n")
+    text = (
+        "version: 0.0.1b\ncluster:\n  identifier: test/bad\n  satellites:\n"
+        "    - {name: Read, uses: satellite/exospherehost/read-table, identifier: read, config: {path: t.parquet}}\n"
+    )
     cluster = parse_cluster(text, str(tmp_path / "c.yaml"))
-    result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    result = (
+        compile_cluster(cluster)
+        .resolve_job_def(cluster.job_name)
+        .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    )
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
     assert f"`{tmp_path / 't.parquet'}` is not a readable Parquet file" in failure.event_specific_data.error.to_string()
@@ -97,14 +102,20 @@ def test_csv_schema_drift_is_an_error_unless_union_by_name(tmp_path, make_ctx):
     (tmp_path / "c.csv").write_text("id,amount,note\n4,25,late\n")
     (tmp_path / "e.csv").write_text("id,amount\n6,2.5\n")
     (tmp_path / "d.csv").write_text("id,amount\n5,\n")  # an empty column fits any type
-    with pytest.raises(ValueError, match=r"column `amount` is (String|VARCHAR).* in `.*b\.csv` but Int64 in `.*a\.csv`.*union-by-name"):
+    with pytest.raises(
+        ValueError, match=r"column `amount` is (String|VARCHAR).* in `.*b\.csv` but Int64 in `.*a\.csv`.*union-by-name"
+    ):
         read_table(make_ctx(input={"paths": ["a.csv", "b.csv"]}), ReadTableConfig())
     with pytest.raises(ValueError, match=r"`.*c\.csv` has a column `note`"):
         read_table(make_ctx(input={"paths": ["a.csv", "c.csv"]}), ReadTableConfig())
-    assert read_table(make_ctx(input={"paths": ["a.csv", "d.csv"]}), ReadTableConfig()).collect()["amount"].to_list() == [10, 20, None]
+    assert read_table(make_ctx(input={"paths": ["a.csv", "d.csv"]}), ReadTableConfig()).collect()[
+        "amount"
+    ].to_list() == [10, 20, None]
     with pytest.raises(ValueError, match=r"column `amount` is Float64 in `.*e\.csv` but Int64"):
         read_table(make_ctx(input={"paths": ["a.csv", "e.csv"]}), ReadTableConfig())
-    widened = read_table(make_ctx(input={"paths": ["a.csv", "c.csv", "e.csv"]}), ReadTableConfig(union_by_name=True)).collect()
+    widened = read_table(
+        make_ctx(input={"paths": ["a.csv", "c.csv", "e.csv"]}), ReadTableConfig(union_by_name=True)
+    ).collect()
     assert widened.schema["amount"] == pl.Float64 and widened["amount"].to_list() == [10.0, 20.0, 25.0, 2.5]
     assert widened["note"].to_list() == [None, None, "late", None]
     text = read_table(make_ctx(input={"paths": ["a.csv", "b.csv"]}), ReadTableConfig(union_by_name=True)).collect()
@@ -124,7 +135,9 @@ def test_encodings(tmp_path, make_ctx, encoding):
     (tmp_path / "x.jsonl").write_bytes('{"name": "Zoë"}\n'.encode(encoding))
     out = read_table(make_ctx(), ReadTableConfig(path="x.csv", encoding=encoding)).collect()
     assert out["city"].to_list() == ["Zürich", "Besançon"]
-    assert read_table(make_ctx(), ReadTableConfig(path="x.jsonl", encoding=encoding)).collect()["name"].to_list() == ["Zoë"]
+    assert read_table(make_ctx(), ReadTableConfig(path="x.jsonl", encoding=encoding)).collect()["name"].to_list() == [
+        "Zoë"
+    ]
     # read with the default utf-8: a clear error, never garbage
     with pytest.raises(ValueError, match=r"(not valid utf-8|UTF-16 byte order mark).*encoding"):
         read_table(make_ctx(), ReadTableConfig(path="x.csv")).collect()

@@ -16,14 +16,21 @@ def test_query_over_upstream_views(make_ctx, stored):
     orders = stored("orders", pl.DataFrame({"region": ["n", "s", "n"], "amount": [1.0, 2.0, 3.0]}))
     regions = stored("regions", pl.DataFrame({"region": ["n", "s"], "label": ["North", "South"]}))
     ctx = make_ctx(tables={"orders": orders, "regions": regions}, previous=orders)
-    rel = sql(ctx, SqlConfig(query="select label, sum(amount) total from orders join regions using (region) group by 1 order by 1"))
+    rel = sql(
+        ctx,
+        SqlConfig(
+            query="select label, sum(amount) total from orders join regions using (region) group by 1 order by 1"
+        ),
+    )
     assert frame(rel).to_dicts() == [{"label": "North", "total": 4.0}, {"label": "South", "total": 2.0}]
     assert rows(sql(ctx, SqlConfig(query="select count(*) n from input"))) == [(3,)]
 
 
 def test_table_names_found_in_query():
     assert tables_in_query({"query": "select * from a join b on a.x = b.x"}) == {"a", "b"}
-    assert "orders" in tables_in_query({"query": "select * from orders join x using (id)"})  # unbindable: regex fallback
+    assert "orders" in tables_in_query(
+        {"query": "select * from orders join x using (id)"}
+    )  # unbindable: regex fallback
     assert tables_in_query({"query": 42}) == set()
 
 
@@ -39,9 +46,19 @@ def test_one_statement_unless_opted_in(make_ctx, stored, tmp_path):
     with pytest.raises(ValueError, match="holds 2 statements"):  # a literal query: already when the config is read
         SqlConfig(query="create table y as select 1; select * from t")
     with pytest.raises(ValueError, match="holds 2 statements"):  # a query built at run time: when it runs
-        sql(ctx, SqlConfig.model_construct(query="create table y as select 1; select * from t", multiple_statements=False,
-                                           threads=None, memory_limit=None))
-    rel = sql(ctx, SqlConfig(query="create temp table y as select 41 + x as x from t; select * from y", multiple_statements=True))
+        sql(
+            ctx,
+            SqlConfig.model_construct(
+                query="create table y as select 1; select * from t",
+                multiple_statements=False,
+                threads=None,
+                memory_limit=None,
+            ),
+        )
+    rel = sql(
+        ctx,
+        SqlConfig(query="create temp table y as select 41 + x as x from t; select * from y", multiple_statements=True),
+    )
     assert rows(rel) == [(42,)]
 
 
@@ -55,8 +72,11 @@ def test_sandbox_allows_inputs_data_and_cluster_folder_only(make_ctx, stored, tm
     outside = tmp_path.parent / f"{tmp_path.name}-outside"
     outside.mkdir()
     (outside / "secret.csv").write_text("a\n1\n")
-    for query in (f"select * from read_csv('{outside / 'secret.csv'}')", "select * from read_csv('/etc/passwd')",
-                  f"select * from '{tmp_path}/../{outside.name}/secret.csv'"):
+    for query in (
+        f"select * from read_csv('{outside / 'secret.csv'}')",
+        "select * from read_csv('/etc/passwd')",
+        f"select * from '{tmp_path}/../{outside.name}/secret.csv'",
+    ):
         with pytest.raises(PermissionError, match="Cannot access file") as info:
             rows(sql(ctx, SqlConfig(query=query)))
         assert "secret.csv" in str(info.value) or "/etc/passwd" in str(info.value)
@@ -95,11 +115,16 @@ def test_values_from_data_never_become_sql_in_a_real_run(tmp_path, monkeypatch):
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
     owned = tmp_path / "owned.csv"
     cluster = parse_cluster(INJECTION.replace("OWNED", str(owned)), str(tmp_path / "c.yaml"))
-    result = compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    result = (
+        compile_cluster(cluster)
+        .resolve_job_def(cluster.job_name)
+        .execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    )
     assert result.success
     out = pl.read_parquet(tmp_path / "exo" / "outputs" / "test__inject" / "lookup.parquet")
-    assert sorted(out["name"].to_list()) == sorted(pl.read_parquet(tmp_path / "exo" / "outputs" / "test__inject" / "names.parquet")["name"].to_list())
+    assert sorted(out["name"].to_list()) == sorted(
+        pl.read_parquet(tmp_path / "exo" / "outputs" / "test__inject" / "names.parquet")["name"].to_list()
+    )
     assert "INJECTED" not in out["name"].to_list() and out.height == 3
     assert not owned.exists()
 
@@ -107,9 +132,11 @@ def test_values_from_data_never_become_sql_in_a_real_run(tmp_path, monkeypatch):
 def test_two_literal_statements_are_a_located_error(tmp_path):
     from exo_dagster import SpecError
 
-    text = ("version: 0.0.1b\ncluster:\n  identifier: test/two\n  satellites:\n"
-            "    - name: Q\n      uses: satellite/exospherehost/sql\n"
-            "      config: {query: \"select 1; copy (select 2) to 'x.csv'\"}\n")
+    text = (
+        "version: 0.0.1b\ncluster:\n  identifier: test/two\n  satellites:\n"
+        "    - name: Q\n      uses: satellite/exospherehost/sql\n"
+        "      config: {query: \"select 1; copy (select 2) to 'x.csv'\"}\n"
+    )
     with pytest.raises(SpecError) as info:
         parse_cluster(text, str(tmp_path / "c.yaml"))
     assert f"{tmp_path / 'c.yaml'}:7:" in str(info.value) and "holds 2 statements" in str(info.value)
@@ -143,23 +170,37 @@ def test_the_batch_chain_copies_nothing(tmp_path, monkeypatch, make_ctx):
 
     import satellites.tables.sql as sql_module
 
-    monkeypatch.setattr(sql_module, "SMALL_INPUT_BYTES", 0)  # what bench_batch runs: inputs far over the small-input size
+    monkeypatch.setattr(
+        sql_module, "SMALL_INPUT_BYTES", 0
+    )  # what bench_batch runs: inputs far over the small-input size
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
     source = tmp_path / "source.parquet"
-    duckdb.sql(f"copy (select 'r' || (i % 3) as region, i / 10.0 as amount, i % 2 = 0 as flag from range(5000) t(i)) "
-               f"to '{source}' (format parquet, row_group_size 1000)")
+    duckdb.sql(
+        f"copy (select 'r' || (i % 3) as region, i / 10.0 as amount, i % 2 = 0 as flag from range(5000) t(i)) "
+        f"to '{source}' (format parquet, row_group_size 1000)"
+    )
     cluster = parse_cluster(BATCH.format(source=source), str(tmp_path / "c.yaml"))
-    assert compile_cluster(cluster).resolve_job_def(cluster.job_name).execute_in_process(instance=dg.DagsterInstance.ephemeral()).success
+    assert (
+        compile_cluster(cluster)
+        .resolve_job_def(cluster.job_name)
+        .execute_in_process(instance=dg.DagsterInstance.ephemeral())
+        .success
+    )
     outputs = tmp_path / "exo" / "outputs" / "test__batch"
     assert sorted(p.name for p in outputs.iterdir()) == ["source.parquet.ref.json", "totals.parquet", "written.parquet"]
-    expected = duckdb.sql(f"select region, count(*) as n, sum(amount) as total from '{source}' where flag group by region order by region").pl()
+    expected = duckdb.sql(
+        f"select region, count(*) as n, sum(amount) as total from '{source}' where flag group by region order by region"
+    ).pl()
     written = pl.read_parquet(tmp_path / "exo" / "totals.parquet")
     assert written.select("region", "n").equals(expected.select("region", "n"))  # float sums: summation order varies
     assert all(abs(a - b) <= 1e-9 * abs(b) for a, b in zip(written["total"], expected["total"]))
     # the step hands the IO manager a DuckDB relation (DuckDB's COPY writes it), not rows fetched into Python
     from exo_dagster import StoredTable
 
-    rel = sql(make_ctx(tables={"source": StoredTable(str(source), name="source")}), SqlConfig(query="select count(*) from source"))
+    rel = sql(
+        make_ctx(tables={"source": StoredTable(str(source), name="source")}),
+        SqlConfig(query="select count(*) from source"),
+    )
     assert isinstance(rel, duckdb.DuckDBPyRelation)
 
 
@@ -187,10 +228,12 @@ def test_read_only_queries_share_a_sandbox_but_never_see_each_others_views(make_
 
 
 # -- small inputs: the result comes back as a DataFrame (issue 15: per-step cost of a sql chain) ---------------------
-PLAIN = ("select 1::tinyint as i8, 2::smallint as i16, 3::integer as i32, 4::bigint as i64, 5::ubigint as u64, "
-         "1.5::float as f32, 2.5::double as f64, 'x' || i as s, (i % 2 = 0) as b, date '2026-12-07' + i::integer as d, "
-         "timestamp '2026-12-07 10:00:00' + to_seconds(i) as ts, 'ab'::blob as bin, "
-         "case when i = 1 then null else i end as nullable from range(3) r(i)")
+PLAIN = (
+    "select 1::tinyint as i8, 2::smallint as i16, 3::integer as i32, 4::bigint as i64, 5::ubigint as u64, "
+    "1.5::float as f32, 2.5::double as f64, 'x' || i as s, (i % 2 = 0) as b, date '2026-12-07' + i::integer as d, "
+    "timestamp '2026-12-07 10:00:00' + to_seconds(i) as ts, 'ab'::blob as bin, "
+    "case when i = 1 then null else i end as nullable from range(3) r(i)"
+)
 
 
 def test_small_results_are_frames_that_store_exactly_what_duckdb_stores(make_ctx, stored, tmp_path, monkeypatch):
@@ -213,13 +256,26 @@ def test_small_results_are_frames_that_store_exactly_what_duckdb_stores(make_ctx
     write_parquet_atomic(big, UPath(tmp_path / "big.parquet"))
     from_small, from_big = pl.read_parquet(tmp_path / "small.parquet"), pl.read_parquet(tmp_path / "big.parquet")
     assert from_small.schema == from_big.schema and from_small.equals(from_big)
-    described = [duckdb.sql(f"describe select * from '{tmp_path / name}'").fetchall() for name in ("small.parquet", "big.parquet")]
+    described = [
+        duckdb.sql(f"describe select * from '{tmp_path / name}'").fetchall()
+        for name in ("small.parquet", "big.parquet")
+    ]
     assert described[0] == described[1]
 
 
-@pytest.mark.parametrize("expression", ["interval 1 day", "[1, 2]", "{'a': 1}", "uuid()", "1.25::decimal(10, 2)",
-                                        "timestamptz '2026-12-07 10:00:00+00'", "map {'k': 1}",
-                                        "time '10:00:00'"])  # Polars' Time is nanoseconds: DuckDB would read TIME_NS
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "interval 1 day",
+        "[1, 2]",
+        "{'a': 1}",
+        "uuid()",
+        "1.25::decimal(10, 2)",
+        "timestamptz '2026-12-07 10:00:00+00'",
+        "map {'k': 1}",
+        "time '10:00:00'",
+    ],
+)  # Polars' Time is nanoseconds: DuckDB would read TIME_NS
 def test_other_types_stay_relations_written_by_duckdb(make_ctx, stored, expression):
     import duckdb
 

@@ -58,8 +58,15 @@ def test_sql_reads_relative_to_the_cluster_folder_from_another_working_folder(cl
         command = [str(BIN / "exo"), "run", str(cluster / "relpaths.yaml")]
         env = _env(home)
     else:
-        command = [str(BIN / "dagster"), "job", "execute", "-f", str(REPO / "definitions" / "__init__.py"),
-                   "-j", "acme__relpaths"]
+        command = [
+            str(BIN / "dagster"),
+            "job",
+            "execute",
+            "-f",
+            str(REPO / "definitions" / "__init__.py"),
+            "-j",
+            "acme__relpaths",
+        ]
         env = _env(home, EXO_CLUSTERS=str(cluster))
     done = subprocess.run(command, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]

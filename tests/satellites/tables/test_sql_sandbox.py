@@ -18,8 +18,9 @@ import pytest
 from exo_dagster.sdk import duck
 from satellites.tables.sql import SqlConfig, sql
 
-SPILLING = ("select count(*) as n from (select m, count(*) from (select md5(i::varchar) m from range(1500000) t(i)) "
-            "group by m)")
+SPILLING = (
+    "select count(*) as n from (select m, count(*) from (select md5(i::varchar) m from range(1500000) t(i)) group by m)"
+)
 
 
 def value(result):
@@ -38,8 +39,15 @@ def outside_cwd(tmp_path_factory, monkeypatch) -> Path:
 def test_each_database_spills_to_a_folder_of_its_own_inside_the_data_folder(make_ctx, stored, tmp_path, outside_cwd):
     ctx = make_ctx(tables={"t": stored("t", pl.DataFrame({"x": [1]}))})
     shared = value(sql(ctx, SqlConfig(query="select current_setting('temp_directory') as d from t")))
-    own = value(sql(ctx, SqlConfig(query="create temp table y as select 1; "
-                                         "select current_setting('temp_directory') as d", multiple_statements=True)))
+    own = value(
+        sql(
+            ctx,
+            SqlConfig(
+                query="create temp table y as select 1; select current_setting('temp_directory') as d",
+                multiple_statements=True,
+            ),
+        )
+    )
     for folder in (shared, own):
         assert Path(folder).parent == tmp_path / "data"
         assert Path(folder).name.startswith(f"{duck.SPILL_PREFIX}{os.getpid()}-")
@@ -78,13 +86,20 @@ def test_a_query_that_spills_writes_only_inside_the_data_folder(make_ctx, tmp_pa
 
 def test_spill_folders_are_removed_at_exit_and_those_of_gone_processes_swept(tmp_path):
     data = tmp_path / "data"
-    script = (f"from exo_dagster.sdk import duck\n"
-              f"con = duck.sandbox_cursor(directories=[{str(data)!r}], spill={str(data)!r},\n"
-              f"                          settings={{'memory_limit': '30MB', 'threads': 1}})\n"
-              f"assert con.execute({SPILLING!r}).fetchone()[0] == 1500000\n"
-              f"import os; print(os.listdir({str(data)!r}))\n")
-    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).resolve().parents[3])
+    script = (
+        f"from exo_dagster.sdk import duck\n"
+        f"con = duck.sandbox_cursor(directories=[{str(data)!r}], spill={str(data)!r},\n"
+        f"                          settings={{'memory_limit': '30MB', 'threads': 1}})\n"
+        f"assert con.execute({SPILLING!r}).fetchone()[0] == 1500000\n"
+        f"import os; print(os.listdir({str(data)!r}))\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[3],
+    )
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert duck.SPILL_PREFIX in ran.stdout  # it spilled inside the data folder ...
     assert not [p for p in data.iterdir() if p.name.startswith(duck.SPILL_PREFIX)]  # ... and removed it at exit
@@ -116,8 +131,9 @@ SELECT_TYPED_WRITES = [
 
 
 @pytest.mark.parametrize("text", SELECT_TYPED_WRITES)
-def test_the_shared_read_only_cursor_runs_only_selects_and_no_select_writes(make_ctx, stored, tmp_path, outside_cwd,
-                                                                            text):
+def test_the_shared_read_only_cursor_runs_only_selects_and_no_select_writes(
+    make_ctx, stored, tmp_path, outside_cwd, text
+):
     """The shared database may write where a sql step may: it is handed only statements DuckDB's parser calls
     SELECT, none of which writes a file."""
     from satellites.tables.sql import parse
@@ -130,7 +146,7 @@ def test_the_shared_read_only_cursor_runs_only_selects_and_no_select_writes(make
     assert all(kind == "SELECT" for kind, _ in parse(text) or ())  # a SELECT, or no statement DuckDB can parse
     try:
         value(sql(ctx, SqlConfig(query=text)))
-    except Exception:  # noqa: BLE001 - refused: fine; what matters is that nothing was written
+    except Exception:
         pass
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
     assert [p.name for p in outside_cwd.rglob("*")] == [".tmp"]

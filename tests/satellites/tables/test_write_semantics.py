@@ -16,8 +16,11 @@ from exo_dagster.sdk.table_write import WriteRefused
 from satellites.tables.write_table import WriteTableConfig, write_table
 
 FORMATS = ["parquet", "csv", "jsonl", "duckdb"]
-READERS = {"parquet": pl.read_parquet, "csv": lambda p: pl.read_csv(p, infer_schema_length=None),
-           "jsonl": lambda p: pl.read_ndjson(p, infer_schema_length=None)}
+READERS = {
+    "parquet": pl.read_parquet,
+    "csv": lambda p: pl.read_csv(p, infer_schema_length=None),
+    "jsonl": lambda p: pl.read_ndjson(p, infer_schema_length=None),
+}
 BATCHES = 60
 BASE = pl.DataFrame({"id": [1, 2, 3], "amount": [10, 20, 30]})
 
@@ -74,12 +77,23 @@ def by_id(frame: pl.DataFrame) -> list[tuple]:
 
 # --- a key repeated in one input ---------------------------------------------------------------------------------
 
+
 def test_upsert_refuses_a_key_repeated_in_the_input_naming_key_and_value(target):
     target.write(BASE)
-    target.refused(pl.DataFrame({"id": [4, 2, 2], "amount": [1, 2, 3]}), "upsert key (id) repeats in the input",
-                   "id=2 appears 2 times", "on-duplicate", mode="upsert", key=["id"])
-    target.refused(pl.DataFrame({"id": [1, 1], "day": ["a", "a"], "amount": [1, 2]}), "id=1, day='a' appears 2",
-                   mode="upsert", key=["id", "day"])
+    target.refused(
+        pl.DataFrame({"id": [4, 2, 2], "amount": [1, 2, 3]}),
+        "upsert key (id) repeats in the input",
+        "id=2 appears 2 times",
+        "on-duplicate",
+        mode="upsert",
+        key=["id"],
+    )
+    target.refused(
+        pl.DataFrame({"id": [1, 1], "day": ["a", "a"], "amount": [1, 2]}),
+        "id=1, day='a' appears 2",
+        mode="upsert",
+        key=["id", "day"],
+    )
 
 
 @pytest.mark.parametrize("keep,expected", [("last", 9), ("first", 1)])
@@ -101,21 +115,38 @@ def test_overwrite_and_append_write_a_repeated_key_as_given(target):
 def test_upsert_refuses_a_target_whose_key_already_repeats_or_is_null(target):
     target.write(BASE)
     target.write(pl.DataFrame({"id": [3], "amount": [31]}), mode="append")
-    target.refused(pl.DataFrame({"id": [1], "amount": [11]}), "repeats in the target", "id=3 appears 2 times",
-                   "overwrite the target", mode="upsert", key=["id"])
+    target.refused(
+        pl.DataFrame({"id": [1], "amount": [11]}),
+        "repeats in the target",
+        "id=3 appears 2 times",
+        "overwrite the target",
+        mode="upsert",
+        key=["id"],
+    )
     target.write(pl.DataFrame({"id": [None], "amount": [0]}, schema_overrides={"id": pl.Int64}))
-    target.refused(pl.DataFrame({"id": [1], "amount": [11]}), "`id` is null in 1 row(s) of the target",
-                   mode="upsert", key=["id"])
+    target.refused(
+        pl.DataFrame({"id": [1], "amount": [11]}), "`id` is null in 1 row(s) of the target", mode="upsert", key=["id"]
+    )
 
 
 # --- null keys, missing key columns --------------------------------------------------------------------------------
 
+
 def test_upsert_refuses_null_keys_naming_the_column(target):
     target.write(BASE)
-    target.refused(pl.DataFrame({"id": [4, None], "amount": [1, 2]}),
-                   "key column `id` is null in 1 row(s) of the input", mode="upsert", key=["id"])
-    target.refused(pl.DataFrame({"id": [4], "day": [None], "amount": [1]}, schema_overrides={"day": pl.String}),
-                   "`day` is null", mode="upsert", key=["id", "day"], on_duplicate="last")
+    target.refused(
+        pl.DataFrame({"id": [4, None], "amount": [1, 2]}),
+        "key column `id` is null in 1 row(s) of the input",
+        mode="upsert",
+        key=["id"],
+    )
+    target.refused(
+        pl.DataFrame({"id": [4], "day": [None], "amount": [1]}, schema_overrides={"day": pl.String}),
+        "`day` is null",
+        mode="upsert",
+        key=["id", "day"],
+        on_duplicate="last",
+    )
 
 
 def test_overwrite_and_append_keep_null_keys_as_given(target):
@@ -126,20 +157,32 @@ def test_overwrite_and_append_keep_null_keys_as_given(target):
 
 def test_upsert_names_a_key_column_missing_from_the_input_or_the_target(target):
     target.write(BASE)
-    target.refused(pl.DataFrame({"ident": [1], "amount": [1]}), "key column `id` is not in the input", "ident",
-                   mode="upsert", key=["id"])
-    target.refused(pl.DataFrame({"id": [1], "sku": ["a"], "amount": [1]}), "key column `sku` is not in the target",
-                   mode="upsert", key=["id", "sku"])
+    target.refused(
+        pl.DataFrame({"ident": [1], "amount": [1]}),
+        "key column `id` is not in the input",
+        "ident",
+        mode="upsert",
+        key=["id"],
+    )
+    target.refused(
+        pl.DataFrame({"id": [1], "sku": ["a"], "amount": [1]}),
+        "key column `sku` is not in the target",
+        mode="upsert",
+        key=["id", "sku"],
+    )
 
 
 # --- new, missing and retyped columns -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("mode", ["append", "upsert"])
 def test_a_new_column_is_added_null_in_the_old_rows(target, mode):
     target.write(BASE)
     out = target.write(pl.DataFrame({"id": [3, 4], "amount": [33, 40], "note": ["x", "y"]}), mode=mode, key=["id"])
-    expected = {"append": [(1, 10, None), (2, 20, None), (3, 30, None), (3, 33, "x"), (4, 40, "y")],
-                "upsert": [(1, 10, None), (2, 20, None), (3, 33, "x"), (4, 40, "y")]}[mode]
+    expected = {
+        "append": [(1, 10, None), (2, 20, None), (3, 30, None), (3, 33, "x"), (4, 40, "y")],
+        "upsert": [(1, 10, None), (2, 20, None), (3, 33, "x"), (4, 40, "y")],
+    }[mode]
     assert by_id(target.read().select("id", "amount", "note")) == expected
     assert out["rows"] == len(expected)
 
@@ -157,11 +200,20 @@ def test_a_missing_column_is_null_in_the_new_rows(target, mode):
 @pytest.mark.parametrize("mode", ["append", "upsert"])
 def test_a_changed_type_is_refused_naming_column_and_both_types(target, mode):
     target.write(BASE)
-    message = target.refused(pl.DataFrame({"id": [4], "amount": ["ten"]}), "`amount` is Int64 in the target and String "
-                             "in the input", "schema: evolve", mode=mode, key=["id"])
+    message = target.refused(
+        pl.DataFrame({"id": [4], "amount": ["ten"]}),
+        "`amount` is Int64 in the target and String in the input",
+        "schema: evolve",
+        mode=mode,
+        key=["id"],
+    )
     assert str(target.file) in message
-    target.refused(pl.DataFrame({"id": [4], "amount": [10.5]}), "`amount` is Int64 in the target and Float64",
-                   mode=mode, key=["id"])
+    target.refused(
+        pl.DataFrame({"id": [4], "amount": [10.5]}),
+        "`amount` is Int64 in the target and Float64",
+        mode=mode,
+        key=["id"],
+    )
 
 
 def test_schema_evolve_widens_the_stored_column_old_rows_converted(target):
@@ -182,8 +234,9 @@ def test_lossless_values_are_accepted_and_the_stored_type_kept(target):
     assert frame.schema == pl.Schema({"id": pl.Int64, "price": pl.Float64})
     assert by_id(frame) == [(1, 1.5), (2, 3.0), (3, None)]
     # 2**53 + 1 has no exact float: refused, not rounded
-    target.refused(pl.DataFrame({"id": [4], "price": [2**53 + 1]}), "`price` is Float64 in the target and Int64",
-                   mode="append")
+    target.refused(
+        pl.DataFrame({"id": [4], "price": [2**53 + 1]}), "`price` is Float64 in the target and Int64", mode="append"
+    )
 
 
 def test_a_duckdb_table_made_elsewhere_keeps_its_narrower_integer(tmp_path, make_ctx, stored):
@@ -196,8 +249,9 @@ def test_a_duckdb_table_made_elsewhere_keeps_its_narrower_integer(tmp_path, make
         con.execute("insert into t values (1, 10)")
     target.write(pl.DataFrame({"id": [2], "amount": [20]}), mode="upsert", key=["id"])
     assert target.read().schema == pl.Schema({"id": pl.Int32, "amount": pl.Int32})
-    target.refused(pl.DataFrame({"id": [3], "amount": [2**40]}), "`amount` is Int32 in the target and Int64",
-                   mode="append")
+    target.refused(
+        pl.DataFrame({"id": [3], "amount": [2**40]}), "`amount` is Int32 in the target and Int64", mode="append"
+    )
     assert by_id(target.read()) == [(1, 10), (2, 20)]
 
 
@@ -209,6 +263,7 @@ def test_overwrite_replaces_columns_and_types(target):
 
 
 # --- empty input, re-runs ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("mode", ["append", "upsert"])
 def test_an_empty_input_leaves_the_target_as_it_was(target, mode):
@@ -260,6 +315,7 @@ def test_internal_row_key_column_is_not_written(target):
 
 # --- the ingestion case, and a random walk checked against an independent model ----------------------------------
 
+
 def test_two_drops_in_one_run_with_overlapping_keys(target):
     """A files trigger batching two drops into one run: 45 rows for 40 order ids. The default refuses; `last`
     gives one row per order, the later drop winning, and the revenue a plain dict computes."""
@@ -298,6 +354,7 @@ def test_random_upserts_match_an_independent_model(target):
 
 # --- configuration -----------------------------------------------------------------------------------------------
 
+
 def test_a_refusal_is_a_permanent_error_retries_cannot_fix():
     from exo_dagster.sdk import step_errors
 
@@ -317,6 +374,7 @@ def test_config_keys_and_their_misuse():
 
 # --- remote URL (S3 on loopback) and a partitioned cluster's per-partition target ---------------------------------
 
+
 @pytest.fixture(scope="module")
 def s3_endpoint():
     from tests.loopback import s3_server
@@ -329,9 +387,14 @@ def s3_endpoint():
 def s3(s3_endpoint, monkeypatch):
     import boto3
 
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": s3_endpoint,
-                       "AWS_ALLOW_HTTP": "true"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ALLOW_HTTP": "true",
+    }.items():
         monkeypatch.setenv(key, value)
     client = boto3.client("s3", endpoint_url=s3_endpoint)
     client.create_bucket(Bucket="semantics")

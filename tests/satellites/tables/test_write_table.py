@@ -4,7 +4,9 @@ import pytest
 from satellites.tables.write_table import WriteTableConfig, write_table
 
 
-@pytest.mark.parametrize("name,reader", [("out.parquet", pl.read_parquet), ("out.csv", pl.read_csv), ("out.jsonl", pl.read_ndjson)])
+@pytest.mark.parametrize(
+    "name,reader", [("out.parquet", pl.read_parquet), ("out.csv", pl.read_csv), ("out.jsonl", pl.read_ndjson)]
+)
 def test_writes_each_format_under_the_data_folder(tmp_path, make_ctx, stored, name, reader):
     table = stored("t", pl.DataFrame({"a": [1, 2, 3]}))
     out = write_table(make_ctx(previous=table), WriteTableConfig(path=f"reports/{name}"))
@@ -38,7 +40,9 @@ def test_duckdb_table_modes(tmp_path, make_ctx, stored):
     first = stored("first", pl.DataFrame({"id": [1, 2], "v": ["a", "b"]}))
     second = stored("second", pl.DataFrame({"id": [2, 3], "v": ["B", "c"]}))
     write_table(make_ctx(previous=first), WriteTableConfig(path="w.duckdb", table="items"))
-    out = write_table(make_ctx(previous=second), WriteTableConfig(path="w.duckdb", table="items", mode="upsert", key=["id"]))
+    out = write_table(
+        make_ctx(previous=second), WriteTableConfig(path="w.duckdb", table="items", mode="upsert", key=["id"])
+    )
     assert out.to_dicts() == [{"path": f"{tmp_path / 'data' / 'w.duckdb'}#items", "format": "duckdb", "rows": 3}]
     with duckdb.connect(str(tmp_path / "data" / "w.duckdb")) as con:
         assert con.execute("select * from items order by id").fetchall() == [(1, "a"), (2, "B"), (3, "c")]

@@ -23,9 +23,18 @@ def _writer(tmp: str, who: int, barrier, targets: list[str]) -> None:
     for round_ in range(PAIRS):
         source = os.path.join(tmp, f"src-{who}-{round_}.parquet")
         pl.DataFrame({"who": [who] * ROWS, "round": [round_] * ROWS, "i": list(range(ROWS))}).write_parquet(source)
-        ctx = StepContext(cluster="t/c", step="w", run_id=f"r{who}", input={}, rows=None, tables={},
-                          previous=StoredTable(source, name="rows"), secrets={}, base_dir=tmp,
-                          data_dir=os.path.join(tmp, "data"))
+        ctx = StepContext(
+            cluster="t/c",
+            step="w",
+            run_id=f"r{who}",
+            input={},
+            rows=None,
+            tables={},
+            previous=StoredTable(source, name="rows"),
+            secrets={},
+            base_dir=tmp,
+            data_dir=os.path.join(tmp, "data"),
+        )
         for target in targets:
             barrier.wait(timeout=120)
             fmt = "duckdb" if target.endswith(".duckdb") else "auto"
@@ -45,8 +54,11 @@ def test_twenty_concurrent_append_pairs_lose_no_row(tmp_path):
         assert p.exitcode == 0
     data = tmp_path / "data"
     expected = PAIRS * 2 * ROWS
-    frames = {"out.parquet": pl.read_parquet(data / "out.parquet"), "out.csv": pl.read_csv(data / "out.csv"),
-              "upsert.parquet": pl.read_parquet(data / "upsert.parquet")}
+    frames = {
+        "out.parquet": pl.read_parquet(data / "out.parquet"),
+        "out.csv": pl.read_csv(data / "out.csv"),
+        "upsert.parquet": pl.read_parquet(data / "upsert.parquet"),
+    }
     with duckdb.connect(str(data / "out.duckdb"), read_only=True) as con:
         frames["out.duckdb"] = con.sql("select * from rows").pl()
     lost = {name: expected - frame.height for name, frame in frames.items()}
@@ -66,8 +78,10 @@ def test_duckdb_target_held_by_another_process_is_waited_for(tmp_path, make_ctx,
     holder.start()
     assert ready.wait(60)
     started = time.monotonic()
-    out = write_table(make_ctx(previous=stored("t", pl.DataFrame({"a": [1, 2]}))),
-                      WriteTableConfig(path="db.duckdb", table="t", mode="append"))
+    out = write_table(
+        make_ctx(previous=stored("t", pl.DataFrame({"a": [1, 2]}))),
+        WriteTableConfig(path="db.duckdb", table="t", mode="append"),
+    )
     holder.join(60)
     assert out["rows"].to_list() == [3] and time.monotonic() - started > 0.5
     monkeypatch.setenv("EXO_LOCK_TIMEOUT", "0.3")
@@ -76,7 +90,10 @@ def test_duckdb_target_held_by_another_process_is_waited_for(tmp_path, make_ctx,
     holder.start()
     assert ready.wait(60)
     with pytest.raises(duckdb.IOException, match="lock"):
-        write_table(make_ctx(previous=stored("t", pl.DataFrame({"a": [1]}))), WriteTableConfig(path="db.duckdb", table="t", mode="append"))
+        write_table(
+            make_ctx(previous=stored("t", pl.DataFrame({"a": [1]}))),
+            WriteTableConfig(path="db.duckdb", table="t", mode="append"),
+        )
     holder.join(60)
 
 
@@ -95,7 +112,7 @@ def test_orphaned_temp_files_of_killed_writes_are_swept(tmp_path, make_ctx, stor
     orphan = folder / f".out.parquet.{dead}-{'a' * 32}.tmp"
     old_style = folder / f".out.parquet.{'b' * 32}.tmp"
     live = folder / f".out.parquet.{os.getpid()}-{'c' * 32}.tmp"  # a writer still running
-    other = folder / f".other.parquet.{dead}-{'d' * 32}.tmp"      # another target's
+    other = folder / f".other.parquet.{dead}-{'d' * 32}.tmp"  # another target's
     for f in (orphan, old_style, live, other):
         f.write_bytes(b"half a file")
     os.utime(old_style, (time.time() - 7200, time.time() - 7200))
