@@ -40,7 +40,10 @@ from .harness import load, print_header, run_measured
 ROOT = Path(__file__).resolve().parents[1]
 WIDE = False  # --wide: three more string columns the query never reads, as real fact tables have
 BIN = Path(sys.executable).parent
-QUERY = "select region, count(*) as n, sum(amount) as total from {src} where flag and amount > 10 group by region order by region"
+QUERY = (
+    "select region, count(*) as n, sum(amount) as total from {src} where flag and amount > 10 group by region "
+    "order by region"
+)
 
 CLUSTER = """\
 version: 0.0.1b
@@ -149,7 +152,8 @@ def make_source(path: Path, rows: int) -> None:
     con.execute("set memory_limit = '2GB'")
     con.execute("set enable_progress_bar = false")
     con.execute(f"""copy (select i as id, 'r' || (i % 8) as region, (i * 7919 % 10000) / 100.0 as amount,
-                        (i % 3 = 0) as flag {wide} from range({rows}) t(i)) to '{tmp}' (format parquet, row_group_size 1000000)""")
+                        (i % 3 = 0) as flag {wide} from range({rows}) t(i))
+                     to '{tmp}' (format parquet, row_group_size 1000000)""")
     con.close()
     tmp.rename(path)
 
@@ -262,7 +266,8 @@ def pick_rows(small: int, floor_s: float, max_rows: int, rows: int = 100_000_000
         else min(max_rows, -(-int(rows * 1.25 * floor_s / max(marginal, 0.01)) // step) * step)
     )
     print(
-        f"   calibration: the DuckDB script's marginal time at {rows:,} rows is {marginal:.2f} s -> {wanted:,} rows; {load()}"
+        f"   calibration: the DuckDB script's marginal time at {rows:,} rows is {marginal:.2f} s -> {wanted:,} rows; "
+        f"{load()}"
     )
     return wanted
 
@@ -355,14 +360,19 @@ def report(names: list[str], times: dict, spans: dict, rss: dict, args) -> None:
     duck = [b - s for b, s in zip(times[("duckdb script", big)], times[("duckdb script", small)])]
     print(
         f"   duckdb marginal per round: {', '.join(f'{d:.2f}' for d in duck)} s "
-        f"({'>= 1 s: well conditioned' if statistics.median(duck) >= 1 else 'UNDER 1 s: the ratio is start-up noise; raise --rows'})"
+        + (
+            "(>= 1 s: well conditioned)"
+            if statistics.median(duck) >= 1
+            else "(UNDER 1 s: the ratio is start-up noise; raise --rows)"
+        )
     )
     print("\nin-step (the DuckDB `copy` statement / a run's first step start to last step end), same rounds")
     for n in names:
         r = per_round_ratios(spans, n, big, small)
         m = statistics.median(b - s for b, s in zip(spans[(n, big)], spans[(n, small)]))
         print(
-            f"{n:16} t@small {statistics.median(spans[(n, small)]):6.2f}s  t@big {statistics.median(spans[(n, big)]):6.2f}s  "
+            f"{n:16} t@small {statistics.median(spans[(n, small)]):6.2f}s  t@big "
+            f"{statistics.median(spans[(n, big)]):6.2f}s  "
             f"marginal {m:6.2f}s  vs duckdb: median {statistics.median(r):.2f}x (min {r[0]:.2f}x, max {r[-1]:.2f}x)"
         )
     r = ratios["exo cluster"]
@@ -372,7 +382,8 @@ def report(names: list[str], times: dict, spans: dict, rss: dict, args) -> None:
     )
     if "dagster+pandas" in names:
         print(
-            f"dagster+pandas / exo total at {big:,} rows >= 3x: {med[('dagster+pandas', big)] / med[('exo cluster', big)]:.2f}x"
+            f"dagster+pandas / exo total at {big:,} rows >= 3x: "
+            f"{med[('dagster+pandas', big)] / med[('exo cluster', big)]:.2f}x"
         )
 
 

@@ -207,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
                             misplaced.append((r.step_key, meta["Celery worker"].value))
             print(
                 f"\n  mix ({GPU_STEPS} GPU + {CPU_STEPS} CPU steps of 1 s) over Celery: run time median "
-                f"{statistics.median(mix_times):.2f} s ({', '.join(f'{t:.2f}' for t in mix_times)}); ideal {IDEAL:.1f} s; "
-                f"steps on the wrong worker: {len(misplaced)} -> {'PASS' if not misplaced else 'FAIL ' + str(misplaced[:3])}"
+                f"{statistics.median(mix_times):.2f} s ({', '.join(f'{t:.2f}' for t in mix_times)}); ideal "
+                f"{IDEAL:.1f} s; "
+                f"steps on the wrong worker: {len(misplaced)} -> "
+                f"{'PASS' if not misplaced else 'FAIL ' + str(misplaced[:3])}"
             )
             status |= bool(misplaced)
 
@@ -220,19 +222,25 @@ def main(argv: list[str] | None = None) -> int:
                     result = run(instance, cluster.job_name, celery=celery)
                     gaps[name] += per_step_gaps(instance, result.run_id)
                     totals[name].append(run_time(instance, result.run_id))
-            c, l = statistics.median(gaps["celery"]), statistics.median(gaps["local"])
+            celery_gap, local_gap = statistics.median(gaps["celery"]), statistics.median(gaps["local"])
             print(
-                f"\n  chain of {CHAIN} steps of 0 s, {args.repeats} runs each (per-step = median gap between consecutive STEP_SUCCESS):"
+                f"\n  chain of {CHAIN} steps of 0 s, {args.repeats} runs each (per-step = median gap between "
+                "consecutive STEP_SUCCESS):"
             )
             print(
-                f"    local executor : per step {l:.3f} s (p90 {statistics.quantiles(gaps['local'], n=10)[-1]:.3f}), "
+                f"    local executor : per step {local_gap:.3f} s (p90 "
+                f"{statistics.quantiles(gaps['local'], n=10)[-1]:.3f}), "
                 f"run median {statistics.median(totals['local']):.2f} s"
             )
             print(
-                f"    celery executor: per step {c:.3f} s (p90 {statistics.quantiles(gaps['celery'], n=10)[-1]:.3f}), "
+                f"    celery executor: per step {celery_gap:.3f} s (p90 "
+                f"{statistics.quantiles(gaps['celery'], n=10)[-1]:.3f}), "
                 f"run median {statistics.median(totals['celery']):.2f} s"
             )
-            print(f"    Celery path costs {c - l:+.3f} s per step vs local ({c / l:.2f}x)")
+            print(
+                f"    Celery path costs {celery_gap - local_gap:+.3f} s per step vs local "
+                f"({celery_gap / local_gap:.2f}x)"
+            )
         finally:
             for proc in workers:
                 stop(proc)

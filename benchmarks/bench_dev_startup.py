@@ -114,7 +114,8 @@ def main() -> None:
     starts = [dev_startup(args.port) for _ in range(args.repeats)]
     first, loaded = [s[0] for s in starts], [s[1] for s in starts]
     print(
-        f"(a) dagster dev: first UI answer median {statistics.median(first):.2f} s (min {min(first):.2f}, max {max(first):.2f}); "
+        f"(a) dagster dev: first UI answer median {statistics.median(first):.2f} s (min {min(first):.2f}, max "
+        f"{max(first):.2f}); "
         f"code location LOADED median {statistics.median(loaded):.2f} s (min {min(loaded):.2f}, max {max(loaded):.2f})"
     )
 

@@ -188,7 +188,8 @@ def main() -> None:
             print(
                 f"   round {r + 1}: direct {args.rows / d_times[-1]:,.0f} rows/s (encode alone {d_enc[-1]:.2f} s), "
                 f"cluster step {args.rows / c_times[-1]:,.0f} rows/s (encode alone {c_enc[-1]:.2f} s; "
-                f"whole job {args.rows / walls[-1]:,.0f} rows/s); CPU s: direct {d_cpu[-1]:.1f}, whole job {c_cpu[-1]:.1f}"
+                f"whole job {args.rows / walls[-1]:,.0f} rows/s); CPU s: direct {d_cpu[-1]:.1f}, whole job "
+                f"{c_cpu[-1]:.1f}"
             )
     d, c, w = statistics.median(d_times), statistics.median(c_times), statistics.median(walls)
     ratio = d / c
@@ -197,11 +198,13 @@ def main() -> None:
         dt - de for dt, de in zip(d_times, d_enc)
     )
     print(
-        f"   median: direct {args.rows / d:,.0f} rows/s ({d:.2f} s), cluster step {args.rows / c:,.0f} rows/s ({c:.2f} s), "
+        f"   median: direct {args.rows / d:,.0f} rows/s ({d:.2f} s), cluster step {args.rows / c:,.0f} rows/s "
+        f"({c:.2f} s), "
         f"whole job {args.rows / w:,.0f} rows/s ({w:.2f} s)"
     )
     print(
-        f"   step time outside model.encode minus direct's (model load): {overhead:+.2f} s (reading, Array column, Parquet)"
+        f"   step time outside model.encode minus direct's (model load): {overhead:+.2f} s (reading, Array column, "
+        "Parquet)"
     )
     cpu_ratio = statistics.median(d_cpu) / statistics.median(c_cpu)
     print(
@@ -210,7 +213,8 @@ def main() -> None:
     )
     print(
         f"   cluster / direct throughput, process CPU (whole job, both steps + Dagster): {cpu_ratio:.2f}x  "
-        f"[{'PASS' if cpu_ratio >= 0.9 else 'FAIL'}: >= 0.9x; CPU time is what other tenants of a busy machine cannot inflate]"
+        f"[{'PASS' if cpu_ratio >= 0.9 else 'FAIL'}: >= 0.9x; CPU time is what other tenants of a busy machine "
+        "cannot inflate]"
     )
     sys.exit(0 if ratio >= 0.9 else 1)
 

@@ -177,7 +177,8 @@ def import_breakdown(work: Path, env: dict, repeats: int, top: int) -> None:
     for label, code in steps:
         times = [fresh_import(code, env, work) for _ in range(repeats)]
         print(
-            f"   {label:48s} {statistics.median(times) * 1e3:7.0f} ms  (min {min(times) * 1e3:.0f}, max {max(times) * 1e3:.0f})"
+            f"   {label:48s} {statistics.median(times) * 1e3:7.0f} ms  (min {min(times) * 1e3:.0f}, max "
+            f"{max(times) * 1e3:.0f})"
         )
     out = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", "import exo_defs"],
@@ -233,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         for name, values in times.items():
             print(
-                f"   {name:26s} wall median {statistics.median(values):.3f} s  min {min(values):.3f}  max {max(values):.3f}  "
+                f"   {name:26s} wall median {statistics.median(values):.3f} s  min {min(values):.3f}  max "
+                f"{max(values):.3f}  "
                 f"all {' '.join(f'{v:.2f}' for v in values)}"
             )
             print(
@@ -243,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         cpu_ratio = statistics.median(cpus[exo_name]) / statistics.median(cpus[base_name])
         cpu_paired = statistics.median(a / b for a, b in zip(cpus[exo_name], cpus[base_name]))
         print(
-            f"   CPU: {cpu_ratio:.2f}x (paired {cpu_paired:.2f}x), informational: less sensitive to other load than wall time"
+            f"   CPU: {cpu_ratio:.2f}x (paired {cpu_paired:.2f}x), informational: less sensitive to other load than "
+            "wall time"
         )
         ratio = statistics.median(exo) / statistics.median(base)
         paired = statistics.median(a / b for a, b in zip(exo, base))

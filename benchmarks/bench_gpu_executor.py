@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  run {i + 1}: GPU makespan {r['gpu_makespan']:.2f} s ({r['gpu_makespan'] / IDEAL:.3f}x ideal; "
             f"steps' own compute span {r['gpu_compute_span']:.2f} s) | run {r['run']:.2f} s = start-up "
             f"{r['startup']:.2f} + ... + tail {r['tail']:.2f} | GPU/CPU steps {r['counts'][0]}/{r['counts'][1]}, "
-            f"device shared {len(r['shared'])}, wrong device {len(r['wrong_device'])}, CPU step with GPU {len(r['cpu_with_gpu'])}"
+            f"device shared {len(r['shared'])}, wrong device {len(r['wrong_device'])}, CPU step with GPU "
+            f"{len(r['cpu_with_gpu'])}"
         )
     last = results[-1]["rows"]
     t0 = last["start"].min()
@@ -209,13 +210,15 @@ def main(argv: list[str] | None = None) -> int:
         for r in results
     )
     print(
-        f"\n  median GPU makespan {med:.2f} s over {len(results)} runs (min {min(r['gpu_makespan'] for r in results):.2f}, "
+        f"\n  median GPU makespan {med:.2f} s over {len(results)} runs (min "
+        f"{min(r['gpu_makespan'] for r in results):.2f}, "
         f"max {max(r['gpu_makespan'] for r in results):.2f}); ideal {IDEAL:.1f} s, limit {TARGET_RATIO * IDEAL:.2f} s "
         f"-> {'PASS' if ok_time else 'FAIL'} ({med / IDEAL:.3f}x)"
     )
     print(
         f"  median run {statistics.median(r['run'] for r in results):.2f} s (start-up "
-        f"{statistics.median(r['startup'] for r in results):.2f} s, tail {statistics.median(r['tail'] for r in results):.2f} s)"
+        f"{statistics.median(r['startup'] for r in results):.2f} s, tail "
+        f"{statistics.median(r['tail'] for r in results):.2f} s)"
     )
     print(
         f"  no device shared, every GPU step on exactly its leased device, CPU steps without GPU: "
@@ -225,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         r = one_run(home, STOCK_JOB, {"execution": {"config": {"max_concurrent": GPU_STEPS + CPU_STEPS}}})
         print(
             f"\n  for scale, Dagster's multiprocess executor (spawn, all 12 steps at once, no device isolation): "
-            f"run {r['run']:.2f} s, start-up {r['startup']:.2f} s, compute span {r['rows']['end'].max() - r['rows']['start'].min():.2f} s"
+            f"run {r['run']:.2f} s, start-up {r['startup']:.2f} s, compute span "
+            f"{r['rows']['end'].max() - r['rows']['start'].min():.2f} s"
         )
     return 0 if ok_time and ok_devices else 1
 

@@ -70,7 +70,7 @@ def main() -> None:
         variants["before: import definitions"] = ("import definitions", args.before)
     results: dict[str, list[dict]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as home:
-        for name, (stmt, cwd) in variants.items():  # warm-up: pyc files, page cache, the home's storages
+        for stmt, cwd in variants.values():  # warm-up: pyc files, page cache, the home's storages
             probe(stmt, cwd, home)
         for _ in range(args.repeats):
             for name, (stmt, cwd) in variants.items():
@@ -78,7 +78,8 @@ def main() -> None:
 
     floor = statistics.median(r["s"] for r in results["import dagster"])
     print(
-        f"{'variant':30s} {'median':>8s} {'min':>8s} {'max':>8s} {'x dagster':>10s} {'dagster mods':>13s} {'exo mods':>9s}"
+        f"{'variant':30s} {'median':>8s} {'min':>8s} {'max':>8s} {'x dagster':>10s} {'dagster mods':>13s} "
+        f"{'exo mods':>9s}"
     )
     for name, rows in results.items():
         times = [r["s"] for r in rows]

@@ -195,7 +195,8 @@ def bench_429(tmp: str) -> bool:
         f"{sum(requests.values()) - ROWS:,} retries; {ROWS / seconds:,.0f} rows/s"
     )
     print(
-        f"   prompts answered: {len(answered):,}; answered exactly once: {sum(1 for n in answered.values() if n == 1):,}; "
+        f"   prompts answered: {len(answered):,}; answered exactly once: "
+        f"{sum(1 for n in answered.values() if n == 1):,}; "
         f"rows with _error: {ROWS - out['_error'].null_count()}  [{'PASS' if exactly_once and no_errors else 'FAIL'}]"
     )
     return exactly_once and no_errors
@@ -220,7 +221,8 @@ cluster:
 
 def bench_crash(tmp: str) -> bool:
     print(
-        f"\n(c) crash: `exo run` of a {ROWS:,}-row llm-complete step, SIGKILL at ~{ROWS // 2:,} requests, then run again"
+        f"\n(c) crash: `exo run` of a {ROWS:,}-row llm-complete step, SIGKILL at ~{ROWS // 2:,} requests, then run "
+        "again"
     )
     home = Path(tmp) / "crash"
     (home / "home").mkdir(parents=True)
@@ -252,7 +254,8 @@ def bench_crash(tmp: str) -> bool:
             results = [
                 json.loads(r)
                 for (r,) in con.execute(
-                    "select result from rows where step = 'answers' union all select result from pending where step = 'answers'"
+                    "select result from rows where step = 'answers' union all select result from pending where step "
+                    "= 'answers'"
                 )
             ]
         finished = {r["text"].removeprefix("echo: ") for r in results}

@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         ratio_a = exo.median / floor.median
         ok_a = ratio_a <= VALIDATE_TARGET
         print(
-            f"TARGET (a) <= {VALIDATE_TARGET}x: {ratio_a:.2f}x (paired {paired_ratio(exo, floor):.2f}x) -> {'PASS' if ok_a else 'FAIL'}"
+            f"TARGET (a) <= {VALIDATE_TARGET}x: {ratio_a:.2f}x (paired {paired_ratio(exo, floor):.2f}x) -> "
+            f"{'PASS' if ok_a else 'FAIL'}"
         )
 
         healthy, with_broken = root / "healthy", root / "with_broken"
@@ -102,12 +103,14 @@ def main(argv: list[str] | None = None) -> int:
         ratio_b = broken.median / alone.median
         ok_b = ratio_b <= LOCATION_TARGET
         print(
-            f"TARGET (b) <= {LOCATION_TARGET}x with all 49 present: {ratio_b:.2f}x (paired {paired_ratio(broken, alone):.2f}x) "
+            f"TARGET (b) <= {LOCATION_TARGET}x with all 49 present: {ratio_b:.2f}x (paired "
+            f"{paired_ratio(broken, alone):.2f}x) "
             f"-> {'PASS' if ok_b else 'FAIL'}"
         )
         verdict = 0 if ok_a and ok_b else 1
     print(
-        f"\n(dagster {dg.__version__}; total benchmark wall time {time.perf_counter() - started:.1f} s; {load()} at end)"
+        f"\n(dagster {dg.__version__}; total benchmark wall time {time.perf_counter() - started:.1f} s; {load()} at "
+        "end)"
     )
     return verdict
 

@@ -128,7 +128,8 @@ def main() -> int:
             print(
                 f"{name:16s} launch->end median {statistics.median(r['launch_to_end'] for r in runs):6.2f}s  "
                 f"start->end median {statistics.median(r['start_to_end'] for r in runs):6.2f}s  "
-                f"executor {sorted({r['executor'] for r in runs})}  cluster tag {sorted({str(r['cluster']) for r in runs})}  "
+                f"executor {sorted({r['executor'] for r in runs})}  cluster tag "
+                f"{sorted({str(r['cluster']) for r in runs})}  "
                 f"status {sorted({r['status'] for r in runs})}"
             )
         ratio = statistics.median(r["launch_to_end"] for r in results["materialize all"]) / statistics.median(

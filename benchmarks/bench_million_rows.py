@@ -262,7 +262,8 @@ def main() -> None:
         )
     peak = max(rss["subject"])
     print(
-        f"   subject/loop per round: {', '.join(f'{x:.2f}' for x in ratios)}; median {ratio:.2f} (target <= {RATIO_TARGET})"
+        f"   subject/loop per round: {', '.join(f'{x:.2f}' for x in ratios)}; median {ratio:.2f} (target <= "
+        f"{RATIO_TARGET})"
     )
     print(
         f"   peak RSS of the step process: max {peak / 2**20:,.0f} MiB over rounds (target <= 1,024 MiB); "

@@ -23,7 +23,8 @@ Target (issue 15): exo polars chain / dagster hand-written <= 1.05x (median over
 exo sql chain / the DuckDB hand-written chain too.
 
     .venv/bin/python -m benchmarks.bench_run_overhead                   # 100 steps, 5 repeats
-    .venv/bin/python -m benchmarks.bench_run_overhead --what-if --sql   # + the sql chain (a target) and the catalog what-if
+    .venv/bin/python -m benchmarks.bench_run_overhead --what-if --sql   # + the sql chain (a target) and the
+                                                                        #   catalog what-if
     .venv/bin/python -m benchmarks.bench_run_overhead --timers          # + wall-clock breakdown of a step
     .venv/bin/python -m benchmarks.bench_run_overhead --profile         # + cProfile of one run per variant
 
@@ -142,7 +143,7 @@ WHAT_IF_NO_CATALOG = "exo polars chain, catalog stubbed (what-if)"
 def without_catalog(run: Callable[[], None]) -> Callable[[], None] | None:
     """`run` with exo's per-output DuckDB catalog registration replaced by a no-op (runtime patch only)."""
     try:
-        from exo_dagster.storage import duckdb_catalog as catalog
+        from exo_dagster.storage import output_views as catalog
     except ImportError:
         return None
     if not hasattr(catalog, "register_view"):
@@ -193,7 +194,7 @@ def components(folder: str, data_path: str, repeats: int) -> None:
         scan.collect_schema()
 
     def metadata_from_frame() -> None:  # the same figures from the in-memory DataFrame
-        (frame.height, frame.schema)
+        _ = (frame.height, frame.schema)
 
     def duckdb_connect() -> None:  # what satellites/tables/sql.py (via duck.connect) opens per step
         duckdb.connect().close()
@@ -230,7 +231,7 @@ def components(folder: str, data_path: str, repeats: int) -> None:
     except ImportError:
         pass
     try:
-        from exo_dagster.storage import duckdb_catalog as catalog
+        from exo_dagster.storage import output_views as catalog
 
         if hasattr(catalog, "register_view"):
             db = os.path.join(work, "catalog.duckdb")
@@ -286,6 +287,13 @@ class Timers:
             self._undo.pop()()
 
 
+def _timed_make_compute(timers: Timers, make_compute):
+    """`make_compute` whose computes are timed by `timers`."""
+    return lambda *a, **k: timers.wrap(
+        "step compute (make_compute: templates, config, satellite)", make_compute(*a, **k)
+    )
+
+
 def timer_breakdown(steps: int, data_path: str, cluster_file: str, hand_dir: str, repeats: int) -> None:
     """Per-step wall time of each piece, measured with wrappers instead of a profiler (native code counts fully)."""
     from dagster._core.storage.fs_io_manager import PickledObjectFilesystemIOManager
@@ -294,7 +302,7 @@ def timer_breakdown(steps: int, data_path: str, cluster_file: str, hand_dir: str
     from exo_dagster.storage.io_manager import ParquetTableIOManager
 
     try:
-        from exo_dagster.storage import duckdb_catalog as catalog
+        from exo_dagster.storage import output_views as catalog
     except ImportError:
         catalog = None
     print(f"\n-- where a step's time goes: wall-clock wrappers, {steps} steps, median over {repeats} runs, ms per step")
@@ -323,9 +331,7 @@ def timer_breakdown(steps: int, data_path: str, cluster_file: str, hand_dir: str
         # exo
         timers = Timers()
         original_make_compute = compiler.make_compute
-        compiler.make_compute = lambda *a, **k: timers.wrap(
-            "step compute (make_compute: templates, config, satellite)", original_make_compute(*a, **k)
-        )
+        compiler.make_compute = _timed_make_compute(timers, original_make_compute)
         try:
             job = exo_job(steps, data_path, cluster_file, BENCH_SATELLITE, "polars-chain")
         finally:
@@ -401,7 +407,7 @@ PROFILE_FUNCS = [
     ("polars: sink_parquet", "polars/lazyframe/frame.py", "sink_parquet"),
     ("polars: DataFrame.write_parquet", "polars/dataframe/frame.py", "write_parquet"),
     ("dagster: add_output_metadata", "context/output.py", "add_output_metadata"),
-    ("exo: catalog.register_view (DuckDB catalog file)", "exo_dagster/storage/duckdb_catalog.py", "register_view"),
+    ("exo: catalog.register_view (DuckDB catalog file)", "exo_dagster/storage/output_views.py", "register_view"),
     ("exo: duck.connect (new DuckDB database per call)", "exo_dagster/sdk/duck.py", "connect"),
     ("dagster: event log writes (handle_new_event)", "instance/methods/event_methods.py", "handle_new_event"),
 ]
@@ -483,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.what_if:
             patched = without_catalog(runner(jobs[TARGET_VARIANT]))
             if patched is None:
-                print("   (what-if skipped: exo_dagster.storage.duckdb_catalog.register_view not found)")
+                print("   (what-if skipped: exo_dagster.storage.output_views.register_view not found)")
             else:
                 variants[WHAT_IF_NO_CATALOG] = patched
         results = measure_interleaved(variants, repeats=args.repeats, warmup=1)

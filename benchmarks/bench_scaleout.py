@@ -288,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                     ok = len(answered) == args.rows and set(answered.values()) == {1}
                     times[mode].append((run_s, span_s))
                     print(
-                        f"  {mode} worker(s): run {run_s:6.2f} s, chunks {span_s:6.2f} s = {args.rows / span_s:7.0f} rows/s; "
+                        f"  {mode} worker(s): run {run_s:6.2f} s, chunks {span_s:6.2f} s = {args.rows / span_s:7.0f} "
+                        "rows/s; "
                         f"chunks ran on {sorted(ran_on)}; every row asked once: {ok}; loadavg {' '.join(load)}"
                     )
                     print(f"      {overheads(instance, result.run_id)}")
@@ -303,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             span_ratio = statistics.median([a[1] / b[1] for a, b in zip(times["one"], times["two"])])
             print(
                 f"\n  target: two workers >= 1.8x one worker on the chunked step: {span_ratio:.2f}x "
-                f"[{'PASS' if span_ratio >= 1.8 else 'FAIL'}]; loadavg at the end {open('/proc/loadavg').read().split()[:3]}"
+                f"[{'PASS' if span_ratio >= 1.8 else 'FAIL'}]; loadavg at the end "
+                f"{open('/proc/loadavg').read().split()[:3]}"
             )
             return 0
     finally:

@@ -105,7 +105,7 @@ def table(results: Iterable[Result], baseline: Result | None = None, title: str 
         + ([f"{r.median / baseline.median:.2f}x"] if baseline else [])
         for r in rows
     ]
-    widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(header)]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
 
     def render(cells: Sequence[str]) -> str:
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
@@ -115,7 +115,7 @@ def table(results: Iterable[Result], baseline: Result | None = None, title: str 
         out.append(title)
     out.append(render(header))
     out.append(render(["-" * w for w in widths]))
-    out.extend(render(l) for l in lines)
+    out.extend(render(line) for line in lines)
     if baseline:
         out.append(f"(ratio = median / median of baseline `{baseline.name}`)")
     return "\n".join(out)

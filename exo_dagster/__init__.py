@@ -1,6 +1,7 @@
 """exo-dagster: YAML clusters of satellites, compiled into Dagster asset graphs.
 
 The layers, each importing only those before it:
+  keys.py, errors.py  leaves every layer and satellite may import: every exo tag/metadata key; the exception root
   sdk/       what satellite authors import: SatelliteConfig, @satellite, StepContext, StoredTable, helpers; no Dagster
   spec/      YAML to a checked IR (Cluster), located errors; no Dagster
   dagster_private.py  every private Dagster name exo uses
@@ -19,7 +20,19 @@ Names below are loaded on first use, so `import exo_dagster.sdk` does not load t
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers see; at run time each name loads on first use through __getattr__
+    from exo_dagster.catalog.loading import load_cluster_file, parse_cluster
+    from exo_dagster.catalog.registry import REGISTRY, Registry, default_registry
+    from exo_dagster.compile.compiler import compile_cluster, compile_clusters
+    from exo_dagster.component import ClusterComponent
+    from exo_dagster.sdk.context import StepContext
+    from exo_dagster.sdk.satellite import SatelliteConfig, satellite
+    from exo_dagster.sdk.table import StoredTable
+    from exo_dagster.spec.errors import Diagnostic, Location, SpecError
+    from exo_dagster.spec.ir import Cluster
+    from exo_dagster.storage.io_manager import ExoParquetIOManager
 
 _EXPORTS = {
     "Cluster": "exo_dagster.spec.ir",
@@ -41,7 +54,27 @@ _EXPORTS = {
     "ClusterComponent": "exo_dagster.component",
 }
 
-__all__ = sorted(_EXPORTS)
+# a literal, so type checkers read it (tests/exo_dagster/test_package_exports.py keeps it and the
+# TYPE_CHECKING imports equal to _EXPORTS)
+__all__ = [
+    "REGISTRY",
+    "Cluster",
+    "ClusterComponent",
+    "Diagnostic",
+    "ExoParquetIOManager",
+    "Location",
+    "Registry",
+    "SatelliteConfig",
+    "SpecError",
+    "StepContext",
+    "StoredTable",
+    "compile_cluster",
+    "compile_clusters",
+    "default_registry",
+    "load_cluster_file",
+    "parse_cluster",
+    "satellite",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from exo_dagster.keys import PARTITION_TAG
 from exo_dagster.spec.errors import SpecError, render_diagnostics
 from exo_dagster.spec.untrusted_text import terminal
 
@@ -86,7 +87,8 @@ def init(folder: str, name: str | None, force: bool) -> None:
 
 
 def _require_dagster_home() -> str:
-    """The instance folder `exo run` uses: DAGSTER_HOME, created when missing; unset is a one-line error with the fix."""
+    """The instance folder `exo run` uses: DAGSTER_HOME, created when missing; unset is a one-line error with the
+    fix."""
     import os
 
     home = os.environ.get("DAGSTER_HOME")
@@ -174,8 +176,8 @@ def run(path: str, strict: bool, given: tuple[str, ...], partition_args: tuple[s
     from dagster import DagsterInstance, build_reconstructable_job, execute_job
 
     from exo_dagster.catalog.loading import load_cluster_file
-    from exo_dagster.compile.run_end import run_pending
     from exo_dagster.execution.instance_home import prepare
+    from exo_dagster.sections.run_end import run_pending
 
     path = os.path.abspath(path)
     try:
@@ -191,7 +193,7 @@ def run(path: str, strict: bool, given: tuple[str, ...], partition_args: tuple[s
     failed = 0
     with DagsterInstance.get() as instance:
         for key in keys:
-            tags = {"dagster/partition": key} if key is not None else None
+            tags = {PARTITION_TAG: key} if key is not None else None
             # not `with execute_job(...) as result`: entering it rebuilds the run's resources to load outputs,
             # which `exo run` never reads
             result = execute_job(job, instance=instance, raise_on_error=False, run_config=run_config, tags=tags)
@@ -208,13 +210,14 @@ def run(path: str, strict: bool, given: tuple[str, ...], partition_args: tuple[s
 def _partition_keys(cluster, wanted: tuple[str, ...]) -> list[str | None]:
     """The runs `exo run` makes: [None] for an unpartitioned cluster, else one per partition key asked for;
     exit 1 (nothing runs) for a missing or unknown key."""
-    from exo_dagster.compile.partitions import UnknownPartition, keys_for
+    from exo_dagster.spec_dagster.partitions import UnknownPartition, keys_for
 
-    if cluster.spec.partitions is None and not wanted:
-        return [None]
+    partitions = cluster.spec.partitions
     if not wanted:
+        if partitions is None:
+            return [None]
         click.echo(
-            f"cluster/{cluster.spec.identifier} is partitioned ({cluster.spec.partitions.kind}): "
+            f"cluster/{cluster.spec.identifier} is partitioned ({partitions.kind}): "
             "name the partitions to run with --partition KEY (repeatable) or --partition FIRST...LAST",
             err=True,
         )
@@ -227,9 +230,10 @@ def _partition_keys(cluster, wanted: tuple[str, ...]) -> list[str | None]:
 
 
 def _run_config(cluster, given: tuple[str, ...]) -> dict:
-    """`--input NAME=VALUE` pairs as the run config of the cluster's inputs; a clear error and exit 1 if they do not fit."""
+    """`--input NAME=VALUE` pairs as the run config of the cluster's inputs; a clear error and exit 1 if they do
+    not fit."""
     from exo_dagster.compile.inputs_resource import run_config
-    from exo_dagster.spec.run_inputs import InputValueError, parse_assignment
+    from exo_dagster.spec.input_values import InputValueError, parse_assignment
 
     try:
         values = dict(parse_assignment(text) for text in given)
@@ -383,9 +387,9 @@ def query(sql: str, fmt: str, max_rows: int) -> None:
     has it), e.g. `exo query "select region, revenue from orders_report.revenue"`. The catalog is opened
     read-only and the query can read only the outputs: statements that write (create, insert, copy ... to,
     attach, install, set, ...) are refused."""
-    from exo_dagster.storage.catalog_query import QueryError
-    from exo_dagster.storage.catalog_query import query as run_query
     from exo_dagster.storage.query_output import render
+    from exo_dagster.storage.views_query import QueryError
+    from exo_dagster.storage.views_query import query as run_query
 
     try:
         result = run_query(sql)
@@ -406,7 +410,7 @@ def catalog_group() -> None:
 )
 def catalog_sync(outputs: str | None) -> None:
     """Register a view for every stored output (e.g. in S3), on a host whose catalog did not see them written."""
-    from exo_dagster.storage.catalog_sync import sync
+    from exo_dagster.storage.views_sync import sync
 
     views = sync(outputs)
     click.echo(f"{len(views)} view(s): {', '.join(views)}" if views else "no outputs found")
@@ -435,8 +439,8 @@ def cache_clear(cluster: str, step: str | None) -> None:
         except SpecError as exc:
             click.echo(str(exc), err=True)
             sys.exit(1)
-    elif CLUSTER_ID.match(cluster):
-        project, name = CLUSTER_ID.match(cluster).groups()
+    elif matched := CLUSTER_ID.match(cluster):
+        project, name = matched.groups()
         job_name = asset_name(f"{project}__{name}")
     else:
         job_name = asset_name(cluster)

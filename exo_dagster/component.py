@@ -8,7 +8,7 @@ attributes:
 
 or the cluster itself, inline (`attributes: {cluster: {version: 0.0.1b, cluster: {...}}}`).
 
-It builds exactly what the repository's code location builds (`location.location_definitions`): every
+It builds exactly what the repository's code location builds (`location.checked_build`): every
 file isolated (a broken one is an `exo_errors` asset and a WARNING), configured satellites
 (`*.satellite.yaml`) found next to the clusters, and all or nothing under EXO_STRICT_LOAD=1 and Dagster's
 validation commands (`dg check defs`). An inline cluster is checked as a file of its own that is the
@@ -28,8 +28,6 @@ components fails the whole location (Dagster's duplicate-key error).
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,16 +36,13 @@ import dagster as dg
 import yaml
 from pydantic import Field
 
-from exo_dagster.compile import run_end
-from exo_dagster.compile.compiler import IO_MANAGER_KEY, run_tags
-from exo_dagster.execution import run_executor
+from exo_dagster.compile.merging import SharedParts, merged_definitions
 from exo_dagster.execution.instance_home import prepare
-from exo_dagster.location import location_definitions
-from exo_dagster.spec.ir import Cluster
-from exo_dagster.storage.intermediates import ExoIntermediatesIOManager
-from exo_dagster.storage.io_manager import ExoParquetIOManager
+from exo_dagster.location import checked_build, error_definitions
 
-INLINE = "cluster"  # the attribute that holds an inline cluster
+# Every ClusterComponent of the process hands Dagster the same IO managers and asset-job executor, which knows
+# the clusters of them all (Dagster merges the components' Definitions and allows one of each: merging.py).
+_SHARED = SharedParts()
 
 
 @dataclass(frozen=True)
@@ -64,7 +59,7 @@ def _inline_cluster(context: dg.ResolutionContext, value: Any) -> InlineCluster 
         return None
     tree = context.source_position_tree
     file = tree.position.filename if tree is not None else None
-    if not file or not os.path.isfile(file):
+    if tree is None or not file or not os.path.isfile(file):
         return InlineCluster(value)
     key = tree.lookup(list(context.path))  # the `cluster` key's position (Dagster keeps keys, not values)
     text = located_text(Path(file).read_text(encoding="utf-8"), key.start.line if key else None, list(context.path))
@@ -143,7 +138,8 @@ class ClusterComponent(dg.Component, dg.Resolvable, dg.Model):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         if self.path is None and self.cluster is None:
             raise dg.DagsterInvalidDefinitionError(
-                f"{self.__class__.__name__} in {context.path}: give `path` (cluster files or folders) or `cluster` (inline)"
+                f"{self.__class__.__name__} in {context.path}: "
+                "give `path` (cluster files or folders) or `cluster` (inline)"
             )
         base = context.path if context.path.is_dir() else context.path.parent
         paths = [self.path] if isinstance(self.path, str) else list(self.path or [])
@@ -151,7 +147,10 @@ class ClusterComponent(dg.Component, dg.Resolvable, dg.Model):
         if self.cluster is not None:
             sources[_inline_file(self.cluster, base)] = _inline_text(self.cluster)
         prepare(from_location=True)  # an empty DAGSTER_HOME gets exo's dagster.yaml (and a WARNING: instance_home.py)
-        return _shared(location_definitions([base / p for p in paths], sources=sources))
+        built = checked_build([base / p for p in paths], sources=sources)
+        return merged_definitions(
+            built.compiled, more=[error_definitions(built.broken)] if built.broken else [], shared=_SHARED
+        )
 
 
 def _inline_file(cluster: InlineCluster | dict, base: Path) -> str:
@@ -167,56 +166,3 @@ def _inline_text(cluster: InlineCluster | dict) -> str:
             return cluster.text
         cluster = cluster.data
     return yaml.safe_dump(cluster, sort_keys=False, allow_unicode=True)
-
-
-# -- what every ClusterComponent of the process shares ----------------------------------------------
-
-_lock = threading.Lock()
-_clusters: dict[str, Cluster] = {}  # job name -> cluster, of every ClusterComponent built in this process
-_executor_names: dict[str, str] = {}  # job name -> the executor its job runs on
-_io_manager = ExoParquetIOManager()
-_intermediates = ExoIntermediatesIOManager()
-_asset_executor: dg.ExecutorDefinition | None = None
-
-
-class _AllClusters(Sequence):
-    """The clusters of every ClusterComponent built so far, read when a run's executor is created."""
-
-    def _items(self) -> list[Cluster]:
-        return list(_clusters.values())
-
-    def __getitem__(self, index):
-        return self._items()[index]
-
-    def __len__(self) -> int:
-        return len(_clusters)
-
-
-def _shared(defs: dg.Definitions) -> dg.Definitions:
-    """`defs` with the process-wide IO manager and asset-job executor in place of its own."""
-    global _asset_executor
-    with _lock:
-        for job in defs.jobs or []:
-            guard = getattr(getattr(job, "executor_def", None), "exo_cluster", None)
-            if guard is not None:
-                cluster, name = guard
-                _clusters[cluster.job_name], _executor_names[cluster.job_name] = cluster, name
-        if _asset_executor is None:
-            _asset_executor = run_executor.asset_job_executor(
-                _AllClusters(),
-                _executor_names,
-                lambda chosen: run_executor.asset_run_tags(chosen, run_tags),
-                run_end.claim,
-            )
-    resources = {**(defs.resources or {}), IO_MANAGER_KEY: _io_manager, "io_manager": _intermediates}
-    return dg.Definitions(
-        assets=defs.assets,
-        asset_checks=defs.asset_checks,
-        jobs=defs.jobs,
-        schedules=defs.schedules,
-        sensors=defs.sensors,
-        resources=resources,
-        executor=_asset_executor,
-        loggers=defs.loggers,
-        metadata=defs.metadata,
-    )

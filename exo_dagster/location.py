@@ -33,10 +33,14 @@ from pathlib import Path
 
 import dagster as dg
 
+from exo_dagster import keys
 from exo_dagster.catalog import presets
 from exo_dagster.catalog.loading import load_cluster_file, parse_cluster
 from exo_dagster.catalog.registry import default_registry
-from exo_dagster.compile.compiler import compile_cluster, definitions_with_resources
+from exo_dagster.compile.compiled import CompiledCluster
+from exo_dagster.compile.compiler import compiled_cluster
+from exo_dagster.compile.merging import merged_definitions
+from exo_dagster.errors import ExoBug
 from exo_dagster.sdk.hashing import short_hash
 from exo_dagster.sdk.satellite import SatelliteDef
 from exo_dagster.sdk.sql_text import sql_name
@@ -92,14 +96,18 @@ def _looks_like_cluster(file: Path) -> bool:
 
 @dataclass
 class LocationBuild:
-    """What a location made of some cluster files holds: the healthy clusters, their Definitions
+    """What a location made of some cluster files holds: the healthy clusters compiled, their Definitions
     (resolved), and each broken file's located errors."""
 
-    clusters: list[Cluster]
+    compiled: list[CompiledCluster]
     definitions: dg.Definitions
     broken: dict[str, SpecError] = field(default_factory=dict)  # cluster and configured-satellite files
     satellites: dict[str, SatelliteDef] = field(default_factory=dict)  # configured-satellite file -> its satellite
     warnings: list[str] = field(default_factory=list)  # plugins that did not load, ids two distributions declare
+
+    @property
+    def clusters(self) -> list[Cluster]:
+        return [c.cluster for c in self.compiled]
 
     @property
     def ok(self) -> bool:
@@ -152,11 +160,11 @@ def build_location(
             clusters.append(parse_cluster(text, file, strict=strict, registry=catalog.registry))
         except SpecError as exc:
             broken[file] = exc
-    parts: list[tuple[Cluster, dg.Definitions]] = []
+    parts: list[CompiledCluster] = []
     owners: dict[tuple[str, str], Cluster] = {}
     for cluster in clusters:
         try:
-            defs = compile_cluster(cluster, with_resources=False, executor=executor)
+            compiled = compiled_cluster(cluster, executor=executor)
         except Exception as exc:  # a value Dagster refuses: located at the cluster, never a traceback
             broken[cluster.file] = _cluster_error(
                 cluster,
@@ -164,15 +172,14 @@ def build_location(
                 "fix the value named above; `exo validate` reports the same",
             )
             continue
-        clash = _claim(owners, cluster, defs)
+        clash = _claim(owners, cluster, compiled.definitions)
         if clash:
             broken[cluster.file] = clash
             continue
-        parts.append((cluster, defs))
+        parts.append(compiled)
     definitions = _resolve(parts, broken)
-    healthy = [c for c, _ in parts if c.file not in broken]
     return LocationBuild(
-        clusters=healthy,
+        compiled=[c for c in parts if c.cluster.file not in broken],
         definitions=definitions,
         broken=broken,
         satellites=catalog.loaded,
@@ -215,6 +222,8 @@ def generated_names(defs: dg.Definitions) -> set[tuple[str, str]]:
     """(kind, name) of everything in `defs` that must be unique in a code location."""
     names: set[tuple[str, str]] = set()
     for asset in defs.assets or []:
+        if not isinstance(asset, dg.AssetsDefinition):  # specs, source and cacheable assets have no ops to name
+            raise ExoBug(f"a cluster compiles to AssetsDefinitions, not {type(asset).__name__}")
         for key in asset.keys:
             names.add(("asset", key.to_user_string().lower()))
         names.update(("op", node.name) for node in _node_defs(asset.node_def))
@@ -235,18 +244,19 @@ def _node_defs(node_def) -> list:
     return out
 
 
-def _resolve(parts: list[tuple[Cluster, dg.Definitions]], broken: dict[str, SpecError]) -> dg.Definitions:
+def _resolve(parts: list[CompiledCluster], broken: dict[str, SpecError]) -> dg.Definitions:
     """All parts merged with the error assets of `broken`, and resolved once. Only if that fails, each
     part alone, to add the ones that fail to `broken` and resolve the rest."""
     try:
-        return _resolved(_location_defs([d for _, d in parts], broken))
+        return _resolved(_location_defs(parts, broken))
     except Exception:
         pass
     good = []
-    for cluster, defs in parts:
+    for part in parts:
+        cluster = part.cluster
         try:
-            _resolved(definitions_with_resources([defs]))
-            good.append((cluster, defs))
+            _resolved(merged_definitions([part]))
+            good.append(part)
         except Exception as exc:
             broken[cluster.file] = _cluster_error(
                 cluster,
@@ -254,19 +264,19 @@ def _resolve(parts: list[tuple[Cluster, dg.Definitions]], broken: dict[str, Spec
                 "fix the value named above; `exo validate` reports the same",
             )
     try:
-        return _resolved(_location_defs([d for _, d in good], broken))
+        return _resolved(_location_defs(good, broken))
     except Exception as exc:  # only a clash between clusters that each load alone: drop them all, loudly
-        for cluster, _ in good:
-            broken[cluster.file] = _cluster_error(
-                cluster,
-                f"cluster/{cluster.spec.identifier} clashes with another cluster in Dagster: {_short(exc)}",
+        for part in good:
+            broken[part.cluster.file] = _cluster_error(
+                part.cluster,
+                f"cluster/{part.cluster.spec.identifier} clashes with another cluster in Dagster: {_short(exc)}",
                 "rename one of the clusters",
             )
         return _resolved(_location_defs([], broken))
 
 
-def _location_defs(parts: list[dg.Definitions], broken: dict[str, SpecError]) -> dg.Definitions:
-    return definitions_with_resources(parts + ([error_definitions(broken)] if broken else []))
+def _location_defs(parts: list[CompiledCluster], broken: dict[str, SpecError]) -> dg.Definitions:
+    return merged_definitions(parts, more=[error_definitions(broken)] if broken else [])
 
 
 def _resolved(defs: dg.Definitions) -> dg.Definitions:
@@ -331,12 +341,12 @@ def _error_asset(file: str, exc: SpecError) -> dg.AssetsDefinition:
         f"missing from the code location until it is fixed (the other clusters are "
         f"loaded).\n\n{markdown_code(report)}",
         metadata={
-            "exo/file": terminal(file, newlines=False),
-            "exo/error": terminal(first.location if first else file, newlines=False),
-            "exo/report": dg.MetadataValue.md(markdown_code(report)),
+            keys.FILE: terminal(file, newlines=False),
+            keys.ERROR: terminal(first.location if first else file, newlines=False),
+            keys.REPORT: dg.MetadataValue.md(markdown_code(report)),
         },
         kinds={"yaml"},
-        tags={"exo/broken": ""},
+        tags={keys.BROKEN_TAG: ""},
     )
     def _broken(context):
         raise dg.Failure(
@@ -348,14 +358,6 @@ def _error_asset(file: str, exc: SpecError) -> dg.AssetsDefinition:
 
 def _kind(file: str) -> str:
     return "configured-satellite file" if presets.is_preset_file(file) else "cluster file"
-
-
-def load_clusters(paths: Iterable[str | os.PathLike], *, strict: bool = False) -> list[Cluster]:
-    """Every cluster in `paths`, checked and compiled together; SpecError with all files' errors if any fails."""
-    built = build_location(paths, strict=strict)
-    if built.broken:
-        raise built.error()
-    return built.clusters
 
 
 def env_paths() -> list[str]:
@@ -374,11 +376,11 @@ def strict_load() -> bool:
     )
 
 
-def location_definitions(
+def checked_build(
     paths: Iterable[str | os.PathLike], *, sources: Mapping[str, str | bytes] | None = None
-) -> dg.Definitions:
-    """The Definitions of a location made of `paths` (and `sources`, see build_location): broken files
-    isolated and logged, or, under strict_load(), a SpecError with every file's located errors."""
+) -> LocationBuild:
+    """build_location, with its broken files logged, or, under strict_load(), a SpecError with every file's
+    located errors."""
     built = build_location(paths, sources=sources)
     if built.broken:
         if strict_load():
@@ -392,4 +394,12 @@ def location_definitions(
             )
     for problem in built.warnings:
         log.warning("satellite catalog: %s", terminal(problem))
-    return built.definitions
+    return built
+
+
+def location_definitions(
+    paths: Iterable[str | os.PathLike], *, sources: Mapping[str, str | bytes] | None = None
+) -> dg.Definitions:
+    """The Definitions of a location made of `paths` (and `sources`, see build_location): broken files
+    isolated and logged, or, under strict_load(), a SpecError with every file's located errors."""
+    return checked_build(paths, sources=sources).definitions

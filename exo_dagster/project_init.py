@@ -19,11 +19,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from exo_dagster.errors import UserError
+
 CLUSTER_FILE = "clusters/orders.yaml"
 HOME = ".dagster"
 
 
-class InitError(Exception):
+class InitError(UserError):
     """A one-line reason `exo init` wrote nothing, with the fix."""
 
 
@@ -112,16 +114,16 @@ def _files(package: str, project: str, job: str, folder: str, home: str) -> dict
         exo = f"exo-dagster[ui,dg]>={version('exo-dagster')}"
     except PackageNotFoundError:
         exo = "exo-dagster[ui,dg]"
-    values = dict(
-        package=package,
-        project=project,
-        job=job,
-        folder=folder,
-        home=home,
-        exo=exo,
-        cluster_file=CLUSTER_FILE,
-        home_name=HOME,
-    )
+    values = {
+        "package": package,
+        "project": project,
+        "job": job,
+        "folder": folder,
+        "home": home,
+        "exo": exo,
+        "cluster_file": CLUSTER_FILE,
+        "home_name": HOME,
+    }
     return {
         "pyproject.toml": PYPROJECT.format(**values),
         "README.md": README.format(**values),

@@ -163,7 +163,8 @@ def s3_server() -> Iterator[str]:
 
 
 def _forget_s3_filesystems() -> None:
-    """s3fs caches one filesystem (and its endpoint) per set of options: a later test must not get a stopped server's."""
+    """s3fs caches one filesystem (and its endpoint) per set of options: a later test must not get a stopped
+    server's."""
     try:
         from s3fs import S3FileSystem
     except ImportError:

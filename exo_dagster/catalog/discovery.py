@@ -94,12 +94,6 @@ def scan(rescan: bool = False) -> list[Plugin]:
     return plugins()
 
 
-def load_entry_points(rescan: bool = False) -> list[Plugin]:
-    """Import every module the group names, once per process; returns every plugin, failed ones included."""
-    scan(rescan)
-    return load_for(None)
-
-
 def load_for(name: str | None) -> list[Plugin]:
     """Import the deferred plugins that the index says provide `name` (all of them for None); returns every
     plugin loaded so far. A claim names a module: the distribution's entry points at or above it are
@@ -141,7 +135,7 @@ def settled(claim: Claim) -> bool:
 
 def plugins() -> list[Plugin]:
     """The plugins loaded so far, failed ones included, in scan order."""
-    return [_plugins[k] for k in sorted(tuple(_plugins), key=lambda k: _order.get(k, len(_order)))]
+    return [_plugins[k] for k in sorted(_plugins, key=lambda k: _order.get(k, len(_order)))]
 
 
 def failed() -> list[Plugin]:

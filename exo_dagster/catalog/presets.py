@@ -205,7 +205,8 @@ class _PresetChecker:
             self.error(
                 (),
                 "a satellite file must be a mapping with `version:` and `satellite:`",
-                "start the file with `version: 0.0.1b` and a `satellite:` section (see README.md, configured satellites)",
+                "start the file with `version: 0.0.1b` and a `satellite:` section (see README.md, configured "
+                "satellites)",
             )
             return None
         try:
@@ -299,7 +300,8 @@ class _PresetChecker:
             self.error(
                 path + ("secrets",),
                 "a configured satellite cannot fix `secrets`",
-                "remove it: secrets are the cluster's; a cluster using this satellite maps them in its step's `config.secrets`",
+                "remove it: secrets are the cluster's; a cluster using this satellite maps them in its step's "
+                "`config.secrets`",
                 key=True,
             )
             config = {k: v for k, v in config.items() if k != "secrets"}

@@ -9,7 +9,6 @@ the reference cannot drift from what a cluster file is checked against.
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 import shutil
@@ -23,6 +22,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel
 
 from exo_dagster.catalog.registry import Registry, default_registry
+from exo_dagster.sdk.doc_summary import first_paragraph, first_sentence
 from exo_dagster.sdk.resources import Resources, kebab
 from exo_dagster.sdk.satellite import SatelliteDef
 
@@ -70,16 +70,9 @@ def definitions(registry: Registry) -> list[SatelliteDef]:
     return [found[i] for i in sorted(found)]
 
 
-def first_paragraph(docs: str) -> str:
-    """The docs' first paragraph, on one line."""
-    text = inspect.cleandoc(docs or "")
-    return " ".join(text.split("\n\n", 1)[0].split())
-
-
 def summary(definition: SatelliteDef) -> str:
     """One line: the first sentence of the docs."""
-    paragraph = first_paragraph(definition.docs)
-    return re.split(r"(?<=[.!?])\s+(?=[A-Z`$])", paragraph, maxsplit=1)[0]
+    return first_sentence(definition.docs)
 
 
 def resources_text(resources: Resources) -> str:
@@ -99,9 +92,10 @@ def source_of(registry: Registry, satellite_id: str) -> str | None:
     if not callable(source):
         return None
     try:
-        return source(satellite_id) or None
+        found = source(satellite_id)
     except (KeyError, LookupError):
         return None
+    return found if isinstance(found, str) and found else None
 
 
 # -- Config fields ---------------------------------------------------------------------------

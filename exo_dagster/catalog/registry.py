@@ -14,11 +14,12 @@ import difflib
 import threading
 from collections.abc import Iterable
 
+from exo_dagster.errors import UserError
 from exo_dagster.sdk.satellite import DECLARED, SATELLITE_ID, SatelliteConfig, SatelliteDef, satellite  # noqa: F401
 from exo_dagster.spec.lookup import UnknownSatellite
 
 
-class DuplicateSatellite(ValueError):
+class DuplicateSatellite(UserError, ValueError):
     """Two definitions for one id (or alias); `sources` says where each came from."""
 
     def __init__(self, name: str, sources: tuple[str, str]):
@@ -241,7 +242,9 @@ def _sync() -> Registry:
         for plugin in failures:
             _reported.add((plugin.dist, plugin.name, plugin.value))
             REGISTRY.unavailable(f"plugin {plugin.label} failed to load: {plugin.error}")
-        order = {(None, f"plugin {p.label} failed to load: {p.error}"): i for i, p in enumerate(failures)}
+        order: dict[tuple[str | None, str], int] = {
+            (None, f"plugin {p.label} failed to load: {p.error}"): i for i, p in enumerate(failures)
+        }
         # in scan order, whenever each was imported (a new list: readers in other threads never see a half-sorted one)
         REGISTRY._unavailable = sorted(REGISTRY._unavailable, key=lambda entry: order.get(entry, len(order)))
     while _synced < len(DECLARED):

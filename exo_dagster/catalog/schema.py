@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, BeforeValidator, PlainValidator, WrapValidator
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from exo_dagster.catalog import reference
 from exo_dagster.catalog.presets import PresetFile
@@ -66,11 +66,19 @@ SPEC_DOCS = {
         "description": "What the cluster does.",
         "sla": "The longest a run may take: any duration (6h, 90m, 30s, or seconds); enforced.",
         "concurrency": "At most this many runs of the cluster at once (1 or more); the rest wait in the run queue.",
-        "trigger": "What starts a run: `cron`, `files` or `after` (one of them), or a list of such triggers; `none`/`manual` or absent: launched by hand or API.",
-        "inputs": "Run inputs, `NAME: {type, default, required, description, values}`, read as `${{ inputs.NAME }}`; given at launch.",
+        "trigger": (
+            "What starts a run: `cron`, `files` or `after` (one of them), or a list of such triggers; "
+            "`none`/`manual` or absent: launched by hand or API."
+        ),
+        "inputs": (
+            "Run inputs, `NAME: {type, default, required, description, values}`, read as `${{ inputs.NAME }}`; "
+            "given at launch."
+        ),
         "retries": "Default retries of every step.",
         "retry": "How long to wait between retries (delay, backoff, jitter, max-delay).",
-        "execution": "sequential (default: each step follows the one above it) or dataflow (only references and `after:`).",
+        "execution": (
+            "sequential (default: each step follows the one above it) or dataflow (only references and `after:`)."
+        ),
         "executor": "Where steps run: local (GPU-aware processes, the default), in-process, celery or k8s.",
         "queues": "Celery queue names for GPU and CPU steps (`executor: celery`).",
         "secrets": "Named secrets, each `NAME: ${{ env.VAR }}`; a step sees only what its `config.secrets` maps.",
@@ -81,11 +89,16 @@ SPEC_DOCS = {
     "Step": {
         "name": "Shown in the UI; the identifier's default.",
         "uses": "The satellite: `satellite/<project>/<name>`, optionally `@<version>` (`exo satellites` lists them).",
-        "identifier": "How other steps refer to this one (`${{ satellites.ID.output }}`); default: the name, slugified.",
+        "identifier": (
+            "How other steps refer to this one (`${{ satellites.ID.output }}`); default: the name, slugified."
+        ),
         "description": "What the step does.",
         "retries": "Overrides the cluster's `retries`.",
         "retry": "Overrides the cluster's `retry`.",
-        "config": "The satellite's settings, checked against its Config model; values may be `${{ }}` templates; `secrets:` maps its secrets.",
+        "config": (
+            "The satellite's settings, checked against its Config model; values may be `${{ }}` templates; "
+            "`secrets:` maps its secrets."
+        ),
         "input": "The data, templated from upstream outputs (`$${{ satellites.X.output.col }}`: once per row).",
         "resources": "What the step needs: gpu, gpu-type, cpu, memory.",
         "after": "Extra upstream identifiers (dataflow mode).",
@@ -94,14 +107,19 @@ SPEC_DOCS = {
         "cache": "Reuse finished rows across runs (the per-row cache).",
         "fan-out": "Split the per-row input into chunks of `chunk-rows`.",
         "timeout": "The longest one attempt may run (a duration); then it fails and is retried.",
-        "skip-when-empty": "true: when the step's input has no rows, the step and what depends on it are skipped (not materialized).",
+        "skip-when-empty": (
+            "true: when the step's input has no rows, the step and what depends on it are skipped (not materialized)."
+        ),
     },
     "Trigger": {
         "cron": 'Five-field cron, e.g. "0 * * * *" (quote it).',
         "timezone": "An IANA name; default UTC.",
         "files": "Run when files arrive in a folder.",
         "after": "Run after another cluster's run succeeds: `cluster/<project>/<name>`.",
-        "inputs": "The run inputs of the runs this trigger launches (`NAME: value`); declared inputs not given take their defaults.",
+        "inputs": (
+            "The run inputs of the runs this trigger launches (`NAME: value`); declared inputs not given take "
+            "their defaults."
+        ),
     },
     "RunInput": {
         "type": "string, int, float, bool, date (YYYY-MM-DD), datetime (ISO 8601), list or enum.",
@@ -141,7 +159,9 @@ SPEC_DOCS = {
         "version": "Its version; default 1.0.0.",
         "uses": "The base satellite, written in Python (optionally `@version`).",
         "docs": "What it does.",
-        "config": "Fixed config, checked against the base's Config model; may use `${{ env.* }}` and `${{ cluster.* }}`.",
+        "config": (
+            "Fixed config, checked against the base's Config model; may use `${{ env.* }}` and `${{ cluster.* }}`."
+        ),
         "open": "The only config fields a cluster may set (`secrets` always may).",
     },
 }
@@ -233,7 +253,7 @@ def _all_models(models: Iterable[type[BaseModel]]) -> list[type[BaseModel]]:
 def _generate(models: list[type[BaseModel]], prefix: str) -> tuple[dict[str, dict], dict[type[BaseModel], str]]:
     """$defs of `models` and every model they nest (YAML spelling), names prefixed; each model's def name."""
     models = _all_models(models)
-    pairs = [(m, "validation") for m in models]
+    pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in models]
     refs, schema = models_json_schema(pairs, by_alias=True, ref_template="#/$defs/{model}")
     _, by_name = models_json_schema(pairs, by_alias=False, ref_template="#/$defs/{model}")
     names = {m: refs[(m, "validation")]["$ref"].removeprefix("#/$defs/") for m in models}
@@ -242,7 +262,7 @@ def _generate(models: list[type[BaseModel]], prefix: str) -> tuple[dict[str, dic
     for model, name in names.items():
         definition = renamed[prefix + name]
         python = by_name.get("$defs", {}).get(name, {}).get("properties", {})
-        _python_spellings(definition, model, list(python), prefix + name)
+        _python_spellings(definition, list(python), prefix + name)
         _reshaped_fields(definition, model)
     return renamed, {m: prefix + n for m, n in names.items()}
 
@@ -251,10 +271,10 @@ def _renamed_refs(node: Any, prefix: str) -> Any:
     if isinstance(node, dict):
         out = {}
         for key, value in node.items():
-            if key == "$ref" and isinstance(value, str) and value.startswith("#/$defs/"):
-                out[key] = _ref(prefix + value.removeprefix("#/$defs/"))
-            elif key in ("properties", "$defs", "patternProperties"):
+            if key in ("properties", "$defs", "patternProperties"):
                 out[key] = {k: _renamed_refs(v, prefix) for k, v in value.items()}
+            elif key == "$ref" and isinstance(value, str) and value.startswith("#/$defs/"):
+                out[key] = _ref(prefix + value.removeprefix("#/$defs/"))
             else:
                 out[key] = _renamed_refs(value, prefix)
         return out
@@ -263,7 +283,7 @@ def _renamed_refs(node: Any, prefix: str) -> Any:
     return node
 
 
-def _python_spellings(definition: dict, model: type[BaseModel], python_names: list[str], def_name: str) -> None:
+def _python_spellings(definition: dict, python_names: list[str], def_name: str) -> None:
     """The models accept each field's Python name too (populate_by_name): allow it, the same schema, not offered
     for completion (`doNotSuggest`, a VS Code / yaml-language-server keyword that validators ignore)."""
     props = definition.get("properties", {})
@@ -529,7 +549,7 @@ def _step_rule(definition: SatelliteDef, then: dict[str, dict]) -> dict:
     alternatives = "|".join(n.replace(".", "\\.").replace("+", "\\+") for n in names)
     accepted = [spelled for n in names for spelled in (n, f"{n}@{definition.version}")]
     summary = reference.summary(definition)
-    uses = {"enum": accepted}
+    uses: dict[str, Any] = {"enum": accepted}
     if summary:
         uses["description"] = summary
     return {

@@ -1,4 +1,4 @@
-"""The compiler: a checked Cluster in, `dagster.Definitions` out. Pure: no I/O, no network.
+"""The compiler: a checked Cluster in, its Definitions out (a CompiledCluster). Pure: no I/O, no network.
 
 Each step becomes one asset whose compute function resolves the step's templates at run
 time, validates its config, and calls the satellite; outputs are stored by the exo IO manager.
@@ -15,66 +15,45 @@ from typing import Any
 
 import dagster as dg
 
-from exo_dagster.compile import failure_section as failure
-from exo_dagster.compile import fan_out as chunked
-from exo_dagster.compile import inputs_resource, partitions, run_end, skip_gate, sla, triggers
-from exo_dagster.compile import logs_section as log_forwarding
-from exo_dagster.compile import retry_policy as retry
+from exo_dagster import keys
+from exo_dagster.compile import fan_out, inputs_resource, skip_gate, sla, triggers
+from exo_dagster.compile.compiled import CompiledCluster
+from exo_dagster.compile.merging import SharedParts, merged_definitions
+from exo_dagster.compile.step_plan import RESULT, StepPlan
 from exo_dagster.execution import launch_paths, run_executor, run_slots
 from exo_dagster.execution import tags as backend_tags
 from exo_dagster.execution.device_leases import gpu_lease
 from exo_dagster.execution.executor_choice import executor_for, resolve_executor_name
 from exo_dagster.runtime import empty_input
 from exo_dagster.runtime.step_compute import count_rows, make_compute
+from exo_dagster.sdk.doc_summary import first_sentence
 from exo_dagster.sdk.hashing import short_hash
 from exo_dagster.sdk.sql_text import sql_name
+from exo_dagster.sections import failure, run_end
+from exo_dagster.sections import logs as log_forwarding
 from exo_dagster.spec.ir import Cluster, ParsedStep, op_name
 from exo_dagster.spec.models import Resources
 from exo_dagster.spec.untrusted_text import markdown_text, terminal
+from exo_dagster.spec_dagster import partitions
+from exo_dagster.spec_dagster import retry_policy as retry
 
-IO_MANAGER_KEY = "exo_io"
+IO_MANAGER_KEY = keys.IO_MANAGER_KEY
 MAX_KINDS = 3  # Dagster shows at most three kind badges per asset
+
+
+def compile_cluster(cluster: Cluster, *, executor: str | None = None) -> dg.Definitions:
+    """One cluster's Definitions with the exo IO managers: what a script or a test runs (`resolve_job_def`).
+    `executor`: the default for clusters that name none (else EXO_EXECUTOR, else exo's local executor)."""
+    return dg.Definitions.merge(
+        compiled_cluster(cluster, executor=executor).definitions, dg.Definitions(resources=SharedParts().resources())
+    )
 
 
 def compile_clusters(
     clusters: Iterable[Cluster], *, resources: dict[str, Any] | None = None, executor: str | None = None
 ) -> dg.Definitions:
-    """Definitions for many clusters, sharing one IO manager."""
-    return definitions_with_resources(
-        [compile_cluster(c, with_resources=False, executor=executor) for c in clusters], resources
-    )
-
-
-def definitions_with_resources(parts: list[dg.Definitions], resources: dict[str, Any] | None = None) -> dg.Definitions:
-    """Compiled clusters merged into one Definitions with the shared exo IO manager."""
-    from exo_dagster.storage.intermediates import ExoIntermediatesIOManager
-    from exo_dagster.storage.io_manager import ExoParquetIOManager
-
-    merged = dg.Definitions.merge(*parts) if parts else dg.Definitions()
-    # Dagster's implicit asset job (the UI's Materialize, asset backfills) runs like the clusters' jobs
-    compiled = [
-        guard
-        for part in parts
-        for job in part.jobs or []
-        if (guard := getattr(getattr(job, "executor_def", None), "exo_cluster", None)) is not None
-    ]
-    asset_executor = run_executor.asset_job_executor(
-        [cluster for cluster, _ in compiled],
-        {cluster.job_name: name for cluster, name in compiled},
-        lambda chosen: run_executor.asset_run_tags(chosen, run_tags),
-        run_end.claim,
-    )
-    return dg.Definitions.merge(
-        merged,
-        dg.Definitions(
-            resources={
-                IO_MANAGER_KEY: ExoParquetIOManager(),
-                "io_manager": ExoIntermediatesIOManager(),
-                **(resources or {}),
-            },
-            executor=asset_executor,
-        ),
-    )
+    """Definitions for many clusters, sharing one IO manager and the asset job's executor (merging.py)."""
+    return merged_definitions([compiled_cluster(c, executor=executor) for c in clusters], resources=resources)
 
 
 def executor_name(cluster: Cluster, default: str | None = None) -> str:
@@ -90,50 +69,48 @@ def executor_name(cluster: Cluster, default: str | None = None) -> str:
 def run_tags(cluster: Cluster) -> dict[str, str]:
     """The cluster job's run tags (asset-selection runs of its steps get them too, run_executor.py)."""
     spec = cluster.spec
-    tags = {**spec.tags, "exo/cluster": spec.identifier}  # the cluster's `tags:`; exo's own keys are reserved
-    if spec.sla is not None:
-        tags["dagster/max_runtime"] = sla.max_runtime_tag(spec.sla_seconds)
-    if any(_resources(s).gpu for s in cluster.steps):
-        tags["exo/compute"] = "gpu"
+    tags = {**spec.tags, keys.CLUSTER_TAG: spec.identifier}  # the cluster's `tags:`; exo's own keys are reserved
+    seconds = spec.sla_seconds
+    if seconds is not None:
+        tags[keys.MAX_RUNTIME_TAG] = sla.max_runtime_tag(seconds)
+    tags.update(backend_tags.run_tags(_resources(s) for s in cluster.steps))  # `exo/compute: gpu`
     if spec.concurrency is not None:  # at most N runs at once: the run queue and the run guard read it
         tags[run_slots.CONCURRENCY_TAG] = run_slots.concurrency_tag(spec.concurrency, spec.identifier)
     return tags
 
 
-def compile_cluster(cluster: Cluster, *, with_resources: bool = True, executor: str | None = None) -> dg.Definitions:
-    """`executor`: the default for clusters that name none (else EXO_EXECUTOR, else exo's local executor)."""
-    group = cluster.job_name
-    by_id = {s.identifier: s for s in cluster.steps}
+def compiled_cluster(cluster: Cluster, *, executor: str | None = None) -> CompiledCluster:
+    """The cluster compiled: its assets, job, triggers and sections, with its executor and run tags as values.
+    `executor`: the default for clusters that name none (else EXO_EXECUTOR, else exo's local executor)."""
     ensure_recursion_depth(len(cluster.steps))
-    assets = [_asset(cluster, step, group, by_id) for step in cluster.steps]
-    keys = [asset_key(cluster, s.identifier) for s in cluster.steps]
+    by_id = {s.identifier: s for s in cluster.steps}
+    assets = [_asset(step_plan(cluster, step, by_id), step, cluster) for step in cluster.steps]
     spec = cluster.spec
     name = executor_name(cluster, executor)
+    tags = run_tags(cluster)
     job = dg.define_asset_job(
         name=cluster.job_name,
-        selection=dg.AssetSelection.assets(*keys),
+        selection=dg.AssetSelection.assets(*(asset_key(cluster, s.identifier) for s in cluster.steps)),
         description=markdown_text(spec.description or spec.title or f"cluster/{spec.identifier}"),
-        tags=run_tags(cluster),
-        executor_def=run_executor.guarded(executor_for(name), name, [cluster], run_tags, run_end.claim),
+        tags=tags,
+        executor_def=run_executor.guarded(executor_for(name), name, cluster, tags, run_end.claim),
     )
     if spec.partitions is not None:  # one partition per run: Dagster's CLI refuses a range; say what to run instead
         launch_paths.explain_partition_ranges()
     schedules, sensors = triggers.definitions(cluster, job)
     section_jobs = []
     for section in (failure, log_forwarding):  # the `failure:` and `logs:` sections: a job and its sensors each
-        more_jobs, more_sensors = section.definitions(cluster, job, IO_MANAGER_KEY)
+        more_jobs, more_sensors = section.definitions(cluster, IO_MANAGER_KEY)
         section_jobs += more_jobs
         sensors += more_sensors
-    resources = dict(inputs_resource.resources(cluster))  # per cluster, so merged locations keep them
-    if with_resources:
-        from exo_dagster.storage.intermediates import ExoIntermediatesIOManager
-        from exo_dagster.storage.io_manager import ExoParquetIOManager
-
-        resources[IO_MANAGER_KEY] = ExoParquetIOManager()
-        resources["io_manager"] = ExoIntermediatesIOManager()
-    return dg.Definitions(
-        assets=assets, jobs=[job, *section_jobs], schedules=schedules, sensors=sensors, resources=resources
+    definitions = dg.Definitions(
+        assets=assets,
+        jobs=[job, *section_jobs],
+        schedules=schedules,
+        sensors=sensors,
+        resources=dict(inputs_resource.resources(cluster)),  # per cluster, so merged locations keep them
     )
+    return CompiledCluster(cluster=cluster, executor_name=name, run_tags=tags, definitions=definitions)
 
 
 def asset_key(cluster: Cluster, identifier: str) -> dg.AssetKey:
@@ -154,13 +131,15 @@ def asset_tags(cluster: Cluster, step: ParsedStep) -> dict[str, str]:
 
 def description(step: ParsedStep) -> str:
     """Plain text first (the catalog and op graph show the first line unrendered): the step's name, its
-    description, then what the satellite does. The asset page renders it as markdown, so each is escaped:
-    a cluster file's text shows as written, never as links, images or HTML (spec/untrusted_text.py)."""
+    description, then what the satellite does (its docs' first sentence, whole). The asset page renders it as
+    markdown, so each is escaped: a cluster file's text shows as written, never as links, images or HTML
+    (spec/untrusted_text.py)."""
     text = markdown_text(step.spec.name)
     if step.spec.description and step.spec.description.strip() != step.spec.name:
         text += f"\n\n{markdown_text(step.spec.description.strip())}"
-    if step.satellite.docs:  # a configured satellite's docs come from its file
-        text += f"\n\n{markdown_text(f'{step.satellite.id}: {_plain(step.satellite.docs.splitlines()[0])}')}"
+    does = first_sentence(step.satellite.docs)  # a configured satellite's docs come from its file
+    if does:
+        text += f"\n\n{markdown_text(f'{step.satellite.id}: {_plain(does)}')}"
     return text
 
 
@@ -208,9 +187,9 @@ def _deps(cluster: Cluster, step: ParsedStep) -> list[str]:
     return upstream
 
 
-def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, ParsedStep]) -> dg.AssetsDefinition:
+def step_plan(cluster: Cluster, step: ParsedStep, by_id: dict[str, ParsedStep]) -> StepPlan:
+    """Everything the step's asset is built from, whichever shape it takes (step_plan.py)."""
     upstream = _deps(cluster, step)
-    ins = {f"in_{by_id[u].asset_name}": dg.AssetIn(key=asset_key(cluster, u)) for u in upstream}
     arg_to_id = {f"in_{by_id[u].asset_name}": u for u in upstream}
     previous = (
         cluster.steps[step.index - 1].identifier if step.index > 0 and cluster.spec.execution == "sequential" else None
@@ -218,7 +197,35 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, Pars
     if previous is None and len(step.references) == 1:
         previous = step.references[0]
     resources = _resources(step)
-    kinds = list(dict.fromkeys((["gpu"] if resources.gpu else []) + list(step.satellite.kinds)))[:MAX_KINDS]
+    fingerprint = json.dumps(
+        [step.satellite.id, step.satellite.version, step.config, step.spec.input], sort_keys=True, default=str
+    )
+    compute = make_compute(cluster, step, previous, roots=partitions.template_roots(cluster))
+    return StepPlan(
+        key=asset_key(cluster, step.identifier),
+        op_name=op_name(cluster, step),
+        group=cluster.job_name,
+        input_keys={arg: asset_key(cluster, u) for arg, u in arg_to_id.items()},
+        arg_to_id=arg_to_id,
+        description=description(step),
+        metadata=_metadata(cluster, step),
+        tags=asset_tags(cluster, step),
+        op_tags={keys.SATELLITE_TAG: step.satellite.name, **backend_tags.step_tags(resources, cluster.spec.queues)},
+        kinds=tuple(dict.fromkeys((["gpu"] if resources.gpu else []) + list(step.satellite.kinds)))[:MAX_KINDS],
+        owners=tuple(owners(cluster, step)),
+        code_version=short_hash(fingerprint, 16),
+        partitions_def=partitions.partitions_def(cluster),
+        retry_policy=retry.retry_policy(cluster.spec, step.spec),
+        pool=backend_tags.pool_for(resources),
+        required_resource_keys=frozenset(inputs_resource.required_keys(cluster)),
+        compute=_leased(compute) if resources.gpu else compute,
+        skip_message=_skip_message(step, upstream) if step.spec.skip_when_empty else None,
+    )
+
+
+def _metadata(cluster: Cluster, step: ParsedStep) -> dict[str, Any]:
+    """Where the step comes from, shown on its asset: satellite, catalog view, config (secrets named, never
+    valued), input, YAML location."""
     shown_config = {
         **step.config,
         **(
@@ -232,111 +239,68 @@ def _asset(cluster: Cluster, step: ParsedStep, group: str, by_id: dict[str, Pars
             else {}
         ),
     }
-    metadata = {
-        "exo/satellite": f"{step.satellite.id}@{step.satellite.version}",
-        "exo/view": f"{sql_name(cluster.spec.short_name)}.{sql_name(step.identifier)}",
-        "exo/config": dg.MetadataValue.json(shown_config),
-        "exo/input": dg.MetadataValue.json(step.spec.input),
-        "exo/source": f"{step.location}",
-        "dagster/code_references": _code_reference(cluster, step),
+    return {
+        keys.SATELLITE: f"{step.satellite.id}@{step.satellite.version}",
+        keys.VIEW: f"{sql_name(cluster.spec.short_name)}.{sql_name(step.identifier)}",
+        keys.CONFIG: dg.MetadataValue.json(shown_config),
+        keys.INPUT: dg.MetadataValue.json(step.spec.input),
+        keys.SOURCE: f"{step.location}",
+        keys.CODE_REFERENCES: _code_reference(cluster, step),
     }
-    tags = {"exo/satellite": step.satellite.name, **backend_tags.step_tags(resources, cluster.spec.queues)}
-    text = description(step)
-    key = asset_key(cluster, step.identifier)
-    fingerprint = json.dumps(
-        [step.satellite.id, step.satellite.version, step.config, step.spec.input], sort_keys=True, default=str
-    )
 
-    compute = make_compute(cluster, step, previous, roots=partitions.template_roots(cluster))
-    partitioned = partitions.partitions_def(cluster)
-    if resources.gpu:
-        compute = _leased(compute)
-    graph_kwargs = dict(  # a graph-backed asset (fan-out, skip-when-empty) shows as the single-op one does
-        group_name=group,
-        descriptions_by_output_name={"result": text},
-        metadata_by_output_name={"result": metadata},
-        tags_by_output_name={"result": {**asset_tags(cluster, step), **{f"dagster/kind/{k}": "" for k in kinds}}},
-        owners_by_output_name={"result": owners(cluster, step)},
-        code_versions_by_output_name={"result": short_hash(fingerprint, 16)},
-        partitions_def=partitioned,
-    )
-    skip = _skip_message(step, arg_to_id) if step.spec.skip_when_empty else None
+
+def _asset(plan: StepPlan, step: ParsedStep, cluster: Cluster) -> dg.AssetsDefinition:
+    """The step's asset in its shape: a fan-out graph, a gated graph (skip-when-empty) or a single op."""
     if step.spec.fan_out:
-        return sla.with_freshness(
-            chunked.graph_asset(
-                key=key,
-                name=op_name(cluster, step),
-                ins=ins,
-                chunk_rows=step.spec.fan_out.chunk_rows,
-                count_rows=lambda context, upstream: count_rows(step, {arg_to_id[k]: v for k, v in upstream.items()}),
-                compute=lambda context, upstream, chunk: compute(
-                    context, {arg_to_id[k]: v for k, v in upstream.items()}, chunk
-                ),
-                op_tags=tags,
-                io_manager_key=IO_MANAGER_KEY,
-                retry_policy=retry.retry_policy(cluster.spec, step.spec),
-                required_resource_keys=inputs_resource.required_keys(cluster),
-                asset_kwargs=graph_kwargs,
-                skip_message=skip,
-            ),
-            cluster.spec,
+        asset = fan_out.graph_asset(
+            plan, step.spec.fan_out.chunk_rows, lambda context, upstream: count_rows(step, upstream)
         )
-    if skip is not None:
-        return sla.with_freshness(
-            skip_gate.graph_asset(
-                key=key,
-                name=op_name(cluster, step),
-                ins=ins,
-                skip_message=skip,
-                compute=lambda context, upstream: compute(context, {arg_to_id[k]: v for k, v in upstream.items()}),
-                op_tags=tags,
-                gate_tags={
-                    "exo/satellite": step.satellite.name,
-                    **backend_tags.step_tags(Resources(), cluster.spec.queues),
-                },
-                pool=backend_tags.pool_for(resources),
-                io_manager_key=IO_MANAGER_KEY,
-                retry_policy=retry.retry_policy(cluster.spec, step.spec),
-                asset_kwargs=graph_kwargs,
-                required_resource_keys=inputs_resource.required_keys(cluster),
-            ),
-            cluster.spec,
-        )
+    elif plan.skip_message is not None:
+        gate = {keys.SATELLITE_TAG: step.satellite.name, **backend_tags.step_tags(Resources(), cluster.spec.queues)}
+        asset = skip_gate.graph_asset(plan, gate)
+    else:
+        asset = single_op_asset(plan)
+    return sla.with_freshness(asset, cluster.spec)
+
+
+def single_op_asset(plan: StepPlan) -> dg.AssetsDefinition:
+    """A step as one op (`multi_asset` with one output: the op is named apart from the key)."""
 
     @dg.multi_asset(
-        name=op_name(cluster, step),  # the op: identifier first (spec/ir.py), the key stays [project, cluster, id]
+        name=plan.op_name,  # the op: identifier first (spec/ir.py), the key stays [project, cluster, id]
         outs={
-            "result": dg.AssetOut(
-                key=key,
-                group_name=group,
-                description=text,
-                metadata=metadata,
-                kinds=set(kinds),
-                owners=owners(cluster, step),
-                tags=asset_tags(cluster, step),
-                io_manager_key=IO_MANAGER_KEY,
-                code_version=short_hash(fingerprint, 16),
+            RESULT: dg.AssetOut(
+                key=plan.key,
+                group_name=plan.group,
+                description=plan.description,
+                metadata=dict(plan.metadata),
+                kinds=set(plan.kinds),
+                owners=list(plan.owners),
+                tags=dict(plan.tags),
+                io_manager_key=plan.io_manager_key,
+                code_version=plan.code_version,
             )
         },
-        ins=ins,
-        op_tags=tags,
-        required_resource_keys=inputs_resource.required_keys(cluster),
-        pool=backend_tags.pool_for(resources),
-        partitions_def=partitioned,
-        retry_policy=retry.retry_policy(cluster.spec, step.spec),
+        ins=plan.ins,
+        op_tags=dict(plan.op_tags),
+        required_resource_keys=set(plan.required_resource_keys),
+        pool=plan.pool,
+        partitions_def=plan.partitions_def,
+        retry_policy=plan.retry_policy,
     )
     def _step(context, **upstream_tables):
-        return compute(context, {arg_to_id[k]: v for k, v in upstream_tables.items()})
+        return plan.compute(context, plan.upstream(upstream_tables))
 
-    return sla.with_freshness(_step, cluster.spec)
+    return _step
 
 
-def _skip_message(step: ParsedStep, arg_to_id: dict[str, str]):
-    """`skip-when-empty`: (context, upstream kwargs) -> why the step is skipped, or None (runtime/empty_input.py)."""
-    watched = set(empty_input.watched(step, arg_to_id.values()))
+def _skip_message(step: ParsedStep, upstream: list[str]):
+    """`skip-when-empty`: (context, upstream tables by identifier) -> why the step is skipped, or None
+    (runtime/empty_input.py); `upstream`: the step's upstream identifiers."""
+    watched = set(empty_input.watched(step, upstream))
 
     def message(context, upstream: dict) -> str | None:
-        return empty_input.skip_message(step, {arg_to_id[k]: v for k, v in upstream.items() if arg_to_id[k] in watched})
+        return empty_input.skip_message(step, {i: v for i, v in upstream.items() if i in watched})
 
     return message
 

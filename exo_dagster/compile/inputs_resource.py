@@ -18,8 +18,8 @@ from typing import Any
 import dagster as dg
 
 from exo_dagster.runtime.run_inputs import has_inputs, resource_key
+from exo_dagster.spec.input_values import choice_text, resolve_values
 from exo_dagster.spec.ir import Cluster
-from exo_dagster.spec.run_inputs import choice_text, resolve_values
 from exo_dagster.spec.untrusted_text import terminal
 
 _SCALARS = {"string": str, "int": int, "float": float, "bool": bool, "date": str, "datetime": str}
@@ -65,7 +65,7 @@ def _field(cluster: Cluster, name: str, declared: Any) -> dg.Field:
 
 
 def resource(cluster: Cluster) -> dg.ResourceDefinition:
-    """The resource whose value is the run's inputs, each its type's canonical value (spec/run_inputs.py)."""
+    """The resource whose value is the run's inputs, each its type's canonical value (spec/input_values.py)."""
     declared = cluster.spec.inputs
 
     def values(init_context) -> dict[str, Any]:
@@ -83,7 +83,8 @@ def resources(cluster: Cluster) -> dict[str, dg.ResourceDefinition]:
 
 
 def run_config(cluster: Cluster, given: dict[str, Any]) -> dict[str, Any]:
-    """Run config giving `given` as the cluster's inputs (a trigger's `inputs:`, `exo run --input`); {} without inputs."""
+    """Run config giving `given` as the cluster's inputs (a trigger's `inputs:`, `exo run --input`);
+    {} without inputs."""
     if not has_inputs(cluster):
         return {}
     return {"resources": {resource_key(cluster): {"config": config_values(cluster, given)}}}

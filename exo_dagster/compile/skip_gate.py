@@ -11,41 +11,30 @@ would show as a success.) A fanned-out step needs no gate: its `split` op yields
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import Any
 
 import dagster as dg
+
+from exo_dagster.compile.step_plan import RESULT, StepPlan
 
 GATE_OUTPUT = "rows"
 
 
-def graph_asset(
-    *,
-    key: dg.AssetKey,
-    name: str,
-    ins: dict[str, dg.AssetIn],
-    skip_message: Callable[[Any, dict], str | None],
-    compute: Callable[[Any, dict], Any],
-    op_tags: dict[str, str],
-    gate_tags: dict[str, str],
-    pool: str | None,
-    io_manager_key: str,
-    retry_policy: dg.RetryPolicy | None,
-    asset_kwargs: dict[str, Any],
-    required_resource_keys: set[str] = frozenset(),
-) -> dg.AssetsDefinition:
-    """`skip_message(context, upstream_kwargs)`: why to skip (logged), or None to run `compute(context, upstream_kwargs)`."""
-    op_ins = {arg: dg.In() for arg in ins}
+def graph_asset(plan: StepPlan, gate_tags: dict[str, str]) -> dg.AssetsDefinition:
+    """The step of `plan` behind a gate op (tagged `gate_tags`): `plan.skip_message(context, upstream)` says why
+    to skip (logged), or None to run `plan.compute(context, upstream)`."""
+    name, skip_message = plan.op_name, plan.skip_message
+    assert skip_message is not None, "a gated step is a skip-when-empty step"
+    op_ins = {arg: dg.In() for arg in plan.ins}
 
     @dg.op(
         name=f"{name}__gate",
         ins=op_ins,
         out={GATE_OUTPUT: dg.Out(dg.Nothing, is_required=False)},
         tags=gate_tags,
-        retry_policy=retry_policy,
+        retry_policy=plan.retry_policy,
     )
     def gate(context, **upstream):
-        message = skip_message(context, upstream)
+        message = skip_message(context, plan.upstream(upstream))
         if message:
             context.log.info(message)
             return
@@ -55,22 +44,22 @@ def graph_asset(
     @dg.op(
         name=f"{name}__step",
         ins={GATE_OUTPUT: dg.In(dg.Nothing), **op_ins},
-        out=dg.Out(io_manager_key=io_manager_key),
-        tags=op_tags,
-        pool=pool,
-        retry_policy=retry_policy,
-        required_resource_keys=set(required_resource_keys),
+        out=dg.Out(io_manager_key=plan.io_manager_key),
+        tags=dict(plan.op_tags),
+        pool=plan.pool,
+        retry_policy=plan.retry_policy,
+        required_resource_keys=set(plan.required_resource_keys),
     )
     def step(context, **upstream):
-        return compute(context, upstream)
+        return plan.compute(context, plan.upstream(upstream))
 
     def body(**upstream):
         return step.alias(name)(**{GATE_OUTPUT: gate(**upstream)}, **upstream)
 
-    body.__signature__ = inspect.Signature([inspect.Parameter(a, inspect.Parameter.KEYWORD_ONLY) for a in ins])
+    body.__signature__ = inspect.Signature([inspect.Parameter(a, inspect.Parameter.KEYWORD_ONLY) for a in plan.ins])
     return dg.AssetsDefinition.from_graph(
         dg.graph(name=name)(body),
-        keys_by_input_name={arg: asset_in.key for arg, asset_in in ins.items()},
-        keys_by_output_name={"result": key},
-        **asset_kwargs,
+        keys_by_input_name=plan.input_keys,
+        keys_by_output_name={RESULT: plan.key},
+        **plan.graph_asset_kwargs(),
     )

@@ -1,4 +1,5 @@
-"""`sla: <duration>` (6h, 90m, 5s...) -> the run's max runtime tag (set by the compiler) and a freshness policy on the cluster's assets.
+"""`sla: <duration>` (6h, 90m, 5s...) -> the run's max runtime tag (set by the compiler) and a freshness policy
+on the cluster's assets.
 
 A run that takes longer than the SLA is failed by Dagster's run monitoring (`dagster/max_runtime`).
 Freshness says when the data itself is late, which the UI shows on every asset (Dagster's freshness
@@ -34,22 +35,23 @@ def longest_cron_gap(cron: str, tz: str = "UTC") -> timedelta:
 
 def freshness_window(spec: ClusterBody) -> timedelta | None:
     """How old the cluster's data may get before the SLA is breached; None without an `sla`."""
-    if not spec.sla:
+    seconds = spec.sla_seconds if spec.sla else None
+    if seconds is None:
         return None
-    window = timedelta(seconds=spec.sla_seconds)
-    crons = [t for t in spec.triggers if t.cron]
+    window = timedelta(seconds=seconds)
+    crons = [(t.cron, t.timezone) for t in spec.triggers if t.cron]
     if crons:  # several crons: a fresh result is due at least as often as the most frequent one's longest gap
-        window += min(longest_cron_gap(t.cron, t.timezone) for t in crons)
+        window += min(longest_cron_gap(cron, tz) for cron, tz in crons)
     return window
 
 
 def freshness_policy(spec: ClusterBody) -> dg.FreshnessPolicy | None:
     """A time-window freshness policy (fail past the window, warn past the SLA's share before it)."""
-    window = freshness_window(spec)
-    if window is None:
+    window, seconds = freshness_window(spec), spec.sla_seconds
+    if window is None or seconds is None:
         return None
     window = max(window, MIN_FRESHNESS_WINDOW)  # Dagster's floor; a seconds-long SLA still bounds the run itself
-    warn = window - timedelta(seconds=spec.sla_seconds) if any(t.cron for t in spec.triggers) else None
+    warn = window - timedelta(seconds=seconds) if any(t.cron for t in spec.triggers) else None
     return dg.FreshnessPolicy.time_window(
         fail_window=window, warn_window=warn if warn and warn >= timedelta(minutes=1) else None
     )

@@ -30,10 +30,11 @@ from typing import Any
 
 import dagster as dg
 
+from exo_dagster import keys
 from exo_dagster.compile import inputs_resource
 from exo_dagster.sdk import hashing, paths
 from exo_dagster.spec.ir import Cluster, asset_name
-from exo_dagster.spec.models import CLUSTER_ID, Trigger, duration_seconds
+from exo_dagster.spec.models import CLUSTER_ID, FilesTrigger, Trigger, duration_seconds
 from exo_dagster.spec.untrusted_text import markdown_text
 
 FILES_TAG_LIMIT = 4000  # longest `exo/files` tag value; longer batches keep only the count and hash
@@ -50,12 +51,13 @@ def definitions(cluster: Cluster, job: Any) -> tuple[list[dg.ScheduleDefinition]
             continue
         seen[kind] = seen.get(kind, 0) + 1
         name = f"{cluster.job_name}__{kind}" + (f"_{seen[kind]}" if seen[kind] > 1 else "")
-        if kind == "cron":
-            schedules.append(cron_schedule(cluster, job, trigger, name))
-        elif kind == "files":
-            sensors.append(files_sensor(cluster, job, trigger, name))
-        else:
-            sensors.append(after_sensor(cluster, job, trigger, name))
+        # each builder takes its kind's own field, known to be set (Trigger has exactly one kind)
+        if trigger.cron is not None:
+            schedules.append(cron_schedule(cluster, job, trigger, trigger.cron, name))
+        elif trigger.files is not None:
+            sensors.append(files_sensor(cluster, job, trigger, trigger.files, name))
+        elif trigger.after is not None:
+            sensors.append(after_sensor(cluster, job, trigger, trigger.after, name))
     return schedules, sensors
 
 
@@ -65,36 +67,36 @@ def trigger_run_config(cluster: Cluster, trigger: Trigger) -> dict[str, Any]:
 
 
 def _tags(cluster: Cluster, kind: str) -> dict[str, str]:
-    return {"exo/cluster": cluster.spec.identifier, "exo/trigger": kind}
+    return {keys.CLUSTER_TAG: cluster.spec.identifier, keys.TRIGGER_TAG: kind}
 
 
-def cron_schedule(cluster: Cluster, job: Any, trigger: Trigger, name: str) -> dg.ScheduleDefinition:
+def cron_schedule(cluster: Cluster, job: Any, trigger: Trigger, cron: str, name: str) -> dg.ScheduleDefinition:
     spec = cluster.spec
     given = ", ".join(f"{k}={v}" for k, v in trigger.inputs.items())
     description = f"trigger.cron of cluster/{spec.identifier}" + (
         f" with inputs {markdown_text(given)}" if given else ""
     )
-    if spec.partitions is not None:  # a run per tick for the tick's partition (compile/partitions.py)
-        from exo_dagster.compile.partitions import partitioned_schedule
+    if spec.partitions is not None:  # a run per tick for the tick's partition (spec_dagster/partitions.py)
+        from exo_dagster.spec_dagster.partitions import partitioned_schedule
 
         return partitioned_schedule(
             cluster,
             job,
             name=name,
-            cron=trigger.cron,
+            cron=cron,
             timezone=trigger.timezone,
             run_config=trigger_run_config(cluster, trigger) or None,
-            tags={"exo/trigger": "cron"},
+            tags={keys.TRIGGER_TAG: "cron"},
             description=description,
         )
     return dg.ScheduleDefinition(
         name=name,
         job=job,
-        cron_schedule=trigger.cron,
+        cron_schedule=cron,
         execution_timezone=trigger.timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=description,
-        tags={"exo/trigger": "cron"},
+        tags={keys.TRIGGER_TAG: "cron"},
         run_config=trigger_run_config(cluster, trigger) or None,
     )
 
@@ -156,8 +158,7 @@ def batch_key(batch: dict[str, str]) -> str:
     return hashing.sha256_text(json.dumps(sorted(batch.items())))
 
 
-def files_sensor(cluster: Cluster, job: Any, trigger: Trigger, name: str) -> dg.SensorDefinition:
-    files = trigger.files
+def files_sensor(cluster: Cluster, job: Any, trigger: Trigger, files: FilesTrigger, name: str) -> dg.SensorDefinition:
     run_config = trigger_run_config(cluster, trigger)
     folder = paths.resolve(files.path, cluster.base_dir)
     pattern, min_age = files.pattern, duration_seconds(files.min_age)
@@ -185,9 +186,9 @@ def files_sensor(cluster: Cluster, job: Any, trigger: Trigger, name: str) -> dg.
             return dg.SkipReason(f"no new or changed files in {folder}")
         key = batch_key(batch)
         listed = json.dumps(sorted(batch))
-        tags = {**_tags(cluster, "files"), "exo/files-hash": key, "exo/files-count": str(len(batch))}
+        tags = {**_tags(cluster, "files"), keys.FILES_HASH_TAG: key, keys.FILES_COUNT_TAG: str(len(batch))}
         if len(listed) <= FILES_TAG_LIMIT:
-            tags["exo/files"] = listed
+            tags[keys.FILES_TAG] = listed
         return dg.SensorResult(
             run_requests=[dg.RunRequest(run_key=key, tags=tags, run_config=run_config)],
             cursor=json.dumps(state, sort_keys=True),
@@ -207,8 +208,7 @@ def upstream_group(reference: str) -> str:
     return asset_name(f"{match.group(1)}__{match.group(2)}")
 
 
-def after_sensor(cluster: Cluster, job: Any, trigger: Trigger, name: str) -> dg.SensorDefinition:
-    reference = trigger.after
+def after_sensor(cluster: Cluster, job: Any, trigger: Trigger, reference: str, name: str) -> dg.SensorDefinition:
     run_config = trigger_run_config(cluster, trigger)
     group = upstream_group(reference)
     if group == cluster.job_name:
@@ -230,7 +230,9 @@ def after_sensor(cluster: Cluster, job: Any, trigger: Trigger, name: str) -> dg.
         consumed = sorted((key.to_user_string(), record.storage_id) for key, record in latest.items())
         key = hashing.sha256_text(json.dumps(consumed))
         return dg.RunRequest(
-            run_key=key, tags={**_tags(cluster, "after"), "exo/after-runs": ",".join(succeeded)}, run_config=run_config
+            run_key=key,
+            tags={**_tags(cluster, "after"), keys.AFTER_RUNS_TAG: ",".join(succeeded)},
+            run_config=run_config,
         )
 
     # Dagster steers asset-to-asset automation to Declarative Automation; a sensor that launches a

@@ -20,13 +20,14 @@ from exo_dagster.dagster_private import (
     DagsterUnmetExecutorRequirementsError,
     ExecutionStep,
 )
+from exo_dagster.errors import UserError
 from exo_dagster.execution import gpus
-from exo_dagster.execution.tags import GPU_TAG
+from exo_dagster.keys import GPU_TAG
 
 LOOKAHEAD = 2  # default: GPU step processes started ahead of a free device, per device
 
 
-class NotEnoughGpus(DagsterUnmetExecutorRequirementsError):
+class NotEnoughGpus(UserError, DagsterUnmetExecutorRequirementsError):
     """A step asks for more GPUs than the executor can ever give it."""
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import dagster as dg
 
-from exo_dagster import dagster_private
+from exo_dagster import dagster_private, keys
 from exo_dagster.dagster_private import (
     MULTI_PROC_CONFIG,
     ChildProcessCrashException,
@@ -61,8 +61,8 @@ from exo_dagster.execution.device_leases import LOOKAHEAD, DevicePool, NotEnough
 from exo_dagster.execution.step_process import StepCommand, child_events, instance_modules
 from exo_dagster.execution.step_scheduler import DeviceScheduler
 
-DEVICES_METADATA = "exo/devices"
-LEASE_METADATA = "exo/lease"
+DEVICES_METADATA = keys.DEVICES
+LEASE_METADATA = keys.LEASE
 CPU_FALLBACK_ENV = "EXO_CPU_FALLBACK"
 IDLE_SLEEP = 0.003  # seconds the orchestrator sleeps when no child had news (Dagster's default poll is 20 ms per child)
 
@@ -232,12 +232,15 @@ class GpuAwareExecutor(MultiprocessExecutor):
                         active.handle_event(event)
                         if event.is_resource_init_failure:
                             step_context = plan_context.for_step(active.get_step_by_key(key))
+                            init_error = event.engine_event_data.error
+                            assert init_error is not None, "Dagster's resource init failure event carries its error"
                             failure = self.log_failure_or_retry_event_after_error(
-                                step_context, event.engine_event_data.error, active.get_known_state()
+                                step_context, init_error, active.get_known_state()
                             )
                             yield failure
                             active.handle_event(failure)
                     except ChildProcessCrashException as crash:
+                        assert crash.exit_code is not None, "Dagster raises it once the child process has exited"
                         error = serializable_error_info_from_exc_info(sys.exc_info())
                         step_context = plan_context.for_step(active.get_step_by_key(key))
                         yield DagsterEvent.engine_event(
@@ -340,7 +343,7 @@ class GpuAwareExecutor(MultiprocessExecutor):
         yield DagsterEvent.step_worker_starting(
             step_context,
             f'Launching subprocess for "{step.key}" with {what}.',
-            metadata={"exo/gpu": dg.MetadataValue.int(need)},
+            metadata={keys.GPU: dg.MetadataValue.int(need)},
         )
         try:
             for ret in child_events(multiproc_ctx, command):
@@ -359,7 +362,9 @@ class GpuAwareExecutor(MultiprocessExecutor):
                 child_conn.close()
 
 
-_fields = MULTI_PROC_CONFIG.config_type.fields
+_multiprocess_shape = MULTI_PROC_CONFIG.config_type
+assert isinstance(_multiprocess_shape, dg.Shape), "Dagster's multiprocess executor config is a Shape of fields"
+_fields = _multiprocess_shape.fields
 EXO_LOCAL_CONFIG = {
     "max_concurrent": dg.Field(
         dg.Noneable(dg.Int),
@@ -370,7 +375,8 @@ EXO_LOCAL_CONFIG = {
     "gpus": dg.Field(
         dg.Noneable([str]),
         default_value=None,
-        description=f"GPU device ids to hand out; default: {gpus.GPUS_ENV}, else CUDA_VISIBLE_DEVICES, else nvidia-smi.",
+        description=f"GPU device ids to hand out; default: {gpus.GPUS_ENV}, else CUDA_VISIBLE_DEVICES, else "
+        "nvidia-smi.",
     ),
     "cpu_fallback": dg.Field(
         dg.Noneable(bool),

@@ -18,12 +18,14 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from exo_dagster.errors import UserError
+
 GPUS_ENV = "EXO_GPUS"
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 NO_GPUS = ("", "none", "-1")
 
 
-class GpuConfigError(ValueError):
+class GpuConfigError(UserError, ValueError):
     """A device list that cannot be right (bad id, duplicate)."""
 
 

@@ -32,7 +32,7 @@ def prepare(home: str | os.PathLike | None = None, *, from_location: bool = Fals
     from exo_dagster.execution.instance_defaults import late_warning, write_instance_config
 
     path, written = write_instance_config(home)
-    if written and from_location:
+    if path is not None and written and from_location:
         logging.getLogger("exo_dagster.instance").warning(late_warning(path))
     initialise(home)
 

@@ -1,6 +1,6 @@
 """Which launch path orchestrates a run in this process, read from the running call stack.
 
-A run's `failure:`/`logs:` sections run when the process that orchestrated it ends (compile/run_end.py), so
+A run's `failure:`/`logs:` sections run when the process that orchestrated it ends (sections/run_end.py), so
 exo must know whether this process ends with its run. The command line cannot say: `dg launch` runs the job
 inside the `dg` process, a run worker that a code server spawns carries the code server's argv, and console
 scripts, `python -m` and `uv run` all name themselves differently. The stack can: a run orchestrated here runs
@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 import sys
 from types import FrameType, TracebackType
+
+from exo_dagster.execution.cluster_executor import cluster_of
 
 # (module, function) -> the launch path; the outermost one found on the stack names it (`dg launch` calls
 # `dagster job execute`'s function)
@@ -109,18 +111,17 @@ def partition_range_hint(exc: BaseException, tb: TracebackType | None) -> str | 
 
 def _clusters(local: dict) -> list:
     """The exo clusters behind the refused job or asset selection (frame locals of Dagster's CLI function)."""
-    job = local.get("job_def")
-    guard = getattr(getattr(job, "executor_def", None), "exo_cluster", None)
-    if guard is not None:
-        return [guard[0]]
+    cluster = cluster_of(local.get("job_def"))
+    if cluster is not None:
+        return [cluster]
     repo, keys = local.get("repo_def"), set(local.get("asset_keys") or ())
     if repo is None or not keys:
         return []
     found = {}
     for job in repo.get_all_jobs():
-        guard = getattr(getattr(job, "executor_def", None), "exo_cluster", None)
-        if guard is not None and any(list(k.path[:-1]) == guard[0].key_prefix for k in keys):
-            found[guard[0].job_name] = guard[0]
+        cluster = cluster_of(job)
+        if cluster is not None and any(list(k.path[:-1]) == cluster.key_prefix for k in keys):
+            found[cluster.job_name] = cluster
     return list(found.values())
 
 

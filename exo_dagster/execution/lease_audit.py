@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import dagster as dg
 
+from exo_dagster import keys
+
 
 def run_leases(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
     """[{step, devices, acquired, released}] (wall-clock seconds), `step` being the step's identifier."""
-    open_: dict[str, tuple[str, float]] = {}
+    open_: dict[str, tuple[object, object]] = {}  # step -> (devices, acquired), as the event log holds them
     out: list[dict] = []
     for record in instance.all_logs(run_id):
         event = record.dagster_event
-        meta = event.event_specific_data.metadata if event and event.is_engine_event else {}
-        if "exo/lease" not in meta:
+        if event is None or not event.is_engine_event or keys.LEASE not in event.engine_event_data.metadata:
             continue
+        meta = event.engine_event_data.metadata
+        assert record.step_key is not None, "the executor logs each lease for its step (GpuAwareExecutor._lease_event)"
         step = record.step_key.split("__", 1)[0]  # op names lead with the identifier (spec/ir.op_name)
-        if meta["exo/lease"].value == "acquired":
-            open_[step] = (meta["exo/devices"].value, meta["at"].value)
+        if meta[keys.LEASE].value == "acquired":
+            open_[step] = (meta[keys.DEVICES].value, meta["at"].value)
         else:
             devices, acquired = open_.pop(step)
             out.append({"step": step, "devices": devices, "acquired": acquired, "released": meta["at"].value})

@@ -12,18 +12,20 @@ So it is where exo:
 - holds the run until its cluster has a free slot (`concurrency:`, run_slots.py): in-process runs never
   pass through the daemon's queue;
 - enforces the SLA (`sla.SlaGuard`): with or without a daemon, a run past it fails with "SLA exceeded";
-- runs the `failure:`/`logs:` sections once the run has ended (the `at_end` the compiler passes: `compile.run_end.claim`).
+- runs the `failure:`/`logs:` sections once the run has ended (the `at_end` the compiler passes:
+  `sections.run_end.claim`).
 - warns in the run's log when the webserver or daemon that launched it predates exo's dagster.yaml
   (instance_defaults.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
 
+from exo_dagster import keys
 from exo_dagster.dagster_private import (
     DagsterEvent,
     DagsterExecutionInterruptedError,
@@ -33,23 +35,27 @@ from exo_dagster.dagster_private import (
     RetryMode,
     StepDependencyConfig,
 )
+from exo_dagster.errors import ExoBug, TransientError
 from exo_dagster.execution import instance_defaults, launch_paths, run_slots
 from exo_dagster.execution import sla_guard as sla
+from exo_dagster.execution.cluster_executor import ClusterExecutorDefinition
 from exo_dagster.runtime import run_inputs
 from exo_dagster.spec.ir import Cluster, step_of
 
-EXECUTOR_TAG = "exo/executor"
-CLUSTER_TAG = "exo/cluster"
-MAX_RUNTIME_TAG = "dagster/max_runtime"
+EXECUTOR_TAG = keys.EXECUTOR_TAG
+CLUSTER_TAG = keys.CLUSTER_TAG
+MAX_RUNTIME_TAG = keys.MAX_RUNTIME_TAG
 _RETRY_EVENTS = (dg.DagsterEventType.STEP_UP_FOR_RETRY, dg.DagsterEventType.STEP_RESTARTED)
 
 
 # Called once the run's steps are done (the compiler passes the failure/logs sections' `run_end.claim`).
 RunEnd = Callable[[dg.DagsterInstance, str, list[Cluster]], Any]
+# The run tags of an asset-selection run over some clusters (asset_run_tags)
+RunTags = Callable[[Sequence[Cluster]], Mapping[str, str]]
 
 
-class SlaExceeded(Exception):
-    """The run took longer than its cluster's `sla:` and was stopped."""
+class SlaExceeded(TransientError):
+    """The run took longer than its cluster's `sla:` and was stopped (a later run may be faster)."""
 
 
 def clusters_in_plan(clusters: Sequence[Cluster], step_keys: Sequence[str]) -> list[Cluster]:
@@ -66,7 +72,7 @@ class GuardedExecutor(Executor):
         choose,
         retries: RetryMode,
         step_dependency_config: StepDependencyConfig,
-        run_tags,
+        run_tags: RunTags,
         at_end: RunEnd,
     ):
         self._clusters, self._choose, self._retries, self._at_end = list(clusters), choose, retries, at_end
@@ -151,48 +157,73 @@ def _started(instance: dg.DagsterInstance, run_id: str) -> float | None:
 
 
 def guarded(
-    executor_def: dg.ExecutorDefinition, name: str, clusters: Sequence[Cluster], run_tags, at_end: RunEnd
-) -> dg.ExecutorDefinition:
-    """`executor_def` (a cluster job's) with exo's run tags, SLA guard and sections around every run."""
+    executor_def: dg.ExecutorDefinition, name: str, cluster: Cluster, tags: Mapping[str, str], at_end: RunEnd
+) -> ClusterExecutorDefinition:
+    """`executor_def` (a cluster job's, `name` its executor) with exo's run tags, SLA guard and sections around
+    every run; `tags` are the cluster job's run tags."""
+
+    create_inner = _creation_fn(executor_def)
 
     def create(init_context) -> Executor:
-        inner = executor_def.executor_creation_fn(init_context)
+        inner = create_inner(init_context)
         return GuardedExecutor(
-            clusters, lambda _mine: (name, inner), inner.retries, inner.step_dependency_config, run_tags, at_end
+            [cluster],
+            lambda _mine: (name, inner),
+            inner.retries,
+            inner.step_dependency_config,
+            lambda _mine: tags,
+            at_end,
         )
 
-    wrapped = dg.ExecutorDefinition(
+    return ClusterExecutorDefinition(
+        cluster=cluster,
+        executor_name=name,
         name=executor_def.name,
         config_schema=executor_def.config_schema,
         requirements=executor_def.get_requirements,
         executor_creation_fn=create,
         description=executor_def.description,
     )
-    if len(clusters) == 1:  # how the code location finds the cluster and its executor choice from a compiled job
-        wrapped.exo_cluster = (clusters[0], name)
-    return wrapped
+
+
+def _creation_fn(executor_def: dg.ExecutorDefinition) -> Callable[[Any], Executor]:
+    """The function that creates `executor_def`'s executor (every executor exo wraps has one)."""
+    create = executor_def.executor_creation_fn
+    if create is None:
+        raise ExoBug(f"executor {executor_def.name} has no executor_creation_fn")
+    return create
 
 
 def asset_job_executor(
-    clusters: Sequence[Cluster], names: dict[str, str], run_tags, at_end: RunEnd
+    clusters: Callable[[], Sequence[Cluster]],
+    executor_of: Callable[[Cluster], str],
+    tags_of: Callable[[Cluster], Mapping[str, str]],
+    at_end: RunEnd,
 ) -> dg.ExecutorDefinition:
     """The default executor of Dagster's implicit asset job: the selected steps run on the executor their
-    cluster's job uses (`names`: job name -> executor name); steps of clusters that disagree, or of a
-    cluster on Celery/Kubernetes (whose config the asset job does not carry), run on exo's local executor."""
+    cluster's job uses (`executor_of`); steps of clusters that disagree, or of a cluster on Celery/Kubernetes
+    (whose config the asset job does not carry), run on exo's local executor. `clusters()` is read when a run
+    starts (the clusters known by then); `tags_of` gives each cluster job's run tags."""
     from exo_dagster.execution.gpu_executor import EXO_LOCAL_CONFIG, exo_local_executor
+
+    create_local = _creation_fn(exo_local_executor)
 
     def create(init_context) -> Executor:
         config = init_context.executor_config
         retries = RetryMode.from_config(config["retries"])
+        if retries is None:  # `retries` is a config selector: Dagster always fills in exactly one choice
+            raise ExoBug("the executor config has no `retries` choice")
         dependency = StepDependencyConfig.from_config(config.get("step_dependency_config"))
 
         def choose(mine: list[Cluster]) -> tuple[str, Executor]:
-            chosen = {names.get(c.job_name, "local") for c in mine}
+            chosen = {executor_of(c) for c in mine}
             if chosen == {"in-process"}:
                 return "in-process", InProcessExecutor(retries=retries, step_dependency_config=dependency)
-            return "local", exo_local_executor.executor_creation_fn(init_context)
+            return "local", create_local(init_context)
 
-        return GuardedExecutor(clusters, choose, retries, dependency, run_tags, at_end)
+        return GuardedExecutor(
+            clusters(), choose, retries, dependency, lambda chosen: asset_run_tags(chosen, tags_of), at_end
+        )
 
     return dg.ExecutorDefinition(
         name="exo",
@@ -203,7 +234,7 @@ def asset_job_executor(
     )
 
 
-def asset_run_tags(clusters: Sequence[Cluster], tags_of) -> dict[str, Any]:
+def asset_run_tags(clusters: Sequence[Cluster], tags_of: Callable[[Cluster], Mapping[str, str]]) -> dict[str, Any]:
     """The run tags of an asset-selection run over `clusters`: each cluster job's tags, merged (the
     strictest SLA, GPU if any needs one, the smallest `concurrency:`)."""
     merged: dict[str, str] = {}

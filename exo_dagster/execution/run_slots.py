@@ -38,10 +38,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from exo_dagster.errors import ExoError
+from exo_dagster.keys import CONCURRENCY_TAG, SLOT_TAG
 from exo_dagster.sdk.hashing import short_hash
 
-CONCURRENCY_TAG = "exo/concurrency"
-SLOT_TAG = "exo/slot"
 POLL_SECONDS = 1.0
 CHOOSING_POLL_SECONDS = 0.05  # another run is between its two writes: a few milliseconds
 REPORT_EVERY_SECONDS = 60.0
@@ -91,7 +91,7 @@ def corrected(tags: Mapping[str, str], value: str | None) -> dict[str, str]:
     return {CONCURRENCY_TAG: ""} if current else {}
 
 
-class SlotWaitCancelled(Exception):
+class SlotWaitCancelled(ExoError):
     """The run was cancelled while it waited for a slot."""
 
 

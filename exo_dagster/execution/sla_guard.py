@@ -8,7 +8,7 @@ import threading
 import time
 
 from exo_dagster.dagster_private import DagsterExecutionInterruptedError
-from exo_dagster.sdk import step_limit
+from exo_dagster.sdk.internal import step_limit
 
 
 def max_runtime_tag(seconds: float) -> str:

@@ -18,7 +18,7 @@ from exo_dagster.dagster_private import (
     execute_command_in_child_process,
 )
 from exo_dagster.execution import device_leases
-from exo_dagster.sdk import step_limit
+from exo_dagster.sdk.internal import step_limit
 
 
 class StepCommand(MultiprocessExecutorChildProcessCommand):

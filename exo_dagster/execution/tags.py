@@ -15,17 +15,13 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from exo_dagster.keys import COMPUTE_TAG, GPU_TAG, GPU_TYPE_LABEL, RESOURCES_TAG
 from exo_dagster.spec.models import Queues, Resources
 
-GPU_TAG = "exo/gpu"
-RESOURCES_TAG = "exo/resources"
-COMPUTE_TAG = "exo/compute"
 GPU_POOL = "gpu"
 CELERY_QUEUE_TAG = "dagster-celery/queue"
 K8S_CONFIG_TAG = "dagster-k8s/config"
 K8S_GPU_RESOURCE = "nvidia.com/gpu"
-# Node label the operator puts on GPU nodes (`kubectl label node NODE exo/gpu-type=a100`).
-K8S_GPU_TYPE_LABEL = "exo/gpu-type"
 # GPU node pools are usually tainted so that only GPU pods land there (GKE/EKS/AKS convention).
 K8S_GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
@@ -59,9 +55,9 @@ def k8s_config(resources: Resources) -> dict[str, Any]:
         container.setdefault("resources", {})["limits"] = {K8S_GPU_RESOURCE: str(resources.gpu)}
         pod: dict[str, Any] = {"tolerations": [dict(K8S_GPU_TOLERATION)]}
         if resources.gpu_type:
-            pod["node_selector"] = {K8S_GPU_TYPE_LABEL: resources.gpu_type}
+            pod["node_selector"] = {GPU_TYPE_LABEL: resources.gpu_type}
             pod["tolerations"].append(
-                {"key": K8S_GPU_TYPE_LABEL, "operator": "Equal", "value": resources.gpu_type, "effect": "NoSchedule"}
+                {"key": GPU_TYPE_LABEL, "operator": "Equal", "value": resources.gpu_type, "effect": "NoSchedule"}
             )
         config["pod_spec_config"] = pod
     if container:

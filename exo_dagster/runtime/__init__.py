@@ -1,1 +1,2 @@
-"""One step at run time: its compute (templates filled, secrets resolved and masked, rows mapped), timeouts, leak guard."""
+"""One step at run time: its compute (templates filled, secrets resolved and masked, rows mapped), timeouts,
+leak guard."""

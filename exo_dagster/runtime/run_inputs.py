@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from exo_dagster.errors import UserError
+from exo_dagster.spec.input_values import InputValueError, resolve_values
 from exo_dagster.spec.ir import Cluster
-from exo_dagster.spec.run_inputs import InputValueError, resolve_values
 
 
-class InputsInvalid(Exception):
+class InputsInvalid(UserError):
     """The run's inputs do not fit their declared types; no step was run."""
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from exo_dagster.errors import UserError
 from exo_dagster.sdk.masking import (  # noqa: F401  (re-exported: the runtime masks through this module)
     FRAGMENT,
     MASK,
@@ -40,7 +41,7 @@ from exo_dagster.spec.ir import SecretSource
 BACKEND_ENV = "EXO_SECRETS_BACKEND"
 
 
-class MissingSecret(RuntimeError):
+class MissingSecret(UserError, RuntimeError):
     pass
 
 
@@ -100,7 +101,13 @@ class ChainBackend:
         return None
 
     def describe(self, name: str) -> str:
-        return " or ".join(getattr(b, "describe", lambda n: f"{type(b).__name__} `{n}`")(name) for b in self.backends)
+        return " or ".join(_described(b, name) for b in self.backends)
+
+
+def _described(backend: SecretBackend, name: str) -> str:
+    """Where `backend` looks for secret `name`, in its own words when it has a `describe`."""
+    describe = getattr(backend, "describe", None)
+    return describe(name) if describe is not None else f"{type(backend).__name__} `{name}`"
 
 
 def backend_from_spec(spec: str | None, environ: Mapping[str, str] | None = None) -> SecretBackend:
@@ -196,7 +203,8 @@ def visible_values(
     cluster: Any, step: Any, environ: Mapping[str, str] | None = None, sources: list[SecretSource] | None = None
 ) -> list[str]:
     """The values of `visible_sources` that can be read now: what this step's logs, errors and output must not show.
-    `sources`: `visible_sources(cluster, step)` found once (it depends on the spec only; the values are read each time)."""
+    `sources`: `visible_sources(cluster, step)` found once (it depends on the spec only; the values are read each
+    time)."""
     if sources is None:
         sources = visible_sources(cluster, step)
     return known_values({str(i): s for i, s in enumerate(sources)}, environ) if sources else []

@@ -5,18 +5,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import polars as pl
 from dagster import Failure, Output
 from pydantic import ValidationError
 
+from exo_dagster import keys
+from exo_dagster.errors import UserError
 from exo_dagster.runtime import run_inputs, step_failure, step_timeout
 from exo_dagster.runtime import secrets as secret_values
-from exo_dagster.sdk import allowed_paths, leak_guard, row_cache, sql_text, step_errors, templates
+from exo_dagster.sdk import row_cache, step_errors, templates
 from exo_dagster.sdk.context import StepContext
 from exo_dagster.sdk.durations import duration_seconds
+from exo_dagster.sdk.internal import leak_guard
 from exo_dagster.sdk.row_map import RowFailed
 from exo_dagster.sdk.table import StoredTable
 from exo_dagster.spec import preset_rules
@@ -24,7 +27,7 @@ from exo_dagster.spec.ir import Cluster, ParsedStep
 from exo_dagster.storage.metadata import column_schema
 
 
-class StepInputError(RuntimeError):
+class StepInputError(UserError, RuntimeError):
     """A step's templates or config could not be resolved at run time (missing env var, column...)."""
 
 
@@ -47,7 +50,6 @@ def make_resolver(
     cluster: Cluster,
     step: ParsedStep,
     tables: dict[str, StoredTable],
-    step_secrets: dict[str, str],
     environ=os.environ,
     roots: dict[str, dict[str, Any]] | None = None,
     inputs: dict[str, Any] | None = None,
@@ -57,8 +59,8 @@ def make_resolver(
     fields = cluster_fields(cluster)
 
     def resolve(ref: templates.Reference) -> Any:
-        if ref.root == "satellites":
-            table = tables[ref.satellite]
+        if (satellite := ref.satellite) is not None:  # a `satellites.` reference
+            table = tables[satellite]
             return table.column(ref.column) if ref.column else table
         if ref.root == "secrets":
             source = cluster.secrets[ref.parts[0]]
@@ -90,9 +92,10 @@ def per_row_frame(step: ParsedStep, tables: dict[str, StoredTable], resolve) -> 
     for key, raw in step.spec.input.items():
         if is_per_row(raw):
             try:
-                exprs.append(_row_expr(raw, resolve, names, _embedding(step, key)).alias(str(key)))
+                exprs.append(_row_expr(raw, resolve, names, _embedded_language(step, key)).alias(str(key)))
             except Exception as exc:
-                raise step_errors.at_key(exc, f"input.{key}")
+                step_errors.at_key(exc, f"input.{key}")
+                raise
     return source.select(exprs)
 
 
@@ -100,13 +103,13 @@ def is_per_row(raw: Any) -> bool:
     return isinstance(raw, str) and "$${{" in raw
 
 
-def _embedding(step: ParsedStep, key: Any):
+def _embedded_language(step: ParsedStep, key: Any):
     """The language a config/input field is written in (SQL, HTML), if the satellite declares one."""
-    embedding = step.satellite.embeds.get(str(key))
-    return embedding if embedding is not None and embedding.applies(step.config) else None
+    language = step.satellite.embeds.get(str(key))
+    return language if language is not None and language.applies(step.config) else None
 
 
-def _row_expr(raw: Any, resolve, names: list[str], embedding=None) -> pl.Expr:
+def _row_expr(raw: Any, resolve, names: list[str], language=None) -> pl.Expr:
     if not isinstance(raw, str) or not templates.has_template(raw):
         return pl.lit(raw)
     template = templates.parse(raw)
@@ -120,16 +123,15 @@ def _row_expr(raw: Any, resolve, names: list[str], embedding=None) -> pl.Expr:
                     f"`{piece.text}`: column `{piece.column}` is not in `{piece.satellite}`'s "
                     f"output (it has: {', '.join(names)})"
                 )
-                missing.template = piece.text
-                raise missing
+                raise step_errors.at_template(missing, piece.text)
             column = pl.col(piece.column)
-            pieces.append(embedding.column(column) if embedding is not None and embedding.column else column)
-        elif embedding is not None:
-            pieces.append(pl.lit(embedding.render(piece.text, resolve)))
+            pieces.append(language.column(column) if language is not None and language.column else column)
+        elif language is not None:
+            pieces.append(pl.lit(language.render(piece.text, resolve)))
         else:
             value = resolve(piece)
             pieces.append(pl.lit(value if template.whole else templates.as_text(value)))
-    if template.whole is not None and embedding is None:
+    if template.whole is not None and language is None:
         return pieces[0]
     return pl.concat_str([p.cast(pl.Utf8).fill_null("") for p in pieces])
 
@@ -139,14 +141,15 @@ def render_section(step: ParsedStep, section: dict[str, Any], resolve, name: str
     An error names the key it came from (`config_key`: `config.path`), so the failure points there."""
     out: dict[str, Any] = {}
     for key, value in section.items():
-        embedding = _embedding(step, key)
+        language = _embedded_language(step, key)
         try:
-            if embedding is not None and isinstance(value, str):
-                out[key] = embedding.render(value, resolve)
+            if language is not None and isinstance(value, str):
+                out[key] = language.render(value, resolve)
             else:
                 out[key] = templates.render(value, resolve)
         except Exception as exc:
-            raise step_errors.at_key(exc, f"{name}.{key}")
+            step_errors.at_key(exc, f"{name}.{key}")
+            raise
     return out
 
 
@@ -170,8 +173,7 @@ def _memo(resolve: Callable[[templates.Reference], Any]) -> Callable[[templates.
             try:
                 seen[key] = resolve(ref)
             except Exception as exc:
-                if getattr(exc, "template", None) is None:  # which template failed: the failure points at it
-                    exc.template = ref.text
+                step_errors.at_template(exc, ref.text)  # which template failed: the failure points at it
                 raise
         return seen[key]
 
@@ -217,7 +219,7 @@ def validate_config(step: ParsedStep, resolve, cluster_dir: str, hidden: list[st
         raise _at_first(step, StepInputError(_invalid(step, problems, hidden)), problems) from None
 
 
-def _at_first(step: ParsedStep, exc: StepInputError, problems: list[dict]) -> StepInputError:
+def _at_first(step: ParsedStep, exc: StepInputError, problems: Sequence[Mapping[str, Any]]) -> StepInputError:
     """The invalid config points at its first bad field, and at the template that gave it its value."""
     loc = tuple(problems[0]["loc"]) if problems else ()
     if not loc:
@@ -227,11 +229,11 @@ def _at_first(step: ParsedStep, exc: StepInputError, problems: list[dict]) -> St
         written = written.get(part) if isinstance(written, dict) else None
     if isinstance(written, str) and templates.has_template(written):
         with contextlib.suppress(templates.TemplateSyntaxError, IndexError):
-            exc.template = templates.parse(written).references[0].text
+            step_errors.at_template(exc, templates.parse(written).references[0].text)
     return step_errors.at_key(exc, "config." + ".".join(map(str, loc)))
 
 
-def _invalid(step: ParsedStep, errors: list[dict], hidden: list[str]) -> str:
+def _invalid(step: ParsedStep, errors: Sequence[Mapping[str, Any]], hidden: list[str]) -> str:
     lines = [
         f"  {'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg'].removeprefix('Value error, ')}" for e in errors
     ]
@@ -243,7 +245,7 @@ def row_identity(config: dict[str, Any], roots: dict[str, dict[str, Any]] | None
     """The config part of the per-row cache key: in a partitioned run the partition is in it, so a row
     finished for one partition is never taken as done for another (unpartitioned keys are unchanged)."""
     partition = (roots or {}).get("partition", {}).get("key")
-    return config if partition is None else {**config, "exo/partition": partition}
+    return config if partition is None else {**config, keys.PARTITION: partition}
 
 
 def make_compute(
@@ -274,11 +276,12 @@ def make_compute(
             ctx, config = prepare(context, tables, hidden)
             if chunk is not None and ctx.rows is not None:
                 ctx.rows = ctx.rows.slice(*chunk)
-        except (StepInputError, secret_values.MissingSecret, sql_text.SqlTemplateError) as exc:
-            # A user mistake, not a crash: a plain message, and no automatic retry (it cannot heal itself).
+        except UserError as exc:
+            # A user mistake (a template, config value or secret that does not resolve), not a crash: a plain
+            # message, and no automatic retry (it cannot heal itself).
             raise Failure(
                 description=secret_values.mask(step_failure.described(step, exc, str(exc)), hidden),
-                metadata={**step_failure.location_metadata(step, exc), "exo/cause": step_errors.BAD_VALUE},
+                metadata={**step_failure.location_metadata(step, exc), keys.CAUSE: step_errors.cause(exc)},
                 allow_retries=False,
             ) from None
         try:
@@ -286,13 +289,6 @@ def make_compute(
             value = step_timeout.call(
                 lambda: secret_values.mask_output(step.satellite.fn(ctx, config), hidden), timeout_s, step
             )
-        except allowed_paths.PathOutside as exc:
-            # A path outside the allowed roots is a user mistake: a plain message, never retried.
-            raise Failure(
-                description=secret_values.mask(step_failure.described(step, exc, str(exc)), hidden),
-                metadata={**step_failure.location_metadata(step, exc), "exo/cause": step_errors.PERMISSION},
-                allow_retries=False,
-            ) from None
         except RowFailed as exc:
             raise Failure(
                 description=secret_values.mask(str(exc), hidden),
@@ -301,6 +297,7 @@ def make_compute(
         except Failure:
             raise  # the satellite chose its words and whether to retry (masked on the way out)
         except Exception as exc:
+            # exo's errors by their branch of errors.ExoError (a UserError is never retried), others by their type
             error_kind = step_errors.kind(exc)
             if error_kind != step_errors.BUG:  # the satellite's message first, no stack trace, retried only if worth it
                 raise step_failure.step_failure(
@@ -314,8 +311,8 @@ def make_compute(
                 raise secret_values.masked_failure(exc, hidden) from None
             raise
         metadata = secret_values.mask_value(ctx.metadata, hidden)
-        if isinstance(metadata.get("dagster/column_schema"), dict):  # ctx.describe_output: {column: type}
-            metadata["dagster/column_schema"] = column_schema(metadata["dagster/column_schema"])
+        if isinstance(metadata.get(keys.COLUMN_SCHEMA), dict):  # ctx.describe_output: {column: type}
+            metadata[keys.COLUMN_SCHEMA] = column_schema(metadata[keys.COLUMN_SCHEMA])
         return Output(value, metadata=metadata) if metadata else value
 
     def prepare(context, tables: dict[str, StoredTable], hidden: list[str]) -> tuple[StepContext, Any]:
@@ -328,7 +325,7 @@ def make_compute(
         given = secret_values.resolve_all(step.secrets)
         values = run_inputs.step_values(cluster, context) if step.role == "main" else None
         extra = roots(context) if roots else None
-        resolve = _memo(make_resolver(cluster, step, tables, given, roots=extra, inputs=values))
+        resolve = _memo(make_resolver(cluster, step, tables, roots=extra, inputs=values))
         config = validate_config(step, resolve, cluster.base_dir, hidden)
         plain_input = render_section(
             step, {k: v for k, v in step.spec.input.items() if not is_per_row(v)}, resolve, "input"

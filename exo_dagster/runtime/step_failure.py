@@ -7,13 +7,14 @@ from typing import Any
 
 import dagster as dg
 
-from exo_dagster.sdk.step_errors import PERMANENT, cause, message
+from exo_dagster import keys
+from exo_dagster.sdk.step_errors import CONFIG_KEY_ATTR, PERMANENT, TEMPLATE_ATTR, cause, message
 
 
 def failed_key(step: Any, exc: BaseException | None) -> tuple[str | None, Any]:
     """The config/input key `exc` names (`config_key`, and `template` for a template that failed) and where
     it is written, as (dotted key, Location); (None, None) when the error names none, or one not in the file."""
-    named = getattr(exc, "config_key", None) if exc is not None else None
+    named = getattr(exc, CONFIG_KEY_ATTR, None) if exc is not None else None
     if not isinstance(named, str) or not named:
         return None, None
     known = getattr(step, "key_locations", None) or {}
@@ -21,7 +22,7 @@ def failed_key(step: Any, exc: BaseException | None) -> tuple[str | None, Any]:
     section, _, rest = head.partition(".")
     for key in (head, f"{section}." + rest.replace("_", "-").rstrip("-")):  # a field name (`folder_path`, `from_`)
         if key in known:
-            template = getattr(exc, "template", None)
+            template = getattr(exc, TEMPLATE_ATTR, None)
             spot = (getattr(step, "template_locations", None) or {}).get((key, template)) if template else None
             return key, spot or known[key]
     return None, None
@@ -32,12 +33,12 @@ def location_metadata(step: Any, exc: BaseException | None = None) -> dict[str, 
     (`exo/config-key`), else of the step; its identifier and name, its satellite."""
     key, where = failed_key(step, exc)
     meta = {
-        "exo/source": str(where or step.location),
-        "exo/step": f"{step.identifier} ({step.spec.name})",
-        "exo/satellite": f"{step.satellite.id}@{step.satellite.version}",
+        keys.SOURCE: str(where or step.location),
+        keys.STEP: f"{step.identifier} ({step.spec.name})",
+        keys.SATELLITE: f"{step.satellite.id}@{step.satellite.version}",
     }
     if key:
-        meta["exo/config-key"] = key
+        meta[keys.CONFIG_KEY] = key
     return meta
 
 
@@ -53,9 +54,9 @@ def step_failure(
     """A Failure that leads with the satellite's message, points to the YAML, and retries only if worth it."""
     meta = {
         **location_metadata(step, exc),
-        "exo/error": type(exc).__name__,
-        "exo/error-kind": error_kind,
-        "exo/cause": cause(exc),
+        keys.ERROR: type(exc).__name__,
+        keys.ERROR_KIND: error_kind,
+        keys.CAUSE: cause(exc),
         **(metadata or {}),
     }
     return dg.Failure(

@@ -1,7 +1,7 @@
 """A step's `timeout:`: one attempt that runs longer fails with a clear message and is retried by its policy.
 
 Dagster has no per-step timeout. The limit covers the whole attempt: the satellite call, and the writing of
-its output, where a lazy result (a `sql` step's DuckDB relation) actually computes (sdk/step_limit.py). At the
+its output, where a lazy result (a `sql` step's DuckDB relation) actually computes (sdk/internal/step_limit.py). At the
 deadline every DuckDB connection the step opened is interrupted, which stops a query whatever its threads. The
 satellite call is also bounded with SIGALRM where the step computes in its process's main thread (exo's local
 executor, in-process runs, `dagster job execute`): the alarm raises `StepTimeout` inside the satellite, even in a
@@ -19,8 +19,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from exo_dagster.sdk import step_limit
-from exo_dagster.sdk.step_limit import StepTimeout
+from exo_dagster.sdk.internal import step_limit
+from exo_dagster.sdk.internal.step_limit import StepTimeout
 
 
 def _text(step: Any, seconds: float) -> str:

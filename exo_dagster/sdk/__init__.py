@@ -2,7 +2,7 @@
 
     from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
 
-Helper modules (import them by name): `paths`, `allowed_paths`, `duck`, `sql_text`, `embedding`,
+Helper modules (import them by name): `paths`, `allowed_paths`, `duck`, `sql_text`, `embedded_languages`,
 `file_ops`, `row_map`, `row_cache`, `masking`, `step_errors`, `temp_files`, `target_lock`,
 `storage_options`, and one of each of these, used everywhere: `retrying` (retry with backoff),
 `atomic_write` (write beside, then rename), `hashing` (SHA-256), `tls` (the TLS context).

@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from exo_dagster.errors import UserError
 from exo_dagster.sdk import paths, templates
 
 ENV = "EXO_ALLOWED_PATHS"
 
 
-class PathOutside(PermissionError):
+class PathOutside(UserError, PermissionError):
     """A write, move or delete aimed outside the allowed roots."""
 
 

@@ -19,12 +19,13 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from exo_dagster.sdk import paths, temp_files
+from exo_dagster.sdk import paths
+from exo_dagster.sdk.internal import temp_files
 
 
 def _resolve(target: Any, fs: fsspec.AbstractFileSystem | None) -> tuple[fsspec.AbstractFileSystem | None, str]:
@@ -33,7 +34,7 @@ def _resolve(target: Any, fs: fsspec.AbstractFileSystem | None) -> tuple[fsspec.
     if fs is None and not paths.is_url(text):
         return None, text
     if fs is None:
-        fs = target.fs if hasattr(target, "fs") else fsspec.core.url_to_fs(text)[0]
+        fs = getattr(target, "fs", None) or fsspec.core.url_to_fs(text)[0]  # a UPath's own filesystem, else the URL's
     if isinstance(fs, LocalFileSystem):
         return None, fs._strip_protocol(text)
     return fs, text
@@ -62,7 +63,7 @@ def atomic_write(
     *,
     encoding: str | None = None,
     sweep: bool = True,
-) -> Iterator[IO]:
+) -> Iterator[IO[Any]]:
     """A handle on a temporary file beside `target` (`mode` "wb" or "w"); closed and moved onto `target`
     when the block ends without error. See `atomic_path` for what `target` may be."""
     if not mode.startswith("w"):
@@ -70,8 +71,12 @@ def atomic_write(
     remote, path = _resolve(target, fs)
     text = {} if "b" in mode else {"encoding": encoding}
     with _into_place(remote, path, sweep) as tmp:
-        with open(tmp, mode, **text) if remote is None else remote.open(tmp, mode, **text) as fh:
-            yield fh
+        if remote is None:
+            with open(tmp, mode, encoding=text.get("encoding")) as fh:
+                yield fh
+        else:
+            with remote.open(tmp, mode, **text) as fh:
+                yield cast(IO[Any], fh)  # an fsspec file: file-like (io.IOBase), though not typed as IO
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ from typing import Any
 
 import polars as pl
 
+from exo_dagster import keys
 from exo_dagster.sdk import paths
 from exo_dagster.sdk.table import StoredTable
 
@@ -82,7 +83,7 @@ class StepContext:
                 cache.close()
             self.metadata.update(stats.metadata())
             if stats.errors:
-                self.metadata["exo/row_errors"] = "\n".join(stats.errors)
+                self.metadata[keys.ROW_ERRORS] = "\n".join(stats.errors)
                 self.log.warning(f"{stats.failed} row(s) failed in step `{self.step}`; see the `_error` column")
 
     def describe_output(
@@ -92,12 +93,12 @@ class StepContext:
         Dagster's conventions: `dagster/row_count`, `dagster/column_schema` ({column: type}), and
         `dagster/uri` (a file or URL) or `dagster/table_name` (a database table). The IO manager then
         adds only what is missing about the stored output."""
-        self.metadata["dagster/row_count"] = int(rows)
-        self.metadata["dagster/column_schema"] = {str(name): str(dtype) for name, dtype in dict(columns).items()}
+        self.metadata[keys.ROW_COUNT] = int(rows)
+        self.metadata[keys.COLUMN_SCHEMA] = {str(name): str(dtype) for name, dtype in dict(columns).items()}
         if table_name is not None:
-            self.metadata["dagster/table_name"] = table_name
+            self.metadata[keys.TABLE_NAME] = table_name
         if uri is not None:
-            self.metadata["dagster/uri"] = uri
+            self.metadata[keys.URI] = uri
 
     def _mask_result(self, result: Any) -> Any:
         if not self.hidden:

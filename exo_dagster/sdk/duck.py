@@ -21,7 +21,7 @@ from collections.abc import Iterable
 import duckdb
 import fsspec
 
-from exo_dagster.sdk import step_limit
+from exo_dagster.sdk.internal import step_limit
 
 _OFFLINE = ("set {scope} autoinstall_known_extensions = false", "set {scope} autoload_known_extensions = false")
 _shared: duckdb.DuckDBPyConnection | None = None

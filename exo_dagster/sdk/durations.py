@@ -22,7 +22,8 @@ def duration_seconds(value: Any) -> float:
         match = _DURATION.match(str(value))
         if not match:
             raise ValueError(
-                f"{str(value)[:40]!r} is not a duration; write seconds (30) or a number with a unit: 500ms, 10s, 5m, 1h, 1d"
+                f"{str(value)[:40]!r} is not a duration; write seconds (30) or a number with a unit: 500ms, 10s, 5m, "
+                "1h, 1d"
             )
         seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     if not seconds <= MAX_DURATION_SECONDS:

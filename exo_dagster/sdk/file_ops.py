@@ -8,6 +8,7 @@ previous step's `path` column.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -117,7 +118,9 @@ def basename(url: str) -> str:
     return posixpath.basename(url.rstrip("/").replace("\\", "/"))
 
 
-def result_table(rows: pl.DataFrame, results: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+def result_table(
+    rows: pl.DataFrame, results: pl.DataFrame, schema: Mapping[str, pl.DataType | type[pl.DataType]]
+) -> pl.DataFrame:
     """One row per input path with the per-row result columns of `schema` (null where a row failed)."""
     out = rows.select("path")
     for name, dtype in schema.items():

@@ -24,7 +24,8 @@ def short_hash(text: str, length: int) -> str:
 
 
 def sha256_file(path: str | os.PathLike, fs: Any = None, chunk: int = CHUNK) -> str:
-    """The hex SHA-256 of a file's bytes, read `chunk` bytes at a time; `fs`: an fsspec filesystem, or None for a local file."""
+    """The hex SHA-256 of a file's bytes, read `chunk` bytes at a time; `fs`: an fsspec filesystem, or None for a
+    local file."""
     digest = hashlib.sha256()
     with open(path, "rb") if fs is None else fs.open(path, "rb") as fh:
         while block := fh.read(chunk):

@@ -12,8 +12,11 @@ import logging
 import re
 import traceback
 import urllib.parse
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, cast
+
+from exo_dagster import keys
+from exo_dagster.errors import ExoError
 
 MASK = "********"
 MIN_MASKED_LENGTH = 4  # shorter values would mask ordinary words; such secrets are refused by no one, but not masked
@@ -254,10 +257,10 @@ def masked_failure(exc: BaseException, values: Iterable[str]):
 
     text = mask("".join(traceback.format_exception(exc)), values)
     message = mask(f"{type(exc).__name__}: {exc}", values)
-    return Failure(description=message, metadata={"exo/traceback": MetadataValue.text(text)})
+    return Failure(description=message, metadata={keys.TRACEBACK: MetadataValue.text(text)})
 
 
-class MaskedError(Exception):
+class MaskedError(ExoError):
     """Stands in for an exception whose text held a secret and could not be masked in place (a custom `__str__`)."""
 
 
@@ -293,13 +296,13 @@ def _mask_chain(exc: BaseException, masking: Masker, seen: dict[int, BaseExcepti
     if not _shows_secret(exc, masking):
         return exc
     text = masking(f"{type(exc).__name__}: {_text(exc)}")
-    if _is_failure(exc):
+    if (failure := _as_failure(exc)) is not None:
         from dagster import Failure
 
         replacement: BaseException = Failure(
             description=masking(_text(exc)),
-            allow_retries=exc.allow_retries,
-            metadata=mask_value(dict(exc.metadata or {}), masking.values),
+            allow_retries=failure.allow_retries,
+            metadata=mask_value(dict(failure.metadata or {}), masking.values),
         )
     else:
         replacement = MaskedError(text)
@@ -316,17 +319,27 @@ def _text(exc: BaseException) -> str:
         return ""
 
 
-def _is_failure(exc: BaseException) -> bool:
-    return any(c.__name__ == "Failure" and c.__module__.startswith("dagster") for c in type(exc).__mro__)
+class _FailureLike(Protocol):
+    """What masking reads of a Dagster `Failure` (the SDK imports no Dagster, so it is recognised by name)."""
+
+    description: str | None
+    allow_retries: bool
+    metadata: Mapping[str, Any] | None
+
+
+def _as_failure(exc: BaseException) -> _FailureLike | None:
+    """`exc` when it is a Dagster `Failure`, else None."""
+    is_failure = any(c.__name__ == "Failure" and c.__module__.startswith("dagster") for c in type(exc).__mro__)
+    return cast(_FailureLike, exc) if is_failure else None
 
 
 def _shows_secret(exc: BaseException, masking: Masker) -> bool:
     """Whether what a traceback shows of `exc` (text, notes, a Failure's description and metadata) holds a secret."""
     parts = [_text(exc), *map(str, getattr(exc, "__notes__", None) or ())]
     parts += [str(getattr(exc, name)) for name in _TEXT_ATTRIBUTES if getattr(exc, name, None) is not None]
-    if _is_failure(exc):
-        parts.append(str(exc.description or ""))
-        if mask_value(dict(exc.metadata or {}), masking.values) != dict(exc.metadata or {}):
+    if (failure := _as_failure(exc)) is not None:
+        parts.append(str(failure.description or ""))
+        if mask_value(dict(failure.metadata or {}), masking.values) != dict(failure.metadata or {}):
             return True
     return any(masking.contains(part) for part in parts)
 

@@ -18,7 +18,7 @@ class StrictModel(BaseModel):
 class Resources(StrictModel):
     """What one step needs: GPUs (the local executor leases devices), and hints for Celery/Kubernetes."""
 
-    gpu: int = Field(0, ge=0, le=64)
+    gpu: int = Field(default=0, ge=0, le=64)
     gpu_type: str | None = None
-    cpu: float | None = Field(None, gt=0, le=1024)
-    memory: str | None = Field(None, pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+    cpu: float | None = Field(default=None, gt=0, le=1024)
+    memory: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")

@@ -1,7 +1,7 @@
 """The per-row result cache: a finished row is never computed (or paid for) twice.
 
 Keyed by sha256(satellite id, version, config, row content); one SQLite file per cluster in
-WAL mode. Results are committed in small transactions (sdk/row_writer.py): a row is in the cache
+WAL mode. Results are committed in small transactions (sdk/internal/row_writer.py): a row is in the cache
 only once its result is committed, and a crash loses at most the last ~100 ms of finished rows.
 
 Two tables: `rows`, indexed by key, is what look-ups read; finished rows are first appended to
@@ -26,6 +26,7 @@ from typing import Any
 
 from exo_dagster.sdk import paths
 from exo_dagster.sdk.hashing import sha256_text
+from exo_dagster.sdk.internal.row_result import result_text
 
 
 def cache_dir() -> str:
@@ -45,13 +46,13 @@ def cache_file(cluster_job_name: str, directory: str | None = None) -> str:
 
 def open_cache(location: str):
     """The cache at `location` (from cache_file): PostgreSQL for a `postgresql://` URL, else SQLite."""
-    from exo_dagster.sdk import row_cache_pg
+    from exo_dagster.sdk.internal import row_cache_pg
 
     return row_cache_pg.PostgresRowCache(location) if row_cache_pg.is_postgres(location) else RowCache(location)
 
 
 def exists(location: str) -> bool:
-    from exo_dagster.sdk import row_cache_pg
+    from exo_dagster.sdk.internal import row_cache_pg
 
     return row_cache_pg.is_postgres(location) or os.path.exists(location)
 
@@ -61,12 +62,6 @@ def _canonical(value: Any) -> str:
 
 
 canonical = _canonical
-
-
-def result_text(result: Any) -> str:
-    """A row's result as stored: its keys in the satellite's order, so a row served from the cache makes the same
-    columns, in the same order, as one computed now (a re-run's output equals the first run's)."""
-    return json.dumps(result, separators=(",", ":"), default=str, ensure_ascii=False)
 
 
 def row_key(satellite_id: str, version: str, config: Mapping[str, Any], row: Mapping[str, Any]) -> str:

@@ -3,7 +3,7 @@
 A million rows is a million calls of a function, never a million Dagster ops. Rows stream through
 in batches (never a million Python dicts at once); `concurrency` workers (threads, or coroutines on
 one event loop kept for the whole map) pull rows from the batch, and each finished row is queued to
-the row cache and group-committed (sdk/row_writer.py), so a re-run skips it. Each batch's results
+the row cache and group-committed (sdk/internal/row_writer.py), so a re-run skips it. Each batch's results
 become one Polars frame at once.
 """
 
@@ -20,14 +20,17 @@ from typing import Any
 
 import polars as pl
 
-from exo_dagster.sdk.row_cache import RowCache, row_keyer
-from exo_dagster.sdk.row_writer import RowWriter
+from exo_dagster import keys
+from exo_dagster.errors import TransientError
+from exo_dagster.sdk.internal.row_store import RowStore
+from exo_dagster.sdk.internal.row_writer import RowWriter
+from exo_dagster.sdk.row_cache import row_keyer
 
 ERROR_COLUMN = "_error"
 KEY_COLUMN = "_row_key"
 
 
-class RowFailed(RuntimeError):
+class RowFailed(TransientError, RuntimeError):
     """A row failed under `on-row-error: fail`; finished rows are already cached."""
 
 
@@ -42,11 +45,11 @@ class RowStats:
 
     def metadata(self) -> dict[str, Any]:
         return {
-            "exo/rows": self.rows,
-            "exo/rows_cached": self.cached,
-            "exo/rows_computed": self.computed,
-            "exo/rows_failed": self.failed,
-            "exo/rows_per_second": round(self.computed / self.seconds, 1) if self.seconds else 0.0,
+            keys.ROWS: self.rows,
+            keys.ROWS_CACHED: self.cached,
+            keys.ROWS_COMPUTED: self.computed,
+            keys.ROWS_FAILED: self.failed,
+            keys.ROWS_PER_SECOND: round(self.computed / self.seconds, 1) if self.seconds else 0.0,
         }
 
 
@@ -74,7 +77,7 @@ def map_rows(
     *,
     identity: tuple[str, str, Mapping[str, Any]],
     step: str,
-    cache: RowCache | None,
+    cache: RowStore | None,
     concurrency: int = 8,
     on_row_error: str = "collect",
     batch_size: int | None = None,
@@ -101,19 +104,19 @@ def map_rows(
     try:
         for batch in _batches(rows, batch_size):
             records = batch.to_dicts()
-            keys = [key_of(r) for r in records]
-            if writer is not None and not computed.isdisjoint(map(hash, keys)):
+            row_keys = [key_of(r) for r in records]
+            if writer is not None and cache is not None and not computed.isdisjoint(map(hash, row_keys)):
                 writer.flush()  # a row this map already computed again: make it visible to the look-up
                 cache.merge()
-            done = cache.get_many(keys) if cache is not None else {}
-            todo = [i for i, k in enumerate(keys) if k not in done]
+            done = cache.get_many(row_keys) if cache is not None else {}
+            todo = [i for i, k in enumerate(row_keys) if k not in done]
             if writer is not None:
-                computed.update(hash(keys[i]) for i in todo)
+                computed.update(hash(row_keys[i]) for i in todo)
             results: list[Any] = [None] * len(records)
             if todo:
-                runner.run([(i, records[i], keys[i]) for i in todo], results)
+                runner.run([(i, records[i], row_keys[i]) for i in todo], results)
             values = []
-            for i, key in enumerate(keys):
+            for i, key in enumerate(row_keys):
                 value = results[i]
                 if value is None:
                     stats.cached += 1
@@ -127,7 +130,7 @@ def map_rows(
                 else:
                     stats.computed += 1
                     values.append(value)
-            frames.append(_frame(keys, values))
+            frames.append(_frame(row_keys, values))
             stats.rows += len(records)
             if on_row_error == "fail" and stats.failed:
                 if writer is not None:
@@ -153,9 +156,9 @@ def map_rows(
     return frame
 
 
-def _frame(keys: list[str], values: list[dict]) -> pl.DataFrame:
+def _frame(row_keys: list[str], values: list[dict]) -> pl.DataFrame:
     """One batch's results as a frame: the row key first, then the result columns."""
-    frame = pl.DataFrame({KEY_COLUMN: keys}, schema={KEY_COLUMN: pl.Utf8})
+    frame = pl.DataFrame({KEY_COLUMN: row_keys}, schema={KEY_COLUMN: pl.Utf8})
     columns = pl.DataFrame(values, infer_schema_length=None) if values else None
     if columns is not None and columns.width:
         frame = frame.hstack(columns.drop(KEY_COLUMN, strict=False))

@@ -41,9 +41,9 @@ class SatelliteDef:
     aliases: tuple[str, ...] = ()
     # Extra upstream identifiers a step reads beyond its templates (e.g. table names in SQL).
     table_references: Callable[[dict[str, Any]], set[str]] | None = None
-    # Config/input fields whose text is another language (SQL, HTML): see embedding.py,
+    # Config/input fields whose text is another language (SQL, HTML): see embedded_languages.py,
     # so templated values are placed as that language's literals, never as its code.
-    embeds: dict[str, Any] = field(default_factory=dict)  # field -> embedding.Embedding
+    embeds: dict[str, Any] = field(default_factory=dict)  # field -> embedded_languages.EmbeddedLanguage
     # Config fields that an `input:` key of the same name replaces at run time (call-webhook's per-row `url`):
     # a preset's fixed fields must not be among them. None: not declared, any field may be (spec/preset_rules.py).
     overrides: tuple[str, ...] | None = None
@@ -60,6 +60,7 @@ class SatelliteDef:
 
 
 DECLARED: list[SatelliteDef] = []  # every `@satellite` without `registry=`, in declaration order
+DEFINITION_ATTR = "__exo_satellite__"  # set on each decorated function: its SatelliteDef
 
 
 def satellite(
@@ -105,7 +106,7 @@ def satellite(
             registry.add(definition)
         else:
             DECLARED.append(definition)
-        fn.__exo_satellite__ = definition
+        setattr(fn, DEFINITION_ATTR, definition)
         return fn
 
     return register

@@ -26,12 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from exo_dagster.errors import UserError
 from exo_dagster.sdk import templates
-from exo_dagster.sdk.embedding import Embedding
+from exo_dagster.sdk.embedded_languages import EmbeddedLanguage
 from exo_dagster.sdk.table import StoredTable
 
 
-class SqlTemplateError(ValueError):
+class SqlTemplateError(UserError, ValueError):
     """A template sits where no value can be placed safely; `offset` is the template's place in the query."""
 
     def __init__(self, problem: str, hint: str = "", offset: int | None = None):
@@ -253,6 +254,7 @@ def _plan(text: str) -> tuple[str, tuple[str, ...], tuple[_Token, ...], tuple[_S
         if problem is not None:  # the templates, not their placeholders, in the message
             problems.append((_unmark(problem[0], marks, refs), _unmark(problem[1], marks, refs), ref.start))
         else:
+            assert k is not None, "_where reports a placeholder that stands in no token"
             slots.append(_Slot(ref, where, at, k))
     return skeleton, tuple(marks), tuple(tokens), tuple(slots), tuple(problems)
 
@@ -447,7 +449,7 @@ def _unit(part: list[tuple[str, str, int]]) -> bool:
     return all(depth > 0 for _, _, depth in part[head:-1]) and part[-1][2] == 0
 
 
-SQL = Embedding("sql", render, check=check)
+SQL = EmbeddedLanguage("sql", render, check=check)
 
 
 def sql_name(text: str) -> str:

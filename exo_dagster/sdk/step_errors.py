@@ -11,7 +11,10 @@ wrapper and a stack trace. Errors fall in three kinds:
 - transient: the network, a timeout, HTTP 5xx/429/408: retried by the step's policy;
 - a bug (anything else, e.g. AttributeError): raised as is, stack trace and retries included.
 
-Satellites can say it themselves with `PermanentError` / `TransientError`.
+Satellites can say it themselves with `PermanentError` / `TransientError` (exo's `UserError` and
+`TransientError`, exo_dagster/errors.py); any exo error decides its kind by its type. Builtin and third-party
+exceptions (OSError, ValueError, DuckDB's and Polars' query errors, HTTP clients') are sorted by
+`_foreign_kind`, the one place that names them.
 
 Each failure also names its cause (`cause`: missing-file, permission, bad-value, remote, bug) and, where the
 satellite knows it, the config or input key that led to it (`config_key`, e.g. `path` or `input.paths`), so
@@ -20,8 +23,18 @@ satellite knows it, the config or input key that led to it (`config_key`, e.g. `
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import re
+from typing import TypeVar
+
+from exo_dagster import errors
+
+E = TypeVar("E", bound=BaseException)
+
+# attributes set on any exception (a satellite's, a library's) to say where in the YAML its cause is written
+CONFIG_KEY_ATTR = "config_key"  # the config key (`path`) or input key (`input.paths`) that led to it
+TEMPLATE_ATTR = "template"  # the `${{ }}` template whose value failed
 
 PERMANENT, TRANSIENT, BUG = "permanent", "transient", "bug"
 _STATUS = re.compile(r"\banswered (\d{3})\b")
@@ -31,7 +44,7 @@ _TRANSIENT_STATUS = {408, 425, 429}
 MISSING_FILE, PERMISSION, BAD_VALUE, REMOTE = "missing-file", "permission", "bad-value", "remote"
 
 
-class PermanentError(ValueError):
+class PermanentError(errors.UserError, ValueError):
     """Raise from a satellite for an error that no retry can fix (bad input, bad config);
     `config_key` names the config field (or `input.KEY`) that caused it."""
 
@@ -41,7 +54,7 @@ class PermanentError(ValueError):
             self.config_key = config_key
 
 
-class TransientError(RuntimeError):
+class TransientError(errors.TransientError, RuntimeError):
     """Raise from a satellite for an error worth retrying (a service that is down or busy)."""
 
     def __init__(self, *args, config_key: str | None = None):
@@ -50,7 +63,7 @@ class TransientError(RuntimeError):
             self.config_key = config_key
 
 
-class MissingFile(FileNotFoundError):
+class MissingFile(errors.UserError, FileNotFoundError):
     """A file (or folder) the step reads is not there: says so, with the absolute path it looked at."""
 
     def __init__(self, path: str, satellite: str = "", *, what: str = "file", config_key: str | None = None):
@@ -66,13 +79,20 @@ class MissingFile(FileNotFoundError):
         return (type(self), (self.filename, self.satellite), {"what": self.what, **self.__dict__})
 
 
-def at_key(exc: BaseException, key: str) -> BaseException:
+def at_key(exc: E, key: str) -> E:
     """Mark `exc` as caused by config key `key` (or `input.KEY`), unless a deeper layer already named one."""
-    if getattr(exc, "config_key", None) is None:
-        try:
-            exc.config_key = key
-        except AttributeError:  # an exception type without a __dict__: nothing to point at
-            pass
+    return _marked(exc, CONFIG_KEY_ATTR, key)
+
+
+def at_template(exc: E, text: str) -> E:
+    """Mark `exc` as raised by the value of template `text`, unless a deeper layer already named one."""
+    return _marked(exc, TEMPLATE_ATTR, text)
+
+
+def _marked(exc: E, attribute: str, value: str) -> E:
+    if getattr(exc, attribute, None) is None:
+        with contextlib.suppress(AttributeError):  # an exception type without a __dict__: nothing to point at
+            setattr(exc, attribute, value)
     return exc
 
 
@@ -85,11 +105,20 @@ def _module(exc: BaseException) -> str:
 
 
 def kind(exc: BaseException) -> str:
-    """PERMANENT, TRANSIENT or BUG for a satellite's exception."""
-    if isinstance(exc, TransientError):
+    """PERMANENT, TRANSIENT or BUG for a satellite's exception: exo's own errors by their branch of the root
+    (exo_dagster/errors.py), any other by `_foreign_kind`."""
+    if isinstance(exc, errors.TransientError):
         return TRANSIENT
-    if isinstance(exc, PermanentError):
+    if isinstance(exc, errors.UserError):
         return PERMANENT
+    if isinstance(exc, errors.ExoBug):
+        return BUG
+    return _foreign_kind(exc)
+
+
+def _foreign_kind(exc: BaseException) -> str:
+    """The kind of an exception exo did not raise on purpose: an HTTP status, the builtin OSError/ValueError
+    families, DuckDB's and Polars' errors about the query or the data (the third-party types recognised)."""
     status = _http_status(exc)
     if status is not None:
         return TRANSIENT if status >= 500 or status in _TRANSIENT_STATUS else PERMANENT
@@ -141,10 +170,10 @@ def cause(exc: BaseException) -> str:
     if isinstance(exc, PermissionError):
         return PERMISSION
     if (
-        isinstance(exc, TransientError)
+        isinstance(exc, errors.TransientError)
         or _http_status(exc) is not None
         or _module(exc) == "smtplib"
-        or (kind(exc) == TRANSIENT and not isinstance(exc, PermanentError))
+        or (kind(exc) == TRANSIENT and not isinstance(exc, errors.UserError))
     ):
         return REMOTE
     return BUG if kind(exc) == BUG else BAD_VALUE

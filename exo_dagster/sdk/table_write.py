@@ -8,8 +8,9 @@ from typing import Any
 import polars as pl
 from upath import UPath
 
-from exo_dagster.sdk import paths, step_limit
+from exo_dagster.sdk import paths
 from exo_dagster.sdk.atomic_write import atomic_path, atomic_write
+from exo_dagster.sdk.internal import step_limit
 from exo_dagster.sdk.step_errors import PermanentError
 from exo_dagster.sdk.table import StoredTable
 
@@ -34,7 +35,8 @@ def to_frame(obj: Any) -> Any:
     if isinstance(obj, list):
         return pl.DataFrame(obj)
     raise TypeError(
-        f"a satellite must return a table (polars DataFrame/LazyFrame, DuckDB relation or list of dicts), got {type(obj).__name__}"
+        "a satellite must return a table (polars DataFrame/LazyFrame, DuckDB relation or list of dicts), got "
+        f"{type(obj).__name__}"
     )
 
 
@@ -105,6 +107,13 @@ def _bits(dtype: pl.DataType) -> int:
     return int("".join(ch for ch in cls.__name__ if ch.isdigit()) or 0)
 
 
+def _int_bounds(column: pl.Series) -> tuple[int, int]:
+    """The smallest and the largest value of an integer column that holds at least one."""
+    lowest, highest = column.min(), column.max()
+    assert isinstance(lowest, int) and isinstance(highest, int), "an integer column with a value has int bounds"
+    return lowest, highest
+
+
 def _fits(column: pl.Series, stored: pl.DataType) -> bool:
     """Whether every incoming value goes into a stored column of type `stored` unchanged: integers within its
     range, integers a float holds exactly, a decimal with no fewer digits, a finer time unit, ..."""
@@ -114,10 +123,12 @@ def _fits(column: pl.Series, stored: pl.DataType) -> bool:
     if have.is_integer() and stored.is_integer():  # every value within the stored type's range
         bits = _bits(stored)
         low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if stored.is_signed_integer() else (0, 2**bits - 1)
-        return low <= column.min() and column.max() <= high
+        lowest, highest = _int_bounds(column)
+        return low <= lowest and highest <= high
     if have.is_integer() and stored.is_float():
         exact = 2 ** (53 if stored == pl.Float64 else 24)  # integers a float holds exactly
-        return -exact <= column.min() and column.max() <= exact
+        lowest, highest = _int_bounds(column)
+        return -exact <= lowest and highest <= exact
     if have == pl.Float32 and stored == pl.Float64:
         return True
     if isinstance(have, pl.Decimal) and isinstance(stored, pl.Decimal):

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 from filelock import FileLock, Timeout
 
+from exo_dagster.errors import TransientError
 from exo_dagster.sdk import paths
 from exo_dagster.sdk.hashing import short_hash
 
@@ -22,7 +23,7 @@ ENV = "EXO_LOCK_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
 
 
-class TargetBusy(TimeoutError):
+class TargetBusy(TransientError, TimeoutError):
     """Another run held the target longer than the wait allows."""
 
 

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from exo_dagster.errors import UserError
+
 CLUSTER_FIELDS = ("identifier", "title", "description", "trigger", "sla", "project", "name")
 FAILURE_FIELDS = ("step", "error", "run-id", "rows")
 PARTITION_FIELDS = ("key", "start", "end")
@@ -23,7 +25,7 @@ _OPEN = re.compile(r"(\$?)\$\{\{")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 
 
-class TemplateSyntaxError(ValueError):
+class TemplateSyntaxError(UserError, ValueError):
     """Bad template text; `offset` is where in the string it went wrong."""
 
     def __init__(self, message: str, offset: int, hint: str):

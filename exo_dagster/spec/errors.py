@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from exo_dagster.errors import UserError
 from exo_dagster.spec.untrusted_text import terminal
 
 
@@ -66,7 +67,7 @@ def _quoted(location: Location, source_lines: list[str] | None) -> list[str]:
 
 
 @dataclass
-class SpecError(Exception):
+class SpecError(UserError):
     """All errors found in one or more cluster files; its str() is the user-facing report."""
 
     diagnostics: list[Diagnostic]

@@ -22,13 +22,14 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from yaml.events import (
     AliasEvent,
     DocumentEndEvent,
     DocumentStartEvent,
+    Event,
     MappingEndEvent,
     MappingStartEvent,
     ScalarEvent,
@@ -78,7 +79,13 @@ class LocatedDocument:
         return self.locations.get((), Location(self.file, 1, 1))
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+if TYPE_CHECKING:  # both loaders offer the parser, resolver and constructor API used here
+    from yaml import CSafeLoader as _BaseLoader
+else:  # libyaml's safe loader where PyYAML was built with it
+    _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):
     """libyaml's safe loader where available (about 3x faster), else PyYAML's. We use its event
     parser, tag resolver and scalar constructors; composition is ours (see module docstring)."""
 
@@ -95,6 +102,11 @@ def _loc(file: str, mark: yaml.Mark | None) -> Location:
     return Location(file, mark.line + 1, mark.column + 1) if mark is not None else Location(file, 1, 1)
 
 
+def _event_loc(file: str, event: Event | None) -> Location:
+    """Where a parser event starts (the parser's type allows None, which it never returns inside a stream)."""
+    return _loc(file, event.start_mark if event is not None else None)
+
+
 def decode(data: bytes, file: str) -> tuple[str | None, list[Diagnostic]]:
     """Bytes of a cluster file as text; a located error for bytes that are not UTF-8."""
     if len(data) > MAX_FILE_BYTES:
@@ -105,7 +117,7 @@ def decode(data: bytes, file: str) -> tuple[str | None, list[Diagnostic]]:
                 "split it into several cluster files",
             )
         ]
-    if data.startswith(b"\xff\xfe") or data.startswith(b"\xfe\xff"):
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         return None, [
             Diagnostic(
                 Location(file, 1, 1),
@@ -179,6 +191,10 @@ def load_located(text: str | bytes, file: str) -> tuple[LocatedDocument, list[Di
 
 class _Frame:
     __slots__ = ("node", "anchor", "size", "key")
+    node: Node
+    anchor: str | None
+    size: int
+    key: Node | None  # a mapping's key waiting for its value
 
     def __init__(self, node: Node, anchor: str | None):
         self.node, self.anchor, self.size, self.key = node, anchor, 1, None
@@ -192,7 +208,7 @@ def _compose(loader: _Loader, file: str) -> Node | None:
         return None
     start = loader.get_event()
     if not isinstance(start, DocumentStartEvent):  # pragma: no cover - the parser guarantees it
-        raise _Stop(Diagnostic(_loc(file, start.start_mark), "YAML syntax error: expected a document", _QUOTE_HINT))
+        raise _Stop(Diagnostic(_event_loc(file, start), "YAML syntax error: expected a document", _QUOTE_HINT))
     anchors: dict[str, tuple[Node, int | None]] = {}  # size None: the anchored collection is still open
     stack: list[_Frame] = []
     root: list[Node] = []
@@ -268,17 +284,17 @@ def _compose(loader: _Loader, file: str) -> Node | None:
                 anchors[frame.anchor] = (frame.node, frame.size)
             add(frame.node, frame.size)
         else:  # pragma: no cover - the parser emits nothing else inside a document
-            raise _Stop(Diagnostic(_loc(file, event.start_mark), "YAML syntax error: unexpected event", _QUOTE_HINT))
+            raise _Stop(Diagnostic(_event_loc(file, event), "YAML syntax error: unexpected event", _QUOTE_HINT))
     end = loader.get_event()
     if not isinstance(end, DocumentEndEvent):  # pragma: no cover
         raise _Stop(
-            Diagnostic(_loc(file, end.start_mark), "YAML syntax error: expected the end of the document", _QUOTE_HINT)
+            Diagnostic(_event_loc(file, end), "YAML syntax error: expected the end of the document", _QUOTE_HINT)
         )
     if not loader.check_event(StreamEndEvent):
         extra = loader.get_event()
         raise _Stop(
             Diagnostic(
-                _loc(file, extra.start_mark),
+                _event_loc(file, extra),
                 "a cluster file holds one YAML document; found a second one",
                 "remove the `---` line and what follows, or split it into its own file",
             )
@@ -308,6 +324,7 @@ class _Builder:
                     "remove the tag; a list is written plainly",
                 )
             return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
+        assert isinstance(node, ScalarNode), "the composer makes mapping, sequence and scalar nodes only"
         return self.scalar(node)
 
     def _mapping(self, node: MappingNode, path: Path) -> dict[str, Any]:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from exo_dagster.errors import UserError
 
-class UnknownSatellite(LookupError):
+
+class UnknownSatellite(UserError, LookupError):
     """`uses` names no satellite. `suggestions`: close ids; `note`: why it may be missing (a plugin or a
     configured-satellite file that did not load, two distributions declaring it), added to the hint."""
 

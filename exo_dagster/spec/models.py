@@ -17,14 +17,15 @@ from pydantic import (
     model_validator,
 )
 
+from exo_dagster import keys
 from exo_dagster.sdk.durations import MAX_DURATION_SECONDS, duration_seconds  # noqa: F401  (re-exported)
 from exo_dagster.sdk.resources import Resources, StrictModel, kebab  # noqa: F401  (re-exported)
-from exo_dagster.spec.run_inputs import InputValueError, choice_text, coerce
+from exo_dagster.spec.input_values import InputValueError, choice_text, coerce
+from exo_dagster.spec.partition_checks import PARTITION_KINDS, partition_key_problem
 
 SpecModel = StrictModel  # every spec model: strict, YAML spelling with hyphens
 
 SUPPORTED_VERSIONS = ("0.0.1b",)
-SLA_SECONDS = {"6h": 6 * 3600, "12h": 12 * 3600, "24h": 24 * 3600}  # the seed's values; any duration is accepted now
 CLUSTER_ID = re.compile(r"^(?:cluster/)?([A-Za-z0-9][A-Za-z0-9_.-]*)/([A-Za-z0-9][A-Za-z0-9_.-]*)$")
 STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
@@ -35,7 +36,7 @@ STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 OWNER_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Z|a-z]{2,7}\b")
 TAG_KEY = re.compile(r"^([A-Za-z0-9_.-]{1,63}/)?[A-Za-z0-9_.-]{1,63}$")
 TAG_VALUE = re.compile(r"^[A-Za-z0-9_.-]{0,63}$")
-RESERVED_TAG_PREFIXES = ("dagster/", "exo/")  # Dagster's own tags and exo's (exo/satellite, exo/gpu, ...)
+RESERVED_TAG_PREFIXES = (keys.DAGSTER_PREFIX, keys.EXO_PREFIX)  # Dagster's own tags and exo's (keys.py)
 
 
 def _check_owner(value: str) -> str:
@@ -129,7 +130,6 @@ def _check_input_name(value: str) -> str:
 InputName = Annotated[
     str, AfterValidator(_check_input_name), WithJsonSchema({"type": "string", "pattern": INPUT_NAME.pattern})
 ]
-INPUT_TYPES = ("string", "int", "float", "bool", "date", "datetime", "list", "enum")
 
 
 class RunInput(SpecModel):
@@ -197,8 +197,8 @@ Triggers = Annotated[
 class Queues(SpecModel):
     """Celery queue names GPU and CPU steps are sent to (`executor: celery`)."""
 
-    gpu: str = Field("gpu", pattern=r"^[A-Za-z0-9_.:-]+$")
-    cpu: str = Field("cpu", pattern=r"^[A-Za-z0-9_.:-]+$")
+    gpu: str = Field(default="gpu", pattern=r"^[A-Za-z0-9_.:-]+$")
+    cpu: str = Field(default="cpu", pattern=r"^[A-Za-z0-9_.:-]+$")
 
 
 class FanOut(SpecModel):
@@ -239,20 +239,6 @@ class Step(SpecModel):
             return self.identifier
         slug = re.sub(r"[^A-Za-z0-9]+", "-", self.name).strip("-").lower() or "step"
         return slug if slug[0].isalpha() else f"s-{slug}"
-
-
-PARTITION_KINDS = ("hourly", "daily", "weekly", "monthly")
-INVALID_PARTITION_SUBSTRINGS = (
-    "...",
-    "\a",
-    "\b",
-    "\f",
-    "\n",
-    "\r",
-    "\t",
-    "\v",
-    "\0",
-)  # Dagster's (partitions/utils/base.py)
 
 
 def parse_start(value: Any) -> Any:
@@ -309,8 +295,6 @@ class TimePartitions(SpecModel):
 def _static_key(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         return value
-    from exo_dagster.spec.partition_checks import partition_key_problem  # it imports this module
-
     text = str(value)
     problem = partition_key_problem(text)
     if problem:
@@ -362,7 +346,9 @@ class ClusterBody(SpecModel):
     concurrency: int | None = Field(None, ge=1)
     trigger: Triggers | None = None  # one trigger (the seed's form) or a list of them
     inputs: dict[InputName, RunInput] = Field(default_factory=dict)  # run inputs, `${{ inputs.NAME }}`
-    partitions: Partitions | None = None  # a run per partition (time periods or static keys); see compile/partitions.py
+    partitions: Partitions | None = (
+        None  # a run per partition (time periods or static keys); see spec_dagster/partitions.py
+    )
     retries: int = Field(0, ge=0)
     retry: RetrySettings | None = None
     execution: Literal["sequential", "dataflow"] = "sequential"

@@ -11,6 +11,7 @@ import os
 import types
 import typing
 import zoneinfo
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,12 @@ from pydantic import BaseModel, ValidationError
 from exo_dagster.sdk import templates
 from exo_dagster.spec import partition_checks, preset_rules
 from exo_dagster.spec.errors import Diagnostic, Location, Note, SpecError
+from exo_dagster.spec.input_values import InputValueError, choice_text
+from exo_dagster.spec.input_values import coerce as coerce_input
 from exo_dagster.spec.ir import Cluster, ParsedStep, SecretSource, asset_name
 from exo_dagster.spec.located_yaml import KEY, LocatedDocument, load_located
 from exo_dagster.spec.lookup import SatelliteLookup, UnknownSatellite
 from exo_dagster.spec.models import UNION_TAGS, ClusterFile, RunInput, Step
-from exo_dagster.spec.run_inputs import InputValueError, choice_text
-from exo_dagster.spec.run_inputs import coerce as coerce_input
 
 STEPS_PATH = ("cluster", "satellites")
 CronCheck = typing.Callable[[str], bool]
@@ -106,7 +107,9 @@ class _Checker:
             spec = ClusterFile.model_validate(data)
         except ValidationError as exc:
             self._pydantic_errors(exc, (), ClusterFile)
-        body = data.get("cluster") if isinstance(data.get("cluster"), dict) else {}
+        body = data.get("cluster")
+        if not isinstance(body, dict):
+            body = {}
         self.inputs = _declared_inputs(body.get("inputs"))
         secrets = self._cluster_secrets(body)
         self.partition_kind = partition_checks.partition_kind(body.get("partitions"))
@@ -141,7 +144,7 @@ class _Checker:
         )
 
     def _pydantic_errors(
-        self, exc: ValidationError, prefix: tuple, model: type[BaseModel], skip: set[tuple] = frozenset()
+        self, exc: ValidationError, prefix: tuple, model: type[BaseModel], skip: set[tuple] | frozenset = frozenset()
     ) -> None:
         self.diagnostics += validation_diagnostics(self.doc, exc.errors(), prefix, model, skip)
 
@@ -187,7 +190,10 @@ class _Checker:
                 return None
             return SecretSource(ref.root if ref.root == "env" else "secret", ref.parts[0])
         message = f"secret `{name}` has a literal value in the file"
-        hint = "move the value to an environment variable and write `${{ env.VAR }}`; literal values are masked but live in the file"
+        hint = (
+            "move the value to an environment variable and write `${{ env.VAR }}`; literal values are masked but "
+            "live in the file"
+        )
         if self.strict:
             self.error(path, message, hint)
         else:
@@ -240,7 +246,7 @@ class _Checker:
         index: int,
         role: str,
         cluster_secrets: dict,
-        earlier: list[str],
+        earlier: _Earlier,
         check_config: bool = True,
     ) -> ParsedStep | None:
         ok = True
@@ -381,7 +387,8 @@ class _Checker:
         )
 
     def _preset_config(self, definition: Any, fixed: dict, config: dict, path: tuple) -> dict | None:
-        """The step's config on top of a preset's fixed config; a located error per key the preset does not leave open."""
+        """The step's config on top of a preset's fixed config; a located error per key the preset does not leave
+        open."""
         model, open_fields = definition.config_model, tuple(definition.open_config)
         opened = (
             ("clusters may set only its open fields: " + ", ".join(f"`{f}`" for f in open_fields))
@@ -470,7 +477,8 @@ class _Checker:
                     self.error(
                         path + (i, name),
                         f"secret `{source.name}` is used but not declared",
-                        f"declare it in the cluster's `secrets:` list, e.g. `- {source.name}: ${{{{ env.{source.name} }}}}`",
+                        "declare it in the cluster's `secrets:` list, e.g. "
+                        f"`- {source.name}: ${{{{ env.{source.name} }}}}`",
                     )
                 elif source:
                     out[str(name)] = cluster_secrets.get(source.name, source) if source.kind == "secret" else source
@@ -487,8 +495,7 @@ class _Checker:
         ok = True
         for ref in template.references:
             location = self._template_location(path, text, ref.start)
-            if ref.root == "satellites":
-                name = ref.satellite
+            if (name := ref.satellite) is not None:  # a `satellites.` reference
                 if name not in earlier:
                     later = name in self._all_main_ids()
                     self.error(
@@ -519,7 +526,8 @@ class _Checker:
                 self.error(
                     path,
                     f"secret `{ref.parts[0]}` is used but not declared",
-                    f"declare it in the cluster's `secrets:` list, e.g. `- {ref.parts[0]}: ${{{{ env.{ref.parts[0]} }}}}`",
+                    "declare it in the cluster's `secrets:` list, e.g. "
+                    f"`- {ref.parts[0]}: ${{{{ env.{ref.parts[0]} }}}}`",
                     location=location,
                 )
                 ok = False
@@ -584,15 +592,15 @@ class _Checker:
         ok = True
         for section, fields in (("config", config), ("input", given)):
             for key, text in fields.items() if isinstance(fields, dict) else ():
-                embedding = getattr(definition, "embeds", {}).get(str(key))
+                language = getattr(definition, "embeds", {}).get(str(key))
                 if (
-                    embedding is None
-                    or embedding.check is None
+                    language is None
+                    or language.check is None
                     or not isinstance(text, str)
-                    or not embedding.applies(config)
+                    or not language.applies(config)
                 ):
                     continue
-                for problem in embedding.check(text):
+                for problem in language.check(text):
                     where = path + (section, key)
                     self.error(
                         where,
@@ -670,7 +678,8 @@ class _Checker:
         self._trigger_inputs(trigger.get("inputs"), path)
 
     def _trigger_inputs(self, given: Any, path: tuple) -> None:
-        """A trigger launches runs with no one to ask: every value it gives fits its input, every required input is given."""
+        """A trigger launches runs with no one to ask: every value it gives fits its input, every required input is
+        given."""
         given = given if isinstance(given, dict) else {}  # another shape is the whole-file validation's to report
         for name, value in given.items():
             spec = self.inputs.valid.get(name)
@@ -696,7 +705,8 @@ class _Checker:
                 self.error(
                     path,
                     f"this trigger launches runs without the required input `{name}`",
-                    f"give it under the trigger's `inputs:` (`inputs: {{{name}: ...}}`), or give the input a `default:`",
+                    f"give it under the trigger's `inputs:` (`inputs: {{{name}: ...}}`), or give the input a "
+                    "`default:`",
                     key=True,
                 )
 
@@ -728,9 +738,9 @@ def _accepts(cron_check: CronCheck, cron: str) -> bool:
 
 
 def lenient_step(raw: Any) -> tuple[Step | None, str, frozenset]:
-    """(step, identifier, fields with shape errors) for one raw step. A step with shape errors (reported by the whole-file
-    validation) is checked further without its bad fields, so its satellite, config and templates are checked
-    too; its identifier is the one written, even if malformed, so references to it raise no second error.
+    """(step, identifier, fields with shape errors) for one raw step. A step with shape errors (reported by the
+    whole-file validation) is checked further without its bad fields, so its satellite, config and templates are
+    checked too; its identifier is the one written, even if malformed, so references to it raise no second error.
     (None, "", ...) when it has no usable `name` or `uses`."""
     try:
         step = Step.model_validate(raw)
@@ -751,7 +761,7 @@ def lenient_step(raw: Any) -> tuple[Step | None, str, frozenset]:
 
 def validation_diagnostics(
     doc: LocatedDocument,
-    errors: list[dict],
+    errors: Sequence[Mapping[str, Any]],
     prefix: tuple,
     model: type[BaseModel],
     skip: set[tuple] | frozenset = frozenset(),
@@ -796,7 +806,8 @@ def validation_diagnostics(
 
 
 def config_key(model: type[BaseModel], key: Any) -> str | None:
-    """The YAML spelling of a config model's field given either spelling (`max-tokens`, `max_tokens`); None if unknown."""
+    """The YAML spelling of a config model's field given either spelling (`max-tokens`, `max_tokens`); None if
+    unknown."""
     for name, info in model.model_fields.items():
         if key in (name, info.alias):
             return info.alias or name
@@ -837,7 +848,7 @@ def templates_key(identifier: str) -> str:
     return asset_name(identifier).lower()
 
 
-def did_you_mean(word: str, options: list[str]) -> str:
+def did_you_mean(word: str, options: Iterable[str]) -> str:
     """`did you mean `x`?` for the closest options, or ""."""
     close = difflib.get_close_matches(word, options, n=3, cutoff=0.6)
     return ("did you mean " + " or ".join(f"`{c}`" for c in close) + "?") if close else ""
@@ -895,7 +906,7 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     return []
 
 
-def _hint_for(kind: str, field_name: Any, err: dict) -> str:
+def _hint_for(kind: str, field_name: Any, err: Mapping[str, Any]) -> str:
     loc = tuple(err.get("loc", ()))
     if loc[:2] == ("cluster", "inputs"):
         return (
@@ -903,7 +914,10 @@ def _hint_for(kind: str, field_name: Any, err: dict) -> str:
             "enum with `values: [...]`) and optionally `default:`, `required: true`, `description:`"
         )
     if field_name == "identifier" and kind == "string_pattern_mismatch":
-        return "a cluster identifier is `project/name` (e.g. `acme/ticket-triage`); a satellite identifier is a word of letters, digits, - and _"
+        return (
+            "a cluster identifier is `project/name` (e.g. `acme/ticket-triage`); a satellite identifier is a word "
+            "of letters, digits, - and _"
+        )
     if field_name == "concurrency" and len(err.get("loc", ())) == 2:  # the cluster's, not a step's
         return "a whole number, 1 or more: how many runs of this cluster may run at once (the rest wait)"
     if field_name == "sla":
@@ -912,7 +926,10 @@ def _hint_for(kind: str, field_name: Any, err: dict) -> str:
     if "owner rule" in message or "a team owner" in message:
         return "write an email address (`ana@example.com`) or a team (`team:data-eng`)"
     if "tag rule" in message or "reserved prefix" in message:
-        return "tags are `key: value` of letters, digits, `_`, `-` and `.` (at most 63 each); a key may have one `namespace/`"
+        return (
+            "tags are `key: value` of letters, digits, `_`, `-` and `.` (at most 63 each); a key may have one "
+            "`namespace/`"
+        )
     if field_name in ("start", "end"):
         return "write a date `YYYY-MM-DD` (quoted or not) or a date and time `YYYY-MM-DDTHH:MM`"
     if field_name == "timezone":
@@ -921,7 +938,7 @@ def _hint_for(kind: str, field_name: Any, err: dict) -> str:
         return partition_checks.KEY_HINT
     if field_name == "version":
         return "write `version: 0.0.1b` at the top of the file"
-    if kind.endswith("_type") or kind.endswith("_parsing"):
+    if kind.endswith(("_type", "_parsing")):
         expected = kind.split("_")[0]
         names = {
             "int": "a whole number",

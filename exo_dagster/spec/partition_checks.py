@@ -11,7 +11,18 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from exo_dagster.spec.models import INVALID_PARTITION_SUBSTRINGS, PARTITION_KINDS
+PARTITION_KINDS = ("hourly", "daily", "weekly", "monthly")
+INVALID_PARTITION_SUBSTRINGS = (
+    "...",
+    "\a",
+    "\b",
+    "\f",
+    "\n",
+    "\r",
+    "\t",
+    "\v",
+    "\0",
+)  # Dagster's (partitions/utils/base.py)
 
 KINDS = (*PARTITION_KINDS, "static")
 PATH = ("cluster", "partitions")
@@ -141,6 +152,7 @@ def check_trigger_kinds(partitions: Any, trigger: Any, error: Report) -> None:
                 error(
                     path,
                     f"a `{kind}` trigger cannot start a partitioned cluster: its runs would have no partition key",
-                    "use a `cron` trigger (each tick runs the tick's partition), `exo run --partition KEY` or a backfill",
+                    "use a `cron` trigger (each tick runs the tick's partition), `exo run --partition KEY` or a "
+                    "backfill",
                     key=True,
                 )

@@ -83,8 +83,8 @@ def _classify(exc: yaml.MarkedYAMLError, file: str, text: str, lines: list[str],
         hint = "separate entries with `, `; quote a value that contains `,`, `:`, `{`, `}`, `[` or `]`"
         if "${{" in _line(lines, pm.line):
             hint = (
-                'quote a `${{ }}` template inside `{...}` or `[...]`, e.g. `{paths: "${{ satellites.x.output.path }}"}`; '
-                + hint
+                "quote a `${{ }}` template inside `{...}` or `[...]`, e.g. "
+                '`{paths: "${{ satellites.x.output.path }}"}`; ' + hint
             )
         return Diagnostic(
             where,
@@ -135,11 +135,7 @@ def _classify(exc: yaml.MarkedYAMLError, file: str, text: str, lines: list[str],
         return Diagnostic(where, "`: ` inside an unquoted value", 'quote the whole value, e.g. `key: "a: b"`')
 
     if (
-        (
-            problem.startswith("did not find expected key")
-            or problem.startswith("expected <block end>")
-            or problem.startswith("did not find expected '-'")
-        )
+        problem.startswith(("did not find expected key", "expected <block end>", "did not find expected '-'"))
         and pm is not None
         and cm is not None
     ):

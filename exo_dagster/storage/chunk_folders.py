@@ -23,7 +23,7 @@ from upath import UPath
 
 from exo_dagster.sdk import paths
 from exo_dagster.sdk.atomic_write import atomic_write
-from exo_dagster.sdk.temp_files import temp_name_pattern
+from exo_dagster.sdk.internal.temp_files import temp_name_pattern
 
 CHUNKS_DIR = "_chunks"  # chunk files under a remote base path: `<base>/_chunks/<key joined by __>/<run id>/`
 LOCAL_CHUNKS_DIR = "chunks"  # ... under the data folder where outputs are local: `<data>/chunks/<key parts>/<run id>/`

@@ -20,8 +20,11 @@ import polars as pl
 from dagster import ConfigurableIOManagerFactory, InputContext, OutputContext, UPathIOManager
 from upath import UPath
 
-from exo_dagster.sdk import leak_guard, paths
+from exo_dagster import keys
+from exo_dagster.errors import UserError
+from exo_dagster.sdk import paths
 from exo_dagster.sdk.atomic_write import atomic_write
+from exo_dagster.sdk.internal import leak_guard
 from exo_dagster.sdk.masking import mask_value, masker
 from exo_dagster.sdk.storage_options import version_stamp
 from exo_dagster.sdk.table import RECENT, StoredTable
@@ -33,7 +36,7 @@ from exo_dagster.storage.metadata import column_schema, table_metadata  # noqa: 
 REF_SUFFIX = ".ref.json"
 
 
-class SourceChanged(RuntimeError):
+class SourceChanged(UserError, RuntimeError):
     """A referenced source file changed after the step that read it ran."""
 
 
@@ -53,11 +56,11 @@ def _write_classified(context: OutputContext, obj: Any, path: UPath) -> None:
         if kind == step_errors.BUG:
             raise
         meta = context.definition_metadata or {}
-        where = {k: getattr(meta[k], "value", meta[k]) for k in ("exo/source", "exo/satellite") if k in meta}
+        where = {k: getattr(meta[k], "value", meta[k]) for k in (keys.SOURCE, keys.SATELLITE) if k in meta}
         raise dg.Failure(
             description=step_errors.message(exc),
             allow_retries=kind != step_errors.PERMANENT,
-            metadata={**where, "exo/error": type(exc).__name__, "exo/error-kind": kind},
+            metadata={**where, keys.ERROR: type(exc).__name__, keys.ERROR_KIND: kind},
         ) from None
 
 
@@ -91,7 +94,8 @@ def partition_file_stem(partition: str) -> str:
 
 def storage_relative_path(key_path: list[str]) -> UPath:
     """`<prefix joined by __>/<last>`: an exo step's key [project, cluster, identifier] is stored at
-    `<project>__<cluster>/<identifier>`, where outputs were kept when the key was [`<project>__<cluster>`, identifier]."""
+    `<project>__<cluster>/<identifier>`, where outputs were kept when the key was
+    [`<project>__<cluster>`, identifier]."""
     return UPath(*(["__".join(key_path[:-1])] if len(key_path) > 1 else []), key_path[-1])
 
 
@@ -116,7 +120,7 @@ class ParquetTableIOManager(UPathIOManager):
     def _get_path(self, context: InputContext | OutputContext) -> UPath:
         """Dagster's path for an unpartitioned output, built once per run and output (each is written, then read)."""
         key = ("asset", *context.asset_key.path) if context.has_asset_key else ("op", *context.get_identifier())
-        paths_ = self.__dict__.setdefault("_exo_paths", {})
+        paths_ = vars(self).setdefault("_exo_paths", {})
         if key not in paths_:
             paths_[key] = super()._get_path(context)
         return paths_[key]
@@ -162,6 +166,7 @@ class ParquetTableIOManager(UPathIOManager):
         # a partition is always a Parquet file of its own, so the catalog view's glob covers every partition
         # a reference stores its sources' paths as they are: one holding a secret (a signed URL) is copied instead
         secret_path = isinstance(obj, StoredTable) and masker(_run_secrets(context)).contains("\n".join(obj.paths))
+        counted: tuple[int, Any] | None = None  # (rows, schema) of a referenced table, read before publishing it
         if (
             isinstance(obj, StoredTable)
             and obj.name is None
@@ -190,7 +195,7 @@ class ParquetTableIOManager(UPathIOManager):
             if ref.exists():
                 ref.unlink()
             stored, kind = StoredTable(str(path), options), "parquet"
-        if kind == "reference":
+        if counted is not None:  # a reference
             rows, schema = counted
         elif isinstance(obj, pl.DataFrame):  # in hand: no need to re-read the file just written
             rows, schema = obj.height, obj.schema
@@ -204,7 +209,7 @@ class ParquetTableIOManager(UPathIOManager):
         context.add_output_metadata(
             _masked(
                 context,
-                {**table_metadata(context.output_metadata, rows, schema, list(stored.paths)), "exo/storage": kind},
+                {**table_metadata(context.output_metadata, rows, schema, list(stored.paths)), keys.STORAGE: kind},
             )
         )
         self._register(context, stored, path, schema)
@@ -248,11 +253,10 @@ class ParquetTableIOManager(UPathIOManager):
         return all(not p.startswith(base) or p.startswith(chunks) for p in table.paths)
 
     def _register(self, context: OutputContext, table: StoredTable, path: UPath, schema: Any) -> None:
-        from exo_dagster.storage import (
-            duckdb_catalog as catalog,
-        )  # DuckDB loads with the first view written, not the location
+        # DuckDB loads with the first view written, not the location
+        from exo_dagster.storage import output_views as catalog
 
-        view = (context.definition_metadata or {}).get("exo/view")
+        view = (context.definition_metadata or {}).get(keys.VIEW)
         view = getattr(view, "value", view)
         columns = schema
         schema, name = (
@@ -277,9 +281,10 @@ class ParquetTableIOManager(UPathIOManager):
         if not path.exists() and ref.exists():
             record = json.loads(ref.read_text())
             if fingerprint(self.fs, record["paths"]) != record["fingerprint"]:
+                upstream = context.upstream_output
+                step = upstream.asset_key.to_user_string() if upstream is not None else "the upstream step"
                 raise SourceChanged(
-                    f"source files of {context.upstream_output.asset_key.to_user_string()} changed after it ran "
-                    f"({', '.join(record['paths'])}); re-run that step"
+                    f"source files of {step} changed after it ran ({', '.join(record['paths'])}); re-run that step"
                 )
             table = StoredTable(
                 tuple(record["paths"]) if len(record["paths"]) > 1 else record["paths"][0], self.storage_options or None

@@ -10,7 +10,7 @@ import json
 import math
 from typing import Any
 
-from exo_dagster.storage.catalog_query import QueryResult
+from exo_dagster.storage.views_query import QueryResult
 
 
 def render(result: QueryResult, fmt: str, *, max_rows: int = 1000) -> str:

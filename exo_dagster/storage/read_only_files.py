@@ -20,11 +20,13 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 
+from exo_dagster.errors import UserError
+
 PROTOCOL = "exo-read"
 PREFIX = PROTOCOL + "://"
 
 
-class ReadOnly(PermissionError):
+class ReadOnly(UserError, PermissionError):
     """A write, or a read of something that is not a step output, through `exo query`'s filesystem."""
 
 
@@ -80,7 +82,15 @@ class ReadOnlyFiles(AbstractFileSystem):
         return self._target(path)
 
     # --- reading -------------------------------------------------------------------------------------------
-    def _open(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
+    def _open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: Any = None,
+        autocommit: bool = True,
+        cache_options: Any = None,
+        **kwargs: Any,
+    ) -> Any:
         if mode != "rb":
             raise ReadOnly(f"`exo query` is read-only: {path} cannot be written")
         target = self._check(path)
@@ -94,7 +104,7 @@ class ReadOnlyFiles(AbstractFileSystem):
             lambda start, n: self.inner.cat_file(target, start=start, end=min(start + n, size)), size, path
         )
 
-    def glob(self, path: str, **kwargs: Any) -> list[str]:
+    def glob(self, path: str, maxdepth: int | None = None, **kwargs: Any) -> list[str]:
         key = self._key(path)
         folder = key.rsplit("/", 1)[0]
         if key in self.files:
@@ -132,7 +142,9 @@ class ReadOnlyFiles(AbstractFileSystem):
         return self.isfile(path) or self.isdir(path)
 
     # --- writing: never ------------------------------------------------------------------------------------
-    def _refuse(self, path: Any = "", *args: Any, **kwargs: Any) -> Any:
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        """Every writing method: refused, naming the path (the first argument: `path`, `path1` or `lpath`)."""
+        path = args[0] if args else next((kwargs[k] for k in ("path", "path1", "lpath") if k in kwargs), "")
         raise ReadOnly(f"`exo query` is read-only: {path} cannot be changed")
 
     mkdir = makedirs = rmdir = rm = rm_file = _rm = mv = touch = cp_file = put_file = pipe_file = _refuse

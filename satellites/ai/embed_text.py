@@ -15,10 +15,11 @@ import time
 from typing import Any
 
 import polars as pl
-from dagster import Failure
 from pydantic import Field
 
+from exo_dagster import keys
 from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
+from exo_dagster.sdk.step_errors import PermanentError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 PACKAGED = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
@@ -68,10 +69,9 @@ def embed_text(ctx: StepContext, config: EmbedTextConfig) -> pl.DataFrame:
     """Sentence embeddings (sentence-transformers; all-MiniLM-L6-v2 offline by default), CUDA when visible else CPU."""
     frame = _source(ctx, config)
     if config.column not in frame.columns:
-        raise Failure(
-            description=f"embed-text `{ctx.step}`: no column `{config.column}` to embed (columns: "
-            f"{', '.join(frame.columns) or 'none'}); set config `column`",
-            allow_retries=False,
+        raise PermanentError(
+            f"embed-text `{ctx.step}`: no column `{config.column}` to embed (columns: "
+            f"{', '.join(frame.columns) or 'none'}); set config `column`"
         )
     device = resolve_device(config.device)
     model = load_model(config.model, device, base_dir=ctx.base_dir, allow_download=config.allow_download)
@@ -87,14 +87,16 @@ def embed_text(ctx: StepContext, config: EmbedTextConfig) -> pl.DataFrame:
         name=config.output_column,
     )
     seconds = time.perf_counter() - started
+    vectors = embeddings.dtype
+    assert isinstance(vectors, pl.Array), "encode returns an Array column"
     ctx.metadata.update(
         {
-            "exo/embed/model": config.model,
-            "exo/embed/device": device,
-            "exo/embed/dimensions": embeddings.dtype.size,
-            "exo/rows": frame.height,
-            "exo/embed/seconds": round(seconds, 3),
-            "exo/rows_per_second": round(frame.height / seconds, 1) if seconds else 0.0,
+            keys.EMBED_MODEL: config.model,
+            keys.EMBED_DEVICE: device,
+            keys.EMBED_DIMENSIONS: vectors.size,
+            keys.ROWS: frame.height,
+            keys.EMBED_SECONDS: round(seconds, 3),
+            keys.ROWS_PER_SECOND: round(frame.height / seconds, 1) if seconds else 0.0,
         }
     )
     ctx.log.info(f"embed-text `{ctx.step}`: {frame.height} row(s) on {device} in {seconds:.2f} s")
@@ -106,11 +108,10 @@ def _source(ctx: StepContext, config: EmbedTextConfig) -> pl.DataFrame:
         return ctx.rows.collect() if isinstance(ctx.rows, pl.LazyFrame) else ctx.rows
     table = ctx.input_table("table")
     if table is None:
-        raise Failure(
-            description=f"embed-text `{ctx.step}` has nothing to embed: give `input.text: "
+        raise PermanentError(
+            f"embed-text `{ctx.step}` has nothing to embed: give `input.text: "
             "$${{ satellites.X.output.text }}`, `input.table`, or put it after a step with a "
-            f"`{config.column}` column",
-            allow_retries=False,
+            f"`{config.column}` column"
         )
     return table.lazy().collect()
 
@@ -121,11 +122,10 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise Failure(
-            description=f"embed-text: device `{requested}` was asked for but no CUDA GPU is visible "
+        raise PermanentError(
+            f"embed-text: device `{requested}` was asked for but no CUDA GPU is visible "
             f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
-            "use device: auto or cpu",
-            allow_retries=False,
+            "use device: auto or cpu"
         )
     return requested
 
@@ -157,11 +157,10 @@ def load_model(name: str, device: str, *, base_dir: str = ".", allow_download: b
                     path, device=device, local_files_only=not allow_download
                 )
             except (OSError, ValueError) as exc:
-                raise Failure(
-                    description=f"embed-text: cannot load model `{name}` ({type(exc).__name__}: "
+                raise PermanentError(
+                    f"embed-text: cannot load model `{name}` ({type(exc).__name__}: "
                     f"{str(exc).splitlines()[0] if str(exc) else ''}); give the packaged "
-                    f"`{DEFAULT_MODEL}`, a local model folder, or allow-download: true",
-                    allow_retries=False,
+                    f"`{DEFAULT_MODEL}`, a local model folder, or allow-download: true"
                 ) from None
         return _MODELS[(path, device)]
 
@@ -208,9 +207,8 @@ def _import(module: str):
     try:
         return __import__(module, fromlist=["_"])
     except ImportError:
-        raise Failure(
-            description=f"embed-text needs `{module}`: install the AI extra, pip install 'exo-dagster[ai]'",
-            allow_retries=False,
+        raise PermanentError(
+            f"embed-text needs `{module}`: install the AI extra, pip install 'exo-dagster[ai]'"
         ) from None
 
 

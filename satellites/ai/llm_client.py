@@ -23,7 +23,8 @@ from typing import Any
 
 import aiohttp
 
-from exo_dagster.sdk import retrying
+from exo_dagster.errors import ExoError
+from exo_dagster.sdk import retrying, step_errors
 from exo_dagster.sdk.masking import mask
 from exo_dagster.sdk.retrying import Retry
 
@@ -31,7 +32,7 @@ RETRIABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 52
 FATAL = frozenset({401, 403, 404})  # every other row would fail the same way: stop calling
 
 
-class _Retryable(Exception):
+class _Retryable(step_errors.TransientError):
     """An attempt that may succeed next time: why it failed, and the wait the server asked for."""
 
     def __init__(self, problem: str, retry_after: float | None = None):
@@ -39,7 +40,7 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
-class LlmError(RuntimeError):
+class LlmError(ExoError, RuntimeError):
     """A request that cannot succeed as sent (4xx other than 429, or retries exhausted)."""
 
     def __init__(self, message: str, status: int | None = None, fatal: bool = False):

@@ -3,9 +3,10 @@
 Rows come from `input:` (`prompt`, `messages`, `system`, templated per row with `$${{ }}`); every
 other input key passes through as a column. Calls are concurrent, rate-limited and retried
 (satellites/ai/llm_client.py); each finished row is queued to the row cache as it returns and
-group-committed within ~100 ms, so a re-run never pays twice for a cached row. JSON output is checked against `output-schema` and re-asked when
-wrong (satellites/ai/llm_output.py). `mode: batch` writes the OpenAI Batch JSONL instead of calling,
-and `batch-results` reads a finished batch back into the same columns (and the same cache).
+group-committed within ~100 ms, so a re-run never pays twice for a cached row. JSON output is checked
+against `output-schema` and re-asked when wrong (satellites/ai/llm_output.py). `mode: batch` writes the
+OpenAI Batch JSONL instead of calling, and `batch-results` reads a finished batch back into the same
+columns (and the same cache).
 aiohttp and jsonschema are imported only when a step runs, so the catalog loads without the `ai` extra.
 """
 
@@ -17,12 +18,13 @@ import os
 from typing import Any, Literal
 
 import polars as pl
-from dagster import Failure
 from pydantic import Field, field_validator, model_validator
 
+from exo_dagster import keys
 from exo_dagster.sdk import SatelliteConfig, StepContext, satellite
 from exo_dagster.sdk.atomic_write import atomic_write
 from exo_dagster.sdk.row_cache import open_cache, row_key
+from exo_dagster.sdk.step_errors import PermanentError
 from satellites.ai import llm_output
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -150,7 +152,8 @@ class DeepSeekR1Config(LlmCompleteConfig):
 
     model: str = Field(
         "deepseek-r1-distill-llama-70b",
-        description="The model name the server knows; default: $EXO_DEEPSEEK_MODEL, else deepseek-r1-distill-llama-70b.",
+        description="The model name the server knows; default: $EXO_DEEPSEEK_MODEL, else "
+        "deepseek-r1-distill-llama-70b.",
     )
 
 
@@ -180,7 +183,8 @@ OUTPUTS = {
     overrides=OVERRIDES,
 )
 def llm_complete(ctx: StepContext, config: LlmCompleteConfig) -> pl.DataFrame:
-    """OpenAI-compatible chat completion per row: JSON validated against output-schema, rate-limited, retried, cached."""
+    """OpenAI-compatible chat completion per row:
+    JSON validated against output-schema, rate-limited, retried, cached."""
     return run(ctx, config, base_url=config.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL)
 
 
@@ -193,21 +197,17 @@ def llm_complete(ctx: StepContext, config: LlmCompleteConfig) -> pl.DataFrame:
     overrides=OVERRIDES,
 )
 def deepseek_r1(ctx: StepContext, config: DeepSeekR1Config) -> pl.DataFrame:
-    """llm-complete for DeepSeek-R1-Distill-Llama-70B on an OpenAI-compatible endpoint (base-url or $EXO_DEEPSEEK_BASE_URL)."""
+    """llm-complete for DeepSeek-R1-Distill-Llama-70B on an OpenAI-compatible endpoint
+    (base-url or $EXO_DEEPSEEK_BASE_URL)."""
     base_url = config.base_url or os.environ.get("EXO_DEEPSEEK_BASE_URL")
     if not base_url:
-        raise _user_error(
+        raise PermanentError(
             "deepseek-r1-distrill-llama-70b needs the endpoint that serves the model: set config "
             "`base-url` (e.g. http://vllm:8000/v1) or the EXO_DEEPSEEK_BASE_URL environment variable"
         )
     if "model" not in config.model_fields_set and os.environ.get("EXO_DEEPSEEK_MODEL"):
         config = config.model_copy(update={"model": os.environ["EXO_DEEPSEEK_MODEL"]})
     return run(ctx, config, base_url=base_url)
-
-
-def _user_error(message: str) -> Failure:
-    """A mistake in the cluster file or environment: a plain message, and no automatic retry."""
-    return Failure(description=message, allow_retries=False)
 
 
 # -- the step ----------------------------------------------------------------------------------
@@ -238,7 +238,7 @@ def run(ctx: StepContext, config: LlmCompleteConfig, *, base_url: str) -> pl.Dat
         return write_batch(step_ctx, config, rows, request_cols, schema)
     if config.mode == "batch":
         result = read_batch(step_ctx, config, rows.select(request_cols), schema)
-        return _output(rows, request_cols, result, schema)
+        return _output(rows, result, schema)
 
     from satellites.ai.llm_client import ChatClient
 
@@ -256,7 +256,7 @@ def run(ctx: StepContext, config: LlmCompleteConfig, *, base_url: str) -> pl.Dat
         mask_values=list(ctx.secrets.values()),
     )
     if not client.api_key and base_url.rstrip("/") == OPENAI_BASE_URL:
-        raise _user_error(
+        raise PermanentError(
             "llm-complete calls OpenAI but was given no key: map one in the step's config, "
             "`secrets: [API_KEY: ${{ secrets.OPENAI_API_KEY }}]`"
         )
@@ -300,18 +300,16 @@ def run(ctx: StepContext, config: LlmCompleteConfig, *, base_url: str) -> pl.Dat
         )
     finally:
         _report(ctx, config, client.stats, reasks[0])
-    out = _output(rows, request_cols, result, schema)
+    out = _output(rows, result, schema)
     failed = out["_error"].drop_nulls().len()
-    ctx.metadata["exo/llm/rows_failed"] = failed
+    ctx.metadata[keys.LLM_ROWS_FAILED] = failed
     if client._fatal is not None:
-        raise Failure(
-            description=f"step `{ctx.step}` stopped calling {base_url}: {client._fatal}",
-            metadata=dict(ctx.metadata),
-            allow_retries=False,
-        )
+        # every other row would fail the same way (a bad key, a missing model): never retried; the step
+        # reports ctx.metadata (the usage so far) with the failure
+        raise PermanentError(f"step `{ctx.step}` stopped calling {base_url}: {client._fatal}")
     ctx.log.info(
         f"llm-complete `{ctx.step}`: {out.height} row(s), {client.stats.requests} request(s), "
-        f"{failed} failed, {ctx.metadata.get('exo/rows_cached', 0)} from the row cache"
+        f"{failed} failed, {ctx.metadata.get(keys.ROWS_CACHED, 0)} from the row cache"
     )
     return out
 
@@ -332,7 +330,7 @@ def request_rows(ctx: StepContext) -> pl.DataFrame:
             rows = pl.DataFrame()
     if "prompt" not in rows.columns and "messages" not in rows.columns:
         have = ", ".join(rows.columns) or "nothing"
-        raise _user_error(
+        raise PermanentError(
             f"step `{ctx.step}` needs `input.prompt` or `input.messages` (it has: {have}); e.g. "
             '`prompt: "Label this ticket: $${{ satellites.tickets.output.text }}"`'
         )
@@ -397,7 +395,7 @@ def answer(text: str, config: LlmCompleteConfig, schema: dict | None) -> dict:
     return llm_output.parse(text, schema)
 
 
-def _output(rows: pl.DataFrame, request_cols: list[str], result: pl.DataFrame, schema: dict | None) -> pl.DataFrame:
+def _output(rows: pl.DataFrame, result: pl.DataFrame, schema: dict | None) -> pl.DataFrame:
     """Input columns, then the answer columns with stable types (even when every row failed)."""
     if schema is None:
         answer_types = {"text": pl.Utf8}
@@ -415,7 +413,7 @@ def _output(rows: pl.DataFrame, request_cols: list[str], result: pl.DataFrame, s
     return pl.concat([rows.select(keep), answers], how="horizontal")
 
 
-def _dtype(spec: dict) -> pl.DataType:
+def _dtype(spec: dict) -> pl.DataType | type[pl.DataType]:
     kind = spec.get("type")
     if kind == "array" and (spec.get("items") or {}).get("type") == "string":
         return pl.List(pl.Utf8)
@@ -426,23 +424,23 @@ def _report(ctx: StepContext, config: LlmCompleteConfig, stats, reasks: int) -> 
     meta = ctx.metadata
     meta.update(
         {
-            "exo/llm/model": config.model,
-            "exo/llm/requests": stats.requests,
-            "exo/llm/retries": stats.retries,
-            "exo/llm/rate_limited": stats.rate_limited,
-            "exo/llm/server_errors": stats.server_errors,
-            "exo/llm/timeouts": stats.timeouts,
-            "exo/llm/reasks": reasks,
-            "exo/llm/prompt_tokens": stats.prompt_tokens,
-            "exo/llm/completion_tokens": stats.completion_tokens,
-            "exo/llm/total_tokens": stats.prompt_tokens + stats.completion_tokens,
+            keys.LLM_MODEL: config.model,
+            keys.LLM_REQUESTS: stats.requests,
+            keys.LLM_RETRIES: stats.retries,
+            keys.LLM_RATE_LIMITED: stats.rate_limited,
+            keys.LLM_SERVER_ERRORS: stats.server_errors,
+            keys.LLM_TIMEOUTS: stats.timeouts,
+            keys.LLM_REASKS: reasks,
+            keys.LLM_PROMPT_TOKENS: stats.prompt_tokens,
+            keys.LLM_COMPLETION_TOKENS: stats.completion_tokens,
+            keys.LLM_TOTAL_TOKENS: stats.prompt_tokens + stats.completion_tokens,
         }
     )
     cost = estimated_cost(config, stats.prompt_tokens, stats.completion_tokens)
     if cost is not None:
-        meta["exo/llm/estimated_cost_usd"] = round(cost, 6)
+        meta[keys.LLM_ESTIMATED_COST_USD] = round(cost, 6)
     else:
-        meta["exo/llm/cost_note"] = (
+        meta[keys.LLM_COST_NOTE] = (
             f"no price known for `{config.model}`; set input-cost-per-million and "
             "output-cost-per-million to estimate cost"
         )
@@ -469,15 +467,15 @@ def write_batch(
     """One `{custom_id, method, url, body}` line per row not already in the row cache; custom_id = row key."""
     path = ctx.output_path(config.batch_path or f"batches/{ctx.step}.jsonl")
     records = rows.select(request_cols).to_dicts()
-    keys = [row_key(*ctx.identity, r) for r in records]
+    row_keys = [row_key(*ctx.identity, r) for r in records]
     done: dict = {}
     if ctx.cache_path:
         with open_cache(ctx.cache_path) as cache:
-            done = cache.get_many(keys)
+            done = cache.get_many(row_keys)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     written = 0
     with atomic_write(path, "w", encoding="utf-8") as fh:
-        for record, key in zip(records, keys):
+        for record, key in zip(records, row_keys):
             if key in done:
                 continue
             body = request_body(config, build_messages(record, config, schema), schema)
@@ -491,15 +489,15 @@ def write_batch(
             written += 1
     ctx.metadata.update(
         {
-            "exo/llm/batch_file": path,
-            "exo/llm/batch_requests": written,
-            "exo/llm/batch_already_done": len(records) - written,
+            keys.LLM_BATCH_FILE: path,
+            keys.LLM_BATCH_REQUESTS: written,
+            keys.LLM_BATCH_ALREADY_DONE: len(records) - written,
         }
     )
     ctx.log.info(f"llm-complete `{ctx.step}`: wrote {written} request(s) to {path} (OpenAI Batch JSONL)")
     return rows.with_columns(
-        pl.Series("_row_key", keys, dtype=pl.Utf8),
-        pl.Series("batched", [k not in done for k in keys], dtype=pl.Boolean),
+        pl.Series("_row_key", row_keys, dtype=pl.Utf8),
+        pl.Series("batched", [k not in done for k in row_keys], dtype=pl.Boolean),
         pl.lit(path).alias("batch_file"),
     )
 
@@ -541,14 +539,14 @@ def read_batch(ctx: StepContext, config: LlmCompleteConfig, rows: pl.DataFrame, 
     result = ctx.map_rows(one, rows, concurrency=1)
     ctx.metadata.update(
         {
-            "exo/llm/batch_results": path,
-            "exo/llm/prompt_tokens": tokens[0],
-            "exo/llm/completion_tokens": tokens[1],
-            "exo/llm/total_tokens": sum(tokens),
-            "exo/llm/rows_failed": result["_error"].drop_nulls().len(),
+            keys.LLM_BATCH_RESULTS: path,
+            keys.LLM_PROMPT_TOKENS: tokens[0],
+            keys.LLM_COMPLETION_TOKENS: tokens[1],
+            keys.LLM_TOTAL_TOKENS: sum(tokens),
+            keys.LLM_ROWS_FAILED: result["_error"].drop_nulls().len(),
         }
     )
     cost = estimated_cost(config, *tokens)
     if cost is not None:
-        ctx.metadata["exo/llm/estimated_cost_usd"] = round(cost, 6)
+        ctx.metadata[keys.LLM_ESTIMATED_COST_USD] = round(cost, 6)
     return result

@@ -10,6 +10,8 @@ import json
 import re
 from typing import Any
 
+from exo_dagster.sdk.step_errors import PermanentError
+
 TYPE_NAMES = {
     "string": "string",
     "str": "string",
@@ -31,7 +33,7 @@ _THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _FENCE = re.compile(r"^```[A-Za-z0-9_-]*\s*\n?(.*?)\n?```\s*$", re.DOTALL)
 
 
-class InvalidOutput(ValueError):
+class InvalidOutput(PermanentError):
     """The reply is not the JSON the schema asks for; the message says why (it is sent back to the model)."""
 
 
@@ -99,9 +101,9 @@ def _loose(value: Any, path: str) -> dict:
     )
 
 
-def fields(schema: dict) -> dict[str, dict]:
-    """The top-level properties (one output column each); empty when the schema names none."""
-    return dict(schema.get("properties") or {})
+def fields(schema: dict | None) -> dict[str, dict]:
+    """The top-level properties (one output column each); empty when there is no schema or it names none."""
+    return dict((schema or {}).get("properties") or {})
 
 
 def strip_reasoning(text: str) -> str:
@@ -135,9 +137,10 @@ def extract_json(text: str) -> Any:
 
 def validate(value: dict, schema: dict) -> None:
     import jsonschema
+    from jsonschema.exceptions import best_match
 
     validator = jsonschema.Draft202012Validator(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    error = best_match(validator.iter_errors(value))
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path)
         raise InvalidOutput(

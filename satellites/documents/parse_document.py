@@ -12,7 +12,7 @@ import io
 import re
 import threading
 from html.parser import HTMLParser
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import polars as pl
 from pydantic import Field
@@ -63,7 +63,7 @@ class ParseDocumentConfig(SatelliteConfig):
     )
 
 
-class DocumentError(ValueError):
+class DocumentError(step_errors.PermanentError):
     """One file could not be parsed; the message names the file and why."""
 
 
@@ -104,7 +104,7 @@ def parse_document(ctx: StepContext, config: ParseDocumentConfig) -> pl.DataFram
         try:
             fs, fspath = _files.filesystem(url, options)
             with fs.open(fspath, "rb") as fh:
-                data = fh.read()
+                data = cast(bytes, fh.read())  # fsspec types open() as text or binary; "rb" is binary
         except FileNotFoundError:  # a missing file says so, with the path it looked at (not a parse error)
             raise step_errors.MissingFile(url, "parse-document") from None
         except OSError as exc:
@@ -411,8 +411,9 @@ def _missing_extra(package: str, extra: str) -> str:
 def _docling_converter(output_format: str):
     """Docling's converter, loaded once per step; a clear error naming the extra when it is not installed."""
     try:
-        from docling.datamodel.base_models import DocumentStream
-        from docling.document_converter import DocumentConverter
+        # the optional `docling` extra, not in the development environment pyright checks against
+        from docling.datamodel.base_models import DocumentStream  # pyright: ignore[reportMissingImports]
+        from docling.document_converter import DocumentConverter  # pyright: ignore[reportMissingImports]
     except ImportError:
         raise ImportError(
             "parse-document: `backend: docling` needs the optional `docling` extra, which is not "

@@ -65,7 +65,8 @@ def _norm_exts(exts: list[str]) -> set[str]:
     kinds=("polars", "file"),
 )
 def get_files(ctx: StepContext, config: GetFilesConfig) -> pl.DataFrame:
-    """Lists files in a folder (or one file) with size, modified time and content hash, filtered by extension and exclusions."""
+    """Lists files in a folder (or one file) with size, modified time and content hash,
+    filtered by extension and exclusions."""
     protocol = PROTOCOLS[config.provider]
     options = {**config.storage_options, **{k.lower(): v for k, v in ctx.secrets.items()}} if protocol != "file" else {}
     fs = fsspec.filesystem(protocol, **options)

@@ -72,7 +72,8 @@ def move_file(ctx: StepContext, config: MoveFileConfig) -> pl.DataFrame:
     try:
         allowed_paths.check(folder, allowed, "move-file `destination`")
     except allowed_paths.PathOutside as exc:
-        raise step_errors.at_key(exc, "destination")
+        step_errors.at_key(exc, "destination")
+        raise
     _files.check_inside(ctx, rows, allowed, "move-file")
 
     def move_one(row: dict, key: str) -> dict:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
 import polars as pl
 from pydantic import Field, field_validator
 
+from exo_dagster import keys
+from exo_dagster.errors import ExoError
 from exo_dagster.sdk import SatelliteConfig, StepContext, duration_seconds
 from exo_dagster.sdk.hashing import sha256_text
 from exo_dagster.sdk.tls import tls_context as _tls_context
@@ -80,7 +82,7 @@ def tls_context(ctx: StepContext, config: HttpConfig) -> ssl.SSLContext | bool:
     )
 
 
-class HttpStatusError(RuntimeError):
+class HttpStatusError(ExoError, RuntimeError):
     """A response whose status is not what the step expects."""
 
 
@@ -164,7 +166,10 @@ def map_each_row(
 
 
 def send_once(
-    ctx: StepContext, value: Any, fn: Callable[[Any, str], dict], schema: dict[str, pl.DataType]
+    ctx: StepContext,
+    value: Any,
+    fn: Callable[[Any, str], dict],
+    schema: Mapping[str, pl.DataType | type[pl.DataType]],
 ) -> tuple[dict, pl.DataFrame]:
     """Batch mode: `fn(value, key)` once, keyed by the satellite and the value; its result and the one-row
     output table (`schema` plus `idempotency_key`)."""
@@ -183,7 +188,7 @@ class Deliveries:
 
     def __init__(self, ctx: StepContext):
         self.ctx = ctx
-        partition = ctx.identity[2].get("exo/partition") if isinstance(ctx.identity[2], dict) else None
+        partition = ctx.identity[2].get(keys.PARTITION) if isinstance(ctx.identity[2], dict) else None
         self.scope = f"partition:{partition}" if partition is not None else f"run:{ctx.root_run_id or ctx.run_id}"
         self.cache = None
 
@@ -201,10 +206,10 @@ class Deliveries:
     def once(self, key: str, send: Callable[[], dict]) -> dict:
         if self.cache is None:
             return send()
-        record = sha256_text(json.dumps(["exo/delivered", key, self.scope]))
+        record = sha256_text(json.dumps([keys.DELIVERED_SCOPE, key, self.scope]))
         done = self.cache.get_many([record]).get(record)
         if done is not None:
-            self.ctx.metadata["exo/batches_cached"] = self.ctx.metadata.get("exo/batches_cached", 0) + 1
+            self.ctx.metadata[keys.BATCHES_CACHED] = self.ctx.metadata.get(keys.BATCHES_CACHED, 0) + 1
             return done
         result = send()
         self.cache.put(record, self.ctx.step, self.ctx._mask_result(result))

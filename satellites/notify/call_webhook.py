@@ -12,6 +12,7 @@ the same idempotency keys).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 import polars as pl
@@ -149,7 +150,7 @@ def _per_batch(ctx: StepContext, config: CallWebhookConfig, http) -> pl.DataFram
     with Deliveries(ctx) as deliveries:  # a retried step or re-executed run does not resend an accepted batch
         for number, body in enumerate(bodies):
             key = batch_key(ctx, plain(body))
-            result = deliveries.once(key, lambda: deliver(body, key))
+            result = deliveries.once(key, functools.partial(deliver, body, key))
             out.append(
                 {"batch": number, "rows": len(body) if isinstance(body, list) else 1, **result, "idempotency_key": key}
             )

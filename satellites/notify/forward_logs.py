@@ -9,6 +9,7 @@ previous step's output. Records go in batches of `batch-size`, as one JSON array
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import Literal
@@ -79,7 +80,7 @@ def forward_logs(ctx: StepContext, config: ForwardLogsConfig) -> pl.DataFrame:
         for number, records in enumerate(chunks(table, config.batch_size)):
             records = [{**config.labels, **plain(r)} for r in records]
             key = batch_key(ctx, records)
-            status = deliveries.once(key, lambda: deliver(http, records, key))["status"]
+            status = deliveries.once(key, functools.partial(deliver, http, records, key))["status"]
             out.append({"batch": number, "records": len(records), "status": status, "idempotency_key": key})
     ctx.log.info(f"forward-logs: {sum(r['records'] for r in out)} record(s) in {len(out)} batch(es) to the log sink")
     return pl.DataFrame(

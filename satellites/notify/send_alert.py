@@ -15,7 +15,8 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field
 
-from exo_dagster.sdk import StepContext, embedding, satellite
+from exo_dagster.sdk import StepContext, satellite
+from exo_dagster.sdk import embedded_languages as embedding
 from satellites.notify._http import (
     HttpConfig,
     Mode,

@@ -18,7 +18,8 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field, field_validator
 
-from exo_dagster.sdk import SatelliteConfig, StepContext, duration_seconds, embedding, satellite
+from exo_dagster.sdk import SatelliteConfig, StepContext, duration_seconds, satellite
+from exo_dagster.sdk import embedded_languages as embedding
 from exo_dagster.sdk.tls import tls_context as _tls_context
 from satellites.notify._http import Mode, map_each_row, per_row, send_once
 

@@ -21,6 +21,7 @@ from typing import Literal
 import polars as pl
 from pydantic import Field, field_validator
 
+from exo_dagster import keys
 from exo_dagster.sdk import SatelliteConfig, StepContext, StoredTable, satellite, step_errors
 
 EXTENSIONS = {
@@ -111,7 +112,8 @@ def _normalised(path: str, encoding: str) -> Iterator[str]:
                 shutil.copyfileobj(src, dst, 1 << 20)
         except UnicodeError as exc:
             raise ValueError(
-                f"read-table: `{path}` is not valid {encoding} ({exc.reason} at byte {getattr(exc, 'start', '?')}); "
+                f"read-table: `{path}` is not valid {encoding} "
+                f"({getattr(exc, 'reason', exc)} at byte {getattr(exc, 'start', '?')}); "
                 f"set `encoding:` to the file's encoding (e.g. utf-8, utf-16, latin-1, cp1252)"
             ) from None
         yield copy
@@ -167,6 +169,7 @@ def _read_csv_file(ctx: StepContext, source: str, path: str, sep: str) -> pl.Laz
         ).to_arrow_table()
         rejects = con.execute("select line, error_message from reject_errors order by line").fetchall()
     frame = pl.from_arrow(frame)
+    assert isinstance(frame, pl.DataFrame), "an Arrow table makes a DataFrame"
     if rejects:
         errors = [f"{path}:{line}: {message}" for line, message in dict(rejects).items()]
         unicode = [e for e in errors if "Invalid unicode" in e]
@@ -177,7 +180,7 @@ def _read_csv_file(ctx: StepContext, source: str, path: str, sep: str) -> pl.Laz
             )
         if ctx.on_row_error == "fail":
             raise ValueError(f"read-table: {len(errors)} malformed line(s); first: {errors[0]}")
-        ctx.metadata["exo/rows_failed"] = ctx.metadata.get("exo/rows_failed", 0) + len(errors)
+        ctx.metadata[keys.ROWS_FAILED] = ctx.metadata.get(keys.ROWS_FAILED, 0) + len(errors)
         ctx.log.warning(f"read-table: {len(errors)} malformed line(s) in {path}, kept in the `_error` column")
         frame = pl.concat(
             [frame.with_columns(pl.lit(None, pl.Utf8).alias("_error")), pl.DataFrame({"_error": errors})],
@@ -315,17 +318,23 @@ def _paths(ctx: StepContext, config: ReadTableConfig) -> list[str]:
     "satellite/exospherehost/read-table",
     config=ReadTableConfig,
     inputs={
-        "paths": "file paths (a column such as ${{ satellites.files.output.path }}); default: the previous step's `path` column"
+        "paths": (
+            "file paths (a column such as ${{ satellites.files.output.path }}); default: the previous step's "
+            "`path` column"
+        )
     },
     outputs={"*": "the columns of the files"},
 )
 def read_table(ctx: StepContext, config: ReadTableConfig) -> pl.LazyFrame | StoredTable:
-    """Reads CSV, JSONL, Parquet or Excel files (one path, or a column of paths) into one table; Parquet is referenced, not copied."""
+    """Reads CSV, JSONL, Parquet or Excel files (one path, or a column of paths) into one table;
+    Parquet is referenced, not copied."""
     given = "path" if config.path else "input.paths" if "paths" in ctx.input else None
     try:
         return _read(ctx, config)
     except Exception as exc:
-        raise step_errors.at_key(exc, given) if given else exc  # a failure points at the key that named the files
+        if given:  # a failure points at the key that named the files
+            step_errors.at_key(exc, given)
+        raise
 
 
 def _read(ctx: StepContext, config: ReadTableConfig) -> pl.LazyFrame | StoredTable:

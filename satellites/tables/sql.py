@@ -165,11 +165,13 @@ def sql(ctx: StepContext, config: SqlConfig) -> duckdb.DuckDBPyRelation | pl.Dat
             f"sql: the query holds {len(statements)} statements; a sql step runs one "
             f"(set `multiple-statements: true` to run them all and keep the last one's result)"
         )
-    # a relative file path means what read-table's `path:` means: under the cluster's folder, whatever the working folder
+    # a relative file path means what read-table's `path:` means: under the cluster's folder,
+    # whatever the working folder
     statements = tuple(
         (kind, sql_paths.anchor(text, ctx.base_dir) if kind == "SELECT" else text) for kind, text in statements
     )
-    # read-only SQL shares a sandboxed database with the process's other steps (a cursor each); anything else gets its own
+    # read-only SQL shares a sandboxed database with the process's other steps (a cursor each);
+    # anything else gets its own
     small = _small_inputs(urls)
     read_only = all(kind == "SELECT" for kind, _ in statements)
     con = _sandbox(ctx, config, urls, small, shared=read_only)
@@ -252,7 +254,9 @@ def _small_result(rel: duckdb.DuckDBPyRelation) -> pl.DataFrame | None:
             reader.close()
             return None  # a large result from small inputs (a join): DuckDB writes it, running the query again
         batches.append(batch)
-    return pl.from_arrow(batches if batches else reader.schema.empty_table())
+    frame = pl.from_arrow(batches if batches else reader.schema.empty_table())
+    assert isinstance(frame, pl.DataFrame), "record batches or a table make a DataFrame"
+    return frame
 
 
 def _integers_stay_integers(rel: duckdb.DuckDBPyRelation) -> duckdb.DuckDBPyRelation:

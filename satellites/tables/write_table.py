@@ -103,7 +103,7 @@ def _format(target: str, wanted: str) -> str:
     return wanted if wanted != "auto" else FORMATS.get(target.rsplit(".", 1)[-1].lower(), "parquet")
 
 
-def _existing(target: str, fmt: str, fs) -> bytes | None:
+def _existing(target: str, fs) -> bytes | None:
     if not fs.exists(target):
         return None
     with fs.open(target, "rb") as fh:
@@ -200,14 +200,13 @@ def _write_duckdb(new: pl.DataFrame, database: str, table: str, config: WriteTab
     with _open_duckdb(database) as con:
         _change_duckdb(con, new, database, table, config)
         rows = con.execute(f"select count(*) from {_q(table)}").fetchall()[0][0]
-        columns = {
-            c: t
-            for c, t in con.execute(
+        columns = dict(
+            con.execute(
                 "select column_name, data_type from information_schema.columns where table_name = ? "
                 "order by ordinal_position",
                 [table],
             ).fetchall()
-        }
+        )
     return rows, columns
 
 
@@ -279,7 +278,8 @@ def _open_duckdb(database: str, read_only: bool = False):
     overrides=(),  # `input.table` is the data to write, never the config's target `table`
 )
 def write_table(ctx: StepContext, config: WriteTableConfig) -> pl.DataFrame:
-    """Writes its input to a file or DuckDB table (relative paths land in the exo data folder): overwrite, append or upsert by key, atomically."""
+    """Writes its input to a file or DuckDB table (relative paths land in the exo data folder):
+    overwrite, append or upsert by key, atomically."""
     table = ctx.input_table("table")
     if not isinstance(table, StoredTable):
         raise ValueError("write-table needs `input.table: ${{ satellites.X.output }}` or a previous step")
@@ -312,19 +312,13 @@ def _write(table: StoredTable, target: str, fmt: str, config: WriteTableConfig) 
         return _status(target, fmt, rows), {n: str(t) for n, t in schema.items()}
     eager = _keyed(new.collect(engine="streaming"), config)
     fs, _ = fsspec.core.url_to_fs(target, **config.storage_options)
-    data = _existing(target, fmt, fs) if config.mode != "overwrite" else None
-    if data is None:
-        frame, schema = eager, eager.schema
-    elif eager.height == 0:  # nothing to add: the file stays byte for byte as it was
-        frame = None
+    data = _existing(target, fs) if config.mode != "overwrite" else None
+    if data is not None and eager.height == 0:  # nothing to add: the file stays byte for byte as it was
         stored = _read(data, fmt)
-        rows, schema = stored.height, stored.schema
-    else:
-        frame, schema = _combine(eager, data, fmt, config, target)
-    if frame is not None:
-        _write_file(frame, target, fmt, config.storage_options)
-        rows = frame.height
-    return _status(target, fmt, rows), {n: str(t) for n, t in schema.items()}
+        return _status(target, fmt, stored.height), {n: str(t) for n, t in stored.schema.items()}
+    frame, schema = (eager, eager.schema) if data is None else _combine(eager, data, fmt, config, target)
+    _write_file(frame, target, fmt, config.storage_options)
+    return _status(target, fmt, frame.height), {n: str(t) for n, t in schema.items()}
 
 
 def _status(path: str, fmt: str, rows: int) -> pl.DataFrame:

@@ -11,6 +11,8 @@ import pytest
 
 from tests.definitions.dagster_stack import DAGSTER_YAML, DagsterStack, workspace_yaml
 
+pytestmark = pytest.mark.slow  # real Dagster processes on a temporary instance
+
 TIMEOUT_S = 240
 
 DEFS = """\
@@ -59,7 +61,8 @@ query { assetNodes { assetKey { path } groupName description } }
 """
 
 JOBS = """
-query { repositoriesOrError { ... on RepositoryConnection { nodes { jobs { name } schedules { name } sensors { name } } } } }
+query { repositoriesOrError { ... on RepositoryConnection { nodes {
+  jobs { name } schedules { name } sensors { name } } } } }
 """
 
 

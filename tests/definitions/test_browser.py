@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,9 @@ import pytest
 
 from exo_dagster import load_cluster_file
 from tests.loopback import free_port
+from tests.services import chromium_path
+
+pytestmark = pytest.mark.slow  # `dagster dev` and a browser
 
 REPO = Path(__file__).resolve().parents[2]
 EXE = Path(sys.executable).parent
@@ -56,15 +58,9 @@ cluster:
 """
 
 
-def chromium() -> str:
-    """Debian's chromium (`apt-get install chromium`; .ci/run installs it when missing)."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert found, "the browser test needs Debian's `chromium` package: apt-get install -y chromium"
-    return found
-
-
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
+    chromium = chromium_path()  # before `dagster dev` starts: skipped (or failed under CI) without a browser
     root = tmp_path_factory.mktemp("ui")
     (root / "clusters").mkdir()
     (root / "clusters" / "broken.yaml").write_text(BROKEN)
@@ -104,7 +100,7 @@ def ui(tmp_path_factory):
 
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
-                executable_path=chromium(), args=["--no-sandbox", "--disable-dev-shm-usage"]
+                executable_path=chromium, args=["--no-sandbox", "--disable-dev-shm-usage"]
             )
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
             page.set_default_timeout(60_000)

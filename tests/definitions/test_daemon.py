@@ -31,6 +31,8 @@ from tests.definitions.dagster_stack import (  # noqa: F401  (EXE, RUN_TIMEOUT_S
 )
 from tests.loopback import http_server
 
+pytestmark = pytest.mark.slow  # real Dagster processes on a temporary instance
+
 TOKEN = "tok-LEAK-7b3e9c1d5a2f4e6b"
 PASSWORD = "pw-LEAK-0d9c8b7a6f5e"
 
@@ -343,14 +345,16 @@ query Leak($runIds: [String!]) {
   repositoriesOrError { ... on RepositoryConnection { nodes {
     name
     jobs { name description tags { key value }
-           sensors { name description tags { key value } sensorState { ticks(limit: 50) { status runKeys skipReason cursor } } }
+           sensors { name description tags { key value }
+                     sensorState { ticks(limit: 50) { status runKeys skipReason cursor } } }
            schedules { name } }
     assetNodes { assetKey { path } description opNames jobNames
       metadataEntries { __typename label description
         ... on TextMetadataEntry { text } ... on JsonMetadataEntry { jsonString }
         ... on MarkdownMetadataEntry { mdStr } ... on PathMetadataEntry { path } ... on UrlMetadataEntry { url } }
       assetMaterializations(limit: 10) { runId metadataEntries { __typename label
-        ... on TextMetadataEntry { text } ... on JsonMetadataEntry { jsonString } ... on PathMetadataEntry { path } } } }
+        ... on TextMetadataEntry { text } ... on JsonMetadataEntry { jsonString }
+        ... on PathMetadataEntry { path } } } }
   } } }
 }
 """

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pytest
 from polars.testing import assert_frame_equal
+
+pytestmark = pytest.mark.slow  # real Dagster processes on a temporary instance
 
 REPO = Path(__file__).resolve().parents[2]
 JOB = "exospherehost__orders_report"
@@ -154,7 +157,7 @@ def test_daily_orders_backfills_by_day_with_a_region_input_and_skips_a_day_witho
     ]
     orders = pl.concat([pl.read_csv(f) for f in sorted(ORDERS_DIR.glob("*.csv"))]).filter(pl.col("region") == "north")
     expected = orders.group_by("day").agg(pl.len().alias("orders")).sort("day")
-    from exo_dagster.storage.catalog_query import query
+    from exo_dagster.storage.views_query import query
 
     rows = query(
         "select day, region, orders from daily_orders.revenue order by day", str(home / "exo" / "catalog.duckdb")

@@ -25,6 +25,8 @@ from tests.definitions.dagster_stack import EXE, RUN_TIMEOUT_S, STARTUP_TIMEOUT_
 from tests.definitions.test_daemon import LAUNCH, Stack, _drop
 from tests.loopback import http_server
 
+pytestmark = pytest.mark.slow  # real Dagster processes on a temporary instance
+
 SLA_S = {"ok": 300, "fail": 300, "slow": 6}
 EXECUTOR = {"ok": "local", "fail": "in-process", "slow": "in-process"}
 PATHS = ("graphql-job", "asset-selection", "schedule", "files-sensor", "job-execute", "dg-launch", "exo-run")
@@ -33,7 +35,9 @@ SCHEDULE_LEAD_S = 75  # the cron clusters fire once, at a minute this far ahead 
 
 STEP = {
     "ok": '      uses: satellite/exospherehost/sql\n      config: {query: "select 1 as one"}',
-    "fail": "      uses: satellite/exospherehost/sql\n      config: {query: \"select error('failed on purpose') as x\"}",
+    "fail": (
+        "      uses: satellite/exospherehost/sql\n      config: {query: \"select error('failed on purpose') as x\"}"
+    ),
     "slow": '      uses: satellite/exospherehost/call-webhook\n      config: {url: "SLOW/slow", mode: per-batch, '
     "body: {wait: 1}, timeout: 600}",
 }

@@ -8,6 +8,8 @@ import pytest
 
 from tests.definitions.dagster_stack import serving
 
+pytestmark = pytest.mark.slow  # real Dagster processes on a temporary instance
+
 CLUSTER = """\
 version: 0.0.1b
 cluster:
@@ -15,8 +17,10 @@ cluster:
   partitions:
     daily: {start: 2026-11-01, end: 2026-11-08}
   satellites:
-    - {name: Day, uses: satellite/exospherehost/sql, identifier: day, config: {query: "select ${{ partition.key }} as day"}}
-    - {name: Total, uses: satellite/exospherehost/sql, identifier: total, config: {query: "select day, 1 as n from day"}}
+    - {name: Day, uses: satellite/exospherehost/sql, identifier: day,
+       config: {query: "select ${{ partition.key }} as day"}}
+    - {name: Total, uses: satellite/exospherehost/sql, identifier: total,
+       config: {query: "select day, 1 as n from day"}}
 """
 LAUNCH = """
 mutation($params: LaunchBackfillParams!) {
@@ -58,7 +62,7 @@ def test_an_asset_backfill_runs_each_partition_into_its_own_files(stack):
     folder = stack.data / "outputs" / "t__days" / "total"
     assert sorted(p.name for p in folder.iterdir()) == [f"{d}.parquet" for d in DAYS]
 
-    from exo_dagster.storage.catalog_query import query
+    from exo_dagster.storage.views_query import query
 
     rows = query("select day, partition from days.total order by day", str(stack.data / "catalog.duckdb")).rows
     assert rows == [(d, d) for d in DAYS]

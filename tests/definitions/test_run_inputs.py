@@ -20,6 +20,8 @@ from tests.definitions.dagster_stack import EXE, serving
 from tests.definitions.test_daemon import _drop
 from tests.loopback import http_server
 
+pytestmark = pytest.mark.slow  # real Dagster processes on a temporary instance
+
 CLUSTER = """\
 version: 0.0.1b
 cluster:
@@ -128,7 +130,10 @@ def test_every_launch_path_gives_the_steps_its_inputs(stack):
     }
     for name in ("graphql-job", "asset-selection"):
         run_id = launched[name]["run"]["runId"]
-        run = stack.wait(f"run {run_id}", lambda: (r := stack.instance.get_run_by_id(run_id)) and r.is_finished and r)
+        run = stack.wait(
+            f"run {run_id}",
+            lambda run_id=run_id: (r := stack.instance.get_run_by_id(run_id)) and r.is_finished and r,
+        )
         assert run.status == dg.DagsterRunStatus.SUCCESS
 
 

@@ -14,6 +14,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # real Dagster processes on a temporary instance
+
 REPO = Path(__file__).resolve().parents[2]
 JOB = "exospherehost__orders_report"
 KEY = ("exospherehost", "orders_report")  # asset keys: [project, cluster, step]

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # real Dagster processes on a temporary instance
+
 REPO = Path(__file__).resolve().parents[2]
 EXE = Path(sys.executable).parent
 

@@ -9,11 +9,13 @@ import shutil
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dagster as dg
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 
 from exo_dagster.execution.lease_audit import overlapping, run_leases  # noqa: F401 - re-exported for the tests
+from tests.services import POSTGRES, postgres_url
 
 REPO = Path(__file__).resolve().parents[2]
 DEFS_FILE = Path(__file__).with_name("scaleout_defs.py")
@@ -108,20 +110,34 @@ def failure_text(instance: dg.DagsterInstance, run_id: str) -> str:
     return "\n".join(texts)
 
 
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+def pg_params(url: str) -> dict[str, Any]:
+    """psycopg2's connect arguments for a postgresql:// URL (no database: each test makes its own)."""
+    parts = urlsplit(url)
+    params: dict[str, Any] = {"host": parts.hostname, "port": parts.port, "user": parts.username or "postgres"}
+    return params | ({"password": parts.password} if parts.password else {})
+
+
+PG = pg_params(POSTGRES.url)  # where the tests' databases live (EXO_TEST_POSTGRES_URL; trust authentication)
+
+
+def pg_url(db: str) -> str:
+    """The postgresql:// URL of database `db` on the tests' server."""
+    auth = PG["user"] + (f":{PG['password']}" if "password" in PG else "")
+    return f"postgresql://{auth}@{PG['host']}:{PG['port']}/{db}"
 
 
 @contextlib.contextmanager
 def pg_database(prefix: str = "exo_test"):
-    """A fresh PostgreSQL database on 127.0.0.1:5432 for one test, dropped afterwards."""
+    """A fresh PostgreSQL database for one test, dropped afterwards; skips the test when PostgreSQL is absent."""
     import psycopg2
     import pytest
 
+    server = pg_params(postgres_url())
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
-        admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG)
+        admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **server)
     except psycopg2.OperationalError as exc:
-        pytest.fail(f"these tests need PostgreSQL on 127.0.0.1:5432, user postgres (CI starts it): {exc}")
+        pytest.fail(f"PostgreSQL at {server['host']}:{server['port']} refused user {server['user']}: {exc}")
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pytest
+
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
 
 REPO = Path(__file__).resolve().parents[2]
 EXO = Path(sys.executable).parent / "exo"

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
+
 EXO = Path(sys.executable).parent / "exo"
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,6 +15,8 @@ import pytest
 
 from tests.exo_dagster.compile.test_partitions import DAILY
 
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
+
 REPO = Path(__file__).resolve().parents[2]
 
 

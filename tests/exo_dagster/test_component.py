@@ -24,6 +24,8 @@ import pytest
 
 from tests.loopback import free_port
 
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
+
 ROOT = Path(__file__).resolve().parents[2]
 EXE = Path(sys.executable).parent
 PACKAGE = "exo_dg_demo"

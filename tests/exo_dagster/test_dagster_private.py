@@ -6,6 +6,7 @@ expected, instead of a code location failing to load or a run failing mid-way.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 
@@ -110,3 +111,23 @@ def test_cron_rules_still_match_what_exo_tells_users():
 def test_an_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError):
         dagster_private.no_such_name  # noqa: B018
+
+
+def _type_checking_imports() -> dict[str, tuple[str, str | None]]:
+    """The names the `if TYPE_CHECKING:` block imports, as (module, attribute) like NAMES."""
+    tree = ast.parse(inspect.getsource(dagster_private))
+    block = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
+    found: dict[str, tuple[str, str | None]] = {}
+    for node in block.body:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found[alias.asname or alias.name] = (alias.name, None)
+        elif isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                found[alias.asname or alias.name] = (node.module or "", alias.name)
+    return found
+
+
+def test_the_type_checker_sees_the_same_names_the_runtime_resolves():
+    """pyright types every name from the TYPE_CHECKING imports; a name that differs from NAMES would be typed wrong."""
+    assert _type_checking_imports() == dagster_private.NAMES

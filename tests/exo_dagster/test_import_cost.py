@@ -1,4 +1,5 @@
-"""A code location loads no engine its clusters do not use yet: DuckDB and pyarrow load with the first step that needs them."""
+"""A code location loads no engine its clusters do not use yet: DuckDB and pyarrow load with the first step that
+needs them."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import subprocess
 import sys
 
 import polars as pl
+import pytest
+
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
 
 CLUSTER = """\
 version: 0.0.1b

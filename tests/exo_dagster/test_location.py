@@ -3,6 +3,7 @@ removes only itself; `exo validate` succeeds exactly when the location loads eve
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ def _write(folder: Path, name: str, text: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_fifty_clusters_with_every_feature_share_one_location(tmp_path):
     clusters = tmp_path / "clusters"
     write_corpus(clusters, 50)
@@ -86,6 +88,7 @@ def location(tmp_path):
     return clusters
 
 
+@pytest.mark.slow
 def test_a_broken_file_removes_only_itself(location):
     built = build_location([location])
     assert {Path(f).name for f in built.broken} == set(BROKEN)
@@ -104,6 +107,7 @@ def test_a_broken_file_removes_only_itself(location):
     assert len(error_assets) == len(BROKEN)
 
 
+@pytest.mark.slow
 def test_location_isolates_by_default_and_strict_load_fails_it(location, monkeypatch, caplog):
     monkeypatch.delenv("EXO_CLUSTERS", raising=False)
     monkeypatch.delenv("EXO_STRICT_LOAD", raising=False)
@@ -156,18 +160,20 @@ def test_a_cluster_that_fails_only_in_dagster_resolution_is_dropped_alone(tmp_pa
     import exo_dagster.location as location
 
     write_corpus(tmp_path / "c", 4)
-    real = location.compile_cluster
+    real = location.compiled_cluster
 
     def compile_with_a_defect(cluster, **kwargs):
-        defs = real(cluster, **kwargs)
+        compiled = real(cluster, **kwargs)
         if cluster.spec.identifier == "team2/c2":
             bad = dg.define_asset_job(
                 "team2__c2__bad", selection=dg.AssetSelection.assets(dg.AssetKey(["team2", "c2", "nope"]))
             )
-            defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[bad]))
-        return defs
+            compiled = dataclasses.replace(
+                compiled, definitions=dg.Definitions.merge(compiled.definitions, dg.Definitions(jobs=[bad]))
+            )
+        return compiled
 
-    monkeypatch.setattr(location, "compile_cluster", compile_with_a_defect)
+    monkeypatch.setattr(location, "compiled_cluster", compile_with_a_defect)
     built = build_location([tmp_path / "c"])
     assert [Path(f).name for f in built.broken] == ["c02.yaml"]
     report = built.error().report()

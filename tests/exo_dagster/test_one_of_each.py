@@ -8,6 +8,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [ROOT / "exo_dagster", ROOT / "satellites"]
 
@@ -20,7 +22,7 @@ CALLS = {
     "ssl.SSLContext": ("exo_dagster/sdk/tls.py", "exo_dagster.sdk.tls"),
 }
 RETRY_HELPER = "exo_dagster/sdk/retrying.py"
-TEMP_NAMERS = {"exo_dagster/sdk/atomic_write.py", "exo_dagster/sdk/temp_files.py"}  # the ".tmp" names
+TEMP_NAMERS = {"exo_dagster/sdk/atomic_write.py", "exo_dagster/sdk/internal/temp_files.py"}  # the ".tmp" names
 SLEEPS = {"time.sleep", "asyncio.sleep"}
 
 
@@ -75,6 +77,7 @@ def _files():
             yield path.relative_to(ROOT).as_posix(), ast.parse(path.read_text(), str(path))
 
 
+@pytest.mark.slow
 def test_no_copies_of_the_atomic_write_hashing_and_tls_helpers():
     problems = []
     for rel, tree in _files():
@@ -87,6 +90,7 @@ def test_no_copies_of_the_atomic_write_hashing_and_tls_helpers():
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.slow
 def test_no_temporary_file_names_outside_the_atomic_write_helper():
     """A `.tmp` name built by hand is the start of another write-then-rename copy."""
     problems = []

@@ -14,8 +14,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from exo_dagster.storage.catalog_query import QueryResult
 from exo_dagster.storage.query_output import as_table
+from exo_dagster.storage.views_query import QueryResult
+
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
 
 REPO = Path(__file__).resolve().parents[2]
 ORDERS = sorted((REPO / "definitions" / "data" / "orders").glob("*.csv"))
@@ -182,7 +184,8 @@ def test_table_text_alignment():
 
 
 def test_catalog_sync_gives_another_host_the_same_views(home, tmp_path):
-    """A host that ran none of the steps (its own, empty data folder) reads the same outputs after `exo catalog sync`."""
+    """A host that ran none of the steps (its own, empty data folder) reads the same outputs after
+    `exo catalog sync`."""
     other = tmp_path / "other_home"
     other.mkdir()
     before = exo("query", "select * from orders_report.revenue order by all", dagster_home=home)

@@ -119,6 +119,7 @@ def test_the_location_log_carries_no_terminal_escapes(clusters, caplog):
     assert any("name\u241b[31m\u240d.yaml" in w for w in warnings)
 
 
+@pytest.mark.slow
 def test_exo_validate_prints_no_terminal_escapes(clusters):
     env = {k: v for k, v in os.environ.items() if k not in ("EXO_DATA_DIR", "EXO_CLUSTERS")}
     out = subprocess.run([str(EXO), "validate", str(clusters)], env=env, capture_output=True, timeout=300)

@@ -57,6 +57,7 @@ def _resolve(*requirements: str, tmp_path: Path) -> dict[str, str]:
 
 
 pytestmark = [
+    pytest.mark.slow,  # resolves against the package index
     pytest.mark.skipif(
         not os.environ.get("EXO_TEST_NEWEST"),
         reason="asks the package index for about two minutes: `.ci/newest` runs it (EXO_TEST_NEWEST=1)",

@@ -19,6 +19,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+pytestmark = pytest.mark.slow  # builds wheels and installs them into fresh virtual environments
+
 REPO = Path(__file__).resolve().parents[2]
 
 # Entries of this environment's site-packages that belong to the checkout's editable install, not the wheel.
@@ -26,7 +28,8 @@ _CHECKOUT_ENTRIES = ("exo_dagster", "__editable__", "satellites", "exo-dagster",
 
 
 def _tracked_copy(dest: Path) -> Path:
-    """The files git tracks or would track (a clean clone once committed): a local build folder cannot change the wheel."""
+    """The files git tracks or would track (a clean clone once committed): a local build folder cannot change the
+    wheel."""
     listing = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,

@@ -232,6 +232,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.slow
 def test_every_satellite_retried_and_re_executed_has_its_effects_once(tmp_path, monkeypatch):
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
     for folder, files in {

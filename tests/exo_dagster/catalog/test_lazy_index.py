@@ -106,6 +106,7 @@ def _location_run(folder: Path, tmp_path: Path, *sites: Path) -> list:
     return _run(code, *sites, cwd=tmp_path, EXO_DATA_DIR=str(tmp_path / "data"), DAGSTER_HOME=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_a_read_table_location_imports_only_the_tables_package_and_runs(tmp_path):
     folder = _location(tmp_path)
     loaded, (success, broken, warnings) = _location_run(folder, tmp_path, _exo(tmp_path / "site"))
@@ -114,6 +115,7 @@ def test_a_read_table_location_imports_only_the_tables_package_and_runs(tmp_path
     assert (tmp_path / "data" / "outputs" / "acme__people" / "people.parquet").is_file()
 
 
+@pytest.mark.slow
 def test_the_same_location_with_the_installed_metadata_is_correct(tmp_path):
     """Whatever the installed metadata says (with or without the index), the location loads and runs."""
     folder = _location(tmp_path)
@@ -122,6 +124,7 @@ def test_the_same_location_with_the_installed_metadata_is_correct(tmp_path):
     assert success and broken == [] and warnings == []
 
 
+@pytest.mark.slow
 def test_an_unknown_id_is_suggested_from_the_whole_catalog(tmp_path):
     code = f"""
     from exo_dagster.catalog.loading import parse_cluster
@@ -147,6 +150,7 @@ def test_an_unknown_id_is_suggested_from_the_whole_catalog(tmp_path):
     assert count == len(INDEX) and problems == []
 
 
+@pytest.mark.slow
 def test_a_merged_catalog_stays_lazy(tmp_path):
     code = f"""
     from exo_dagster.catalog.registry import Registry, default_registry
@@ -203,6 +207,7 @@ def test_a_plugin_without_an_index_loads_eagerly(tmp_path):
     assert imported and loaded == [] and source == "acme"
 
 
+@pytest.mark.slow
 def test_an_indexed_plugin_that_fails_to_import_is_named_as_before(tmp_path):
     site = _dist(
         _exo(tmp_path / "site"),
@@ -234,6 +239,7 @@ def test_an_indexed_plugin_that_fails_to_import_is_named_as_before(tmp_path):
     assert problems == [named]
 
 
+@pytest.mark.slow
 def test_an_index_that_names_the_wrong_module_still_resolves_and_is_named(tmp_path):
     site = _dist(
         _exo(tmp_path / "site"),
@@ -307,6 +313,7 @@ def test_a_builtin_module_imported_directly_keeps_its_distribution(tmp_path, ord
     assert source == "exo-dagster" and loaded == ["tables"]
 
 
+@pytest.mark.slow
 def test_threads_looking_up_deferred_ids_at_once_each_get_the_right_answer(tmp_path):
     code = f"""
     import threading

@@ -17,6 +17,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
+
 REPO = Path(__file__).resolve().parents[3]
 PLUGINS = REPO / "tests" / "plugins"
 EXO = Path(sys.executable).parent / "exo"
@@ -193,7 +195,8 @@ def test_a_plugin_that_fails_to_import_is_named_and_the_rest_loads(sites, tmp_pa
     code = (
         "import sys; from exo_dagster.location import definitions_for; d = definitions_for(sys.argv[1]); "
         "r = d.get_repository_def(); print(sorted(r.job_names)); "
-        "print([a.descriptions_by_key for a in r.assets_defs_by_key.values() if 'exo_errors' in a.group_names_by_key.values()])"
+        "print([a.descriptions_by_key for a in r.assets_defs_by_key.values() if 'exo_errors' in "
+        "a.group_names_by_key.values()])"
     )
     env = _env(broken)
     env["DAGSTER_HOME"] = str(tmp_path / "home")

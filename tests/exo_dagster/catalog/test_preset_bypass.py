@@ -209,6 +209,7 @@ def test_each_bypass_is_a_located_error(tmp_path, attempt):
         assert f"{own}:7: note: it comes into this step here (a YAML alias or `<<:` merge)" in report, report
 
 
+@pytest.mark.slow
 def test_exo_validate_and_the_code_location_refuse_a_per_row_url(tmp_path):
     call, marker, value, message = ATTEMPTS["input, per row"]
     folder = _folder(tmp_path, call)
@@ -367,6 +368,7 @@ cluster:
 """
 
 
+@pytest.mark.slow
 def test_a_run_sends_only_to_the_presets_url_and_refuses_a_forged_step(tmp_path, monkeypatch):
     """End to end, on real loopback servers: the request carrying the preset's token goes to the preset's URL
     only; a step whose input was changed after the checker (a forged ParsedStep) fails before any request."""

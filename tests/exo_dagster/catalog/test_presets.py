@@ -123,6 +123,7 @@ def _at(text: str, marker: str, value: str | None = None) -> tuple[int, int]:
     return index + 1, lines[index].index(value if value is not None else marker.strip()) + 1
 
 
+@pytest.mark.slow
 def test_a_preset_compiles_and_runs_with_an_open_field_overridden(tmp_path, monkeypatch):
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "data"))
     folder = _write(tmp_path / "clusters", {"people.satellite.yaml": PRESET, "people.yaml": CLUSTER})
@@ -373,6 +374,7 @@ def exo(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run([str(EXO), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_exo_validate_checks_presets_and_the_clusters_using_them(tmp_path):
     folder = _write(tmp_path / "location", {"people.satellite.yaml": PRESET, "people.yaml": CLUSTER})
     _people(folder)
@@ -411,6 +413,7 @@ def test_exo_validate_checks_presets_and_the_clusters_using_them(tmp_path):
     assert "clusters may set only its open fields: `path`, `separator`" in output
 
 
+@pytest.mark.slow
 def test_exo_satellites_lists_presets_and_shows_only_their_open_fields(tmp_path):
     folder = _write(
         tmp_path / "location",

@@ -60,6 +60,7 @@ def test_every_config_field_of_every_catalogued_satellite_has_a_description():
     assert not missing, "Config fields without Field(description=...):\n  " + "\n  ".join(missing)
 
 
+@pytest.mark.slow
 def test_docs_satellites_md_is_the_generated_reference():
     result = exo("satellites", "--markdown")
     assert result.returncode == 0, result.stderr
@@ -71,6 +72,7 @@ def test_docs_satellites_md_is_the_generated_reference():
     assert reference.REGENERATE in current.splitlines()[0]
 
 
+@pytest.mark.slow
 def test_readme_satellite_table_is_the_generated_summary():
     result = subprocess.run(
         [sys.executable, "-m", "exo_dagster.catalog.reference", "--summary"],
@@ -99,6 +101,7 @@ def test_config_of_read_table_prints_each_fields_key_and_description():
     assert "union-by-name" in out and "source-column" in out  # the fields the old README table missed
 
 
+@pytest.mark.slow
 def test_config_of_an_unknown_satellite_exits_1_with_a_suggestion():
     result = exo("satellites", "--config", "satellite/exospherehost/read-tabel")
     assert result.returncode == 1, result.stdout + result.stderr
@@ -107,6 +110,7 @@ def test_config_of_an_unknown_satellite_exits_1_with_a_suggestion():
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_satellites_lists_every_id_with_its_version_and_summary():
     result = exo("satellites")
     assert result.returncode == 0, result.stderr

@@ -92,6 +92,7 @@ def test_the_schemas_are_valid_draft_2020_12_with_a_stable_id():
     assert "The most a chunk holds" in config["chunk-size"]["description"]  # hover docs from Field(description=...)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args,path,command",
     [
@@ -109,6 +110,7 @@ def test_shipped_schema_is_the_generated_one(args, path, command):
     )
 
 
+@pytest.mark.slow
 def test_schema_out_writes_the_file(tmp_path):
     out = tmp_path / "s.json"
     result = exo("schema", "--out", str(out))
@@ -181,7 +183,8 @@ def test_uses_shape_and_versions():
 
 
 def test_unknown_satellite_takes_any_config():
-    """A plugin not installed where the schema was made: its config is not checked (the checker says the id is unknown)."""
+    """A plugin not installed where the schema was made: its config is not checked (the checker says the id is
+    unknown)."""
     text = cluster(step("satellite/acme/not-installed", "anything: [1, 2]\nnested: {a: b}"))
     assert problems(load(text)) == []
     assert not checker_accepts(text)
@@ -204,6 +207,7 @@ def test_templates_lax_values_and_python_spellings_are_accepted_where_the_checke
         assert problems(load(text)) == [], text
 
 
+@pytest.mark.slow
 def test_a_configured_satellite_takes_only_its_open_fields(tmp_path):
     (tmp_path / "big.satellite.yaml").write_text(
         "version: 0.0.1b\nsatellite:\n  id: satellite/acme/big-chunks\n  uses: satellite/exospherehost/chunk-text\n"
@@ -310,6 +314,7 @@ def lax_mutate(data: dict, rng: random.Random) -> dict:
     return doc
 
 
+@pytest.mark.slow
 def test_the_schema_accepts_every_file_the_checker_accepts():
     from tests.exo_dagster.spec.test_fuzz_loader import corpus, mutants
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import dagster as dg
+import pytest
 
 from exo_dagster import compile_cluster, load_cluster_file, parse_cluster
 from tests.exo_dagster.conftest import FIXTURES
@@ -79,7 +80,8 @@ cluster:
     - {{name: A, uses: satellite/exospherehost/get-files, identifier: a, config: {{folder-path: x}}}}
     - {{name: B, uses: satellite/exospherehost/get-files, identifier: b, config: {{folder-path: y}}}}
     - {{name: C, uses: satellite/exospherehost/sql, identifier: c, config: {{query: "select * from a"}}}}
-    - {{name: D, uses: satellite/exospherehost/get-files, identifier: d, after: [b], config: {{folder-path: z}}, resources: {{gpu: 1, gpu-type: a100}}}}
+    - {{name: D, uses: satellite/exospherehost/get-files, identifier: d, after: [b], config: {{folder-path: z}},
+       resources: {{gpu: 1, gpu-type: a100}}}}
 """
 
 
@@ -108,11 +110,13 @@ def test_sequential_is_the_default_order():
     }
 
 
+@pytest.mark.slow
 def test_a_long_sequential_cluster_resolves_its_job():
     """A 2,500-step chain (fails without exo raising the limit): Dagster walks the graph recursively."""
     steps = ["    - {name: S0, uses: satellite/exospherehost/sql, identifier: s0, config: {query: select 1 as x}}"]
     steps += [
-        f"    - {{name: S{i}, uses: satellite/exospherehost/sql, identifier: s{i}, config: {{query: select x from s{i - 1}}}}}"
+        f"    - {{name: S{i}, uses: satellite/exospherehost/sql, identifier: s{i}, config: {{query: select x from "
+        f"s{i - 1}}}}}"
         for i in range(1, 2500)
     ]
     text = "version: 0.0.1b\ncluster:\n  identifier: a/long\n  satellites:\n" + "\n".join(steps) + "\n"

@@ -89,6 +89,7 @@ def test_a_fanned_out_step_has_its_owners_tags_and_name_led_description():
     assert spec.description.split("\n\n")[0] == "Tag"
 
 
+@pytest.mark.slow
 def test_a_newer_runs_merge_removes_the_older_runs_chunk_files(tmp_path, monkeypatch):
     """The merged output references its run's chunk files: a later run's merge makes the earlier run's folder
     garbage, removed once that run is over; a folder of a run still in progress, or unknown here, stays."""

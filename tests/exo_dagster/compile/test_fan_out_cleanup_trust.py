@@ -8,10 +8,13 @@ import logging
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from exo_dagster import Registry, SatelliteConfig, StepContext, compile_cluster, parse_cluster, satellite
 from exo_dagster.catalog.registry import builtin_registry
 from exo_dagster.storage.chunk_folders import MARKER
+
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
 
 CLUSTER = """\
 version: 0.0.1b

@@ -66,6 +66,7 @@ def test_the_launchpad_schema_is_typed_with_defaults_and_descriptions(defs):
     assert "Sales region" in fields["region"].description and "YYYY-MM-DD" in fields["since"].description
 
 
+@pytest.mark.slow
 def test_steps_resolve_inputs_as_values(defs, tmp_path, monkeypatch):
     hostile = "x'); drop table q; select ('"
     result, frame = _run(
@@ -83,6 +84,7 @@ def test_steps_resolve_inputs_as_values(defs, tmp_path, monkeypatch):
     ]
 
 
+@pytest.mark.slow
 def test_missing_or_ill_typed_inputs_stop_the_run_before_any_step(defs, tmp_path, monkeypatch):
     with pytest.raises(dg.DagsterInvalidConfigError, match="since"):
         _run(defs, tmp_path, monkeypatch, {})
@@ -128,6 +130,7 @@ def test_a_cluster_without_inputs_needs_no_run_config():
     assert schedule.name == "acme__sales__cron"
 
 
+@pytest.mark.slow
 def test_enum_choices_of_any_scalar_type_are_offered_by_their_text(tmp_path, monkeypatch):
     """1 and true are two choices (Python counts them equal), text with spaces and quotes is a choice too."""
     cluster = parse_cluster(

@@ -87,6 +87,9 @@ def test_descriptions_lead_with_the_step_name_in_plain_text(tmp_path):
     first, second, third = revenue.description.split("\n\n")
     assert (first, second) == ("Revenue per region", "One row per region.")
     assert third.startswith("satellite/exospherehost/sql: ") and "`" not in revenue.description
+    # what the satellite does: its docs' first sentence, whole (not the docstring's first line, cut where it wrapped)
+    assert third.endswith("read straight from Parquet (or from memory, where this process just wrote it).")
+    assert "\n" not in third
     assert "dagster/code_references" in revenue.metadata  # the link to the step's line in the YAML stays
 
 

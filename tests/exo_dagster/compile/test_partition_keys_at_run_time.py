@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 
 from exo_dagster import load_cluster_file
-from exo_dagster.compile.partitions import template_roots
+from exo_dagster.spec_dagster.partitions import template_roots
 
 CLUSTER = """\
 version: 0.0.1b

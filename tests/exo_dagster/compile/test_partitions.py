@@ -11,10 +11,10 @@ import pytest
 
 from exo_dagster import Registry, SatelliteConfig, StepContext, compile_cluster, parse_cluster, satellite
 from exo_dagster.catalog.registry import builtin_registry
-from exo_dagster.compile import partitions
 from exo_dagster.runtime.step_compute import row_identity
-from exo_dagster.storage.catalog_query import query
+from exo_dagster.spec_dagster import partitions
 from exo_dagster.storage.io_manager import partition_file_stem
+from exo_dagster.storage.views_query import query
 
 DAILY = """\
 version: 0.0.1b
@@ -26,7 +26,10 @@ cluster:
     - name: Day
       uses: satellite/exospherehost/sql
       identifier: day
-      config: {query: "select ${{ partition.key }} as day, ${{ partition.start }} as s, ${{ partition.end }} as e, cast(${{ env.FACTOR }} as int) as factor"}
+      config:
+        query: >-
+          select ${{ partition.key }} as day, ${{ partition.start }} as s, ${{ partition.end }} as e,
+          cast(${{ env.FACTOR }} as int) as factor
     - name: Total
       uses: satellite/exospherehost/sql
       identifier: total
@@ -67,6 +70,7 @@ def test_every_step_and_the_job_are_partitioned():
         assert graph.get(dg.AssetKey(["test", "days", name])).partitions_def == job.partitions_def
 
 
+@pytest.mark.slow
 def test_seven_day_backfill_one_view_and_a_rerun_replaces_one_day(data_dir, instance, monkeypatch):
     monkeypatch.setenv("FACTOR", "1")
     cluster = parse_cluster(DAILY, "days.yaml", registry=builtin_registry())
@@ -146,6 +150,7 @@ def _registry() -> Registry:
     return builtin_registry().merged(extra)
 
 
+@pytest.mark.slow
 def test_static_partitions_with_a_fanned_out_step_and_safe_file_names(data_dir, instance):
     cluster = parse_cluster(STATIC, "regions.yaml", registry=_registry())
     defs = compile_cluster(cluster)
@@ -168,6 +173,7 @@ def test_static_partitions_with_a_fanned_out_step_and_safe_file_names(data_dir, 
     assert tagged == [("x!", "a:b c.d"), ("x!", "eu")]
 
 
+@pytest.mark.slow
 def test_row_cache_is_keyed_per_partition(data_dir, instance):
     """The same row in two partitions is computed twice (once each); re-running a partition takes it from the cache."""
     text = STATIC.replace("select ${{ partition.key }} as region", "select 'same' as region").replace(
@@ -252,6 +258,7 @@ def test_cron_on_a_static_cluster_runs_every_key_per_tick():
     )
 
 
+@pytest.mark.slow
 def test_each_cron_trigger_of_a_list_runs_the_ticks_partition_with_its_inputs(data_dir, instance):
     text = (
         DAILY.replace('end: "2026-11-08", ', "")

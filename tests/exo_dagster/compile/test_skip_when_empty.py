@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from exo_dagster import Registry, SatelliteConfig, StepContext, compile_cluster, parse_cluster, satellite
 from exo_dagster.catalog.registry import builtin_registry
-from exo_dagster.compile import run_end
-from exo_dagster.compile.failure_section import run_failure_text
+from exo_dagster.sections import run_end
+from exo_dagster.sections.failure import run_failure_text
 from exo_dagster.spec.ir import op_name, step_of
+
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
 
 SKIPPED, MATERIALIZED = dg.DagsterEventType.STEP_SKIPPED, dg.DagsterEventType.ASSET_MATERIALIZATION
 
@@ -68,7 +71,7 @@ def _execute(instance, path, module="exo_dagster.cli", fn="cluster_job", parent:
     job = dg.build_reconstructable_job(module, fn, reconstructable_args=(str(path),))
     options = dg.ReexecutionOptions(parent_run_id=parent) if parent else None
     with dg.execute_job(job, instance=instance, raise_on_error=False, reexecution_options=options) as result:
-        events = [e for e in result.all_events]
+        events = list(result.all_events)
         return result.run_id, result.success, events
 
 

@@ -126,6 +126,7 @@ cluster:
 """
 
 
+@pytest.mark.slow
 def test_after_sensor_runs_once_per_successful_upstream_run(tmp_path, monkeypatch):
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
 

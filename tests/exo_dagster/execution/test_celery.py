@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dagster as dg
 import pytest
@@ -29,19 +30,24 @@ from tests.exo_dagster.scaleout_support import (
     short,
     write_clusters,
 )
+from tests.services import REDIS, redis_url
 
-REDIS = ("127.0.0.1", 6379)
-BROKER, BACKEND = "redis://127.0.0.1:6379/13", "redis://127.0.0.1:6379/14"  # db numbers of these tests only
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
+
+BROKER, BACKEND = f"{REDIS.url}/13", f"{REDIS.url}/14"  # db numbers of these tests only
 BIN = Path(sys.executable).parent
 
 
 def _require_redis() -> None:
+    """Skips the test when Redis is absent (fails under EXO_REQUIRE_SERVICES=1), fails when it does not answer."""
+    url = urlsplit(redis_url())
+    address = (url.hostname or "127.0.0.1", url.port or 6379)
     try:
-        with socket.create_connection(REDIS, timeout=5) as sock:
+        with socket.create_connection(address, timeout=5) as sock:
             sock.sendall(b"PING\r\n")
-            assert sock.recv(16).startswith(b"+PONG"), "Redis on 127.0.0.1:6379 did not answer PING"
+            assert sock.recv(16).startswith(b"+PONG"), f"Redis at {address} did not answer PING"
     except OSError as exc:
-        pytest.fail(f"these tests need Redis on 127.0.0.1:6379 (CI starts it): {exc}")
+        pytest.fail(f"Redis at {address} did not answer: {exc}")
 
 
 class Worker:

@@ -16,6 +16,7 @@ import subprocess
 import time
 
 import dagster as dg
+import pytest
 
 from exo_dagster.execution import launch_paths
 from exo_dagster.execution.instance_defaults import DEFAULT_DAGSTER_YAML, stale_instance
@@ -80,6 +81,7 @@ def test_a_dagster_yaml_that_exo_did_not_write_is_never_judged(tmp_path):
     assert stale_instance(dg.DagsterInstance.ephemeral()) is None
 
 
+@pytest.mark.slow
 def test_a_run_launched_by_a_process_that_predates_the_file_warns_in_its_own_log(tmp_path, monkeypatch):
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
     (tmp_path / "quick.yaml").write_text(QUICK)
@@ -112,6 +114,7 @@ def test_a_run_launched_by_a_process_that_predates_the_file_warns_in_its_own_log
     assert launch_paths.one_run_entry_point() is None
 
 
+@pytest.mark.slow
 def test_a_first_daemon_on_a_fresh_home_prints_the_warning_and_the_next_start_has_the_defaults(tmp_path):
     """The real thing, once: `dagster-daemon run` on a dg project with a ClusterComponent and an empty home."""
     from tests.exo_dagster.test_component import EXE, PACKAGE, project_env, write_project

@@ -22,6 +22,8 @@ from tests.exo_dagster.scaleout_support import (
     write_clusters,
 )
 
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
+
 JOB = "exotest__gpu_mix"
 
 

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from exo_dagster.execution import instance_home
 
@@ -77,6 +78,7 @@ def _healthy(home: str) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_simultaneous_first_runs_never_break_a_fresh_home(tmp_path):
     """When exo code runs first (`exo run`, the code location), no race breaks a home. Under
     `dagster job execute` Dagster creates the instance before any exo code runs, so exo can only

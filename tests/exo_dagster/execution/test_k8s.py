@@ -32,6 +32,8 @@ from tests.exo_dagster.scaleout_support import (
     write_clusters,
 )
 
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
+
 BIN = Path(sys.executable).parent
 NAMESPACE = "exo-test"
 JOBS = re.compile(r"^/apis/batch/v1/namespaces/([^/]+)/jobs(?:/([^/?]+)(/status)?)?")

@@ -17,8 +17,8 @@ import pytest
 from dagster_shared.cli import PythonPointerOpts
 from dagster_shared.record import as_dict
 
-from exo_dagster.compile import run_end
 from exo_dagster.execution import launch_paths
+from exo_dagster.sections import run_end
 
 DAILY = """\
 version: 0.0.1b
@@ -43,7 +43,7 @@ PLAIN_DEFS = """\
 import json
 import dagster as dg
 from exo_dagster.execution import launch_paths
-from exo_dagster.compile import run_end
+from exo_dagster.sections import run_end
 
 
 @dg.op
@@ -119,6 +119,7 @@ def test_the_outermost_entry_point_names_the_path_and_python_m_counts(monkeypatc
     )
 
 
+@pytest.mark.slow
 def test_dagsters_job_execute_function_as_dg_launch_calls_it_is_found_from_inside_the_run(tmp_path, monkeypatch):
     from dagster._cli.job import job_execute_command_impl
 
@@ -210,6 +211,7 @@ def test_a_partition_range_refused_for_other_assets_keeps_dagsters_message(tmp_p
     assert launch_paths.partition_range_hint(ValueError("x"), None) is None
 
 
+@pytest.mark.slow
 def test_one_partition_runs_as_dg_launch_job_partition_runs_it(exo_defs, tmp_path):
     from dagster._cli.job import execute_execute_command
 
@@ -222,6 +224,7 @@ def test_one_partition_runs_as_dg_launch_job_partition_runs_it(exo_defs, tmp_pat
     assert (tmp_path / "exo" / "outputs" / "acme__daily" / "day" / "2026-11-03.parquet").exists()
 
 
+@pytest.mark.slow
 def test_dg_launch_partition_range_in_a_dg_project_is_a_one_line_error(tmp_path):
     from tests.exo_dagster.test_component import EXE, PACKAGE, output, project_env, write_project
 

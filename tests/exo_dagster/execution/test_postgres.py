@@ -24,6 +24,8 @@ from tests.exo_dagster.scaleout_support import (
     write_clusters,
 )
 
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
+
 PASSWORD = "exo-pg-sentinel-5c1d9e"  # trust auth here ignores it; it must still never be stored anywhere
 
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 import time
 
 import dagster as dg
+import pytest
 
-from exo_dagster.compile.failure_section import run_failure_text
+from exo_dagster.sections.failure import run_failure_text
 from tests.loopback import http_server
+
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
 
 CLUSTER = """\
 version: 0.0.1b

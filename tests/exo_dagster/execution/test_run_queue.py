@@ -13,6 +13,8 @@ from tests.definitions.dagster_stack import serving
 from tests.exo_dagster.execution.test_run_slots import CLUSTER
 from tests.loopback import http_server
 
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
+
 DAGSTER_YAML = """\
 run_coordinator:
   module: exo_dagster.execution.run_queue

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from exo_dagster.execution.run_executor import asset_run_tags
 from exo_dagster.execution.run_queue import ExoRunCoordinator, cluster_limits
@@ -87,6 +88,7 @@ def _prepare_home(tmp_path: Path) -> None:
         instance.fetch_materializations(dg.AssetKey("none"), limit=1)
 
 
+@pytest.mark.slow
 def test_two_exo_runs_of_a_concurrency_1_cluster_take_turns(tmp_path):
     _prepare_home(tmp_path)
     with http_server() as slow:
@@ -103,6 +105,7 @@ def test_two_exo_runs_of_a_concurrency_1_cluster_take_turns(tmp_path):
         assert sum(_waited(instance, r.run_id) for r in runs) == 1  # the later one said why it waited
 
 
+@pytest.mark.slow
 def test_a_run_cancelled_while_it_waits_ends_cancelled_without_running_a_step(tmp_path):
     _prepare_home(tmp_path)
     with http_server() as slow:
@@ -142,6 +145,7 @@ def _tagged():
     _noop()
 
 
+@pytest.mark.slow
 def test_the_run_queue_holds_one_limit_per_cluster_next_to_the_operators_own():
     coordinator = {
         "module": "exo_dagster.execution.run_queue",

@@ -114,6 +114,7 @@ def _dead_pid() -> int:
 # --- the limit is the definition's -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_forged_tag_neither_raises_the_limit_nor_escapes_the_cluster_in_the_run_guard(instance, c):
     holder = _hold(instance, {c: 1}, {CONCURRENCY_TAG: f"1:{c}"})
     for forged in (f"9:{c}", "1:t/other", "", "x"):
@@ -275,6 +276,7 @@ def _forged_tags(rng: random.Random, run_id: str, limits: dict[str, int]) -> dic
     }
 
 
+@pytest.mark.slow
 def test_no_interleaving_of_runs_with_forged_tags_holds_more_slots_than_the_limit(instance, c):
     limits = {f"{c}-a": 1, f"{c}-b": 2}
     inside, peak, done, errors = Counter(), Counter(), [], []
@@ -330,6 +332,7 @@ WORKERS, RUNS_PER_WORKER = 6, 6
 DAGSTER_YAML_QUEUE = {"module": "exo_dagster.execution.run_queue", "class": "ExoRunCoordinator"}
 
 
+@pytest.mark.slow
 def test_the_run_queue_takes_the_limit_from_the_definition_not_from_the_launchers_tag(tmp_path, monkeypatch):
     """`dagster job launch --tags '{"exo/concurrency": "9:t/q"}'` while a run of t/q holds its only slot:
     the coordinator rewrites the tag from the job's definition, and Dagster's daemon keeps the run queued."""
@@ -431,6 +434,7 @@ def _materialize(instance, workspace, location, repo, job: str, tags: dict) -> d
 # --- end to end: a forged `dagster job execute` waits; SIGKILL the holder and it runs ------------------------------
 
 
+@pytest.mark.slow
 def test_a_forged_run_waits_for_the_holder_and_starts_within_seconds_of_its_sigkill(tmp_path):
     _prepare_home(tmp_path)
     (tmp_path / "clusters").mkdir()

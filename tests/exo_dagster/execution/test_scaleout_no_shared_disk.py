@@ -27,13 +27,13 @@ import yaml
 
 from tests.exo_dagster.execution.test_celery import BIN, Worker, _require_redis
 from tests.exo_dagster.scaleout_support import (
-    PG,
     REPO,
     events_of,
     failure_text,
     make_home,
     pg_database,
     pg_query,
+    pg_url,
     quiet,
     recon_job,
     use_pg,
@@ -41,8 +41,11 @@ from tests.exo_dagster.scaleout_support import (
 )
 from tests.loopback import s3_server
 from tests.satellites.openai_server import OpenAIServer
+from tests.services import REDIS
 
-BROKER, BACKEND = "redis://127.0.0.1:6379/11", "redis://127.0.0.1:6379/12"  # db numbers of these tests only
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
+
+BROKER, BACKEND = f"{REDIS.url}/11", f"{REDIS.url}/12"  # db numbers of these tests only
 PASSWORD = "exo-nodisk-sentinel"
 # What a no-shared-disk deployment sets, as shipped (README "Scaling out"): a task is acknowledged only once it has
 # run, so a worker that dies takes nothing with it; Redis hands an unacknowledged task to another worker after the
@@ -112,7 +115,7 @@ def nodisk(tmp_path, monkeypatch, s3_endpoint):
             monkeypatch.setenv(key, value)
         boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
         monkeypatch.setenv("EXO_OUTPUTS", f"s3://{bucket}/outputs")
-        monkeypatch.setenv("EXO_ROW_CACHE_URL", f"postgresql://{PG['user']}@{PG['host']}:{PG['port']}/{db}")
+        monkeypatch.setenv("EXO_ROW_CACHE_URL", pg_url(db))
         code = tmp_path / "code"  # the code every host deploys (the same checkout): cluster files and a defs file
         code.mkdir()
         defs = write_clusters(

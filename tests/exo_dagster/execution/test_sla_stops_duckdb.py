@@ -11,12 +11,13 @@ import threading
 import time
 
 import dagster as dg
+import pytest
 
-from exo_dagster.compile.failure_section import run_failure_text
 from exo_dagster.dagster_private import DagsterExecutionInterruptedError
 from exo_dagster.execution import step_process
 from exo_dagster.runtime import step_timeout
 from exo_dagster.sdk import duck
+from exo_dagster.sections.failure import run_failure_text
 
 RUNAWAY = "select sum(a.range * b.range) as s from range(1000000) a, range(1000000) b"
 SLA_S = 15  # long enough for the step process to start and be inside DuckDB when it fires
@@ -59,6 +60,7 @@ def test_a_step_process_told_to_stop_interrupts_its_duckdb_work():
     assert time.monotonic() - stopped < 2
 
 
+@pytest.mark.slow
 def test_a_local_run_past_its_sla_ends_within_seconds_while_duckdb_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
     path = tmp_path / "runaway.yaml"

@@ -22,9 +22,9 @@ from dagster._utils.error import serializable_error_info_from_exc_info
 
 from exo_dagster import Registry, SatelliteConfig, StepContext, compile_cluster, parse_cluster, satellite
 from exo_dagster.catalog.registry import builtin_registry
-from exo_dagster.compile import run_end
-from exo_dagster.sdk import leak_guard
+from exo_dagster.sdk.internal import leak_guard
 from exo_dagster.sdk.masking import MASK, MaskedError, mask_exception, mask_output
+from exo_dagster.sections import run_end
 
 SECRET = 'sk-live/Zq9x+Ab"cd\\ef 0123456789-ABCDEFghij'
 
@@ -178,6 +178,7 @@ def _secret(rng: random.Random) -> str:
 SECRETS, ROUNDS = 40, 3  # a Masker costs ~50 ms to build: a few secrets, each in many exceptions
 
 
+@pytest.mark.slow
 def test_mask_exception_leaves_no_secret_in_what_dagster_stores_of_any_exception():
     rng = random.Random(21)
     cases = leaked = 0
@@ -427,6 +428,7 @@ def _failures(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
     return found
 
 
+@pytest.mark.slow
 def test_no_secret_reaches_any_store_from_any_error_path(home, capfd):
     tmp_path = home
     cluster = parse_cluster(CLUSTER, str(tmp_path / "c.yaml"), registry=_registry())

@@ -236,6 +236,7 @@ cluster:
 """
 
 
+@pytest.mark.slow
 def test_one_run_where_each_failure_points_at_the_key_or_template_that_caused_it(tmp_path, monkeypatch):
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
     monkeypatch.setenv("EXO_TEST_DEST", "/etc/exo-not-allowed")

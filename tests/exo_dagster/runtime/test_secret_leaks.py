@@ -18,6 +18,8 @@ from exo_dagster import Registry, SatelliteConfig, StepContext, compile_cluster,
 from exo_dagster.catalog.registry import builtin_registry
 from tests.loopback import http_server
 
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
+
 SECRET = 'sk-live/Zq9x+Ab"cd\\ef 0123456789-ABCDEFghij'
 
 
@@ -168,14 +170,17 @@ def _execute(text: str, tmp_path: Path, instance: dg.DagsterInstance) -> tuple[b
     return result.success, errors
 
 
-METADATA = "metadataEntries { label __typename ... on TextMetadataEntry { text } ... on JsonMetadataEntry { jsonString } ... on MarkdownMetadataEntry { mdStr } }"
+METADATA = (
+    "metadataEntries { label __typename ... on TextMetadataEntry { text } "
+    "... on JsonMetadataEntry { jsonString } ... on MarkdownMetadataEntry { mdStr } }"
+)
 GRAPHQL = """query($runId: ID!) {
   logsForRun(runId: $runId) { ... on EventConnection { events { __typename
     ... on MessageEvent { message }
-    ... on ExecutionStepFailureEvent { error { message stack causes { message stack } } failureMetadata { %s } }
-    ... on MaterializationEvent { %s } } } }
+    ... on ExecutionStepFailureEvent { error { message stack causes { message stack } } failureMetadata { METADATA } }
+    ... on MaterializationEvent { METADATA } } } }
   runsOrError { ... on Runs { results { runId status runConfigYaml tags { key value } } } }
-}""" % (METADATA, METADATA)
+}""".replace("METADATA", METADATA)
 
 
 def _graphql(instance: dg.DagsterInstance, run_ids: list[str]) -> str:

@@ -185,7 +185,7 @@ def test_leak_guard_masks_prints_split_writes_and_logging(capfd, caplog):
     import logging
     import sys
 
-    from exo_dagster.sdk import leak_guard
+    from exo_dagster.sdk.internal import leak_guard
 
     secret = "guarded-SECRET-value-42"
     with leak_guard.guarded([secret]):

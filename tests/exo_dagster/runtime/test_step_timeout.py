@@ -10,7 +10,9 @@ import pytest
 
 from exo_dagster import SatelliteConfig, StepContext, compile_cluster, parse_cluster, satellite
 from exo_dagster.catalog.registry import default_registry
-from exo_dagster.compile.failure_section import failure_fields
+from exo_dagster.sections.failure import failure_fields
+
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
 
 if "satellite/test/nap" not in default_registry().ids():
 

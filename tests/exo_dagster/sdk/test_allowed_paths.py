@@ -87,6 +87,7 @@ def _snapshot(folder) -> set[str]:
     return {str(p) for p in folder.rglob("*")} if folder.exists() else set()
 
 
+@pytest.mark.slow
 def test_path_escapes_over_every_satellite_and_way(tmp_path, monkeypatch):
     """The figure: attempts to write, move or delete outside the roots that acted outside (must be 0)."""
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "data"))
@@ -136,6 +137,7 @@ def test_path_escapes_over_every_satellite_and_way(tmp_path, monkeypatch):
     assert attempts == 15 and escapes == 0
 
 
+@pytest.mark.slow
 def test_inside_the_roots_still_works_and_env_widens(tmp_path, monkeypatch):
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "data"))
     (tmp_path / "cluster").mkdir()

@@ -8,8 +8,8 @@ import fsspec
 import pytest
 from upath import UPath
 
-from exo_dagster.sdk import temp_files
 from exo_dagster.sdk.atomic_write import atomic_path, atomic_write
+from exo_dagster.sdk.internal import temp_files
 
 
 def test_local_write_replaces_the_target(tmp_path):

@@ -18,9 +18,9 @@ import threading
 import polars as pl
 import pytest
 
+from exo_dagster.sdk.internal.row_writer import RowWriter
 from exo_dagster.sdk.row_cache import RowCache, row_key, row_keyer
 from exo_dagster.sdk.row_map import RowStats, map_rows
-from exo_dagster.sdk.row_writer import RowWriter
 
 ROWS = 50_000
 IDENTITY = ("satellite/test/upper", "1.0.0", {"mode": "upper"})
@@ -47,6 +47,7 @@ def test_row_keyer_gives_row_key():
         assert keyer(row) == row_key("satellite/x/y", "2.0", {"b": [1, "é"], "a": None}, row)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("asynchronous", [False, True])
 def test_crash_then_rerun_redoes_no_finished_row(tmp_path, asynchronous):
     path = str(tmp_path / "c.sqlite")
@@ -113,6 +114,7 @@ KILLED_RUN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigkill_midway_leaves_only_finished_rows_and_rerun_does_the_rest(tmp_path):
     path = str(tmp_path / "c.sqlite")
     child = subprocess.run(
@@ -182,6 +184,7 @@ def test_a_row_repeated_in_a_later_batch_is_computed_once(tmp_path):
     assert (stats.computed, stats.cached) == (5, 3)
 
 
+@pytest.mark.slow
 def test_an_exception_in_the_steps_thread_stops_the_workers_taking_rows(tmp_path):
     """A step timeout (SIGALRM) or Ctrl-C lands in the step's thread while the workers are mid-batch:
     rows in flight finish and are committed, no worker takes another row."""

@@ -193,6 +193,7 @@ def _shape(serialized: str, name: bool) -> str:
     return _ALIAS.sub('"alias":*', shape) if name else shape
 
 
+@pytest.mark.slow
 def test_no_generated_value_changes_the_parsed_query():
     values = _values(random.Random(SEED))
     pairs, refused_where_placed, references = [], [], {}

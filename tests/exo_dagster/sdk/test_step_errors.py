@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from exo_dagster import compile_cluster, parse_cluster
-from exo_dagster.compile.failure_section import failure_fields
 from exo_dagster.sdk.step_errors import BUG, PERMANENT, TRANSIENT, PermanentError, TransientError, kind
+from exo_dagster.sections.failure import failure_fields
 from tests.loopback import free_port, http_server
 
 
@@ -107,6 +107,7 @@ def data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
 
 
+@pytest.mark.slow
 def test_a_missing_folder_fails_at_once_with_its_message_and_yaml_location(tmp_path, data_dir):
     path = tmp_path / "missing.yaml"
     text = MISSING.format(folder=tmp_path / "nope")
@@ -139,6 +140,7 @@ def test_a_missing_folder_fails_at_once_with_its_message_and_yaml_location(tmp_p
         assert fields["error"].startswith("Find files (`files`): get-files: missing folder: ")
 
 
+@pytest.mark.slow
 def test_a_busy_service_is_retried_and_the_failure_names_the_last_cause(tmp_path, data_dir):
     with http_server() as server, dg.instance_for_test() as instance:
         server.status["/busy"] = 503
@@ -170,6 +172,7 @@ cluster:
 """
 
 
+@pytest.mark.slow
 def test_a_query_that_fails_when_its_output_is_written_fails_at_once_too(tmp_path, data_dir):
     """The sql satellite returns a lazy relation, computed while the IO manager writes it."""
     path = tmp_path / "bad.yaml"

@@ -22,6 +22,8 @@ from exo_dagster.compile.compiler import compile_clusters
 from exo_dagster.location import build_location
 from tests.exo_dagster.clusters_corpus import cluster_text
 
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
+
 ROOT = Path(__file__).resolve().parents[3]
 SEED = 20261129
 MUTANTS = 4000  # byte/line-level mutants

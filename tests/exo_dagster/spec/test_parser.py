@@ -55,8 +55,10 @@ cluster:
   satellites:
     - {name: A, uses: satellite/exospherehost/get-files, identifier: a, config: {folder-path: x}}
     - {name: B, uses: satellite/exospherehost/get-files, identifier: b, config: {folder-path: y}}
-    - {name: C, uses: satellite/exospherehost/sql, identifier: c, config: {query: "select * from a join b on a.name = b.name"}}
-    - {name: D, uses: satellite/exospherehost/sql, identifier: d, config: {query: "select * from ${{ satellites.a.output }}"}}
+    - {name: C, uses: satellite/exospherehost/sql, identifier: c,
+       config: {query: "select * from a join b on a.name = b.name"}}
+    - {name: D, uses: satellite/exospherehost/sql, identifier: d,
+       config: {query: "select * from ${{ satellites.a.output }}"}}
 """)
     cluster = load_cluster_file(path)
     assert sorted(cluster.step("c").references) == ["a", "b"]

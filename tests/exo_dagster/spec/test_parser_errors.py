@@ -278,7 +278,7 @@ def test_report_quotes_line_with_caret(write_cluster):
     report = err.report()
     assert "    sla: 3 hours" in report.replace("  sla", "sla", 1) or "  sla: 3 hours" in report
     caret_line = report.splitlines()[
-        report.splitlines().index(next(l for l in report.splitlines() if l.strip() == "sla: 3 hours")) + 1
+        report.splitlines().index(next(line for line in report.splitlines() if line.strip() == "sla: 3 hours")) + 1
     ]
     assert caret_line.index("^") == 4 + 7  # four spaces of indent, then column 8
     assert "fix:" in report

@@ -102,10 +102,11 @@ def test_partition_template_in_a_failure_section(write_cluster):
         + """\
   failure:
     satellites:
-      - {name: Note, uses: satellite/exospherehost/sql, identifier: note, config: {query: "select ${{ partition.key }}"}}
+      - {name: Note, uses: satellite/exospherehost/sql, identifier: note,
+         config: {query: "select ${{ partition.key }}"}}
 """,
     )
-    assert_error(err, file, 13, 99, "only available in the cluster's `satellites`")
+    assert_error(err, file, 14, 34, "only available in the cluster's `satellites`")
 
 
 def test_a_files_trigger_on_a_partitioned_cluster(write_cluster):

@@ -219,7 +219,8 @@ def test_a_crafted_reference_leaves_its_target_intact_and_the_legitimate_folder_
 
 
 def test_refusals_are_logged_with_the_path_escaped(env):
-    env.drop([f"{env.root}/../../storage/{env.done}/000000.parquet\x1b[2J"])
+    # the escape early in the path: the log line cuts a path at 160 characters, and tmp_path is longer under xdist
+    env.drop([f"{env.root}/../../storage\x1b[2J/{env.done}/000000.parquet"])
     folder = _folder(env.own(env.done), marker=False)
     env.drop([str(folder / "000000.parquet")])
     assert len(env.warnings) == 2, env.warnings
@@ -353,6 +354,7 @@ def s3(s3_endpoint, monkeypatch, tmp_path):
     return client, bucket, other
 
 
+@pytest.mark.slow
 def test_s3_crafted_references_leave_their_objects_and_the_legitimate_folder_still_goes(s3):
     client, bucket, other_bucket = s3
     instance = dg.DagsterInstance.ephemeral()

@@ -1,6 +1,6 @@
 """`exo query` runs on a connection that cannot write: no statement, of any kind, changes a file.
 
-The statement filter in `catalog_query.query` is bypassed here on purpose: every write is sent straight to
+The statement filter in `views_query.query` is bypassed here on purpose: every write is sent straight to
 the connection `exo query` runs on (`read_only_connection`), and must fail there, with nothing changed
 under the data folder, in the working folder or beside the catalog.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from exo_dagster.storage import duckdb_catalog, read_only_files
-from exo_dagster.storage.catalog_query import QueryError, query, read_only_connection
+from exo_dagster.storage import output_views, read_only_files
+from exo_dagster.storage.views_query import QueryError, query, read_only_connection
 
 
 def fingerprint(folder: Path) -> dict[str, tuple[str, int]]:
@@ -41,9 +41,9 @@ def data(tmp_path, monkeypatch) -> Path:
     (data / "other.csv").write_text("s\nsecret\n")
     con.close()
     catalog = str(data / "catalog.duckdb")
-    duckdb_catalog.register_view("c", "o", f"read_parquet('{out}')", path=catalog)
-    duckdb_catalog.register_view(
-        "c", "p", duckdb_catalog.partitions_source(str(data / "outputs" / "c" / "parts")), path=catalog
+    output_views.register_view("c", "o", f"read_parquet('{out}')", path=catalog)
+    output_views.register_view(
+        "c", "p", output_views.partitions_source(str(data / "outputs" / "c" / "parts")), path=catalog
     )
     cwd = tmp_path / "cwd"
     (cwd / ".tmp").mkdir(parents=True)  # DuckDB's default spill folder exists: still not writable
@@ -125,6 +125,7 @@ def test_no_write_through_the_connection_exo_query_runs_on(data, tmp_path):
     assert len(attempts) >= 60
 
 
+@pytest.mark.slow
 def test_every_write_through_exo_query_fails_with_a_message_and_changes_nothing(data, tmp_path):
     before = fingerprint(tmp_path)
     for sql in write_attempts(data):
@@ -217,6 +218,7 @@ def test_the_read_only_filesystem_refuses_every_write(tmp_path):
     assert (tmp_path / "parts" / "a.parquet").read_bytes() == b"PAR1"
 
 
+@pytest.mark.slow
 def test_threads_reading_one_file_each_get_their_own_bytes(tmp_path):
     """DuckDB's threads share a handle and each seeks then reads: a position per thread keeps them apart."""
     con = duckdb.connect()
@@ -224,7 +226,7 @@ def test_threads_reading_one_file_each_get_their_own_bytes(tmp_path):
     big.parent.mkdir()
     con.execute(f"copy (select i, md5(i::varchar) m from range(2000000) t(i)) to '{big}' (row_group_size 20000)")
     catalog = str(tmp_path / "catalog.duckdb")
-    duckdb_catalog.register_view("c", "big", f"read_parquet('{big}')", path=catalog)
+    output_views.register_view("c", "big", f"read_parquet('{big}')", path=catalog)
     expected = con.execute(f"select count(*), sum(i), min(m), max(m), sum(hash(m)) from '{big}'").fetchall()
     for _ in range(3):
         assert query("select count(*), sum(i), min(m), max(m), sum(hash(m)) from c.big", catalog).rows == expected

@@ -12,6 +12,8 @@ import pytest
 from exo_dagster import compile_cluster, parse_cluster
 from tests.loopback import s3_server
 
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
+
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
@@ -125,7 +127,7 @@ def _tag_registry():
 def test_fan_out_chunks_live_in_s3_and_catalog_views_read_s3_offline(s3, monkeypatch, tmp_path):
     """No shared disk: chunk files go where the outputs go (S3), the merge references them there, and the
     DuckDB catalog's views read S3 through fsspec (no httpfs download), for `exo query` and sql steps."""
-    from exo_dagster.storage import catalog_query
+    from exo_dagster.storage import views_query
 
     client, bucket = s3
     monkeypatch.setenv("EXO_OUTPUTS", f"s3://{bucket}/outputs")
@@ -148,11 +150,11 @@ def test_fan_out_chunks_live_in_s3_and_catalog_views_read_s3_offline(s3, monkeyp
     )
     assert counted.to_dicts() == [{"n": 10, "tags": ",".join(sorted(f"w{i}!" for i in range(10)))}]
 
-    out = catalog_query.query("select word, tagged from s3chunks.tagged order by word")
+    out = views_query.query("select word, tagged from s3chunks.tagged order by word")
     assert out.rows == [(f"w{i}", f"w{i}!") for i in range(10)]
-    assert catalog_query.query("select n from s3chunks.counted").rows == [(10,)]
-    with pytest.raises(catalog_query.QueryError, match="read-only|reads only"):  # still sandboxed: no other object
-        catalog_query.query(f"select * from read_parquet('s3://{bucket}/outputs/test__s3chunks/words.parquet.tmp')")
+    assert views_query.query("select n from s3chunks.counted").rows == [(10,)]
+    with pytest.raises(views_query.QueryError, match="read-only|reads only"):  # still sandboxed: no other object
+        views_query.query(f"select * from read_parquet('s3://{bucket}/outputs/test__s3chunks/words.parquet.tmp')")
 
     # another host, whose own catalog saw none of it written: `exo catalog sync` lists the outputs in S3
     import os
@@ -168,8 +170,8 @@ def test_fan_out_chunks_live_in_s3_and_catalog_views_read_s3_offline(s3, monkeyp
         synced
     )
     there = str(other / "catalog.duckdb")
-    assert catalog_query.query("select count(*), min(tagged) from s3chunks.tagged", there).rows == [(10, "w0!")]
-    assert catalog_query.query("select n from s3chunks.counted", there).rows == [(10,)]
+    assert views_query.query("select count(*), min(tagged) from s3chunks.tagged", there).rows == [(10, "w0!")]
+    assert views_query.query("select n from s3chunks.counted", there).rows == [(10,)]
 
 
 def test_a_newer_runs_merge_removes_the_older_runs_chunk_objects(s3, monkeypatch):

@@ -12,7 +12,10 @@ import polars as pl
 import pytest
 
 from exo_dagster import StepContext, compile_cluster, load_cluster_file
+from exo_dagster.sdk.step_errors import PermanentError
 from satellites.ai.embed_text import EmbedTextConfig, embed_text, load_model, model_path, resolve_device, similar_pairs
+
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
 
 REPO = Path(__file__).resolve().parents[3]
 TICKETS = REPO / "definitions" / "tickets.yaml"
@@ -87,13 +90,13 @@ def test_clear_errors_for_device_model_and_column(tmp_path):
         assert resolve_device("auto") == "cuda" and resolve_device("cuda:0") == "cuda:0"
     else:
         assert resolve_device("auto") == "cpu"
-        with pytest.raises(dg.Failure, match="no CUDA GPU is visible"):
+        with pytest.raises(PermanentError, match="no CUDA GPU is visible"):
             resolve_device("cuda")
-    with pytest.raises(dg.Failure, match="cannot load model `no/such-model`"):
+    with pytest.raises(PermanentError, match="cannot load model `no/such-model`"):
         load_model("no/such-model", "cpu", base_dir=str(tmp_path))
-    with pytest.raises(dg.Failure, match="no column `text`.*body"):
+    with pytest.raises(PermanentError, match="no column `text`.*body"):
         embed_text(ctx_for(tmp_path, pl.DataFrame({"body": ["x"]})), EmbedTextConfig())
-    with pytest.raises(dg.Failure, match="nothing to embed"):
+    with pytest.raises(PermanentError, match="nothing to embed"):
         embed_text(ctx_for(tmp_path), EmbedTextConfig())
     with pytest.raises(ValueError):
         EmbedTextConfig.model_validate({"device": "tpu"})

@@ -16,6 +16,8 @@ import pytest
 from pydantic import ValidationError
 
 from exo_dagster import StepContext, compile_cluster, parse_cluster
+from exo_dagster.sdk import step_errors
+from exo_dagster.sdk.step_errors import PermanentError
 from satellites.ai.llm_client import TokenBucket, retry_after_seconds
 from satellites.ai.llm_complete import DeepSeekR1Config, LlmCompleteConfig, deepseek_r1, llm_complete
 from satellites.ai.llm_output import InvalidOutput, extract_json, strip_reasoning, to_json_schema
@@ -168,6 +170,7 @@ def test_config_accepts_the_seed_and_rejects_bad_schemas():
         LlmCompleteConfig.model_validate({"model": "m", "temprature": 0})
 
 
+@pytest.mark.slow
 def test_429_waits_for_retry_after_and_5xx_backs_off_exponentially(run):
     with OpenAIServer(retry_after="1") as server:
         out, meta = run(
@@ -225,7 +228,7 @@ def test_client_errors_are_not_retried_and_bad_keys_stop_the_step(run):
     assert server.requests["[[status:400]] too long"] == 1 and out["_error"][0].startswith("LlmError: HTTP 400")
     assert out["text"][1] == "echo: fine"
     with OpenAIServer(api_key=KEY) as server:
-        with pytest.raises(dg.Failure) as failure:
+        with pytest.raises(PermanentError) as failure:
             run(
                 prompts(*[f"p{i}" for i in range(30)]),
                 model="m",
@@ -233,9 +236,10 @@ def test_client_errors_are_not_retried_and_bad_keys_stop_the_step(run):
                 secrets={"API_KEY": "sk-wrong-key"},
                 concurrency=2,
             )
-    assert "HTTP 401" in failure.value.description and "Incorrect API key" in failure.value.description
+    assert "HTTP 401" in str(failure.value) and "Incorrect API key" in str(failure.value)
+    assert step_errors.kind(failure.value) == step_errors.PERMANENT  # the step fails at once, never retried
     assert server.total <= 3  # the first 401 stops the calls; only what was already in flight went out
-    assert "sk-wrong-key" not in failure.value.description
+    assert "sk-wrong-key" not in str(failure.value)
 
 
 def test_api_key_is_sent_and_never_shown(tmp_path, run):
@@ -264,9 +268,9 @@ def test_api_key_is_sent_and_never_shown(tmp_path, run):
 
 def test_openai_without_a_key_is_a_clear_error(run, monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    with pytest.raises(dg.Failure, match=r"no key: map one"):
+    with pytest.raises(PermanentError, match=r"no key: map one"):
         run(prompts("x"), model="gpt-4o-mini")
-    with pytest.raises(dg.Failure, match="needs `input.prompt` or `input.messages`"):
+    with pytest.raises(PermanentError, match="needs `input.prompt` or `input.messages`"):
         run(pl.DataFrame({"text": ["x"]}), model="m", base_url="http://127.0.0.1:9/v1")
 
 
@@ -287,6 +291,7 @@ def test_a_rerun_never_pays_twice(server, run):
     assert server.requests["row 0"] == 2
 
 
+@pytest.mark.slow
 def test_requests_and_tokens_per_minute_pace_the_calls(server, run):
     # the server thread records arrivals on this process's monotonic clock: compare with the start
     start = time.monotonic()
@@ -347,7 +352,7 @@ def test_messages_input_and_whole_column_prompts(server, run):
 def test_deepseek_alias_strips_reasoning_and_needs_an_endpoint(server, run, monkeypatch):
     monkeypatch.delenv("EXO_DEEPSEEK_BASE_URL", raising=False)
     monkeypatch.delenv("EXO_DEEPSEEK_MODEL", raising=False)
-    with pytest.raises(dg.Failure, match="EXO_DEEPSEEK_BASE_URL"):
+    with pytest.raises(PermanentError, match="EXO_DEEPSEEK_BASE_URL"):
         run(prompts("x"), fn=deepseek_r1, config_class=DeepSeekR1Config)
     monkeypatch.setenv("EXO_DEEPSEEK_BASE_URL", server.url)
     out, _ = run(
@@ -364,7 +369,12 @@ def test_deepseek_alias_strips_reasoning_and_needs_an_endpoint(server, run, monk
 
 def test_batch_mode_writes_openai_batch_jsonl_and_reads_results_back(tmp_path, run):
     rows = pl.DataFrame({"prompt": ["a", "b", "c"], "id": [1, 2, 3]})
-    cfg = dict(model="gpt-4o-mini", base_url="http://127.0.0.1:9/v1", output_schema={"label": ["x", "y"]}, mode="batch")
+    cfg = {
+        "model": "gpt-4o-mini",
+        "base_url": "http://127.0.0.1:9/v1",
+        "output_schema": {"label": ["x", "y"]},
+        "mode": "batch",
+    }
     out, meta = run(rows, **cfg)
     path = Path(meta["exo/llm/batch_file"])
     assert path == tmp_path / "data" / "batches" / "labels.jsonl"
@@ -456,13 +466,15 @@ def test_compiled_cluster_templates_rows_keeps_the_key_secret_and_reuses_the_cac
     assert KEY not in json.dumps(instance.get_run_by_id(result.run_id).run_config)
 
 
+@pytest.mark.slow
 def test_catalog_loads_without_importing_the_ai_stack():
     code = (
         "import sys, satellites; from exo_dagster.catalog.registry import builtin_registry; "
         "ids = builtin_registry().ids(); "
         "assert 'satellite/exospherehost/llm-complete' in ids and 'satellite/exospherehost/embed-text' in ids; "
         "assert 'satellite/exospherehost/deepseek-r1-distrill-llama-70b' in ids; "
-        "heavy = [m for m in ('torch', 'sentence_transformers', 'jsonschema', 'satellites.ai.llm_client') if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'sentence_transformers', 'jsonschema', 'satellites.ai.llm_client') if m in "
+        "sys.modules]; "
         "print(heavy); assert not heavy"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

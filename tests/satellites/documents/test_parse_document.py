@@ -86,6 +86,7 @@ def by_name(frame: pl.DataFrame) -> dict[str, dict]:
     return {row["path"].rsplit("/", 1)[-1]: row for row in frame.to_dicts()}
 
 
+@pytest.mark.slow
 def test_each_format_to_text(docs, make_ctx):
     out = parse_document(
         make_ctx(input={"paths": ["report.pdf", "report.docx", str(docs / "notes.html"), "readme.md"]}),
@@ -101,9 +102,9 @@ def test_each_format_to_text(docs, make_ctx):
     )
     assert rows["report.docx"]["pages"] is None
     html = rows["notes.html"]["text"]
-    assert (
-        html
-        == "Release notes\n\nVersion 2.0 is out.\nSee the change log.\n\n- faster\n- smaller\n\nx = 1\n  y = 2\n\nname\tqty\nbolts\t12"
+    assert html == (
+        "Release notes\n\nVersion 2.0 is out.\nSee the change log.\n\n- faster\n- smaller\n\n"
+        "x = 1\n  y = 2\n\nname\tqty\nbolts\t12"
     )
     assert rows["readme.md"]["text"] == "# Title\n\nSome *markdown* text." and rows["readme.md"]["format"] == "markdown"
     assert all(r["chars"] == len(r["text"]) and r["_error"] is None for r in rows.values())
@@ -143,10 +144,10 @@ def test_broken_and_missing_files_are_row_errors_naming_the_file(docs, make_ctx)
 
 def test_paths_from_per_row_input_or_previous_step_and_rerun_uses_the_cache(docs, make_ctx, stored, tmp_path):
     config = ParseDocumentConfig()
-    cached = dict(
-        cache_path=str(tmp_path / "cache.sqlite"),
-        identity=("satellite/exospherehost/parse-document", "1.0.0", config.model_dump(mode="json", by_alias=True)),
-    )
+    cached = {
+        "cache_path": str(tmp_path / "cache.sqlite"),
+        "identity": ("satellite/exospherehost/parse-document", "1.0.0", config.model_dump(mode="json", by_alias=True)),
+    }
     per_row = dataclasses.replace(make_ctx(), rows=pl.LazyFrame({"path": ["report.pdf", "readme.md"]}), **cached)
     first = parse_document(per_row, config)
     assert first["chars"].to_list() == [40, 30] and per_row.metadata["exo/rows_computed"] == 2
@@ -213,6 +214,7 @@ def run_cluster(tmp_path, text: str) -> dg.ExecuteInProcessResult:
     return job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
 
 
+@pytest.mark.slow
 def test_in_a_compiled_cluster(tmp_path, monkeypatch):
     monkeypatch.setenv("EXO_DATA_DIR", str(tmp_path / "exo"))
     docs = tmp_path / "docs"
@@ -229,7 +231,7 @@ def test_in_a_compiled_cluster(tmp_path, monkeypatch):
     assert rows["a.pdf"]["text"] == "alpha page" and rows["b.html"]["text"] == "# Bravo\n\ntext"
     assert rows["d.docx"]["text"].startswith("# Quarterly report")
     assert "`" + str(docs / "c.pdf") + "`: not a readable PDF" in rows["c.pdf"]["_error"]
-    [materialization] = [m for m in result.asset_materializations_for_node("parsed__test__documents")]
+    [materialization] = list(result.asset_materializations_for_node("parsed__test__documents"))
     assert materialization.metadata["exo/rows_failed"].value == 1
 
     monkeypatch.setitem(sys.modules, "docling", None)  # the extra is absent (and stays so if someone installs it)

@@ -46,10 +46,10 @@ def test_missing_not_ok_and_folders_are_row_errors(tree, make_ctx):
 
 def test_rerun_of_a_listing_is_served_from_the_cache_even_when_missing_is_not_ok(tree, make_ctx, tmp_path):
     config = DeleteFileConfig(missing_ok=False)
-    cached = dict(
-        cache_path=str(tmp_path / "cache.sqlite"),
-        identity=("satellite/exospherehost/delete-file", "1.0.0", config.model_dump(mode="json", by_alias=True)),
-    )
+    cached = {
+        "cache_path": str(tmp_path / "cache.sqlite"),
+        "identity": ("satellite/exospherehost/delete-file", "1.0.0", config.model_dump(mode="json", by_alias=True)),
+    }
     listing = pl.DataFrame({"path": [str(tree / "a.csv")], "hash": ["h-a"]})  # as get-files lists it
     for run in range(2):
         ctx = dataclasses.replace(make_ctx(), rows=listing.lazy(), **cached)

@@ -92,10 +92,10 @@ def test_across_filesystems_and_fsspec_urls(tmp_path, make_ctx):
 
 def test_row_cache_skips_done_rows_but_a_new_file_under_an_old_name_is_moved(tmp_path, inbox, make_ctx):
     config = MoveFileConfig(destination=str(tmp_path / "done"), overwrite="replace")
-    cached = dict(
-        cache_path=str(tmp_path / "cache.sqlite"),
-        identity=("satellite/exospherehost/move-file", "1.0.0", config.model_dump(mode="json", by_alias=True)),
-    )
+    cached = {
+        "cache_path": str(tmp_path / "cache.sqlite"),
+        "identity": ("satellite/exospherehost/move-file", "1.0.0", config.model_dump(mode="json", by_alias=True)),
+    }
     first = dataclasses.replace(make_ctx(input={"paths": ["inbox/a.txt"]}), **cached)
     assert move_file(first, config)["status"].to_list() == ["moved"]
     (inbox / "a.txt").write_text("a new a.txt arrived")

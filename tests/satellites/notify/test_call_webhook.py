@@ -193,7 +193,11 @@ def test_a_dropped_connection_is_retried_with_the_same_idempotency_key(tmp_path)
                 data += conn.recv(65536)
             head = data.split(b"\r\n\r\n")[0].decode()
             seen.append(
-                next(l.split(":", 1)[1].strip() for l in head.split("\r\n") if l.lower().startswith("idempotency-key"))
+                next(
+                    line.split(":", 1)[1].strip()
+                    for line in head.split("\r\n")
+                    if line.lower().startswith("idempotency-key")
+                )
             )
             if n == 1:
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")

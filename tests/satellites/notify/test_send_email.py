@@ -127,7 +127,9 @@ cluster:
     - name: People
       uses: satellite/exospherehost/sql
       identifier: people
-      config: {query: "select * from (values ('<script>alert(1)</script>', 'a@example.org'), ('Tom & \\"Jerry\\"', 'b@example.org')) t(name, email)"}
+      config:
+        query: "select * from (values ('<script>alert(1)</script>', 'a@example.org'),
+          ('Tom & \\"Jerry\\"', 'b@example.org')) t(name, email)"
     - name: Mail
       uses: satellite/exospherehost/send-email
       identifier: mail

@@ -102,12 +102,16 @@ cluster:
       uses: satellite/exospherehost/sql
       identifier: names
       config:
-        query: "select * from (values ('ada'), ('x'' union all select ''INJECTED'' --'), ('y''; copy (select ''owned'') to ''OWNED''; select ''')) t(name)"
+        query: >-
+          select * from (values ('ada'), ('x'' union all select ''INJECTED'' --'),
+          ('y''; copy (select ''owned'') to ''OWNED''; select ''')) t(name)
     - name: Lookup
       uses: satellite/exospherehost/sql
       identifier: lookup
       config:
-        query: "select name from names where name in (${{ satellites.names.output.name }}) or name = '${{ satellites.names.output.name }}'"
+        query: >-
+          select name from names where name in (${{ satellites.names.output.name }})
+          or name = '${{ satellites.names.output.name }}'
 """
 
 
@@ -155,7 +159,9 @@ cluster:
       uses: satellite/exospherehost/sql
       identifier: totals
       config:
-        query: "select region, count(*) as n, sum(amount) as total from source where flag group by region order by region"
+        query: >-
+          select region, count(*) as n, sum(amount) as total from source where flag
+          group by region order by region
     - name: Write
       uses: satellite/exospherehost/write-table
       identifier: written

@@ -11,6 +11,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+pytestmark = pytest.mark.slow  # seconds per test (measured): real runs, subprocesses or services
+
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 

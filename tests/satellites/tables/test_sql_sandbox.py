@@ -84,6 +84,7 @@ def test_a_query_that_spills_writes_only_inside_the_data_folder(make_ctx, tmp_pa
     assert [p.name for p in outside_cwd.rglob("*")] == [".tmp"]
 
 
+@pytest.mark.slow
 def test_spill_folders_are_removed_at_exit_and_those_of_gone_processes_swept(tmp_path):
     data = tmp_path / "data"
     script = (

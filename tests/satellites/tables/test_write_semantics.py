@@ -336,6 +336,7 @@ def test_two_drops_in_one_run_with_overlapping_keys(target):
     assert dict(frame.rows()) == expected
 
 
+@pytest.mark.slow
 def test_random_upserts_match_an_independent_model(target):
     """Random batches (repeats and empties included) upserted with `on-duplicate: last`, each compared with a
     dict: keys unique and every value the last one written (DuckDB: fewer, each write opens the database)."""
@@ -401,6 +402,7 @@ def s3(s3_endpoint, monkeypatch):
     return client
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["s3.parquet", "s3.csv"])
 def test_an_s3_target_has_the_same_semantics(s3, make_ctx, stored, name):
     import io

@@ -1,4 +1,5 @@
-"""Two runs writing one target at once lose nothing: 20 concurrent append pairs (Parquet, CSV, DuckDB) and upsert pairs."""
+"""Two runs writing one target at once lose nothing: 20 concurrent append pairs (Parquet, CSV, DuckDB) and upsert
+pairs."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from exo_dagster.sdk import temp_files
+from exo_dagster.sdk.internal import temp_files
 from satellites.tables.write_table import WriteTableConfig, write_table
 
 PAIRS = 20
@@ -42,6 +43,7 @@ def _writer(tmp: str, who: int, barrier, targets: list[str]) -> None:
             write_table(ctx, WriteTableConfig(path=target, mode=mode, key=key, format=fmt, table="rows"))
 
 
+@pytest.mark.slow
 def test_twenty_concurrent_append_pairs_lose_no_row(tmp_path):
     targets = ["out.parquet", "out.csv", "out.duckdb", "upsert.parquet"]
     ctx = mp.get_context("spawn")
@@ -68,6 +70,7 @@ def test_twenty_concurrent_append_pairs_lose_no_row(tmp_path):
     assert sorted(p.name for p in data.iterdir()) == ["locks", "out.csv", "out.duckdb", "out.parquet", "upsert.parquet"]
 
 
+@pytest.mark.slow
 def test_duckdb_target_held_by_another_process_is_waited_for(tmp_path, make_ctx, stored, monkeypatch):
     """A DuckDB file held by a process outside exo (a shell): the write waits for it instead of failing."""
     target = tmp_path / "data" / "db.duckdb"
