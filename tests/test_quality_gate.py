@@ -16,7 +16,7 @@ BIN = Path(sys.executable).parent
 GATE = {
     "ruff-check": ["ruff", "check", "."],
     "ruff-format": ["ruff", "format", "--check", "."],
-    "pyright": ["pyright"],
+    "pyright": ["pyright", "-p", "pyproject.toml"],  # this project's config, whatever a parent folder holds
 }
 
 
