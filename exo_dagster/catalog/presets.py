@@ -205,8 +205,8 @@ class _PresetChecker:
             self.error(
                 (),
                 "a satellite file must be a mapping with `version:` and `satellite:`",
-                "start the file with `version: 0.0.1b` and a `satellite:` section (see README.md, configured "
-                "satellites)",
+                "start the file with `version: 0.0.1b` and a `satellite:` section "
+                "(see docs/custom-satellites.md, configured satellites)",
             )
             return None
         try:

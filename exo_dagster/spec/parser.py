@@ -954,4 +954,4 @@ def _hint_for(kind: str, field_name: Any, err: Mapping[str, Any]) -> str:
         return "use one of the values listed"
     if kind == "too_short":
         return "add at least one entry"
-    return "see the spec reference in README.md"
+    return "see the spec reference in docs/spec-reference.md"

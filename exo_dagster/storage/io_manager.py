@@ -1,7 +1,7 @@
 """Parquet storage for step outputs: atomic writes, lazy reads, any fsspec URL, a DuckDB catalog.
 
 Built on Dagster's own `UPathIOManager` (the base dagster-polars uses) rather than dagster-polars
-itself, which breaks on Polars 2 (see README design notes).
+itself, which breaks on Polars 2 (see docs/design/parquet-io-manager.md).
 
 A step that passes Parquet source files through unchanged (e.g. `read-table` over Parquet)
 returns a StoredTable pointing at them; we then store a small reference (`<key>.ref.json`, with

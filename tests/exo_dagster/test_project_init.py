@@ -115,6 +115,7 @@ def project(tmp_path_factory) -> Path:
 
 def test_the_readmes_show_the_commands_these_tests_run(project):
     assert bash_block((ROOT / "README.md").read_text(), "exo init") == README_COMMANDS
+    assert bash_block((ROOT / "docs" / "getting-started.md").read_text(), "exo init") == README_COMMANDS
     assert bash_block((project / "README.md").read_text(), "dg launch") == PROJECT_COMMANDS
 
 
