@@ -1,4 +1,4 @@
-"""The outside services some tests need (PostgreSQL, Redis, RabbitMQ, Chromium), probed at the test that needs them.
+"""The outside services some tests need (PostgreSQL, Redis, Chromium), probed at the test that needs them.
 
 An absent service skips that test with the reason, so a laptop without PostgreSQL still runs everything else;
 with EXO_REQUIRE_SERVICES=1 (set by .ci/run) the same reason fails the test instead, so CI never skips silently.
@@ -52,9 +52,6 @@ POSTGRES = Service(
     "PostgreSQL", "EXO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres", "CI starts it"
 )
 REDIS = Service("Redis", "EXO_TEST_REDIS_URL", "redis://127.0.0.1:6379", "CI starts it")
-RABBITMQ = Service(
-    "RabbitMQ", "EXO_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//", "CI starts it: rabbitmq-server"
-)
 
 
 def missing(reason: str) -> NoReturn:
@@ -73,11 +70,6 @@ def redis_url(db: int | None = None) -> str:
     """A reachable Redis server's URL, with database `db` when given (each test module keeps to its own numbers)."""
     url = REDIS.require().rstrip("/")
     return url if db is None else f"{url}/{db}"
-
-
-def rabbitmq_url() -> str:
-    """A reachable RabbitMQ broker's AMQP URL."""
-    return RABBITMQ.require()
 
 
 def chromium_path() -> str:

@@ -18,7 +18,6 @@ REPO = Path(__file__).resolve().parents[1]
 NETWORK = {
     "postgres": (services.POSTGRES, services.postgres_url, "postgresql://postgres@127.0.0.1:{port}/postgres"),
     "redis": (services.REDIS, services.redis_url, "redis://127.0.0.1:{port}"),
-    "rabbitmq": (services.RABBITMQ, services.rabbitmq_url, "amqp://guest:guest@127.0.0.1:{port}//"),
 }
 
 
